@@ -1,0 +1,1 @@
+"""Resource kinds, their schemas and validation: Istio's, ASM's and meshplane's own."""
