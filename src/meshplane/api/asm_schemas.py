@@ -1,0 +1,243 @@
+"""Hand-written structural schemas of the kinds no package describes: ASM's extensions and meshplane's own.
+
+Alibaba Cloud Service Mesh publishes its CRDs only as prose and examples (see docs and
+/work/shared/reference/mesh-features.md), so the shapes below follow those examples. meshplane's MemberCluster
+is ours. Each function returns a fresh ``spec`` (and, where it has one, ``status``) schema in the same structural
+form as the generated Istio schemas, so the same validator and ``kubectl explain`` serve both.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Schema = dict[str, Any]
+
+
+def _str(description: str = "", **extra: Any) -> Schema:
+    return {"type": "string", **({"description": description} if description else {}), **extra}
+
+
+def _int(description: str = "", **extra: Any) -> Schema:
+    return {"type": "integer", **({"description": description} if description else {}), **extra}
+
+
+def _bool(description: str = "") -> Schema:
+    return {"type": "boolean", **({"description": description} if description else {})}
+
+
+def _arr(items: Schema, description: str = "", **extra: Any) -> Schema:
+    return {"type": "array", "items": items, **({"description": description} if description else {}), **extra}
+
+
+def _map(values: Schema, description: str = "") -> Schema:
+    return {"type": "object", "additionalProperties": values, **({"description": description} if description else {})}
+
+
+def _obj(properties: dict[str, Schema], description: str = "", required: tuple[str, ...] = ()) -> Schema:
+    out: Schema = {"type": "object", "properties": properties}
+    if description:
+        out["description"] = description
+    if required:
+        out["required"] = list(required)
+    return out
+
+
+def _workload_selector(description: str) -> Schema:
+    return _obj({"labels": _map(_str(), "Labels a workload must carry to be selected.")}, description)
+
+
+def _string_match(description: str) -> Schema:
+    return _obj(
+        {
+            "exact": _str("exact string match"),
+            "prefix": _str("prefix-based match"),
+            "regex": _str("RE2 style regex-based match"),
+        },
+        description,
+    )
+
+
+def traffic_label_spec() -> Schema:
+    label = _obj(
+        {
+            "name": _str("Name of the request header that carries the label on outbound requests."),
+            "valueFrom": _arr(
+                _str(),
+                "Where the value comes from, tried in order; the first that resolves wins. Each entry is one of "
+                "$getInboundRequestHeader(header), $getExternalInboundRequestHeader(header, contextHeader), "
+                "$getLocalOutboundRequestHeader(header) or $getLabel(label).",
+            ),
+        },
+        "One label: a header name and the sources of its value.",
+        required=("name",),
+    )
+    return _obj(
+        {
+            "workloadSelector": _workload_selector(
+                "The workloads this TrafficLabel applies to; omitted, every workload of the namespace."
+            ),
+            "rules": _arr(
+                _obj(
+                    {
+                        "labels": _arr(label, "Labels this rule computes."),
+                        "attachTo": _arr(_str(), "Where else the label is recorded (e.g. opentracing)."),
+                        "protocols": _str("Protocols the rule applies to; \"*\" for all."),
+                    }
+                ),
+                "Rules computing traffic labels.",
+            ),
+        },
+        "Labels requests with a header computed at the proxy, so routing rules can match it.",
+    )
+
+
+def _cluster_service_ref() -> Schema:
+    return _obj(
+        {
+            "name": _str("Name of the service."),
+            "namespace": _str("Namespace of the service."),
+            "cluster": _obj(
+                {"name": _str("Name of the member cluster."), "id": _str("ID of the member cluster.")},
+                "The member cluster the service runs in; omitted, any cluster.",
+            ),
+        },
+        "A service in a member cluster.",
+        required=("name", "namespace"),
+    )
+
+
+def swim_lane_group_spec() -> Schema:
+    return _obj(
+        {
+            "services": _arr(_cluster_service_ref(), "The services of the call chain that take part in lanes."),
+            "ingress": _obj(
+                {
+                    "gateway": _obj(
+                        {
+                            "name": _str("Name of the ingress gateway."),
+                            "namespace": _str("Namespace of the ingress gateway."),
+                            "type": _str("Type of the gateway (ASM)."),
+                        },
+                        "The ingress gateway routing requests into the lanes.",
+                    )
+                },
+                "Ingress configuration of the lane group.",
+            ),
+            "isPermissive": _bool("true: permissive mode (lanes may be partial); false or unset: strict mode."),
+            "permissiveModeConfiguration": _obj(
+                {
+                    "routeHeader": _str("Request header the gateway routes on, e.g. x-asm-prefer-tag."),
+                    "traceHeader": _str("Header the applications propagate along the chain, e.g. baggage."),
+                    "fallbackTarget": _str("The base lane that requests fall back to."),
+                },
+                "Settings of permissive mode; required when isPermissive is true.",
+            ),
+        },
+        "A group of traffic lanes: the services of one call chain and its ingress gateway.",
+        required=("services",),
+    )
+
+
+def swim_lane_spec() -> Schema:
+    rule = _obj(
+        {
+            "name": _str("Name of the rule."),
+            "hosts": _arr(_str(), "Hosts the rule applies to at the gateway."),
+            "match": _obj({"uri": _string_match("URI match.")}, "Match conditions of the rule."),
+            "online": _bool("Whether the rule is in effect."),
+            "route": _obj(
+                {"destination": _obj({"host": _str("Destination host.")}, "Destination of the requests.")},
+                "Where matching requests go.",
+            ),
+            "weight": _int("Share (0-100) of the rule's traffic sent to this lane.", minimum=0, maximum=100),
+        },
+        "A gateway routing rule into this lane.",
+    )
+    return _obj(
+        {
+            "labelSelector": _map(_str(), "Workload labels that select the lane's versions, e.g. {version: v2}."),
+            "services": _arr(_cluster_service_ref(), "In permissive mode, the services this lane contains."),
+            "ingressRules": _arr(rule, "Gateway rules routing requests into this lane."),
+            "ingressWeight": _int(
+                "Share (0-100) of the group's ingress traffic sent to this lane.", minimum=0, maximum=100
+            ),
+        },
+        "One traffic lane: a set of versions of the group's services.",
+    )
+
+
+def header_propagation_spec() -> Schema:
+    return _obj(
+        {
+            "workloadSelector": _workload_selector("The workloads this applies to; omitted, the whole namespace."),
+            "headers": _arr(_str(), "Keys lifted out of baggage and set as request headers."),
+            "headerPrefix": _str("Lift every baggage key with this prefix."),
+        },
+        "Lifts named keys out of the W3C baggage header and sets them as request headers.",
+    )
+
+
+def _label_selector() -> Schema:
+    return _obj(
+        {
+            "matchLabels": _map(_str(), "Labels that must all match."),
+            "matchExpressions": _arr(
+                _obj(
+                    {
+                        "key": _str("The label key."),
+                        "operator": _str(
+                            "How the key relates to the values.", enum=["In", "NotIn", "Exists", "DoesNotExist"]
+                        ),
+                        "values": _arr(_str(), "Values for In and NotIn; empty for Exists and DoesNotExist."),
+                    },
+                    required=("key", "operator"),
+                ),
+                "Label requirements that must all hold.",
+            ),
+        },
+        "A Kubernetes label selector.",
+    )
+
+
+def member_cluster_spec() -> Schema:
+    return _obj(
+        {
+            "network": _str("The network the cluster's workloads are on."),
+            "region": _str("Default region of the cluster's workloads."),
+            "zone": _str("Default zone of the cluster's workloads."),
+            "kubeconfig": _str("Kubeconfig reaching the cluster's API server (a secret: never returned by reads)."),
+            "local": _bool("The cluster is run by meshplane's local runtime instead of a Kubernetes API server."),
+            "discoverySelectors": _arr(
+                _label_selector(), "Only namespaces matching one of these selectors are part of the mesh."
+            ),
+        },
+        "A cluster that is a member of the mesh.",
+    )
+
+
+def member_cluster_status() -> Schema:
+    condition = _obj(
+        {
+            "type": _str("Type of the condition, e.g. Connected."),
+            "status": _str("Status of the condition.", enum=["True", "False", "Unknown"]),
+            "reason": _str("Machine-readable reason of the last transition."),
+            "message": _str("Human-readable message of the last transition."),
+            "lastTransitionTime": _str("When the condition last changed.", format="date-time"),
+        },
+        required=("type", "status"),
+    )
+    return _obj(
+        {
+            "conditions": _arr(condition, "Observed conditions of the member cluster."),
+            "observedGeneration": _int("The generation the status describes."),
+        },
+        "Observed state of the member cluster.",
+    )
+
+
+def preserved_status() -> Schema:
+    return {
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": True,
+        "description": "Status written by the control plane.",
+    }
