@@ -16,6 +16,7 @@ Callers (the API server, the xDS config controller) depend on this Protocol only
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import AsyncIterator
 from typing import Protocol
 
@@ -56,7 +57,7 @@ class Store(Protocol):
     def get(self, gr: GroupResource, namespace: str, name: str) -> JSONObject | None:
         """The durable object, or None. Returned objects must not be mutated by the caller."""
 
-    def list(self, gr: GroupResource, namespace: str | None = None) -> tuple[list[JSONObject], int]:
+    def list(self, gr: GroupResource, namespace: str | None = None) -> tuple[builtins.list[JSONObject], int]:
         """Objects of one collection (all namespaces when ``namespace`` is None), sorted by (namespace, name),
         and the store's resourceVersion at which that list is consistent."""
 
@@ -65,5 +66,5 @@ class Store(Protocol):
     ) -> Watch:
         """Changes to one collection (``gr=None``: every collection), optionally in one namespace."""
 
-    def audit(self, since_rv: int = 0, limit: int = 500) -> list[AuditRecord]:
+    def audit(self, since_rv: int = 0, limit: int = 500) -> builtins.list[AuditRecord]:
         """Audit records with rv > since_rv, oldest first."""

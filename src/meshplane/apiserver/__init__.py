@@ -1,0 +1,1 @@
+"""The Kubernetes-compatible HTTP API (what kubectl and client libraries speak) and the management API."""
