@@ -1,0 +1,1 @@
+"""The ``meshplane`` command: the control plane server, kubeconfig, and (later) the local runtime."""

@@ -1,0 +1,169 @@
+"""Composition of the control plane process: the store, the Kubernetes-compatible API and (when enabled) xDS.
+
+This is the only place that wires the layers together; every component takes its settings explicitly from here.
+The server writes ``server.json`` into its data dir (mode 0600) so ``meshplane kubeconfig`` and other local
+commands find the running API without being told where it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import signal
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from meshplane.api.kinds import default_registry
+from meshplane.apiserver.app import ApiServer, ApiServerSettings, serve
+from meshplane.store.sqlite import SqliteStore
+
+log = logging.getLogger("meshplane.server")
+
+STATE_FILE = "server.json"
+
+
+class ServerConfigError(Exception):
+    """The server was asked to start in a way that is unsafe or impossible; the message says how to fix it."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerOptions:
+    data_dir: Path
+    api_host: str
+    api_port: int
+    xds_host: str | None = None
+    xds_port: int = 0
+    tokens: dict[str, str] | None = None  # token -> user
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_addr(text: str, default_port: int) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        return text, default_port
+    try:
+        return host.strip("[]"), int(port)
+    except ValueError as e:
+        raise ServerConfigError(f"invalid address {text!r}: port must be a number") from e
+
+
+def read_token_file(path: Path) -> dict[str, str]:
+    """Kubernetes' static token file format: ``token,user[,uid[,"groups"]]`` per line."""
+    tokens: dict[str, str] = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) < 2 or not parts[0] or not parts[1]:
+            raise ServerConfigError(f"{path}:{n}: expected 'token,user', got {line[:20]!r}...")
+        tokens[parts[0]] = parts[1]
+    if not tokens:
+        raise ServerConfigError(f"{path}: no tokens in the token file")
+    return tokens
+
+
+def check_safe(opts: ServerOptions) -> None:
+    hosts = [opts.api_host] + ([opts.xds_host] if opts.xds_host else [])
+    exposed = [h for h in hosts if not is_loopback(h)]
+    if exposed and not opts.tokens:
+        raise ServerConfigError(
+            f"refusing to serve on non-loopback address {exposed[0]} without authentication: "
+            "pass --token-file FILE (lines 'token,user') or bind to 127.0.0.1"
+        )
+
+
+async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None) -> None:
+    """Run until SIGTERM/SIGINT. Writes the state file once the API answers."""
+    check_safe(opts)
+    opts.data_dir.mkdir(parents=True, exist_ok=True)
+    store = SqliteStore(opts.data_dir / "store.db")
+    await store.start()
+    api = ApiServer(store, default_registry(), ApiServerSettings(tokens=dict(opts.tokens or {})))
+    runner = await serve(api.app(), opts.api_host, opts.api_port)
+    port = _bound_port(runner) or opts.api_port
+    api_url = f"http://{_url_host(opts.api_host)}:{port}"
+    state = {"api": api_url, "pid": os.getpid()}
+    if opts.tokens:
+        state["token"] = next(iter(opts.tokens))
+    _write_state(opts.data_dir / STATE_FILE, state)
+    log.info("API serving on %s (data in %s)", api_url, opts.data_dir)
+    print(f"meshplane API serving on {api_url}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        await store.close()
+        with contextlib.suppress(FileNotFoundError):
+            (opts.data_dir / STATE_FILE).unlink()
+
+
+def _bound_port(runner: object) -> int | None:
+    for site in getattr(runner, "sites", []):
+        server = getattr(site, "_server", None)
+        for sock in getattr(server, "sockets", None) or []:
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                return int(sock.getsockname()[1])
+    return None
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _write_state(path: Path, state: dict[str, object]) -> None:
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(state, f)
+    os.replace(tmp, path)
+
+
+def read_state(data_dir: Path) -> dict[str, object]:
+    path = data_dir / STATE_FILE
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError as e:
+        raise ServerConfigError(f"no running server found: {path} does not exist (start `meshplane server`)") from e
+    if not isinstance(data, dict):
+        raise ServerConfigError(f"{path} is corrupt")
+    return data
+
+
+def kubeconfig(state: dict[str, object], *, name: str = "meshplane") -> str:
+    """A kubeconfig (YAML) for the server described by ``state``."""
+    import yaml
+
+    user: dict[str, object] = {}
+    if state.get("token"):
+        user["token"] = state["token"]
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": name, "cluster": {"server": state["api"]}}],
+        "users": [{"name": name, "user": user}],
+        "contexts": [{"name": name, "context": {"cluster": name, "user": name, "namespace": "default"}}],
+        "current-context": name,
+        "preferences": {},
+    }
+    return str(yaml.safe_dump(doc, sort_keys=False))
