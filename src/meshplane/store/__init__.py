@@ -2,6 +2,8 @@
 
 from meshplane.store.errors import AlreadyExists, Conflict, Expired, NotFound, StorageFailure, StoreError
 from meshplane.store.interface import Store, Watch
+from meshplane.store.memory import MemoryStore
+from meshplane.store.sqlite import SqliteStore
 from meshplane.store.types import AuditRecord, EventType, GroupResource, JSONObject, ObjectKey, WatchEvent
 
 __all__ = [
@@ -12,8 +14,10 @@ __all__ = [
     "Expired",
     "GroupResource",
     "JSONObject",
+    "MemoryStore",
     "NotFound",
     "ObjectKey",
+    "SqliteStore",
     "StorageFailure",
     "Store",
     "StoreError",
