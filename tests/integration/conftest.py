@@ -40,9 +40,19 @@ def start_server(data_dir: Path, *extra: str) -> ServerProcess:
         state.unlink()
     log = open(data_dir.parent / f"{data_dir.name}-server.log", "ab")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(
-        [sys.executable, "-m", "meshplane.cli.main", "server", "--data-dir", str(data_dir),
-         "--api-addr", "127.0.0.1:0", *extra],
-        stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "meshplane.cli.main",
+            "server",
+            "--data-dir",
+            str(data_dir),
+            "--api-addr",
+            "127.0.0.1:0",
+            *extra,
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -78,8 +88,9 @@ class Kubectl:
     server: str
     home: Path
 
-    def run(self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60
-            ) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         cmd = ["kubectl", "--server", self.server, "--cache-dir", str(self.home / "cache"), *args]
         env = {**os.environ, "HOME": str(self.home), "KUBECONFIG": str(self.home / "none")}
         res = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout, env=env)

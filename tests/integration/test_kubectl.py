@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import yaml
+
 from tests.integration.conftest import Kubectl
 
 VS_V1 = """\
@@ -120,11 +121,19 @@ def test_server_side_apply_and_conflict(kubectl: Kubectl, tmp_path: Path) -> Non
     obj = json.loads(kubectl.run("get", "vs", "reviews", "-o", "json").stdout)
     assert len(obj["spec"]["http"]) == 2 and obj["metadata"]["labels"] == {"tier": "backend"}
     # another manager applying a different value for a field the first owns conflicts, unless forced
-    res = kubectl.run("apply", "--server-side", "--field-manager", "other", "-f",
-                      _write(tmp_path, "v1b.yaml", VS_V1), check=False)
+    res = kubectl.run(
+        "apply", "--server-side", "--field-manager", "other", "-f", _write(tmp_path, "v1b.yaml", VS_V1), check=False
+    )
     assert res.returncode != 0 and "conflict" in res.stderr.lower()
-    kubectl.run("apply", "--server-side", "--field-manager", "other", "--force-conflicts", "-f",
-                _write(tmp_path, "v1c.yaml", VS_V1))
+    kubectl.run(
+        "apply",
+        "--server-side",
+        "--field-manager",
+        "other",
+        "--force-conflicts",
+        "-f",
+        _write(tmp_path, "v1c.yaml", VS_V1),
+    )
     obj = json.loads(kubectl.run("get", "vs", "reviews", "-o", "json").stdout)
     assert len(obj["spec"]["http"]) == 1
 
@@ -138,8 +147,15 @@ def test_diff_patch_label_delete(kubectl: Kubectl, tmp_path: Path) -> None:
     # diff must not have changed anything (dry run)
     assert "jason" not in kubectl.run("get", "vs", "reviews", "-o", "yaml").stdout
     kubectl.run("patch", "vs", "reviews", "--type", "merge", "-p", '{"spec":{"gateways":["mesh"]}}')
-    kubectl.run("patch", "vs", "reviews", "--type", "json", "-p",
-                '[{"op":"add","path":"/spec/hosts/-","value":"reviews.default.svc.cluster.local"}]')
+    kubectl.run(
+        "patch",
+        "vs",
+        "reviews",
+        "--type",
+        "json",
+        "-p",
+        '[{"op":"add","path":"/spec/hosts/-","value":"reviews.default.svc.cluster.local"}]',
+    )
     obj = json.loads(kubectl.run("get", "vs", "reviews", "-o", "json").stdout)
     assert obj["spec"]["gateways"] == ["mesh"]
     assert obj["spec"]["hosts"] == ["reviews", "reviews.default.svc.cluster.local"]
@@ -158,8 +174,14 @@ def test_diff_patch_label_delete(kubectl: Kubectl, tmp_path: Path) -> None:
 
 def test_explain_and_api_resources(kubectl: Kubectl) -> None:
     resources = kubectl.run("api-resources").stdout
-    for line in ("virtualservices", "destinationrules", "authorizationpolicies", "trafficlabels",
-                 "asmswimlanegroups", "memberclusters"):
+    for line in (
+        "virtualservices",
+        "destinationrules",
+        "authorizationpolicies",
+        "trafficlabels",
+        "asmswimlanegroups",
+        "memberclusters",
+    ):
         assert line in resources
     vs_line = next(line for line in resources.splitlines() if line.startswith("virtualservices"))
     assert vs_line.split()[1:4] == ["vs", "networking.istio.io/v1", "true"]

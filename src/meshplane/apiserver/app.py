@@ -145,6 +145,12 @@ class ApiServer:
         except StorageFailure as e:
             log.error("storage failure on %s %s: %s", request.method, request.path, e)
             return web.json_response(status_object(500, "InternalError", f"storage failure: {e}"), status=500)
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            raise
+        except Exception as e:
+            log.exception("internal error on %s %s", request.method, request.path)
+            body = status_object(500, "InternalError", f"an internal error occurred: {type(e).__name__}")
+            return web.json_response(body, status=500)
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -940,4 +946,3 @@ async def serve(app: web.Application, host: str, port: int) -> web.AppRunner:
 
 
 __all__ = ["ApiServer", "ApiServerSettings", "serve"]
-_ = asyncio

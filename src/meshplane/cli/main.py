@@ -14,7 +14,13 @@ from meshplane.cli import serverproc
 def _server(args: argparse.Namespace) -> int:
     api_host, api_port = serverproc.parse_addr(args.api_addr, 8080)
     tokens = serverproc.read_token_file(Path(args.token_file)) if args.token_file else None
-    opts = serverproc.ServerOptions(data_dir=Path(args.data_dir), api_host=api_host, api_port=api_port, tokens=tokens)
+    opts = serverproc.ServerOptions(
+        data_dir=Path(args.data_dir),
+        api_host=api_host,
+        api_port=api_port,
+        tokens=tokens,
+        history_limit=args.history_limit,
+    )
     asyncio.run(serverproc.run_server(opts))
     return 0
 
@@ -36,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--token-file",
         help="bearer tokens, one 'token,user' per line; required when serving on a non-loopback address",
+    )
+    s.add_argument(
+        "--history-limit",
+        type=int,
+        default=100_000,
+        help="watch events kept so clients can resume; older resume points get 410 Expired (default 100000)",
     )
     s.set_defaults(func=_server)
 

@@ -39,6 +39,7 @@ class ServerOptions:
     xds_host: str | None = None
     xds_port: int = 0
     tokens: dict[str, str] | None = None  # token -> user
+    history_limit: int = 100_000  # watch events kept for resuming watches
 
 
 def is_loopback(host: str) -> bool:
@@ -90,7 +91,7 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
     """Run until SIGTERM/SIGINT. Writes the state file once the API answers."""
     check_safe(opts)
     opts.data_dir.mkdir(parents=True, exist_ok=True)
-    store = SqliteStore(opts.data_dir / "store.db")
+    store = SqliteStore(opts.data_dir / "store.db", history_limit=opts.history_limit)
     await store.start()
     api = ApiServer(store, default_registry(), ApiServerSettings(tokens=dict(opts.tokens or {})))
     runner = await serve(api.app(), opts.api_host, opts.api_port)
