@@ -1,0 +1,229 @@
+"""Create / list / watch throughput of the Kubernetes-compatible API, against a bare HTTP baseline.
+
+Starts a real ``meshplane server`` (SQLite store, WAL, synchronous=FULL) in its own process and, as the baseline
+measured in the same run, a bare aiohttp server in its own process that accepts the same POSTs and answers 201
+without validating or storing anything. A client process creates N VirtualServices with C concurrent connections
+against each, while a watch opened before the first create counts the events it receives; then lists everything.
+
+    python bench/api_throughput.py            # N=10,000, C=32
+    python bench/api_throughput.py -n 1000    # quick
+
+Prints the figures and the ratio meshplane/baseline. Loopback only; everything it starts is stopped by PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+PATH = "/apis/networking.istio.io/v1/namespaces/default/virtualservices"
+
+BASELINE_SERVER = r"""
+import sys
+from aiohttp import web
+async def create(request):
+    body = await request.json()
+    return web.json_response(body, status=201)
+async def ok(request):
+    return web.Response(text="ok")
+app = web.Application(client_max_size=4 * 1024 * 1024)
+app.add_routes([web.post("/apis/{tail:.*}", create), web.get("/readyz", ok)])
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url + "/readyz", timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} not ready")
+
+
+def vs(i: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": f"svc-{i}", "labels": {"app": f"svc-{i % 50}"}},
+        "spec": {
+            "hosts": [f"svc-{i}"],
+            "http": [
+                {
+                    "match": [{"headers": {"end-user": {"exact": "jason"}}}],
+                    "route": [{"destination": {"host": f"svc-{i}", "subset": "v2"}}],
+                },
+                {
+                    "route": [
+                        {"destination": {"host": f"svc-{i}", "subset": "v1"}, "weight": 80},
+                        {"destination": {"host": f"svc-{i}", "subset": "v2"}, "weight": 20},
+                    ],
+                    "timeout": "2s",
+                    "retries": {"attempts": 3, "perTryTimeout": "0.5s"},
+                },
+            ],
+        },
+    }
+
+
+async def create_all(url: str, n: int, concurrency: int) -> float:
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        for i in range(n):
+            queue.put_nowait(i)
+
+        async def worker() -> None:
+            while not queue.empty():
+                i = queue.get_nowait()
+                async with session.post(url + PATH, json=vs(i)) as resp:
+                    if resp.status != 201:
+                        raise RuntimeError(f"create {i}: HTTP {resp.status}: {await resp.text()}")
+                    await resp.read()
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return time.perf_counter() - start
+
+
+async def watch_count(url: str, n: int, ready: asyncio.Event, done: asyncio.Future[float]) -> None:
+    timeout = aiohttp.ClientTimeout(total=None, sock_read=120)
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as session,
+        session.get(url + PATH, params={"watch": "true"}) as resp,
+    ):
+        ready.set()
+        count = 0
+        async for _line in resp.content:
+            count += 1
+            if count == n:
+                done.set_result(time.perf_counter())
+                return
+
+
+async def run_meshplane(url: str, n: int, c: int) -> dict[str, float]:
+    ready = asyncio.Event()
+    done: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+    watcher = asyncio.create_task(watch_count(url, n, ready, done))
+    await ready.wait()
+    start = time.perf_counter()
+    create_s = await create_all(url, n, c)
+    watch_end = await asyncio.wait_for(done, 120)
+    await watcher
+    async with aiohttp.ClientSession() as session:
+        t = time.perf_counter()
+        async with session.get(url + PATH) as resp:
+            items = (await resp.json())["items"]
+        list_s = time.perf_counter() - t
+        t = time.perf_counter()
+        pages = 0
+        token = ""
+        while True:
+            params = {"limit": "500", **({"continue": token} if token else {})}
+            async with session.get(url + PATH, params=params) as resp:
+                page = await resp.json()
+            pages += 1
+            token = page["metadata"].get("continue", "")
+            if not token:
+                break
+        paged_s = time.perf_counter() - t
+    assert len(items) == n, f"listed {len(items)} of {n}"
+    return {
+        "create_s": create_s,
+        "watch_all_events_s": watch_end - start,
+        "list_s": list_s,
+        "list_paged_s": paged_s,
+        "pages": pages,
+    }
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-n", type=int, default=10_000, help="objects to create (default 10000)")
+    ap.add_argument("-c", type=int, default=32, help="concurrent connections (default 32)")
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        base = subprocess.Popen([sys.executable, "-c", BASELINE_SERVER, str(port)])
+        try:
+            wait_ready(f"http://127.0.0.1:{port}", base)
+            baseline_s = asyncio.run(create_all(f"http://127.0.0.1:{port}", args.n, args.c))
+        finally:
+            base.terminate()
+            base.wait(10)
+
+        port = free_port()
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        srv = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "meshplane.cli.main",
+                "server",
+                "--data-dir",
+                tmp,
+                "--api-addr",
+                f"127.0.0.1:{port}",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_ready(url, srv)
+            cpu0 = _cpu(srv.pid)
+            res = asyncio.run(run_meshplane(url, args.n, args.c))
+            res["server_cpu_s"] = _cpu(srv.pid) - cpu0
+            res["server_peak_rss_mb"] = rss_mb(srv.pid)
+        finally:
+            srv.terminate()
+            srv.wait(10)
+
+    res["baseline_create_s"] = baseline_s
+    res["create_ratio_vs_baseline"] = res["create_s"] / baseline_s
+    res["creates_per_s"] = args.n / res["create_s"]
+    print(json.dumps({"n": args.n, "concurrency": args.c, **{k: round(v, 3) for k, v in res.items()}}, indent=2))
+
+
+def _cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+if __name__ == "__main__":
+    main()
