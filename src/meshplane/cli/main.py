@@ -7,8 +7,12 @@ import asyncio
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
-from meshplane.cli import serverproc
+from meshplane.cli import runtime_cmds, serverproc
+
+# Modules that add their own subcommands: each has ``register(subparsers)``; each subcommand sets ``func``.
+_EXTENSIONS: list[Any] = [runtime_cmds]
 
 
 def _server(args: argparse.Namespace) -> int:
@@ -54,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     k = sub.add_parser("kubeconfig", help="print a kubeconfig for the running server")
     k.add_argument("--data-dir", default="./mesh-data")
     k.set_defaults(func=_kubeconfig)
+
+    for module in _EXTENSIONS:
+        module.register(sub)
     return p
 
 
