@@ -62,9 +62,7 @@ def rfc3339(moment: datetime) -> str:
 def rfc3339_micro(moment: datetime) -> str:
     """The audit trail's timestamp: RFC 3339 in UTC with microseconds, so records within a second stay apart."""
     m = _as_utc(moment)
-    return (
-        f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}.{m.microsecond:06d}Z"
-    )
+    return f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}.{m.microsecond:06d}Z"
 
 
 def _as_utc(moment: datetime) -> datetime:
@@ -173,8 +171,12 @@ class CoreStore(abc.ABC):
     ) -> None:
         if history_limit < 0:
             raise ValueError("history_limit must be >= 0")
-        if watch_queue_size < 1 or max_batch < 1:
-            raise ValueError("watch_queue_size and max_batch must be >= 1")
+        if max_batch < 1:
+            raise ValueError("max_batch must be >= 1")
+        if watch_queue_size < max_batch:
+            # One batch is published in one event-loop step, so even a watcher that keeps up sees a whole batch
+            # arrive at once: a smaller queue would expire healthy watches.
+            raise ValueError("watch_queue_size must be >= max_batch")
         self._history_limit = history_limit
         self._clock: Callable[[], datetime] = clock or _utc_now
         self._watch_queue_size = watch_queue_size
@@ -270,7 +272,8 @@ class CoreStore(abc.ABC):
     def watch(
         self, gr: GroupResource | None = None, namespace: str | None = None, since_rv: int | None = None
     ) -> StoreWatch:
-        """See ``Store.watch``. A ``since_rv`` older than the history raises ``Expired`` here, not on iteration.
+        """See ``Store.watch``. A ``since_rv`` older than the history raises ``Expired`` from the first ``__anext__``
+        (so a caller streaming events reports it in-stream like any other end of the watch).
 
         A ``since_rv`` above ``current_rv`` is accepted: the watch delivers the changes after it as they happen.
         A watch that falls ``watch_queue_size`` live events behind ends with ``Expired`` (see ``_watch``).
@@ -295,7 +298,8 @@ class CoreStore(abc.ABC):
             return watch
         if since_rv < self._compacted_rv:
             self._hub.unsubscribe(watch)
-            raise Expired(since_rv, self._compacted_rv)
+            watch.fail(Expired(since_rv, self._compacted_rv))
+            return watch
         start = bisect_right(self._history, since_rv, key=lambda e: e.rv)
         watch.begin((e for e in self._history[start:] if watch.matches(e)), since_rv)
         return watch
@@ -458,6 +462,8 @@ class CoreStore(abc.ABC):
                 self._fail(batch, exc)
             else:
                 self._apply(batch, compacted_rv)
+            # Let writers and watchers run between batches even when _persist did not suspend (MemoryStore).
+            await asyncio.sleep(0)
 
     def _compaction_point(self, batch: Sequence[Change]) -> int:
         """The rv through which history may be dropped once ``batch`` is in it."""

@@ -62,6 +62,13 @@ class StoreWatch:
         self._initial.extend(initial)
         self._last_rv = last_rv
 
+    def fail(self, error: StoreError) -> None:
+        """End the watch with ``error``: the next ``__anext__`` raises it, the ones after end the iteration."""
+        self._error = error
+        self._initial.clear()
+        self._live.clear()
+        self._wake()
+
     def matches(self, event: WatchEvent) -> bool:
         if self.gr is not None and event.gr != self.gr:
             return False
@@ -77,10 +84,7 @@ class StoreWatch:
             return True
         if len(self._live) >= self._queue_size:
             # The client relists and watches again from the list's rv; see the module docstring.
-            self._error = Expired(self._last_rv, event.rv)
-            self._initial.clear()
-            self._live.clear()
-            self._wake()
+            self.fail(Expired(self._last_rv, event.rv))
             return False
         self._live.append(event)
         self._wake()

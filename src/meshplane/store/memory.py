@@ -10,6 +10,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from meshplane.store._core import (
     DEFAULT_HISTORY_LIMIT,
@@ -19,6 +20,7 @@ from meshplane.store._core import (
     LoadedState,
 )
 from meshplane.store._watch import DEFAULT_WATCH_QUEUE_SIZE
+from meshplane.store.interface import Store
 from meshplane.store.types import AuditRecord
 
 __all__ = ["MemoryStore"]
@@ -53,3 +55,9 @@ class MemoryStore(CoreStore):
         start = bisect_right(self._audit, since_rv, key=lambda r: r.rv)
         end = bisect_right(self._audit, self.current_rv, key=lambda r: r.rv)
         return self._audit[start : min(end, start + max(limit, 0))]
+
+
+if TYPE_CHECKING:  # mypy proves the backend keeps the Protocol
+
+    def _conforms(store: MemoryStore) -> Store:
+        return store

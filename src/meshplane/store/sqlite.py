@@ -34,7 +34,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from meshplane.store._core import (
     DEFAULT_HISTORY_LIMIT,
@@ -45,6 +45,7 @@ from meshplane.store._core import (
 )
 from meshplane.store._watch import DEFAULT_WATCH_QUEUE_SIZE
 from meshplane.store.errors import StorageFailure
+from meshplane.store.interface import Store
 from meshplane.store.types import AuditRecord, EventType, GroupResource, JSONObject, ObjectKey, WatchEvent
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore"]
@@ -113,7 +114,7 @@ class SqliteStore(CoreStore):
     ``history_limit``: how many past events are kept for watch replay; a watch from before them gets ``Expired``.
     ``clock``: the time source for creationTimestamp and audit records (UTC ``datetime``).
     ``watch_queue_size``: live events a watch may fall behind before it is ended with ``Expired``.
-    ``max_batch``: the most writes one transaction commits.
+    ``max_batch``: the most writes one transaction commits (at most ``watch_queue_size``).
     """
 
     def __init__(
@@ -334,3 +335,9 @@ def _lock(path: pathlib.Path) -> int:
         os.close(fd)
         raise
     return fd
+
+
+if TYPE_CHECKING:  # mypy proves the backend keeps the Protocol
+
+    def _conforms(store: SqliteStore) -> Store:
+        return store
