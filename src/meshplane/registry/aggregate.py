@@ -1,0 +1,67 @@
+"""The registry contract every source implements, and the merge of sources into one snapshot.
+
+Sources are merged by host name: the first source (in the order given) that declares a host owns the Service
+definition; every source contributes its endpoints for that host in its own (cluster, source) shard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Protocol, runtime_checkable
+
+from meshplane.model.service import Endpoint, RegistrySnapshot, Service, ShardKey
+
+
+@runtime_checkable
+class ServiceRegistry(Protocol):
+    """One source of services and endpoints, e.g. the ServiceEntries of the config or one member cluster."""
+
+    @property
+    def cluster_id(self) -> str: ...
+
+    @property
+    def source(self) -> str:
+        """A short name of the provider, e.g. "ServiceEntry" or "Kubernetes"; part of the shard key."""
+        ...
+
+    def services(self) -> Sequence[Service]: ...
+
+    def endpoints(self) -> Mapping[str, Sequence[Endpoint]]:
+        """Endpoints by service host name."""
+        ...
+
+
+def aggregate(registries: Iterable[ServiceRegistry]) -> RegistrySnapshot:
+    services: list[Service] = []
+    triples: list[tuple[ShardKey, str, Iterable[Endpoint]]] = []
+    for reg in registries:
+        services.extend(reg.services())
+        shard = ShardKey(reg.cluster_id, reg.source)
+        for host, eps in reg.endpoints().items():
+            triples.append((shard, host, eps))
+    snap = RegistrySnapshot.build(services, triples)
+    return RegistrySnapshot(snap.services, snap.shards, _version(snap))
+
+
+def _endpoint_set(snap: RegistrySnapshot, host: str) -> frozenset[tuple[object, ...]]:
+    return frozenset(e.key() for e in snap.endpoints_of(host))
+
+
+def _version(snap: RegistrySnapshot) -> str:
+    h = hashlib.blake2b(digest_size=8)
+    for host in sorted(snap.services):
+        h.update(repr(snap.services[host]).encode())
+    for host in sorted(snap.endpoints):
+        h.update(host.encode())
+        h.update(repr(sorted(map(repr, _endpoint_set(snap, host)))).encode())
+    return h.hexdigest()
+
+
+def diff_endpoints(old: RegistrySnapshot, new: RegistrySnapshot) -> frozenset[str]:
+    """Hosts whose endpoints differ between two snapshots (order of endpoints does not matter)."""
+    changed: set[str] = set()
+    for host in set(old.endpoints) | set(new.endpoints):
+        if _endpoint_set(old, host) != _endpoint_set(new, host):
+            changed.add(host)
+    return frozenset(changed)

@@ -1,0 +1,109 @@
+"""Small helpers every builder uses: durations in Istio's text form, percentages, packing typed configs."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from envoy.config.core.v3 import config_source_pb2, grpc_service_pb2
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
+from envoy.type.v3 import percent_pb2
+from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import Message
+
+from meshplane.translate.mesh import MeshSettings
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|ns|s|m|h)")
+_UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+
+
+class TranslationError(ValueError):
+    """A config value cannot be translated; the message names the object and field."""
+
+
+def seconds(text: Any) -> float | None:
+    """Istio duration text (``1.5s``, ``100ms``, ``1h30m``) to seconds; None if absent or malformed."""
+    if text is None or text == "":
+        return None
+    if isinstance(text, int | float):
+        return float(text)
+    s = str(text).strip()
+    total = 0.0
+    pos = 0
+    for m in _DURATION.finditer(s):
+        if m.start() != pos:
+            return None
+        total += float(m.group(1)) * _UNIT[m.group(2)]
+        pos = m.end()
+    if pos != len(s) or pos == 0:
+        return None
+    return total
+
+
+def duration(value: float) -> duration_pb2.Duration:
+    d = duration_pb2.Duration()
+    whole = int(value)
+    d.seconds = whole
+    d.nanos = round((value - whole) * 1e9)
+    return d
+
+
+def duration_of(text: Any) -> duration_pb2.Duration | None:
+    s = seconds(text)
+    return duration(s) if s is not None else None
+
+
+def fraction(value: float) -> percent_pb2.FractionalPercent:
+    """A 0-100 percentage as a fraction per million (Istio's precision)."""
+    v = max(0.0, min(100.0, value))
+    return percent_pb2.FractionalPercent(numerator=round(v * 10000),
+                                         denominator=percent_pb2.FractionalPercent.MILLION)
+
+
+def pack(msg: Message) -> any_pb2.Any:
+    a = any_pb2.Any()
+    a.Pack(msg)
+    return a
+
+
+def ads_source() -> config_source_pb2.ConfigSource:
+    return config_source_pb2.ConfigSource(ads=config_source_pb2.AggregatedConfigSource(),
+                                          resource_api_version=config_source_pb2.V3)
+
+
+def sds_secret(name: str, mesh: MeshSettings) -> secret_pb2.SdsSecretConfig:
+    """A secret fetched from the agent's SDS server (bootstrap cluster ``mesh.sds_cluster``)."""
+    return secret_pb2.SdsSecretConfig(
+        name=name,
+        sds_config=config_source_pb2.ConfigSource(
+            api_config_source=config_source_pb2.ApiConfigSource(
+                api_type=config_source_pb2.ApiConfigSource.GRPC,
+                transport_api_version=config_source_pb2.V3,
+                grpc_services=[grpc_service_pb2.GrpcService(
+                    envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(cluster_name=mesh.sds_cluster))],
+                set_node_on_first_message_only=True,
+            ),
+            resource_api_version=config_source_pb2.V3,
+        ),
+    )
+
+
+def parse_cluster_name(name: str) -> tuple[str, int, str, str] | None:
+    """``outbound|9080|v1|reviews.default.svc.cluster.local`` -> (direction, port, subset, host)."""
+    parts = name.split("|")
+    if len(parts) != 4:
+        return None
+    try:
+        port = int(parts[1])
+    except ValueError:
+        return None
+    return parts[0], port, parts[2], parts[3]
+
+
+def cluster_name(direction: str, port: int, subset: str = "", host: str = "") -> str:
+    return f"{direction}|{port}|{subset}|{host}"
+
+
+BLACKHOLE = "BlackHoleCluster"
+PASSTHROUGH = "PassthroughCluster"
+INBOUND_PASSTHROUGH = "InboundPassthroughCluster"

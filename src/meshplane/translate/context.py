@@ -1,0 +1,329 @@
+"""The immutable PushContext: one config version and one registry snapshot, indexed once for every proxy.
+
+Istio's ``PushContext`` is the model: building the indexes (VirtualServices by gateway and host with
+exportTo, DestinationRules by host, Gateways, Sidecars) costs once per config version; every proxy's
+generation only looks things up. An endpoint-only change (:meth:`PushContext.with_registry`) reuses the config
+indexes. The context also memoises generated resources (see ``generate``) so proxies that see the same thing
+share serialized protos; the memo is private state that never changes what the context means.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from meshplane.model.config import ConfigSnapshot, JSONObject
+from meshplane.model.proxy import Proxy, ProxyType
+from meshplane.model.service import RegistrySnapshot, Service
+from meshplane.store.types import GroupResource
+from meshplane.translate.hosts import host_matches, namespace_matches, resolve_host
+from meshplane.translate.mesh import MeshSettings
+
+_NET = "networking.istio.io"
+VIRTUAL_SERVICES = GroupResource(_NET, "virtualservices")
+DESTINATION_RULES = GroupResource(_NET, "destinationrules")
+GATEWAYS = GroupResource(_NET, "gateways")
+SIDECARS = GroupResource(_NET, "sidecars")
+SERVICE_ENTRIES = GroupResource(_NET, "serviceentries")
+WORKLOAD_ENTRIES = GroupResource(_NET, "workloadentries")
+AUTHORIZATION_POLICIES = GroupResource("security.istio.io", "authorizationpolicies")
+
+MESH_GATEWAY = "mesh"
+
+
+def _meta(obj: JSONObject) -> tuple[str, str, str]:
+    md = obj.get("metadata") or {}
+    return str(md.get("namespace") or "default"), str(md.get("name") or ""), str(md.get("creationTimestamp") or "")
+
+
+def _str_map(raw: Any) -> dict[str, str]:
+    return {str(k): str(v) for k, v in raw.items()} if isinstance(raw, Mapping) else {}
+
+
+def _export_to(raw: Any, namespace: str) -> frozenset[str]:
+    if not raw:
+        return frozenset({"*"})
+    return frozenset(namespace if str(x) == "." else str(x) for x in raw)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class VirtualServiceRec:
+    namespace: str
+    name: str
+    spec: Mapping[str, Any]
+    hosts: tuple[str, ...]  # resolved (FQDN or wildcard); empty for a delegate
+    gateways: tuple[str, ...]  # "mesh" or "ns/name"
+    export_to: frozenset[str]
+    order: tuple[str, str, str]
+
+    def visible_in(self, namespace: str) -> bool:
+        return "*" in self.export_to or namespace in self.export_to
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class DestinationRuleRec:
+    namespace: str
+    name: str
+    spec: Mapping[str, Any]
+    host: str  # resolved
+    export_to: frozenset[str]
+    selector: Mapping[str, str] | None
+    order: tuple[str, str, str]
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    def subset(self, name: str) -> Mapping[str, Any] | None:
+        for s in self.spec.get("subsets") or []:
+            if isinstance(s, Mapping) and s.get("name") == name:
+                return s
+        return None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class GatewayRec:
+    namespace: str
+    name: str
+    selector: Mapping[str, str]
+    servers: tuple[Mapping[str, Any], ...]
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class SidecarRec:
+    namespace: str
+    name: str
+    selector: Mapping[str, str] | None
+    egress_hosts: tuple[tuple[str, str], ...]  # (namespace pattern, host pattern)
+    outbound_policy: str | None
+    spec: Mapping[str, Any]
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    def allows(self, svc_namespace: str, hostname: str) -> bool:
+        return any(
+            namespace_matches(ns, svc_namespace, self.namespace) and host_matches(h, hostname)
+            for ns, h in self.egress_hosts
+        )
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ConfigIndex:
+    """Everything derived from the config alone (reused by :meth:`PushContext.with_registry`)."""
+
+    mesh_virtual_services: tuple[VirtualServiceRec, ...]
+    gateway_virtual_services: Mapping[str, tuple[VirtualServiceRec, ...]]  # "ns/name" -> VSs bound to it
+    delegates: Mapping[tuple[str, str], VirtualServiceRec]
+    destination_rules: Mapping[str, tuple[DestinationRuleRec, ...]]  # resolved host -> rules, oldest first
+    wildcard_destination_rules: tuple[DestinationRuleRec, ...]
+    gateways: tuple[GatewayRec, ...]
+    sidecars: Mapping[str, tuple[SidecarRec, ...]]  # namespace -> sidecars
+    authorization_policies: tuple[JSONObject, ...]
+
+
+def _resolve_gateway(ref: str, namespace: str, domain_suffix: str) -> str:
+    if ref == MESH_GATEWAY:
+        return ref
+    if "/" in ref:
+        return ref
+    if "." in ref:  # deprecated FQDN form: name.namespace.svc.cluster.local
+        parts = ref.split(".")
+        return f"{parts[1]}/{parts[0]}"
+    return f"{namespace}/{ref}"
+
+
+def build_index(config: ConfigSnapshot, mesh: MeshSettings) -> ConfigIndex:
+    suffix = mesh.domain_suffix
+    mesh_vs: list[VirtualServiceRec] = []
+    gw_vs: dict[str, list[VirtualServiceRec]] = {}
+    delegates: dict[tuple[str, str], VirtualServiceRec] = {}
+    for obj in config.of(VIRTUAL_SERVICES):
+        ns, name, created = _meta(obj)
+        spec = obj.get("spec") or {}
+        hosts = tuple(resolve_host(str(h), ns, suffix) for h in spec.get("hosts") or [])
+        gateways = tuple(_resolve_gateway(str(g), ns, suffix) for g in spec.get("gateways") or [MESH_GATEWAY])
+        rec = VirtualServiceRec(ns, name, spec, hosts, gateways, _export_to(spec.get("exportTo"), ns),
+                                (created, ns, name))
+        if not hosts:
+            delegates[(ns, name)] = rec
+            continue
+        for g in gateways:
+            if g == MESH_GATEWAY:
+                mesh_vs.append(rec)
+            else:
+                gw_vs.setdefault(g, []).append(rec)
+    mesh_vs.sort(key=lambda r: r.order)
+    drs: dict[str, list[DestinationRuleRec]] = {}
+    wild: list[DestinationRuleRec] = []
+    for obj in config.of(DESTINATION_RULES):
+        ns, name, created = _meta(obj)
+        spec = obj.get("spec") or {}
+        host = resolve_host(str(spec.get("host") or ""), ns, suffix)
+        if not host:
+            continue
+        ws = spec.get("workloadSelector")
+        rec2 = DestinationRuleRec(ns, name, spec, host, _export_to(spec.get("exportTo"), ns),
+                                  _str_map(ws.get("matchLabels")) if isinstance(ws, Mapping) else None,
+                                  (created, ns, name))
+        if host.startswith("*"):
+            wild.append(rec2)
+        else:
+            drs.setdefault(host, []).append(rec2)
+    gws: list[GatewayRec] = []
+    for obj in config.of(GATEWAYS):
+        ns, name, _ = _meta(obj)
+        spec = obj.get("spec") or {}
+        servers = tuple(s for s in spec.get("servers") or [] if isinstance(s, Mapping))
+        gws.append(GatewayRec(ns, name, _str_map(spec.get("selector")), servers))
+    gws.sort(key=lambda g: (g.namespace, g.name))
+    sidecars: dict[str, list[SidecarRec]] = {}
+    for obj in config.of(SIDECARS):
+        ns, name, _ = _meta(obj)
+        spec = obj.get("spec") or {}
+        ws = spec.get("workloadSelector")
+        egress: list[tuple[str, str]] = []
+        for e in spec.get("egress") or []:
+            for h in (e or {}).get("hosts") or []:
+                pns, sep, phost = str(h).partition("/")
+                if not sep:
+                    pns, phost = "*", pns
+                egress.append((pns, resolve_host(phost, ns if pns in (".", "*") else pns, suffix)))
+        otp = (spec.get("outboundTrafficPolicy") or {}).get("mode")
+        sidecars.setdefault(ns, []).append(SidecarRec(
+            ns, name, _str_map(ws.get("labels")) if isinstance(ws, Mapping) else None,
+            tuple(egress), str(otp) if otp else None, spec))
+    return ConfigIndex(
+        mesh_virtual_services=tuple(mesh_vs),
+        gateway_virtual_services={k: tuple(sorted(v, key=lambda r: r.order)) for k, v in gw_vs.items()},
+        delegates=delegates,
+        destination_rules={k: tuple(sorted(v, key=lambda r: r.order)) for k, v in drs.items()},
+        wildcard_destination_rules=tuple(sorted(wild, key=lambda r: (-len(r.host), r.order))),
+        gateways=tuple(gws),
+        sidecars={k: tuple(sorted(v, key=lambda r: r.name)) for k, v in sidecars.items()},
+        authorization_policies=config.of(AUTHORIZATION_POLICIES),
+    )
+
+
+def _labels_match(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyScope:
+    """What one proxy sees: its Sidecar (if any), visible services, outbound policy. Hashable key included."""
+
+    key: tuple[object, ...]
+    sidecar: SidecarRec | None
+    services: tuple[Service, ...]
+    outbound_policy: str
+    gateways: tuple[GatewayRec, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class PushContext:
+    config: ConfigSnapshot
+    registry: RegistrySnapshot
+    mesh: MeshSettings
+    index: ConfigIndex
+    version: str
+    # Memo of generated resources and proxy scopes; private, keyed by what a proxy's view depends on.
+    _cache: dict[tuple[object, ...], Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def with_registry(self, registry: RegistrySnapshot) -> PushContext:
+        """The same config with new endpoints/services: the config indexes are reused, the memo is not."""
+        return PushContext(self.config, registry, self.mesh, self.index,
+                           _version(self.config, registry))
+
+    # ---- lookups -------------------------------------------------------------------------------------------
+
+    def service(self, host: str) -> Service | None:
+        return self.registry.service(host)
+
+    def sidecar_for(self, proxy: Proxy) -> SidecarRec | None:
+        if proxy.type is not ProxyType.SIDECAR:
+            return None
+        own = self.index.sidecars.get(proxy.namespace, ())
+        for sc in own:
+            if sc.selector and _labels_match(sc.selector, proxy.labels):
+                return sc
+        for sc in own:
+            if not sc.selector:
+                return sc
+        for sc in self.index.sidecars.get(self.mesh.root_namespace, ()):
+            if not sc.selector:
+                return sc
+        return None
+
+    def scope(self, proxy: Proxy) -> ProxyScope:
+        key = ("scope", proxy.type, proxy.namespace, tuple(sorted(proxy.labels.items())))
+        cached = self._cache.get(key)
+        if cached is not None:
+            assert isinstance(cached, ProxyScope)
+            return cached
+        sidecar = self.sidecar_for(proxy)
+        services = tuple(
+            svc for _, svc in sorted(self.registry.services.items())
+            if svc.visible_in(proxy.namespace) and (sidecar is None or not sidecar.egress_hosts
+                                                    or sidecar.allows(svc.namespace, svc.hostname))
+        )
+        policy = (sidecar.outbound_policy if sidecar and sidecar.outbound_policy else
+                  self.mesh.outbound_traffic_policy).upper()
+        gateways: tuple[GatewayRec, ...] = ()
+        if proxy.type is ProxyType.ROUTER:
+            gateways = tuple(g for g in self.index.gateways if g.selector and _labels_match(g.selector, proxy.labels))
+        scope = ProxyScope(
+            key=(proxy.type.value, proxy.namespace, sidecar.key if sidecar else "",
+                 tuple(g.key for g in gateways), tuple(sorted(proxy.labels.items()))),
+            sidecar=sidecar, services=services, outbound_policy=policy, gateways=gateways)
+        self._cache[key] = scope
+        return scope
+
+    def virtual_service_for(self, host: str, proxy_namespace: str,
+                            candidates: Sequence[VirtualServiceRec] | None = None) -> VirtualServiceRec | None:
+        """The VirtualService that routes ``host``: an exact host match (oldest first) beats the most specific
+        wildcard; only those exported to the proxy's namespace count."""
+        best: tuple[int, VirtualServiceRec] | None = None
+        for vs in self.index.mesh_virtual_services if candidates is None else candidates:
+            if not vs.visible_in(proxy_namespace):
+                continue
+            for h in vs.hosts:
+                if h == host:
+                    return vs
+                if host_matches(h, host) and (best is None or len(h) > best[0]):
+                    best = (len(h), vs)
+        return best[1] if best else None
+
+    def destination_rule(self, host: str, proxy_namespace: str,
+                         proxy_labels: Mapping[str, str] | None = None) -> DestinationRuleRec | None:
+        """Istio's precedence: a rule in the proxy's namespace, then in the service's namespace, then the root
+        namespace, then any exported one; exact host beats wildcard."""
+        svc = self.registry.service(host)
+        svc_ns = svc.namespace if svc else ""
+        candidates = list(self.index.destination_rules.get(host, ()))
+        candidates += [r for r in self.index.wildcard_destination_rules if host_matches(r.host, host)]
+        visible = [r for r in candidates if ("*" in r.export_to or proxy_namespace in r.export_to)
+                   and (r.selector is None or (proxy_labels is not None and _labels_match(r.selector, proxy_labels)))]
+        for want in (proxy_namespace, svc_ns, self.mesh.root_namespace):
+            for r in visible:
+                if r.namespace == want:
+                    return r
+        return visible[0] if visible else None
+
+
+def _version(config: ConfigSnapshot, registry: RegistrySnapshot) -> str:
+    h = hashlib.blake2b(digest_size=8)
+    h.update(str(config.version).encode())
+    h.update(registry.version.encode() or str(id(registry)).encode())
+    return h.hexdigest()
+
+
+def build_push_context(config: ConfigSnapshot, registry: RegistrySnapshot, mesh: MeshSettings) -> PushContext:
+    return PushContext(config, registry, mesh, build_index(config, mesh), _version(config, registry))

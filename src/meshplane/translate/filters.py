@@ -1,0 +1,82 @@
+"""Network and HTTP filter chains shared by sidecar and gateway listeners.
+
+Every HTTP connection manager gets the same chain: fault and CORS (so per-route VirtualService faults and CORS
+policies take effect), the dynamic forward proxy where ``PassthroughCluster`` is one, and the router last
+(a listener without the router answers nothing). Every stat_prefix is set: Envoy rejects empty ones.
+"""
+
+from __future__ import annotations
+
+from envoy.config.core.v3 import protocol_pb2
+from envoy.config.listener.v3 import listener_components_pb2
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.http.cors.v3 import cors_pb2
+from envoy.extensions.filters.http.dynamic_forward_proxy.v3 import dynamic_forward_proxy_pb2 as dfp_pb2
+from envoy.extensions.filters.http.fault.v3 import fault_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+
+from meshplane.translate.clusters import dns_cache_config
+from meshplane.translate.common import ads_source, pack
+
+HCM = "envoy.filters.network.http_connection_manager"
+TCP_PROXY = "envoy.filters.network.tcp_proxy"
+TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
+
+
+def http_filters(dynamic_forward_proxy: bool = False) -> list[hcm_pb2.HttpFilter]:
+    out = [
+        hcm_pb2.HttpFilter(name="envoy.filters.http.fault", typed_config=pack(fault_pb2.HTTPFault())),
+        hcm_pb2.HttpFilter(name="envoy.filters.http.cors", typed_config=pack(cors_pb2.Cors())),
+    ]
+    if dynamic_forward_proxy:
+        out.append(hcm_pb2.HttpFilter(name="envoy.filters.http.dynamic_forward_proxy", typed_config=pack(
+            dfp_pb2.FilterConfig(dns_cache_config=dns_cache_config()))))
+    out.append(hcm_pb2.HttpFilter(name="envoy.filters.http.router", typed_config=pack(router_pb2.Router())))
+    return out
+
+
+def http_connection_manager(
+    stat_prefix: str,
+    *,
+    rds: str | None = None,
+    route_config: route_pb2.RouteConfiguration | None = None,
+    gateway: bool = False,
+    explicit_proxy: bool = False,
+    dynamic_forward_proxy: bool = False,
+) -> listener_components_pb2.Filter:
+    hcm = hcm_pb2.HttpConnectionManager(stat_prefix=stat_prefix, codec_type=hcm_pb2.HttpConnectionManager.AUTO)
+    if rds is not None:
+        hcm.rds.route_config_name = rds
+        hcm.rds.config_source.CopyFrom(ads_source())
+    elif route_config is not None:
+        hcm.route_config.CopyFrom(route_config)
+    hcm.http_filters.extend(http_filters(dynamic_forward_proxy))
+    hcm.use_remote_address.value = gateway
+    hcm.normalize_path.value = True
+    hcm.merge_slashes = gateway
+    hcm.path_with_escaped_slashes_action = hcm_pb2.HttpConnectionManager.KEEP_UNCHANGED
+    if explicit_proxy:
+        # Clients that use us as their http_proxy send absolute URLs (GET http://reviews:9080/ HTTP/1.1).
+        opts = protocol_pb2.Http1ProtocolOptions()
+        opts.allow_absolute_url.value = True
+        hcm.http_protocol_options.CopyFrom(opts)
+    return listener_components_pb2.Filter(name=HCM, typed_config=pack(hcm))
+
+
+def tcp_proxy(stat_prefix: str, cluster: str | None = None,
+              weighted: list[tuple[str, int]] | None = None) -> listener_components_pb2.Filter:
+    tp = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix)
+    if weighted and len(weighted) > 1:
+        for name, weight in weighted:
+            tp.weighted_clusters.clusters.add(name=name, weight=max(weight, 0))
+    else:
+        tp.cluster = weighted[0][0] if weighted else (cluster or "BlackHoleCluster")
+    return listener_components_pb2.Filter(name=TCP_PROXY, typed_config=pack(tp))
+
+
+def tls_inspector() -> listener_components_pb2.ListenerFilter:
+    return listener_components_pb2.ListenerFilter(name=TLS_INSPECTOR,
+                                                  typed_config=pack(tls_inspector_pb2.TlsInspector()))

@@ -1,0 +1,234 @@
+"""Gateways (proxy type ``router``): listeners from the servers of the Gateways that select the proxy, and
+route configurations from the VirtualServices bound to those Gateways.
+
+A Gateway server's port is the gateway Service's port; the Envoy listens on the port the proxy's
+``GATEWAY_PORTS`` metadata maps it to (80 -> 8080 when run without root), like Istio's gateway pods behind
+their Service. Route configurations are named as Istio names them: ``http.80`` for plain HTTP servers of a port,
+``https.443.NAME.GATEWAY.NAMESPACE`` for each terminated HTTPS server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from envoy.config.core.v3 import address_pb2
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+
+from meshplane.model.proxy import Proxy
+from meshplane.translate.clusters import known_cluster_names
+from meshplane.translate.common import pack, sds_secret
+from meshplane.translate.context import GatewayRec, PushContext, VirtualServiceRec
+from meshplane.translate.filters import http_connection_manager, tcp_proxy, tls_inspector
+from meshplane.translate.hosts import hosts_intersect, more_specific, namespace_matches
+from meshplane.translate.httproute import RouteScope, http_routes
+from meshplane.translate.mesh import MeshSettings
+from meshplane.translate.tcproute import tcp_targets, tls_chains
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    gateway: GatewayRec
+    spec: Mapping[str, Any]
+    port: int  # the Service port the Gateway names
+    listen_port: int
+    protocol: str
+    port_name: str
+    hosts: tuple[tuple[str, str], ...]  # (namespace pattern, host pattern)
+
+    @property
+    def tls(self) -> Mapping[str, Any]:
+        t = self.spec.get("tls")
+        return t if isinstance(t, Mapping) else {}
+
+    @property
+    def tls_mode(self) -> str:
+        return str(self.tls.get("mode") or "SIMPLE").upper()
+
+    @property
+    def is_passthrough(self) -> bool:
+        return self.protocol in ("TLS", "HTTPS") and self.tls_mode in ("PASSTHROUGH", "AUTO_PASSTHROUGH")
+
+    @property
+    def is_http(self) -> bool:
+        return self.protocol in ("HTTP", "HTTP2", "GRPC", "GRPC-WEB")
+
+    @property
+    def is_https(self) -> bool:
+        return self.protocol == "HTTPS" and not self.is_passthrough
+
+    def route_name(self) -> str:
+        if self.is_https:
+            return f"https.{self.port}.{self.port_name}.{self.gateway.name}.{self.gateway.namespace}"
+        return f"http.{self.port}"
+
+    def sni_names(self) -> list[str]:
+        return sorted({h for _, h in self.hosts if h != "*"})
+
+    def admits(self, vs: VirtualServiceRec, host: str) -> str | None:
+        """The domain this server serves ``host`` of ``vs`` under, or None."""
+        for ns, pattern in self.hosts:
+            if namespace_matches(ns, vs.namespace, self.gateway.namespace) and hosts_intersect(pattern, host):
+                return more_specific(pattern, host)
+        return None
+
+
+def gateway_servers(proxy: Proxy, ctx: PushContext) -> dict[int, list[Server]]:
+    out: dict[int, list[Server]] = {}
+    for gw in ctx.scope(proxy).gateways:
+        for spec in gw.servers:
+            port = spec.get("port") or {}
+            number = int(port.get("number") or 0)
+            if not number:
+                continue
+            hosts = []
+            for h in spec.get("hosts") or ["*"]:
+                ns, sep, host = str(h).partition("/")
+                hosts.append((ns, host) if sep else ("*", ns))
+            listen = int(port.get("targetPort") or 0) or proxy.gateway_listen_port(number)
+            out.setdefault(listen, []).append(Server(
+                gw, spec, number, listen, str(port.get("protocol") or "HTTP").upper(),
+                str(port.get("name") or number), tuple(hosts)))
+    return out
+
+
+def _bound(ctx: PushContext, server: Server) -> tuple[VirtualServiceRec, ...]:
+    return ctx.index.gateway_virtual_services.get(server.gateway.key, ())
+
+
+def _route_config(name: str, servers: list[Server], proxy: Proxy, ctx: PushContext) -> route_pb2.RouteConfiguration:
+    clusters = known_cluster_names(proxy, ctx)
+    cfg = route_pb2.RouteConfiguration(name=name)
+    cfg.validate_clusters.value = False
+    vhosts: dict[str, rc.VirtualHost] = {}
+    seen_vs: set[tuple[str, str, str]] = set()
+    for server in servers:
+        scope = RouteScope(proxy, ctx, server.port, frozenset({server.gateway.key}), clusters)
+        redirect = server.is_http and bool(server.tls.get("httpsRedirect"))
+        for vs in _bound(ctx, server):
+            if not vs.spec.get("http"):
+                continue
+            for host in vs.hosts:
+                domain = server.admits(vs, host)
+                if domain is None or (vs.namespace, vs.name, domain) in seen_vs:
+                    continue
+                seen_vs.add((vs.namespace, vs.name, domain))
+                vh = vhosts.get(domain)
+                if vh is None:
+                    domains = [domain] if "*" in domain else [domain, f"{domain}:*"]
+                    vh = rc.VirtualHost(name=f"{domain}:{server.port}", domains=domains)
+                    if redirect:
+                        vh.require_tls = rc.VirtualHost.ALL
+                    vhosts[domain] = vh
+                vh.routes.extend(http_routes(vs, scope))
+    for domain in sorted(vhosts, key=lambda d: (d == "*", d.startswith("*"), d)):
+        cfg.virtual_hosts.append(vhosts[domain])
+    if not cfg.virtual_hosts:
+        vh = cfg.virtual_hosts.add(name=f"blackhole:{servers[0].port if servers else 0}", domains=["*"])
+        r = vh.routes.add(name="no-virtual-service")
+        r.match.prefix = "/"
+        r.direct_response.status = 404
+    return cfg
+
+
+def gateway_route_configs(proxy: Proxy, ctx: PushContext) -> list[route_pb2.RouteConfiguration]:
+    by_name: dict[str, list[Server]] = {}
+    for servers in gateway_servers(proxy, ctx).values():
+        for s in servers:
+            if s.is_http or s.is_https:
+                by_name.setdefault(s.route_name(), []).append(s)
+    return [_route_config(name, servers, proxy, ctx) for name, servers in sorted(by_name.items())]
+
+
+def downstream_tls(tls: Mapping[str, Any], mesh: MeshSettings, alpn: list[str]) -> tls_pb2.DownstreamTlsContext:
+    ctx = tls_pb2.DownstreamTlsContext()
+    common = ctx.common_tls_context
+    common.alpn_protocols.extend(alpn)
+    mode = str(tls.get("mode") or "SIMPLE").upper()
+    cred = tls.get("credentialName")
+    if mode == "ISTIO_MUTUAL":
+        common.tls_certificate_sds_secret_configs.append(sds_secret(mesh.workload_secret, mesh))
+        common.validation_context_sds_secret_config.CopyFrom(sds_secret(mesh.root_secret, mesh))
+        ctx.require_client_certificate.value = True
+        return ctx
+    if cred:
+        common.tls_certificate_sds_secret_configs.append(sds_secret(f"kubernetes://{cred}", mesh))
+    elif tls.get("serverCertificate") and tls.get("privateKey"):
+        cert = common.tls_certificates.add()
+        cert.certificate_chain.filename = str(tls["serverCertificate"])
+        cert.private_key.filename = str(tls["privateKey"])
+    if mode in ("MUTUAL", "OPTIONAL_MUTUAL"):
+        ctx.require_client_certificate.value = mode == "MUTUAL"
+        if cred:
+            common.validation_context_sds_secret_config.CopyFrom(sds_secret(f"kubernetes://{cred}-cacert", mesh))
+        elif tls.get("caCertificates"):
+            common.validation_context.trusted_ca.filename = str(tls["caCertificates"])
+    return ctx
+
+
+def _chain_key(chain: listener_components_pb2.FilterChain) -> tuple[object, ...]:
+    m = chain.filter_chain_match
+    return (tuple(m.server_names), m.transport_protocol, tuple(m.application_protocols))
+
+
+def gateway_listeners(proxy: Proxy, ctx: PushContext) -> list[listener_pb2.Listener]:
+    out: list[listener_pb2.Listener] = []
+    clusters = known_cluster_names(proxy, ctx)
+    for listen_port, servers in sorted(gateway_servers(proxy, ctx).items()):
+        name = f"{proxy.listen_address}_{listen_port}"
+        lst = listener_pb2.Listener(name=name, address=address_pb2.Address(socket_address=address_pb2.SocketAddress(
+            address=proxy.listen_address, port_value=listen_port)))
+        stat = f"outbound_{proxy.listen_address}_{listen_port}"
+        chains: list[listener_components_pb2.FilterChain] = []
+        first = servers[0]
+        if first.is_http:
+            chains.append(listener_components_pb2.FilterChain(
+                filters=[http_connection_manager(stat, rds=first.route_name(), gateway=True)]))
+        else:
+            need_inspector = False
+            for s in servers:
+                scope = RouteScope(proxy, ctx, s.port, frozenset({s.gateway.key}), clusters)
+                if s.is_https:
+                    need_inspector = True
+                    chain = listener_components_pb2.FilterChain(
+                        filters=[http_connection_manager(stat, rds=s.route_name(), gateway=True)])
+                    chain.filter_chain_match.server_names.extend(s.sni_names())
+                    chain.transport_socket.name = "envoy.transport_sockets.tls"
+                    chain.transport_socket.typed_config.CopyFrom(pack(downstream_tls(s.tls, ctx.mesh,
+                                                                                     ["h2", "http/1.1"])))
+                    chains.append(chain)
+                elif s.is_passthrough:
+                    need_inspector = True
+                    for vs in _bound(ctx, s):
+                        for sni, targets in tls_chains(vs, scope):
+                            names = sorted({h for h in sni if s.admits(vs, h) is not None})
+                            chain = listener_components_pb2.FilterChain(filters=[tcp_proxy(stat, weighted=targets)])
+                            chain.filter_chain_match.server_names.extend(names)
+                            chains.append(chain)
+                else:  # TCP, or TLS terminated here, then TCP routing
+                    for vs in _bound(ctx, s):
+                        tcp_to = tcp_targets(vs, scope)
+                        if tcp_to:
+                            chain = listener_components_pb2.FilterChain(filters=[tcp_proxy(stat, weighted=tcp_to)])
+                            if s.protocol == "TLS":
+                                need_inspector = True
+                                chain.filter_chain_match.server_names.extend(s.sni_names())
+                                chain.transport_socket.name = "envoy.transport_sockets.tls"
+                                chain.transport_socket.typed_config.CopyFrom(pack(downstream_tls(s.tls, ctx.mesh,
+                                                                                                 [])))
+                            chains.append(chain)
+                            break
+            if need_inspector:
+                lst.listener_filters.append(tls_inspector())
+        unique: dict[tuple[object, ...], listener_components_pb2.FilterChain] = {}
+        for c in chains:
+            unique.setdefault(_chain_key(c), c)
+        if not unique:
+            continue
+        lst.filter_chains.extend(unique.values())
+        out.append(lst)
+    return out

@@ -1,0 +1,241 @@
+"""LDS for sidecars (gateways are in ``gateway``).
+
+Two interception modes (node metadata ``INTERCEPTION_MODE``):
+
+* ``NONE`` (the local runtime): the application uses its sidecar as an explicit HTTP proxy (``http_proxy``), so
+  the sidecar binds one HTTP listener on its own address at ``OUTBOUND_PORT`` (15001) routed by Host header with
+  route configuration ``http_proxy``. Inbound listeners bind the instance's address on each ``INBOUND_PORTS``
+  port and forward to the application at ``APP_ADDRESS``.
+* ``REDIRECT`` (Kubernetes with iptables): Istio's ``virtualOutbound`` (15001) and ``virtualInbound`` (15006)
+  listeners hand connections to the per-port listeners by original destination.
+
+In both modes the per-port outbound listeners (``0.0.0.0_9080`` with RDS "9080", TCP ``<vip>_<port>``, TLS by
+SNI) are generated with ``bind_to_port: false``, as Istio does: they receive connections only through the
+virtual listener.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from envoy.config.core.v3 import address_pb2
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+
+from meshplane.model.proxy import InboundPort, Proxy, ProxyType
+from meshplane.model.service import Protocol, Service, ServicePort, parse_protocol
+from meshplane.translate.clusters import known_cluster_names, uses_dynamic_forward_proxy
+from meshplane.translate.common import BLACKHOLE, PASSTHROUGH, cluster_name, duration, pack, sds_secret
+from meshplane.translate.context import MESH_GATEWAY, PushContext
+from meshplane.translate.filters import http_connection_manager, tcp_proxy, tls_inspector
+from meshplane.translate.httproute import RouteScope
+from meshplane.translate.routes import HTTP_PROXY_ROUTE
+from meshplane.translate.tcproute import tcp_targets, tls_chains
+
+
+def _address(ip: str, port: int) -> address_pb2.Address:
+    return address_pb2.Address(socket_address=address_pb2.SocketAddress(address=ip, port_value=port))
+
+
+def _listener(name: str, ip: str, port: int, bind: bool = True) -> listener_pb2.Listener:
+    lst = listener_pb2.Listener(name=name, address=_address(ip, port))
+    if not bind:
+        lst.bind_to_port.value = False
+    return lst
+
+
+def _inbound_protocols(ctx: PushContext) -> Mapping[tuple[str, int], Protocol]:
+    """(endpoint address, endpoint port) -> protocol of the service port that selects it."""
+    key = ("inbound-protocols",)
+    hit = ctx._cache.get(key)
+    if hit is None:
+        table: dict[tuple[str, int], Protocol] = {}
+        for host, eps in ctx.registry.endpoints.items():
+            svc = ctx.service(host)
+            if svc is None:
+                continue
+            for sp in svc.ports:
+                for e in eps:
+                    table.setdefault((e.address, e.port_for(sp)), sp.protocol)
+        ctx._cache[key] = hit = table
+    assert isinstance(hit, dict)
+    return hit
+
+
+def inbound_protocol(proxy: Proxy, ip: InboundPort, ctx: PushContext) -> Protocol:
+    if ip.protocol:
+        return parse_protocol(ip.protocol)
+    if ip.name:
+        guessed = parse_protocol("", ip.name)
+        if guessed is not Protocol.TCP:
+            return guessed
+    table = _inbound_protocols(ctx)
+    for addr in proxy.ip_addresses:
+        p = table.get((addr, ip.port))
+        if p is not None:
+            return p
+    return Protocol.TCP
+
+
+def _inbound_chains(proxy: Proxy, ip: InboundPort, ctx: PushContext,
+                    stat: str) -> list[listener_components_pb2.FilterChain]:
+    cluster = cluster_name("inbound", ip.port)
+    proto = inbound_protocol(proxy, ip, ctx)
+    if proto.is_http:
+        rcfg = route_pb2.RouteConfiguration(name=cluster)
+        rcfg.validate_clusters.value = False
+        vh = rcfg.virtual_hosts.add(name=f"inbound|http|{ip.port}", domains=["*"])
+        r = vh.routes.add(name="default")
+        r.match.prefix = "/"
+        r.route.cluster = cluster
+        r.route.timeout.CopyFrom(duration(0))
+        r.route.max_stream_duration.grpc_timeout_header_max.CopyFrom(duration(0))
+        filters = [http_connection_manager(stat, route_config=rcfg)]
+    else:
+        filters = [tcp_proxy(stat, cluster)]
+    if not ctx.mesh.inbound_mtls:
+        return [listener_components_pb2.FilterChain(name=cluster, filters=filters)]
+    tls = tls_pb2.DownstreamTlsContext()
+    tls.require_client_certificate.value = True
+    common = tls.common_tls_context
+    common.tls_certificate_sds_secret_configs.append(sds_secret(ctx.mesh.workload_secret, ctx.mesh))
+    common.validation_context_sds_secret_config.CopyFrom(sds_secret(ctx.mesh.root_secret, ctx.mesh))
+    if proto.is_http:
+        common.alpn_protocols.extend(["h2", "http/1.1"])
+    mtls = listener_components_pb2.FilterChain(name=f"{cluster}-mtls", filters=filters)
+    mtls.filter_chain_match.transport_protocol = "tls"
+    mtls.transport_socket.name = "envoy.transport_sockets.tls"
+    mtls.transport_socket.typed_config.CopyFrom(pack(tls))
+    plain = listener_components_pb2.FilterChain(name=cluster, filters=list(filters))
+    plain.filter_chain_match.transport_protocol = "raw_buffer"
+    return [mtls, plain]
+
+
+def inbound_listeners(proxy: Proxy, ctx: PushContext) -> list[listener_pb2.Listener]:
+    out = []
+    if proxy.interception_mode == "REDIRECT":
+        lst = _listener("virtualInbound", "0.0.0.0", 15006)
+        lst.listener_filters.append(listener_components_pb2.ListenerFilter(
+            name="envoy.filters.listener.original_dst", typed_config=pack(original_dst_pb2.OriginalDst())))
+        if ctx.mesh.inbound_mtls:
+            lst.listener_filters.append(tls_inspector())
+        for ip in proxy.inbound_ports:
+            for chain in _inbound_chains(proxy, ip, ctx, f"inbound_0.0.0.0_{ip.port}"):
+                chain.filter_chain_match.destination_port.value = ip.port
+                lst.filter_chains.append(chain)
+        lst.default_filter_chain.CopyFrom(listener_components_pb2.FilterChain(
+            name="inbound-blackhole", filters=[tcp_proxy("InboundBlackHole", BLACKHOLE)]))
+        return [lst]
+    for ip in proxy.inbound_ports:
+        name = f"inbound_{proxy.listen_address}_{ip.port}"
+        lst = _listener(name, proxy.listen_address, ip.port)
+        if ctx.mesh.inbound_mtls:
+            lst.listener_filters.append(tls_inspector())
+        lst.filter_chains.extend(_inbound_chains(proxy, ip, ctx, f"inbound_{proxy.listen_address}_{ip.port}"))
+        out.append(lst)
+    return out
+
+
+def _fallback_cluster(policy: str) -> str:
+    return BLACKHOLE if policy == "REGISTRY_ONLY" else PASSTHROUGH
+
+
+def outbound_port_listeners(proxy: Proxy, ctx: PushContext) -> list[listener_pb2.Listener]:
+    """Istio's per-port outbound listeners (never bound: reached through a virtual listener)."""
+    scope = ctx.scope(proxy)
+    clusters = known_cluster_names(proxy, ctx)
+    dfp = uses_dynamic_forward_proxy(proxy)
+    http_ports: set[int] = set()
+    tls_ports: dict[int, list[tuple[Service, ServicePort]]] = {}
+    tcp: list[tuple[Service, ServicePort]] = []
+    for svc in scope.services:
+        for p in svc.ports:
+            if p.protocol.is_http:
+                http_ports.add(p.number)
+            elif p.protocol.is_tls:
+                tls_ports.setdefault(p.number, []).append((svc, p))
+            else:
+                tcp.append((svc, p))
+    out: dict[str, listener_pb2.Listener] = {}
+    for number in sorted(http_ports):
+        name = f"0.0.0.0_{number}"
+        lst = _listener(name, "0.0.0.0", number, bind=False)
+        lst.filter_chains.add(filters=[http_connection_manager(f"outbound_0.0.0.0_{number}", rds=str(number),
+                                                               dynamic_forward_proxy=dfp)])
+        out[name] = lst
+    fallback = _fallback_cluster(scope.outbound_policy)
+    for number, members in sorted(tls_ports.items()):
+        if number in http_ports:
+            continue
+        name = f"0.0.0.0_{number}"
+        lst = _listener(name, "0.0.0.0", number, bind=False)
+        lst.listener_filters.append(tls_inspector())
+        used: set[str] = set()
+        rscope = RouteScope(proxy, ctx, number, frozenset({MESH_GATEWAY}), clusters)
+        for svc, p in members:
+            vs = ctx.virtual_service_for(svc.hostname, proxy.namespace)
+            routed = tls_chains(vs, rscope) if vs is not None else []
+            if not routed:
+                routed = [([svc.hostname], [(cluster_name("outbound", p.number, "", svc.hostname), 100)])]
+            for sni, targets in routed:
+                names = [h for h in (sni or [svc.hostname]) if h not in used]
+                if not names:
+                    continue
+                used.update(names)
+                chain = lst.filter_chains.add(filters=[tcp_proxy(f"outbound|{number}||{names[0]}",
+                                                                 weighted=targets)])
+                chain.filter_chain_match.server_names.extend(names)
+        lst.default_filter_chain.CopyFrom(listener_components_pb2.FilterChain(
+            name="fallback", filters=[tcp_proxy(fallback, fallback)]))
+        out[name] = lst
+    for svc, p in tcp:
+        vips = [a for a in svc.addresses if "/" not in a]
+        tcp_to: list[tuple[str, int]] | None = None
+        vs = ctx.virtual_service_for(svc.hostname, proxy.namespace)
+        if vs is not None:
+            tcp_to = tcp_targets(vs, RouteScope(proxy, ctx, p.number, frozenset({MESH_GATEWAY}), clusters))
+        targets = tcp_to or [(cluster_name("outbound", p.number, "", svc.hostname), 100)]
+        for ip in vips or ["0.0.0.0"]:
+            name = f"{ip}_{p.number}"
+            if name in out or (ip == "0.0.0.0" and p.number in http_ports):
+                continue
+            lst = _listener(name, ip, p.number, bind=False)
+            lst.filter_chains.add(filters=[tcp_proxy(f"outbound|{p.number}||{svc.hostname}", weighted=targets)])
+            out[name] = lst
+    return [out[k] for k in sorted(out)]
+
+
+def sidecar_listeners(proxy: Proxy, ctx: PushContext) -> list[listener_pb2.Listener]:
+    scope = ctx.scope(proxy)
+    out: list[listener_pb2.Listener] = []
+    fallback = _fallback_cluster(scope.outbound_policy)
+    if proxy.interception_mode == "NONE":
+        name = f"{proxy.listen_address}_{proxy.outbound_port}"
+        lst = _listener(name, proxy.listen_address, proxy.outbound_port)
+        lst.filter_chains.add(filters=[http_connection_manager(
+            f"outbound_http_proxy_{proxy.outbound_port}", rds=HTTP_PROXY_ROUTE, explicit_proxy=True,
+            dynamic_forward_proxy=True)])
+        out.append(lst)
+    else:
+        lst = _listener("virtualOutbound", "0.0.0.0", proxy.outbound_port)
+        lst.use_original_dst.value = True
+        lst.default_filter_chain.CopyFrom(listener_components_pb2.FilterChain(
+            name=fallback, filters=[tcp_proxy(fallback, fallback)]))
+        out.append(lst)
+    out.extend(outbound_port_listeners(proxy, ctx))
+    out.extend(inbound_listeners(proxy, ctx))
+    return out
+
+
+def build_listeners(proxy: Proxy, ctx: PushContext) -> list[listener_pb2.Listener]:
+    if proxy.type is ProxyType.ROUTER:
+        from meshplane.translate.gateway import gateway_listeners
+
+        return gateway_listeners(proxy, ctx)
+    return sidecar_listeners(proxy, ctx)
+
+
+__all__ = ["build_listeners", "inbound_listeners", "outbound_port_listeners", "rc", "sidecar_listeners"]

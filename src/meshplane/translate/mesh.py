@@ -1,0 +1,28 @@
+"""Mesh-wide settings translation needs (Istio's MeshConfig subset). Passed explicitly, never read at import."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class MeshSettings:
+    trust_domain: str = "cluster.local"
+    # The DNS suffix short names are qualified with: reviews -> reviews.<ns>.svc.<domain_suffix>.
+    domain_suffix: str = "cluster.local"
+    root_namespace: str = "istio-system"
+    outbound_traffic_policy: str = "ALLOW_ANY"  # or REGISTRY_ONLY
+    # Prioritise endpoints by locality relative to the proxy. Unlike Istio, also without outlierDetection
+    # when ``locality_lb_requires_outlier_detection`` is False (Istio's most reported locality trap).
+    locality_lb_enabled: bool = True
+    locality_lb_requires_outlier_detection: bool = False
+    connect_timeout_s: float = 10.0
+    # Name of the bootstrap cluster serving SDS (the agent's local socket), as Istio's "sds-grpc".
+    sds_cluster: str = "sds-grpc"
+    # Inbound listeners also accept ISTIO_MUTUAL (permissive: TLS and plaintext chains). Needs SDS secrets.
+    inbound_mtls: bool = False
+    # Default HTTP retries when a VirtualService route says nothing (Istio: 2).
+    default_retry_attempts: int = 2
+    # The SDS resource names of the workload certificate and the trust bundle (Istio's names).
+    workload_secret: str = "default"
+    root_secret: str = "ROOTCA"

@@ -1,0 +1,120 @@
+"""RDS for sidecars: one RouteConfiguration per outbound HTTP port (Istio's "9080"), plus ``http_proxy`` for
+the explicit-proxy listener of the local runtime; gateways' route configurations come from ``gateway``.
+
+A virtual host per (service, port) carries the Host values a client may use: the short name (same namespace
+only), name.namespace, name.namespace.svc, the FQDN and the service's VIPs, each bare and with ``:port``. Domains
+must be unique in one RouteConfiguration: in ``http_proxy`` (all ports together) a bare name belongs to the
+service's port 80, or to its first HTTP port when it has no port 80. The last virtual host catches unknown hosts:
+``PassthroughCluster`` under ALLOW_ANY, ``BlackHoleCluster`` under REGISTRY_ONLY.
+"""
+
+from __future__ import annotations
+
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.config.route.v3 import route_pb2
+
+from meshplane.model.proxy import Proxy, ProxyType
+from meshplane.model.service import Service, ServicePort
+from meshplane.translate.clusters import known_cluster_names
+from meshplane.translate.common import BLACKHOLE, PASSTHROUGH, cluster_name, duration
+from meshplane.translate.context import MESH_GATEWAY, PushContext
+from meshplane.translate.hosts import service_domains
+from meshplane.translate.httproute import RouteScope, _hash_policies, default_route, http_routes
+from meshplane.translate.policy import consistent_hash, effective_policy
+
+HTTP_PROXY_ROUTE = "http_proxy"
+
+
+def _service_routes(svc: Service, port: ServicePort, proxy: Proxy, ctx: PushContext,
+                    scope: RouteScope) -> list[rc.Route]:
+    vs = ctx.virtual_service_for(svc.hostname, proxy.namespace)
+    if vs is not None and vs.spec.get("http"):
+        return http_routes(vs, scope)
+    route = default_route(cluster_name("outbound", port.number, "", svc.hostname), scope)
+    dr = ctx.destination_rule(svc.hostname, proxy.namespace, proxy.labels)
+    if dr is not None:
+        ch = consistent_hash(effective_policy(dr, port.number))
+        if ch is not None:
+            route.route.hash_policy.extend(_hash_policies(ch))
+    return [route]
+
+
+def catch_all(policy: str) -> rc.VirtualHost:
+    allow = policy != "REGISTRY_ONLY"
+    vh = rc.VirtualHost(name="allow_any" if allow else "block_all", domains=["*"])
+    r = vh.routes.add(name="allow_any" if allow else "block_all")
+    r.match.prefix = "/"
+    r.route.cluster = PASSTHROUGH if allow else BLACKHOLE
+    r.route.timeout.CopyFrom(duration(0))
+    return vh
+
+
+def _vhost(svc: Service, port: ServicePort, domains: list[str], proxy: Proxy, ctx: PushContext,
+           clusters: frozenset[str]) -> rc.VirtualHost:
+    scope = RouteScope(proxy, ctx, port.number, frozenset({MESH_GATEWAY}), clusters)
+    vh = rc.VirtualHost(name=f"{svc.hostname}:{port.number}", domains=domains)
+    vh.routes.extend(_service_routes(svc, port, proxy, ctx, scope))
+    return vh
+
+
+def _domains(svc: Service, port: ServicePort, proxy: Proxy, ctx: PushContext, bare: bool) -> list[str]:
+    out = service_domains(svc.hostname, svc.namespace, port.number, proxy.namespace, ctx.mesh.domain_suffix,
+                          with_bare=bare)
+    for vip in svc.addresses:
+        if "/" not in vip:
+            out += [vip, f"{vip}:{port.number}"] if bare else [f"{vip}:{port.number}"]
+    return out
+
+
+def _unique(domains: list[str], used: set[str]) -> list[str]:
+    out = []
+    for d in domains:
+        if d not in used:
+            used.add(d)
+            out.append(d)
+    return out
+
+
+def sidecar_route_configs(proxy: Proxy, ctx: PushContext) -> list[route_pb2.RouteConfiguration]:
+    scope = ctx.scope(proxy)
+    clusters = known_cluster_names(proxy, ctx)
+    by_port: dict[int, list[tuple[Service, ServicePort]]] = {}
+    for svc in scope.services:
+        for p in svc.ports:
+            if p.protocol.is_http:
+                by_port.setdefault(p.number, []).append((svc, p))
+    out: list[route_pb2.RouteConfiguration] = []
+    for number in sorted(by_port):
+        rcfg = route_pb2.RouteConfiguration(name=str(number))
+        rcfg.validate_clusters.value = False
+        used: set[str] = set()
+        for svc, p in by_port[number]:
+            domains = _unique(_domains(svc, p, proxy, ctx, True), used)
+            if domains:
+                rcfg.virtual_hosts.append(_vhost(svc, p, domains, proxy, ctx, clusters))
+        rcfg.virtual_hosts.append(catch_all(scope.outbound_policy))
+        out.append(rcfg)
+    if proxy.interception_mode == "NONE":
+        rcfg = route_pb2.RouteConfiguration(name=HTTP_PROXY_ROUTE)
+        rcfg.validate_clusters.value = False
+        used = set()
+        for svc in scope.services:
+            http_ports = [p for p in svc.ports if p.protocol.is_http]
+            if not http_ports:
+                continue
+            bare_port = svc.port(80) if svc.port(80) in http_ports else http_ports[0]
+            for p in http_ports:
+                domains = _unique(_domains(svc, p, proxy, ctx, p is bare_port), used)
+                if domains:
+                    rcfg.virtual_hosts.append(_vhost(svc, p, domains, proxy, ctx, clusters))
+        rcfg.virtual_hosts.append(catch_all(scope.outbound_policy))
+        out.append(rcfg)
+    return out
+
+
+def build_route_configs(proxy: Proxy, ctx: PushContext) -> list[route_pb2.RouteConfiguration]:
+    if proxy.type is ProxyType.ROUTER:
+        from meshplane.translate.gateway import gateway_route_configs
+
+        return gateway_route_configs(proxy, ctx)
+    return sidecar_route_configs(proxy, ctx)

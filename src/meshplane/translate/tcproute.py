@@ -1,0 +1,58 @@
+"""VirtualService ``tcp`` and ``tls`` routes -> tcp_proxy targets (weighted clusters) and SNI filter chains."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from typing import Any
+
+from meshplane.model.proxy import Proxy
+from meshplane.translate.context import VirtualServiceRec
+from meshplane.translate.httproute import RouteScope, destination_cluster
+
+
+def _source_ok(m: Mapping[str, Any], proxy: Proxy, port: int, gateways: Collection[str]) -> bool:
+    if m.get("port") and int(m["port"]) != port:
+        return False
+    if any(proxy.labels.get(str(k)) != str(v) for k, v in (m.get("sourceLabels") or {}).items()):
+        return False
+    if m.get("sourceNamespace") and m["sourceNamespace"] != proxy.namespace:
+        return False
+    gws = m.get("gateways")
+    return not gws or bool(set(gws) & set(gateways)) or any(
+        f"{proxy.namespace}/{g}" in gateways for g in gws)
+
+
+def weighted_targets(route: list[Any], vs: VirtualServiceRec, scope: RouteScope) -> list[tuple[str, int]]:
+    dests = [d for d in route if isinstance(d, Mapping)]
+    weights = [int(d.get("weight") or 0) for d in dests]
+    if sum(weights) == 0:
+        weights = [100] + [0] * (len(dests) - 1)
+    merged: dict[str, int] = {}
+    for d, w in zip(dests, weights, strict=True):
+        name = destination_cluster(d.get("destination") or {}, vs.namespace, scope)
+        merged[name] = merged.get(name, 0) + w
+    return [(n, w) for n, w in merged.items() if w > 0 or len(merged) == 1]
+
+
+def tcp_targets(vs: VirtualServiceRec, scope: RouteScope) -> list[tuple[str, int]] | None:
+    """The first ``tcp`` route of ``vs`` that applies on this port (matches: port, sourceLabels, gateways)."""
+    for tcp in vs.spec.get("tcp") or []:
+        if not isinstance(tcp, Mapping):
+            continue
+        matches = [m for m in tcp.get("match") or [] if isinstance(m, Mapping)] or [{}]
+        if any(_source_ok(m, scope.proxy, scope.port, scope.gateways) for m in matches):
+            return weighted_targets(list(tcp.get("route") or []), vs, scope)
+    return None
+
+
+def tls_chains(vs: VirtualServiceRec, scope: RouteScope) -> list[tuple[list[str], list[tuple[str, int]]]]:
+    """(SNI names, targets) for every ``tls`` route of ``vs`` that applies on this port."""
+    out = []
+    for tls in vs.spec.get("tls") or []:
+        if not isinstance(tls, Mapping):
+            continue
+        for m in tls.get("match") or []:
+            if isinstance(m, Mapping) and _source_ok(m, scope.proxy, scope.port, scope.gateways):
+                sni = [str(h) for h in m.get("sniHosts") or []]
+                out.append((sni, weighted_targets(list(tls.get("route") or []), vs, scope)))
+    return out
