@@ -197,6 +197,8 @@ def main() -> None:
                 tmp,
                 "--api-addr",
                 f"127.0.0.1:{port}",
+                "--xds-addr",
+                "127.0.0.1:0",
             ],
             env=env,
             stdout=subprocess.DEVNULL,

@@ -49,6 +49,8 @@ def start_server(data_dir: Path, *extra: str) -> ServerProcess:
             str(data_dir),
             "--api-addr",
             "127.0.0.1:0",
+            "--xds-addr",
+            "127.0.0.1:0",
             *extra,
         ],
         stdout=log,

@@ -9,14 +9,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from meshplane.cli import runtime_cmds, serverproc
+from meshplane.cli import bootstrap_cmd, runtime_cmds, serverproc
 
 # Modules that add their own subcommands: each has ``register(subparsers)``; each subcommand sets ``func``.
-_EXTENSIONS: list[Any] = [runtime_cmds]
+_EXTENSIONS: list[Any] = [bootstrap_cmd, runtime_cmds]
 
 
 def _server(args: argparse.Namespace) -> int:
     api_host, api_port = serverproc.parse_addr(args.api_addr, 8080)
+    xds = None if args.xds_addr in ("", "none") else serverproc.parse_addr(args.xds_addr, 15010)
     tokens = serverproc.read_token_file(Path(args.token_file)) if args.token_file else None
     opts = serverproc.ServerOptions(
         data_dir=Path(args.data_dir),
@@ -24,6 +25,10 @@ def _server(args: argparse.Namespace) -> int:
         api_port=api_port,
         tokens=tokens,
         history_limit=args.history_limit,
+        xds_host=xds[0] if xds else None,
+        xds_port=xds[1] if xds else 0,
+        debounce_quiet=args.debounce_quiet,
+        debounce_max=args.debounce_max,
     )
     asyncio.run(serverproc.run_server(opts))
     return 0
@@ -53,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=100_000,
         help="watch events kept so clients can resume; older resume points get 410 Expired (default 100000)",
     )
+    s.add_argument(
+        "--xds-addr", default="127.0.0.1:15010", help="address of the xDS (ADS gRPC) server; 'none' to disable"
+    )
+    s.add_argument("--debounce-quiet", type=float, default=0.1, help="push after this many seconds without changes")
+    s.add_argument("--debounce-max", type=float, default=1.0, help="push at the latest this long after a change")
     s.set_defaults(func=_server)
 
     k = sub.add_parser("kubeconfig", help="print a kubeconfig for the running server")

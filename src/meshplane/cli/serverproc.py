@@ -15,12 +15,19 @@ import logging
 import os
 import signal
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from aiohttp import web
 
 from meshplane.api.kinds import default_registry
 from meshplane.apiserver.app import ApiServer, ApiServerSettings, serve
 from meshplane.store.sqlite import SqliteStore
+from meshplane.xds.server import XdsServer
+from meshplane.xds.settings import XdsSettings
+from meshplane.xds.status import ProxyStatus
 
 log = logging.getLogger("meshplane.server")
 
@@ -36,8 +43,10 @@ class ServerOptions:
     data_dir: Path
     api_host: str
     api_port: int
-    xds_host: str | None = None
-    xds_port: int = 0
+    xds_host: str | None = "127.0.0.1"  # None: no xDS server
+    xds_port: int = 15010
+    debounce_quiet: float = 0.1
+    debounce_max: float = 1.0
     tokens: dict[str, str] | None = None  # token -> user
     history_limit: int = 100_000  # watch events kept for resuming watches
 
@@ -93,16 +102,25 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
     opts.data_dir.mkdir(parents=True, exist_ok=True)
     store = SqliteStore(opts.data_dir / "store.db", history_limit=opts.history_limit)
     await store.start()
+    xds: XdsServer | None = None
+    xds_url = ""
+    if opts.xds_host is not None:
+        xds = XdsServer(store, XdsSettings(debounce_quiet=opts.debounce_quiet, debounce_max=opts.debounce_max))
+        xds_port = await xds.start(f"{_url_host(opts.xds_host)}:{opts.xds_port}")
+        xds_url = f"{_url_host(opts.xds_host)}:{xds_port}"
+        log.info("xDS serving on %s", xds_url)
     api = ApiServer(store, default_registry(), ApiServerSettings(tokens=dict(opts.tokens or {})))
+    if xds is not None:
+        api.extra_routes.append(web.get("/management/v1/proxies", _proxy_status_handler(xds)))
     runner = await serve(api.app(), opts.api_host, opts.api_port)
     port = _bound_port(runner) or opts.api_port
     api_url = f"http://{_url_host(opts.api_host)}:{port}"
-    state = {"api": api_url, "pid": os.getpid()}
+    state: dict[str, object] = {"api": api_url, "xds": xds_url, "pid": os.getpid()}
     if opts.tokens:
         state["token"] = next(iter(opts.tokens))
     _write_state(opts.data_dir / STATE_FILE, state)
     log.info("API serving on %s (data in %s)", api_url, opts.data_dir)
-    print(f"meshplane API serving on {api_url}", flush=True)
+    print(f"meshplane API serving on {api_url}" + (f", xDS on {xds_url}" if xds_url else ""), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -114,9 +132,52 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
         await stop.wait()
     finally:
         await runner.cleanup()
+        if xds is not None:
+            await xds.stop(grace=1.0)
         await store.close()
         with contextlib.suppress(FileNotFoundError):
             (opts.data_dir / STATE_FILE).unlink()
+
+
+def proxy_status_json(statuses: list[ProxyStatus]) -> list[dict[str, Any]]:
+    """The management API's view of connected proxies (also what ``meshplane proxy-status`` prints)."""
+    out = []
+    for p in statuses:
+        out.append(
+            {
+                "nodeId": p.node_id,
+                "namespace": p.namespace,
+                "workload": p.workload,
+                "cluster": p.cluster_id,
+                "type": p.proxy_type,
+                "delta": p.delta,
+                "peer": p.peer,
+                "connectedSince": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(p.connected_since)),
+                "pushes": p.pushes,
+                "state": p.state.value,
+                "types": {
+                    t.short_name: {
+                        "state": t.state.value,
+                        "versionSent": t.version_sent,
+                        "versionAcked": t.version_acked,
+                        "resources": t.resources,
+                        "acks": t.acks,
+                        "nacks": t.nacks,
+                        "error": t.error,
+                    }
+                    for t in p.types
+                },
+            }
+        )
+    return out
+
+
+def _proxy_status_handler(xds: XdsServer) -> Any:
+    async def handler(request: web.Request) -> web.Response:
+        items = proxy_status_json(xds.proxy_status())
+        return web.json_response({"kind": "ProxyStatusList", "apiVersion": "meshplane.io/v1", "items": items})
+
+    return handler
 
 
 def _bound_port(runner: object) -> int | None:
