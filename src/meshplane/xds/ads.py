@@ -1,0 +1,141 @@
+"""The gRPC face of the ADS server: both AggregatedDiscoveryService streams, State-of-the-World and Delta.
+
+Why generic handlers instead of the generated servicer: responses are written as pre-encoded bytes (see
+``encoding``), so the response serializer is the identity. Requests are decoded by protobuf as usual. Each stream
+gets a :class:`~meshplane.xds.connection.Connection`; the node is taken from the first request only (Envoy's
+``set_node_on_first_message_only``) and parsed once into a Proxy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+import grpc
+from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf import json_format
+
+from meshplane.model.proxy import Locality
+from meshplane.xds.connection import Connection, PushState
+from meshplane.xds.protocol import XdsRequest
+from meshplane.xds.translator import Translator
+
+log = logging.getLogger(__name__)
+
+SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+
+
+class Hub(Protocol):
+    """What a stream needs from the server."""
+
+    @property
+    def translator(self) -> Translator: ...
+
+    @property
+    def state(self) -> PushState: ...
+
+    def register(self, conn: Connection) -> None: ...
+
+    def unregister(self, conn: Connection) -> None: ...
+
+
+def _identity(data: bytes) -> bytes:
+    return data
+
+
+def sotw_request(raw: discovery_pb2.DiscoveryRequest) -> XdsRequest:
+    return XdsRequest(
+        type_url=raw.type_url,
+        delta=False,
+        nonce=raw.response_nonce,
+        error=raw.error_detail.message or "rejected" if raw.HasField("error_detail") else None,
+        version_info=raw.version_info,
+        names=frozenset(raw.resource_names),
+    )
+
+
+def delta_request(raw: discovery_pb2.DeltaDiscoveryRequest) -> XdsRequest:
+    return XdsRequest(
+        type_url=raw.type_url,
+        delta=True,
+        nonce=raw.response_nonce,
+        error=raw.error_detail.message or "rejected" if raw.HasField("error_detail") else None,
+        subscribe=frozenset(raw.resource_names_subscribe),
+        unsubscribe=frozenset(raw.resource_names_unsubscribe),
+        initial_versions=dict(raw.initial_resource_versions),
+    )
+
+
+class AdsHandler:
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+
+    def generic_handler(self) -> grpc.GenericRpcHandler:  # type: ignore[type-arg]
+        return grpc.method_handlers_generic_handler(SERVICE, {
+            "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                self.stream_sotw,
+                request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+                response_serializer=_identity,
+            ),
+            "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                self.stream_delta,
+                request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+                response_serializer=_identity,
+            ),
+        })
+
+    async def stream_sotw(self, requests: AsyncIterator[discovery_pb2.DiscoveryRequest],
+                          context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        await self._serve(requests, context, delta=False)
+
+    async def stream_delta(self, requests: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest],
+                           context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        await self._serve(requests, context, delta=True)
+
+    async def _serve(self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any], *,
+                     delta: bool) -> None:
+        hub = self._hub
+        conn = Connection(delta=delta, peer=context.peer(), translator=hub.translator, send=context.write)
+        problem: list[tuple[grpc.StatusCode, str]] = []
+
+        async def read() -> None:
+            async for raw in requests:
+                if conn.proxy is None:
+                    if not raw.HasField("node") or not raw.node.id:
+                        problem.append((grpc.StatusCode.INVALID_ARGUMENT, "the first request must carry node.id"))
+                        return
+                    node = raw.node
+                    loc = Locality(node.locality.region, node.locality.zone, node.locality.sub_zone)
+                    try:
+                        metadata = json_format.MessageToDict(node.metadata)
+                        conn.proxy = hub.translator.proxy_from_node(node.id, metadata, loc)
+                    except ValueError as exc:
+                        problem.append((grpc.StatusCode.INVALID_ARGUMENT, f"node {node.id!r}: {exc}"))
+                        return
+                    hub.register(conn)
+                if not raw.type_url:
+                    problem.append((grpc.StatusCode.INVALID_ARGUMENT, "request without type_url"))
+                    return
+                req = delta_request(raw) if delta else sotw_request(raw)
+                await conn.handle(req, hub.state)
+
+        reader = asyncio.create_task(read(), name=f"xds-read-{conn.id}")
+        closed = asyncio.create_task(conn.closed.wait())
+        try:
+            await asyncio.wait({reader, closed}, return_when=asyncio.FIRST_COMPLETED)
+            if reader.done() and not reader.cancelled() and reader.exception() is not None:
+                exc = reader.exception()
+                if not isinstance(exc, (grpc.RpcError, asyncio.CancelledError, ConnectionError)):
+                    log.error("%s: stream failed", conn.id, exc_info=exc)
+        finally:
+            conn.closed.set()
+            reader.cancel()
+            closed.cancel()
+            hub.unregister(conn)
+        if problem:
+            log.warning("%s from %s: %s", conn.id, conn.peer, problem[0][1])
+            await context.abort(*problem[0])
+        if not reader.done() or reader.cancelled():
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "closed by the server (send timeout)")

@@ -1,0 +1,261 @@
+"""One ADS stream: its proxy, its subscriptions per type, and how requests and pushes become responses.
+
+Why a class of its own: requests from Envoy and pushes from the pipeline both change the per-type bookkeeping
+and both write to the stream, so they are serialized by one lock per connection (Istio does the same with one
+goroutine per connection). The protocol decisions themselves are in :func:`meshplane.xds.protocol.should_respond`;
+this module only turns decisions and pushes into responses, in the spec's "make before break" order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from dataclasses import dataclass
+
+from envoy.config.cluster.v3 import cluster_pb2
+
+from meshplane.model import xdstypes
+from meshplane.model.proxy import Proxy
+from meshplane.model.push import PushRequest
+from meshplane.xds import encoding
+from meshplane.xds.protocol import Decision, SyncState, Verdict, WatchedType, XdsRequest, should_respond
+from meshplane.xds.translator import ResourceLike, Translator
+
+log = logging.getLogger(__name__)
+
+_NAMED_TYPES = frozenset({xdstypes.ENDPOINT, xdstypes.ROUTE})
+
+
+@dataclass(frozen=True, slots=True)
+class PushState:
+    """What every push and response of one epoch uses: the immutable context and its encoder cache."""
+
+    ctx: object
+    epoch: int
+    config_version: int
+    encoder: encoding.Encoder
+
+
+class Connection:
+    """State of one stream. ``send`` writes encoded bytes to the stream (it may raise when the stream is gone)."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self, *, delta: bool, peer: str, translator: Translator,
+                 send: Callable[[bytes], Awaitable[None]]) -> None:
+        self.id = f"{'delta' if delta else 'sotw'}-{next(self._ids)}"
+        self.delta = delta
+        self.peer = peer
+        self.proxy: Proxy | None = None
+        self.connected_at = time.time()
+        self.watched: dict[str, WatchedType] = {}
+        self.lock = asyncio.Lock()
+        self.closed = asyncio.Event()
+        self.pushes = 0
+        self._translator = translator
+        self._send = send
+        self._nonces = itertools.count(1)
+        self._eds_index: tuple[int, dict[str, list[str]]] = (-1, {})
+        self._replaced_clusters: list[ResourceLike] = []
+
+    # --- requests -------------------------------------------------------------------------------------------
+
+    async def handle(self, req: XdsRequest, state: PushState) -> Decision:
+        """Apply one request; answer it when the protocol says so."""
+        async with self.lock:
+            wt, decision = should_respond(self.watched.get(req.type_url), req)
+            self.watched[req.type_url] = wt
+            if decision.verdict is Verdict.NACK and wt.last_nack is not None:
+                log.warning("%s %s NACKed %s nonce %s: %s", self.id, self.node_id,
+                            xdstypes.SHORT_NAMES.get(req.type_url, req.type_url), req.nonce, wt.last_nack.error)
+            if decision.respond:
+                if self.delta:
+                    await self._send_delta(wt, state, only=decision.names,
+                                           initial=decision.verdict is Verdict.INITIAL)
+                else:
+                    await self._send_sotw(wt, state, force=True, only_changed=False)
+            return decision
+
+    # --- pushes ---------------------------------------------------------------------------------------------
+
+    async def push(self, request: PushRequest, state: PushState) -> None:
+        """Send what ``request`` changed, for the types this stream watches, in push order."""
+        async with self.lock:
+            if self.closed.is_set():
+                return
+            self.pushes += 1
+            if not request.full:
+                wt = self.watched.get(xdstypes.ENDPOINT)
+                if wt is None:
+                    return
+                names = self._eds_names_for(wt, request.endpoints_updated)
+                if not names:
+                    return
+                if self.delta:
+                    await self._send_delta(wt, state, restrict=names)
+                else:
+                    await self._send_sotw(wt, state, force=False, only_changed=True, names=names)
+                return
+            forced: dict[str, frozenset[str]] = {}
+            for type_url in (*xdstypes.PUSH_ORDER, *(t for t in self.watched if t not in xdstypes.PUSH_ORDER)):
+                wt = self.watched.get(type_url)
+                if wt is None:
+                    continue
+                if self.delta:
+                    changed = await self._send_delta(wt, state, force_names=forced.get(type_url, frozenset()))
+                    self._delta_warming(type_url, changed, forced)
+                else:
+                    await self._send_sotw(wt, state, force=False, only_changed=type_url in _NAMED_TYPES)
+
+    # --- State of the World ----------------------------------------------------------------------------------
+
+    async def _send_sotw(self, wt: WatchedType, state: PushState, *, force: bool, only_changed: bool,
+                         names: Collection[str] | None = None) -> bool:
+        assert self.proxy is not None
+        if wt.wildcard:
+            resources = self._generate(wt.type_url, state, None)
+        else:
+            resources = self._generate(wt.type_url, state, wt.names if names is None else names)
+        if resources is None:
+            return False
+        try:
+            if wt.wildcard or not only_changed:
+                blob, key = state.encoder.sotw_list(wt.type_url, resources)
+                if wt.wildcard and not force and key == wt.full_version_sent:
+                    return False  # unchanged
+            else:
+                resources = [r for r in resources if wt.sent.get(r.name) != r.version]
+                if not resources:
+                    return False
+                blob = b"".join(state.encoder.sotw_resource(wt.type_url, r) for r in resources)
+                key = encoding.content_key((r.name, r.version) for r in resources)
+        except encoding.TypeUrlMismatch:
+            log.exception("%s: not sending %s", self.id, wt.type_url)
+            return False
+        if not force and key in wt.nacked_content:
+            return False  # the client rejected exactly this; wait for a config change
+        nonce = self._nonce()
+        wt.record_send(nonce, key, key, {r.name: r.version for r in resources})
+        if wt.wildcard:
+            wt.full_version_sent = key
+        await self._write(encoding.sotw_response(key, wt.type_url, nonce, blob))
+        # Resource warming: after CDS (LDS), Envoy re-requests EDS (RDS) with unchanged names, version and
+        # nonce; that request must be answered (see should_respond, rule 4).
+        follower = {xdstypes.CLUSTER: xdstypes.ENDPOINT, xdstypes.LISTENER: xdstypes.ROUTE}.get(wt.type_url)
+        if follower is not None and follower in self.watched:
+            self.watched[follower].always_respond = True
+        return True
+
+    # --- Delta -------------------------------------------------------------------------------------------
+
+    async def _send_delta(self, wt: WatchedType, state: PushState, *, only: frozenset[str] | None = None,
+                          initial: bool = False, force_names: frozenset[str] = frozenset(),
+                          restrict: Collection[str] | None = None) -> list[str]:
+        """Send resources whose version differs from what the client holds; returns the names of resources
+        that replaced an older version (for warming). ``only``: answer a subscription of these names."""
+        assert self.proxy is not None
+        if only is not None:
+            query: Collection[str] | None = only
+        elif restrict is not None:
+            query = restrict
+        else:
+            query = None if wt.wildcard else wt.names
+        resources = self._generate(wt.type_url, state, query)
+        if resources is None:
+            return []
+        existing = {r.name for r in resources}
+        to_send = [r for r in resources
+                   if (only is not None and r.name in only) or r.name in force_names
+                   or wt.sent.get(r.name) != r.version]
+        removed: set[str]
+        if only is not None:
+            removed = set(only - existing)
+        elif restrict is not None:
+            removed = {n for n in restrict if n in wt.sent and n not in existing}
+        else:
+            removed = {n for n in wt.sent if n not in existing and (wt.wildcard or n in wt.names)}
+        if not to_send and not removed and not initial:
+            if wt.state is SyncState.NACKED and not wt.pending and only is None and restrict is None:
+                # What the client holds (its last good config) is again exactly what it should have.
+                wt.state = SyncState.SYNCED
+            return []
+        key = encoding.content_key(((r.name, r.version) for r in to_send), sorted(removed))
+        if key in wt.nacked_content and not initial and only is None:
+            return []
+        try:
+            blob = b"".join(state.encoder.delta_resource(wt.type_url, r) for r in to_send)
+        except encoding.TypeUrlMismatch:
+            log.exception("%s: not sending %s", self.id, wt.type_url)
+            return []
+        replaced = [r.name for r in to_send if r.name in wt.sent]
+        nonce = self._nonce()
+        wt.record_send(nonce, str(state.config_version), key, {r.name: r.version for r in to_send},
+                       frozenset(removed))
+        await self._write(encoding.delta_response(str(state.config_version), wt.type_url, nonce, blob, removed))
+        if wt.type_url == xdstypes.CLUSTER:
+            replaced_set = set(replaced)
+            self._replaced_clusters = [r for r in to_send if r.name in replaced_set]
+        return replaced
+
+    def _delta_warming(self, type_url: str, replaced: list[str], forced: dict[str, frozenset[str]]) -> None:
+        """Delta resource warming: an updated cluster (listener) waits for its ClusterLoadAssignment (routes),
+        and Envoy sends no request for names it already subscribes to: re-push them (xDS notes, trap 1)."""
+        if not replaced:
+            return
+        if type_url == xdstypes.CLUSTER and xdstypes.ENDPOINT in self.watched:
+            eds = self.watched[xdstypes.ENDPOINT]
+            names = set(replaced)
+            for r in self._replaced_clusters:
+                names.add(_eds_service_name(r))
+            forced[xdstypes.ENDPOINT] = frozenset(n for n in names if n in eds.names or eds.wildcard)
+        elif type_url == xdstypes.LISTENER and xdstypes.ROUTE in self.watched:
+            forced[xdstypes.ROUTE] = frozenset(self.watched[xdstypes.ROUTE].names)
+
+    # --- helpers ------------------------------------------------------------------------------------------
+
+    def _generate(self, type_url: str, state: PushState,
+                  names: Collection[str] | None) -> Sequence[ResourceLike] | None:
+        assert self.proxy is not None
+        try:
+            return self._translator.generate(type_url, self.proxy, state.ctx, names)
+        except Exception:
+            log.exception("%s %s: generating %s failed", self.id, self.node_id, type_url)
+            return None
+
+    def _eds_names_for(self, wt: WatchedType, hosts: Collection[str]) -> list[str]:
+        """Subscribed ClusterLoadAssignment names of these service hosts. Names follow Istio's
+        ``outbound|PORT|SUBSET|HOST`` (the host is the last field); a name without ``|`` is its own host."""
+        rev, index = self._eds_index
+        if rev != wt.names_rev or not index:
+            index = {}
+            for name in wt.names:
+                index.setdefault(name.rpartition("|")[2], []).append(name)
+            self._eds_index = (wt.names_rev, index)
+        out: list[str] = []
+        for host in hosts:
+            out.extend(index.get(host, ()))
+        return out
+
+    def _nonce(self) -> str:
+        return f"{self.id}-{next(self._nonces)}"
+
+    async def _write(self, data: bytes) -> None:
+        try:
+            await self._send(data)
+        except Exception:
+            self.closed.set()
+            raise
+
+    @property
+    def node_id(self) -> str:
+        return self.proxy.id if self.proxy is not None else ""
+
+
+def _eds_service_name(r: ResourceLike) -> str:
+    cluster = cluster_pb2.Cluster()
+    if r.resource.Unpack(cluster) and cluster.eds_cluster_config.service_name:
+        return str(cluster.eds_cluster_config.service_name)
+    return r.name

@@ -1,0 +1,115 @@
+"""The config controller: keeps the mesh configuration current from a store watch and reports each change.
+
+Why here and not in the store: the xDS server needs one consistent ConfigSnapshot per push (translation reads it
+and never does I/O), and needs to know *what* changed to choose between a full push and an endpoint-only push.
+The controller lists every collection at one resourceVersion, then watches every collection from there; each
+event updates its object table and becomes a PushRequest naming the object (the debouncer merges them).
+A watch that ends or expires is restarted from a fresh list (which is then one full push).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from meshplane.api.kinds import default_registry
+from meshplane.model.config import ConfigKey, ConfigSnapshot, JSONObject
+from meshplane.model.push import PushRequest
+from meshplane.store.errors import Expired
+from meshplane.store.interface import Store
+from meshplane.store.types import EventType, GroupResource, WatchEvent
+
+log = logging.getLogger(__name__)
+
+WORKLOAD_ENTRIES = GroupResource("networking.istio.io", "workloadentries")
+
+
+def _key(gr: GroupResource, obj: JSONObject) -> ConfigKey:
+    md = obj.get("metadata") or {}
+    return ConfigKey(gr, str(md.get("namespace") or ""), str(md.get("name") or ""))
+
+
+class ConfigController:
+    """Owns the object table. ``on_change`` receives one PushRequest per store event."""
+
+    def __init__(self, store: Store, on_change: Callable[[PushRequest], None]) -> None:
+        self._store = store
+        self._on_change = on_change
+        self._objects: dict[GroupResource, dict[tuple[str, str], JSONObject]] = {}
+        self._cached: dict[GroupResource, tuple[JSONObject, ...]] = {}
+        self._rv = 0
+        self._task: asyncio.Task[None] | None = None
+        self._watch_ready = asyncio.Event()
+
+    @property
+    def rv(self) -> int:
+        return self._rv
+
+    def load(self) -> int:
+        """List every collection at one resourceVersion (synchronous: nothing changes in between)."""
+        rv = self._store.current_rv
+        self._objects = {}
+        self._cached = {}
+        for kind in default_registry():
+            items, rv = self._store.list(kind.gr)
+            if items:
+                self._objects[kind.gr] = {(k.namespace, k.name): o for o in items for k in [_key(kind.gr, o)]}
+        self._rv = rv
+        return rv
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="xds-config-controller")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def snapshot(self) -> ConfigSnapshot:
+        objects: dict[GroupResource, tuple[JSONObject, ...]] = {}
+        for gr, table in self._objects.items():
+            cached = self._cached.get(gr)
+            if cached is None:
+                cached = tuple(table[k] for k in sorted(table))
+                self._cached[gr] = cached
+            if cached:
+                objects[gr] = cached
+        return ConfigSnapshot(self._rv, objects)
+
+    def apply(self, event: WatchEvent) -> ConfigKey:
+        key = _key(event.gr, event.obj)
+        table = self._objects.setdefault(event.gr, {})
+        if event.type is EventType.DELETED:
+            table.pop((key.namespace, key.name), None)
+        else:
+            table[(key.namespace, key.name)] = event.obj
+        self._cached.pop(event.gr, None)
+        self._rv = max(self._rv, event.rv)
+        return key
+
+    async def _run(self) -> None:
+        while True:
+            watch = self._store.watch(None, since_rv=self._rv)
+            try:
+                async for event in watch:
+                    if event.rv <= self._rv and event.type is not EventType.DELETED:
+                        continue
+                    key = self.apply(event)
+                    self._on_change(PushRequest(full=True, config_updated=frozenset({key}),
+                                                reasons=(f"{event.type.value.lower()} {key.gr.resource}",)))
+            except Expired:
+                log.warning("config watch expired at rv %d: relisting", self._rv)
+                self.load()
+                self._on_change(PushRequest(full=True, reasons=("relist",)))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("config watch failed; restarting")
+                await asyncio.sleep(0.5)
+            finally:
+                watch.close()
+            await asyncio.sleep(0)

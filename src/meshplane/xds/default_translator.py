@@ -1,0 +1,41 @@
+"""The production Translator: ``meshplane.model.proxy.proxy_from_node`` and ``meshplane.translate``.
+
+Kept apart from the Protocol so that tests can run the server with hand-written resources without importing the
+builders, and so the server module names no translation internals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any, cast
+
+from meshplane.model.config import ConfigSnapshot
+from meshplane.model.proxy import Locality, Proxy, proxy_from_node
+from meshplane.model.push import PushRequest
+from meshplane.model.service import RegistrySnapshot
+from meshplane.translate.context import PushContext, build_push_context
+from meshplane.translate.generate import generate, proxy_affected
+from meshplane.translate.mesh import MeshSettings
+from meshplane.xds.translator import ResourceLike
+
+
+class DefaultTranslator:
+    def __init__(self, mesh: MeshSettings | None = None) -> None:
+        self.mesh = mesh or MeshSettings()
+
+    def proxy_from_node(self, node_id: str, metadata: Mapping[str, Any], locality: Locality) -> Proxy:
+        return proxy_from_node(node_id, metadata, locality)
+
+    def build_context(self, config: ConfigSnapshot, registry: RegistrySnapshot) -> object:
+        return build_push_context(config, registry, self.mesh)
+
+    def with_registry(self, ctx: object, registry: RegistrySnapshot) -> object:
+        return cast(PushContext, ctx).with_registry(registry)
+
+    def generate(
+        self, type_url: str, proxy: Proxy, ctx: object, names: Collection[str] | None = None
+    ) -> Sequence[ResourceLike]:
+        return generate(type_url, proxy, cast(PushContext, ctx), names)
+
+    def proxy_affected(self, proxy: Proxy, ctx: object, request: PushRequest) -> bool:
+        return proxy_affected(proxy, cast(PushContext, ctx), request)

@@ -1,0 +1,270 @@
+"""XdsServer: the push pipeline and the ADS gRPC server, wired together.
+
+    store watch ─► ConfigController ─► Debouncer (quiet period, max delay)
+                                            │ flush: ConfigSnapshot + RegistrySnapshot
+                                            ▼
+                      full change: new immutable PushContext  │  WorkloadEntry endpoints only:
+                                                              │  ctx.with_registry(), hosts from diff_endpoints
+                                            ▼
+              per-connection merged PushQueue ─► sender (semaphore-bounded) ─► Connection.push
+
+Why this shape: it is Istio's pipeline (pilot/pkg/xds), which keeps the cost of a change proportional to what
+changed: bursts merge in debounce, a proxy queued twice is pushed once, endpoint changes send only the
+ClusterLoadAssignments of the hosts whose endpoints changed. Registry sources beyond the ServiceEntry source
+(member clusters) are added with :meth:`XdsServer.add_registry` and report changes with
+:meth:`XdsServer.registry_changed`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+
+import grpc
+
+from meshplane.model.config import ConfigSnapshot
+from meshplane.model.push import PushRequest
+from meshplane.model.service import RegistrySnapshot
+from meshplane.registry import ServiceEntrySource, ServiceRegistry, aggregate, diff_endpoints
+from meshplane.store.interface import Store
+from meshplane.xds.ads import AdsHandler
+from meshplane.xds.connection import Connection, PushState
+from meshplane.xds.controller import WORKLOAD_ENTRIES, ConfigController
+from meshplane.xds.debounce import Debouncer
+from meshplane.xds.encoding import Encoder
+from meshplane.xds.pushqueue import PushQueue
+from meshplane.xds.settings import XdsSettings
+from meshplane.xds.status import ProxyStatus, TypeStatus
+from meshplane.xds.translator import Translator
+
+log = logging.getLogger(__name__)
+
+
+def _default_translator() -> Translator:
+    from meshplane.xds.default_translator import DefaultTranslator
+
+    return DefaultTranslator()
+
+
+class XdsServer:
+    """The xDS control plane for one store. ``start`` binds and serves; ``proxy_status`` reports sync state."""
+
+    def __init__(self, store: Store, settings: XdsSettings | None = None) -> None:
+        self.settings = settings or XdsSettings()
+        self._store = store
+        self._translator = self.settings.translator or _default_translator()
+        self._controller = ConfigController(store, self._on_config_change)
+        self._debouncer = Debouncer(self._flush, quiet=self.settings.debounce_quiet,
+                                    max_delay=self.settings.debounce_max)
+        self._queue: PushQueue[Connection] = PushQueue()
+        self._sem = asyncio.Semaphore(self.settings.max_concurrent_pushes)
+        self._connections: dict[str, Connection] = {}
+        self._registries: list[ServiceRegistry] = []
+        self._config = ConfigSnapshot(0)
+        self._registry = RegistrySnapshot()
+        self._state: PushState | None = None
+        self._epoch = 0
+        self._server: grpc.aio.Server | None = None
+        self._sender: asyncio.Task[None] | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
+        self.pushes_started = 0
+        self.full_pushes = 0
+        self.eds_pushes = 0
+
+    # --- lifecycle ---------------------------------------------------------------------------------------
+
+    async def start(self, address: str) -> int:
+        """Load the config, build the first push context, bind ``address`` ("host:port", port 0 = any) and
+        serve. Returns the bound port."""
+        self._controller.load()
+        self._rebuild(full=True)
+        self._controller.start()
+        self._debouncer.start()
+        self._sender = asyncio.create_task(self._send_loop(), name="xds-sender")
+        mb = self.settings.max_message_bytes
+        self._server = grpc.aio.server(options=[
+            ("grpc.max_receive_message_length", mb),
+            ("grpc.max_send_message_length", mb),
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.http2.max_pings_without_data", 0),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.max_concurrent_streams", 100_000),
+        ])
+        self._server.add_generic_rpc_handlers((AdsHandler(self).generic_handler(),))
+        port = self._server.add_insecure_port(address)
+        if port == 0:
+            raise OSError(f"xds: cannot bind {address}")
+        await self._server.start()
+        log.info("xDS server on %s (port %d)", address, port)
+        return port
+
+    async def stop(self, grace: float = 1.0) -> None:
+        await self._controller.stop()
+        await self._debouncer.stop()
+        if self._sender is not None:
+            self._sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sender
+        for task in list(self._inflight):
+            task.cancel()
+        for conn in list(self._connections.values()):
+            conn.closed.set()
+        if self._server is not None:
+            await self._server.stop(grace)
+            self._server = None
+
+    # --- Hub (used by the streams) -----------------------------------------------------------------------
+
+    @property
+    def translator(self) -> Translator:
+        return self._translator
+
+    @property
+    def state(self) -> PushState:
+        assert self._state is not None, "XdsServer.start() first"
+        return self._state
+
+    def register(self, conn: Connection) -> None:
+        self._connections[conn.id] = conn
+
+    def unregister(self, conn: Connection) -> None:
+        self._connections.pop(conn.id, None)
+        self._queue.remove(conn)
+
+    # --- registry sources ------------------------------------------------------------------------------
+
+    def add_registry(self, registry: ServiceRegistry) -> None:
+        """Add a source of services and endpoints (e.g. a member cluster); pushes once debounced."""
+        self._registries.append(registry)
+        self.registry_changed("registry added")
+
+    def remove_registry(self, registry: ServiceRegistry) -> None:
+        self._registries = [r for r in self._registries if r is not registry]
+        self.registry_changed("registry removed")
+
+    def registry_changed(self, reason: str = "registry") -> None:
+        """A source's services or endpoints changed. Endpoint-only unless services differ."""
+        self._debouncer.add(PushRequest(full=False, reasons=(reason,)))
+
+    # --- status ------------------------------------------------------------------------------------------
+
+    def proxy_status(self) -> list[ProxyStatus]:
+        out: list[ProxyStatus] = []
+        for conn in list(self._connections.values()):
+            p = conn.proxy
+            if p is None:
+                continue
+            types = tuple(
+                TypeStatus(
+                    type_url=wt.type_url, state=wt.state, version_sent=wt.version_sent,
+                    version_acked=wt.version_acked, nonce_sent=wt.nonce_sent, nonce_acked=wt.nonce_acked,
+                    resources=len(wt.sent), subscribed=len(wt.names), wildcard=wt.wildcard,
+                    last_nack=wt.last_nack, acks=wt.acks, nacks=wt.nacks,
+                )
+                for wt in conn.watched.values()
+            )
+            out.append(ProxyStatus(
+                connection_id=conn.id, node_id=p.id, namespace=p.namespace, workload=p.workload_name,
+                cluster_id=p.cluster_id, proxy_type=p.type.value, delta=conn.delta, peer=conn.peer,
+                connected_since=conn.connected_at, pushes=conn.pushes, types=types,
+            ))
+        out.sort(key=lambda s: (s.node_id, s.connection_id))
+        return out
+
+    @property
+    def config(self) -> ConfigSnapshot:
+        return self._config
+
+    @property
+    def registry(self) -> RegistrySnapshot:
+        return self._registry
+
+    async def wait_idle(self) -> None:
+        """Return once every change seen so far has been debounced and pushed (tests, benchmarks)."""
+        while True:
+            await self._debouncer.wait_idle()
+            await asyncio.sleep(0)
+            if len(self._queue) == 0 and self._queue.busy == 0 and not self._inflight:
+                await self._debouncer.wait_idle()
+                if len(self._queue) == 0 and self._queue.busy == 0:
+                    return
+            await asyncio.sleep(0.005)
+
+    # --- pipeline ----------------------------------------------------------------------------------------
+
+    def _on_config_change(self, request: PushRequest) -> None:
+        self._debouncer.add(request)
+
+    def _rebuild(self, *, full: bool) -> PushRequest | None:
+        """Take a new ConfigSnapshot and RegistrySnapshot; build the next push state. Returns what to push."""
+        config = self._controller.snapshot()
+        sources: Sequence[ServiceRegistry] = [ServiceEntrySource(config, self.settings.cluster_id),
+                                              *self._registries]
+        registry = aggregate(sources)
+        old_registry = self._registry
+        previous = self._state
+        if previous is not None and not full and registry.services == old_registry.services:
+            hosts = diff_endpoints(old_registry, registry)
+            self._config, self._registry = config, registry
+            if not hosts:
+                return None
+            ctx = self._translator.with_registry(previous.ctx, registry)
+            request = PushRequest(full=False, endpoints_updated=hosts)
+        else:
+            ctx = self._translator.build_context(config, registry)
+            self._config, self._registry = config, registry
+            request = PushRequest(full=True)
+        self._epoch += 1
+        self._state = PushState(ctx=ctx, epoch=self._epoch, config_version=config.version, encoder=Encoder())
+        return request
+
+    async def _flush(self, merged: PushRequest) -> None:
+        # Only WorkloadEntries changed (or a registry source reported a change): endpoint-only, unless the
+        # services themselves differ (``_rebuild`` checks). Anything else, or a relist, is a full push.
+        full = any(k.gr != WORKLOAD_ENTRIES for k in merged.config_updated) or (
+            merged.full and not merged.config_updated)
+        request = self._rebuild(full=full)
+        if request is None:
+            return
+        request = PushRequest(full=request.full, config_updated=merged.config_updated,
+                              endpoints_updated=request.endpoints_updated, reasons=merged.reasons)
+        if request.full:
+            self.full_pushes += 1
+        else:
+            self.eds_pushes += 1
+        ctx = self.state.ctx
+        for conn in list(self._connections.values()):
+            if conn.proxy is None or conn.closed.is_set():
+                continue
+            try:
+                affected = self._translator.proxy_affected(conn.proxy, ctx, request)
+            except Exception:
+                log.exception("proxy_affected failed for %s", conn.node_id)
+                affected = True
+            if affected:
+                self._queue.enqueue(conn, request)
+
+    async def _send_loop(self) -> None:
+        while True:
+            conn, request = await self._queue.dequeue()
+            await self._sem.acquire()
+            task = asyncio.create_task(self._push_one(conn, request))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+
+    async def _push_one(self, conn: Connection, request: PushRequest) -> None:
+        try:
+            self.pushes_started += 1
+            await asyncio.wait_for(conn.push(request, self.state), self.settings.send_timeout)
+        except TimeoutError:
+            log.warning("%s %s: push timed out; closing the stream", conn.id, conn.node_id)
+            conn.closed.set()
+        except Exception as exc:
+            if not isinstance(exc, (grpc.RpcError, ConnectionError)):
+                log.exception("%s %s: push failed", conn.id, conn.node_id)
+            conn.closed.set()
+        finally:
+            self._sem.release()
+            self._queue.mark_done(conn)

@@ -1,0 +1,24 @@
+"""Settings of the xDS server, passed explicitly (nothing is read from the environment at import time)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from meshplane.xds.translator import Translator
+
+
+@dataclass(frozen=True, slots=True)
+class XdsSettings:
+    # Debounce: push when no change arrived for ``debounce_quiet`` s, at the latest ``debounce_max`` s after the
+    # first change of a burst.
+    debounce_quiet: float = 0.1
+    debounce_max: float = 1.0
+    # How many proxies are pushed concurrently.
+    max_concurrent_pushes: int = 100
+    # A proxy that does not take a push within this time is disconnected (it reconnects and resyncs).
+    send_timeout: float = 30.0
+    # The cluster id of the ServiceEntry/WorkloadEntry registry source (this control plane's own config).
+    cluster_id: str = ""
+    # Translation; None: meshplane.translate with default MeshSettings.
+    translator: Translator | None = None
+    max_message_bytes: int = 64 * 1024 * 1024
