@@ -46,4 +46,5 @@ async def make_store(backend: str, tmp_path: Path, clock: FakeClock) -> AsyncIte
 
 @pytest.fixture
 async def store(make_store: StoreFactory) -> CoreStore:
-    return await make_store()
+    started: CoreStore = await make_store()
+    return started

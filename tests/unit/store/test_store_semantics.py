@@ -49,7 +49,7 @@ async def test_create_of_an_existing_name_is_already_exists(store: CoreStore) ->
 
 
 async def test_one_resource_version_counter_across_collections(store: CoreStore) -> None:
-    rvs = []
+    rvs: list[int] = []
     for gr in (VS, DR, NS, VS):
         obj = await store.create(gr, vs(f"o{len(rvs)}"), actor="a")
         rvs.append(int(obj["metadata"]["resourceVersion"]))
