@@ -1,0 +1,108 @@
+"""Validation of an object a user sends, before it is stored: what kube-apiserver plus Istio's webhook would say.
+
+One entry point, :func:`validate`, runs three passes over the decoded JSON:
+
+1. structural, against the kind's schema (:mod:`meshplane.api.schemas`): types, enums, required fields, bounds;
+   unknown fields are handled per ``fieldValidation`` (Strict: refused with 400; Warn: dropped with a warning;
+   Ignore: dropped silently), and nulls of non-nullable fields are dropped, as kube-apiserver prunes CRDs;
+2. metadata, as kube-apiserver checks every object (name, namespace, labels, annotations);
+3. semantic, per kind, after Istio's own validation (``pkg/config/validation``) and the ASM documents.
+
+Semantic rules run only when the structure is right, as Istio's webhook only sees objects that passed the CRD
+schema; every error of a pass is collected, none stops the others. Errors are raised together as
+:class:`~meshplane.api.errors.InvalidObject` (422) with one cause per field; warnings are returned, ready for
+``Warning:`` headers.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from meshplane.api import _asm, _networking, _security
+from meshplane.api._meta import check_metadata
+from meshplane.api._report import Report
+from meshplane.api._structural import Node, StructuralCheck, compile_schema
+from meshplane.api.errors import FieldCause, InvalidObject, StrictDecodingError
+from meshplane.api.kinds import ASM, MESHPLANE, NETWORKING, SECURITY, TELEMETRY, KindInfo
+from meshplane.api.schemas import openapi_schema
+
+__all__ = ["FIELD_VALIDATION_MODES", "validate"]
+
+FIELD_VALIDATION_MODES = ("Strict", "Warn", "Ignore")
+
+Rule = Callable[[dict[str, Any], Report], None]
+
+_RULES: dict[tuple[str, str], Rule] = {
+    (NETWORKING, "VirtualService"): _networking.virtual_service,
+    (NETWORKING, "DestinationRule"): _networking.destination_rule,
+    (NETWORKING, "Gateway"): _networking.gateway,
+    (NETWORKING, "ServiceEntry"): _networking.service_entry,
+    (NETWORKING, "WorkloadEntry"): _networking.workload_entry,
+    (NETWORKING, "WorkloadGroup"): _networking.workload_group,
+    (NETWORKING, "Sidecar"): _networking.sidecar,
+    (NETWORKING, "EnvoyFilter"): _networking.envoy_filter,
+    (SECURITY, "AuthorizationPolicy"): _security.authorization_policy,
+    (SECURITY, "PeerAuthentication"): _security.peer_authentication,
+    (SECURITY, "RequestAuthentication"): _security.request_authentication,
+    (TELEMETRY, "Telemetry"): _security.telemetry,
+    (ASM, "TrafficLabel"): _asm.traffic_label,
+    (ASM, "ASMSwimLaneGroup"): _asm.swim_lane_group,
+    (ASM, "ASMSwimLane"): _asm.swim_lane,
+    (ASM, "ASMHeaderPropagation"): _asm.header_propagation,
+    (MESHPLANE, "MemberCluster"): _asm.member_cluster,
+}
+
+_ISTIO_GROUPS = (NETWORKING, SECURITY, TELEMETRY)
+_DRY_RUN = "istio.io/dry-run"
+
+
+@functools.cache
+def _compiled(info: KindInfo) -> Node:
+    return compile_schema(openapi_schema(info))
+
+
+def _object_name(obj: dict[str, Any]) -> str:
+    meta = obj.get("metadata")
+    if isinstance(meta, dict):
+        name = meta.get("name") or meta.get("generateName") or ""
+        return name if isinstance(name, str) else ""
+    return ""
+
+
+def validate(info: KindInfo, obj: dict[str, Any], *, field_validation: str = "Warn") -> list[str]:
+    """Validate ``obj`` (decoded JSON) as an object of ``info``; return warnings, raise on errors.
+
+    Under Warn and Ignore, unknown fields and nulls are removed from ``obj`` in place.
+
+    :raises StrictDecodingError: unknown fields under ``field_validation="Strict"`` (kube answers 400).
+    :raises InvalidObject: every other error, one cause per bad field (kube answers 422).
+    :raises ValueError: ``field_validation`` is not one of Strict, Warn, Ignore.
+    """
+    if field_validation not in FIELD_VALIDATION_MODES:
+        modes = ", ".join(FIELD_VALIDATION_MODES)
+        raise ValueError(f"fieldValidation must be one of {modes}, not {field_validation!r}")
+    if not isinstance(obj, dict):
+        raise InvalidObject(info.kind, "", [FieldCause("", "FieldValueTypeInvalid", "the object must be a map")])
+    report = Report()
+    structural = StructuralCheck(report, prune_unknown=field_validation != "Strict")
+    structural.check(_compiled(info), obj, "")
+    if structural.unknown and field_validation == "Strict":
+        raise StrictDecodingError(structural.unknown)
+    structure_ok = not report.causes
+    check_metadata(obj.get("metadata"), namespaced=info.namespaced, r=report)
+    if structure_ok:
+        rule = _RULES.get((info.group, info.kind))
+        if rule is not None:
+            rule(obj, report)
+        if info.group in _ISTIO_GROUPS and info.kind != "AuthorizationPolicy":
+            annotations = (obj.get("metadata") or {}).get("annotations") or {}
+            if _DRY_RUN in annotations:
+                report.invalid(f"metadata.annotations[{_DRY_RUN}]", annotations[_DRY_RUN],
+                               f"the {_DRY_RUN} annotation is only supported on AuthorizationPolicy")
+    if report.causes:
+        causes = list(dict.fromkeys(report.causes))
+        raise InvalidObject(info.kind, _object_name(obj), causes)
+    warnings = [f'unknown field "{p}"' for p in structural.unknown] if field_validation == "Warn" else []
+    return warnings + report.warnings
