@@ -121,9 +121,9 @@ def _route_config(name: str, servers: list[Server], proxy: Proxy, ctx: PushConte
                 if vh is None:
                     domains = [domain] if "*" in domain else [domain, f"{domain}:*"]
                     vh = rc.VirtualHost(name=f"{domain}:{server.port}", domains=domains)
-                    if redirect:
-                        vh.require_tls = rc.VirtualHost.ALL
                     vhosts[domain] = vh
+                if redirect:
+                    vh.require_tls = rc.VirtualHost.ALL
                 vh.routes.extend(http_routes(vs, scope))
     for domain in sorted(vhosts, key=lambda d: (d == "*", d.startswith("*"), d)):
         cfg.virtual_hosts.append(vhosts[domain])
