@@ -167,8 +167,10 @@ class CoreStore(abc.ABC):
         history_limit: int = DEFAULT_HISTORY_LIMIT,
         clock: Callable[[], datetime] | None = None,
         watch_queue_size: int = DEFAULT_WATCH_QUEUE_SIZE,
-        max_batch: int = DEFAULT_MAX_BATCH,
+        max_batch: int | None = None,
     ) -> None:
+        if max_batch is None:
+            max_batch = min(DEFAULT_MAX_BATCH, watch_queue_size)
         if history_limit < 0:
             raise ValueError("history_limit must be >= 0")
         if max_batch < 1:
@@ -191,9 +193,11 @@ class CoreStore(abc.ABC):
 
         self._pending: dict[ObjectKey, Change] = {}  # the newest not-yet-committed change of each object
         self._queue: list[Change] = []  # accepted, not yet handed to _persist
+        self._inflight: Sequence[Change] = ()  # handed to _persist, not yet applied
         self._wakeup: asyncio.Event | None = None
         self._committer: asyncio.Task[None] | None = None
         self._started = False
+        self._broken: StorageFailure | None = None
         self._closing = False
         self._closed = False
 
@@ -245,7 +249,7 @@ class CoreStore(abc.ABC):
         self._closing = True
         assert self._wakeup is not None and self._committer is not None
         self._wakeup.set()
-        await asyncio.shield(self._committer)
+        await asyncio.wait((self._committer,))  # (a committer that crashed has already failed its writes)
         self._hub.close_all()
         await self._close_backend()
         self._closed = True
@@ -444,6 +448,22 @@ class CoreStore(abc.ABC):
     # -- the committer ----------------------------------------------------------------------------------------
 
     async def _run_committer(self) -> None:
+        try:
+            await self._commit_loop()
+        except BaseException as exc:
+            # A bug, or the event loop shutting down without close(): fail-stop rather than leave writers hanging.
+            self._broken = StorageFailure(f"the store's committer stopped: {exc!r}")
+            self._broken.__cause__ = exc
+            doomed = [*self._inflight, *self._queue]
+            self._inflight, self._queue, self._pending = (), [], {}
+            for change in doomed:
+                if not change.future.done():
+                    change.future.set_exception(self._broken)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            log.exception("store committer failed; the store refuses writes from now on")
+
+    async def _commit_loop(self) -> None:
         assert self._wakeup is not None
         while True:
             if not self._queue:
@@ -452,7 +472,7 @@ class CoreStore(abc.ABC):
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            batch = self._queue[: self._max_batch]
+            batch = self._inflight = self._queue[: self._max_batch]
             del self._queue[: self._max_batch]
             compacted_rv = self._compaction_point(batch)
             try:
@@ -462,6 +482,7 @@ class CoreStore(abc.ABC):
                 self._fail(batch, exc)
             else:
                 self._apply(batch, compacted_rv)
+            self._inflight = ()
             # Let writers and watchers run between batches even when _persist did not suspend (MemoryStore).
             await asyncio.sleep(0)
 
@@ -521,6 +542,8 @@ class CoreStore(abc.ABC):
 
     def _require_writable(self) -> None:
         self._require_started()
+        if self._broken is not None:
+            raise self._broken
         if self._closing:
             raise StorageFailure("store is closed")
 

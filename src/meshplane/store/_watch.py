@@ -33,8 +33,9 @@ def event_namespace(event: WatchEvent) -> str:
 class StoreWatch:
     """One subscription: first its initial events (a snapshot or replayed history), then live events.
 
-    Iteration ends (``StopAsyncIteration``) after ``close()`` or after the store closes. A watch whose live queue
-    overflowed raises ``Expired`` once from ``__anext__`` and then ends.
+    Iteration ends (``StopAsyncIteration``) after ``close()`` or after the store closes. A watch that asked for
+    compacted history, or whose live queue overflowed, raises ``Expired`` once from ``__anext__`` and then ends.
+    Events share their ``obj`` with the store and every other watch: never mutate them.
     """
 
     def __init__(

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 
 from meshplane.store._core import (
     DEFAULT_HISTORY_LIMIT,
-    DEFAULT_MAX_BATCH,
     Change,
     CoreStore,
     LoadedState,
@@ -35,7 +34,7 @@ class MemoryStore(CoreStore):
         history_limit: int = DEFAULT_HISTORY_LIMIT,
         clock: Callable[[], datetime] | None = None,
         watch_queue_size: int = DEFAULT_WATCH_QUEUE_SIZE,
-        max_batch: int = DEFAULT_MAX_BATCH,
+        max_batch: int | None = None,
     ) -> None:
         super().__init__(
             history_limit=history_limit, clock=clock, watch_queue_size=watch_queue_size, max_batch=max_batch

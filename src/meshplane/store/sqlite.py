@@ -38,7 +38,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from meshplane.store._core import (
     DEFAULT_HISTORY_LIMIT,
-    DEFAULT_MAX_BATCH,
     Change,
     CoreStore,
     LoadedState,
@@ -114,7 +113,7 @@ class SqliteStore(CoreStore):
     ``history_limit``: how many past events are kept for watch replay; a watch from before them gets ``Expired``.
     ``clock``: the time source for creationTimestamp and audit records (UTC ``datetime``).
     ``watch_queue_size``: live events a watch may fall behind before it is ended with ``Expired``.
-    ``max_batch``: the most writes one transaction commits (at most ``watch_queue_size``).
+    ``max_batch``: the most writes one transaction commits (default: 2000, at most ``watch_queue_size``).
     """
 
     def __init__(
@@ -124,7 +123,7 @@ class SqliteStore(CoreStore):
         history_limit: int = DEFAULT_HISTORY_LIMIT,
         clock: Callable[[], datetime] | None = None,
         watch_queue_size: int = DEFAULT_WATCH_QUEUE_SIZE,
-        max_batch: int = DEFAULT_MAX_BATCH,
+        max_batch: int | None = None,
     ) -> None:
         super().__init__(
             history_limit=history_limit, clock=clock, watch_queue_size=watch_queue_size, max_batch=max_batch

@@ -75,3 +75,20 @@ async def test_a_failed_batch_and_the_writes_built_on_it_fail(store: CoreStore, 
             assert [r.rv for r in reopened.audit()] == [1, 6, 7, 8]
         finally:
             await reopened.close()
+
+
+async def test_a_broken_committer_fails_stop(store: CoreStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug after the commit (here: applying it) must not leave writers hanging: they fail, and so does every
+    later write, while reads keep serving the last good state."""
+    await store.create(VS, vs("kept"), actor="a")
+
+    def broken_apply(*args: object) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(store, "_apply", broken_apply)
+    with pytest.raises(StorageFailure, match="committer stopped"):
+        await asyncio.wait_for(store.create(VS, vs("lost"), actor="a"), 2)
+    with pytest.raises(StorageFailure):
+        await store.create(VS, vs("later"), actor="a")
+    assert [o["metadata"]["name"] for o in store.list(VS)[0]] == ["kept"]
+    await store.close()

@@ -300,3 +300,11 @@ async def test_a_store_must_be_started() -> None:
         await store.create(VS, vs("x"), actor="a")
     with pytest.raises(RuntimeError):
         store.watch()
+
+
+def test_constructor_limits() -> None:
+    assert MemoryStore(watch_queue_size=10)._max_batch == 10  # a batch never overflows a watch that keeps up
+    with pytest.raises(ValueError, match="watch_queue_size"):
+        MemoryStore(watch_queue_size=10, max_batch=20)
+    with pytest.raises(ValueError):
+        MemoryStore(history_limit=-1)
