@@ -45,6 +45,23 @@ def _identity(data: bytes) -> bytes:
     return data
 
 
+def node_metadata(struct: Any) -> dict[str, Any]:
+    """``node.metadata`` as plain JSON. protobuf's Struct has only doubles, so a port written as 8080 in the
+    bootstrap arrives as 8080.0: integral numbers are turned back into ints."""
+    plain: dict[str, Any] = _integral(json_format.MessageToDict(struct))
+    return plain
+
+
+def _integral(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    return value
+
+
 def sotw_request(raw: discovery_pb2.DiscoveryRequest) -> XdsRequest:
     return XdsRequest(
         type_url=raw.type_url,
@@ -109,7 +126,7 @@ class AdsHandler:
                     node = raw.node
                     loc = Locality(node.locality.region, node.locality.zone, node.locality.sub_zone)
                     try:
-                        metadata = json_format.MessageToDict(node.metadata)
+                        metadata = node_metadata(node.metadata)
                         conn.proxy = hub.translator.proxy_from_node(node.id, metadata, loc)
                     except ValueError as exc:
                         problem.append((grpc.StatusCode.INVALID_ARGUMENT, f"node {node.id!r}: {exc}"))

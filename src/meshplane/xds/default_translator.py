@@ -13,9 +13,7 @@ from meshplane.model.config import ConfigSnapshot
 from meshplane.model.proxy import Locality, Proxy, proxy_from_node
 from meshplane.model.push import PushRequest
 from meshplane.model.service import RegistrySnapshot
-from meshplane.translate.context import PushContext, build_push_context
-from meshplane.translate.generate import generate, proxy_affected
-from meshplane.translate.mesh import MeshSettings
+from meshplane.translate import MeshSettings, PushContext, build_push_context, generate, proxy_affected
 from meshplane.xds.translator import ResourceLike
 
 

@@ -1,0 +1,159 @@
+"""``meshplane agent``: the process that runs next to one workload instance.
+
+One loop, driven by a short tick, does everything in an order that keeps the mesh consistent:
+Envoy is started from a bootstrap built here; once Envoy is LIVE (it has its first listeners and clusters, so it is
+connected to xDS) the instance is registered as a WorkloadEntry; the readiness probe then keeps the entry's
+Healthy condition current; a crashed Envoy is restarted with backoff. On SIGTERM the entry is deleted first, then
+Envoy drains and stops. State is reported in a JSON status file the local runtime reads (``meshplane status``).
+
+Certificates (SDS), the DNS proxy and telemetry of later issues hook into this loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from meshplane.agent.bootstrap import build_bootstrap
+from meshplane.agent.config import AgentConfig
+from meshplane.agent.envoy import EnvoyProcess, find_envoy
+from meshplane.agent.health import ReadinessTracker, probe_once
+from meshplane.agent.procs import record_for, write_json_atomic, write_record
+from meshplane.agent.registration import Registration, RegistrationError
+from meshplane.model.proxy import Locality
+
+log = logging.getLogger("meshplane.agent")
+
+TICK_S = 0.2
+MAX_BACKOFF_S = 10.0
+
+
+class Agent:
+    def __init__(self, cfg: AgentConfig) -> None:
+        self.cfg = cfg
+        self.work = Path(cfg.work_dir) if cfg.work_dir else Path(tempfile.mkdtemp(prefix="meshplane-agent-"))
+        self.status_path = Path(cfg.status_file) if cfg.status_file else self.work / "status.json"
+        self.stop_event = asyncio.Event()
+        self.tracker = ReadinessTracker(cfg.readiness)
+        self.envoy_live = False
+        self._last_status: dict[str, Any] = {}
+        self.envoy = EnvoyProcess(
+            find_envoy(cfg.envoy_path), self.work / "bootstrap.json", cfg.address, cfg.admin_port,
+            self.work / "envoy.log", concurrency=cfg.concurrency, log_level=cfg.envoy_log_level,
+            drain_s=cfg.drain_s)
+
+    def write_bootstrap(self) -> Path:
+        cfg = self.cfg
+        doc = build_bootstrap(cfg.node_id, cfg.metadata(), Locality(cfg.region, cfg.zone, cfg.subzone), cfg.xds,
+                              f"{cfg.address}:{cfg.admin_port}", delta=cfg.delta)
+        self.work.mkdir(parents=True, exist_ok=True)
+        path = self.work / "bootstrap.json"
+        path.write_text(json.dumps(doc, indent=1))
+        return path
+
+    @property
+    def probing(self) -> bool:
+        r = self.cfg.readiness
+        return bool(r.http_path or r.tcp) and not self.cfg.gateway
+
+    def ready(self, reg: Registration | None) -> bool:
+        registered = reg is None or reg.registered
+        return self.envoy_live and registered and (self.tracker.ready or not self.probing)
+
+    def report(self, reg: Registration | None, phase: str) -> None:
+        status = {
+            "phase": phase,
+            "ready": self.ready(reg) and phase == "running",
+            "envoyLive": self.envoy_live,
+            "envoyPid": self.envoy.pid if self.envoy.running() else None,
+            "envoyRestarts": self.envoy.restarts,
+            "registered": reg.registered if reg else False,
+            "appReady": self.tracker.ready if self.probing else None,
+            "probeMessage": self.tracker.message if self.probing else "",
+            "nodeId": self.cfg.node_id,
+            "admin": f"http://{self.cfg.address}:{self.cfg.admin_port}",
+        }
+        if status != self._last_status:
+            self._last_status = status
+            write_json_atomic(self.status_path, {**status, "time": time.time()})
+
+    async def start_envoy(self) -> None:
+        pid = await self.envoy.start()
+        self.envoy_live = False
+        if self.cfg.envoy_record:
+            write_record(Path(self.cfg.envoy_record), record_for(pid, "envoy", self.cfg.name, group=False))
+
+    async def run(self) -> int:
+        cfg = self.cfg
+        self.write_bootstrap()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, self.stop_event.set)
+        connector = aiohttp.TCPConnector(limit=4)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            reg = Registration(cfg, session) if cfg.register and cfg.api else None
+            await self.start_envoy()
+            backoff = 0.5
+            restart_at: float | None = None
+            next_probe = 0.0
+            next_register = 0.0
+            app_port = cfg.ports[0].app_port if cfg.ports else 0
+            app_host = cfg.app_address or cfg.address
+            self.report(reg, "starting")
+            while not self.stop_event.is_set():
+                now = loop.time()
+                if not self.envoy.running():
+                    if restart_at is None:
+                        log.warning("envoy exited with %s; restarting in %.1fs", self.envoy.proc and
+                                    self.envoy.proc.returncode, backoff)
+                        self.envoy_live = False
+                        restart_at = now + backoff
+                        backoff = min(backoff * 2, MAX_BACKOFF_S)
+                    elif now >= restart_at:
+                        restart_at = None
+                        self.envoy.restarts += 1
+                        await self.start_envoy()
+                elif not self.envoy_live:
+                    self.envoy_live = await self.envoy.state(session) == "LIVE"
+                    if self.envoy_live:
+                        log.info("envoy is LIVE")
+                        backoff = 0.5
+                if self.probing and now >= next_probe and app_port:
+                    next_probe = now + cfg.readiness.period_s
+                    self.tracker.observe(await probe_once(cfg.readiness, app_host, app_port, session))
+                if reg is not None and self.envoy_live and now >= next_register:
+                    try:
+                        healthy = self.tracker.ready or not self.probing
+                        if not reg.registered:
+                            await reg.register(healthy)
+                        else:
+                            await reg.set_health(healthy, self.tracker.message)
+                    except (RegistrationError, aiohttp.ClientError, TimeoutError, OSError) as e:
+                        log.warning("registration: %s", e)
+                        next_register = now + 1.0
+                self.report(reg, "running")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop_event.wait(), TICK_S)
+            self.report(reg, "stopping")
+            if reg is not None:
+                try:
+                    await reg.deregister()
+                except (RegistrationError, aiohttp.ClientError, TimeoutError, OSError) as e:
+                    log.warning("could not delete the WorkloadEntry: %s", e)
+            await self.envoy.stop(session, drain=True)
+            self.report(reg, "stopped")
+        return 0
+
+
+def run(cfg: AgentConfig) -> int:
+    return asyncio.run(Agent(cfg).run())
