@@ -94,6 +94,8 @@ class StructuralCheck:
         self.unknown: list[str] = []
 
     def check(self, node: Node, value: Any, path: str) -> None:
+        if value is None and node.nullable:
+            return
         t = node.type
         if t == "object":
             if type(value) is not dict:
