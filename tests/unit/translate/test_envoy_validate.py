@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 from _feature_corpus import feature_objects, sidecar_cr
-from _translate_helpers import bookinfo_file, bookinfo_registry, bookinfo_task_files, context, envoy_validate, gateway, sidecar
+from _translate_helpers import (
+    bookinfo_file,
+    bookinfo_registry,
+    bookinfo_task_files,
+    context,
+    envoy_validate,
+    gateway,
+    sidecar,
+)
 
 from meshplane.translate import MeshSettings
 

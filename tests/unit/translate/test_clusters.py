@@ -1,0 +1,145 @@
+"""DestinationRule and ServiceEntry -> clusters and endpoints: lb policy, pools, outlier detection, TLS modes,
+subsets, port-level settings, resolution types, locality priorities."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from _feature_corpus import dr, feature_objects
+from _translate_helpers import bookinfo_file, bookinfo_registry, clusters, context, decode, fqdn, sidecar
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+
+from meshplane.model import xdstypes
+from meshplane.translate import MeshSettings
+
+HB = fqdn("httpbin")
+C = cluster_pb2.Cluster
+
+
+@pytest.fixture
+def cds(cert_dir: Path) -> dict[str, cluster_pb2.Cluster]:
+    return clusters(sidecar(), context(bookinfo_registry() + feature_objects(str(cert_dir))))
+
+
+def _tls(c: cluster_pb2.Cluster) -> tls_pb2.UpstreamTlsContext:
+    t = tls_pb2.UpstreamTlsContext()
+    assert c.transport_socket.typed_config.Unpack(t)
+    return t
+
+
+def test_bookinfo_subsets_become_clusters() -> None:
+    cds = clusters(sidecar(), context(bookinfo_registry() + bookinfo_file("destination-rule-all.yaml")))
+    for subset in ("", "v1", "v2", "v3"):
+        c = cds[f"outbound|9080|{subset}|{fqdn('reviews')}"]
+        assert c.type == C.EDS and c.eds_cluster_config.service_name == c.name
+    assert cds["inbound|9080||"].load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.address \
+        == "127.0.0.1"
+    assert {"BlackHoleCluster", "PassthroughCluster"} <= set(cds)
+
+
+def test_lb_policy_pool_and_outlier(cds: dict[str, cluster_pb2.Cluster]) -> None:
+    c = cds[f"outbound|8000||{HB}"]
+    assert c.lb_policy == C.ROUND_ROBIN
+    assert c.connect_timeout.seconds == 3
+    t = c.circuit_breakers.thresholds[0]
+    assert (t.max_connections.value, t.max_pending_requests.value, t.max_requests.value, t.max_retries.value) == (
+        100, 10, 1000, 4)
+    od = c.outlier_detection
+    assert od.consecutive_5xx.value == 5 and od.enforcing_consecutive_5xx.value == 100
+    assert od.consecutive_gateway_failure.value == 3
+    assert od.interval.seconds == 10 and od.base_ejection_time.seconds == 30 and od.max_ejection_percent.value == 50
+    assert c.common_lb_config.healthy_panic_threshold.value == 20
+    opts = http_protocol_options_pb2.HttpProtocolOptions()
+    c.typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].Unpack(opts)
+    assert opts.common_http_protocol_options.max_requests_per_connection.value == 5
+    assert opts.common_http_protocol_options.idle_timeout.seconds == 30
+    assert c.upstream_connection_options.tcp_keepalive.keepalive_probes.value == 9
+
+
+def test_port_level_settings_override(cds: dict[str, cluster_pb2.Cluster]) -> None:
+    assert cds[f"outbound|8443||{HB}"].lb_policy == C.RANDOM
+    opts = http_protocol_options_pb2.HttpProtocolOptions()
+    cds[f"outbound|8443||{HB}"].typed_extension_protocol_options[
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].Unpack(opts)
+    assert opts.explicit_http_config.HasField("http2_protocol_options")  # GRPC port
+
+
+def test_subset_policies_consistent_hash(cds: dict[str, cluster_pb2.Cluster]) -> None:
+    assert cds[f"outbound|8000|v1|{HB}"].lb_policy == C.RING_HASH
+    assert cds[f"outbound|8000|v1|{HB}"].ring_hash_lb_config.minimum_ring_size.value == 1024
+    assert cds[f"outbound|8000|v2|{HB}"].lb_policy == C.MAGLEV
+    assert cds[f"outbound|8000|v2|{HB}"].maglev_lb_config.table_size.value == 65537
+    assert cds[f"outbound|8000|v4|{HB}"].ring_hash_lb_config.minimum_ring_size.value == 2048
+    # The subset keeps the top-level outlier detection it does not override.
+    assert cds[f"outbound|8000|v1|{HB}"].outlier_detection.consecutive_5xx.value == 5
+
+
+def test_istio_mutual_uses_sds_default_and_rootca(cds: dict[str, cluster_pb2.Cluster]) -> None:
+    t = _tls(cds[f"outbound|8000|v1|{HB}"])
+    assert t.sni == f"outbound_.8000_.v1_.{HB}"
+    assert t.common_tls_context.tls_certificate_sds_secret_configs[0].name == "default"
+    cv = t.common_tls_context.combined_validation_context
+    assert cv.validation_context_sds_secret_config.name == "ROOTCA"
+    sans = [m.matcher.exact for m in cv.default_validation_context.match_typed_subject_alt_names]
+    assert sans == ["spiffe://cluster.local/ns/default/sa/httpbin"]
+    assert list(t.common_tls_context.alpn_protocols) == ["http/1.1"]  # only what the h1 codec speaks
+    assert list(_tls(cds[f"outbound|8443||{HB}"]).common_tls_context.alpn_protocols) == ["h2"]
+
+
+def test_simple_and_mutual_tls(cds: dict[str, cluster_pb2.Cluster], cert_dir: Path) -> None:
+    simple = _tls(cds["outbound|443||api.example.com"])
+    assert simple.sni == "api.example.com"
+    assert simple.common_tls_context.validation_context.trusted_ca.filename == f"{cert_dir}/ca.pem"
+    assert not simple.common_tls_context.alpn_protocols  # TLS port: no HTTP ALPN
+    mutual = _tls(cds["outbound|80||api.example.com"])
+    assert mutual.common_tls_context.tls_certificates[0].certificate_chain.filename == f"{cert_dir}/cert.pem"
+    cred = _tls(cds["outbound|80||lrr.example.com"])
+    assert cred.common_tls_context.tls_certificate_sds_secret_configs[0].name == "kubernetes://lrr-cred"
+
+
+def test_resolution_types(cds: dict[str, cluster_pb2.Cluster]) -> None:
+    dns = cds["outbound|80||api.example.com"]
+    assert dns.type == C.STRICT_DNS
+    addr = dns.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address
+    assert (addr.address, addr.port_value) == ("api.example.com", 80)
+    assert dns.lb_policy == C.LEAST_REQUEST
+    assert cds["outbound|80||lrr.example.com"].type == C.LOGICAL_DNS
+    none = cds["outbound|80||*.wild.example.com"]
+    assert none.type == C.ORIGINAL_DST and none.lb_policy == C.CLUSTER_PROVIDED
+    assert cds["outbound|5432||db.internal"].type == C.ORIGINAL_DST  # lb PASSTHROUGH
+
+
+def test_disable_tls_and_default_lb() -> None:
+    objs = [*bookinfo_registry(),dr("r", {"host": "ratings", "trafficPolicy": {"tls": {"mode": "DISABLE"}}})]
+    c = clusters(sidecar(), context(objs))[f"outbound|9080||{fqdn('ratings')}"]
+    assert not c.HasField("transport_socket")
+    assert c.lb_policy == C.LEAST_REQUEST  # Istio's default
+
+
+def test_subset_endpoints_and_ports(cert_dir: Path) -> None:
+    ctx = context(bookinfo_registry() + feature_objects(str(cert_dir)))
+    cla = {c.cluster_name: c for c in decode(xdstypes.ENDPOINT, sidecar(), ctx)}
+    v2 = cla[f"outbound|8000|v2|{HB}"]
+    eps = [e.endpoint.address.socket_address for g in v2.endpoints for e in g.lb_endpoints]
+    assert [(a.address, a.port_value) for a in eps] == [("127.0.3.2", 18000)]
+    allv = cla[f"outbound|8000||{HB}"]
+    assert sum(len(g.lb_endpoints) for g in allv.endpoints) == 2
+
+
+def test_locality_priorities(cert_dir: Path) -> None:
+    ctx = context(bookinfo_registry() + feature_objects(str(cert_dir)))
+    cla = decode(xdstypes.ENDPOINT, sidecar(), ctx, [f"outbound|8000||{HB}"])[0]
+    prio = {g.locality.zone: g.priority for g in cla.endpoints}
+    assert prio == {"zone1": 0, "zone2": 1}
+    ctx2 = context(bookinfo_registry() + feature_objects(str(cert_dir)), MeshSettings(locality_lb_enabled=False))
+    cla2 = decode(xdstypes.ENDPOINT, sidecar(), ctx2, [f"outbound|8000||{HB}"])[0]
+    assert {g.priority for g in cla2.endpoints} == {0}
+
+
+def test_eds_for_unknown_cluster_is_empty() -> None:
+    ctx = context(bookinfo_registry())
+    res = decode(xdstypes.ENDPOINT, sidecar(), ctx, ["outbound|9080|v9|nosuch.default.svc.cluster.local"])
+    assert len(res) == 1 and not res[0].endpoints
