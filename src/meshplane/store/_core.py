@@ -199,7 +199,6 @@ class CoreStore(abc.ABC):
         self._started = False
         self._broken: StorageFailure | None = None
         self._closing = False
-        self._closed = False
 
     # -- what a backend provides ---------------------------------------------------------------------------------
 
@@ -252,7 +251,6 @@ class CoreStore(abc.ABC):
         await asyncio.wait((self._committer,))  # (a committer that crashed has already failed its writes)
         self._hub.close_all()
         await self._close_backend()
-        self._closed = True
 
     @property
     def current_rv(self) -> int:

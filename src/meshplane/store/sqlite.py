@@ -138,6 +138,7 @@ class SqliteStore(CoreStore):
     # -- CoreStore hooks ----------------------------------------------------------------------------------------
 
     async def _load(self) -> LoadedState:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock_fd = _lock(self.path)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="meshplane-store-commit")
         try:
