@@ -12,6 +12,8 @@ Callers (the API server, the xDS config controller) depend on this Protocol only
 - ``watch(since_rv=N)`` yields every change with rv > N (replayed from history, then live) in rv order.
   ``since_rv=None`` first yields a synthetic ADDED for every current object, then live changes. A ``since_rv`` older
   than the compacted history raises ``Expired`` (on the first ``__anext__``, or from ``watch`` itself).
+  A watch whose consumer falls too far behind live changes also ends with ``Expired`` (its buffer is bounded so a
+  stalled client never holds writers or other watchers up); the answer is the same: list again, watch from there.
 """
 
 from __future__ import annotations
