@@ -126,9 +126,10 @@ class ServiceEntrySource:
         return {h: tuple(e) for h, e in self._endpoints.items()}
 
     def _compute(self, config: ConfigSnapshot) -> None:
-        workload_entries: dict[str, list[JSONObject]] = {}
+        workload_entries: dict[str, list[tuple[JSONObject, dict[str, str]]]] = {}
         for we in sorted(config.of(WORKLOAD_ENTRIES), key=_order):
-            workload_entries.setdefault(_meta(we)[0], []).append(we)
+            labels = _str_map((we.get("spec") or {}).get("labels"))
+            workload_entries.setdefault(_meta(we)[0], []).append((we, labels))
         seen: set[str] = set()
         for se in sorted(config.of(SERVICE_ENTRIES), key=_order):
             namespace, name = _meta(se)
@@ -160,9 +161,8 @@ class ServiceEntrySource:
             selector = spec.get("workloadSelector")
             if isinstance(selector, Mapping):
                 want = _str_map(selector.get("labels"))
-                for we in workload_entries.get(namespace, ()):
+                for we, labels in workload_entries.get(namespace, ()):
                     we_spec = we.get("spec") or {}
-                    labels = _str_map(we_spec.get("labels"))
                     if all(labels.get(k) == v for k, v in want.items()):
                         ep = _endpoint(we_spec, cluster_id=self._cluster_id, namespace=namespace,
                                        healthy=_healthy(we), workload=_meta(we)[1])

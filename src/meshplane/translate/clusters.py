@@ -355,8 +355,14 @@ def build_clusters(proxy: Proxy, ctx: PushContext) -> list[cluster_pb2.Cluster]:
 
 
 def eds_cluster_names(proxy: Proxy, ctx: PushContext) -> list[str]:
-    return [c.eds_cluster_config.service_name for c in build_clusters(proxy, ctx)
-            if c.type == cluster_pb2.Cluster.EDS]
+    key = ("eds-names", ctx.scope(proxy).key)
+    hit = ctx._cache.get(key)
+    if hit is None:
+        hit = [c.eds_cluster_config.service_name for c in build_clusters(proxy, ctx)
+               if c.type == cluster_pb2.Cluster.EDS]
+        ctx._cache[key] = hit
+    assert isinstance(hit, list)
+    return hit
 
 
 def known_cluster_names(proxy: Proxy, ctx: PushContext) -> frozenset[str]:

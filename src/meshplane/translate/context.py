@@ -120,6 +120,11 @@ class ConfigIndex:
     """Everything derived from the config alone (reused by :meth:`PushContext.with_registry`)."""
 
     mesh_virtual_services: tuple[VirtualServiceRec, ...]
+    mesh_vs_by_host: Mapping[str, tuple[VirtualServiceRec, ...]]  # exact hosts; wildcards in mesh_vs_wildcards
+    mesh_vs_wildcards: tuple[VirtualServiceRec, ...]
+    # Whether any config depends on a proxy's labels (sourceLabels, workloadSelector): if not, proxies of a
+    # namespace share one view whatever their labels.
+    label_sensitive: bool
     gateway_virtual_services: Mapping[str, tuple[VirtualServiceRec, ...]]  # "ns/name" -> VSs bound to it
     delegates: Mapping[tuple[str, str], VirtualServiceRec]
     destination_rules: Mapping[str, tuple[DestinationRuleRec, ...]]  # resolved host -> rules, oldest first
@@ -161,6 +166,16 @@ def build_index(config: ConfigSnapshot, mesh: MeshSettings) -> ConfigIndex:
             else:
                 gw_vs.setdefault(g, []).append(rec)
     mesh_vs.sort(key=lambda r: r.order)
+    by_host: dict[str, list[VirtualServiceRec]] = {}
+    wild_vs: list[VirtualServiceRec] = []
+    for r in mesh_vs:
+        for h in r.hosts:
+            if "*" in h:
+                if not wild_vs or wild_vs[-1] is not r:
+                    wild_vs.append(r)
+            else:
+                by_host.setdefault(h, []).append(r)
+    label_sensitive = any(_uses_source_labels(obj.get("spec") or {}) for obj in config.of(VIRTUAL_SERVICES))
     drs: dict[str, list[DestinationRuleRec]] = {}
     wild: list[DestinationRuleRec] = []
     for obj in config.of(DESTINATION_RULES):
@@ -200,8 +215,13 @@ def build_index(config: ConfigSnapshot, mesh: MeshSettings) -> ConfigIndex:
         sidecars.setdefault(ns, []).append(SidecarRec(
             ns, name, _str_map(ws.get("labels")) if isinstance(ws, Mapping) else None,
             tuple(egress), str(otp) if otp else None, spec))
+    label_sensitive = label_sensitive or any(r.selector for rs in drs.values() for r in rs) or any(
+        r.selector for r in wild) or any(sc.selector for scs in sidecars.values() for sc in scs)
     return ConfigIndex(
         mesh_virtual_services=tuple(mesh_vs),
+        mesh_vs_by_host={k: tuple(v) for k, v in by_host.items()},
+        mesh_vs_wildcards=tuple(wild_vs),
+        label_sensitive=label_sensitive,
         gateway_virtual_services={k: tuple(sorted(v, key=lambda r: r.order)) for k, v in gw_vs.items()},
         delegates=delegates,
         destination_rules={k: tuple(sorted(v, key=lambda r: r.order)) for k, v in drs.items()},
@@ -210,6 +230,15 @@ def build_index(config: ConfigSnapshot, mesh: MeshSettings) -> ConfigIndex:
         sidecars={k: tuple(sorted(v, key=lambda r: r.name)) for k, v in sidecars.items()},
         authorization_policies=config.of(AUTHORIZATION_POLICIES),
     )
+
+
+def _uses_source_labels(spec: Mapping[str, Any]) -> bool:
+    for kind in ("http", "tcp", "tls"):
+        for route in spec.get(kind) or []:
+            for m in (route or {}).get("match") or []:
+                if isinstance(m, Mapping) and m.get("sourceLabels"):
+                    return True
+    return False
 
 
 def _labels_match(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
@@ -263,7 +292,10 @@ class PushContext:
         return None
 
     def scope(self, proxy: Proxy) -> ProxyScope:
-        key = ("scope", proxy.type, proxy.namespace, tuple(sorted(proxy.labels.items())))
+        labels: tuple[tuple[str, str], ...] = ()
+        if self.index.label_sensitive or proxy.type is ProxyType.ROUTER:
+            labels = tuple(sorted(proxy.labels.items()))
+        key = ("scope", proxy.type, proxy.namespace, labels)
         cached = self._cache.get(key)
         if cached is not None:
             assert isinstance(cached, ProxyScope)
@@ -281,7 +313,7 @@ class PushContext:
             gateways = tuple(g for g in self.index.gateways if g.selector and _labels_match(g.selector, proxy.labels))
         scope = ProxyScope(
             key=(proxy.type.value, proxy.namespace, sidecar.key if sidecar else "",
-                 tuple(g.key for g in gateways), tuple(sorted(proxy.labels.items()))),
+                 tuple(g.key for g in gateways), labels),
             sidecar=sidecar, services=services, outbound_policy=policy, gateways=gateways)
         self._cache[key] = scope
         return scope
@@ -291,7 +323,12 @@ class PushContext:
         """The VirtualService that routes ``host``: an exact host match (oldest first) beats the most specific
         wildcard; only those exported to the proxy's namespace count."""
         best: tuple[int, VirtualServiceRec] | None = None
-        for vs in self.index.mesh_virtual_services if candidates is None else candidates:
+        if candidates is None:
+            for vs in self.index.mesh_vs_by_host.get(host, ()):
+                if vs.visible_in(proxy_namespace):
+                    return vs
+            candidates = self.index.mesh_vs_wildcards
+        for vs in candidates:
             if not vs.visible_in(proxy_namespace):
                 continue
             for h in vs.hosts:

@@ -63,6 +63,8 @@ def http_connection_manager(
         opts = protocol_pb2.Http1ProtocolOptions()
         opts.allow_absolute_url.value = True
         hcm.http_protocol_options.CopyFrom(opts)
+        # https_proxy clients tunnel with CONNECT; routes with connect_matcher decide where the tunnel goes.
+        hcm.upgrade_configs.add(upgrade_type="CONNECT")
     return listener_components_pb2.Filter(name=HCM, typed_config=pack(hcm))
 
 

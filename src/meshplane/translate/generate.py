@@ -86,7 +86,8 @@ def generate(type_url: str, proxy: Proxy, ctx: PushContext, names: Collection[st
         out = _memo(ctx, (type_url, scope.key, _local_key(proxy)),
                     lambda: _pack_all(ctx, type_url, build_listeners(proxy, ctx)))
     elif type_url == xdstypes.ROUTE:
-        out = _memo(ctx, (type_url, scope.key, _local_key(proxy)),
+        # Routes depend on the scope and the interception mode only: shared by every instance of a workload.
+        out = _memo(ctx, (type_url, scope.key, proxy.interception_mode, tuple(sorted(proxy.gateway_ports.items()))),
                     lambda: _pack_all(ctx, type_url, build_route_configs(proxy, ctx)))
     elif type_url == xdstypes.ENDPOINT:
         wanted = list(names) if names is not None else eds_cluster_names(proxy, ctx)

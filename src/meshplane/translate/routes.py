@@ -39,9 +39,22 @@ def _service_routes(svc: Service, port: ServicePort, proxy: Proxy, ctx: PushCont
     return [route]
 
 
-def catch_all(policy: str) -> rc.VirtualHost:
+def connect_route(name: str, cluster: str) -> rc.Route:
+    """A CONNECT tunnel (how HTTP-proxy clients reach TLS and TCP services: ``https_proxy``) to ``cluster``."""
+    r = rc.Route(name=name)
+    r.match.connect_matcher.SetInParent()
+    r.route.cluster = cluster
+    r.route.timeout.CopyFrom(duration(0))
+    up = r.route.upgrade_configs.add(upgrade_type="CONNECT")
+    up.connect_config.SetInParent()
+    return r
+
+
+def catch_all(policy: str, connect: bool = False) -> rc.VirtualHost:
     allow = policy != "REGISTRY_ONLY"
     vh = rc.VirtualHost(name="allow_any" if allow else "block_all", domains=["*"])
+    if connect:
+        vh.routes.append(connect_route("connect", PASSTHROUGH if allow else BLACKHOLE))
     r = vh.routes.add(name="allow_any" if allow else "block_all")
     r.match.prefix = "/"
     r.route.cluster = PASSTHROUGH if allow else BLACKHOLE
@@ -99,6 +112,13 @@ def sidecar_route_configs(proxy: Proxy, ctx: PushContext) -> list[route_pb2.Rout
         rcfg.validate_clusters.value = False
         used = set()
         for svc in scope.services:
+            for p in svc.ports:
+                if p.protocol.is_http:
+                    continue
+                domains = _unique(_domains(svc, p, proxy, ctx, False), used)
+                if domains:
+                    vh = rcfg.virtual_hosts.add(name=f"{svc.hostname}:{p.number}", domains=domains)
+                    vh.routes.append(connect_route("connect", cluster_name("outbound", p.number, "", svc.hostname)))
             http_ports = [p for p in svc.ports if p.protocol.is_http]
             if not http_ports:
                 continue
@@ -107,7 +127,7 @@ def sidecar_route_configs(proxy: Proxy, ctx: PushContext) -> list[route_pb2.Rout
                 domains = _unique(_domains(svc, p, proxy, ctx, p is bare_port), used)
                 if domains:
                     rcfg.virtual_hosts.append(_vhost(svc, p, domains, proxy, ctx, clusters))
-        rcfg.virtual_hosts.append(catch_all(scope.outbound_policy))
+        rcfg.virtual_hosts.append(catch_all(scope.outbound_policy, connect=True))
         out.append(rcfg)
     return out
 

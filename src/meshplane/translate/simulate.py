@@ -97,6 +97,8 @@ def route_matches(m: rc.RouteMatch, path: str, headers: Mapping[str, str]) -> bo
     case = m.case_sensitive.value if m.HasField("case_sensitive") else True
     p = path_only if case else path_only.lower()
     kind = m.WhichOneof("path_specifier")
+    if (kind == "connect_matcher") != (headers.get(":method") == "CONNECT"):
+        return False  # CONNECT requests have no path: only connect_matcher routes take them
     if kind == "prefix":
         if not p.startswith(m.prefix if case else m.prefix.lower()):
             return False

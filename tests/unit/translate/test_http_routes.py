@@ -201,3 +201,11 @@ def test_export_to_dot_hides_virtual_service_from_other_namespaces() -> None:
     other = simulate(routes(sidecar(ns="other"), ctx), "9080", "reviews.default", "/")
     assert mine is not None and mine.cluster == f"outbound|9080|v3|{REVIEWS}"
     assert other is not None and other.cluster == f"outbound|9080||{REVIEWS}"
+
+
+def test_connect_tunnels_through_the_http_proxy(cert_dir: Path) -> None:
+    rs = routes(sidecar(), context(bookinfo_registry() + feature_objects(str(cert_dir))))
+    d = simulate(rs, "http_proxy", "api.example.com:443", "", {":method": "CONNECT"})
+    assert d is not None and d.cluster == "outbound|443||api.example.com"
+    d = simulate(rs, "http_proxy", "elsewhere.org:443", "", {":method": "CONNECT"})
+    assert d is not None and d.cluster == "PassthroughCluster" and d.route == "connect"
