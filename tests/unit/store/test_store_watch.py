@@ -139,11 +139,13 @@ async def test_replay_then_live_has_no_gaps_or_duplicates_under_concurrent_write
     in rv order, and a snapshot watch rebuilds exactly the final state."""
     rng = random.Random(7)
     names = [f"o{i}" for i in range(8)]
-    stop = asyncio.Event()
+    attempts = 0
 
     async def writer(seed: int) -> None:
+        nonlocal attempts
         r = random.Random(seed)
-        while not stop.is_set():
+        while attempts < 600:
+            attempts += 1
             name = r.choice(names)
             try:
                 if store.get(VS, "default", name) is None:
@@ -163,23 +165,24 @@ async def test_replay_then_live_has_no_gaps_or_duplicates_under_concurrent_write
     writers = [asyncio.create_task(writer(i)) for i in range(6)]
     watches: list[tuple[int | None, int, StoreWatch, list[WatchEvent]]] = []
     consumers = []
-    for _ in range(8):
-        await asyncio.sleep(rng.random() * 0.02)
+    for i in range(8):
+        while attempts < 50 * i + rng.randrange(50):  # open the watches at random points of the write stream
+            await asyncio.sleep(0.001)
         since = rng.choice([None, max(store.current_rv - rng.randrange(5), 1)])
         watch = store.watch(VS, since_rv=since)
         received: list[WatchEvent] = []
         watches.append((since, store.current_rv, watch, received))
         consumers.append(asyncio.create_task(consume(watch, received)))
-    await asyncio.sleep(0.05)
-    stop.set()
     await asyncio.gather(*writers)
-    await asyncio.sleep(0.05)
+    async with asyncio.timeout(5):
+        while any(not received or received[-1].rv < store.current_rv for *_, received in watches):
+            await asyncio.sleep(0.001)
     for _, _, watch, _ in watches:
         watch.close()
     await asyncio.gather(*consumers)
 
     all_rvs = [r.rv for r in store.audit(limit=1_000_000)]
-    assert len(all_rvs) > 100
+    assert len(all_rvs) > 300
     final = {o["metadata"]["name"]: o for o in store.list(VS)[0]}
     for since, rv_at_start, _, received in watches:
         if since is None:
