@@ -285,6 +285,8 @@ def outbound_cluster(ctx: PushContext, svc: Service, port: ServicePort, subset: 
     _http_options(c, port, pool)
     http = pool.get("http") or {}
     h2 = port.protocol.is_http2 or http.get("h2UpgradePolicy") == "UPGRADE"
+    if isinstance(lb.get("localityLbSetting"), Mapping) and lb["localityLbSetting"].get("distribute"):
+        c.common_lb_config.locality_weighted_lb_config.SetInParent()
     od = policy.get("outlierDetection")
     if isinstance(od, Mapping):
         _outlier(c, od)

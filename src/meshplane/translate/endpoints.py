@@ -9,6 +9,7 @@ DestinationRule has outlierDetection; meshplane does it whenever ``MeshSettings.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from envoy.config.core.v3 import address_pb2, base_pb2, health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
@@ -21,16 +22,71 @@ from meshplane.translate.context import PushContext
 from meshplane.translate.policy import effective_policy, subset_labels
 
 
-def locality_priority(proxy: Locality, ep: Locality) -> int:
+def locality_priority(proxy: Locality, ep: Locality, failover: Mapping[str, str] | None = None) -> int:
+    """P0 same region/zone/subzone, P1 same zone, P2 same region, P3 the region ``failover`` names for the
+    proxy's region, P4 the rest (P3 when there is no failover rule)."""
     if not proxy.region:
         return 0
     if ep.region != proxy.region:
+        if failover:
+            return 3 if failover.get(proxy.region) == ep.region else 4
         return 3
     if ep.zone != proxy.zone:
         return 2
     if ep.subzone != proxy.subzone:
         return 1
     return 0
+
+
+_REGION = "topology.kubernetes.io/region"
+_ZONE = "topology.kubernetes.io/zone"
+_SUBZONE = "topology.istio.io/subzone"
+_NETWORK = "topology.istio.io/network"
+_CLUSTER = "topology.istio.io/cluster"
+
+
+def _proxy_label(proxy: Proxy, key: str) -> str | None:
+    return {_REGION: proxy.locality.region, _ZONE: proxy.locality.zone, _SUBZONE: proxy.locality.subzone,
+            _NETWORK: proxy.network, _CLUSTER: proxy.cluster_id}.get(key, proxy.labels.get(key))
+
+
+def _endpoint_label(ep: Endpoint, key: str) -> str | None:
+    return {_REGION: ep.locality.region, _ZONE: ep.locality.zone, _SUBZONE: ep.locality.subzone,
+            _NETWORK: ep.network, _CLUSTER: ep.cluster_id}.get(key, ep.labels.get(key))
+
+
+def failover_priority(proxy: Proxy, ep: Endpoint, keys: list[str]) -> int:
+    """Istio's failoverPriority: an endpoint matching the proxy on the first N keys gets priority len-N.
+    A ``key=value`` entry matches endpoints whose label has that value."""
+    matched = 0
+    for entry in keys:
+        key, sep, value = entry.partition("=")
+        want = value if sep else _proxy_label(proxy, key)
+        if want is None or _endpoint_label(ep, key) != want:
+            break
+        matched += 1
+    return len(keys) - matched
+
+
+def _locality_matches(pattern: str, loc: Locality) -> bool:
+    parts = pattern.split("/")
+    return all(want in ("*", have) for want, have in zip(parts, (loc.region, loc.zone, loc.subzone), strict=False))
+
+
+def distribute_weights(setting: Mapping[str, Any], proxy: Locality,
+                       localities: list[Locality]) -> dict[Locality, int] | None:
+    """``distribute``: the first rule whose ``from`` matches the proxy; each ``to`` pattern's weight is split
+    between the endpoint localities it matches."""
+    for rule in setting.get("distribute") or []:
+        if not isinstance(rule, Mapping) or not _locality_matches(str(rule.get("from") or "*"), proxy):
+            continue
+        out: dict[Locality, int] = {}
+        for pattern, weight in (rule.get("to") or {}).items():
+            members = [loc for loc in localities if _locality_matches(str(pattern), loc) and loc not in out]
+            for loc in members:
+                out[loc] = max(1, int(weight) // len(members)) if int(weight) > 0 else 0
+        return out
+    return None
 
 
 def build_load_assignment(name: str, proxy: Proxy, ctx: PushContext) -> endpoint_pb2.ClusterLoadAssignment | None:
@@ -58,9 +114,24 @@ def build_load_assignment(name: str, proxy: Proxy, ctx: PushContext) -> endpoint
     policy = effective_policy(dr, port_no, subset)
     use_locality = ctx.mesh.locality_lb_enabled and (
         not ctx.mesh.locality_lb_requires_outlier_detection or policy.get("outlierDetection") is not None)
+    setting = (policy.get("loadBalancer") or {}).get("localityLbSetting") or {}
+    if not isinstance(setting, Mapping):
+        setting = {}
+    if setting.get("enabled") is False:
+        use_locality = False
+    weights = distribute_weights(setting, proxy.locality, [e.locality for e in eps]) if use_locality else None
+    failover = {str(f.get("from")): str(f.get("to")) for f in setting.get("failover") or [] if isinstance(f, Mapping)}
+    prio_keys = [str(k) for k in setting.get("failoverPriority") or []]
     groups: dict[tuple[Locality, int], list[Endpoint]] = {}
     for e in eps:
-        prio = locality_priority(proxy.locality, e.locality) if use_locality else 0
+        if not use_locality or weights is not None:
+            prio = 0
+        elif prio_keys:
+            prio = failover_priority(proxy, e, prio_keys)
+        else:
+            prio = locality_priority(proxy.locality, e.locality, failover)
+        if weights is not None and weights.get(e.locality, 0) == 0:
+            continue  # distribute sends nothing to localities it does not name
         groups.setdefault((e.locality, prio), []).append(e)
     prios = sorted({p for _, p in groups})
     compact = {p: i for i, p in enumerate(prios)}
@@ -69,7 +140,7 @@ def build_load_assignment(name: str, proxy: Proxy, ctx: PushContext) -> endpoint
         lle = cla.endpoints.add()
         lle.locality.CopyFrom(base_pb2.Locality(region=loc.region, zone=loc.zone, sub_zone=loc.subzone))
         lle.priority = compact[prio]
-        lle.load_balancing_weight.value = sum(m.weight for m in members)
+        lle.load_balancing_weight.value = weights[loc] if weights is not None else sum(m.weight for m in members)
         for m in members:
             lle.lb_endpoints.append(endpoint_components_pb2.LbEndpoint(
                 endpoint=endpoint_components_pb2.Endpoint(address=address_pb2.Address(

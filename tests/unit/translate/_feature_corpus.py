@@ -91,6 +91,11 @@ def feature_objects(certs: str = "/certs") -> list[dict[str, Any]]:
                                                                            "credentialName": "lrr-cred"}}}),
         dr("db", {"host": "db.internal", "trafficPolicy": {"loadBalancer": {"simple": "PASSTHROUGH"}},
                   "subsets": [{"name": "a", "labels": {"version": "a"}}, {"name": "b", "labels": {"version": "b"}}]}),
+        service_entry("lb", selector={"app": "lb"}),
+        workload_entry("lb-1", "127.0.5.1", {"app": "lb"}, locality="region1/zone1/sub1"),
+        workload_entry("lb-2", "127.0.5.2", {"app": "lb"}, locality="region2/zone1/sub1"),
+        dr("lb", {"host": "lb", "trafficPolicy": {"loadBalancer": {"localityLbSetting": {
+            "distribute": [{"from": "region1/*", "to": {"region1/*": 70, "region2/*": 30}}]}}}}),
         dr("tcp-echo", {"host": "tcp-echo.internal",
                         "subsets": [{"name": "v1", "labels": {"version": "v1"}},
                                     {"name": "v2", "labels": {"version": "v2"}}]}),

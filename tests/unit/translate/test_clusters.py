@@ -143,3 +143,31 @@ def test_eds_for_unknown_cluster_is_empty() -> None:
     ctx = context(bookinfo_registry())
     res = decode(xdstypes.ENDPOINT, sidecar(), ctx, ["outbound|9080|v9|nosuch.default.svc.cluster.local"])
     assert len(res) == 1 and not res[0].endpoints
+
+
+def _locality_mesh(setting: dict) -> list:
+    from _translate_helpers import service_entry, workload_entry
+
+    objs = [service_entry("lb", selector={"app": "lb"})]
+    for i, loc in enumerate(["region1/zone1/sub1", "region1/zone2/sub1", "region2/z/s", "region3/z/s"]):
+        objs.append(workload_entry(f"lb{i}", f"10.0.0.{i + 1}", {"app": "lb"}, locality=loc))
+    objs.append(dr("lb", {"host": "lb", "trafficPolicy": {"loadBalancer": {"localityLbSetting": setting},
+                                                          "outlierDetection": {"consecutive5xxErrors": 1}}}))
+    ctx = context(objs)
+    return list(decode(xdstypes.ENDPOINT, sidecar(), ctx, [f"outbound|9080||{fqdn('lb')}"])[0].endpoints)
+
+
+def test_locality_failover_and_failover_priority() -> None:
+    prio = {g.locality.region + "/" + g.locality.zone: g.priority for g in _locality_mesh(
+        {"failover": [{"from": "region1", "to": "region3"}]})}
+    assert prio == {"region1/zone1": 0, "region1/zone2": 1, "region3/z": 2, "region2/z": 3}
+    prio = {g.locality.region + "/" + g.locality.zone: g.priority for g in _locality_mesh(
+        {"failoverPriority": ["topology.kubernetes.io/region", "topology.kubernetes.io/zone"]})}
+    assert prio == {"region1/zone1": 0, "region1/zone2": 1, "region2/z": 2, "region3/z": 2}
+
+
+def test_locality_distribute_weights() -> None:
+    groups = _locality_mesh({"distribute": [{"from": "region1/zone1/*",
+                                             "to": {"region1/zone1/*": 80, "region2/*": 20}}]})
+    assert {g.locality.region: g.load_balancing_weight.value for g in groups} == {"region1": 80, "region2": 20}
+    assert {g.priority for g in groups} == {0}
