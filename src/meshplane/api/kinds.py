@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from meshplane.store.types import GroupResource
+from meshplane.model.resources import GroupResource
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,42 +125,99 @@ def _col(name: str, path: str, description: str, type_: str = "string") -> Print
 def builtin_kinds() -> list[KindInfo]:
     """Every kind meshplane serves, in the order discovery lists them."""
     net = [
-        KindInfo(NETWORKING, "VirtualService", "virtualservices", _NET_VERSIONS, short_names=("vs",),
-                 categories=_NET_CATS, columns=(
-                     _col("Gateways", ".spec.gateways", "The names of gateways and sidecars that should apply these routes"),
-                     _col("Hosts", ".spec.hosts", "The destination hosts to which traffic is being sent"),
-                     AGE)),
-        KindInfo(NETWORKING, "DestinationRule", "destinationrules", _NET_VERSIONS, short_names=("dr",),
-                 categories=_NET_CATS, columns=(
-                     _col("Host", ".spec.host", "The name of a service from the service registry"), AGE)),
+        KindInfo(
+            NETWORKING,
+            "VirtualService",
+            "virtualservices",
+            _NET_VERSIONS,
+            short_names=("vs",),
+            categories=_NET_CATS,
+            columns=(
+                _col("Gateways", ".spec.gateways", "The names of gateways and sidecars that should apply these routes"),
+                _col("Hosts", ".spec.hosts", "The destination hosts to which traffic is being sent"),
+                AGE,
+            ),
+        ),
+        KindInfo(
+            NETWORKING,
+            "DestinationRule",
+            "destinationrules",
+            _NET_VERSIONS,
+            short_names=("dr",),
+            categories=_NET_CATS,
+            columns=(_col("Host", ".spec.host", "The name of a service from the service registry"), AGE),
+        ),
         KindInfo(NETWORKING, "Gateway", "gateways", _NET_VERSIONS, short_names=("gw",), categories=_NET_CATS),
-        KindInfo(NETWORKING, "ServiceEntry", "serviceentries", _NET_VERSIONS, short_names=("se",),
-                 categories=_NET_CATS, columns=(
-                     _col("Hosts", ".spec.hosts", "The hosts associated with the ServiceEntry"),
-                     _col("Location", ".spec.location", "Whether the service is external to the mesh or part of the mesh (MESH_EXTERNAL or MESH_INTERNAL)"),
-                     _col("Resolution", ".spec.resolution", "Service resolution mode for the hosts (NONE, STATIC, or DNS)"),
-                     AGE)),
-        KindInfo(NETWORKING, "WorkloadEntry", "workloadentries", _NET_VERSIONS, short_names=("we",),
-                 categories=_NET_CATS, columns=(
-                     AGE, _col("Address", ".spec.address", "Address associated with the network endpoint."))),
-        KindInfo(NETWORKING, "WorkloadGroup", "workloadgroups", _NET_VERSIONS, short_names=("wg",),
-                 categories=_NET_CATS),
+        KindInfo(
+            NETWORKING,
+            "ServiceEntry",
+            "serviceentries",
+            _NET_VERSIONS,
+            short_names=("se",),
+            categories=_NET_CATS,
+            columns=(
+                _col("Hosts", ".spec.hosts", "The hosts associated with the ServiceEntry"),
+                _col(
+                    "Location",
+                    ".spec.location",
+                    "Whether the service is external to the mesh or part of the mesh (MESH_EXTERNAL or MESH_INTERNAL)",
+                ),
+                _col("Resolution", ".spec.resolution", "Service resolution mode for the hosts (NONE, STATIC, or DNS)"),
+                AGE,
+            ),
+        ),
+        KindInfo(
+            NETWORKING,
+            "WorkloadEntry",
+            "workloadentries",
+            _NET_VERSIONS,
+            short_names=("we",),
+            categories=_NET_CATS,
+            columns=(AGE, _col("Address", ".spec.address", "Address associated with the network endpoint.")),
+        ),
+        KindInfo(
+            NETWORKING, "WorkloadGroup", "workloadgroups", _NET_VERSIONS, short_names=("wg",), categories=_NET_CATS
+        ),
         KindInfo(NETWORKING, "Sidecar", "sidecars", _NET_VERSIONS, categories=_NET_CATS),
         KindInfo(NETWORKING, "EnvoyFilter", "envoyfilters", ("v1alpha3",), categories=_NET_CATS),
     ]
     sec = [
-        KindInfo(SECURITY, "AuthorizationPolicy", "authorizationpolicies", ("v1", "v1beta1"), short_names=("ap",),
-                 categories=_SEC_CATS, columns=(
-                     _col("Action", ".spec.action", "The operation to take."), AGE)),
-        KindInfo(SECURITY, "PeerAuthentication", "peerauthentications", ("v1", "v1beta1"), short_names=("pa",),
-                 categories=_SEC_CATS, columns=(
-                     _col("Mode", ".spec.mtls.mode", "Defines the mTLS mode used for peer authentication."), AGE)),
-        KindInfo(SECURITY, "RequestAuthentication", "requestauthentications", ("v1", "v1beta1"),
-                 short_names=("ra",), categories=_SEC_CATS),
+        KindInfo(
+            SECURITY,
+            "AuthorizationPolicy",
+            "authorizationpolicies",
+            ("v1", "v1beta1"),
+            short_names=("ap",),
+            categories=_SEC_CATS,
+            columns=(_col("Action", ".spec.action", "The operation to take."), AGE),
+        ),
+        KindInfo(
+            SECURITY,
+            "PeerAuthentication",
+            "peerauthentications",
+            ("v1", "v1beta1"),
+            short_names=("pa",),
+            categories=_SEC_CATS,
+            columns=(_col("Mode", ".spec.mtls.mode", "Defines the mTLS mode used for peer authentication."), AGE),
+        ),
+        KindInfo(
+            SECURITY,
+            "RequestAuthentication",
+            "requestauthentications",
+            ("v1", "v1beta1"),
+            short_names=("ra",),
+            categories=_SEC_CATS,
+        ),
     ]
     tel = [
-        KindInfo(TELEMETRY, "Telemetry", "telemetries", ("v1", "v1alpha1"), short_names=("telemetry",),
-                 categories=("istio-io", "telemetry-istio-io")),
+        KindInfo(
+            TELEMETRY,
+            "Telemetry",
+            "telemetries",
+            ("v1", "v1alpha1"),
+            short_names=("telemetry",),
+            categories=("istio-io", "telemetry-istio-io"),
+        ),
     ]
     asm = [
         KindInfo(ASM, "TrafficLabel", "trafficlabels", ("v1",), categories=("asm",)),
@@ -169,14 +226,27 @@ def builtin_kinds() -> list[KindInfo]:
         KindInfo(ASM, "ASMHeaderPropagation", "asmheaderpropagations", ("v1beta1",), categories=("asm",)),
     ]
     own = [
-        KindInfo(MESHPLANE, "MemberCluster", "memberclusters", ("v1",), namespaced=False, short_names=("mc",),
-                 categories=("meshplane",), has_secrets=True, columns=(
-                     _col("Network", ".spec.network", "The network the cluster's workloads are on"),
-                     _col("Region", ".spec.region", "Default region of the cluster's workloads"),
-                     _col("Zone", ".spec.zone", "Default zone of the cluster's workloads"),
-                     _col("Connected", ".status.conditions[?(@.type==\"Connected\")].status",
-                          "Whether the control plane reaches the cluster"),
-                     AGE)),
+        KindInfo(
+            MESHPLANE,
+            "MemberCluster",
+            "memberclusters",
+            ("v1",),
+            namespaced=False,
+            short_names=("mc",),
+            categories=("meshplane",),
+            has_secrets=True,
+            columns=(
+                _col("Network", ".spec.network", "The network the cluster's workloads are on"),
+                _col("Region", ".spec.region", "Default region of the cluster's workloads"),
+                _col("Zone", ".spec.zone", "Default zone of the cluster's workloads"),
+                _col(
+                    "Connected",
+                    '.status.conditions[?(@.type=="Connected")].status',
+                    "Whether the control plane reaches the cluster",
+                ),
+                AGE,
+            ),
+        ),
     ]
     return [*net, *sec, *tel, *asm, *own]
 

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from meshplane.store.types import GroupResource
+from meshplane.model.resources import GroupResource
 
 JSONObject = dict[str, Any]
 

@@ -22,7 +22,7 @@ from meshplane.model.service import (
     ShardKey,
     parse_protocol,
 )
-from meshplane.store.types import GroupResource
+from meshplane.model.resources import GroupResource
 
 SERVICE_ENTRIES = GroupResource("networking.istio.io", "serviceentries")
 WORKLOAD_ENTRIES = GroupResource("networking.istio.io", "workloadentries")

@@ -13,21 +13,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NamedTuple
 
-JSONObject = dict[str, Any]
+from meshplane.model.resources import GroupResource, JSONObject
 
-
-class GroupResource(NamedTuple):
-    """A stored collection: API group (``""`` for the core group) and plural resource name.
-
-    Objects are stored once per GroupResource, whatever API version they were written through: the versions of
-    one kind share a schema, and the API layer rewrites ``apiVersion`` on the way out.
-    """
-
-    group: str
-    resource: str
-
-    def __str__(self) -> str:
-        return f"{self.resource}.{self.group}" if self.group else self.resource
+__all__ = ["AuditRecord", "EventType", "GroupResource", "JSONObject", "ObjectKey", "WatchEvent"]
 
 
 class ObjectKey(NamedTuple):

@@ -17,7 +17,7 @@ from typing import Any
 from meshplane.model.config import ConfigSnapshot, JSONObject
 from meshplane.model.proxy import Proxy, ProxyType
 from meshplane.model.service import RegistrySnapshot, Service
-from meshplane.store.types import GroupResource
+from meshplane.model.resources import GroupResource
 from meshplane.translate.hosts import host_matches, namespace_matches, resolve_host
 from meshplane.translate.mesh import MeshSettings
 
