@@ -1,0 +1,450 @@
+"""The supervisor of a local mesh (``meshplane up``): one asyncio process that owns the whole process tree.
+
+It starts the control plane (``meshplane server`` with xDS), applies the manifest's services and configuration,
+then keeps, for every workload instance of every cluster, an application process and a ``meshplane agent`` (which
+runs that instance's Envoy) alive, and reconciles replica counts continuously: crashed processes are restarted
+with backoff, ``meshplane scale`` changes ``replicas.json`` and wakes the loop with SIGHUP, scaling to 0 stops
+instances and they stay stopped. SIGTERM stops everything in order: instances (agents deregister and drain),
+then the server.
+
+Why records on disk before anything else: ``meshplane down`` must work even after this process was killed with
+SIGKILL, so each child is recorded in ``HOME/procs`` right after it is spawned (see :mod:`meshplane.runtime.home`).
+Every child leads its own session (``start_new_session``): a Ctrl-C in the terminal that ran ``up`` does not
+reach them, and one process-group signal reaches an agent and its Envoy together.
+
+Addresses: the mesh gets a second octet B (from a hash of the home path, the first free one), the control plane
+``127.B.0.1``, instance n of cluster c ``127.B.c.n``; so several meshes (homes) coexist on one machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from meshplane.agent.config import AgentConfig, PortSpec, Readiness
+from meshplane.agent.procs import (
+    ProcRecord,
+    read_record,
+    record_for,
+    stop_records,
+    write_json_atomic,
+    write_record,
+)
+from meshplane.runtime.apiclient import ApiClient
+from meshplane.runtime.home import Home
+from meshplane.runtime.manifest import ClusterSpec, Manifest, WorkloadSpec, expand, instance_address
+
+log = logging.getLogger("meshplane.runtime")
+
+API_PORT = 8080
+XDS_PORT = 15010
+RECONCILE_S = 0.5
+MAX_BACKOFF_S = 10.0
+STABLE_S = 10.0  # a process that ran this long resets its restart backoff
+
+
+def python_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "meshplane.cli.main", *args]
+
+
+def choose_octet(home: Home) -> int:
+    """The second octet of this mesh's addresses: stable per home, skipping ones another mesh uses."""
+    start = zlib.crc32(str(home.root).encode()) % 240
+    for i in range(240):
+        octet = 10 + (start + i) % 240
+        host = f"127.{octet}.0.1"
+        if all(_port_free(host, p) for p in (API_PORT, XDS_PORT)):
+            return octet
+    raise RuntimeError("no free loopback range 127.B.0.1 for the control plane")
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+@dataclass
+class Child:
+    """One started process (application, agent or server) and its record on disk."""
+
+    kind: str
+    proc: asyncio.subprocess.Process
+    record: ProcRecord
+    record_path: Path
+    started: float
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def running(self) -> bool:
+        return self.proc.returncode is None
+
+
+@dataclass
+class Instance:
+    workload: WorkloadSpec
+    cluster: ClusterSpec
+    index: int
+    address: str
+    app: Child | None = None
+    agent: Child | None = None
+    restarts: int = 0
+    backoff: float = 0.5
+    next_start: float = 0.0
+    wanted: bool = True
+    stop_task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return f"{self.workload.name}-{self.cluster.name}-{self.index}"
+
+    @property
+    def zone(self) -> str:
+        return self.workload.zone or self.cluster.zone
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return dict(self.workload.labels)
+
+    def view(self) -> dict[str, Any]:
+        w = self.workload
+        return {
+            "name": self.name,
+            "workload": w.name,
+            "namespace": w.namespace,
+            "cluster": self.cluster.name,
+            "region": self.cluster.region,
+            "zone": self.zone,
+            "network": self.cluster.network,
+            "labels": self.labels,
+            "serviceAccount": w.service_account,
+            "address": self.address,
+            "ports": [p.port for p in w.ports],
+            "gateway": w.gateway,
+            "listen": {str(p.port): p.gateway_listen_port for p in w.ports} if w.gateway else {},
+            "pid": self.app.pid if self.app and self.app.running() else None,
+            "agentPid": self.agent.pid if self.agent and self.agent.running() else None,
+            "restarts": self.restarts,
+        }
+
+
+class Supervisor:
+    def __init__(self, home: Home, manifest: Manifest, *, delta: bool = False) -> None:
+        self.home = home
+        self.manifest = manifest
+        self.delta = delta
+        self.instances: dict[str, Instance] = {}
+        self.numbers: dict[str, int] = {}  # (placement key, index) -> n of 127.B.c.n, stable for a mesh's life
+        self.next_number: dict[int, int] = {}
+        self.octet = 0
+        self.api = ""
+        self.xds = ""
+        self.server: Child | None = None
+        self.phase = "starting"
+        self.error = ""
+        self.stop_event = asyncio.Event()
+        self.wake = asyncio.Event()
+        self._runtime_view: dict[str, Any] = {}
+
+    # --- processes ---------------------------------------------------------------------------------------
+
+    async def spawn(self, kind: str, name: str, argv: list[str], log_path: Path, env: dict[str, str] | None = None,
+                    cwd: Path | None = None) -> Child:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as out:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=asyncio.subprocess.STDOUT,
+                env=env, cwd=str(cwd) if cwd else None, start_new_session=True)
+        rec = record_for(proc.pid, kind, name)
+        path = self.home.procs / f"{name}.{kind}.json"
+        write_record(path, rec)
+        return Child(kind, proc, rec, path, time.monotonic())
+
+    async def reap(self, child: Child | None, *, grace: float = 10.0) -> None:
+        """Stop a child's whole process group (SIGTERM, then SIGKILL) and forget its record."""
+        if child is None:
+            return
+        if child.running() or child.record.group_alive():
+            await asyncio.to_thread(stop_records, [child.record], grace=grace)
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):
+            await child.proc.wait()
+        child.record_path.unlink(missing_ok=True)
+
+    # --- control plane -----------------------------------------------------------------------------------
+
+    async def start_server(self, session: aiohttp.ClientSession) -> None:
+        self.octet = choose_octet(self.home)
+        host = f"127.{self.octet}.0.1"
+        self.api = f"http://{host}:{API_PORT}"
+        self.xds = f"{host}:{XDS_PORT}"
+        self.server = await self.spawn(
+            "server", "control-plane",
+            python_cmd("server", "--data-dir", str(self.home.server_dir), "--api-addr", f"{host}:{API_PORT}",
+                       "--xds-addr", self.xds),
+            self.home.logs / "server.log")
+        client = ApiClient(self.api, session)
+        while not await client.up():
+            if not self.server.running():
+                raise RuntimeError(f"meshplane server exited with {self.server.proc.returncode}; "
+                                   f"see {self.home.logs / 'server.log'}")
+            await asyncio.sleep(0.1)
+        for obj in self.manifest.objects:
+            result = await client.apply(obj)
+            md = obj.get("metadata") or {}
+            log.info("%s %s/%s %s", obj.get("kind"), md.get("namespace", "default"), md.get("name"), result)
+
+    # --- instances ---------------------------------------------------------------------------------------
+
+    def desired(self) -> dict[str, int]:
+        overrides = self.home.read_replicas()
+        return {w.key(c.name): overrides.get(w.key(c.name), w.replicas) for w, c in self.manifest.placements()}
+
+    def address_for(self, w: WorkloadSpec, c: ClusterSpec, index: int) -> str:
+        key = f"{w.key(c.name)}#{index}"
+        n = self.numbers.get(key)
+        if n is None:
+            n = self.next_number.get(c.index, 1)
+            self.next_number[c.index] = n + 1
+            self.numbers[key] = n
+        return instance_address(self.octet, c.index, n)
+
+    def agent_config(self, inst: Instance) -> AgentConfig:
+        w, c = inst.workload, inst.cluster
+        d = self.home.instance_dir(inst.name)
+        readiness = Readiness(http_path=w.readiness_path, tcp=w.readiness_tcp or (not w.readiness_path and
+                                                                                 bool(w.command)))
+        return AgentConfig(
+            name=inst.name, namespace=w.namespace, workload=w.name, address=inst.address, xds=self.xds,
+            api=self.api, cluster=c.name, network=c.network, region=c.region, zone=inst.zone,
+            labels=inst.labels, service_account=w.service_account,
+            ports=() if w.gateway else tuple(PortSpec(p.port, p.app_port, p.name, p.protocol) for p in w.ports),
+            app_address=inst.address, gateway=w.gateway,
+            gateway_ports={p.port: p.gateway_listen_port for p in w.ports} if w.gateway else {},
+            readiness=readiness, delta=self.delta, work_dir=str(d), status_file=str(d / "status.json"),
+            envoy_record=str(self.home.procs / f"{inst.name}.envoy.json"), mesh_id=self.manifest.name)
+
+    def app_env(self, inst: Instance) -> dict[str, str]:
+        w = inst.workload
+        proxy = f"http://{inst.address}:15001"
+        values = self.template_values(inst)
+        env = {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "https_proxy", "no_proxy")}
+        env.update({
+            "http_proxy": proxy, "HTTP_PROXY": proxy,
+            "MESH_INSTANCE": inst.name, "MESH_INSTANCE_IP": inst.address, "MESH_NAMESPACE": w.namespace,
+            "MESH_CLUSTER": inst.cluster.name, "MESH_ZONE": inst.zone, "MESH_REGION": inst.cluster.region,
+            "MESH_APP_LISTEN": values["listen"], "PYTHONUNBUFFERED": "1",
+        })
+        env.update({k: expand(v, values) for k, v in w.env.items()})
+        return env
+
+    def template_values(self, inst: Instance) -> dict[str, str]:
+        w = inst.workload
+        app_port = w.ports[0].app_port if w.ports else 0
+        return {"python": sys.executable, "address": inst.address, "listen": f"{inst.address}:{app_port}",
+                "app_port": str(app_port), "name": inst.name, "workload": w.name, "namespace": w.namespace,
+                "cluster": inst.cluster.name, "zone": inst.zone, "region": inst.cluster.region,
+                "version": w.labels.get("version", "")}
+
+    async def start_app(self, inst: Instance) -> None:
+        values = self.template_values(inst)
+        argv = [expand(a, values) for a in inst.workload.command]
+        d = self.home.instance_dir(inst.name)
+        inst.app = await self.spawn("app", inst.name, argv, d / "app.log", env=self.app_env(inst), cwd=d)
+
+    async def start_agent(self, inst: Instance) -> None:
+        d = self.home.instance_dir(inst.name)
+        d.mkdir(parents=True, exist_ok=True)
+        cfg_path = d / "agent.json"
+        write_json_atomic(cfg_path, self.agent_config(inst).to_json())
+        (d / "status.json").unlink(missing_ok=True)
+        # An Envoy left by an agent that died hard (SIGKILL) still holds the instance's ports: stop it first.
+        stale = read_record(self.home.procs / f"{inst.name}.envoy.json")
+        if stale is not None and stale.alive():
+            await asyncio.to_thread(stop_records, [stale], grace=2.0)
+        inst.agent = await self.spawn("agent", inst.name, python_cmd("agent", "--config", str(cfg_path)),
+                                      d / "agent.log")
+
+    async def stop_instance(self, inst: Instance) -> None:
+        await asyncio.gather(self.reap(inst.agent), self.reap(inst.app))
+        (self.home.procs / f"{inst.name}.envoy.json").unlink(missing_ok=True)
+        inst.agent = inst.app = None
+
+    async def reconcile(self) -> None:
+        desired = self.desired()
+        now = time.monotonic()
+        for w, c in self.manifest.placements():
+            want = desired[w.key(c.name)]
+            for idx in range(max(want, 1 + max((i.index for i in self.instances.values()
+                                                 if i.workload is w and i.cluster is c), default=-1))):
+                name = f"{w.name}-{c.name}-{idx}"
+                inst = self.instances.get(name)
+                if idx >= want:
+                    if inst is not None and inst.wanted:
+                        inst.wanted = False
+                        log.info("scaling down: stopping %s", name)
+                        inst.stop_task = asyncio.create_task(self.stop_instance(inst))
+                    continue
+                if inst is None or (not inst.wanted and inst.stop_task is not None and inst.stop_task.done()):
+                    inst = Instance(w, c, idx, self.address_for(w, c, idx))
+                    self.instances[name] = inst
+                elif not inst.wanted:
+                    continue  # still stopping; start it again on a later pass
+                await self.keep_running(inst, now)
+        for name in [n for n, i in self.instances.items()
+                     if not i.wanted and i.stop_task is not None and i.stop_task.done()]:
+            del self.instances[name]
+
+    async def keep_running(self, inst: Instance, now: float) -> None:
+        if now < inst.next_start:
+            return
+        crashed = stable = False
+        if inst.agent is not None and not inst.agent.running():
+            log.warning("agent of %s exited with %s; restarting", inst.name, inst.agent.proc.returncode)
+            crashed = True
+            stable = now - inst.agent.started > STABLE_S
+            await self.reap(inst.agent, grace=2.0)
+            inst.agent = None
+        if inst.app is not None and not inst.app.running():
+            log.warning("application of %s exited with %s; restarting", inst.name, inst.app.proc.returncode)
+            crashed = True
+            stable = now - inst.app.started > STABLE_S
+            await self.reap(inst.app, grace=2.0)
+            inst.app = None
+        if crashed:
+            inst.restarts += 1
+            inst.backoff = 0.5 if stable else min(inst.backoff * 2, MAX_BACKOFF_S)
+            inst.next_start = now + inst.backoff
+            return
+        if inst.app is None and inst.workload.command:
+            await self.start_app(inst)
+        if inst.agent is None:
+            await self.start_agent(inst)
+
+    # --- views -------------------------------------------------------------------------------------------
+
+    def ingress(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for inst in sorted(self.instances.values(), key=lambda i: (i.cluster.index, i.index)):
+            w = inst.workload
+            if (inst.wanted and w.gateway and w.labels.get("istio") == "ingressgateway"
+                    and inst.cluster.name not in out):
+                port = next((p for p in w.ports if p.port == 80), w.ports[0] if w.ports else None)
+                if port is not None:
+                    out[inst.cluster.name] = f"http://{inst.address}:{port.gateway_listen_port}"
+        return out
+
+    def write_view(self) -> None:
+        view = {
+            "name": self.manifest.name,
+            "pid": os.getpid(),
+            "phase": self.phase,
+            "error": self.error,
+            "api": self.api,
+            "xds": self.xds,
+            "octet": self.octet,
+            "ingress": self.ingress(),
+            "clusters": [{"name": c.name, "network": c.network, "region": c.region, "zone": c.zone}
+                         for c in self.manifest.clusters],
+            "instances": [i.view() for i in sorted(self.instances.values(),
+                                                   key=lambda i: (i.cluster.index, i.workload.namespace, i.name))
+                          if i.wanted],
+        }
+        if view != self._runtime_view:
+            self._runtime_view = view
+            self.home.write_runtime({**view, "updated": time.time()})
+
+    async def all_ready(self, client: ApiClient) -> bool:
+        wanted = [i for i in self.instances.values() if i.wanted]
+        for inst in wanted:
+            if not self.home.read_instance_status(inst.name).get("ready"):
+                return False
+        proxies = await client.proxies()
+        addresses = {i.address for i in wanted}
+        synced = {str(p.get("nodeId", "")).split("~")[1] for p in proxies
+                  if p.get("state") == "SYNCED" and str(p.get("nodeId", "")).count("~") == 3}
+        return addresses <= synced
+
+    # --- main loop ---------------------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        self.home.create()
+        write_record(self.home.procs / "supervisor.json", record_for(os.getpid(), "supervisor", group=False))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop_event.set)
+        loop.add_signal_handler(signal.SIGHUP, self.wake.set)
+        self.write_view()
+        code = 0
+        async with aiohttp.ClientSession() as session:
+            client = ApiClient("http://unset", session)
+            try:
+                await self.start_server(session)
+                client = ApiClient(self.api, session)
+                while not self.stop_event.is_set():
+                    if self.server is not None and not self.server.running():
+                        raise RuntimeError(f"meshplane server exited with {self.server.proc.returncode}")
+                    await self.reconcile()
+                    if self.phase == "starting" and await self.all_ready(client):
+                        self.phase = "running"
+                        log.info("mesh %s is ready: API %s, ingress %s", self.manifest.name, self.api,
+                                 self.ingress())
+                    self.write_view()
+                    self.wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(_first(self.stop_event, self.wake), RECONCILE_S)
+            except Exception as e:
+                log.exception("supervisor failed")
+                self.phase, self.error, code = "failed", f"{type(e).__name__}: {e}", 1
+                self.write_view()
+            await self.shutdown()
+        return code
+
+    async def shutdown(self) -> None:
+        if self.phase != "failed":
+            self.phase = "stopping"
+        self.write_view()
+        log.info("stopping %d instances", len(self.instances))
+        await asyncio.gather(*(self.stop_instance(i) for i in self.instances.values()))
+        await self.reap(self.server)
+        # Anything recorded that is not ours any more (e.g. left by an earlier supervisor) goes too.
+        leftovers = [(p, r) for p, r in self.home.records() if r.kind != "supervisor"]
+        await asyncio.to_thread(stop_records, [r for _, r in leftovers], grace=5.0)
+        for p, _ in leftovers:
+            p.unlink(missing_ok=True)
+        if self.phase != "failed":
+            self.phase = "stopped"
+        self.instances.clear()
+        self.write_view()
+        (self.home.procs / "supervisor.json").unlink(missing_ok=True)
+        log.info("stopped")
+
+
+async def _first(*events: asyncio.Event) -> None:
+    tasks = [asyncio.create_task(e.wait()) for e in events]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+
+
+def run_supervisor(home: Home, manifest: Manifest, *, delta: bool = False) -> int:
+    return asyncio.run(Supervisor(home, manifest, delta=delta).run())
