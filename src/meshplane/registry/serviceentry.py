@@ -12,6 +12,7 @@ from typing import Any
 
 from meshplane.model.config import ConfigSnapshot, JSONObject
 from meshplane.model.proxy import Locality
+from meshplane.model.resources import GroupResource
 from meshplane.model.service import (
     Endpoint,
     Location,
@@ -22,7 +23,6 @@ from meshplane.model.service import (
     ShardKey,
     parse_protocol,
 )
-from meshplane.model.resources import GroupResource
 
 SERVICE_ENTRIES = GroupResource("networking.istio.io", "serviceentries")
 WORKLOAD_ENTRIES = GroupResource("networking.istio.io", "workloadentries")

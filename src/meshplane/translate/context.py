@@ -16,8 +16,8 @@ from typing import Any
 
 from meshplane.model.config import ConfigSnapshot, JSONObject
 from meshplane.model.proxy import Proxy, ProxyType
-from meshplane.model.service import RegistrySnapshot, Service
 from meshplane.model.resources import GroupResource
+from meshplane.model.service import RegistrySnapshot, Service
 from meshplane.translate.hosts import host_matches, namespace_matches, resolve_host
 from meshplane.translate.mesh import MeshSettings
 
