@@ -24,7 +24,7 @@ from aiohttp import web
 from meshplane import __version__
 from meshplane.api.errors import FieldCause, InvalidObject, StrictDecodingError
 from meshplane.api.kinds import KindInfo, KindRegistry
-from meshplane.apiserver import discovery, objects, openapi, patch, tables, watchstream
+from meshplane.apiserver import discovery, kubeproto, objects, openapi, patch, tables, watchstream
 from meshplane.apiserver.request import (
     ResourcePath,
     decode,
@@ -286,7 +286,14 @@ class ApiServer:
                     return web.json_response(ns)
             raise not_found("namespaces", "", name)
         if request.method == "POST" and name is None:
-            body = decode_object(await read_body(request, self.settings.max_body_bytes), request.content_type)
+            data = await read_body(request, self.settings.max_body_bytes)
+            if request.content_type == kubeproto.CONTENT_TYPE:
+                try:
+                    body = kubeproto.decode_namespace(data)
+                except kubeproto.ProtoDecodeError as e:
+                    raise bad_request(f"the body of the request could not be decoded as protobuf: {e}") from e
+            else:
+                body = decode_object(data, request.content_type)
             ns_name = str((body.get("metadata") or {}).get("name") or "")
             if not _is_dns_label(ns_name):
                 raise invalid(
