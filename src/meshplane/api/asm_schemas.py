@@ -1,9 +1,10 @@
 """Hand-written structural schemas of the kinds no package describes: ASM's extensions and meshplane's own.
 
-Alibaba Cloud Service Mesh publishes its CRDs only as prose and examples (see docs and
-/work/shared/reference/mesh-features.md), so the shapes below follow those examples. meshplane's MemberCluster
-is ours. Each function returns a fresh ``spec`` (and, where it has one, ``status``) schema in the same structural
-form as the generated Istio schemas, so the same validator and ``kubectl explain`` serve both.
+Alibaba Cloud Service Mesh publishes its CRDs only as prose and examples (its "ASMSwimLaneGroup and
+ASMSwimLane field reference", the TrafficLabel and header propagation guides), so the shapes below follow
+those examples. meshplane's MemberCluster is ours. Each function returns a fresh ``spec`` (and, where it has
+one, ``status``) schema in the same structural form as the generated Istio schemas, so the same validator and
+``kubectl explain`` serve both.
 """
 
 from __future__ import annotations

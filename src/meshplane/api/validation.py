@@ -26,7 +26,7 @@ from meshplane.api._report import Report
 from meshplane.api._structural import Node, StructuralCheck, compile_schema
 from meshplane.api.errors import FieldCause, InvalidObject, StrictDecodingError
 from meshplane.api.kinds import ASM, MESHPLANE, NETWORKING, SECURITY, TELEMETRY, KindInfo
-from meshplane.api.schemas import openapi_schema
+from meshplane.api.schemas import openapi_schema, spec_schema
 
 __all__ = ["FIELD_VALIDATION_MODES", "validate"]
 
@@ -90,6 +90,8 @@ def validate(info: KindInfo, obj: dict[str, Any], *, field_validation: str = "Wa
     structural.check(_compiled(info), obj, "")
     if structural.unknown and field_validation == "Strict":
         raise StrictDecodingError(structural.unknown)
+    if obj.get("spec") is None and spec_schema(info).get("required"):
+        report.required("spec", "fields " + ", ".join(spec_schema(info)["required"]) + " are required")
     structure_ok = not report.causes
     check_metadata(obj.get("metadata"), namespaced=info.namespaced, r=report)
     if structure_ok:

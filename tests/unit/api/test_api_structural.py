@@ -170,3 +170,14 @@ def test_int_or_string_and_preserve_nodes() -> None:
     check.check(node, {"port": True}, "spec")
     assert [c.field for c in report.causes] == ["spec.port", "spec.port"]
     assert all(c.reason == "FieldValueTypeInvalid" for c in report.causes)
+
+
+def test_spec_is_required_where_the_kind_has_required_fields() -> None:
+    obj = make("DestinationRule", {})
+    del obj["spec"]
+    with pytest.raises(InvalidObject) as exc:
+        validate(KINDS["DestinationRule"], obj)
+    assert_cause(exc.value.causes, "spec", "FieldValueRequired", "host")
+    allow_nothing = make("AuthorizationPolicy", {})
+    del allow_nothing["spec"]
+    assert validate(KINDS["AuthorizationPolicy"], allow_nothing) == []
