@@ -100,15 +100,11 @@ def load_yaml(path: Path, namespace: str = NS) -> list[dict[str, Any]]:
 
 
 def bookinfo_file(name: str) -> list[dict[str, Any]]:
-    shared = SHARED_BOOKINFO / name
-    return load_yaml(shared if shared.exists() else DATA / "bookinfo" / name)
+    return load_yaml(SHARED_BOOKINFO / name)
 
 
 def bookinfo_task_files() -> list[str]:
-    names = {p.name for p in (DATA / "bookinfo").glob("*.yaml")}
-    if SHARED_BOOKINFO.is_dir():
-        names |= {p.name for p in SHARED_BOOKINFO.glob("*.yaml")}
-    return sorted(names)
+    return sorted(p.name for p in SHARED_BOOKINFO.glob("*.yaml"))
 
 
 def snapshot(objs: Iterable[Mapping[str, Any]], version: int = 1) -> ConfigSnapshot:
