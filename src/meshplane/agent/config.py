@@ -83,7 +83,8 @@ class AgentConfig:
 
     @property
     def locality(self) -> str:
-        return "/".join(p for p in (self.region, self.zone, self.subzone)) if self.region else ""
+        """Istio's ``region/zone/subzone``, without trailing empty parts."""
+        return "/".join((self.region, self.zone, self.subzone)).rstrip("/") if self.region else ""
 
     def metadata(self) -> dict[str, Any]:
         """Envoy node metadata (the keys of docs/proxy-metadata.md)."""

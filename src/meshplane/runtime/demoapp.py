@@ -87,6 +87,10 @@ class DemoApp:
         return web.json_response(doc)
 
     async def healthz(self, request: web.Request) -> web.Response:
+        # A switch for demos and tests of readiness: while the file named by DEMO_UNHEALTHY_FILE exists, fail.
+        flag = os.environ.get("DEMO_UNHEALTHY_FILE")
+        if flag and os.path.exists(flag):
+            return web.json_response({"status": "unhealthy", **self.identity()}, status=503)
         return web.json_response({"status": "ok", **self.identity()})
 
     async def login(self, request: web.Request) -> web.Response:

@@ -1,0 +1,278 @@
+"""The demo end to end, as a user runs it: ``meshplane demo up``, requests through both clusters' ingress gateways,
+Istio's request-routing task applied with the real kubectl, an instance killed, ``meshplane demo down``.
+
+Everything is real: the control plane process, one Envoy per instance, the demo application processes, kubectl.
+The Istio YAML below is copied unchanged from istio/istio ``samples/bookinfo/networking/`` (Apache License 2.0),
+kept here because tests must not read anything outside the repository.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_runtime_support import (
+    alive,
+    call_of,
+    eventually,
+    get_json,
+    kill_all,
+    meshplane,
+    recorded_processes,
+    status,
+    status_processes,
+)
+
+pytestmark = [pytest.mark.envoy, pytest.mark.kubectl]
+
+DESTINATION_RULE_ALL = """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: productpage
+spec:
+  host: productpage
+  subsets:
+  - name: v1
+    labels:
+      version: v1
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: reviews
+spec:
+  host: reviews
+  subsets:
+  - name: v1
+    labels:
+      version: v1
+  - name: v2
+    labels:
+      version: v2
+  - name: v3
+    labels:
+      version: v3
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: ratings
+spec:
+  host: ratings
+  subsets:
+  - name: v1
+    labels:
+      version: v1
+  - name: v2
+    labels:
+      version: v2
+  - name: v2-mysql
+    labels:
+      version: v2-mysql
+  - name: v2-mysql-vm
+    labels:
+      version: v2-mysql-vm
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: details
+spec:
+  host: details
+  subsets:
+  - name: v1
+    labels:
+      version: v1
+  - name: v2
+    labels:
+      version: v2
+---
+"""
+
+VIRTUAL_SERVICE_ALL_V1 = """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: productpage
+spec:
+  hosts:
+  - productpage
+  http:
+  - route:
+    - destination:
+        host: productpage
+        subset: v1
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+spec:
+  hosts:
+  - reviews
+  http:
+  - route:
+    - destination:
+        host: reviews
+        subset: v1
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: ratings
+spec:
+  hosts:
+  - ratings
+  http:
+  - route:
+    - destination:
+        host: ratings
+        subset: v1
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: details
+spec:
+  hosts:
+  - details
+  http:
+  - route:
+    - destination:
+        host: details
+        subset: v1
+---
+"""
+
+VIRTUAL_SERVICE_REVIEWS_TEST_V2 = """\
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata:
+  name: reviews
+spec:
+  hosts:
+    - reviews
+  http:
+  - match:
+    - headers:
+        end-user:
+          exact: jason
+    route:
+    - destination:
+        host: reviews
+        subset: v2
+  - route:
+    - destination:
+        host: reviews
+        subset: v1
+"""
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """A running demo in a private home; stopped afterwards, and every process it had is checked to be gone."""
+    home = tmp_path / "home"
+    seen: list[tuple[int, int]] = []
+    try:
+        meshplane("demo", "up", "--home", str(home))
+        seen += recorded_processes(home)
+        st = status(home)
+        seen += status_processes(st)
+        yield home, st
+        seen += recorded_processes(home) + status_processes(status(home))
+    finally:
+        seen += recorded_processes(home)
+        down = meshplane("demo", "down", "--home", str(home), check=False)
+        left = alive(seen)
+        kill_all(left)
+    assert down.returncode == 0, down.stderr
+    assert left == [], f"processes left behind by demo down: {left}"
+
+
+def reviews_versions(url: str, n: int, headers: dict[str, str] | None = None) -> list[str]:
+    out = []
+    for _ in range(n):
+        doc = get_json(url + "/productpage", headers)
+        assert doc["service"] == "productpage"
+        reviews = call_of(doc, "reviews")
+        assert reviews["status"] == 200, reviews
+        assert call_of(doc, "details")["status"] == 200
+        out.append(str(reviews["version"]))
+    return out
+
+
+def kubectl_apply(api: str, tmp: Path, name: str, text: str) -> None:
+    path = tmp / name
+    path.write_text(text)
+    proc = subprocess.run(["kubectl", "--server", api, "apply", "-f", str(path)], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_demo_end_to_end(demo: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    home, st = demo
+    # status -o json: the promised fields.
+    assert st["api"].startswith("http://127.") and st["xds"]
+    assert set(st["ingress"]) == {"cluster-1", "cluster-2"}
+    names = {(w["workload"], w["cluster"]) for w in st["workloads"]}
+    assert ("reviews-v2", "cluster-1") in names and ("reviews-v3", "cluster-2") in names
+    assert ("reviews-v3", "cluster-1") not in names
+    for w in st["workloads"]:
+        for key in ("name", "namespace", "cluster", "region", "zone", "network", "labels", "address", "pid",
+                    "ready"):
+            assert key in w, (key, w)
+        assert w["ready"], w
+        assert w["region"] == "region-1" and w["zone"] == {"cluster-1": "zone-a", "cluster-2": "zone-b"}[
+            w["cluster"]]
+        if w["workload"] == "istio-ingressgateway":
+            assert w["namespace"] == "istio-system" and w["labels"]["istio"] == "ingressgateway"
+        else:
+            assert w["namespace"] == "default" and isinstance(w["pid"], int)
+    # The address is the instance's mesh endpoint: its port 9080 answers through its sidecar.
+    ratings = next(w for w in st["workloads"] if w["workload"] == "ratings-v1")
+    direct = get_json(f"http://{ratings['address']}:9080/ratings/0")
+    assert direct["service"] == "ratings" and direct["instance"] == ratings["name"]
+
+    # Every version of reviews answers over a few dozen requests through the two ingresses.
+    versions: set[str] = set()
+    for url in st["ingress"].values():
+        versions |= set(reviews_versions(url, 24))
+    assert versions == {"v1", "v2", "v3"}
+    v2_doc = next(d for d in (get_json(st["ingress"]["cluster-1"] + "/productpage") for _ in range(40))
+                  if call_of(d, "reviews")["version"] == "v2")
+    assert call_of(call_of(v2_doc, "reviews"), "ratings")["status"] == 200  # v2 calls ratings
+
+    # Istio's request-routing task, applied with kubectl, takes effect without restarting anything.
+    api = st["api"]
+    kubectl_apply(api, tmp_path, "destination-rule-all.yaml", DESTINATION_RULE_ALL)
+    kubectl_apply(api, tmp_path, "virtual-service-all-v1.yaml", VIRTUAL_SERVICE_ALL_V1)
+    for url in st["ingress"].values():
+        eventually(lambda u=url: set(reviews_versions(u, 12)) == {"v1"}, "all reviews traffic on v1")
+    kubectl_apply(api, tmp_path, "virtual-service-reviews-test-v2.yaml", VIRTUAL_SERVICE_REVIEWS_TEST_V2)
+    jason = {"end-user": "jason"}
+    for url in st["ingress"].values():
+        eventually(lambda u=url: set(reviews_versions(u, 12, jason)) == {"v2"}, "jason's traffic on reviews v2")
+        assert set(reviews_versions(url, 12)) == {"v1"}
+    pids_before = {w["name"]: w["pid"] for w in status(home)["workloads"]}
+    assert pids_before == {w["name"]: w["pid"] for w in st["workloads"]}, "nothing was restarted"
+
+    # Kill the application of one reviews instance: it is replaced (new process) or routed around.
+    victim = next(w for w in st["workloads"] if w["workload"] == "reviews-v1" and w["cluster"] == "cluster-1")
+    os.kill(victim["pid"], signal.SIGKILL)
+
+    def replaced() -> bool:
+        now = {w["name"]: w for w in status(home)["workloads"]}
+        w = now[victim["name"]]
+        return w["pid"] not in (None, victim["pid"]) and w["ready"] and w["restarts"] >= 1
+
+    eventually(replaced, "the killed reviews instance to be replaced")
+    for url in st["ingress"].values():
+        eventually(lambda u=url: set(reviews_versions(u, 12)) == {"v1"}, "reviews v1 answering again")
