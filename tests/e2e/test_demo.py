@@ -2,8 +2,7 @@
 Istio's request-routing task applied with the real kubectl, an instance killed, ``meshplane demo down``.
 
 Everything is real: the control plane process, one Envoy per instance, the demo application processes, kubectl.
-The Istio YAML below is copied unchanged from istio/istio ``samples/bookinfo/networking/`` (Apache License 2.0),
-kept here because tests must not read anything outside the repository.
+Istio's task YAML is read unchanged from the project's copy in tests/data/bookinfo.
 """
 
 from __future__ import annotations
@@ -31,148 +30,7 @@ from test_runtime_support import (
 
 pytestmark = [pytest.mark.envoy, pytest.mark.kubectl]
 
-DESTINATION_RULE_ALL = """\
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata:
-  name: productpage
-spec:
-  host: productpage
-  subsets:
-  - name: v1
-    labels:
-      version: v1
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata:
-  name: reviews
-spec:
-  host: reviews
-  subsets:
-  - name: v1
-    labels:
-      version: v1
-  - name: v2
-    labels:
-      version: v2
-  - name: v3
-    labels:
-      version: v3
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata:
-  name: ratings
-spec:
-  host: ratings
-  subsets:
-  - name: v1
-    labels:
-      version: v1
-  - name: v2
-    labels:
-      version: v2
-  - name: v2-mysql
-    labels:
-      version: v2-mysql
-  - name: v2-mysql-vm
-    labels:
-      version: v2-mysql-vm
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata:
-  name: details
-spec:
-  host: details
-  subsets:
-  - name: v1
-    labels:
-      version: v1
-  - name: v2
-    labels:
-      version: v2
----
-"""
-
-VIRTUAL_SERVICE_ALL_V1 = """\
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: productpage
-spec:
-  hosts:
-  - productpage
-  http:
-  - route:
-    - destination:
-        host: productpage
-        subset: v1
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: reviews
-spec:
-  hosts:
-  - reviews
-  http:
-  - route:
-    - destination:
-        host: reviews
-        subset: v1
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: ratings
-spec:
-  hosts:
-  - ratings
-  http:
-  - route:
-    - destination:
-        host: ratings
-        subset: v1
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: details
-spec:
-  hosts:
-  - details
-  http:
-  - route:
-    - destination:
-        host: details
-        subset: v1
----
-"""
-
-VIRTUAL_SERVICE_REVIEWS_TEST_V2 = """\
-apiVersion: networking.istio.io/v1alpha3
-kind: VirtualService
-metadata:
-  name: reviews
-spec:
-  hosts:
-    - reviews
-  http:
-  - match:
-    - headers:
-        end-user:
-          exact: jason
-    route:
-    - destination:
-        host: reviews
-        subset: v2
-  - route:
-    - destination:
-        host: reviews
-        subset: v1
-"""
+BOOKINFO = Path(__file__).resolve().parents[1] / "data" / "bookinfo"
 
 
 @pytest.fixture
@@ -208,16 +66,14 @@ def reviews_versions(url: str, n: int, headers: dict[str, str] | None = None) ->
     return out
 
 
-def kubectl_apply(api: str, tmp: Path, name: str, text: str) -> None:
-    path = tmp / name
-    path.write_text(text)
-    proc = subprocess.run(["kubectl", "--server", api, "apply", "-f", str(path)], capture_output=True, text=True,
-                          timeout=60)
+def kubectl_apply(api: str, name: str) -> None:
+    proc = subprocess.run(["kubectl", "--server", api, "apply", "-f", str(BOOKINFO / name)], capture_output=True,
+                          text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
-def test_demo_end_to_end(demo: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+def test_demo_end_to_end(demo: tuple[Path, dict[str, Any]]) -> None:
     home, st = demo
     # status -o json: the promised fields.
     assert st["api"].startswith("http://127.") and st["xds"]
@@ -252,11 +108,11 @@ def test_demo_end_to_end(demo: tuple[Path, dict[str, Any]], tmp_path: Path) -> N
 
     # Istio's request-routing task, applied with kubectl, takes effect without restarting anything.
     api = st["api"]
-    kubectl_apply(api, tmp_path, "destination-rule-all.yaml", DESTINATION_RULE_ALL)
-    kubectl_apply(api, tmp_path, "virtual-service-all-v1.yaml", VIRTUAL_SERVICE_ALL_V1)
+    kubectl_apply(api, "destination-rule-all.yaml")
+    kubectl_apply(api, "virtual-service-all-v1.yaml")
     for url in st["ingress"].values():
         eventually(lambda u=url: set(reviews_versions(u, 12)) == {"v1"}, "all reviews traffic on v1")
-    kubectl_apply(api, tmp_path, "virtual-service-reviews-test-v2.yaml", VIRTUAL_SERVICE_REVIEWS_TEST_V2)
+    kubectl_apply(api, "virtual-service-reviews-test-v2.yaml")
     jason = {"end-user": "jason"}
     for url in st["ingress"].values():
         eventually(lambda u=url: set(reviews_versions(u, 12, jason)) == {"v2"}, "jason's traffic on reviews v2")
