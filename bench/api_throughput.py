@@ -169,11 +169,18 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+XDS_ADDR = "127.0.0.1:0"
+
+
 def main() -> None:
+    global XDS_ADDR
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", type=int, default=10_000, help="objects to create (default 10000)")
     ap.add_argument("-c", type=int, default=32, help="concurrent connections (default 32)")
+    ap.add_argument("--no-xds", action="store_true", help="run the server without its xDS pipeline")
     args = ap.parse_args()
+    if args.no_xds:
+        XDS_ADDR = "none"
 
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
@@ -198,7 +205,7 @@ def main() -> None:
                 "--api-addr",
                 f"127.0.0.1:{port}",
                 "--xds-addr",
-                "127.0.0.1:0",
+                XDS_ADDR,
             ],
             env=env,
             stdout=subprocess.DEVNULL,
