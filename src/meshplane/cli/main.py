@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from meshplane.cli import bootstrap_cmd, runtime_cmds, serverproc
+from meshplane.cli import bootstrap_cmd, cluster_cmds, runtime_cmds, security_cmds, serverproc
 
 # Modules that add their own subcommands: each has ``register(subparsers)``; each subcommand sets ``func``.
-_EXTENSIONS: list[Any] = [bootstrap_cmd, runtime_cmds]
+_EXTENSIONS: list[Any] = [bootstrap_cmd, runtime_cmds, cluster_cmds, security_cmds]
 
 
 def _server(args: argparse.Namespace) -> int:
