@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tests.integration.conftest import ServerProcess, start_server
+from tests.support.server import ServerProcess, start_server
 
 VS_PATH = "/apis/networking.istio.io/v1/namespaces/default/virtualservices"
 

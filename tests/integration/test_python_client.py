@@ -10,7 +10,7 @@ import pytest
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
-from tests.integration.conftest import ServerProcess
+from tests.support.server import ServerProcess
 
 G, V, NS, PLURAL = "networking.istio.io", "v1", "default", "destinationrules"
 
@@ -105,7 +105,7 @@ def test_watch_replays_then_streams_with_bookmarks(server: ServerProcess) -> Non
 
 
 def test_watch_from_compacted_history_gets_410_and_relists(tmp_path: Any) -> None:
-    from tests.integration.conftest import start_server
+    from tests.support.server import start_server
 
     data = tmp_path / "d"
     data.mkdir()
