@@ -27,6 +27,7 @@ from meshplane.model.service import (
 SERVICE_ENTRIES = GroupResource("networking.istio.io", "serviceentries")
 WORKLOAD_ENTRIES = GroupResource("networking.istio.io", "workloadentries")
 SOURCE = "ServiceEntry"
+CLUSTER_LABEL = "topology.istio.io/cluster"
 
 
 def parse_locality(text: str) -> Locality:
@@ -164,7 +165,10 @@ class ServiceEntrySource:
                 for we, labels in workload_entries.get(namespace, ()):
                     we_spec = we.get("spec") or {}
                     if all(labels.get(k) == v for k, v in want.items()):
-                        ep = _endpoint(we_spec, cluster_id=self._cluster_id, namespace=namespace,
+                        # A WorkloadEntry labelled with Istio's topology.istio.io/cluster belongs to that
+                        # member cluster (the local runtime's instances, auto-registered VMs).
+                        ep = _endpoint(we_spec, cluster_id=labels.get(CLUSTER_LABEL) or self._cluster_id,
+                                       namespace=namespace,
                                        healthy=_healthy(we), workload=_meta(we)[1])
                         if ep is not None:
                             endpoints.append(ep)

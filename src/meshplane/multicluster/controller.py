@@ -1,0 +1,333 @@
+"""The member-cluster controller: turns MemberCluster objects into running registry sources, and their health
+into the objects' status.
+
+Why a controller of its own (Istio's multicluster secret controller plays this part): adding a cluster must be
+one API call, and one cluster's trouble must never reach the control plane or the other clusters. So each
+Kubernetes member runs in its own task with its own timeouts and backoff (an unreachable or silent API server
+only ever delays that member's own status), and status is written from a per-member coalescing writer so a
+flapping cluster costs at most one store write in flight. Removing a MemberCluster cancels its source and
+withdraws its registry (``remove_registry`` + ``registry_changed``) in the same step as the watch event, before
+any await, so its endpoints leave every proxy with the next push.
+
+Credentials: the API server redacts ``spec.kubeconfig`` on every read; this controller reads the real value
+from the store directly and hands it to the source only. Neither logs it.
+
+Local members (``spec.local: true``) are run by meshplane's local runtime: they have no API server to watch;
+their endpoints are the WorkloadEntries labelled ``topology.istio.io/cluster: NAME`` (the ServiceEntry source
+gives those endpoints that cluster id), so the controller only reports them Connected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from meshplane.model.proxy import Locality
+from meshplane.model.resources import GroupResource, JSONObject
+from meshplane.registry.aggregate import ServiceRegistry
+from meshplane.registry.kube_convert import ClusterDefaults
+from meshplane.store.errors import Conflict, Expired, NotFound, StoreError
+from meshplane.store.interface import Store
+from meshplane.store.types import EventType
+
+log = logging.getLogger(__name__)
+
+MEMBER_CLUSTERS = GroupResource("meshplane.io", "memberclusters")
+ACTOR = "system:meshplane:multicluster"
+
+
+class RegistryHooks(Protocol):
+    """What the controller needs of the xDS server (``XdsServer`` has exactly these)."""
+
+    def add_registry(self, registry: ServiceRegistry) -> None: ...
+
+    def remove_registry(self, registry: ServiceRegistry) -> None: ...
+
+    def registry_changed(self, reason: str = ...) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class MemberState:
+    """What the controller knows of one member's health (mirrored into ``status``)."""
+
+    connected: bool = False
+    synced: bool = False
+    error: str = ""
+    connected_reason: str = "Connecting"
+    synced_reason: str = "Syncing"
+
+
+@dataclass(slots=True)
+class _Member:
+    name: str
+    fingerprint: str
+    generation: int
+    source: Any = None  # a ServiceRegistry with run(); None for local members
+    task: asyncio.Task[None] | None = None
+    state: MemberState = field(default_factory=MemberState)
+    pending: MemberState | None = None
+    writer: asyncio.Task[None] | None = None
+
+
+def _fingerprint(obj: Mapping[str, Any]) -> str:
+    """A digest of the spec (credentials included, so a rotated kubeconfig restarts the source)."""
+    spec = obj.get("spec") or {}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def render_status(old: Mapping[str, Any] | None, state: MemberState, generation: int) -> dict[str, Any]:
+    """The ``status`` for ``state``; a condition's lastTransitionTime moves only when its status changes."""
+    previous = {str(c.get("type")): c for c in (old or {}).get("conditions") or [] if isinstance(c, Mapping)}
+
+    def cond(ctype: str, ok: bool, reason: str, message: str) -> dict[str, Any]:
+        status = "True" if ok else "False"
+        before = previous.get(ctype)
+        when = str(before.get("lastTransitionTime")) if before and before.get("status") == status else _now()
+        return {"type": ctype, "status": status, "reason": reason, "message": message, "lastTransitionTime": when}
+
+    conn_msg = state.error if not state.connected and state.error else (
+        "the control plane reaches the cluster" if state.connected else "connecting")
+    out: dict[str, Any] = {
+        "conditions": [
+            cond("Connected", state.connected, state.connected_reason, conn_msg),
+            cond("Synced", state.synced, state.synced_reason,
+                 "services and endpoints are current" if state.synced else "initial list not complete"),
+        ],
+        "observedGeneration": generation,
+    }
+    if state.error:
+        out["lastError"] = state.error
+    return out
+
+
+class MemberClusterController:
+    """Watches MemberCluster objects in ``store``; runs one registry source per Kubernetes member.
+
+    ``source_factory(defaults, kubeconfig, selectors, on_change, on_status)`` builds a source (default:
+    :class:`~meshplane.registry.kube.KubeClusterSource`); tests may pass their own.
+    """
+
+    def __init__(self, store: Store, hooks: RegistryHooks, *, connect_timeout: float = 10.0,
+                 backoff_max: float = 15.0, source_factory: Any = None) -> None:
+        self._store = store
+        self._hooks = hooks
+        self._connect_timeout = connect_timeout
+        self._backoff_max = backoff_max
+        self._factory = source_factory
+        self._members: dict[str, _Member] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._started = asyncio.Event()
+        self.withdrawn: asyncio.Queue[str] = asyncio.Queue()  # names whose registry was withdrawn (tests)
+
+    # --- lifecycle ---------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start members for what is in the store now, then follow changes in the background."""
+        rv = self._resync()
+        self._task = asyncio.create_task(self._watch_loop(rv), name="multicluster-controller")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for name in list(self._members):
+            await self._stop_member(name, withdraw=False)
+
+    # --- views -------------------------------------------------------------------------------------------------
+
+    def member_names(self) -> list[str]:
+        return sorted(self._members)
+
+    def source(self, name: str) -> Any:
+        m = self._members.get(name)
+        return m.source if m else None
+
+    def state(self, name: str) -> MemberState | None:
+        m = self._members.get(name)
+        return m.state if m else None
+
+    # --- following the store -----------------------------------------------------------------------------------
+
+    def _resync(self) -> int:
+        objs, rv = self._store.list(MEMBER_CLUSTERS)
+        names = set()
+        for obj in objs:
+            names.add(str(obj["metadata"]["name"]))
+            self._reconcile(obj)
+        for name in set(self._members) - names:
+            self._withdraw(name)
+        return rv
+
+    async def _watch_loop(self, rv: int) -> None:
+        while True:
+            watch = self._store.watch(MEMBER_CLUSTERS, since_rv=rv)
+            try:
+                async for event in watch:
+                    rv = max(rv, event.rv)
+                    name = str(event.obj["metadata"]["name"])
+                    if event.type == EventType.DELETED:
+                        self._withdraw(name)
+                    else:
+                        self._reconcile(event.obj)
+            except Expired:
+                log.info("multicluster: member cluster watch expired; relisting")
+                rv = self._resync()
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("multicluster: watch failed; relisting")
+                await asyncio.sleep(1.0)
+                rv = self._resync()
+                continue
+            finally:
+                watch.close()
+            # The watch ended (store closing): stop following.
+            return
+
+    def _reconcile(self, obj: JSONObject) -> None:
+        name = str(obj["metadata"]["name"])
+        fp = _fingerprint(obj)
+        current = self._members.get(name)
+        if current is not None and current.fingerprint == fp:
+            return  # a status write of ours, or metadata only
+        if current is not None:
+            self._withdraw(name, reason=f"member cluster {name} changed")
+        generation = int(obj["metadata"].get("generation") or 0)
+        member = _Member(name, fp, generation)
+        self._members[name] = member
+        spec = obj.get("spec") or {}
+        if spec.get("local"):
+            self._set_state(member, MemberState(True, True, "", "Local", "Local"))
+            log.info("multicluster: local member cluster %s", name)
+            return
+        kubeconfig = str(spec.get("kubeconfig") or "")
+        if not kubeconfig:
+            self._set_state(member, MemberState(False, False, "spec.kubeconfig is empty (or use spec.local)",
+                                                "InvalidSpec", "InvalidSpec"))
+            return
+        defaults = ClusterDefaults(name, str(spec.get("network") or ""),
+                                   Locality(str(spec.get("region") or ""), str(spec.get("zone") or "")))
+        selectors = [s for s in spec.get("discoverySelectors") or [] if isinstance(s, Mapping)]
+        member.source = self._make_source(member, defaults, kubeconfig, selectors)
+        self._hooks.add_registry(member.source)
+        member.task = asyncio.create_task(self._run_member(member), name=f"member-{name}")
+        log.info("multicluster: member cluster %s added (network %r, region %r, zone %r)", name,
+                 defaults.network, defaults.locality.region, defaults.locality.zone)
+
+    def _make_source(self, member: _Member, defaults: ClusterDefaults, kubeconfig: str,
+                     selectors: list[Mapping[str, Any]]) -> Any:
+        def on_change(reason: str) -> None:
+            if self._members.get(member.name) is member:
+                self._hooks.registry_changed(reason)
+
+        def on_status(status: Any) -> None:
+            if self._members.get(member.name) is not member:
+                return
+            self._set_state(member, MemberState(
+                status.connected, status.synced, status.error,
+                "Connected" if status.connected else ("Unreachable" if status.error else "Connecting"),
+                "Synced" if status.synced else "Syncing",
+            ))
+
+        if self._factory is not None:
+            return self._factory(defaults, kubeconfig, selectors, on_change, on_status)
+        from meshplane.registry.kube import KubeClusterSource, SourceSettings
+
+        settings = SourceSettings(request_timeout=self._connect_timeout, backoff_max=self._backoff_max)
+        return KubeClusterSource(defaults, kubeconfig, discovery_selectors=selectors, on_change=on_change,
+                                 on_status=on_status, settings=settings)
+
+    async def _run_member(self, member: _Member) -> None:
+        """Run the source; should it ever fail outright, report it and start it again after a pause."""
+        delay = 0.5
+        while True:
+            try:
+                await member.source.run()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                msg = f"{type(e).__name__}: {e}"[:400]
+                scrub = getattr(member.source, "scrub", None)
+                if callable(scrub):
+                    msg = scrub(msg)
+                log.warning("multicluster: member cluster %s source failed: %s", member.name, msg)
+                self._set_state(member, MemberState(False, member.state.synced, msg, "Failed", "Failed"))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._backoff_max)
+
+    def _withdraw(self, name: str, reason: str = "") -> None:
+        """Synchronously remove the member's registry (so the next push drops its endpoints); cancel its tasks."""
+        member = self._members.pop(name, None)
+        if member is None:
+            return
+        if member.task is not None:
+            member.task.cancel()
+        if member.writer is not None:
+            member.writer.cancel()
+        if member.source is not None:
+            self._hooks.remove_registry(member.source)
+            self._hooks.registry_changed(reason or f"member cluster {name} removed")
+        log.info("multicluster: member cluster %s withdrawn", name)
+        self.withdrawn.put_nowait(name)
+
+    async def _stop_member(self, name: str, *, withdraw: bool) -> None:
+        member = self._members.pop(name, None)
+        if member is None:
+            return
+        tasks = [t for t in (member.task, member.writer) if t is not None]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        if withdraw and member.source is not None:
+            self._hooks.remove_registry(member.source)
+
+    # --- status ------------------------------------------------------------------------------------------------
+
+    def _set_state(self, member: _Member, state: MemberState) -> None:
+        if state == member.state and member.pending is None and member.writer is not None:
+            return
+        if state.connected and not member.state.connected:
+            log.info("multicluster: member cluster %s connected", member.name)
+        member.state = state
+        member.pending = state
+        if member.writer is None or member.writer.done():
+            member.writer = asyncio.create_task(self._write_status(member), name=f"member-status-{member.name}")
+
+    async def _write_status(self, member: _Member) -> None:
+        while member.pending is not None and self._members.get(member.name) is member:
+            state, member.pending = member.pending, None
+            for _ in range(5):
+                obj = self._store.get(MEMBER_CLUSTERS, "", member.name)
+                if obj is None or _fingerprint(obj) != member.fingerprint:
+                    return
+                new = copy.deepcopy(dict(obj))
+                new["status"] = render_status(obj.get("status"), state, member.generation)
+                try:
+                    await self._store.update(MEMBER_CLUSTERS, new, actor=ACTOR,
+                                             expected_rv=int(obj["metadata"]["resourceVersion"]))
+                    break
+                except Conflict:
+                    continue
+                except NotFound:
+                    return
+                except StoreError as e:
+                    log.warning("multicluster: cannot write status of %s: %s", member.name, e)
+                    break

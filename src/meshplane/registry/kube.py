@@ -1,0 +1,352 @@
+"""The Kubernetes source: one member cluster's Services, EndpointSlices, Pods, Nodes and Namespaces, kept current
+by list+watch, seen by the mesh as a :class:`~meshplane.registry.ServiceRegistry`.
+
+Why this shape (client-go's reflector, as Istio's kube controller uses it): each kind has its own reflector task
+that lists, then watches from the list's resourceVersion; a dropped stream resumes from the last resourceVersion
+it saw; a 410 Gone (in the response or as an in-stream ERROR event) means the resume point is compacted, so it
+relists and replaces what it had. Every request has a timeout and failures back off exponentially, so an
+unreachable or silent API server only ever stalls its own tasks. The conversion itself is pure and lives in
+:mod:`meshplane.registry.kube_convert`; this module only moves objects from the wire into the
+:class:`~meshplane.registry.kube_convert.ClusterIndex`.
+
+Until every kind has been listed once the source reports no services and no endpoints (a half-listed cluster,
+e.g. slices without their pods, would program wrong labels); after that, a lost connection keeps the last known
+endpoints, as Istio does. Credentials (the kubeconfig and its token) are never logged: error messages are
+scrubbed of them before they reach a log line or the status.
+
+This module and its helpers are the only ones that import the Kubernetes client library (``kubernetes_asyncio``);
+raw JSON is read from the client's response (``_preload_content=False``) so objects are never deserialized into
+the client's model classes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import yaml
+from kubernetes_asyncio import client as kclient
+from kubernetes_asyncio import config as kconfig
+
+from meshplane.model.service import Endpoint, Service
+from meshplane.registry.kube_convert import (
+    ENDPOINT_SLICES,
+    KINDS,
+    NAMESPACES,
+    NODES,
+    PODS,
+    SERVICES,
+    Change,
+    ClusterDefaults,
+    ClusterIndex,
+)
+
+log = logging.getLogger(__name__)
+
+SOURCE = "Kubernetes"
+
+PATHS: dict[str, str] = {
+    NAMESPACES: "/api/v1/namespaces",
+    NODES: "/api/v1/nodes",
+    PODS: "/api/v1/pods",
+    SERVICES: "/api/v1/services",
+    ENDPOINT_SLICES: "/apis/discovery.k8s.io/v1/endpointslices",
+}
+
+
+class KubeSourceError(Exception):
+    """A request to a member cluster's API server failed; the message is safe to show (no credentials)."""
+
+
+class _Gone(Exception):
+    """410: the resourceVersion to resume from is no longer available; relist."""
+
+
+@dataclass(frozen=True, slots=True)
+class SourceStatus:
+    connected: bool = False
+    synced: bool = False
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSettings:
+    request_timeout: float = 10.0  # connect + whole list request
+    watch_timeout: int = 300  # server-side timeoutSeconds of a watch; the client reads with a margin on top
+    backoff_min: float = 0.2
+    backoff_max: float = 15.0
+    page_size: int = 500
+
+
+def _secrets_of(kubeconfig: Mapping[str, Any]) -> list[str]:
+    """Every credential-looking value of a kubeconfig, to scrub from messages."""
+    out: list[str] = []
+    for user in kubeconfig.get("users") or []:
+        u = user.get("user") if isinstance(user, Mapping) else None
+        if isinstance(u, Mapping):
+            for key in ("token", "password", "client-key-data", "client-certificate-data"):
+                if u.get(key):
+                    out.append(str(u[key]))
+    return [s for s in out if len(s) >= 4]
+
+
+def parse_kubeconfig(text: str) -> dict[str, Any]:
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise KubeSourceError("kubeconfig is not valid YAML") from e
+    if not isinstance(doc, dict) or not doc.get("clusters"):
+        raise KubeSourceError("kubeconfig has no clusters")
+    return doc
+
+
+class KubeClusterSource:
+    """Implements :class:`~meshplane.registry.ServiceRegistry` for one Kubernetes member cluster.
+
+    ``run()`` keeps the source current until cancelled; ``on_change(reason)`` is called after each change that
+    alters services or endpoints (once synced), ``on_status(status)`` whenever connectivity or sync changes.
+    """
+
+    def __init__(
+        self,
+        defaults: ClusterDefaults,
+        kubeconfig: str,
+        *,
+        discovery_selectors: Sequence[Mapping[str, Any]] = (),
+        on_change: Callable[[str], None] | None = None,
+        on_status: Callable[[SourceStatus], None] | None = None,
+        settings: SourceSettings | None = None,
+    ) -> None:
+        self._defaults = defaults
+        self._kubeconfig = kubeconfig
+        self._index = ClusterIndex(defaults, discovery_selectors)
+        self._on_change = on_change
+        self._on_status = on_status
+        self.settings = settings or SourceSettings()
+        self._secrets: list[str] = []
+        self._listed: set[str] = set()
+        self._errors: dict[str, str] = {}
+        self._contacted = False
+        self._status = SourceStatus()
+        self._synced_event = asyncio.Event()
+        # Counters, for tests and benchmarks.
+        self.lists = 0
+        self.relists_after_gone = 0
+        self.watch_resumes = 0
+        self.events = 0
+
+    # --- ServiceRegistry -----------------------------------------------------------------------------------
+
+    @property
+    def cluster_id(self) -> str:
+        return self._defaults.cluster_id
+
+    @property
+    def source(self) -> str:
+        return SOURCE
+
+    def services(self) -> Sequence[Service]:
+        return self._index.services() if self._status.synced else ()
+
+    def endpoints(self) -> Mapping[str, Sequence[Endpoint]]:
+        return self._index.endpoints() if self._status.synced else {}
+
+    # --- state ---------------------------------------------------------------------------------------------
+
+    @property
+    def status(self) -> SourceStatus:
+        return self._status
+
+    @property
+    def index(self) -> ClusterIndex:
+        return self._index
+
+    async def wait_synced(self) -> None:
+        await self._synced_event.wait()
+
+    def scrub(self, text: str) -> str:
+        for s in self._secrets:
+            text = text.replace(s, "<redacted>")
+        return text
+
+    def _set_status(self) -> None:
+        error = next(iter(self._errors.values()), "")
+        new = SourceStatus(connected=self._contacted and not self._errors, synced=self._status.synced or
+                           self._listed >= set(KINDS), error=error)
+        if new == self._status:
+            return
+        became_synced = new.synced and not self._status.synced
+        self._status = new
+        if became_synced:
+            self._synced_event.set()
+        if self._on_status is not None:
+            self._on_status(new)
+        if became_synced:
+            self._notify(f"cluster {self.cluster_id} synced")
+
+    def _notify(self, reason: str) -> None:
+        if self._status.synced and self._on_change is not None:
+            self._on_change(reason)
+
+    def _applied(self, kind: str, change: Change) -> None:
+        if change:
+            self._notify(f"{self.cluster_id}/{kind}")
+
+    def _ok(self, kind: str) -> None:
+        self._contacted = True
+        if kind in self._errors:
+            del self._errors[kind]
+        self._set_status()
+
+    def _fail(self, kind: str, exc: BaseException) -> None:
+        msg = self.scrub(_describe(exc))
+        if self._errors.get(kind) != msg:
+            log.warning("cluster %s: %s: %s", self.cluster_id, kind, msg)
+        self._errors[kind] = msg
+        self._set_status()
+
+    # --- the loop ------------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """List and watch every kind until cancelled. Never returns on its own; errors back off and retry."""
+        api: kclient.ApiClient | None = None
+        try:
+            delay = self.settings.backoff_min
+            while api is None:
+                try:
+                    doc = parse_kubeconfig(self._kubeconfig)
+                    self._secrets = _secrets_of(doc)
+                    api = await kconfig.new_client_from_config_dict(doc)
+                except Exception as e:
+                    for kind in KINDS:
+                        self._fail(kind, e)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self.settings.backoff_max)
+            async with asyncio.TaskGroup() as tg:
+                for kind in KINDS:
+                    tg.create_task(self._reflect(api, kind), name=f"kube-{self.cluster_id}-{kind}")
+        finally:
+            if api is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(api.close())
+
+    async def _reflect(self, api: kclient.ApiClient, kind: str) -> None:
+        rv: str | None = None
+        delay = self.settings.backoff_min
+        while True:
+            try:
+                if rv is None:
+                    items, rv = await self._list(api, kind)
+                    self.lists += 1
+                    self._listed.add(kind)
+                    change = self._index.replace(kind, items)
+                    self._ok(kind)
+                    self._applied(kind, change)
+                rv = await self._watch(api, kind, rv)
+                self.watch_resumes += 1
+                delay = self.settings.backoff_min
+            except _Gone:
+                self.relists_after_gone += 1
+                rv = None
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                self._fail(kind, e)
+                # Jittered exponential backoff; the watch resumes from ``rv`` (or relists when None).
+                await asyncio.sleep(delay * (0.75 + random.random() / 2))
+                delay = min(delay * 2, self.settings.backoff_max)
+
+    async def _request(self, api: kclient.ApiClient, kind: str, query: list[tuple[str, Any]],
+                       timeout: float | tuple[float, float]) -> Any:
+        resp = await api.call_api(
+            PATHS[kind], "GET", query_params=query, header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"], _preload_content=False, _request_timeout=cast(Any, timeout),
+        )
+        if resp.status == 410:
+            resp.release()
+            raise _Gone()
+        if not 200 <= resp.status < 300:
+            body = (await resp.read())[:300].decode("utf-8", "replace")
+            resp.release()
+            raise KubeSourceError(f"GET {PATHS[kind]}: HTTP {resp.status}: {body}")
+        return resp
+
+    async def _list(self, api: kclient.ApiClient, kind: str) -> tuple[list[dict[str, Any]], str]:
+        items: list[dict[str, Any]] = []
+        cont = ""
+        while True:
+            query: list[tuple[str, Any]] = [("limit", self.settings.page_size)]
+            if cont:
+                query.append(("continue", cont))
+
+            async def page(q: list[tuple[str, Any]] = query) -> dict[str, Any]:
+                resp = await self._request(api, kind, q, self.settings.request_timeout)
+                try:
+                    data = json.loads(await resp.read())
+                finally:
+                    resp.release()
+                if not isinstance(data, dict):
+                    raise KubeSourceError(f"GET {PATHS[kind]}: not a list")
+                return data
+
+            data = await asyncio.wait_for(page(), self.settings.request_timeout)
+            items.extend(i for i in data.get("items") or [] if isinstance(i, dict))
+            meta = data.get("metadata") or {}
+            cont = str(meta.get("continue") or "")
+            if not cont:
+                return items, str(meta.get("resourceVersion") or "0")
+
+    async def _watch(self, api: kclient.ApiClient, kind: str, rv: str) -> str:
+        """Stream events from ``rv``; returns the last resourceVersion seen when the stream ends cleanly."""
+        query: list[tuple[str, Any]] = [("watch", "true"), ("resourceVersion", rv),
+                                         ("allowWatchBookmarks", "true"),
+                                         ("timeoutSeconds", self.settings.watch_timeout)]
+        timeout = (self.settings.request_timeout, self.settings.watch_timeout + self.settings.request_timeout)
+        resp = await asyncio.wait_for(self._request(api, kind, query, timeout), self.settings.request_timeout)
+        self._ok(kind)
+        try:
+            while True:
+                line = await resp.content.readline()
+                if not line:
+                    return rv
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                etype = str(event.get("type") or "")
+                obj = event.get("object") or {}
+                if etype == "ERROR":
+                    code = obj.get("code") if isinstance(obj, dict) else None
+                    if code == 410:
+                        raise _Gone()
+                    raise KubeSourceError(f"watch {PATHS[kind]}: {obj.get('message') or obj}")
+                new_rv = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+                if etype != "BOOKMARK":
+                    self.events += 1
+                    self._applied(kind, self._index.apply(kind, etype, obj))
+                if new_rv:
+                    rv = new_rv
+        except (ConnectionError, asyncio.IncompleteReadError) as e:
+            # A stream dropped mid-way: resume from the last resourceVersion seen.
+            log.debug("cluster %s: %s watch dropped (%s); resuming at %s", self.cluster_id, kind, e, rv)
+            return rv
+        except Exception as e:
+            if type(e).__name__ in ("ClientPayloadError", "ServerDisconnectedError"):
+                return rv
+            raise
+        finally:
+            resp.release()
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, KubeSourceError):
+        return str(exc)
+    if isinstance(exc, TimeoutError):
+        return "timed out waiting for the API server"
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:400]
