@@ -59,6 +59,16 @@ class ApiClient:
                 raise ApplyError(f"{obj.get('kind')} {name}: HTTP {r.status}: {(await r.text())[:400]}")
         return "configured"
 
+    async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        """Delete one object; False when it was not there or the API could not be reached."""
+        coll, _ = self._path({"apiVersion": api_version, "kind": kind,
+                              "metadata": {"name": name, "namespace": namespace}})
+        try:
+            async with self.session.delete(f"{self.base}{coll}/{name}", timeout=aiohttp.ClientTimeout(total=5)) as r:
+                return r.status in (200, 202)
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            return False
+
     async def proxies(self) -> list[dict[str, Any]]:
         """The connected proxies and their sync state (the management API), [] when unreachable."""
         try:

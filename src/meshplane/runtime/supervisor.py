@@ -163,6 +163,7 @@ class Supervisor:
         self.stop_event = asyncio.Event()
         self.wake = asyncio.Event()
         self._runtime_view: dict[str, Any] = {}
+        self.client: ApiClient | None = None
 
     # --- processes ---------------------------------------------------------------------------------------
 
@@ -286,6 +287,9 @@ class Supervisor:
         await asyncio.gather(self.reap(inst.agent), self.reap(inst.app))
         (self.home.procs / f"{inst.name}.envoy.json").unlink(missing_ok=True)
         inst.agent = inst.app = None
+        if self.client is not None and self.phase not in ("stopping", "failed"):
+            # The agent deletes its WorkloadEntry when it stops; one that died hard could not.
+            await self.client.delete("networking.istio.io/v1", "WorkloadEntry", inst.workload.namespace, inst.name)
 
     async def reconcile(self) -> None:
         desired = self.desired()
@@ -397,7 +401,7 @@ class Supervisor:
             client = ApiClient("http://unset", session)
             try:
                 await self.start_server(session)
-                client = ApiClient(self.api, session)
+                client = self.client = ApiClient(self.api, session)
                 while not self.stop_event.is_set():
                     if self.server is not None and not self.server.running():
                         raise RuntimeError(f"meshplane server exited with {self.server.proc.returncode}")
