@@ -58,6 +58,10 @@ def test_bad_input_is_refused_with_a_status_naming_the_problem(server: ServerPro
     assert code == 400 and body["kind"] == "Status" and body["reason"] == "BadRequest"
     assert "could not be decoded" in body["message"]
 
+    apply_yaml = {"Content-Type": "application/apply-patch+yaml"}
+    code, _, body = call(url, "PATCH", VS_PATH + "/y?fieldManager=me", "spec: [unclosed\n  - : :", apply_yaml)
+    assert code == 400 and "could not be decoded as YAML" in body["message"]
+
     code, _, body = call(url, "POST", VS_PATH, vs("t", hosts="reviews"), JSON)
     assert code == 422 and body["reason"] == "Invalid"
     assert any(c["field"] == "spec.hosts" for c in body["details"]["causes"])
