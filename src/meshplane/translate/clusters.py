@@ -16,13 +16,15 @@ from envoy.config.core.v3 import address_pb2, protocol_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.extensions.clusters.dynamic_forward_proxy.v3 import cluster_pb2 as dfp_cluster_pb2
 from envoy.extensions.common.dynamic_forward_proxy.v3 import dns_cache_pb2
+from envoy.extensions.transport_sockets.raw_buffer.v3 import raw_buffer_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import wrappers_pb2
 
 from meshplane.model.proxy import Proxy, ProxyType
-from meshplane.model.service import Endpoint, Protocol, Resolution, Service, ServicePort
+from meshplane.model.service import Endpoint, Location, Protocol, Resolution, Service, ServicePort
+from meshplane.translate.authz import ext_authz_clusters
 from meshplane.translate.common import (
     BLACKHOLE,
     PASSTHROUGH,
@@ -35,6 +37,7 @@ from meshplane.translate.common import (
     seconds,
 )
 from meshplane.translate.context import DestinationRuleRec, PushContext
+from meshplane.translate.jwt import jwks_clusters
 from meshplane.translate.mesh import MeshSettings
 from meshplane.translate.policy import effective_policy, subset_labels
 
@@ -231,6 +234,24 @@ def upstream_tls(tls: Mapping[str, Any], *, port: ServicePort, subset: str, host
     return ctx
 
 
+TLS_MODE_LABEL = "security.istio.io/tlsMode"
+TRANSPORT_SOCKET_MATCH = "envoy.transport_socket_match"
+
+
+def _auto_mtls(c: cluster_pb2.Cluster, tctx: tls_pb2.UpstreamTlsContext | None) -> None:
+    """Istio's auto mTLS: endpoints whose metadata says ``tlsMode: istio`` (a sidecar runs there; see
+    ``endpoints``) get ISTIO_MUTUAL, the others plaintext; one cluster serves both during a migration."""
+    if tctx is None:
+        return
+    m = c.transport_socket_matches.add(name="tlsMode-istio")
+    m.match.update({"tlsMode": "istio"})
+    m.transport_socket.name = "envoy.transport_sockets.tls"
+    m.transport_socket.typed_config.CopyFrom(pack(tctx))
+    plain = c.transport_socket_matches.add(name="tlsMode-disabled")
+    plain.transport_socket.name = "envoy.transport_sockets.raw_buffer"
+    plain.transport_socket.typed_config.CopyFrom(pack(raw_buffer_pb2.RawBuffer()))
+
+
 def _endpoint_sans(ctx: PushContext, host: str) -> list[str]:
     sas = sorted({e.service_account for e in ctx.registry.endpoints_of(host) if e.service_account})
     svc = ctx.service(host)
@@ -297,6 +318,10 @@ def outbound_cluster(ctx: PushContext, svc: Service, port: ServicePort, subset: 
         if tctx is not None:
             c.transport_socket.name = "envoy.transport_sockets.tls"
             c.transport_socket.typed_config.CopyFrom(pack(tctx))
+    elif (mesh.auto_mtls and svc.location is Location.MESH_INTERNAL and c.type != cluster_pb2.Cluster.ORIGINAL_DST
+          and not port.protocol.is_tls):
+        _auto_mtls(c, upstream_tls({"mode": "ISTIO_MUTUAL"}, port=port, subset=subset, host=svc.hostname, mesh=mesh,
+                                   endpoint_sans=_endpoint_sans(ctx, svc.hostname), h2=h2))
     tcp = pool.get("tcp") or {}
     ka = tcp.get("tcpKeepalive")
     if isinstance(ka, Mapping):
@@ -346,6 +371,9 @@ def build_clusters(proxy: Proxy, ctx: PushContext) -> list[cluster_pb2.Cluster]:
     if proxy.type is ProxyType.SIDECAR:
         for ip in proxy.inbound_ports:
             out.append(inbound_cluster(proxy, ip.port, ip.app_port, ctx.mesh))
+        if proxy.inbound_ports:
+            out.extend(jwks_clusters(proxy, ctx))
+            out.extend(ext_authz_clusters(proxy, ctx))
     out.extend(special_clusters(proxy, ctx.mesh))
     seen: set[str] = set()
     unique = []

@@ -142,10 +142,13 @@ def build_load_assignment(name: str, proxy: Proxy, ctx: PushContext) -> endpoint
         lle.priority = compact[prio]
         lle.load_balancing_weight.value = weights[loc] if weights is not None else sum(m.weight for m in members)
         for m in members:
-            lle.lb_endpoints.append(endpoint_components_pb2.LbEndpoint(
+            lbe = lle.lb_endpoints.add(
                 endpoint=endpoint_components_pb2.Endpoint(address=address_pb2.Address(
                     socket_address=address_pb2.SocketAddress(address=m.address, port_value=m.port_for(port)))),
                 health_status=health_check_pb2.HEALTHY if m.healthy else health_check_pb2.UNHEALTHY,
                 load_balancing_weight=wrappers_pb2.UInt32Value(value=max(m.weight, 1)),
-            ))
+            )
+            if m.labels.get("security.istio.io/tlsMode") == "istio":
+                # Auto mTLS (see clusters._auto_mtls): this endpoint has a sidecar that accepts ISTIO_MUTUAL.
+                lbe.metadata.filter_metadata["envoy.transport_socket_match"].update({"tlsMode": "istio"})
     return cla

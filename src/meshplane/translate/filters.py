@@ -26,8 +26,10 @@ TCP_PROXY = "envoy.filters.network.tcp_proxy"
 TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
 
 
-def http_filters(dynamic_forward_proxy: bool = False) -> list[hcm_pb2.HttpFilter]:
-    out = [
+def http_filters(dynamic_forward_proxy: bool = False,
+                 security: list[hcm_pb2.HttpFilter] | None = None) -> list[hcm_pb2.HttpFilter]:
+    """``security`` (jwt_authn, ext_authz, RBAC; see ``authz``) comes first: nothing runs for a refused request."""
+    out = [*(security or []),
         hcm_pb2.HttpFilter(name="envoy.filters.http.fault", typed_config=pack(fault_pb2.HTTPFault())),
         hcm_pb2.HttpFilter(name="envoy.filters.http.cors", typed_config=pack(cors_pb2.Cors())),
     ]
@@ -46,6 +48,7 @@ def http_connection_manager(
     gateway: bool = False,
     explicit_proxy: bool = False,
     dynamic_forward_proxy: bool = False,
+    security_filters: list[hcm_pb2.HttpFilter] | None = None,
 ) -> listener_components_pb2.Filter:
     hcm = hcm_pb2.HttpConnectionManager(stat_prefix=stat_prefix, codec_type=hcm_pb2.HttpConnectionManager.AUTO)
     if rds is not None:
@@ -53,7 +56,7 @@ def http_connection_manager(
         hcm.rds.config_source.CopyFrom(ads_source())
     elif route_config is not None:
         hcm.route_config.CopyFrom(route_config)
-    hcm.http_filters.extend(http_filters(dynamic_forward_proxy))
+    hcm.http_filters.extend(http_filters(dynamic_forward_proxy, security_filters))
     hcm.use_remote_address.value = gateway
     hcm.normalize_path.value = True
     hcm.merge_slashes = gateway

@@ -23,15 +23,18 @@ from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
-from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
 from meshplane.model.proxy import InboundPort, Proxy, ProxyType
 from meshplane.model.service import Protocol, Service, ServicePort, parse_protocol
+from meshplane.translate.authz import authz_http_filters
 from meshplane.translate.clusters import known_cluster_names, uses_dynamic_forward_proxy
-from meshplane.translate.common import BLACKHOLE, PASSTHROUGH, cluster_name, duration, pack, sds_secret
+from meshplane.translate.common import BLACKHOLE, PASSTHROUGH, cluster_name, duration, pack
 from meshplane.translate.context import MESH_GATEWAY, PushContext
 from meshplane.translate.filters import http_connection_manager, tcp_proxy, tls_inspector
 from meshplane.translate.httproute import RouteScope
+from meshplane.translate.jwt import jwt_filter
+from meshplane.translate.peerauthn import MtlsMode, downstream_tls, inbound_mtls_mode
 from meshplane.translate.routes import HTTP_PROXY_ROUTE
 from meshplane.translate.tcproute import tcp_targets, tls_chains
 
@@ -80,8 +83,21 @@ def inbound_protocol(proxy: Proxy, ip: InboundPort, ctx: PushContext) -> Protoco
     return Protocol.TCP
 
 
+def security_http_filters(proxy: Proxy, ctx: PushContext) -> list[hcm_pb2.HttpFilter]:
+    """jwt_authn (RequestAuthentication), then ext_authz / RBAC (AuthorizationPolicy) for inbound HTTP."""
+    key = ("inbound-security-filters", proxy.namespace, tuple(sorted(proxy.labels.items())))
+    hit = ctx._cache.get(key)
+    if hit is None:
+        jwt = jwt_filter(proxy, ctx)
+        hit = ([jwt] if jwt is not None else []) + authz_http_filters(proxy, ctx)
+        ctx._cache[key] = hit
+    assert isinstance(hit, list)
+    return hit
+
+
 def _inbound_chains(proxy: Proxy, ip: InboundPort, ctx: PushContext,
                     stat: str) -> list[listener_components_pb2.FilterChain]:
+    """The chains of one inbound port, by its PeerAuthentication mode (see ``peerauthn``)."""
     cluster = cluster_name("inbound", ip.port)
     proto = inbound_protocol(proxy, ip, ctx)
     if proto.is_http:
@@ -93,25 +109,26 @@ def _inbound_chains(proxy: Proxy, ip: InboundPort, ctx: PushContext,
         r.route.cluster = cluster
         r.route.timeout.CopyFrom(duration(0))
         r.route.max_stream_duration.grpc_timeout_header_max.CopyFrom(duration(0))
-        filters = [http_connection_manager(stat, route_config=rcfg)]
+        filters = [http_connection_manager(stat, route_config=rcfg,
+                                           security_filters=security_http_filters(proxy, ctx))]
     else:
         filters = [tcp_proxy(stat, cluster)]
-    if not ctx.mesh.inbound_mtls:
+    mode = inbound_mtls_mode(proxy, ip, ctx)
+    if mode is MtlsMode.DISABLE:
         return [listener_components_pb2.FilterChain(name=cluster, filters=filters)]
-    tls = tls_pb2.DownstreamTlsContext()
-    tls.require_client_certificate.value = True
-    common = tls.common_tls_context
-    common.tls_certificate_sds_secret_configs.append(sds_secret(ctx.mesh.workload_secret, ctx.mesh))
-    common.validation_context_sds_secret_config.CopyFrom(sds_secret(ctx.mesh.root_secret, ctx.mesh))
-    if proto.is_http:
-        common.alpn_protocols.extend(["h2", "http/1.1"])
     mtls = listener_components_pb2.FilterChain(name=f"{cluster}-mtls", filters=filters)
-    mtls.filter_chain_match.transport_protocol = "tls"
     mtls.transport_socket.name = "envoy.transport_sockets.tls"
-    mtls.transport_socket.typed_config.CopyFrom(pack(tls))
+    mtls.transport_socket.typed_config.CopyFrom(pack(downstream_tls(ctx.mesh, proto.is_http)))
+    if mode is MtlsMode.STRICT:
+        return [mtls]  # a plaintext client fails the TLS handshake
+    mtls.filter_chain_match.transport_protocol = "tls"
     plain = listener_components_pb2.FilterChain(name=cluster, filters=list(filters))
     plain.filter_chain_match.transport_protocol = "raw_buffer"
     return [mtls, plain]
+
+
+def _needs_tls_inspector(chains: list[listener_components_pb2.FilterChain]) -> bool:
+    return any(c.filter_chain_match.transport_protocol for c in chains)
 
 
 def inbound_listeners(proxy: Proxy, ctx: PushContext) -> list[listener_pb2.Listener]:
@@ -120,21 +137,21 @@ def inbound_listeners(proxy: Proxy, ctx: PushContext) -> list[listener_pb2.Liste
         lst = _listener("virtualInbound", "0.0.0.0", 15006)
         lst.listener_filters.append(listener_components_pb2.ListenerFilter(
             name="envoy.filters.listener.original_dst", typed_config=pack(original_dst_pb2.OriginalDst())))
-        if ctx.mesh.inbound_mtls:
-            lst.listener_filters.append(tls_inspector())
         for ip in proxy.inbound_ports:
             for chain in _inbound_chains(proxy, ip, ctx, f"inbound_0.0.0.0_{ip.port}"):
                 chain.filter_chain_match.destination_port.value = ip.port
                 lst.filter_chains.append(chain)
+        if _needs_tls_inspector(list(lst.filter_chains)):
+            lst.listener_filters.append(tls_inspector())
         lst.default_filter_chain.CopyFrom(listener_components_pb2.FilterChain(
             name="inbound-blackhole", filters=[tcp_proxy("InboundBlackHole", BLACKHOLE)]))
         return [lst]
     for ip in proxy.inbound_ports:
         name = f"inbound_{proxy.listen_address}_{ip.port}"
         lst = _listener(name, proxy.listen_address, ip.port)
-        if ctx.mesh.inbound_mtls:
-            lst.listener_filters.append(tls_inspector())
         lst.filter_chains.extend(_inbound_chains(proxy, ip, ctx, f"inbound_{proxy.listen_address}_{ip.port}"))
+        if _needs_tls_inspector(list(lst.filter_chains)):
+            lst.listener_filters.append(tls_inspector())
         out.append(lst)
     return out
 

@@ -6,6 +6,21 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True, slots=True)
+class ExtAuthzProvider:
+    """An external authorizer AuthorizationPolicy ``CUSTOM`` names (Istio's ``extensionProviders`` entry).
+
+    ``address`` is ``HOST:PORT`` of a gRPC ``envoy.service.auth.v3.Authorization`` server (e.g. OPA next to the
+    workload, on loopback); translation gives it a static cluster ``extauthz|<name>``."""
+
+    name: str
+    address: str
+    timeout_s: float = 1.0
+    fail_open: bool = False
+    # Headers of the request sent to the authorizer (all when empty).
+    include_request_headers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class MeshSettings:
     trust_domain: str = "cluster.local"
     # The DNS suffix short names are qualified with: reviews -> reviews.<ns>.svc.<domain_suffix>.
@@ -26,3 +41,12 @@ class MeshSettings:
     # The SDS resource names of the workload certificate and the trust bundle (Istio's names).
     workload_secret: str = "default"
     root_secret: str = "ROOTCA"
+    # Auto mTLS (Istio's enableAutoMtls): clusters of MESH_INTERNAL services without DestinationRule TLS use
+    # ISTIO_MUTUAL for endpoints labelled ``security.istio.io/tlsMode: istio`` (they have a sidecar), plaintext for
+    # the others, through Envoy's transport_socket_matches.
+    auto_mtls: bool = True
+    # AuthorizationPolicy CUSTOM providers by name.
+    ext_authz_providers: tuple[ExtAuthzProvider, ...] = ()
+
+    def ext_authz_provider(self, name: str) -> ExtAuthzProvider | None:
+        return next((p for p in self.ext_authz_providers if p.name == name), None)

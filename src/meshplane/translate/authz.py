@@ -1,0 +1,410 @@
+"""AuthorizationPolicy -> Envoy RBAC (and ext_authz for CUSTOM), in Istio's evaluation order.
+
+Which policies apply to a workload: those in the root namespace without a selector (mesh-wide), those in its
+namespace without a selector, and those (in its namespace or the root namespace) whose ``selector.matchLabels``
+match its labels. The HTTP filters are, in order (Istio's precedence CUSTOM, DENY, ALLOW):
+
+1. CUSTOM: an RBAC filter with only *shadow* rules (one Envoy policy per CUSTOM rule, named ``istio-ext-authz-...``)
+   marks the requests a CUSTOM rule matches in dynamic metadata, and the ``ext_authz`` filter that follows runs only
+   for them (``filter_enabled_metadata``), calling the provider named in ``spec.provider.name``
+   (``MeshSettings.ext_authz_providers``). One provider per workload, as in Istio.
+2. DENY: an RBAC filter with action DENY.
+3. ALLOW: an RBAC filter with action ALLOW. If any ALLOW policy applies, a request must match one; an ALLOW policy
+   without rules allows nothing.
+4. AUDIT: an RBAC filter with action LOG (marks requests for access logs; never blocks).
+
+Dry run (annotation ``istio.io/dry-run: "true"``): the policy goes into the *shadow* rules of its action's filter
+with ``shadow_rules_stat_prefix`` ``istio_dry_run_deny_`` / ``istio_dry_run_allow_``: it blocks nothing, and
+Envoy counts what it would have done (``http.<stat_prefix>.rbac.istio_dry_run_deny_shadow_denied``) and writes the
+would-be decision to dynamic metadata for access logs.
+
+Rule semantics (Istio): a rule matches if any ``from`` source matches, any ``to`` operation matches, and every
+``when`` condition holds; within a source or operation, every field must match and one value of a field
+suffices; ``not*`` fields exclude. Values with ``*`` are prefix / suffix / presence matches. Envoy policy names
+are ``ns[NS]-policy[NAME]-rule[I]``: a denied request's response details name the rule (for the audit trail).
+
+``requestPrincipals`` and ``request.auth.*`` read the payload ``jwt_authn`` writes to metadata (see ``jwt``):
+``iss/sub`` is matched as issuer (exact) and subject. An unknown ``when`` key removes the rule from an ALLOW policy
+(it cannot be proven) and is ignored in a DENY policy (the rule denies more, never less).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import address_pb2, config_source_pb2
+from envoy.config.rbac.v3 import rbac_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+from envoy.type.matcher.v3 import metadata_pb2, path_pb2, regex_pb2, string_pb2, value_pb2
+
+from meshplane.model.config import JSONObject
+from meshplane.model.proxy import Proxy
+from meshplane.translate.common import duration, pack
+from meshplane.translate.context import AUTHORIZATION_POLICIES, PushContext
+from meshplane.translate.jwt import JWT_FILTER, PAYLOAD_KEY
+from meshplane.translate.mesh import ExtAuthzProvider
+from meshplane.translate.peerauthn import selected_policies
+
+RBAC_FILTER = "envoy.filters.http.rbac"
+EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
+DRY_RUN = "istio.io/dry-run"
+EXT_AUTHZ_PREFIX = "istio-ext-authz"
+EXT_AUTHZ_SHADOW_STAT = "istio_ext_authz_"
+DRY_RUN_STAT = {"DENY": "istio_dry_run_deny_", "ALLOW": "istio_dry_run_allow_"}
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    namespace: str
+    name: str
+    action: str  # ALLOW | DENY | AUDIT | CUSTOM
+    dry_run: bool
+    rules: tuple[Mapping[str, Any], ...] | None  # None: no ``rules`` field
+    provider: str = ""
+
+
+def _policy(obj: JSONObject) -> Policy:
+    md = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    ann = md.get("annotations") or {}
+    rules = spec.get("rules")
+    return Policy(str(md.get("namespace") or "default"), str(md.get("name") or ""),
+                  str(spec.get("action") or "ALLOW").upper(),
+                  str(ann.get(DRY_RUN, "")).lower() == "true",
+                  tuple(r if isinstance(r, Mapping) else {} for r in rules) if isinstance(rules, list) else None,
+                  str((spec.get("provider") or {}).get("name") or ""))
+
+
+def policies_for(proxy: Proxy, ctx: PushContext) -> list[Policy]:
+    key = ("authz-policies", proxy.namespace, tuple(sorted(proxy.labels.items())))
+    hit = ctx._cache.get(key)
+    if hit is None:
+        mesh, ns, workload = selected_policies(ctx, AUTHORIZATION_POLICIES, proxy)
+        hit = [_policy(o) for o in (*mesh, *ns, *workload)]
+        ctx._cache[key] = hit
+    assert isinstance(hit, list)
+    return hit
+
+
+# ---- string and value matchers ------------------------------------------------------------------------------
+
+
+def _string(value: str, *, prefix: str = "", ignore_case: bool = False) -> string_pb2.StringMatcher:
+    """Istio's wildcard semantics: ``*`` any non-empty value, ``abc*`` prefix, ``*abc`` suffix, else exact."""
+    if value == "*":
+        return string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=".+"))
+    if value.endswith("*"):
+        return string_pb2.StringMatcher(prefix=prefix + value[:-1], ignore_case=ignore_case)
+    if value.startswith("*"):
+        return string_pb2.StringMatcher(suffix=value[1:], ignore_case=ignore_case)
+    return string_pb2.StringMatcher(exact=prefix + value, ignore_case=ignore_case)
+
+
+def _principal_any(ids: Sequence[rbac_pb2.Principal]) -> rbac_pb2.Principal:
+    if len(ids) == 1:
+        return ids[0]
+    return rbac_pb2.Principal(or_ids=rbac_pb2.Principal.Set(ids=list(ids)))
+
+
+def _principal_all(ids: Sequence[rbac_pb2.Principal]) -> rbac_pb2.Principal:
+    if not ids:
+        return rbac_pb2.Principal(any=True)
+    if len(ids) == 1:
+        return ids[0]
+    return rbac_pb2.Principal(and_ids=rbac_pb2.Principal.Set(ids=list(ids)))
+
+
+def _permission_any(rules: Sequence[rbac_pb2.Permission]) -> rbac_pb2.Permission:
+    if len(rules) == 1:
+        return rules[0]
+    return rbac_pb2.Permission(or_rules=rbac_pb2.Permission.Set(rules=list(rules)))
+
+
+def _permission_all(rules: Sequence[rbac_pb2.Permission]) -> rbac_pb2.Permission:
+    if not rules:
+        return rbac_pb2.Permission(any=True)
+    if len(rules) == 1:
+        return rules[0]
+    return rbac_pb2.Permission(and_rules=rbac_pb2.Permission.Set(rules=list(rules)))
+
+
+def _authenticated(m: string_pb2.StringMatcher) -> rbac_pb2.Principal:
+    return rbac_pb2.Principal(authenticated=rbac_pb2.Principal.Authenticated(principal_name=m))
+
+
+def _source_principal(value: str) -> rbac_pb2.Principal:
+    return _authenticated(_string(value, prefix="spiffe://"))
+
+
+def _source_namespace(value: str) -> rbac_pb2.Principal:
+    pattern = ".*" if value == "*" else re.escape(value).replace(r"\*", "[^/]*")
+    return _authenticated(string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=f".*/ns/{pattern}/.*")))
+
+
+def _cidr(value: str) -> address_pb2.CidrRange:
+    net = ipaddress.ip_network(value, strict=False)
+    out = address_pb2.CidrRange(address_prefix=str(net.network_address))
+    out.prefix_len.value = net.prefixlen
+    return out
+
+
+def _metadata(path: Sequence[str], value: value_pb2.ValueMatcher) -> rbac_pb2.Principal:
+    return rbac_pb2.Principal(metadata=metadata_pb2.MetadataMatcher(
+        filter=JWT_FILTER, path=[metadata_pb2.MetadataMatcher.PathSegment(key=k) for k in path], value=value))
+
+
+def _claim(name: str, value: str) -> rbac_pb2.Principal:
+    """A JWT claim equal to ``value`` whether the claim is a string or a list of strings."""
+    path = [PAYLOAD_KEY, *name.split(".")]
+    sm = _string(value)
+    return _principal_any([
+        _metadata(path, value_pb2.ValueMatcher(string_match=sm)),
+        _metadata(path, value_pb2.ValueMatcher(list_match=value_pb2.ListMatcher(
+            one_of=value_pb2.ValueMatcher(string_match=sm)))),
+    ])
+
+
+def _request_principal(value: str) -> rbac_pb2.Principal:
+    present = value_pb2.ValueMatcher(present_match=True)
+    if value == "*":
+        return _metadata([PAYLOAD_KEY, "iss"], present)
+    iss, sep, sub = value.rpartition("/")
+    if not sep:
+        return _metadata([PAYLOAD_KEY, "iss"], value_pb2.ValueMatcher(string_match=_string(value)))
+    parts = [_metadata([PAYLOAD_KEY, "iss"], value_pb2.ValueMatcher(string_match=_string(iss)))]
+    parts.append(_metadata([PAYLOAD_KEY, "sub"], present if sub == "*" else value_pb2.ValueMatcher(
+        string_match=_string(sub))))
+    return _principal_all(parts)
+
+
+def _header(name: str, value: str) -> rbac_pb2.Principal:
+    return rbac_pb2.Principal(header=_header_matcher(name, value))
+
+
+def _header_matcher(name: str, value: str, ignore_case: bool = False) -> rc.HeaderMatcher:
+    return rc.HeaderMatcher(name=name, string_match=_string(value, ignore_case=ignore_case))
+
+
+def _path(value: str) -> rbac_pb2.Permission:
+    any_path = string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=".*"))
+    m = any_path if value == "*" else _string(value)
+    return rbac_pb2.Permission(url_path=path_pb2.PathMatcher(path=m))
+
+
+def _host(value: str) -> rbac_pb2.Permission:
+    return rbac_pb2.Permission(header=_header_matcher(":authority", value, ignore_case=True))
+
+
+def _method(value: str) -> rbac_pb2.Permission:
+    return rbac_pb2.Permission(header=_header_matcher(":method", value))
+
+
+def _port(value: Any) -> rbac_pb2.Permission:
+    return rbac_pb2.Permission(destination_port=int(value))
+
+
+# ---- rules --------------------------------------------------------------------------------------------------
+
+_SOURCE_FIELDS: dict[str, Callable[[str], rbac_pb2.Principal]] = {
+    "principals": _source_principal,
+    "requestPrincipals": _request_principal,
+    "namespaces": _source_namespace,
+    "ipBlocks": lambda v: rbac_pb2.Principal(direct_remote_ip=_cidr(v)),
+    "remoteIpBlocks": lambda v: rbac_pb2.Principal(remote_ip=_cidr(v)),
+}
+_OPERATION_FIELDS: dict[str, Callable[[Any], rbac_pb2.Permission]] = {
+    "hosts": _host,
+    "methods": _method,
+    "paths": _path,
+    "ports": _port,
+}
+
+
+def _field_principals(source: Mapping[str, Any]) -> list[rbac_pb2.Principal]:
+    out: list[rbac_pb2.Principal] = []
+    for fname, build in _SOURCE_FIELDS.items():
+        values = [str(v) for v in source.get(fname) or []]
+        if values:
+            out.append(_principal_any([build(v) for v in values]))
+        negated = [str(v) for v in source.get("not" + fname[0].upper() + fname[1:]) or []]
+        if negated:
+            out.append(rbac_pb2.Principal(not_id=_principal_any([build(v) for v in negated])))
+    return out
+
+
+def _field_permissions(op: Mapping[str, Any]) -> list[rbac_pb2.Permission]:
+    out: list[rbac_pb2.Permission] = []
+    for fname, build in _OPERATION_FIELDS.items():
+        values = list(op.get(fname) or [])
+        if values:
+            out.append(_permission_any([build(v) for v in values]))
+        negated = list(op.get("not" + fname[0].upper() + fname[1:]) or [])
+        if negated:
+            out.append(rbac_pb2.Permission(not_rule=_permission_any([build(v) for v in negated])))
+    return out
+
+
+_CLAIMS = re.compile(r"^request\.auth\.claims\[(.+)\]$")
+_HEADERS = re.compile(r"^request\.headers\[(.+)\]$")
+
+
+def _condition(key: str, value: str) -> rbac_pb2.Principal | rbac_pb2.Permission | None:
+    if m := _HEADERS.match(key):
+        return _header(m.group(1), value)
+    if m := _CLAIMS.match(key):
+        return _claim(m.group(1).replace("][", "."), value)
+    if key == "source.ip":
+        return rbac_pb2.Principal(direct_remote_ip=_cidr(value))
+    if key == "remote.ip":
+        return rbac_pb2.Principal(remote_ip=_cidr(value))
+    if key == "source.namespace":
+        return _source_namespace(value)
+    if key == "source.principal":
+        return _source_principal(value)
+    if key == "request.auth.principal":
+        return _request_principal(value)
+    if key == "request.auth.audiences":
+        return _claim("aud", value)
+    if key == "request.auth.presenter":
+        return _claim("azp", value)
+    if key == "destination.ip":
+        return rbac_pb2.Permission(destination_ip=_cidr(value))
+    if key == "destination.port":
+        return _port(value)
+    if key == "connection.sni":
+        return rbac_pb2.Permission(requested_server_name=_string(value))
+    return None
+
+
+def _combine(items: list[Any], negate: bool) -> Any:
+    if isinstance(items[0], rbac_pb2.Principal):
+        one = _principal_any(items)
+        return rbac_pb2.Principal(not_id=one) if negate else one
+    onep = _permission_any(items)
+    return rbac_pb2.Permission(not_rule=onep) if negate else onep
+
+
+def rule_policy(rule: Mapping[str, Any], action: str) -> rbac_pb2.Policy | None:
+    """One AuthorizationPolicy rule as one Envoy RBAC policy; None when the rule can never be proven (ALLOW with an
+    unsupported condition)."""
+    principals: list[rbac_pb2.Principal] = []
+    permissions: list[rbac_pb2.Permission] = []
+    sources = [(f or {}).get("source") or {} for f in rule.get("from") or [] if isinstance(f, Mapping)]
+    if sources:
+        principals.append(_principal_any([_principal_all(_field_principals(s)) for s in sources]))
+    ops = [(t or {}).get("operation") or {} for t in rule.get("to") or [] if isinstance(t, Mapping)]
+    if ops:
+        permissions.append(_permission_any([_permission_all(_field_permissions(o)) for o in ops]))
+    for cond in rule.get("when") or []:
+        if not isinstance(cond, Mapping):
+            continue
+        key = str(cond.get("key") or "")
+        for values, negate in ((cond.get("values"), False), (cond.get("notValues"), True)):
+            if not values:
+                continue
+            built = [_condition(key, str(v)) for v in values]
+            if any(b is None for b in built):
+                if action == "ALLOW":
+                    return None
+                continue
+            combined = _combine(built, negate)
+            (principals if isinstance(combined, rbac_pb2.Principal) else permissions).append(combined)
+    return rbac_pb2.Policy(principals=[_principal_all(principals)], permissions=[_permission_all(permissions)])
+
+
+def _rbac_policies(pols: Sequence[Policy], name_prefix: str = "") -> dict[str, rbac_pb2.Policy]:
+    out: dict[str, rbac_pb2.Policy] = {}
+    for p in pols:
+        for i, rule in enumerate(p.rules or ()):
+            built = rule_policy(rule, p.action if p.action != "CUSTOM" else "DENY")
+            if built is not None:
+                out[f"{name_prefix}ns[{p.namespace}]-policy[{p.name}]-rule[{i}]"] = built
+    return out
+
+
+_ACTIONS = {"ALLOW": rbac_pb2.RBAC.ALLOW, "DENY": rbac_pb2.RBAC.DENY, "AUDIT": rbac_pb2.RBAC.LOG}
+
+
+def _rbac_filter(action: str, enforced: Sequence[Policy], shadow: Sequence[Policy]) -> hcm_pb2.HttpFilter:
+    cfg = http_rbac_pb2.RBAC()
+    if enforced:
+        cfg.rules.action = _ACTIONS[action]
+        for name, pol in _rbac_policies(enforced).items():
+            cfg.rules.policies[name].CopyFrom(pol)
+    if shadow:
+        cfg.shadow_rules.action = _ACTIONS[action]
+        for name, pol in _rbac_policies(shadow).items():
+            cfg.shadow_rules.policies[name].CopyFrom(pol)
+        cfg.shadow_rules_stat_prefix = DRY_RUN_STAT.get(action, "istio_dry_run_")
+    return hcm_pb2.HttpFilter(name=RBAC_FILTER, typed_config=pack(cfg))
+
+
+def ext_authz_cluster_name(provider: ExtAuthzProvider) -> str:
+    return f"extauthz|{provider.name}"
+
+
+def _custom_filters(custom: Sequence[Policy], provider: ExtAuthzProvider) -> list[hcm_pb2.HttpFilter]:
+    marker = http_rbac_pb2.RBAC(shadow_rules_stat_prefix=EXT_AUTHZ_SHADOW_STAT)
+    marker.shadow_rules.action = rbac_pb2.RBAC.ALLOW
+    for name, pol in _rbac_policies(custom, f"{EXT_AUTHZ_PREFIX}-").items():
+        marker.shadow_rules.policies[name].CopyFrom(pol)
+    ea = ext_authz_pb2.ExtAuthz(transport_api_version=config_source_pb2.V3)
+    ea.grpc_service.envoy_grpc.cluster_name = ext_authz_cluster_name(provider)
+    ea.grpc_service.timeout.CopyFrom(duration(provider.timeout_s))
+    ea.failure_mode_allow = provider.fail_open
+    ea.filter_enabled_metadata.filter = RBAC_FILTER
+    ea.filter_enabled_metadata.path.add(key=f"{EXT_AUTHZ_SHADOW_STAT}shadow_effective_policy_id")
+    ea.filter_enabled_metadata.value.string_match.prefix = EXT_AUTHZ_PREFIX
+    if provider.include_request_headers:
+        for h in provider.include_request_headers:
+            ea.allowed_headers.patterns.add(exact=h, ignore_case=True)
+    return [hcm_pb2.HttpFilter(name=RBAC_FILTER, typed_config=pack(marker)),
+            hcm_pb2.HttpFilter(name=EXT_AUTHZ_FILTER, typed_config=pack(ea))]
+
+
+def authz_http_filters(proxy: Proxy, ctx: PushContext) -> list[hcm_pb2.HttpFilter]:
+    """The RBAC / ext_authz filters for ``proxy``'s inbound HTTP chains, CUSTOM then DENY, ALLOW, AUDIT."""
+    pols = policies_for(proxy, ctx)
+    out: list[hcm_pb2.HttpFilter] = []
+    custom = [p for p in pols if p.action == "CUSTOM" and not p.dry_run]
+    if custom:
+        provider = ctx.mesh.ext_authz_provider(custom[0].provider)
+        if provider is not None:
+            out.extend(_custom_filters([p for p in custom if p.provider == provider.name], provider))
+        else:
+            # An unknown provider must not silently open the door: deny what the CUSTOM rules match.
+            out.append(_rbac_filter("DENY", custom, []))
+    for action in ("DENY", "ALLOW", "AUDIT"):
+        enforced = [p for p in pols if p.action == action and not p.dry_run]
+        shadow = [p for p in pols if p.action == action and p.dry_run and action != "AUDIT"]
+        if enforced or shadow:
+            # Every RBAC filter keeps the canonical name: Envoy writes its dynamic metadata under it.
+            out.append(_rbac_filter(action, enforced, shadow))
+    return out
+
+
+def ext_authz_clusters(proxy: Proxy, ctx: PushContext) -> list[cluster_pb2.Cluster]:
+    """A static HTTP/2 cluster for the CUSTOM provider ``proxy`` uses (if any)."""
+    custom = [p for p in policies_for(proxy, ctx) if p.action == "CUSTOM" and not p.dry_run]
+    provider = ctx.mesh.ext_authz_provider(custom[0].provider) if custom else None
+    if provider is None:
+        return []
+    host, _, port = provider.address.rpartition(":")
+    name = ext_authz_cluster_name(provider)
+    c = cluster_pb2.Cluster(name=name, type=cluster_pb2.Cluster.STATIC, connect_timeout=duration(1))
+    c.load_assignment.cluster_name = name
+    sa = c.load_assignment.endpoints.add().lb_endpoints.add().endpoint.address.socket_address
+    sa.address, sa.port_value = host.strip("[]"), int(port)
+    opts = http_protocol_options_pb2.HttpProtocolOptions()
+    opts.explicit_http_config.http2_protocol_options.SetInParent()
+    c.typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].CopyFrom(pack(opts))
+    return [c]

@@ -1,0 +1,108 @@
+"""RequestAuthentication -> Envoy's ``jwt_authn`` HTTP filter (and a cluster per remote JWKS).
+
+Istio's semantics: a request without a token passes this filter (AuthorizationPolicy ``requestPrincipals`` decides
+whether a token was required); a request with a token that does not verify against any rule is refused with 401.
+That is ``requires_any: [<every provider>, allow_missing]``. The verified payload is written to dynamic metadata
+(``envoy.filters.http.jwt_authn`` / ``payload``), where the RBAC principals built by ``authz`` read ``iss``,
+``sub`` and claims. All RequestAuthentications that select a workload (mesh, namespace and workload level)
+contribute their rules, as in Istio.
+
+JWKS: inline (``jwks``) or fetched by Envoy from ``jwksUri`` through a static cluster ``jwks|HOST|PORT``
+(plain HTTP, meant for a loopback issuer; translation does no I/O, so the control plane never fetches keys).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+
+from meshplane.model.config import JSONObject
+from meshplane.model.proxy import Proxy
+from meshplane.model.resources import GroupResource
+from meshplane.translate.common import duration, pack
+from meshplane.translate.context import PushContext
+from meshplane.translate.peerauthn import selected_policies
+
+REQUEST_AUTHENTICATIONS = GroupResource("security.istio.io", "requestauthentications")
+JWT_FILTER = "envoy.filters.http.jwt_authn"
+PAYLOAD_KEY = "payload"
+
+
+def jwt_rules(proxy: Proxy, ctx: PushContext) -> list[Mapping[str, Any]]:
+    mesh, ns, workload = selected_policies(ctx, REQUEST_AUTHENTICATIONS, proxy)
+    out: list[Mapping[str, Any]] = []
+    objs: list[JSONObject] = [*mesh, *ns, *workload]
+    for obj in objs:
+        out.extend(r for r in (obj.get("spec") or {}).get("jwtRules") or [] if isinstance(r, Mapping))
+    return out
+
+
+def _jwks_target(uri: str) -> tuple[str, str, int] | None:
+    parts = urlsplit(uri)
+    if parts.scheme != "http" or not parts.hostname:
+        return None
+    port = parts.port or 80
+    return f"jwks|{parts.hostname}|{port}", parts.hostname, port
+
+
+def jwt_filter(proxy: Proxy, ctx: PushContext) -> hcm_pb2.HttpFilter | None:
+    rules = jwt_rules(proxy, ctx)
+    if not rules:
+        return None
+    cfg = jwt_pb2.JwtAuthentication()
+    names: list[str] = []
+    for i, rule in enumerate(rules):
+        prov = jwt_pb2.JwtProvider(issuer=str(rule.get("issuer") or ""))
+        prov.audiences.extend(str(a) for a in rule.get("audiences") or [])
+        prov.forward = bool(rule.get("forwardOriginalToken"))
+        prov.payload_in_metadata = PAYLOAD_KEY
+        for h in rule.get("fromHeaders") or []:
+            if isinstance(h, Mapping) and h.get("name"):
+                prov.from_headers.add(name=str(h["name"]), value_prefix=str(h.get("prefix") or ""))
+        prov.from_params.extend(str(p) for p in rule.get("fromParams") or [])
+        if rule.get("jwks"):
+            prov.local_jwks.inline_string = str(rule["jwks"])
+        elif rule.get("jwksUri") and (target := _jwks_target(str(rule["jwksUri"]))) is not None:
+            remote = prov.remote_jwks
+            remote.http_uri.uri = str(rule["jwksUri"])
+            remote.http_uri.cluster = target[0]
+            remote.http_uri.timeout.CopyFrom(duration(5))
+            remote.cache_duration.CopyFrom(duration(300))
+            remote.async_fetch.fast_listener = False
+        else:
+            continue  # no usable key source: this rule cannot verify anything
+        name = f"origins-{i}"
+        cfg.providers[name].CopyFrom(prov)
+        names.append(name)
+    if not names:
+        return None
+    req = cfg.rules.add()
+    req.match.prefix = "/"
+    any_of = req.requires.requires_any
+    for n in names:
+        any_of.requirements.add(provider_name=n)
+    any_of.requirements.add().allow_missing.SetInParent()
+    return hcm_pb2.HttpFilter(name=JWT_FILTER, typed_config=pack(cfg))
+
+
+def jwks_clusters(proxy: Proxy, ctx: PushContext) -> list[cluster_pb2.Cluster]:
+    out: dict[str, cluster_pb2.Cluster] = {}
+    for rule in jwt_rules(proxy, ctx):
+        if rule.get("jwks") or not rule.get("jwksUri"):
+            continue
+        target = _jwks_target(str(rule["jwksUri"]))
+        if target is None or target[0] in out:
+            continue
+        name, host, port = target
+        c = cluster_pb2.Cluster(name=name, type=cluster_pb2.Cluster.STRICT_DNS, connect_timeout=duration(5))
+        c.dns_lookup_family = cluster_pb2.Cluster.V4_ONLY
+        c.load_assignment.cluster_name = name
+        sa = c.load_assignment.endpoints.add().lb_endpoints.add().endpoint.address.socket_address
+        sa.address, sa.port_value = host, port
+        out[name] = c
+    return [out[k] for k in sorted(out)]

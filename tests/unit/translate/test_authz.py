@@ -1,0 +1,175 @@
+"""AuthorizationPolicy, PeerAuthentication and RequestAuthentication translation: the RBAC/ext_authz/jwt_authn
+filters and TLS chains a sidecar gets, and that Envoy accepts all of it (``envoy --mode validate``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _translate_helpers import bookinfo_registry, clusters, context, envoy_validate, hcm_of, listeners, sidecar
+from envoy.config.rbac.v3 import rbac_pb2
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2
+
+from meshplane.model.proxy import InboundPort
+from meshplane.translate import MeshSettings
+from meshplane.translate.authz import rule_policy
+from meshplane.translate.mesh import ExtAuthzProvider
+from meshplane.translate.peerauthn import MtlsMode, inbound_mtls_mode
+
+SEC = "security.istio.io/v1"
+JWKS = '{"keys":[{"kty":"EC","crv":"P-256","kid":"k1","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",' \
+       '"y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0","alg":"ES256"}]}'
+
+
+def obj(kind: str, name: str, spec: dict[str, Any], ns: str = "default",
+        annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    md: dict[str, Any] = {"name": name, "namespace": ns}
+    if annotations:
+        md["annotations"] = annotations
+    return {"apiVersion": SEC, "kind": kind, "metadata": md, "spec": spec}
+
+
+def _inbound(ctx: Any, **kw: Any) -> Any:
+    lst = listeners(sidecar("reviews", **kw), ctx)
+    return lst["inbound_127.0.1.3_9080"]
+
+
+def _rbac_filters(ctx: Any) -> list[http_rbac_pb2.RBAC]:
+    h = hcm_of(_inbound(ctx).filter_chains[0])
+    assert h is not None
+    out = []
+    for f in h.http_filters:
+        if f.name == "envoy.filters.http.rbac":
+            r = http_rbac_pb2.RBAC()
+            assert f.typed_config.Unpack(r)
+            out.append(r)
+    return out
+
+
+def test_peer_authentication_precedence() -> None:
+    ctx = context([*bookinfo_registry(),
+        obj("PeerAuthentication", "mesh", {"mtls": {"mode": "STRICT"}}, ns="istio-system"),
+        obj("PeerAuthentication", "ns", {"mtls": {"mode": "PERMISSIVE"}}),
+        obj("PeerAuthentication", "wl", {"selector": {"matchLabels": {"app": "reviews"}}, "mtls": {"mode": "UNSET"},
+                                         "portLevelMtls": {"9080": {"mode": "DISABLE"}}}),
+    ])
+    rev = sidecar("reviews")
+    assert inbound_mtls_mode(rev, InboundPort(9080, 9080), ctx) is MtlsMode.DISABLE
+    assert inbound_mtls_mode(rev, InboundPort(9090, 9090), ctx) is MtlsMode.PERMISSIVE
+    other_ns = sidecar("ratings", ns="prod")
+    assert inbound_mtls_mode(other_ns, InboundPort(9080, 9080), ctx) is MtlsMode.STRICT
+    assert inbound_mtls_mode(rev, InboundPort(9080, 9080), context(bookinfo_registry())) is MtlsMode.DISABLE
+    assert inbound_mtls_mode(rev, InboundPort(9080, 9080), context(bookinfo_registry(), MeshSettings(
+        inbound_mtls=True))) is MtlsMode.PERMISSIVE
+
+
+@pytest.mark.parametrize(("mode", "chains", "inspector"), [("STRICT", 1, False), ("PERMISSIVE", 2, True),
+                                                           ("DISABLE", 1, False)])
+def test_peer_authentication_chains(mode: str, chains: int, inspector: bool) -> None:
+    ctx = context([*bookinfo_registry(), obj("PeerAuthentication", "ns", {"mtls": {"mode": mode}})])
+    lst = _inbound(ctx)
+    assert len(lst.filter_chains) == chains
+    assert any(f.name == "envoy.filters.listener.tls_inspector" for f in lst.listener_filters) is inspector
+    has_tls = lst.filter_chains[0].transport_socket.name == "envoy.transport_sockets.tls"
+    assert has_tls is (mode != "DISABLE")
+
+
+def test_rule_semantics() -> None:
+    pol = rule_policy({"from": [{"source": {"principals": ["cluster.local/ns/default/sa/sleep"],
+                                            "notNamespaces": ["prod"]}}],
+                       "to": [{"operation": {"methods": ["GET"], "paths": ["/api/*"]}}],
+                       "when": [{"key": "request.headers[x-user]", "values": ["alice"]}]}, "ALLOW")
+    assert pol is not None
+    ids = pol.principals[0].and_ids.ids
+    assert ids[0].and_ids.ids[0].authenticated.principal_name.exact == "spiffe://cluster.local/ns/default/sa/sleep"
+    assert ids[0].and_ids.ids[1].not_id.authenticated.principal_name.safe_regex.regex == ".*/ns/prod/.*"
+    assert ids[1].header.name == "x-user"
+    perm = pol.permissions[0].and_rules.rules
+    assert perm[0].header.string_match.exact == "GET"
+    assert perm[1].url_path.path.prefix == "/api/"
+    assert rule_policy({"when": [{"key": "unknown.key", "values": ["x"]}]}, "ALLOW") is None
+    assert rule_policy({"when": [{"key": "unknown.key", "values": ["x"]}]}, "DENY") is not None
+
+
+def test_filter_order_dry_run_and_allow_nothing() -> None:
+    ctx = context([*bookinfo_registry(),
+        obj("AuthorizationPolicy", "allow-nothing", {"action": "ALLOW"}),
+        obj("AuthorizationPolicy", "deny-admin", {"action": "DENY", "rules": [{"to": [{"operation": {
+            "paths": ["/admin*"]}}]}]}),
+        obj("AuthorizationPolicy", "deny-dry", {"action": "DENY", "rules": [{"to": [{"operation": {
+            "methods": ["DELETE"]}}]}]}, annotations={"istio.io/dry-run": "true"}),
+        obj("AuthorizationPolicy", "audit", {"action": "AUDIT", "rules": [{}]}),
+    ])
+    deny, allow, audit = _rbac_filters(ctx)
+    assert deny.rules.action == rbac_pb2.RBAC.DENY and list(deny.rules.policies) == [
+        "ns[default]-policy[deny-admin]-rule[0]"]
+    assert list(deny.shadow_rules.policies) == ["ns[default]-policy[deny-dry]-rule[0]"]
+    assert deny.shadow_rules_stat_prefix == "istio_dry_run_deny_"
+    assert allow.rules.action == rbac_pb2.RBAC.ALLOW and not allow.rules.policies  # allows nothing
+    assert audit.rules.action == rbac_pb2.RBAC.LOG
+
+
+def test_other_namespace_policy_does_not_apply() -> None:
+    ctx = context([*bookinfo_registry(), obj("AuthorizationPolicy", "x", {"action": "DENY", "rules": [{}]},
+                                             ns="prod")])
+    assert _rbac_filters(ctx) == []
+
+
+def _security_objects() -> list[dict[str, Any]]:
+    return [
+        obj("PeerAuthentication", "mesh", {"mtls": {"mode": "STRICT"}}, ns="istio-system"),
+        obj("PeerAuthentication", "wl", {"selector": {"matchLabels": {"app": "reviews"}}, "mtls": {"mode": "STRICT"},
+                                         "portLevelMtls": {"9090": {"mode": "PERMISSIVE"}}}),
+        obj("RequestAuthentication", "jwt", {"jwtRules": [
+            {"issuer": "https://issuer.example", "jwks": JWKS, "audiences": ["reviews"]},
+            {"issuer": "remote", "jwksUri": "http://127.0.0.1:8181/jwks.json"}]}),
+        obj("AuthorizationPolicy", "custom", {"action": "CUSTOM", "provider": {"name": "opa"}, "rules": [
+            {"to": [{"operation": {"paths": ["/opa/*"]}}]}]}),
+        obj("AuthorizationPolicy", "deny", {"action": "DENY", "rules": [
+            {"from": [{"source": {"notRequestPrincipals": ["*"]}}], "to": [{"operation": {"paths": ["/secure*"]}}]},
+            {"from": [{"source": {"ipBlocks": ["10.0.0.0/8"], "remoteIpBlocks": ["1.2.3.4"]}}]},
+            {"when": [{"key": "request.auth.claims[groups]", "values": ["banned"]},
+                      {"key": "destination.port", "values": ["9090"]},
+                      {"key": "connection.sni", "notValues": ["*.local"]}]}]}),
+        obj("AuthorizationPolicy", "allow", {"action": "ALLOW", "rules": [
+            {"from": [{"source": {"principals": ["cluster.local/ns/default/sa/*"], "namespaces": ["default"]}}],
+             "to": [{"operation": {"hosts": ["*.svc.cluster.local"], "methods": ["GET", "POST"],
+                                   "notPaths": ["/private/*"], "ports": ["9080"]}}],
+             "when": [{"key": "request.auth.principal", "values": ["https://issuer.example/alice"]},
+                      {"key": "source.ip", "values": ["127.0.0.0/8"]}]}]},
+            annotations={"istio.io/dry-run": "true"}),
+        obj("AuthorizationPolicy", "audit", {"action": "AUDIT", "rules": [{"to": [{"operation": {
+            "methods": ["DELETE"]}}]}]}),
+    ]
+
+
+@pytest.mark.parametrize("mode", ["NONE", "REDIRECT"])
+def test_security_config_validates(mode: str, tmp_path: Path) -> None:
+    mesh = MeshSettings(ext_authz_providers=(ExtAuthzProvider("opa", "127.0.0.1:9191"),))
+    ctx = context(bookinfo_registry() + _security_objects(), mesh)
+    proxy = sidecar("reviews", INTERCEPTION_MODE=mode, INBOUND_PORTS="http:9080,9090/TCP")
+    cs = clusters(proxy, ctx)
+    assert "extauthz|opa" in cs and "jwks|127.0.0.1|8181" in cs
+    h = hcm_of(listeners(proxy, ctx)[("inbound_127.0.1.3_9080" if mode == "NONE" else "virtualInbound")]
+               .filter_chains[0])
+    assert h is not None
+    assert [f.name for f in h.http_filters][:5] == [
+        "envoy.filters.http.jwt_authn", "envoy.filters.http.rbac", "envoy.filters.http.ext_authz",
+        "envoy.filters.http.rbac", "envoy.filters.http.rbac"]
+    envoy_validate(proxy, ctx, tmp_path)
+    envoy_validate(sidecar("productpage", INTERCEPTION_MODE=mode), ctx, tmp_path)
+
+
+def test_auto_mtls_transport_socket_matches(tmp_path: Path) -> None:
+    objs = bookinfo_registry()
+    for o in objs:
+        if o["kind"] == "WorkloadEntry" and o["metadata"]["name"].startswith("reviews"):
+            o["spec"]["labels"]["security.istio.io/tlsMode"] = "istio"
+    ctx = context(objs)
+    proxy = sidecar("productpage")
+    c = clusters(proxy, ctx)["outbound|9080||reviews.default.svc.cluster.local"]
+    assert [m.name for m in c.transport_socket_matches] == ["tlsMode-istio", "tlsMode-disabled"]
+    envoy_validate(proxy, ctx, tmp_path)
+    off = context(objs, MeshSettings(auto_mtls=False))
+    assert not clusters(proxy, off)["outbound|9080||reviews.default.svc.cluster.local"].transport_socket_matches
