@@ -290,3 +290,13 @@ class CertificateAuthority:
                 .sign(self._intermediate_key, hashes.SHA256()))
         return IssuedCertificate(identity, _pem(cert) + _pem(self._intermediate), self.trust_bundle_pem(), serial,
                                  not_before, not_after)
+
+
+def csr_uris(csr_pem: bytes) -> list[str]:
+    """The URI SANs a CSR asks for (best effort, for audit records of refused requests)."""
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem)
+        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        return [str(u) for u in san.get_values_for_type(x509.UniformResourceIdentifier)]
+    except (ValueError, x509.ExtensionNotFound):
+        return []
