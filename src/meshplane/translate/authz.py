@@ -15,7 +15,7 @@ match its labels. The HTTP filters are, in order (Istio's precedence CUSTOM, DEN
 
 Dry run (annotation ``istio.io/dry-run: "true"``): the policy goes into the *shadow* rules of its action's filter
 with ``shadow_rules_stat_prefix`` ``istio_dry_run_deny_`` / ``istio_dry_run_allow_``: it blocks nothing, and
-Envoy counts what it would have done (``http.<stat_prefix>.rbac.istio_dry_run_deny_shadow_denied``) and writes the
+Envoy counts what it would have done (``http.<stat_prefix>.rbac.istio_dry_run_deny_.shadow_denied``) and writes the
 would-be decision to dynamic metadata for access logs.
 
 Rule semantics (Istio): a rule matches if any ``from`` source matches, any ``to`` operation matches, and every
