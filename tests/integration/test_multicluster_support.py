@@ -64,7 +64,7 @@ class FakeKubeApi:
         app = web.Application()
         for kind, path in PATHS.items():
             app.router.add_get(path, self._handler(kind))
-        self._runner = web.AppRunner(app, handle_signals=False)
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()

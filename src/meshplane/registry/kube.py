@@ -140,6 +140,7 @@ class KubeClusterSource:
         self.relists_after_gone = 0
         self.watch_resumes = 0
         self.events = 0
+        self.resource_versions: dict[str, str | None] = {}
 
     # --- ServiceRegistry -----------------------------------------------------------------------------------
 
@@ -237,28 +238,28 @@ class KubeClusterSource:
                     await asyncio.shield(api.close())
 
     async def _reflect(self, api: kclient.ApiClient, kind: str) -> None:
-        rv: str | None = None
         delay = self.settings.backoff_min
         while True:
             try:
-                if rv is None:
+                if self.resource_versions.get(kind) is None:
                     items, rv = await self._list(api, kind)
                     self.lists += 1
                     self._listed.add(kind)
+                    self.resource_versions[kind] = rv
                     change = self._index.replace(kind, items)
                     self._ok(kind)
                     self._applied(kind, change)
-                rv = await self._watch(api, kind, rv)
+                await self._watch(api, kind)
                 self.watch_resumes += 1
                 delay = self.settings.backoff_min
             except _Gone:
                 self.relists_after_gone += 1
-                rv = None
+                self.resource_versions[kind] = None
             except asyncio.CancelledError:
                 raise
             except Exception as e:
                 self._fail(kind, e)
-                # Jittered exponential backoff; the watch resumes from ``rv`` (or relists when None).
+                # Jittered exponential backoff; then resume from the last resourceVersion seen (or relist).
                 await asyncio.sleep(delay * (0.75 + random.random() / 2))
                 delay = min(delay * 2, self.settings.backoff_max)
 
@@ -302,8 +303,10 @@ class KubeClusterSource:
             if not cont:
                 return items, str(meta.get("resourceVersion") or "0")
 
-    async def _watch(self, api: kclient.ApiClient, kind: str, rv: str) -> str:
-        """Stream events from ``rv``; returns the last resourceVersion seen when the stream ends cleanly."""
+    async def _watch(self, api: kclient.ApiClient, kind: str) -> None:
+        """Stream events from the last resourceVersion seen, recording each event's resourceVersion, until the
+        stream ends (cleanly or dropped: the caller resumes from there)."""
+        rv = self.resource_versions[kind] or "0"
         query: list[tuple[str, Any]] = [("watch", "true"), ("resourceVersion", rv),
                                          ("allowWatchBookmarks", "true"),
                                          ("timeoutSeconds", self.settings.watch_timeout)]
@@ -314,7 +317,7 @@ class KubeClusterSource:
             while True:
                 line = await resp.content.readline()
                 if not line:
-                    return rv
+                    return
                 if not line.strip():
                     continue
                 event = json.loads(line)
@@ -330,15 +333,13 @@ class KubeClusterSource:
                     self.events += 1
                     self._applied(kind, self._index.apply(kind, etype, obj))
                 if new_rv:
-                    rv = new_rv
+                    self.resource_versions[kind] = new_rv
         except (ConnectionError, asyncio.IncompleteReadError) as e:
             # A stream dropped mid-way: resume from the last resourceVersion seen.
-            log.debug("cluster %s: %s watch dropped (%s); resuming at %s", self.cluster_id, kind, e, rv)
-            return rv
+            log.debug("cluster %s: %s watch dropped (%s); resuming", self.cluster_id, kind, type(e).__name__)
         except Exception as e:
-            if type(e).__name__ in ("ClientPayloadError", "ServerDisconnectedError"):
-                return rv
-            raise
+            if type(e).__name__ not in ("ClientPayloadError", "ServerDisconnectedError", "ClientOSError"):
+                raise
         finally:
             resp.release()
 
