@@ -163,11 +163,21 @@ def _demo_up(args: argparse.Namespace) -> int:
     home = _home(args)
     home.create()
     path = home.root / "demo.yaml"
-    path.write_text(demo_manifest_yaml())
+    lanes = getattr(args, "scenario", "bookinfo") == "lanes"
+    if lanes:
+        from meshplane.runtime.lanes_demo import lanes_manifest_yaml
+
+        path.write_text(lanes_manifest_yaml())
+    else:
+        path.write_text(demo_manifest_yaml())
     try:
         view = control.start(home, path, timeout_s=args.timeout, delta=args.delta)
     except control.RuntimeCommandError as e:
         return _error(str(e))
+    if lanes:  # no lane exists until the user applies one: ready means every instance ready and synced
+        _print_ready(view, home)
+        print(f"next: kubectl --server {view.get('api')} apply -f <lane group and lanes> (see docs/lanes.md)")
+        return 0
     failing = wait_for_ingress(dict(view.get("ingress") or {}), args.timeout)
     if failing:
         return _error(f"the mesh runs but the Bookinfo page does not answer through the ingress of "
@@ -233,6 +243,8 @@ def register(sub: Any) -> None:
     p = dsub.add_parser("up", help="start the demo; returns when /productpage answers through both ingresses")
     p.add_argument("--timeout", type=float, default=300.0)
     p.add_argument("--delta", action="store_true")
+    p.add_argument("--scenario", choices=["bookinfo", "lanes"], default="bookinfo",
+                   help="bookinfo (default) or lanes: the mocka -> mockb -> mockc traffic-lanes sample")
     _add_home(p)
     p.set_defaults(func=_demo_up)
     p = dsub.add_parser("down", help="stop the demo (same as meshplane down)")

@@ -33,7 +33,22 @@ CALLS: dict[tuple[str, str], tuple[str, ...]] = {
     ("productpage", "*"): ("details", "reviews"),
     ("reviews", "v2"): ("ratings",),
     ("reviews", "v3"): ("ratings",),
+    # The lanes sample (``meshplane demo up --scenario lanes``): mocka -> mockb -> mockc.
+    ("mocka", "*"): ("mockb",),
+    ("mockb", "*"): ("mockc",),
 }
+MOCK_EXTRA = ("traceparent", "tracestate", "baggage", "end-user")
+
+
+def mock_forwarded(headers: Any) -> dict[str, str]:
+    """What a lanes-sample mock propagates: every ``x-`` header but x-forwarded-* and x-envoy-*, plus W3C trace
+    context, baggage and end-user (the headers OpenTelemetry-instrumented applications carry along)."""
+    out = {}
+    for name, value in headers.items():
+        low = name.lower()
+        if (low.startswith("x-") and not low.startswith(("x-forwarded-", "x-envoy-"))) or low in MOCK_EXTRA:
+            out[low] = value
+    return out
 
 
 def callees(service: str, version: str) -> tuple[str, ...]:
@@ -42,7 +57,7 @@ def callees(service: str, version: str) -> tuple[str, ...]:
 
 class DemoApp:
     def __init__(self, service: str, version: str, *, cluster: str, zone: str, instance: str, port: int,
-                 proxy: str | None, timeout_s: float) -> None:
+                 proxy: str | None, timeout_s: float, forward_x: bool = False) -> None:
         self.service = service
         self.version = version
         self.cluster = cluster
@@ -51,6 +66,7 @@ class DemoApp:
         self.port = port
         self.proxy = proxy
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.forward_x = forward_x
         self.session: aiohttp.ClientSession | None = None
 
     def identity(self) -> dict[str, Any]:
@@ -77,11 +93,16 @@ class DemoApp:
             return {"service": target, "status": 503, "error": f"{type(e).__name__}: {e}", "calls": []}
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        headers = {h: request.headers[h] for h in FORWARDED if h in request.headers}
+        if self.forward_x:
+            headers = mock_forwarded(request.headers)
+        else:
+            headers = {h: request.headers[h] for h in FORWARDED if h in request.headers}
         if "end-user" not in headers and request.cookies.get("user"):
             headers["end-user"] = request.cookies["user"]
         calls = await asyncio.gather(*(self.call(t, headers) for t in callees(self.service, self.version)))
         doc = {**self.identity(), "calls": list(calls)}
+        if self.forward_x:
+            doc["headers"] = headers  # what it received and propagated: makes lane headers observable
         if self.service == "productpage" and _wants_html(request):
             return web.Response(text=render_html(doc, headers.get("end-user", "")), content_type="text/html")
         return web.json_response(doc)
@@ -159,18 +180,21 @@ async def serve(app: DemoApp, host: str, port: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="meshplane-demoapp", description=__doc__.splitlines()[0])
-    p.add_argument("--service", required=True, choices=["productpage", "details", "reviews", "ratings"])
+    p.add_argument("--service", required=True,
+                   choices=["productpage", "details", "reviews", "ratings", "mocka", "mockb", "mockc"])
     p.add_argument("--version", default="v1")
     p.add_argument("--listen", default=os.environ.get("MESH_APP_LISTEN", "127.0.0.1:19080"),
                    help="HOST:PORT the application listens on (its sidecar forwards inbound calls here)")
     p.add_argument("--port", type=int, default=9080, help="port of the services it calls (default 9080)")
     p.add_argument("--timeout", type=float, default=10.0, help="timeout of each outgoing call in seconds")
+    p.add_argument("--forward-x", action="store_true",
+                   help="propagate every x- header (and trace context, baggage) and report them: the lanes mocks")
     a = p.parse_args(argv)
     host, _, port = a.listen.rpartition(":")
     proxy = os.environ.get("http_proxy") or os.environ.get("HTTP_PROXY") or None
     app = DemoApp(a.service, a.version, cluster=os.environ.get("MESH_CLUSTER", ""),
                   zone=os.environ.get("MESH_ZONE", ""), instance=os.environ.get("MESH_INSTANCE", ""),
-                  port=a.port, proxy=proxy, timeout_s=a.timeout)
+                  port=a.port, proxy=proxy, timeout_s=a.timeout, forward_x=a.forward_x)
     asyncio.run(serve(app, host, int(port)))
     return 0
 

@@ -37,6 +37,7 @@ from meshplane.translate.common import (
     seconds,
 )
 from meshplane.translate.context import DestinationRuleRec, PushContext
+from meshplane.translate.fallback import fallback_clusters
 from meshplane.translate.jwt import jwks_clusters
 from meshplane.translate.mesh import MeshSettings
 from meshplane.translate.policy import effective_policy, subset_labels
@@ -368,6 +369,7 @@ def build_clusters(proxy: Proxy, ctx: PushContext) -> list[cluster_pb2.Cluster]:
     out: list[cluster_pb2.Cluster] = []
     for svc in scope.services:
         out.extend(outbound_clusters_for(ctx, proxy, svc))
+    out.extend(fallback_clusters(proxy, ctx, frozenset(c.name for c in out)))  # VirtualService ``fallback``
     if proxy.type is ProxyType.SIDECAR:
         for ip in proxy.inbound_ports:
             out.append(inbound_cluster(proxy, ip.port, ip.app_port, ctx.mesh))

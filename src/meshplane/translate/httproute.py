@@ -25,6 +25,7 @@ from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import percent_pb2
 
 from meshplane.model.proxy import Proxy
+from meshplane.translate import fallback
 from meshplane.translate.common import BLACKHOLE, cluster_name, duration, duration_of, fraction, pack
 from meshplane.translate.context import PushContext, VirtualServiceRec
 from meshplane.translate.hosts import resolve_host
@@ -275,12 +276,18 @@ def _hash_policies(ch: Mapping[str, Any]) -> list[rc.RouteAction.HashPolicy]:
     return [hp]
 
 
+def _with_fallback(d: Mapping[str, Any], vs: VirtualServiceRec, scope: RouteScope) -> str:
+    """The destination's cluster, or the aggregate of it and its ``fallback`` target (ASM; see ``fallback``)."""
+    primary = destination_cluster(d.get("destination") or {}, vs.namespace, scope)
+    return fallback.choose(primary, d, vs.namespace, scope.ctx, scope.port, scope.clusters)
+
+
 def _route_action(http: Mapping[str, Any], vs: VirtualServiceRec, scope: RouteScope, route: rc.Route) -> None:
     dests = [d for d in http.get("route") or [] if isinstance(d, Mapping)]
     action = route.route
     if len(dests) == 1:
         d = dests[0]
-        action.cluster = destination_cluster(d.get("destination") or {}, vs.namespace, scope)
+        action.cluster = _with_fallback(d, vs, scope)
         adds, removes = _header_options((d.get("headers") or {}).get("request"))
         route.request_headers_to_add.extend(adds)
         route.request_headers_to_remove.extend(removes)
@@ -293,7 +300,7 @@ def _route_action(http: Mapping[str, Any], vs: VirtualServiceRec, scope: RouteSc
             weights = [100] + [0] * (len(dests) - 1)
         for d, w in zip(dests, weights, strict=True):
             cw = action.weighted_clusters.clusters.add()
-            cw.name = destination_cluster(d.get("destination") or {}, vs.namespace, scope)
+            cw.name = _with_fallback(d, vs, scope)
             cw.weight.value = w
             adds, removes = _header_options((d.get("headers") or {}).get("request"))
             cw.request_headers_to_add.extend(adds)

@@ -1,0 +1,123 @@
+"""ASM's VirtualService ``fallback`` extension: when a destination's subset has no healthy endpoint, route to the
+fallback destination instead.
+
+Why an aggregate cluster (``envoy.clusters.aggregate``): it is exactly this rule in the data plane. Its member
+clusters are tried in priority order and the first one with healthy hosts takes the request, decided per request
+by Envoy's load balancer from live health, with no control-plane round trip when the last instance of a subset
+goes away. A route destination::
+
+    route:
+    - destination: {host: mockb, subset: v2}
+      fallback: {target: {host: mockb, subset: v1}}
+
+sends to ``fallback|outbound|8000|v2|mockb...|outbound|8000|v1|mockb...`` (an aggregate of the two subset
+clusters). The name has more than four ``|``-separated parts, so ``common.parse_cluster_name`` never mistakes it
+for an outbound cluster. When the primary cluster does not exist for the proxy, the fallback cluster is used
+directly; when the fallback does not exist, the primary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Mapping
+from typing import Any
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.extensions.clusters.aggregate.v3 import cluster_pb2 as aggregate_pb2
+
+from meshplane.model.proxy import Proxy, ProxyType
+from meshplane.translate.common import BLACKHOLE, cluster_name, duration, pack
+from meshplane.translate.context import MESH_GATEWAY, PushContext, VirtualServiceRec
+from meshplane.translate.hosts import resolve_host
+
+AGGREGATE = "envoy.clusters.aggregate"
+PREFIX = "fallback"
+
+
+def aggregate_name(primary: str, fallback: str) -> str:
+    return f"{PREFIX}|{primary}|{fallback}"
+
+
+def target_cluster(dest: Mapping[str, Any], vs_namespace: str, ctx: PushContext, port: int) -> str | None:
+    """The subset cluster a destination (or fallback target) names, before checking the proxy has it."""
+    host = resolve_host(str(dest.get("host") or ""), vs_namespace, ctx.mesh.domain_suffix)
+    svc = ctx.service(host)
+    if svc is None:
+        return None
+    port_no = int((dest.get("port") or {}).get("number") or 0)
+    if not port_no:
+        if len(svc.ports) == 1:
+            port_no = svc.ports[0].number
+        elif port and svc.port(port) is not None:
+            port_no = port
+        elif svc.ports:
+            port_no = svc.ports[0].number
+    return cluster_name("outbound", port_no, str(dest.get("subset") or ""), host)
+
+
+def fallback_target(route_dest: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    fb = route_dest.get("fallback")
+    if not isinstance(fb, Mapping):
+        return None
+    target = fb.get("target")
+    return target if isinstance(target, Mapping) and target.get("host") else None
+
+
+def choose(primary: str, route_dest: Mapping[str, Any], vs_namespace: str, ctx: PushContext, port: int,
+           clusters: Collection[str]) -> str:
+    """The cluster a route destination with (maybe) a ``fallback`` goes to; ``primary`` is what the destination
+    alone resolved to (BlackHoleCluster when the proxy has no such cluster)."""
+    target = fallback_target(route_dest)
+    if target is None:
+        return primary
+    fb = target_cluster(target, vs_namespace, ctx, port)
+    if fb is None or fb not in clusters:
+        return primary
+    if primary == BLACKHOLE:
+        return fb
+    name = aggregate_name(primary, fb)
+    return name if name in clusters else primary
+
+
+def _visible_virtual_services(proxy: Proxy, ctx: PushContext) -> Iterator[VirtualServiceRec]:
+    if proxy.type is ProxyType.ROUTER:
+        for gw in ctx.scope(proxy).gateways:
+            yield from ctx.index.gateway_virtual_services.get(gw.key, ())
+    else:
+        for vs in ctx.index.mesh_virtual_services:
+            if vs.visible_in(proxy.namespace) and MESH_GATEWAY in vs.gateways:
+                yield vs
+
+
+def fallback_clusters(proxy: Proxy, ctx: PushContext, known: Collection[str]) -> list[cluster_pb2.Cluster]:
+    """Aggregate clusters for every ``fallback`` in the VirtualServices this proxy sees whose two clusters it has."""
+    pairs: dict[str, tuple[str, str]] = {}
+    for vs in _visible_virtual_services(proxy, ctx):
+        for http in vs.spec.get("http") or []:
+            for d in (http or {}).get("route") or []:
+                if not isinstance(d, Mapping):
+                    continue
+                target = fallback_target(d)
+                if target is None:
+                    continue
+                ports = [0]
+                host = resolve_host(str((d.get("destination") or {}).get("host") or ""), vs.namespace,
+                                    ctx.mesh.domain_suffix)
+                svc = ctx.service(host)
+                if svc is not None:
+                    ports = [p.number for p in svc.ports]
+                for port in ports:
+                    primary = target_cluster(d.get("destination") or {}, vs.namespace, ctx, port)
+                    fb = target_cluster(target, vs.namespace, ctx, port)
+                    if primary and fb and primary != fb and primary in known and fb in known:
+                        pairs[aggregate_name(primary, fb)] = (primary, fb)
+    return [aggregate_cluster(name, *pair, connect_timeout_s=ctx.mesh.connect_timeout_s)
+            for name, pair in sorted(pairs.items())]
+
+
+def aggregate_cluster(name: str, primary: str, fallback: str, *, connect_timeout_s: float) -> cluster_pb2.Cluster:
+    c = cluster_pb2.Cluster(name=name, lb_policy=cluster_pb2.Cluster.CLUSTER_PROVIDED)
+    c.alt_stat_name = name
+    c.connect_timeout.CopyFrom(duration(connect_timeout_s))
+    c.cluster_type.name = AGGREGATE
+    c.cluster_type.typed_config.CopyFrom(pack(aggregate_pb2.ClusterConfig(clusters=[primary, fallback])))
+    return c
