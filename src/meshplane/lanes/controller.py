@@ -16,6 +16,7 @@ import logging
 from typing import Any
 
 from meshplane.lanes.compile import (
+    DESTINATION_RULES,
     GENERATED_BY,
     GENERATED_KINDS,
     LANE_GROUPS,
@@ -37,6 +38,15 @@ def _is_generated(obj: JSONObject) -> bool:
     return ((obj.get("metadata") or {}).get("labels") or {}).get(GENERATED_BY) == "lanes"
 
 
+def _union_subsets(old: JSONObject, want: JSONObject) -> JSONObject:
+    """``want`` keeping the subsets of ``old`` it drops (phase 1 of a reconcile)."""
+    names = {s.get("name") for s in want["spec"].get("subsets") or []}
+    kept = [s for s in (old.get("spec") or {}).get("subsets") or [] if s.get("name") not in names]
+    if not kept:
+        return want
+    return {**want, "spec": {**want["spec"], "subsets": [*want["spec"].get("subsets", []), *kept]}}
+
+
 def _same(existing: JSONObject, want: JSONObject) -> bool:
     md, wmd = existing.get("metadata") or {}, want["metadata"]
     return bool(existing.get("spec") == want["spec"] and (md.get("labels") or {}) == wmd["labels"]
@@ -46,9 +56,10 @@ def _same(existing: JSONObject, want: JSONObject) -> bool:
 class LanesController:
     """Run with ``await start()`` next to the API server on the same store; ``await stop()`` ends it."""
 
-    def __init__(self, store: Store, *, settle_s: float = 0.05) -> None:
+    def __init__(self, store: Store, *, settle_s: float = 0.05, phase_delay_s: float = 1.5) -> None:
         self._store = store
         self._settle = settle_s
+        self._phase_delay = phase_delay_s
         self._task: asyncio.Task[None] | None = None
         self._dirty = asyncio.Event()
         self.reconciles = 0
@@ -70,28 +81,70 @@ class LanesController:
         return compile_lanes(groups, lanes)
 
     async def reconcile(self) -> int:
-        """One pass; returns the number of writes made."""
+        """One pass; returns the number of writes made.
+
+        Make before break, in three phases: DestinationRules first gain the subsets the new routes need (keeping
+        the ones old routes still use), then routes change, then DestinationRules lose what nothing routes to any
+        more. A phase that wrote something is followed by ``phase_delay_s`` so proxies receive it (the xDS push is
+        debounced) before the next phase depends on it: no request meets a route to a subset cluster its proxy
+        does not have yet, or that was just removed."""
         self.reconciles += 1
         want = {g.key: g for g in self.desired()}
-        writes = 0
+        have: dict[tuple[GroupResource, str, str], JSONObject] = {}
         for gr in GENERATED_KINDS:
             items, _ = self._store.list(gr)
             for obj in items:
                 md = obj.get("metadata") or {}
-                key = (gr, str(md.get("namespace") or "default"), str(md.get("name") or ""))
-                g = want.pop(key, None)
-                if g is None:
-                    if _is_generated(obj):
-                        writes += await self._delete(gr, key[1], key[2])
-                    continue
-                if not _is_generated(obj):
-                    log.warning("lanes: %s %s/%s exists and is not generated; left alone", gr.resource, key[1],
-                                key[2])
-                    continue
-                if not _same(obj, g.obj):
-                    writes += await self._update(gr, obj, g.obj)
-        for g in want.values():
-            writes += await self._create(g.gr, g.obj)
+                have[(gr, str(md.get("namespace") or "default"), str(md.get("name") or ""))] = obj
+        for key, obj in have.items():
+            if key in want and not _is_generated(obj):
+                log.warning("lanes: %s %s/%s exists and is not generated; left alone", *[str(k) for k in key])
+                del want[key]
+        writes = 0
+        # Phase 1: DestinationRules gain subsets.
+        phase = 0
+        for key, g in want.items():
+            if key[0] != DESTINATION_RULES:
+                continue
+            old = have.get(key)
+            if old is None:
+                phase += await self._create(g.gr, g.obj)
+                continue
+            merged = _union_subsets(old, g.obj)
+            if not _same(old, merged):
+                phase += await self._update(g.gr, old, merged)
+        writes += await self._pause_after(phase)
+        # Phase 2: routes (and everything but DestinationRules).
+        phase = 0
+        for key, g in want.items():
+            if key[0] == DESTINATION_RULES:
+                continue
+            old = have.get(key)
+            if old is None:
+                phase += await self._create(g.gr, g.obj)
+            elif not _same(old, g.obj):
+                phase += await self._update(g.gr, old, g.obj)
+        for key, obj in have.items():
+            if key[0] != DESTINATION_RULES and key not in want and _is_generated(obj):
+                phase += await self._delete(*key)
+        writes += await self._pause_after(phase)
+        # Phase 3: DestinationRules lose what nothing routes to.
+        for key, obj in have.items():
+            if key[0] != DESTINATION_RULES:
+                continue
+            final = want.get(key)
+            if final is None:
+                if _is_generated(obj):
+                    writes += await self._delete(*key)
+                continue
+            current = self._store.get(*key)
+            if current is not None and not _same(current, final.obj):
+                writes += await self._update(final.gr, current, final.obj)
+        return writes
+
+    async def _pause_after(self, writes: int) -> int:
+        if writes and self._phase_delay > 0:
+            await asyncio.sleep(self._phase_delay)
         return writes
 
     async def _create(self, gr: GroupResource, obj: JSONObject) -> int:

@@ -29,6 +29,7 @@ SIDECARS = GroupResource(_NET, "sidecars")
 SERVICE_ENTRIES = GroupResource(_NET, "serviceentries")
 WORKLOAD_ENTRIES = GroupResource(_NET, "workloadentries")
 AUTHORIZATION_POLICIES = GroupResource("security.istio.io", "authorizationpolicies")
+TRAFFIC_LABELS = GroupResource("istio.alibabacloud.com", "trafficlabels")
 
 MESH_GATEWAY = "mesh"
 
@@ -215,7 +216,8 @@ def build_index(config: ConfigSnapshot, mesh: MeshSettings) -> ConfigIndex:
         sidecars.setdefault(ns, []).append(SidecarRec(
             ns, name, _str_map(ws.get("labels")) if isinstance(ws, Mapping) else None,
             tuple(egress), str(otp) if otp else None, spec))
-    label_sensitive = label_sensitive or any(r.selector for rs in drs.values() for r in rs) or any(
+    label_sensitive = label_sensitive or bool(config.of(TRAFFIC_LABELS)) or any(  # $getLabel: see trafficlabel
+        r.selector for rs in drs.values() for r in rs) or any(
         r.selector for r in wild) or any(sc.selector for scs in sidecars.values() for sc in scs)
     return ConfigIndex(
         mesh_virtual_services=tuple(mesh_vs),

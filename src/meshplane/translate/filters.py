@@ -20,6 +20,7 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from meshplane.translate.clusters import dns_cache_config
 from meshplane.translate.common import ads_source, pack
+from meshplane.translate.trafficlabel import lua_filter
 
 HCM = "envoy.filters.network.http_connection_manager"
 TCP_PROXY = "envoy.filters.network.tcp_proxy"
@@ -33,6 +34,7 @@ def http_filters(dynamic_forward_proxy: bool = False,
         hcm_pb2.HttpFilter(name="envoy.filters.http.fault", typed_config=pack(fault_pb2.HTTPFault())),
         hcm_pb2.HttpFilter(name="envoy.filters.http.cors", typed_config=pack(cors_pb2.Cors())),
     ]
+    out.append(lua_filter())  # runs the per-virtual-host scripts of ``trafficlabel`` (none: a no-op)
     if dynamic_forward_proxy:
         out.append(hcm_pb2.HttpFilter(name="envoy.filters.http.dynamic_forward_proxy", typed_config=pack(
             dfp_pb2.FilterConfig(dns_cache_config=dns_cache_config()))))

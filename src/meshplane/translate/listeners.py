@@ -37,6 +37,7 @@ from meshplane.translate.jwt import jwt_filter
 from meshplane.translate.peerauthn import MtlsMode, downstream_tls, inbound_mtls_mode
 from meshplane.translate.routes import HTTP_PROXY_ROUTE
 from meshplane.translate.tcproute import tcp_targets, tls_chains
+from meshplane.translate.trafficlabel import TRAFFIC_LABELS, attach, inbound_script
 
 
 def _address(ip: str, port: int) -> address_pb2.Address:
@@ -104,6 +105,7 @@ def _inbound_chains(proxy: Proxy, ip: InboundPort, ctx: PushContext,
         rcfg = route_pb2.RouteConfiguration(name=cluster)
         rcfg.validate_clusters.value = False
         vh = rcfg.virtual_hosts.add(name=f"inbound|http|{ip.port}", domains=["*"])
+        attach([vh], inbound_script(proxy, ctx.config.of(TRAFFIC_LABELS)))  # TrafficLabel context recorder
         r = vh.routes.add(name="default")
         r.match.prefix = "/"
         r.route.cluster = cluster

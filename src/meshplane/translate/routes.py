@@ -15,6 +15,7 @@ from envoy.config.route.v3 import route_pb2
 
 from meshplane.model.proxy import Proxy, ProxyType
 from meshplane.model.service import Service, ServicePort
+from meshplane.translate import trafficlabel
 from meshplane.translate.clusters import known_cluster_names
 from meshplane.translate.common import BLACKHOLE, PASSTHROUGH, cluster_name, duration
 from meshplane.translate.context import MESH_GATEWAY, PushContext
@@ -136,5 +137,9 @@ def build_route_configs(proxy: Proxy, ctx: PushContext) -> list[route_pb2.RouteC
     if proxy.type is ProxyType.ROUTER:
         from meshplane.translate.gateway import gateway_route_configs
 
-        return gateway_route_configs(proxy, ctx)
-    return sidecar_route_configs(proxy, ctx)
+        out = gateway_route_configs(proxy, ctx)
+    else:
+        out = sidecar_route_configs(proxy, ctx)
+    trafficlabel.attach_outbound(out, proxy, ctx.config.of(trafficlabel.TRAFFIC_LABELS),  # ASM's request labels
+                                 ctx.config.of(trafficlabel.HEADER_PROPAGATIONS))
+    return out

@@ -40,7 +40,8 @@ def lane_objects(**kw: Any) -> list[dict[str, Any]]:
 
 
 def mock_sidecar(svc: str, v: str) -> Any:
-    return sidecar(svc, v, ip=MOCKS[(svc, v)], inbound="http:8000=18000")
+    return sidecar(svc, v, ip=MOCKS[(svc, v)], inbound="http:8000=18000",
+                   LABELS={"app": svc, "version": v, "ASM_TRAFFIC_TAG": v})
 
 
 def _vhost_route(proxy: Any, ctx: Any, host: str, name: str) -> Any:

@@ -1,0 +1,172 @@
+"""Traffic lanes end to end on the local runtime (``meshplane demo up --scenario lanes``): real Envoys, real
+kubectl, the mocka -> mockb -> mockc chain, lanes applied and changed at runtime.
+
+One mesh for the module (starting it dominates the cost); each test applies its lane group and removes it. The
+weighted split is checked with a statistical tolerance (each lane's share within 4 binomial standard deviations
+of its weight), never with a wall-clock threshold.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+from test_runtime_support import alive, eventually, get_json, kill_all, meshplane, recorded_processes, status
+
+from tests.unit.lanes.lane_objects import group, lane, permissive_lanes
+
+pytestmark = [pytest.mark.envoy, pytest.mark.kubectl,
+              pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")]
+
+Chain = tuple[str, str, str]
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    home = tmp_path_factory.mktemp("lanes") / "home"
+    seen: list[tuple[int, int]] = []
+    try:
+        meshplane("demo", "up", "--scenario", "lanes", "--home", str(home))
+        seen += recorded_processes(home)
+        st = status(home)
+        yield {"home": home, "api": st["api"], "ingress": st["ingress"]["cluster-1"]}
+        seen += recorded_processes(home)
+    finally:
+        seen += recorded_processes(home)
+        down = meshplane("demo", "down", "--home", str(home), check=False)
+        left = alive(seen)
+        kill_all(left)
+    assert down.returncode == 0, down.stderr
+    assert left == [], f"processes left behind: {left}"
+
+
+def kubectl(api: str, *args: str, stdin: str | None = None) -> str:
+    proc = subprocess.run(["kubectl", "--server", api, *args], input=stdin, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def apply(api: str, objs: list[dict[str, Any]]) -> None:
+    clean = []
+    for o in objs:
+        md = {k: v for k, v in o["metadata"].items() if k != "uid"}
+        clean.append({**o, "metadata": md})
+    kubectl(api, "apply", "-f", "-", stdin=yaml.safe_dump_all(clean))
+
+
+def remove_lanes(api: str) -> None:
+    kubectl(api, "delete", "asmswimlanes,asmswimlanegroups", "--all", "-n", "istio-system", "--ignore-not-found")
+    eventually(lambda: kubectl(api, "get", "virtualservices,destinationrules", "-A", "-l",
+                               "meshplane.io/generated-by=lanes", "-o", "name").strip() == "",
+               "generated objects removed with their owners")
+
+
+def chain(url: str, headers: dict[str, str] | None = None) -> Chain:
+    doc = get_json(url + "/mock", headers)
+    b = doc["calls"][0]
+    c = b["calls"][0]
+    assert (doc["service"], b["service"], c["service"]) == ("mocka", "mockb", "mockc"), doc
+    assert b["status"] == 200 and c["status"] == 200, doc
+    return str(doc["version"]), str(b["version"]), str(c["version"])
+
+
+def lane_chain(tag: str) -> Chain:
+    """Where a request of lane ``tag`` must go in the permissive sample (lane v2 has no mockb)."""
+    return (tag, "v1" if tag == "v2" else tag, tag)
+
+
+def steady(url: str, headers: dict[str, str] | None, want: Chain, n: int = 6) -> bool:
+    return all(chain(url, headers) == want for _ in range(n))
+
+
+def test_permissive_fallback_and_return(mesh: dict[str, Any]) -> None:
+    api, url = mesh["api"], mesh["ingress"]
+    apply(api, [group(permissive=True), *permissive_lanes()])
+    tag = "x-asm-prefer-tag"
+    eventually(lambda: steady(url, {tag: "v2"}, ("v2", "v1", "v2")), "lane v2: mockb falls back to v1, then back")
+    eventually(lambda: steady(url, {tag: "v3"}, ("v3", "v3", "v3")), "lane v3 end to end (across clusters)")
+    assert steady(url, None, ("v1", "v1", "v1"), 10), "no header: the base lane"
+    assert steady(url, {tag: "v2"}, ("v2", "v1", "v2"), 10)
+    # What was generated is visible and owned by the lane resources.
+    vs = yaml.safe_load(kubectl(api, "get", "virtualservice", "lanes-mock-mockb", "-n", "default", "-o", "yaml"))
+    assert vs["metadata"]["ownerReferences"][0]["kind"] == "ASMSwimLaneGroup"
+    assert "lanes-mock-ingress" in kubectl(api, "get", "virtualservices", "-n", "istio-system")
+    remove_lanes(api)
+
+
+def test_weighted_split_with_affinity(mesh: dict[str, Any]) -> None:
+    api, url = mesh["api"], mesh["ingress"]
+    weights = {"v1": 80, "v2": 10, "v3": 10}
+    apply(api, [group(permissive=True), *permissive_lanes((80, 10, 10))])
+
+    def split_active() -> bool:
+        return {chain(url)[0] for _ in range(40)} >= {"v1", "v2", "v3"}
+
+    eventually(split_active, "the weighted split in effect")
+    n = 300
+    chains = [chain(url) for _ in range(n)]
+    for c in chains:
+        assert c == lane_chain(c[0]), f"affinity broken along the chain: {c}"
+    counts = Counter(c[0] for c in chains)
+    for tag, w in weights.items():
+        p = w / 100
+        sd = math.sqrt(n * p * (1 - p))
+        assert abs(counts[tag] - n * p) <= 4 * sd, (counts, tag)
+    # A request that names its lane is not split.
+    assert steady(url, {"x-asm-prefer-tag": "v3"}, ("v3", "v3", "v3"))
+    remove_lanes(api)
+
+
+def test_strict_mode_stays_in_lane(mesh: dict[str, Any]) -> None:
+    api, url = mesh["api"], mesh["ingress"]
+    # Strict: every lane has every service (v1 and v3 do), routing by the caller's own lane label.
+    apply(api, [group(permissive=False), lane("v1"), lane("v3")])
+    eventually(lambda: steady(url, {"x-asm-prefer-tag": "v3"}, ("v3", "v3", "v3")), "strict lane v3 end to end")
+    assert steady(url, None, ("v1", "v1", "v1"), 10)
+    # The chain stays in v3 even when the applications drop the lane header: mockb routes on its caller's label.
+    vs = yaml.safe_load(kubectl(api, "get", "virtualservice", "lanes-mock-mockc", "-n", "default", "-o", "yaml"))
+    assert {"sourceLabels": {"version": "v3"}} in [m for r in vs["spec"]["http"] for m in r.get("match", [])]
+    remove_lanes(api)
+
+
+def test_lane_changes_under_load_fail_nothing(mesh: dict[str, Any]) -> None:
+    api, url = mesh["api"], mesh["ingress"]
+    apply(api, [group(permissive=True), lane("v1"), lane("v2", ("mocka", "mockc"))])
+    eventually(lambda: steady(url, {"x-asm-prefer-tag": "v2"}, ("v2", "v1", "v2")), "lanes v1 and v2")
+    failures: list[str] = []
+    seen: Counter[Chain] = Counter()
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            for tag in ("v2", "v3"):
+                try:
+                    seen[chain(url, {"x-asm-prefer-tag": tag})] += 1
+                except Exception as e:
+                    failures.append(f"{tag}: {e!r}")
+
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+    try:
+        apply(api, [lane("v3")])  # created
+        eventually(lambda: seen[("v3", "v3", "v3")] > 3, "lane v3 created under load")
+        apply(api, [lane("v3", ("mocka", "mockc"))])  # changed: mockb leaves lane v3
+        eventually(lambda: seen[("v3", "v1", "v3")] > 3, "lane v3 changed under load")
+        kubectl(api, "delete", "asmswimlane", "v3", "-n", "istio-system")  # deleted: v3 requests go to base
+        before = seen[("v1", "v1", "v1")]
+        eventually(lambda: seen[("v1", "v1", "v1")] > before + 3, "lane v3 deleted under load")
+    finally:
+        stop.set()
+        t.join(timeout=30)
+    assert failures == [], failures[:5]
+    remove_lanes(api)
+
+

@@ -1,0 +1,74 @@
+"""TrafficLabel and ASMHeaderPropagation -> Lua scripts per virtual host: who gets a script, what it resolves, and
+that the generated config (sidecar inbound + outbound, gateway) passes ``envoy --mode validate``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _translate_helpers import context, envoy_validate, gateway, listeners, routes, sidecar
+from envoy.extensions.filters.http.lua.v3 import lua_pb2
+
+from meshplane.translate.trafficlabel import LUA, inbound_script, outbound_script, parse_source
+from tests.unit.translate.test_fallback import mock_registry, mock_sidecar
+
+
+def traffic_label(sources: list[str], selector: dict[str, str] | None = None, name: str = "tl") -> dict[str, Any]:
+    spec: dict[str, Any] = {"rules": [{"labels": [{"name": "x-lane", "valueFrom": sources}]}]}
+    if selector:
+        spec["workloadSelector"] = {"labels": selector}
+    return {"apiVersion": "istio.alibabacloud.com/v1", "kind": "TrafficLabel",
+            "metadata": {"name": name, "namespace": "default"}, "spec": spec}
+
+
+PROPAGATION = {"apiVersion": "istio.alibabacloud.com/v1beta1", "kind": "ASMHeaderPropagation",
+               "metadata": {"name": "hp", "namespace": "default"}, "spec": {"headers": ["x-asm-prefer-tag"]}}
+SOURCES = ["$getExternalInboundRequestHeader(appname, x-request-id)", "$getLabel(ASM_TRAFFIC_TAG)"]
+
+
+def test_sources_resolve_per_proxy() -> None:
+    p = mock_sidecar("mocka", "v2")
+    assert parse_source("$getLabel(ASM_TRAFFIC_TAG)", p) == ("c", "v2")
+    assert parse_source("$getLabel(missing)", p) is None
+    assert parse_source("$getExternalInboundRequestHeader(appname, x-request-id)", p) == ("x", "appname",
+                                                                                          "x-request-id")
+    assert parse_source("$getExternalInboundRequestHeader(appname, x-request-id)", gateway()) == ("h", "appname")
+    assert parse_source("$getLocalOutboundRequestHeader(X-Foo)", p) == ("h", "x-foo")
+
+
+def test_scripts_only_for_selected_workloads() -> None:
+    tl = [traffic_label(SOURCES, {"app": "mocka"})]
+    script = outbound_script(mock_sidecar("mocka", "v2"), tl, [])
+    assert script is not None and '"v2"' in script and "clearRouteCache" in script
+    assert outbound_script(mock_sidecar("mockb", "v1"), tl, []) is None
+    inbound = inbound_script(mock_sidecar("mocka", "v2"), tl)
+    assert inbound is not None and '{"appname", "x-request-id"}' in inbound
+    assert inbound_script(mock_sidecar("mocka", "v2"), [traffic_label(["$getLabel(version)"])]) is None
+
+
+def test_routes_and_inbound_carry_scripts() -> None:
+    ctx = context([*mock_registry(), traffic_label(SOURCES), PROPAGATION])
+    proxy = mock_sidecar("mocka", "v1")
+    for rcfg in routes(proxy, ctx):
+        for vh in rcfg.virtual_hosts:
+            per = lua_pb2.LuaPerRoute()
+            assert vh.typed_per_filter_config[LUA].Unpack(per)
+            assert '"v1"' in per.source_code.inline_string
+    # Routes differ per workload now ($getLabel): v2's script says v2.
+    other = routes(mock_sidecar("mocka", "v2"), ctx)[0].virtual_hosts[0]
+    per = lua_pb2.LuaPerRoute()
+    other.typed_per_filter_config[LUA].Unpack(per)
+    assert '"v2"' in per.source_code.inline_string
+    assert any(name.startswith("inbound_") for name in listeners(proxy, ctx))
+
+
+@pytest.mark.envoy
+def test_trafficlabel_config_validates(tmp_path: Path) -> None:
+    gw_label = {**traffic_label(["$getInboundRequestHeader(x-user)"]), "metadata": {"name": "gw",
+                                                                                     "namespace": "istio-system"}}
+    ctx = context([*mock_registry(), traffic_label(SOURCES), PROPAGATION, gw_label])
+    envoy_validate(mock_sidecar("mockb", "v1"), ctx, tmp_path)
+    envoy_validate(sidecar("mocka", "v1", ip="127.0.3.1", INTERCEPTION_MODE="REDIRECT", inbound="http:8000"),
+                   ctx, tmp_path)
+    envoy_validate(gateway(), ctx, tmp_path)
