@@ -18,6 +18,8 @@ from typing import Any
 from meshplane.model.proxy import Locality
 
 XDS_CLUSTER = "xds-grpc"
+SDS_CLUSTER = "sds-grpc"  # MeshSettings.sds_cluster: what the translated TLS contexts fetch secrets from
+EXTAUTHZ_CLUSTER = "opa-extauthz"  # translate.opa: the agent's ext_authz server evaluating ASMOPAPolicies
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -55,9 +57,13 @@ def build_bootstrap(
     delta: bool = False,
     max_downstream_connections: int = 10_000,
     xds_connect_timeout_s: float = 1.0,
+    sds_socket: str | None = None,
+    extauthz_socket: str | None = None,
 ) -> dict[str, Any]:
     """A complete Envoy v3 bootstrap: ADS to ``xds_address`` for listeners and clusters, admin on
-    ``admin_address``. ``metadata`` becomes ``node.metadata`` (see docs/proxy-metadata.md for the keys)."""
+    ``admin_address``. ``metadata`` becomes ``node.metadata`` (see docs/proxy-metadata.md for the keys).
+    ``sds_socket``: the agent's SDS server (Unix socket path), as the static cluster ``sds-grpc``;
+    ``extauthz_socket``: the agent's ext_authz server, as the static cluster ``opa-extauthz``."""
     node_locality = {k: v for k, v in (("region", locality.region), ("zone", locality.zone),
                                        ("sub_zone", locality.subzone)) if v}
     node: dict[str, Any] = {
@@ -68,6 +74,8 @@ def build_bootstrap(
     if node_locality:
         node["locality"] = node_locality
     ads_source = {"ads": {}, "resource_api_version": "V3"}
+    local = [_pipe_cluster(name, path) for name, path in ((SDS_CLUSTER, sds_socket),
+                                                          (EXTAUTHZ_CLUSTER, extauthz_socket)) if path]
     return {
         "node": node,
         "admin": {"address": _socket(admin_address)},
@@ -99,7 +107,7 @@ def build_bootstrap(
                     "cluster_name": XDS_CLUSTER,
                     "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket(xds_address)}}]}],
                 },
-            }],
+            }, *local],
         },
         "layered_runtime": {
             "layers": [
@@ -119,5 +127,24 @@ def build_bootstrap(
                     "max_active_downstream_connections": max_downstream_connections,
                 },
             }],
+        },
+    }
+
+
+def _pipe_cluster(name: str, path: str) -> dict[str, Any]:
+    """A static HTTP/2 (gRPC) cluster to a local Unix socket served by the agent."""
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            },
+        },
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": path}}}}]}],
         },
     }

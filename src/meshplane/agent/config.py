@@ -75,6 +75,19 @@ class AgentConfig:
     status_file: str = ""  # where the agent reports its state as JSON ("" = work_dir/status.json)
     envoy_record: str = ""  # where the agent records Envoy's PID (see meshplane.agent.procs); "" = nowhere
     mesh_id: str = ""
+    # Zero trust: with ``ca`` (HOST:PORT of the signing service) the agent generates the workload's key in memory,
+    # gets its certificate with ``ca_token`` (a bootstrap token bound to namespace + service account), serves both
+    # to Envoy over SDS on ``sds_socket`` ("" = work_dir/sds.sock) and labels its WorkloadEntry for auto mTLS.
+    ca: str = ""
+    ca_token: str = ""
+    trust_domain: str = "cluster.local"
+    cert_ttl_s: int = 0  # requested certificate lifetime; 0 = the CA's default
+    sds_socket: str = ""
+    bundle_poll_s: float = 2.0  # how often the trust bundle is read from the API (root rotation)
+    # OPA: the ext_authz server evaluating the ASMOPAPolicies that select this workload ("" = work_dir/extauthz.sock)
+    opa: bool = True
+    extauthz_socket: str = ""
+    policy_poll_s: float = 1.0
 
     @property
     def node_id(self) -> str:

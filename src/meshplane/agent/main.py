@@ -6,7 +6,9 @@ connected to xDS) the instance is registered as a WorkloadEntry; the readiness p
 Healthy condition current; a crashed Envoy is restarted with backoff. On SIGTERM the entry is deleted first, then
 Envoy drains and stops. State is reported in a JSON status file the local runtime reads (``meshplane status``).
 
-Certificates (SDS), the DNS proxy and telemetry of later issues hook into this loop.
+Zero trust (with ``ca`` in the config): before Envoy starts, the agent generates the workload key in memory, gets
+its certificate from the CA with the bootstrap token and serves both over SDS on a Unix socket (``certs``); the
+renewal loop runs beside the main loop. The DNS proxy and telemetry of later issues hook into this loop too.
 """
 
 from __future__ import annotations
@@ -24,12 +26,16 @@ from typing import Any
 import aiohttp
 
 from meshplane.agent.bootstrap import build_bootstrap
+from meshplane.agent.certs import CertificateManager, remove_dir, start_sds
 from meshplane.agent.config import AgentConfig
 from meshplane.agent.envoy import EnvoyProcess, find_envoy
 from meshplane.agent.health import ReadinessTracker, probe_once
 from meshplane.agent.procs import record_for, write_json_atomic, write_record
 from meshplane.agent.registration import Registration, RegistrationError
 from meshplane.model.proxy import Locality
+from meshplane.security import SpiffeId
+from meshplane.xds.ca_service import CaClient
+from meshplane.xds.sds import SdsServer
 
 log = logging.getLogger("meshplane.agent")
 
@@ -46,6 +52,10 @@ class Agent:
         self.tracker = ReadinessTracker(cfg.readiness)
         self.envoy_live = False
         self._last_status: dict[str, Any] = {}
+        self.sds: SdsServer | None = None
+        self.sds_path: Path | None = None
+        self.certs: CertificateManager | None = None
+        self._tmpdirs: list[Path] = []
         self.envoy = EnvoyProcess(
             find_envoy(cfg.envoy_path), self.work / "bootstrap.json", cfg.address, cfg.admin_port,
             self.work / "envoy.log", concurrency=cfg.concurrency, log_level=cfg.envoy_log_level,
@@ -54,7 +64,8 @@ class Agent:
     def write_bootstrap(self) -> Path:
         cfg = self.cfg
         doc = build_bootstrap(cfg.node_id, cfg.metadata(), Locality(cfg.region, cfg.zone, cfg.subzone), cfg.xds,
-                              f"{cfg.address}:{cfg.admin_port}", delta=cfg.delta)
+                              f"{cfg.address}:{cfg.admin_port}", delta=cfg.delta,
+                              sds_socket=str(self.sds_path) if self.sds_path else None)
         self.work.mkdir(parents=True, exist_ok=True)
         path = self.work / "bootstrap.json"
         path.write_text(json.dumps(doc, indent=1))
@@ -82,6 +93,8 @@ class Agent:
             "nodeId": self.cfg.node_id,
             "admin": f"http://{self.cfg.address}:{self.cfg.admin_port}",
         }
+        if self.certs is not None:
+            status["certificate"] = self.certs.status()
         if status != self._last_status:
             self._last_status = status
             write_json_atomic(self.status_path, {**status, "time": time.time()})
@@ -92,66 +105,111 @@ class Agent:
         if self.cfg.envoy_record:
             write_record(Path(self.cfg.envoy_record), record_for(pid, "envoy", self.cfg.name, group=False))
 
-    async def run(self) -> int:
+    async def start_security(self, session: aiohttp.ClientSession) -> CaClient | None:
+        """SDS on a local socket and the first certificate, before Envoy exists (its listeners then never wait)."""
         cfg = self.cfg
-        self.write_bootstrap()
+        if not cfg.ca:
+            return None
+        self.sds, self.sds_path, tmp = await start_sds(Path(cfg.sds_socket) if cfg.sds_socket
+                                                       else self.work / "sds.sock")
+        if tmp is not None:
+            self._tmpdirs.append(tmp)
+        client = CaClient(cfg.ca)
+        bundle_url = f"{cfg.api.rstrip('/')}/management/v1/trust-bundle" if cfg.api else ""
+
+        async def bundle() -> bytes | None:
+            headers = {"Authorization": f"Bearer {cfg.api_token}"} if cfg.api_token else {}
+            async with session.get(bundle_url, headers=headers, timeout=aiohttp.ClientTimeout(total=3)) as r:
+                if r.status != 200:
+                    return None
+                return str((await r.json()).get("pem") or "").encode() or None
+
+        identity = SpiffeId(cfg.trust_domain, cfg.namespace, cfg.service_account)
+        self.certs = CertificateManager(identity, client, cfg.ca_token, self.sds, ttl_s=cfg.cert_ttl_s,
+                                        bundle=bundle if bundle_url else None, bundle_poll_s=cfg.bundle_poll_s)
+        self.report(None, "starting")
+        await self.certs.obtain(self.stop_event)
+        return client
+
+    async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, self.stop_event.set)
         connector = aiohttp.TCPConnector(limit=4)
         async with aiohttp.ClientSession(connector=connector) as session:
-            reg = Registration(cfg, session) if cfg.register and cfg.api else None
-            await self.start_envoy()
-            backoff = 0.5
-            restart_at: float | None = None
-            next_probe = 0.0
-            next_register = 0.0
-            app_port = cfg.ports[0].app_port if cfg.ports else 0
-            app_host = cfg.app_address or cfg.address
-            self.report(reg, "starting")
-            while not self.stop_event.is_set():
-                now = loop.time()
-                if not self.envoy.running():
-                    if restart_at is None:
-                        log.warning("envoy exited with %s; restarting in %.1fs", self.envoy.proc and
-                                    self.envoy.proc.returncode, backoff)
-                        self.envoy_live = False
-                        restart_at = now + backoff
-                        backoff = min(backoff * 2, MAX_BACKOFF_S)
-                    elif now >= restart_at:
-                        restart_at = None
-                        self.envoy.restarts += 1
-                        await self.start_envoy()
-                elif not self.envoy_live:
-                    self.envoy_live = await self.envoy.state(session) == "LIVE"
-                    if self.envoy_live:
-                        log.info("envoy is LIVE")
-                        backoff = 0.5
-                if self.probing and now >= next_probe and app_port:
-                    next_probe = now + cfg.readiness.period_s
-                    self.tracker.observe(await probe_once(cfg.readiness, app_host, app_port, session))
-                if reg is not None and self.envoy_live and now >= next_register:
-                    try:
-                        healthy = self.tracker.ready or not self.probing
-                        if not reg.registered:
-                            await reg.register(healthy)
-                        else:
-                            await reg.set_health(healthy, self.tracker.message)
-                    except (RegistrationError, aiohttp.ClientError, TimeoutError, OSError) as e:
-                        log.warning("registration: %s", e)
-                        next_register = now + 1.0
-                self.report(reg, "running")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stop_event.wait(), TICK_S)
-            self.report(reg, "stopping")
-            if reg is not None:
+            try:
+                return await self._run(session)
+            finally:
+                for d in self._tmpdirs:
+                    remove_dir(d)
+
+    async def _run(self, session: aiohttp.ClientSession) -> int:
+        cfg = self.cfg
+        loop = asyncio.get_running_loop()
+        ca_client = await self.start_security(session)
+        background: list[asyncio.Task[None]] = []
+        if self.certs is not None:
+            background.append(asyncio.create_task(self.certs.run(self.stop_event)))
+        self.write_bootstrap()
+        reg = Registration(cfg, session) if cfg.register and cfg.api else None
+        await self.start_envoy()
+        backoff = 0.5
+        restart_at: float | None = None
+        next_probe = 0.0
+        next_register = 0.0
+        app_port = cfg.ports[0].app_port if cfg.ports else 0
+        app_host = cfg.app_address or cfg.address
+        self.report(reg, "starting")
+        while not self.stop_event.is_set():
+            now = loop.time()
+            if not self.envoy.running():
+                if restart_at is None:
+                    log.warning("envoy exited with %s; restarting in %.1fs", self.envoy.proc and
+                                self.envoy.proc.returncode, backoff)
+                    self.envoy_live = False
+                    restart_at = now + backoff
+                    backoff = min(backoff * 2, MAX_BACKOFF_S)
+                elif now >= restart_at:
+                    restart_at = None
+                    self.envoy.restarts += 1
+                    await self.start_envoy()
+            elif not self.envoy_live:
+                self.envoy_live = await self.envoy.state(session) == "LIVE"
+                if self.envoy_live:
+                    log.info("envoy is LIVE")
+                    backoff = 0.5
+            if self.probing and now >= next_probe and app_port:
+                next_probe = now + cfg.readiness.period_s
+                self.tracker.observe(await probe_once(cfg.readiness, app_host, app_port, session))
+            if reg is not None and self.envoy_live and now >= next_register:
                 try:
-                    await reg.deregister()
+                    healthy = self.tracker.ready or not self.probing
+                    if not reg.registered:
+                        await reg.register(healthy)
+                    else:
+                        await reg.set_health(healthy, self.tracker.message)
                 except (RegistrationError, aiohttp.ClientError, TimeoutError, OSError) as e:
-                    log.warning("could not delete the WorkloadEntry: %s", e)
-            await self.envoy.stop(session, drain=True)
-            self.report(reg, "stopped")
+                    log.warning("registration: %s", e)
+                    next_register = now + 1.0
+            self.report(reg, "running")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop_event.wait(), TICK_S)
+        self.report(reg, "stopping")
+        if reg is not None:
+            try:
+                await reg.deregister()
+            except (RegistrationError, aiohttp.ClientError, TimeoutError, OSError) as e:
+                log.warning("could not delete the WorkloadEntry: %s", e)
+        await self.envoy.stop(session, drain=True)
+        for t in background:
+            t.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        if self.sds is not None:
+            await self.sds.stop()
+        if ca_client is not None:
+            await ca_client.close()
+        self.report(reg, "stopped")
         return 0
 
 

@@ -92,11 +92,15 @@ def record_for(pid: int, kind: str, instance: str = "", group: bool = True) -> P
     return ProcRecord(pid=pid, start=start_ticks(pid) or 0, kind=kind, instance=instance, group=group)
 
 
-def write_json_atomic(path: Path, data: object) -> None:
-    """Write JSON so readers never see a half-written file (write a temporary file, then rename)."""
+def write_json_atomic(path: Path, data: object, *, mode: int = 0o644) -> None:
+    """Write JSON so readers never see a half-written file (write a temporary file, then rename). ``mode`` 0o600
+    for files that carry a credential (an agent config with its bootstrap token)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(data, indent=1, sort_keys=True))
+    os.chmod(tmp, mode)
     os.replace(tmp, path)
 
 

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 CLUSTER_LABEL = "topology.istio.io/cluster"
 WORKLOAD_LABEL = "meshplane.io/workload"
+TLS_MODE_LABEL = "security.istio.io/tlsMode"  # "istio": this endpoint accepts ISTIO_MUTUAL (auto mTLS)
 GROUP_PATH = "/apis/networking.istio.io/v1"
 
 
@@ -35,6 +36,8 @@ def workload_entry(cfg: AgentConfig) -> dict[str, Any]:
     labels = dict(cfg.labels)
     labels.setdefault(CLUSTER_LABEL, cfg.cluster)
     labels.setdefault(WORKLOAD_LABEL, cfg.workload)
+    if cfg.ca:
+        labels[TLS_MODE_LABEL] = "istio"  # the agent serves a mesh certificate to this Envoy
     spec: dict[str, Any] = {
         "address": cfg.address,
         "labels": labels,

@@ -19,6 +19,14 @@ def _server(args: argparse.Namespace) -> int:
     api_host, api_port = serverproc.parse_addr(args.api_addr, 8080)
     xds = None if args.xds_addr in ("", "none") else serverproc.parse_addr(args.xds_addr, 15010)
     tokens = serverproc.read_token_file(Path(args.token_file)) if args.token_file else None
+    if args.ca_addr in ("", "none"):
+        ca: tuple[str | None, int] = (None, 0)
+    elif args.ca_addr is None:  # next to xDS: its host, port 15012 (0 when xDS takes any free port)
+        ca = ((xds[0], 15012 if xds[1] else 0) if xds else ("127.0.0.1", 15012))
+    else:
+        ca = serverproc.parse_addr(args.ca_addr, 15012)
+    if bool(args.ca_root_cert) != bool(args.ca_root_key):
+        raise serverproc.ServerConfigError("--ca-root-cert and --ca-root-key go together")
     opts = serverproc.ServerOptions(
         data_dir=Path(args.data_dir),
         api_host=api_host,
@@ -29,6 +37,13 @@ def _server(args: argparse.Namespace) -> int:
         xds_port=xds[1] if xds else 0,
         debounce_quiet=args.debounce_quiet,
         debounce_max=args.debounce_max,
+        ca_host=ca[0],
+        ca_port=ca[1],
+        trust_domain=args.trust_domain,
+        ca_root_cert=Path(args.ca_root_cert) if args.ca_root_cert else None,
+        ca_root_key=Path(args.ca_root_key) if args.ca_root_key else None,
+        cert_ttl_s=args.cert_ttl,
+        inbound_mtls=args.inbound_mtls,
     )
     asyncio.run(serverproc.run_server(opts))
     return 0
@@ -63,6 +78,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--debounce-quiet", type=float, default=0.1, help="push after this many seconds without changes")
     s.add_argument("--debounce-max", type=float, default=1.0, help="push at the latest this long after a change")
+    s.add_argument("--ca-addr", default=None,
+                   help="address of the certificate signing service (gRPC); default: the xDS host, port 15012 "
+                        "(0 when xDS uses port 0); 'none' to run without a CA")
+    s.add_argument("--trust-domain", default="cluster.local", help="SPIFFE trust domain (default cluster.local)")
+    s.add_argument("--ca-root-cert", help="a plugged-in root certificate (PEM), shared by several control planes")
+    s.add_argument("--ca-root-key", help="the plugged-in root's private key (PEM); read, never copied")
+    s.add_argument("--cert-ttl", type=int, default=24 * 3600,
+                   help="longest workload certificate lifetime in seconds (default 86400)")
+    s.add_argument("--inbound-mtls", action="store_true",
+                   help="inbound ports without a PeerAuthentication accept mTLS and plaintext (PERMISSIVE); "
+                        "for meshes whose proxies get certificates from the agent over SDS")
     s.set_defaults(func=_server)
 
     k = sub.add_parser("kubeconfig", help="print a kubeconfig for the running server")

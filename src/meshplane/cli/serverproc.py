@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import gc
 import ipaddress
 import json
@@ -25,7 +26,11 @@ from aiohttp import web
 
 from meshplane.api.kinds import default_registry
 from meshplane.apiserver.app import ApiServer, ApiServerSettings, serve
+from meshplane.cli.security_api import security_routes
 from meshplane.store.sqlite import SqliteStore
+from meshplane.translate.mesh import MeshSettings
+from meshplane.xds.ca_service import SecurityPlane
+from meshplane.xds.default_translator import DefaultTranslator
 from meshplane.xds.server import XdsServer
 from meshplane.xds.settings import XdsSettings
 from meshplane.xds.status import ProxyStatus
@@ -50,6 +55,16 @@ class ServerOptions:
     debounce_max: float = 1.0
     tokens: dict[str, str] | None = None  # token -> user
     history_limit: int = 100_000  # watch events kept for resuming watches
+    # Zero trust: the CA (under data_dir/ca) and its signing service; ca_host None: no CA, no signing service.
+    ca_host: str | None = None
+    ca_port: int = 15012
+    trust_domain: str = "cluster.local"
+    ca_root_cert: Path | None = None  # a plugged-in root shared by several control planes
+    ca_root_key: Path | None = None
+    cert_ttl_s: int = 24 * 3600  # the longest workload certificate the CA signs
+    # Inbound listeners without a PeerAuthentication accept mTLS and plaintext (PERMISSIVE, Istio's default).
+    # Only for proxies that get certificates over SDS (the agent with a CA), hence off unless asked for.
+    inbound_mtls: bool = False
 
 
 def is_loopback(host: str) -> bool:
@@ -88,7 +103,7 @@ def read_token_file(path: Path) -> dict[str, str]:
 
 
 def check_safe(opts: ServerOptions) -> None:
-    hosts = [opts.api_host] + ([opts.xds_host] if opts.xds_host else [])
+    hosts = [opts.api_host] + [h for h in (opts.xds_host, opts.ca_host) if h]
     exposed = [h for h in hosts if not is_loopback(h)]
     if exposed and not opts.tokens:
         raise ServerConfigError(
@@ -106,18 +121,31 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
     _tune_gc()
     xds: XdsServer | None = None
     xds_url = ""
+    security: SecurityPlane | None = None
+    ca_url = ""
+    if opts.ca_host is not None:
+        security = SecurityPlane.load_or_create(
+            opts.data_dir / "ca", opts.trust_domain, root_cert_file=opts.ca_root_cert,
+            root_key_file=opts.ca_root_key, max_ttl=datetime.timedelta(seconds=opts.cert_ttl_s))
+        ca_port = await security.start(f"{_url_host(opts.ca_host)}:{opts.ca_port}")
+        ca_url = f"{_url_host(opts.ca_host)}:{ca_port}"
+        log.info("certificate signing service on %s (trust domain %s)", ca_url, opts.trust_domain)
     if opts.xds_host is not None:
-        xds = XdsServer(store, XdsSettings(debounce_quiet=opts.debounce_quiet, debounce_max=opts.debounce_max))
+        mesh = MeshSettings(trust_domain=opts.trust_domain, inbound_mtls=opts.inbound_mtls)
+        xds = XdsServer(store, XdsSettings(debounce_quiet=opts.debounce_quiet, debounce_max=opts.debounce_max,
+                                           translator=DefaultTranslator(mesh)))
         xds_port = await xds.start(f"{_url_host(opts.xds_host)}:{opts.xds_port}")
         xds_url = f"{_url_host(opts.xds_host)}:{xds_port}"
         log.info("xDS serving on %s", xds_url)
     api = ApiServer(store, default_registry(), ApiServerSettings(tokens=dict(opts.tokens or {})))
     if xds is not None:
         api.extra_routes.append(web.get("/management/v1/proxies", _proxy_status_handler(xds)))
+    if security is not None:
+        api.extra_routes.extend(security_routes(security))
     runner = await serve(api.app(), opts.api_host, opts.api_port)
     port = _bound_port(runner) or opts.api_port
     api_url = f"http://{_url_host(opts.api_host)}:{port}"
-    state: dict[str, object] = {"api": api_url, "xds": xds_url, "pid": os.getpid()}
+    state: dict[str, object] = {"api": api_url, "xds": xds_url, "ca": ca_url, "pid": os.getpid()}
     if opts.tokens:
         state["token"] = next(iter(opts.tokens))
     _write_state(opts.data_dir / STATE_FILE, state)
@@ -136,6 +164,8 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
         await runner.cleanup()
         if xds is not None:
             await xds.stop(grace=1.0)
+        if security is not None:
+            await security.stop()
         await store.close()
         with contextlib.suppress(FileNotFoundError):
             (opts.data_dir / STATE_FILE).unlink()

@@ -82,6 +82,16 @@ class ApiClient:
         items = data.get("items") if isinstance(data, dict) else None
         return [i for i in items or [] if isinstance(i, dict)]
 
+    async def bootstrap_token(self, namespace: str, service_account: str, ttl_s: int) -> str:
+        """A bootstrap token for the CA (``POST /management/v1/tokens``); the caller hands it to one agent."""
+        body = {"namespace": namespace, "serviceAccount": service_account, "ttlSeconds": ttl_s}
+        async with self.session.post(self.base + "/management/v1/tokens", json=body,
+                                     timeout=aiohttp.ClientTimeout(total=10)) as r:
+            if r.status != 201:
+                raise ApplyError(f"bootstrap token for {namespace}/{service_account}: HTTP {r.status}: "
+                                 f"{(await r.text())[:300]}")
+            return str((await r.json())["token"])
+
     async def up(self) -> bool:
         try:
             async with self.session.get(self.base + "/api", timeout=aiohttp.ClientTimeout(total=1)) as r:

@@ -98,11 +98,22 @@ class WorkloadSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class SecuritySpec:
+    """``security:`` of a manifest. ``mtls``: every instance gets a mesh certificate over SDS and sidecars talk
+    mTLS (auto mTLS; PERMISSIVE unless a PeerAuthentication says otherwise). ``certTtlSeconds``: the longest
+    certificate the CA signs (short values exercise renewal)."""
+
+    mtls: bool = True
+    cert_ttl_s: int = 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
 class Manifest:
     name: str
     clusters: tuple[ClusterSpec, ...]
     workloads: tuple[WorkloadSpec, ...]
     objects: tuple[Mapping[str, Any], ...]  # compiled services, then ``config``, in apply order
+    security: SecuritySpec = SecuritySpec()
 
     def cluster(self, name: str) -> ClusterSpec:
         for c in self.clusters:
@@ -252,7 +263,7 @@ def parse_manifest(doc: Any, *, default_name: str = "mesh") -> Manifest:
     if not isinstance(doc, Mapping):
         raise ManifestError("manifest: expected a map with clusters, workloads, services")
     unknown = sorted(set(doc) - {"apiVersion", "kind", "name", "metadata", "clusters", "workloads", "services",
-                                 "config"})
+                                 "config", "security"})
     if unknown:
         raise ManifestError(f"manifest: unknown field {unknown[0]!r}")
     raw_clusters = doc.get("clusters") or [{"name": "cluster-1"}]
@@ -285,7 +296,16 @@ def parse_manifest(doc: Any, *, default_name: str = "mesh") -> Manifest:
     objects.extend(config)
     md = doc.get("metadata") or {}
     name = str(doc.get("name") or (md.get("name") if isinstance(md, Mapping) else "") or default_name)
-    return Manifest(name, tuple(clusters.values()), tuple(workloads), tuple(objects))
+    sec = doc.get("security") or {}
+    if not isinstance(sec, Mapping) or set(sec) - {"mtls", "certTtlSeconds"}:
+        raise ManifestError("security: expected a map with mtls (bool) and certTtlSeconds (int)")
+    try:
+        security = SecuritySpec(bool(sec.get("mtls", True)), int(sec.get("certTtlSeconds", 24 * 3600)))
+    except (TypeError, ValueError) as e:
+        raise ManifestError(f"security.certTtlSeconds: {e}") from e
+    if security.cert_ttl_s < 10:
+        raise ManifestError("security.certTtlSeconds: at least 10 seconds")
+    return Manifest(name, tuple(clusters.values()), tuple(workloads), tuple(objects), security)
 
 
 def load_manifest(path: Path) -> Manifest:

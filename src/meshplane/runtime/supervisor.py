@@ -50,6 +50,8 @@ log = logging.getLogger("meshplane.runtime")
 
 API_PORT = 8080
 XDS_PORT = 15010
+CA_PORT = 15012
+TOKEN_TTL_S = 30 * 24 * 3600  # an agent renews with its bootstrap token for the mesh's whole life
 RECONCILE_S = 0.5
 MAX_BACKOFF_S = 10.0
 STABLE_S = 10.0  # a process that ran this long resets its restart backoff
@@ -65,7 +67,7 @@ def choose_octet(home: Home) -> int:
     for i in range(240):
         octet = 10 + (start + i) % 240
         host = f"127.{octet}.0.1"
-        if all(_port_free(host, p) for p in (API_PORT, XDS_PORT)):
+        if all(_port_free(host, p) for p in (API_PORT, XDS_PORT, CA_PORT)):
             return octet
     raise RuntimeError("no free loopback range 127.B.0.1 for the control plane")
 
@@ -157,6 +159,7 @@ class Supervisor:
         self.octet = 0
         self.api = ""
         self.xds = ""
+        self.ca = ""
         self.server: Child | None = None
         self.phase = "starting"
         self.error = ""
@@ -196,11 +199,15 @@ class Supervisor:
         host = f"127.{self.octet}.0.1"
         self.api = f"http://{host}:{API_PORT}"
         self.xds = f"{host}:{XDS_PORT}"
-        self.server = await self.spawn(
-            "server", "control-plane",
-            python_cmd("server", "--data-dir", str(self.home.server_dir), "--api-addr", f"{host}:{API_PORT}",
-                       "--xds-addr", self.xds),
-            self.home.logs / "server.log")
+        sec = self.manifest.security
+        args = ["server", "--data-dir", str(self.home.server_dir), "--api-addr", f"{host}:{API_PORT}",
+                "--xds-addr", self.xds]
+        if sec.mtls:
+            self.ca = f"{host}:{CA_PORT}"
+            args += ["--ca-addr", self.ca, "--inbound-mtls", "--cert-ttl", str(sec.cert_ttl_s)]
+        else:
+            args += ["--ca-addr", "none"]
+        self.server = await self.spawn("server", "control-plane", python_cmd(*args), self.home.logs / "server.log")
         client = ApiClient(self.api, session)
         while not await client.up():
             if not self.server.running():
@@ -227,7 +234,7 @@ class Supervisor:
             self.numbers[key] = n
         return instance_address(self.octet, c.index, n)
 
-    def agent_config(self, inst: Instance) -> AgentConfig:
+    def agent_config(self, inst: Instance, ca_token: str = "") -> AgentConfig:
         w, c = inst.workload, inst.cluster
         d = self.home.instance_dir(inst.name)
         readiness = Readiness(http_path=w.readiness_path, tcp=w.readiness_tcp or (not w.readiness_path and
@@ -240,7 +247,8 @@ class Supervisor:
             app_address=inst.address, gateway=w.gateway,
             gateway_ports={p.port: p.gateway_listen_port for p in w.ports} if w.gateway else {},
             readiness=readiness, delta=self.delta, work_dir=str(d), status_file=str(d / "status.json"),
-            envoy_record=str(self.home.procs / f"{inst.name}.envoy.json"), mesh_id=self.manifest.name)
+            envoy_record=str(self.home.procs / f"{inst.name}.envoy.json"), mesh_id=self.manifest.name,
+            ca=self.ca if ca_token else "", ca_token=ca_token)
 
     def app_env(self, inst: Instance) -> dict[str, str]:
         w = inst.workload
@@ -274,7 +282,12 @@ class Supervisor:
         d = self.home.instance_dir(inst.name)
         d.mkdir(parents=True, exist_ok=True)
         cfg_path = d / "agent.json"
-        write_json_atomic(cfg_path, self.agent_config(inst).to_json())
+        token = ""
+        if self.ca and self.client is not None:
+            # One bootstrap token per instance start, bound to its namespace and service account.
+            token = await self.client.bootstrap_token(inst.workload.namespace, inst.workload.service_account,
+                                                      TOKEN_TTL_S)
+        write_json_atomic(cfg_path, self.agent_config(inst, token).to_json(), mode=0o600)
         (d / "status.json").unlink(missing_ok=True)
         # An Envoy left by an agent that died hard (SIGKILL) still holds the instance's ports: stop it first.
         stale = read_record(self.home.procs / f"{inst.name}.envoy.json")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -126,6 +127,50 @@ class CaServer:
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
+
+
+TOKEN_ISSUED = "token.issued"
+
+
+class SecurityPlane:
+    """The control plane's zero-trust parts in one place: the CA (under ``directory``), the bootstrap token issuer
+    (its HMAC key next to the CA), the audit trail and the signing service.
+
+    Why one object: the server composes it once and hands it to the management API (tokens, audit, trust bundle)
+    and to the gRPC signing endpoint, so both see the same CA, the same token key and the same audit ring."""
+
+    def __init__(self, ca: CertificateAuthority, tokens: TokenIssuer, audit: AuditTrail,
+                 max_ttl: datetime.timedelta = datetime.timedelta(hours=24)) -> None:
+        self.ca, self.tokens, self.audit = ca, tokens, audit
+        self.server = CaServer(CaService(ca, tokens, audit, max_ttl))
+
+    def __repr__(self) -> str:
+        return f"SecurityPlane({self.ca!r})"
+
+    @classmethod
+    def load_or_create(cls, directory: Path, trust_domain: str = "cluster.local", *,
+                       root_cert_file: Path | None = None, root_key_file: Path | None = None,
+                       max_ttl: datetime.timedelta = datetime.timedelta(hours=24)) -> SecurityPlane:
+        ca = CertificateAuthority.load_or_create(directory, trust_domain, root_cert_file=root_cert_file,
+                                                 root_key_file=root_key_file, default_ttl=max_ttl)
+        return cls(ca, TokenIssuer.load_or_create(directory), AuditTrail(), max_ttl)
+
+    def issue_token(self, namespace: str, service_account: str, ttl: datetime.timedelta, *,
+                    requested_by: str) -> tuple[str, datetime.datetime]:
+        """A bootstrap token for ``namespace``/``service_account`` (validated as a SPIFFE id first) and its expiry.
+        Recorded in the audit trail without the token itself."""
+        identity = self.ca.identity(namespace, service_account)
+        token = self.tokens.issue(namespace, service_account, ttl)
+        expires = datetime.datetime.now(datetime.UTC) + ttl
+        self.audit.record(TOKEN_ISSUED, subject=requested_by, target=identity.uri, reason="bootstrap token issued",
+                          details={"expires": expires.isoformat(timespec="seconds")})
+        return token, expires
+
+    async def start(self, address: str) -> int:
+        return await self.server.start(address)
+
+    async def stop(self) -> None:
+        await self.server.stop()
 
 
 class CaClient:
