@@ -71,8 +71,9 @@ def remove_lanes(api: str) -> None:
 
 def chain(url: str, headers: dict[str, str] | None = None) -> Chain:
     doc = get_json(url + "/mock", headers)
-    b = doc["calls"][0]
-    c = b["calls"][0]
+    b = (doc.get("calls") or [{}])[0]
+    c = (b.get("calls") or [{}])[0]
+    assert b.get("status") == 200 and c.get("status") == 200, doc
     assert (doc["service"], b["service"], c["service"]) == ("mocka", "mockb", "mockc"), doc
     assert b["status"] == 200 and c["status"] == 200, doc
     return str(doc["version"]), str(b["version"]), str(c["version"])
@@ -170,3 +171,56 @@ def test_lane_changes_under_load_fail_nothing(mesh: dict[str, Any]) -> None:
     remove_lanes(api)
 
 
+
+
+def test_baggage_only_propagation(mesh: dict[str, Any]) -> None:
+    """traceHeader baggage: the lane travels only in W3C baggage; every sidecar lifts it back (ASMHeaderPropagation)
+    to route, and the routes drop the lifted header again, so the applications never see x-asm-prefer-tag."""
+    api, url = mesh["api"], mesh["ingress"]
+    apply(api, [group(permissive=True, trace_header="baggage"), *permissive_lanes()])
+    bag = {"baggage": "x-asm-prefer-tag=v2,other=1"}
+    eventually(lambda: steady(url, bag, ("v2", "v1", "v2")), "lane v2 from baggage alone")
+    doc = get_json(url + "/mock", bag)
+    b = doc["calls"][0]
+    for hop in (doc, b, b["calls"][0]):
+        assert "x-asm-prefer-tag" not in hop["headers"], hop["headers"]
+        assert "x-asm-prefer-tag=v2" in hop["headers"]["baggage"]
+    assert steady(url, {"baggage": "x-asm-prefer-tag=v3"}, ("v3", "v3", "v3"))
+    assert steady(url, None, ("v1", "v1", "v1"))
+    remove_lanes(api)
+
+
+def test_traffic_labels(mesh: dict[str, Any]) -> None:
+    """Auto-colouring from $getLabel(ASM_TRAFFIC_TAG), and context mapping: a header the application does not
+    propagate (``appname``) is restored on its outbound call through the x-request-id it does propagate."""
+    api, url = mesh["api"], mesh["ingress"]
+    labels = [
+        {"apiVersion": "istio.alibabacloud.com/v1", "kind": "TrafficLabel",
+         "metadata": {"name": "colour", "namespace": "default"},
+         "spec": {"rules": [{"labels": [{"name": "x-colour", "valueFrom": ["$getLabel(ASM_TRAFFIC_TAG)"]}]}]}},
+        {"apiVersion": "istio.alibabacloud.com/v1", "kind": "TrafficLabel",
+         "metadata": {"name": "appname", "namespace": "default"},
+         "spec": {"workloadSelector": {"labels": {"app": "mocka"}}, "rules": [{"labels": [
+             {"name": "x-app-name", "valueFrom": ["$getExternalInboundRequestHeader(appname, x-request-id)",
+                                                  "$getLabel(app)"]}]}]}},
+    ]
+    apply(api, [group(permissive=True), *permissive_lanes(), *labels])
+
+    def labelled() -> bool:
+        doc = get_json(url + "/mock", {"x-asm-prefer-tag": "v3", "appname": "shop"})
+        b = doc["calls"][0]
+        c = b["calls"][0]
+        return (b["headers"].get("x-colour"), c["headers"].get("x-colour"), b["headers"].get("x-app-name")) == (
+            "v3", "v3", "shop") and "appname" not in doc["headers"]
+
+    eventually(labelled, "TrafficLabel headers on outbound requests")
+    for _ in range(5):
+        doc = get_json(url + "/mock", {"x-asm-prefer-tag": "v2", "appname": "shop"})
+        b = doc["calls"][0]
+        assert (b["version"], b["headers"]["x-colour"], b["headers"]["x-app-name"]) == ("v1", "v2", "shop")
+        assert b["calls"][0]["headers"]["x-colour"] == "v1"  # mockb v1 colours its own calls
+    # Without the inbound header, the next source answers.
+    doc = get_json(url + "/mock", {"x-asm-prefer-tag": "v3"})
+    assert doc["calls"][0]["headers"]["x-app-name"] == "mocka"
+    kubectl(api, "delete", "trafficlabels", "colour", "appname", "-n", "default")
+    remove_lanes(api)

@@ -108,10 +108,25 @@ def fallback_clusters(proxy: Proxy, ctx: PushContext, known: Collection[str]) ->
                 for port in ports:
                     primary = target_cluster(d.get("destination") or {}, vs.namespace, ctx, port)
                     fb = target_cluster(target, vs.namespace, ctx, port)
-                    if primary and fb and primary != fb and primary in known and fb in known:
-                        pairs[aggregate_name(primary, fb)] = (primary, fb)
+                    # Every subset of the destination's host gets its aggregate with this target, not only the
+                    # one routed to now: when a route stops using a fallback, its aggregate stays until the
+                    # subset itself goes, so a route change never races the removal of the cluster it left.
+                    for name in [primary, *_sibling_subsets(primary, known)]:
+                        if name and fb and name != fb and name in known and fb in known:
+                            pairs[aggregate_name(name, fb)] = (name, fb)
     return [aggregate_cluster(name, *pair, connect_timeout_s=ctx.mesh.connect_timeout_s)
             for name, pair in sorted(pairs.items())]
+
+
+def _sibling_subsets(primary: str | None, known: Collection[str]) -> list[str]:
+    if not primary:
+        return []
+    parts = primary.split("|")
+    if len(parts) != 4:
+        return []
+    head, tail = f"{parts[0]}|{parts[1]}|", f"|{parts[3]}"
+    return sorted(n for n in known if n.startswith(head) and n.endswith(tail) and n.count("|") == 3
+                  and n != primary and n != f"{head}{tail}")
 
 
 def aggregate_cluster(name: str, primary: str, fallback: str, *, connect_timeout_s: float) -> cluster_pb2.Cluster:
