@@ -44,12 +44,12 @@ KINDS: tuple[str, ...] = (NAMESPACES, NODES, PODS, SERVICES, ENDPOINT_SLICES)
 
 def _meta(obj: KubeObject) -> Mapping[str, Any]:
     md = obj.get("metadata")
-    return md if isinstance(md, Mapping) else {}
+    return md if isinstance(md, dict) else {}
 
 
 def _labels(obj: KubeObject) -> dict[str, str]:
     raw = _meta(obj).get("labels")
-    if not isinstance(raw, Mapping):
+    if not isinstance(raw, dict):
         return {}
     return {str(k): str(v) for k, v in raw.items()}
 
@@ -84,11 +84,11 @@ def _requirement_holds(labels: Mapping[str, str], req: Mapping[str, Any]) -> boo
 def selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
     """A Kubernetes LabelSelector (matchLabels + matchExpressions); an empty selector matches everything."""
     match = selector.get("matchLabels")
-    if isinstance(match, Mapping) and any(labels.get(str(k)) != str(v) for k, v in match.items()):
+    if isinstance(match, dict) and any(labels.get(str(k)) != str(v) for k, v in match.items()):
         return False
     exprs = selector.get("matchExpressions")
     if isinstance(exprs, list):
-        return all(isinstance(r, Mapping) and _requirement_holds(labels, r) for r in exprs)
+        return all(isinstance(r, dict) and _requirement_holds(labels, r) for r in exprs)
     return True
 
 
@@ -129,8 +129,8 @@ class PodInfo:
 
 
 def pod_info(pod: KubeObject) -> PodInfo:
-    spec = pod.get("spec") if isinstance(pod.get("spec"), Mapping) else {}
-    assert isinstance(spec, Mapping)
+    spec = pod.get("spec") if isinstance(pod.get("spec"), dict) else {}
+    assert isinstance(spec, dict)
     return PodInfo(
         MappingProxyType(_labels(pod)),
         str(spec.get("serviceAccountName") or spec.get("serviceAccount") or ""),
@@ -143,14 +143,14 @@ def pod_info(pod: KubeObject) -> PodInfo:
 def convert_service(svc: KubeObject, domain: str = DEFAULT_DOMAIN) -> Service | None:
     """A Kubernetes Service as a mesh Service, or None for kinds the mesh does not route (ExternalName)."""
     namespace, name = object_key(svc)
-    spec = svc.get("spec") if isinstance(svc.get("spec"), Mapping) else {}
-    assert isinstance(spec, Mapping)
+    spec = svc.get("spec") if isinstance(svc.get("spec"), dict) else {}
+    assert isinstance(spec, dict)
     svc_type = str(spec.get("type") or "ClusterIP")
     if not name or svc_type == "ExternalName":
         return None
     ports: list[ServicePort] = []
     for p in spec.get("ports") or []:
-        if not isinstance(p, Mapping) or not p.get("port"):
+        if not isinstance(p, dict) or not p.get("port"):
             continue
         number = int(p["port"])
         port_name = str(p.get("name") or f"port-{number}")
@@ -206,8 +206,8 @@ def slice_pod_refs(es: KubeObject) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     ns = object_key(es)[0]
     for ep in es.get("endpoints") or []:
-        ref = ep.get("targetRef") if isinstance(ep, Mapping) else None
-        if isinstance(ref, Mapping) and ref.get("kind", "Pod") == "Pod" and ref.get("name"):
+        ref = ep.get("targetRef") if isinstance(ep, dict) else None
+        if isinstance(ref, dict) and ref.get("kind", "Pod") == "Pod" and ref.get("name"):
             out.append((str(ref.get("namespace") or ns), str(ref["name"])))
     return out
 
@@ -226,15 +226,15 @@ def endpoints_from_slice(
     namespace = object_key(es)[0]
     ports: dict[str, int] = {}
     for p in es.get("ports") or []:
-        if isinstance(p, Mapping) and p.get("port") is not None:
+        if isinstance(p, dict) and p.get("port") is not None:
             ports[str(p.get("name") or "")] = int(p["port"])
     out: list[Endpoint] = []
     for raw in es.get("endpoints") or []:
-        if not isinstance(raw, Mapping):
+        if not isinstance(raw, dict):
             continue
         pod: PodInfo | None = None
         ref = raw.get("targetRef")
-        if isinstance(ref, Mapping) and ref.get("kind", "Pod") == "Pod":
+        if isinstance(ref, dict) and ref.get("kind", "Pod") == "Pod":
             pod = pods.get((str(ref.get("namespace") or namespace), str(ref.get("name") or "")))
         node_name = str(raw.get("nodeName") or (pod.node_name if pod else ""))
         node = nodes.get(node_name)
@@ -246,8 +246,8 @@ def endpoints_from_slice(
         labels = dict(pod.labels) if pod else {}
         network = (labels.get(NETWORK_LABEL) or (node.network if node else "") or namespace_network
                    or defaults.network)
-        healthy = endpoint_healthy(raw.get("conditions") if isinstance(raw.get("conditions"), Mapping) else None)
-        workload = str(ref.get("name") or "") if isinstance(ref, Mapping) else ""
+        healthy = endpoint_healthy(raw.get("conditions") if isinstance(raw.get("conditions"), dict) else None)
+        workload = str(ref.get("name") or "") if isinstance(ref, dict) else ""
         for address in raw.get("addresses") or []:
             out.append(Endpoint(
                 address=str(address),
@@ -436,7 +436,7 @@ class ClusterIndex:
                     if pod is not None and pod.node_name:
                         self._hosts_by_node.setdefault(pod.node_name, set()).add(svc_key)
                 for raw in es.get("endpoints") or []:
-                    if isinstance(raw, Mapping) and raw.get("nodeName"):
+                    if isinstance(raw, dict) and raw.get("nodeName"):
                         self._hosts_by_node.setdefault(str(raw["nodeName"]), set()).add(svc_key)
                 eps.extend(endpoints_from_slice(es, defaults=self.defaults, pods=self._pods, nodes=self._nodes,
                                                 namespace_network=net))
