@@ -88,6 +88,13 @@ async def _serve_meshplane(args: argparse.Namespace) -> None:
     from meshplane.store import MemoryStore
     from meshplane.xds import XdsServer, XdsSettings
 
+    profiler = None
+    if os.environ.get("XDS_SCALE_PROFILE"):  # cProfile the server from the first change to the end
+        import cProfile
+
+        profiler = cProfile.Profile()
+        if os.environ.get("XDS_SCALE_PROFILE_FROM") == "start":
+            profiler.enable()
     store = MemoryStore(watch_queue_size=1_000_000)
     await store.start()
     for gr, obj in _objects(args.services, args.endpoints):
@@ -95,6 +102,17 @@ async def _serve_meshplane(args: argparse.Namespace) -> None:
     server = XdsServer(store, XdsSettings(debounce_quiet=args.quiet, debounce_max=args.max_delay,
                                           max_concurrent_pushes=args.concurrency))
     port = await server.start("127.0.0.1:0")
+    if os.environ.get("XDS_SCALE_TRACE"):
+        async def trace() -> None:
+            t0 = time.perf_counter()
+            while True:
+                with open("/proc/self/statm") as f:
+                    rss = int(f.read().split()[1]) * 4096 / 1e6
+                b = server._budget
+                print(f"{time.perf_counter() - t0:6.2f}s rss={rss:7.1f}MB inflight={b.in_flight / 1e6:6.1f}MB "
+                      f"waited={b.waited}", file=sys.stderr, flush=True)
+                await asyncio.sleep(0.5)
+        asyncio.get_running_loop().create_task(trace())
     _reply({"port": port, **_usage()})
     generation = 1
     loop = asyncio.get_running_loop()
@@ -106,6 +124,8 @@ async def _serve_meshplane(args: argparse.Namespace) -> None:
         if cmd[0] == "stats":
             _reply(_usage())
         elif cmd[0] == "change":
+            if profiler is not None and generation == 1:
+                profiler.enable()
             i = int(cmd[1])
             from meshplane.store import GroupResource
 
@@ -116,6 +136,9 @@ async def _serve_meshplane(args: argparse.Namespace) -> None:
             generation += 1
             await store.update(gr, new, actor="bench")
             _reply({"address": new["spec"]["address"]})
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(os.environ["XDS_SCALE_PROFILE"])
     await server.stop(0.5)
     await store.close()
 
@@ -429,6 +452,7 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=300.0)
     ap.add_argument("--role", choices=["driver", "meshplane", "baseline"], default="driver", help=argparse.SUPPRESS)
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    ap.add_argument("--no-baseline", action="store_true", help="measure meshplane only (while iterating)")
     args = ap.parse_args()
     if args.role == "meshplane":
         asyncio.run(_serve_meshplane(args))
@@ -436,8 +460,9 @@ def main() -> None:
     if args.role == "baseline":
         asyncio.run(_serve_baseline(args))
         return
-    base = asyncio.run(measure("baseline", args))
+    base = None if args.no_baseline else asyncio.run(measure("baseline", args))
     mesh = asyncio.run(measure("meshplane", args))
+    base = base or mesh
     result = {"params": {"S": args.services, "E": args.endpoints, "N": args.proxies, "changes": args.changes,
                          "quiet_s": args.quiet, "max_delay_s": args.max_delay},
               "meshplane": mesh, "baseline": base,

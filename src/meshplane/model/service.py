@@ -192,6 +192,33 @@ class RegistrySnapshot:
     def endpoints_of(self, host: str) -> tuple[Endpoint, ...]:
         return self.endpoints.get(host, ())
 
+    def with_shard(self, shard: ShardKey, endpoints: Mapping[str, Iterable[Endpoint]],
+                   version: str = "") -> RegistrySnapshot:
+        """A copy in which ``shard``'s endpoints of the hosts in ``endpoints`` are replaced (empty: removed).
+        Services and every other host are shared with this snapshot, so the cost is proportional to the hosts
+        given, not to the mesh: how an endpoint-only change of one source becomes the next snapshot."""
+        shards = dict(self.shards)
+        merged = dict(self.endpoints)
+        for host, eps in endpoints.items():
+            cur = dict(shards.get(host, {}))
+            new = tuple(eps)
+            if new:
+                cur[shard] = new
+            else:
+                cur.pop(shard, None)
+            if cur:
+                shards[host] = MappingProxyType(cur)
+                merged[host] = tuple(e for key in sorted(cur) for e in cur[key])
+            else:
+                shards.pop(host, None)
+                merged.pop(host, None)
+        snap: RegistrySnapshot = object.__new__(RegistrySnapshot)
+        object.__setattr__(snap, "services", self.services)
+        object.__setattr__(snap, "shards", MappingProxyType(shards))
+        object.__setattr__(snap, "version", version)
+        object.__setattr__(snap, "endpoints", MappingProxyType(merged))
+        return snap
+
     @staticmethod
     def build(
         services: Iterable[Service], endpoints: Iterable[tuple[ShardKey, str, Iterable[Endpoint]]], version: str = ""

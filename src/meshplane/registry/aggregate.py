@@ -2,6 +2,8 @@
 
 Sources are merged by host name: the first source (in the order given) that declares a host owns the Service
 definition; every source contributes its endpoints for that host in its own (cluster, source) shard.
+:func:`aggregate` merges everything (O(mesh)); :func:`update_shard` replaces one source's endpoints of a few hosts
+in an existing snapshot (O(changed)), which is what an endpoint-only change needs.
 """
 
 from __future__ import annotations
@@ -44,6 +46,20 @@ def aggregate(registries: Iterable[ServiceRegistry]) -> RegistrySnapshot:
     return RegistrySnapshot(snap.services, snap.shards, _version(snap))
 
 
+def update_shard(previous: RegistrySnapshot, shard: ShardKey,
+                 endpoints: Mapping[str, Sequence[Endpoint]]) -> RegistrySnapshot:
+    """``previous`` with one source's endpoints of some hosts replaced; services unchanged. O(hosts given).
+
+    The version chains the previous one with the change (not a digest of the whole mesh, which would cost
+    O(mesh) again): equal versions still mean equal content, which is all a version promises here."""
+    h = hashlib.blake2b(previous.version.encode(), digest_size=8)
+    h.update(repr(tuple(shard)).encode())
+    for host in sorted(endpoints):
+        h.update(host.encode())
+        h.update(repr(sorted(map(repr, (e.key() for e in endpoints[host])))).encode())
+    return previous.with_shard(shard, endpoints, h.hexdigest())
+
+
 def _endpoint_set(snap: RegistrySnapshot, host: str) -> frozenset[tuple[object, ...]]:
     return frozenset(e.key() for e in snap.endpoints_of(host))
 
@@ -62,6 +78,8 @@ def diff_endpoints(old: RegistrySnapshot, new: RegistrySnapshot) -> frozenset[st
     """Hosts whose endpoints differ between two snapshots (order of endpoints does not matter)."""
     changed: set[str] = set()
     for host in set(old.endpoints) | set(new.endpoints):
+        if old.endpoints.get(host) is new.endpoints.get(host):
+            continue
         if _endpoint_set(old, host) != _endpoint_set(new, host):
             changed.add(host)
     return frozenset(changed)

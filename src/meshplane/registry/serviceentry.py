@@ -8,6 +8,7 @@ WorkloadEntries its ``workloadSelector`` selects by label in the ServiceEntry's 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from meshplane.model.config import ConfigSnapshot, JSONObject
@@ -103,13 +104,41 @@ def _export_to(raw: Any, namespace: str) -> frozenset[str]:
     return frozenset(namespace if str(x) == "." else str(x) for x in raw)
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class _SERec:
+    """One ServiceEntry, parsed once: its services, selector and inline endpoints."""
+
+    key: tuple[str, str]
+    order: tuple[str, str, str]
+    namespace: str
+    hosts: tuple[str, ...]
+    services: tuple[Service, ...]  # one per host, in ``hosts`` order
+    selector: Mapping[str, str] | None  # None: no workloadSelector
+    inline: tuple[Endpoint, ...]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _WERec:
+    key: tuple[str, str]
+    order: tuple[str, str, str]
+    obj: JSONObject
+    labels: Mapping[str, str]
+
+
 class ServiceEntrySource:
-    """Implements :class:`~meshplane.registry.ServiceRegistry` over one ConfigSnapshot."""
+    """Implements :class:`~meshplane.registry.ServiceRegistry` over one ConfigSnapshot.
+
+    Selection is indexed: WorkloadEntries by (namespace, label key, label value) and ServiceEntries by each of
+    their selector's pairs, so selecting costs what matches, not ServiceEntries x WorkloadEntries. ``update``
+    takes the next ConfigSnapshot: when only WorkloadEntries changed it recomputes only the ServiceEntries whose
+    selectors match a changed entry (its old or new labels) and reports the hosts whose endpoints changed
+    (Istio's EndpointShards idea); ``recomputed`` counts the ServiceEntries whose endpoints the last build or
+    update computed. The source is the server's mutable working state; the snapshots built from it are not.
+    """
 
     def __init__(self, config: ConfigSnapshot, cluster_id: str = "") -> None:
         self._cluster_id = cluster_id
-        self._services: list[Service] = []
-        self._endpoints: dict[str, list[Endpoint]] = {}
+        self.recomputed = 0
         self._compute(config)
 
     @property
@@ -124,72 +153,207 @@ class ServiceEntrySource:
         return tuple(self._services)
 
     def endpoints(self) -> Mapping[str, Sequence[Endpoint]]:
-        return {h: tuple(e) for h, e in self._endpoints.items()}
+        return {h: e for h, e in self._endpoints.items() if e}
+
+    def endpoints_of(self, host: str) -> tuple[Endpoint, ...]:
+        return self._endpoints.get(host, ())
+
+    # --- building ---------------------------------------------------------------------------------------------
 
     def _compute(self, config: ConfigSnapshot) -> None:
-        workload_entries: dict[str, list[tuple[JSONObject, dict[str, str]]]] = {}
-        for we in sorted(config.of(WORKLOAD_ENTRIES), key=_order):
-            labels = _str_map((we.get("spec") or {}).get("labels"))
-            workload_entries.setdefault(_meta(we)[0], []).append((we, labels))
+        self._se_objs = config.of(SERVICE_ENTRIES)
+        self._we_objs = config.of(WORKLOAD_ENTRIES)
+        self._we: dict[tuple[str, str], _WERec] = {}
+        self._we_ids: dict[int, tuple[str, str]] = {}
+        self._we_index: dict[tuple[str, str, str], set[tuple[str, str]]] = {}
+        self._we_by_ns: dict[str, set[tuple[str, str]]] = {}
+        for we in self._we_objs:
+            self._add_we(we)
+        self._se: dict[tuple[str, str], _SERec] = {}
+        self._se_index: dict[tuple[str, str, str], set[tuple[str, str]]] = {}
+        self._se_select_all: dict[str, set[tuple[str, str]]] = {}
+        self._host_ses: dict[str, list[tuple[str, str]]] = {}
+        self._services: list[Service] = []
         seen: set[str] = set()
-        for se in sorted(config.of(SERVICE_ENTRIES), key=_order):
-            namespace, name = _meta(se)
-            spec = se.get("spec") or {}
-            ports = tuple(
-                ServicePort(
-                    name=str(p.get("name") or f"port-{p.get('number')}"),
-                    number=int(p.get("number") or 0),
-                    protocol=parse_protocol(str(p.get("protocol") or ""), str(p.get("name") or "")),
-                    target_port=int(p.get("targetPort") or 0),
-                )
-                for p in spec.get("ports") or []
-                if isinstance(p, Mapping) and p.get("number")
-            )
-            try:
-                resolution = Resolution(str(spec.get("resolution") or "NONE").upper())
-            except ValueError:
-                resolution = Resolution.NONE
-            try:
-                location = Location(str(spec.get("location") or "MESH_EXTERNAL").upper())
-            except ValueError:
-                location = Location.MESH_EXTERNAL
-            endpoints: list[Endpoint] = []
-            for raw in spec.get("endpoints") or []:
-                if isinstance(raw, Mapping):
-                    ep = _endpoint(raw, cluster_id=self._cluster_id, namespace=namespace)
-                    if ep is not None:
-                        endpoints.append(ep)
-            selector = spec.get("workloadSelector")
-            if isinstance(selector, Mapping):
-                want = _str_map(selector.get("labels"))
-                for we, labels in workload_entries.get(namespace, ()):
-                    we_spec = we.get("spec") or {}
-                    if all(labels.get(k) == v for k, v in want.items()):
-                        # A WorkloadEntry labelled with Istio's topology.istio.io/cluster belongs to that
-                        # member cluster (the local runtime's instances, auto-registered VMs).
-                        ep = _endpoint(we_spec, cluster_id=labels.get(CLUSTER_LABEL) or self._cluster_id,
-                                       namespace=namespace,
-                                       healthy=_healthy(we), workload=_meta(we)[1])
-                        if ep is not None:
-                            endpoints.append(ep)
-            export_to = _export_to(spec.get("exportTo"), namespace)
-            for host in spec.get("hosts") or []:
-                host = str(host)
+        for se in sorted(self._se_objs, key=_order):
+            rec = self._parse_se(se)
+            if rec.key in self._se:
+                continue
+            self._se[rec.key] = rec
+            if rec.selector is not None:
+                if rec.selector:
+                    for k, v in rec.selector.items():
+                        self._se_index.setdefault((rec.namespace, k, v), set()).add(rec.key)
+                else:
+                    self._se_select_all.setdefault(rec.namespace, set()).add(rec.key)
+            for host, svc in zip(rec.hosts, rec.services, strict=True):
                 if host not in seen:
                     seen.add(host)
-                    self._services.append(Service(
-                        hostname=host,
-                        namespace=namespace,
-                        ports=ports,
-                        addresses=tuple(str(a) for a in spec.get("addresses") or []),
-                        resolution=resolution,
-                        location=location,
-                        labels=_str_map((se.get("metadata") or {}).get("labels")),
-                        export_to=export_to,
-                        source=f"ServiceEntry/{namespace}/{name}",
-                    ))
-                if endpoints:
-                    self._endpoints.setdefault(host, []).extend(endpoints)
+                    self._services.append(svc)
+                self._host_ses.setdefault(host, []).append(rec.key)
+        self._se_eps: dict[tuple[str, str], tuple[Endpoint, ...]] = {}
+        for key in self._se:
+            self._se_eps[key] = self._select(self._se[key])
+        self.recomputed = len(self._se)
+        self._endpoints: dict[str, tuple[Endpoint, ...]] = {}
+        for host in self._host_ses:
+            self._endpoints[host] = self._merge_host(host)
+
+    def update(self, config: ConfigSnapshot) -> frozenset[str] | None:
+        """Move to ``config``. Returns the hosts whose endpoints changed when only WorkloadEntries changed
+        (the services are then unchanged), or None after a full recompute (ServiceEntries changed)."""
+        if config.of(SERVICE_ENTRIES) is not self._se_objs:
+            self._compute(config)
+            return None
+        new_objs = config.of(WORKLOAD_ENTRIES)
+        if new_objs is self._we_objs:
+            self.recomputed = 0
+            return frozenset()
+        self._we_objs = new_objs
+        new_ids = {id(o): o for o in new_objs}
+        gone = [self._we_ids[i] for i in self._we_ids.keys() - new_ids.keys()]
+        added = [new_ids[i] for i in new_ids.keys() - self._we_ids.keys()]
+        touched: list[tuple[str, Mapping[str, str]]] = []  # (namespace, labels) before and after
+        for key in gone:
+            rec = self._remove_we(key)
+            if rec is not None:
+                touched.append((key[0], rec.labels))
+        for obj in added:
+            rec = self._add_we(obj)
+            touched.append((rec.key[0], rec.labels))
+        affected: set[tuple[str, str]] = set()
+        for ns, labels in touched:
+            affected |= self._selecting(ns, labels)
+        hosts: set[str] = set()
+        for key in affected:
+            eps = self._select(self._se[key])
+            if eps != self._se_eps.get(key):
+                self._se_eps[key] = eps
+                hosts.update(self._se[key].hosts)
+        self.recomputed = len(affected)
+        changed: set[str] = set()
+        for host in hosts:
+            merged = self._merge_host(host)
+            if merged != self._endpoints.get(host, ()):
+                self._endpoints[host] = merged
+                changed.add(host)
+        return frozenset(changed)
+
+    # --- indexes ---------------------------------------------------------------------------------------------
+
+    def _add_we(self, obj: JSONObject) -> _WERec:
+        key = _meta(obj)
+        old = self._we.get(key)
+        if old is not None:  # same name listed twice: the later one wins, as it did before
+            self._remove_we(key)
+        rec = _WERec(key, _order(obj), obj, _str_map((obj.get("spec") or {}).get("labels")))
+        self._we[key] = rec
+        self._we_ids[id(obj)] = key
+        self._we_by_ns.setdefault(key[0], set()).add(key)
+        for k, v in rec.labels.items():
+            self._we_index.setdefault((key[0], k, v), set()).add(key)
+        return rec
+
+    def _remove_we(self, key: tuple[str, str]) -> _WERec | None:
+        rec = self._we.pop(key, None)
+        if rec is None:
+            return None
+        self._we_ids.pop(id(rec.obj), None)
+        self._we_by_ns.get(key[0], set()).discard(key)
+        for k, v in rec.labels.items():
+            members = self._we_index.get((key[0], k, v))
+            if members is not None:
+                members.discard(key)
+                if not members:
+                    del self._we_index[(key[0], k, v)]
+        return rec
+
+    def _selecting(self, namespace: str, labels: Mapping[str, str]) -> set[tuple[str, str]]:
+        """The ServiceEntries of ``namespace`` whose workloadSelector selects ``labels``."""
+        out = set(self._se_select_all.get(namespace, ()))
+        for k, v in labels.items():
+            for key in self._se_index.get((namespace, k, v), ()):
+                sel = self._se[key].selector
+                if key not in out and sel is not None and all(labels.get(a) == b for a, b in sel.items()):
+                    out.add(key)
+        return out
+
+    def _select(self, rec: _SERec) -> tuple[Endpoint, ...]:
+        """The ServiceEntry's endpoints: inline ones, then the WorkloadEntries it selects, oldest first."""
+        if rec.selector is None:
+            return rec.inline
+        ns = rec.namespace
+        if rec.selector:
+            pools = [self._we_index.get((ns, k, v), set()) for k, v in rec.selector.items()]
+            smallest = min(pools, key=len)
+            keys = [k for k in smallest if all(k in p for p in pools if p is not smallest)]
+        else:
+            keys = list(self._we_by_ns.get(ns, ()))
+        chosen = sorted((self._we[k] for k in keys), key=lambda r: r.order)
+        out = list(rec.inline)
+        for we in chosen:
+            ep = self._we_endpoint(we, ns)
+            if ep is not None:
+                out.append(ep)
+        return tuple(out)
+
+    def _we_endpoint(self, we: _WERec, namespace: str) -> Endpoint | None:
+        # A WorkloadEntry labelled with Istio's topology.istio.io/cluster belongs to that member cluster (the
+        # local runtime's instances, auto-registered VMs); others belong to this source's cluster.
+        return _endpoint(we.obj.get("spec") or {}, cluster_id=we.labels.get(CLUSTER_LABEL) or self._cluster_id,
+                         namespace=namespace, healthy=_healthy(we.obj), workload=we.key[1])
+
+    def _merge_host(self, host: str) -> tuple[Endpoint, ...]:
+        out: list[Endpoint] = []
+        for key in self._host_ses.get(host, ()):
+            out.extend(self._se_eps.get(key, ()))
+        return tuple(out)
+
+    def _parse_se(self, se: JSONObject) -> _SERec:
+        namespace, name = _meta(se)
+        spec = se.get("spec") or {}
+        ports = tuple(
+            ServicePort(
+                name=str(p.get("name") or f"port-{p.get('number')}"),
+                number=int(p.get("number") or 0),
+                protocol=parse_protocol(str(p.get("protocol") or ""), str(p.get("name") or "")),
+                target_port=int(p.get("targetPort") or 0),
+            )
+            for p in spec.get("ports") or []
+            if isinstance(p, Mapping) and p.get("number")
+        )
+        try:
+            resolution = Resolution(str(spec.get("resolution") or "NONE").upper())
+        except ValueError:
+            resolution = Resolution.NONE
+        try:
+            location = Location(str(spec.get("location") or "MESH_EXTERNAL").upper())
+        except ValueError:
+            location = Location.MESH_EXTERNAL
+        inline: list[Endpoint] = []
+        for raw in spec.get("endpoints") or []:
+            if isinstance(raw, Mapping):
+                ep = _endpoint(raw, cluster_id=self._cluster_id, namespace=namespace)
+                if ep is not None:
+                    inline.append(ep)
+        selector = spec.get("workloadSelector")
+        export_to = _export_to(spec.get("exportTo"), namespace)
+        hosts = tuple(dict.fromkeys(str(h) for h in spec.get("hosts") or []))
+        services = tuple(Service(
+            hostname=host,
+            namespace=namespace,
+            ports=ports,
+            addresses=tuple(str(a) for a in spec.get("addresses") or []),
+            resolution=resolution,
+            location=location,
+            labels=_str_map((se.get("metadata") or {}).get("labels")),
+            export_to=export_to,
+            source=f"ServiceEntry/{namespace}/{name}",
+        ) for host in hosts)
+        return _SERec(
+            key=(namespace, name), order=_order(se), namespace=namespace, hosts=hosts, services=services,
+            selector=_str_map(selector.get("labels")) if isinstance(selector, Mapping) else None,
+            inline=tuple(inline))
 
 
 def registry_from_config(config: ConfigSnapshot, cluster_id: str = "") -> RegistrySnapshot:

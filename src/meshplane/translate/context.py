@@ -32,6 +32,8 @@ AUTHORIZATION_POLICIES = GroupResource("security.istio.io", "authorizationpolici
 TRAFFIC_LABELS = GroupResource("istio.alibabacloud.com", "trafficlabels")
 
 MESH_GATEWAY = "mesh"
+# Memo entries (by first key element) that depend on services and config but never on endpoints.
+_ENDPOINT_FREE = frozenset({"scope", "eds-names", "cds-names"})
 
 
 def _meta(obj: JSONObject) -> tuple[str, str, str]:
@@ -256,6 +258,11 @@ class ProxyScope:
     services: tuple[Service, ...]
     outbound_policy: str
     gateways: tuple[GatewayRec, ...]
+    hostnames: frozenset[str] = frozenset()  # of ``services``: O(1) "does this change concern me"
+
+    def sees_any(self, hosts: frozenset[str]) -> bool:
+        small, large = (hosts, self.hostnames) if len(hosts) <= len(self.hostnames) else (self.hostnames, hosts)
+        return any(h in large for h in small)
 
 
 @dataclass(frozen=True, eq=False)
@@ -269,9 +276,15 @@ class PushContext:
     _cache: dict[tuple[object, ...], Any] = field(default_factory=dict, repr=False, compare=False)
 
     def with_registry(self, registry: RegistrySnapshot) -> PushContext:
-        """The same config with new endpoints/services: the config indexes are reused, the memo is not."""
-        return PushContext(self.config, registry, self.mesh, self.index,
-                           _version(self.config, registry))
+        """The same config with new endpoints/services: the config indexes are reused; of the memo, what does
+        not depend on endpoints (proxy scopes, cluster names) is kept when the services are the same object
+        (an endpoint-only update), so an EDS push costs what changed, not a new scope per proxy."""
+        ctx = PushContext(self.config, registry, self.mesh, self.index, _version(self.config, registry))
+        if registry.services is self.registry.services:
+            for key, value in self._cache.items():
+                if key and key[0] in _ENDPOINT_FREE:
+                    ctx._cache[key] = value
+        return ctx
 
     # ---- lookups -------------------------------------------------------------------------------------------
 
@@ -316,7 +329,8 @@ class PushContext:
         scope = ProxyScope(
             key=(proxy.type.value, proxy.namespace, sidecar.key if sidecar else "",
                  tuple(g.key for g in gateways), labels),
-            sidecar=sidecar, services=services, outbound_policy=policy, gateways=gateways)
+            sidecar=sidecar, services=services, outbound_policy=policy, gateways=gateways,
+            hostnames=frozenset(svc.hostname for svc in services))
         self._cache[key] = scope
         return scope
 

@@ -1,17 +1,29 @@
 """One thin generator per xDS type over the pure builders, with the memo that lets proxies share results.
 
 ``generate`` is what the ADS server calls. It returns packed resources with a content-hash version; results are
-memoised inside the (immutable) PushContext under a key made of what the proxy's view depends on, so every
-proxy of a deployment (same namespace, labels, Sidecar, addresses) shares one build and one serialization.
-``proxy_affected`` decides whether a push concerns a proxy at all (Sidecar egress scoping, gateways).
+memoised inside the (immutable) PushContext under a key made of what the view really depends on, so proxies
+share one build, one serialization and one resource tuple (the ADS layer caches encoded responses by the
+identity of that tuple, so returning the same tuple again is what makes the bytes shared):
+
+* the large part — outbound clusters, outbound per-port listeners, route configurations, ClusterLoadAssignments
+  — is keyed by the proxy's scope (type, namespace, Sidecar, labels only when config is label-sensitive), its
+  interception mode and, for EDS, its locality, network and cluster;
+* the small part bound to the instance — the explicit-proxy listener on its own address, inbound listeners and
+  inbound clusters — is built per instance (and shared by instances that agree on those fields).
+
+An instance without inbound ports (a client-only proxy, a gateway's cluster list) therefore costs one tuple
+lookup per type. ``proxy_affected`` decides whether a push concerns a proxy at all (Sidecar egress scoping,
+gateways).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any, NamedTuple
 
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
@@ -19,7 +31,8 @@ from meshplane.model import xdstypes
 from meshplane.model.config import ConfigKey
 from meshplane.model.proxy import Proxy, ProxyType
 from meshplane.model.push import PushRequest
-from meshplane.translate.clusters import build_clusters, eds_cluster_names
+from meshplane.translate.clusters import build_clusters, eds_cluster_names, uses_dynamic_forward_proxy
+from meshplane.translate.common import BLACKHOLE, PASSTHROUGH
 from meshplane.translate.context import (
     DESTINATION_RULES,
     GATEWAYS,
@@ -27,12 +40,14 @@ from meshplane.translate.context import (
     SIDECARS,
     VIRTUAL_SERVICES,
     WORKLOAD_ENTRIES,
+    ProxyScope,
     PushContext,
 )
 from meshplane.translate.endpoints import build_load_assignment
+from meshplane.translate.filters import http_connection_manager, tcp_proxy
 from meshplane.translate.hosts import host_matches, resolve_host
-from meshplane.translate.listeners import build_listeners
-from meshplane.translate.routes import build_route_configs
+from meshplane.translate.listeners import build_listeners, inbound_listeners, outbound_port_listeners
+from meshplane.translate.routes import HTTP_PROXY_ROUTE, build_route_configs
 
 
 class Resource(NamedTuple):
@@ -41,12 +56,7 @@ class Resource(NamedTuple):
     resource: any_pb2.Any
 
 
-def _local_key(proxy: Proxy) -> tuple[object, ...]:
-    """What besides the scope changes a proxy's listeners and inbound clusters."""
-    return (
-        proxy.listen_address, proxy.app_address, proxy.inbound_ports, tuple(sorted(proxy.gateway_ports.items())),
-        proxy.interception_mode, proxy.outbound_port, proxy.ip_addresses,
-    )
+Resources = tuple[Resource, ...]
 
 
 def _pack(ctx: PushContext, type_url: str, name: str, msg: Message) -> Resource:
@@ -63,51 +73,168 @@ def _pack(ctx: PushContext, type_url: str, name: str, msg: Message) -> Resource:
     return res
 
 
-def _memo(ctx: PushContext, key: tuple[object, ...], build: Callable[[], list[Resource]]) -> list[Resource]:
+def _memo(ctx: PushContext, key: tuple[object, ...], build: Callable[[], Resources]) -> Resources:
     hit = ctx._cache.get(key)
     if hit is None:
         hit = build()
         ctx._cache[key] = hit
-    assert isinstance(hit, list)
+    assert isinstance(hit, tuple)
     return hit
 
 
-def _pack_all(ctx: PushContext, type_url: str, msgs: Iterable[Any]) -> list[Resource]:
-    return [_pack(ctx, type_url, m.name, m) for m in msgs]
+def _pack_all(ctx: PushContext, type_url: str, msgs: Iterable[Any]) -> Resources:
+    return tuple(_pack(ctx, type_url, m.name, m) for m in msgs)
 
 
-def generate(type_url: str, proxy: Proxy, ctx: PushContext, names: Collection[str] | None = None) -> list[Resource]:
-    """The resources of ``type_url`` this proxy should have (filtered by ``names`` for EDS and RDS)."""
+def _names_of(ctx: PushContext, view: Resources) -> frozenset[str]:
+    key = ("view-names", id(view))
+    hit = ctx._cache.get(key)
+    if hit is None or hit[0] is not view:
+        hit = (view, frozenset(r.name for r in view))
+        ctx._cache[key] = hit
+    names: frozenset[str] = hit[1]
+    return names
+
+
+def _select(ctx: PushContext, view: Resources, names: Collection[str] | None) -> Sequence[Resource]:
+    """``view`` itself when every name of it is asked for (so the encoded bytes stay shared), else the subset."""
+    if names is None:
+        return view
+    wanted = names if isinstance(names, (set, frozenset)) else frozenset(names)
+    if wanted == _names_of(ctx, view):
+        return view
+    return [r for r in view if r.name in wanted]
+
+
+def _labels_key(proxy: Proxy) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(proxy.labels.items()))
+
+
+def _unbound(proxy: Proxy) -> Proxy:
+    """The proxy without what binds it to one instance: what every instance of its scope shares."""
+    return dataclasses.replace(proxy, inbound_ports=(), listen_address="0.0.0.0", app_address="127.0.0.1",
+                               ip_addresses=())
+
+
+# --- CDS -------------------------------------------------------------------------------------------------------
+
+
+def _clusters(proxy: Proxy, ctx: PushContext, scope: ProxyScope) -> Resources:
+    t = xdstypes.CLUSTER
+    shared_key = (t, "shared", scope.key, proxy.interception_mode, uses_dynamic_forward_proxy(proxy))
+    shared = _memo(ctx, shared_key, lambda: _pack_all(ctx, t, build_clusters(_unbound(proxy), ctx)))
+    if proxy.type is not ProxyType.SIDECAR or not proxy.inbound_ports:
+        return shared
+    local_key = (t, "local", shared_key, proxy.inbound_ports, proxy.app_address, proxy.namespace,
+                 _labels_key(proxy), proxy.ip_addresses)
+
+    def build() -> Resources:
+        have = _names_of(ctx, shared)
+        # Everything the builders add for the inbound side (inbound clusters and what their filters call).
+        local = [c for c in build_clusters(proxy, ctx) if c.name not in have]
+        return shared + _pack_all(ctx, t, local)
+
+    return _memo(ctx, local_key, build)
+
+
+# --- LDS -------------------------------------------------------------------------------------------------------
+
+
+def _head_listener(proxy: Proxy, policy: str) -> listener_pb2.Listener:
+    """The sidecar's entry listener, as ``listeners.sidecar_listeners`` builds it: the explicit HTTP proxy on
+    the instance's own address (NONE), or ``virtualOutbound`` (REDIRECT)."""
+    if proxy.interception_mode == "NONE":
+        name = f"{proxy.listen_address}_{proxy.outbound_port}"
+        lst = listener_pb2.Listener(name=name)
+        lst.address.socket_address.address = proxy.listen_address
+        lst.address.socket_address.port_value = proxy.outbound_port
+        lst.filter_chains.add(filters=[http_connection_manager(
+            f"outbound_http_proxy_{proxy.outbound_port}", rds=HTTP_PROXY_ROUTE, explicit_proxy=True,
+            dynamic_forward_proxy=True)])
+        return lst
+    fallback = BLACKHOLE if policy == "REGISTRY_ONLY" else PASSTHROUGH
+    lst = listener_pb2.Listener(name="virtualOutbound")
+    lst.address.socket_address.address = "0.0.0.0"
+    lst.address.socket_address.port_value = proxy.outbound_port
+    lst.use_original_dst.value = True
+    lst.default_filter_chain.CopyFrom(listener_components_pb2.FilterChain(
+        name=fallback, filters=[tcp_proxy(fallback, fallback)]))
+    return lst
+
+
+def _listeners(proxy: Proxy, ctx: PushContext, scope: ProxyScope) -> Resources:
+    t = xdstypes.LISTENER
+    if proxy.type is ProxyType.ROUTER:
+        key = (t, "gateway", scope.key, proxy.listen_address, tuple(sorted(proxy.gateway_ports.items())))
+        return _memo(ctx, key, lambda: _pack_all(ctx, t, build_listeners(proxy, ctx)))
+    shared_key = (t, "shared", scope.key, proxy.interception_mode, uses_dynamic_forward_proxy(proxy))
+    shared = _memo(ctx, shared_key, lambda: _pack_all(ctx, t, outbound_port_listeners(_unbound(proxy), ctx)))
+    local_key = (t, "local", shared_key, proxy.listen_address, proxy.outbound_port, proxy.inbound_ports,
+                 proxy.app_address, proxy.ip_addresses, proxy.namespace, _labels_key(proxy))
+
+    def build() -> Resources:
+        head = _pack_all(ctx, t, [_head_listener(proxy, scope.outbound_policy)])
+        return head + shared + _pack_all(ctx, t, inbound_listeners(proxy, ctx))
+
+    return _memo(ctx, local_key, build)
+
+
+# --- EDS -------------------------------------------------------------------------------------------------------
+
+
+_FEW = 8  # an EDS request for at most this many names (an endpoint push) never builds the whole view
+
+
+def _endpoint_key(proxy: Proxy, scope: ProxyScope) -> tuple[object, ...]:
+    return (scope.key, proxy.locality, proxy.network, proxy.cluster_id)
+
+
+def _load_assignment(name: str, proxy: Proxy, ctx: PushContext, view_key: tuple[object, ...]) -> Resource | None:
+    key = (xdstypes.ENDPOINT, name, view_key)
+    hit = ctx._cache.get(key)
+    if hit is None:
+        cla = build_load_assignment(name, proxy, ctx)
+        hit = _pack(ctx, xdstypes.ENDPOINT, name, cla) if cla is not None else False
+        ctx._cache[key] = hit
+    return hit if isinstance(hit, Resource) else None
+
+
+def _endpoints(proxy: Proxy, ctx: PushContext, scope: ProxyScope, names: Collection[str] | None) -> Sequence[Resource]:
+    view_key = _endpoint_key(proxy, scope)
+
+    def build() -> Resources:
+        out = (_load_assignment(n, proxy, ctx, view_key) for n in sorted(set(eds_cluster_names(proxy, ctx))))
+        return tuple(r for r in out if r is not None)
+
+    vkey = (xdstypes.ENDPOINT, "view", view_key)
+    view = ctx._cache.get(vkey)
+    wanted = None if names is None else names if isinstance(names, (set, frozenset)) else frozenset(names)
+    if view is None and (wanted is None or len(wanted) > _FEW):
+        view = _memo(ctx, vkey, build)
+    if isinstance(view, tuple) and (wanted is None or wanted == _names_of(ctx, view)):
+        return view
+    assert wanted is not None
+    found = (_load_assignment(n, proxy, ctx, view_key) for n in sorted(wanted))
+    return [r for r in found if r is not None]
+
+
+def generate(type_url: str, proxy: Proxy, ctx: PushContext,
+             names: Collection[str] | None = None) -> Sequence[Resource]:
+    """The resources of ``type_url`` this proxy should have (filtered by ``names`` for EDS and RDS). Equal views
+    return the same (immutable) tuple, so callers may cache by its identity."""
     scope = ctx.scope(proxy)
     if type_url == xdstypes.CLUSTER:
-        out = _memo(ctx, (type_url, scope.key, _local_key(proxy)),
-                    lambda: _pack_all(ctx, type_url, build_clusters(proxy, ctx)))
-    elif type_url == xdstypes.LISTENER:
-        out = _memo(ctx, (type_url, scope.key, _local_key(proxy)),
-                    lambda: _pack_all(ctx, type_url, build_listeners(proxy, ctx)))
-    elif type_url == xdstypes.ROUTE:
+        return _select(ctx, _clusters(proxy, ctx, scope), names)
+    if type_url == xdstypes.LISTENER:
+        return _select(ctx, _listeners(proxy, ctx, scope), names)
+    if type_url == xdstypes.ROUTE:
         # Routes depend on the scope and the interception mode only: shared by every instance of a workload.
-        out = _memo(ctx, (type_url, scope.key, proxy.interception_mode, tuple(sorted(proxy.gateway_ports.items()))),
-                    lambda: _pack_all(ctx, type_url, build_route_configs(proxy, ctx)))
-    elif type_url == xdstypes.ENDPOINT:
-        wanted = list(names) if names is not None else eds_cluster_names(proxy, ctx)
-        out = []
-        for name in sorted(set(wanted)):
-            key = (type_url, name, proxy.locality, proxy.network, scope.key)
-            hit = ctx._cache.get(key)
-            if hit is None:
-                cla = build_load_assignment(name, proxy, ctx)
-                hit = _pack(ctx, type_url, name, cla) if cla is not None else False
-                ctx._cache[key] = hit
-            if isinstance(hit, Resource):
-                out.append(hit)
-        return out
-    else:
-        return []
-    if names is not None:
-        wanted_set = set(names)
-        return [r for r in out if r.name in wanted_set]
-    return list(out)
+        key = (type_url, scope.key, proxy.interception_mode, tuple(sorted(proxy.gateway_ports.items())))
+        return _select(ctx, _memo(ctx, key, lambda: _pack_all(ctx, type_url, build_route_configs(proxy, ctx))),
+                       names)
+    if type_url == xdstypes.ENDPOINT:
+        return _endpoints(proxy, ctx, scope, names)
+    return ()
 
 
 def _object_hosts(ctx: PushContext, key: ConfigKey) -> list[str] | None:
@@ -132,11 +259,11 @@ def _object_hosts(ctx: PushContext, key: ConfigKey) -> list[str] | None:
 def proxy_affected(proxy: Proxy, ctx: PushContext, request: PushRequest) -> bool:
     """Whether ``request`` changes anything this proxy receives. Conservative: unsure means yes."""
     scope = ctx.scope(proxy)
-    visible = [s.hostname for s in scope.services]
     if not request.full:
         if proxy.type is ProxyType.ROUTER:
             return bool(request.endpoints_updated)
-        return any(h in request.endpoints_updated for h in visible)
+        return scope.sees_any(request.endpoints_updated)
+    visible = [s.hostname for s in scope.services]
     if not request.config_updated:
         return True
     for key in request.config_updated:

@@ -27,6 +27,37 @@ from meshplane.xds.translator import ResourceLike, Translator
 log = logging.getLogger(__name__)
 
 _NAMED_TYPES = frozenset({xdstypes.ENDPOINT, xdstypes.ROUTE})
+# EDS subscriptions (a set of names) -> host -> names; shared by streams with equal subscriptions. A memo of a
+# pure function, bounded: cleared when full.
+_EDS_INDEXES: dict[frozenset[str], dict[str, list[str]]] = {}
+_EDS_INDEXES_MAX = 256
+
+
+class WriteBudget:
+    """Bounds the bytes of responses being written at once, across all streams.
+
+    Why: a thousand proxies connecting together each ask for megabytes (all clusters, all endpoints, all routes);
+    written all at once, every response sits in gRPC's buffers until the clients read it, and the server's
+    memory is the sum of them. Waiting for budget keeps memory at ``limit`` plus one response, and costs no
+    time when clients keep up. A response larger than the limit goes alone.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_flight = 0
+        self.waited = 0
+        self._released = asyncio.Event()
+
+    async def acquire(self, size: int) -> None:
+        while self.in_flight and self.in_flight + size > self.limit:
+            self.waited += 1
+            self._released.clear()
+            await self._released.wait()
+        self.in_flight += size
+
+    def release(self, size: int) -> None:
+        self.in_flight -= size
+        self._released.set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +91,11 @@ class Connection:
         self._nonces = itertools.count(1)
         self._eds_index: tuple[int, dict[str, list[str]]] = (-1, {})
         self._replaced_clusters: list[ResourceLike] = []
+        self.budget: WriteBudget | None = None  # set by the server on register
+        self.bytes_sent = 0
+        self.responses_sent = 0
+        self.generate_errors: dict[str, str] = {}  # type URL -> why the last generation failed
+        self._last_good: dict[str, Sequence[ResourceLike]] = {}
 
     # --- requests -------------------------------------------------------------------------------------------
 
@@ -141,7 +177,7 @@ class Connection:
         wt.record_send(nonce, key, key, {r.name: r.version for r in resources})
         if wt.wildcard:
             wt.full_version_sent = key
-        await self._write(encoding.sotw_response(key, wt.type_url, nonce, blob))
+        await self._write(len(blob) + 256, lambda: encoding.sotw_response(key, wt.type_url, nonce, blob))
         # Resource warming: after CDS (LDS), Envoy re-requests EDS (RDS) with unchanged names, version and
         # nonce; that request must be answered (see should_respond, rule 4).
         follower = {xdstypes.CLUSTER: xdstypes.ENDPOINT, xdstypes.LISTENER: xdstypes.ROUTE}.get(wt.type_url)
@@ -186,7 +222,7 @@ class Connection:
         if key in wt.nacked_content and not initial and only is None:
             return []
         try:
-            blob = b"".join(state.encoder.delta_resource(wt.type_url, r) for r in to_send)
+            parts = [state.encoder.delta_resource(wt.type_url, r) for r in to_send]
         except encoding.TypeUrlMismatch:
             log.exception("%s: not sending %s", self.id, wt.type_url)
             return []
@@ -194,7 +230,9 @@ class Connection:
         nonce = self._nonce()
         wt.record_send(nonce, str(state.config_version), key, {r.name: r.version for r in to_send},
                        frozenset(removed))
-        await self._write(encoding.delta_response(str(state.config_version), wt.type_url, nonce, blob, removed))
+        version = str(state.config_version)
+        await self._write(sum(map(len, parts)) + 256 + sum(len(n) + 4 for n in removed),
+                          lambda: encoding.delta_response(version, wt.type_url, nonce, b"".join(parts), removed))
         if wt.type_url == xdstypes.CLUSTER:
             replaced_set = set(replaced)
             self._replaced_clusters = [r for r in to_send if r.name in replaced_set]
@@ -218,21 +256,46 @@ class Connection:
 
     def _generate(self, type_url: str, state: PushState,
                   names: Collection[str] | None) -> Sequence[ResourceLike] | None:
+        """The resources to send, or None to send nothing. When translation fails the failure is logged and
+        kept (``generate_errors``, shown in proxy status) and the last good resources of the type stand in: a
+        request is then answered with what the proxy already runs (Envoy does not wait for its fetch timeout)
+        and a push changes nothing. Without a last good result (a new stream) nothing is sent: an empty
+        answer would wipe what a reconnecting Envoy still holds."""
         assert self.proxy is not None
         try:
-            return self._translator.generate(type_url, self.proxy, state.ctx, names)
-        except Exception:
-            log.exception("%s %s: generating %s failed", self.id, self.node_id, type_url)
-            return None
+            resources = self._translator.generate(type_url, self.proxy, state.ctx, names)
+        except Exception as exc:
+            log.exception("%s %s: generating %s failed; keeping the last good config", self.id, self.node_id,
+                          type_url)
+            self.generate_errors[type_url] = f"{type(exc).__name__}: {exc}"
+            last = self._last_good.get(type_url)
+            if last is None:
+                return None
+            if names is None:
+                return last
+            wanted = names if isinstance(names, (set, frozenset)) else set(names)
+            return [r for r in last if r.name in wanted]
+        self.generate_errors.pop(type_url, None)
+        wt = self.watched.get(type_url)
+        if names is None or (wt is not None and names is wt.names):
+            self._last_good[type_url] = resources  # usually a tuple shared with other proxies
+        return resources
 
     def _eds_names_for(self, wt: WatchedType, hosts: Collection[str]) -> list[str]:
         """Subscribed ClusterLoadAssignment names of these service hosts. Names follow Istio's
-        ``outbound|PORT|SUBSET|HOST`` (the host is the last field); a name without ``|`` is its own host."""
+        ``outbound|PORT|SUBSET|HOST`` (the host is the last field); a name without ``|`` is its own host.
+        The index over the names is shared by every stream that subscribes to the same names (the usual case:
+        proxies of one scope), so an endpoint push does not index a thousand names per stream."""
         rev, index = self._eds_index
         if rev != wt.names_rev or not index:
-            index = {}
-            for name in wt.names:
-                index.setdefault(name.rpartition("|")[2], []).append(name)
+            names = frozenset(wt.names)
+            index = _EDS_INDEXES.get(names) or {}
+            if not index:
+                for name in names:
+                    index.setdefault(name.rpartition("|")[2], []).append(name)
+                if len(_EDS_INDEXES) >= _EDS_INDEXES_MAX:
+                    _EDS_INDEXES.clear()
+                _EDS_INDEXES[names] = index
             self._eds_index = (wt.names_rev, index)
         out: list[str] = []
         for host in hosts:
@@ -242,12 +305,23 @@ class Connection:
     def _nonce(self) -> str:
         return f"{self.id}-{next(self._nonces)}"
 
-    async def _write(self, data: bytes) -> None:
+    async def _write(self, size: int, build: Callable[[], bytes]) -> None:
+        """Write one response of about ``size`` bytes. The bytes are built only once the write budget admits
+        them, so streams waiting for budget hold no per-stream copy of a large response."""
+        budget = self.budget
+        if budget is not None:
+            await budget.acquire(size)
         try:
+            data = build()
             await self._send(data)
+            self.bytes_sent += len(data)
+            self.responses_sent += 1
         except Exception:
             self.closed.set()
             raise
+        finally:
+            if budget is not None:
+                budget.release(size)
 
     @property
     def node_id(self) -> str:

@@ -4,15 +4,19 @@
                                             │ flush: ConfigSnapshot + RegistrySnapshot
                                             ▼
                       full change: new immutable PushContext  │  WorkloadEntry endpoints only:
-                                                              │  ctx.with_registry(), hosts from diff_endpoints
+                                                              │  ServiceEntrySource.update recomputes the services
+                                                              │  whose selectors match the changed entries;
+                                                              │  update_shard + ctx.with_registry()
                                             ▼
               per-connection merged PushQueue ─► sender (semaphore-bounded) ─► Connection.push
 
 Why this shape: it is Istio's pipeline (pilot/pkg/xds), which keeps the cost of a change proportional to what
 changed: bursts merge in debounce, a proxy queued twice is pushed once, endpoint changes send only the
-ClusterLoadAssignments of the hosts whose endpoints changed. Registry sources beyond the ServiceEntry source
-(member clusters) are added with :meth:`XdsServer.add_registry` and report changes with
-:meth:`XdsServer.registry_changed`.
+ClusterLoadAssignments of the hosts whose endpoints changed, and computing them costs O(changed) (the
+ServiceEntry source is kept between flushes, like Istio's EndpointShards). With no proxy connected nothing is
+built at all: the state is marked stale and built when the first proxy asks (``state``), so bulk writes through
+the API do not pay for push contexts nobody reads. Registry sources beyond the ServiceEntry source (member
+clusters) are added with :meth:`XdsServer.add_registry` and report changes with :meth:`XdsServer.registry_changed`.
 """
 
 from __future__ import annotations
@@ -26,11 +30,12 @@ import grpc
 
 from meshplane.model.config import ConfigSnapshot
 from meshplane.model.push import PushRequest
-from meshplane.model.service import RegistrySnapshot
+from meshplane.model.service import RegistrySnapshot, ShardKey
 from meshplane.registry import ServiceEntrySource, ServiceRegistry, aggregate, diff_endpoints
+from meshplane.registry.aggregate import update_shard
 from meshplane.store.interface import Store
 from meshplane.xds.ads import AdsHandler
-from meshplane.xds.connection import Connection, PushState
+from meshplane.xds.connection import Connection, PushState, WriteBudget
 from meshplane.xds.controller import WORKLOAD_ENTRIES, ConfigController
 from meshplane.xds.debounce import Debouncer
 from meshplane.xds.encoding import Encoder
@@ -40,6 +45,9 @@ from meshplane.xds.status import ProxyStatus, TypeStatus
 from meshplane.xds.translator import Translator
 
 log = logging.getLogger(__name__)
+
+# Bytes of responses written at once over all streams (see ``WriteBudget``): 64 large responses.
+WRITE_BUDGET_BYTES = 64 * 1024 * 1024
 
 
 def _default_translator() -> Translator:
@@ -60,11 +68,15 @@ class XdsServer:
                                     max_delay=self.settings.debounce_max)
         self._queue: PushQueue[Connection] = PushQueue()
         self._sem = asyncio.Semaphore(self.settings.max_concurrent_pushes)
+        self._budget = WriteBudget(WRITE_BUDGET_BYTES)
         self._connections: dict[str, Connection] = {}
         self._registries: list[ServiceRegistry] = []
         self._config = ConfigSnapshot(0)
         self._registry = RegistrySnapshot()
         self._state: PushState | None = None
+        self._stale = True  # config changed since ``_state`` was built (built on demand when no proxy is connected)
+        self._source: ServiceEntrySource | None = None
+        self._registries_dirty = True
         self._epoch = 0
         self._server: grpc.aio.Server | None = None
         self._sender: asyncio.Task[None] | None = None
@@ -72,6 +84,9 @@ class XdsServer:
         self.pushes_started = 0
         self.full_pushes = 0
         self.eds_pushes = 0
+        self.context_builds = 0  # full PushContext builds
+        self.registry_updates = 0  # incremental (endpoint-only) registry updates
+        self.deferred_flushes = 0  # flushes with no proxy connected: nothing built
 
     # --- lifecycle ---------------------------------------------------------------------------------------
 
@@ -79,7 +94,7 @@ class XdsServer:
         """Load the config, build the first push context, bind ``address`` ("host:port", port 0 = any) and
         serve. Returns the bound port."""
         self._controller.load()
-        self._rebuild(full=True)
+        self._stale = True  # built when the first proxy connects
         self._controller.start()
         self._debouncer.start()
         self._sender = asyncio.create_task(self._send_loop(), name="xds-sender")
@@ -123,10 +138,14 @@ class XdsServer:
 
     @property
     def state(self) -> PushState:
-        assert self._state is not None, "XdsServer.start() first"
+        """The current push state, built now if config changed while no proxy was connected."""
+        if self._stale or self._state is None:
+            self._rebuild(full=True)
+        assert self._state is not None
         return self._state
 
     def register(self, conn: Connection) -> None:
+        conn.budget = self._budget
         self._connections[conn.id] = conn
 
     def unregister(self, conn: Connection) -> None:
@@ -146,6 +165,7 @@ class XdsServer:
 
     def registry_changed(self, reason: str = "registry") -> None:
         """A source's services or endpoints changed. Endpoint-only unless services differ."""
+        self._registries_dirty = True
         self._debouncer.add(PushRequest(full=False, reasons=(reason,)))
 
     # --- status ------------------------------------------------------------------------------------------
@@ -162,6 +182,7 @@ class XdsServer:
                     version_acked=wt.version_acked, nonce_sent=wt.nonce_sent, nonce_acked=wt.nonce_acked,
                     resources=len(wt.sent), subscribed=len(wt.names), wildcard=wt.wildcard,
                     last_nack=wt.last_nack, acks=wt.acks, nacks=wt.nacks,
+                    generate_error=conn.generate_errors.get(wt.type_url, ""),
                 )
                 for wt in conn.watched.values()
             )
@@ -169,16 +190,21 @@ class XdsServer:
                 connection_id=conn.id, node_id=p.id, namespace=p.namespace, workload=p.workload_name,
                 cluster_id=p.cluster_id, proxy_type=p.type.value, delta=conn.delta, peer=conn.peer,
                 connected_since=conn.connected_at, pushes=conn.pushes, types=types,
+                bytes_sent=conn.bytes_sent, responses_sent=conn.responses_sent,
             ))
         out.sort(key=lambda s: (s.node_id, s.connection_id))
         return out
 
     @property
     def config(self) -> ConfigSnapshot:
+        if self._stale:
+            self._rebuild(full=True)
         return self._config
 
     @property
     def registry(self) -> RegistrySnapshot:
+        if self._stale:
+            self._rebuild(full=True)
         return self._registry
 
     async def wait_idle(self) -> None:
@@ -197,16 +223,36 @@ class XdsServer:
     def _on_config_change(self, request: PushRequest) -> None:
         self._debouncer.add(request)
 
+    def _registry_for(self, config: ConfigSnapshot) -> tuple[RegistrySnapshot, frozenset[str] | None]:
+        """The registry for ``config`` and the hosts whose endpoints changed, computed from what changed:
+        None when services may have changed (a full aggregate was needed)."""
+        cluster_id = self.settings.cluster_id
+        hosts: frozenset[str] | None = None
+        if self._source is None or self._source.cluster_id != cluster_id:
+            self._source = ServiceEntrySource(config, cluster_id)
+        else:
+            hosts = self._source.update(config)
+        if hosts is not None and not self._registries_dirty and self._state is not None:
+            if hosts:
+                self.registry_updates += 1
+                shard = ShardKey(cluster_id, self._source.source)
+                return update_shard(self._registry, shard, {h: self._source.endpoints_of(h) for h in hosts}), hosts
+            return self._registry, hosts
+        self._registries_dirty = False
+        sources: Sequence[ServiceRegistry] = [self._source, *self._registries]
+        return aggregate(sources), None
+
     def _rebuild(self, *, full: bool) -> PushRequest | None:
         """Take a new ConfigSnapshot and RegistrySnapshot; build the next push state. Returns what to push."""
         config = self._controller.snapshot()
-        sources: Sequence[ServiceRegistry] = [ServiceEntrySource(config, self.settings.cluster_id),
-                                              *self._registries]
-        registry = aggregate(sources)
         old_registry = self._registry
-        previous = self._state
-        if previous is not None and not full and registry.services == old_registry.services:
-            hosts = diff_endpoints(old_registry, registry)
+        registry, hosts = self._registry_for(config)
+        previous = self._state if not self._stale else None
+        self._stale = False
+        if previous is not None and not full and (
+                registry.services is old_registry.services or registry.services == old_registry.services):
+            if hosts is None:
+                hosts = diff_endpoints(old_registry, registry)
             self._config, self._registry = config, registry
             if not hosts:
                 return None
@@ -215,6 +261,7 @@ class XdsServer:
         else:
             ctx = self._translator.build_context(config, registry)
             self._config, self._registry = config, registry
+            self.context_builds += 1
             request = PushRequest(full=True)
         self._epoch += 1
         self._state = PushState(ctx=ctx, epoch=self._epoch, config_version=config.version, encoder=Encoder())
@@ -225,7 +272,12 @@ class XdsServer:
         # services themselves differ (``_rebuild`` checks). Anything else, or a relist, is a full push.
         full = any(k.gr != WORKLOAD_ENTRIES for k in merged.config_updated) or (
             merged.full and not merged.config_updated)
-        request = self._rebuild(full=full)
+        if not self._has_proxies():
+            # Nobody to push to: build nothing now; the first proxy's request builds the state (``state``).
+            self._stale = True
+            self.deferred_flushes += 1
+            return
+        request = self._rebuild(full=full or self._stale)
         if request is None:
             return
         request = PushRequest(full=request.full, config_updated=merged.config_updated,
@@ -246,6 +298,9 @@ class XdsServer:
             if affected:
                 self._queue.enqueue(conn, request)
 
+    def _has_proxies(self) -> bool:
+        return any(c.proxy is not None and not c.closed.is_set() for c in self._connections.values())
+
     async def _send_loop(self) -> None:
         while True:
             conn, request = await self._queue.dequeue()
@@ -257,7 +312,8 @@ class XdsServer:
     async def _push_one(self, conn: Connection, request: PushRequest) -> None:
         try:
             self.pushes_started += 1
-            await asyncio.wait_for(conn.push(request, self.state), self.settings.send_timeout)
+            async with asyncio.timeout(self.settings.send_timeout):  # no extra task per push
+                await conn.push(request, self.state)
         except TimeoutError:
             log.warning("%s %s: push timed out; closing the stream", conn.id, conn.node_id)
             conn.closed.set()

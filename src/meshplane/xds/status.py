@@ -28,6 +28,8 @@ class TypeStatus:
     last_nack: NackRecord | None
     acks: int
     nacks: int
+    # Why translation failed for this proxy and type, while it does (the proxy keeps its last good config).
+    generate_error: str = ""
 
     @property
     def short_name(self) -> str:
@@ -35,8 +37,11 @@ class TypeStatus:
 
     @property
     def error(self) -> str:
-        """The error text of the rejection while the type is NACKED, else ""."""
-        return self.last_nack.error if self.state is SyncState.NACKED and self.last_nack else ""
+        """The error text of the rejection while the type is NACKED, else the translation error while
+        generating fails, else ""."""
+        if self.state is SyncState.NACKED and self.last_nack:
+            return self.last_nack.error
+        return self.generate_error
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +57,8 @@ class ProxyStatus:
     connected_since: float  # wall clock (time.time())
     pushes: int
     types: tuple[TypeStatus, ...]
+    bytes_sent: int = 0  # encoded responses written to this stream
+    responses_sent: int = 0
 
     @property
     def state(self) -> SyncState:

@@ -1,0 +1,126 @@
+"""The push pipeline's cost follows what changed (counted, never timed): nothing is built while no proxy is
+connected, an endpoint change updates the registry incrementally without a new push context, and a failing
+generator leaves the proxy on its last good config with the error in its status.
+
+The "proxy" here is a Connection registered directly with the server (no gRPC stream): what is under test is
+the server's bookkeeping; the ADS protocol over real streams is covered by tests/e2e/test_xds_protocol_e2e.py.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Collection, Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "translate"))
+
+from _translate_helpers import bookinfo_registry, context, fqdn, service_entry, workload_entry
+
+from meshplane.model import xdstypes
+from meshplane.model.proxy import Locality, Proxy
+from meshplane.model.push import PushRequest
+from meshplane.model.resources import GroupResource
+from meshplane.store import MemoryStore
+from meshplane.xds import XdsServer, XdsSettings
+from meshplane.xds.connection import Connection, PushState
+from meshplane.xds.default_translator import DefaultTranslator
+from meshplane.xds.encoding import Encoder
+from meshplane.xds.protocol import SyncState, XdsRequest
+from meshplane.xds.translator import ResourceLike
+
+SE = GroupResource("networking.istio.io", "serviceentries")
+WE = GroupResource("networking.istio.io", "workloadentries")
+VS = GroupResource("networking.istio.io", "virtualservices")
+NODE = "sidecar~127.0.5.1~client-0.default~default.svc.cluster.local"
+
+
+async def _nothing(_data: bytes) -> None:
+    return None
+
+
+def _connect(server: XdsServer) -> Connection:
+    conn = Connection(delta=False, peer="test", translator=server.translator, send=_nothing)
+    conn.proxy = server.translator.proxy_from_node(NODE, {"NAMESPACE": "default"}, Locality())
+    server.register(conn)
+    return conn
+
+
+async def test_builds_nothing_without_proxies_and_updates_endpoints_incrementally() -> None:
+    store = MemoryStore()
+    await store.start()
+    for i in range(20):
+        await store.create(SE, service_entry(f"s{i}", selector={"app": f"s{i}"}), actor="test")
+        await store.create(WE, workload_entry(f"s{i}-0", f"10.0.0.{i + 1}", {"app": f"s{i}"}), actor="test")
+    server = XdsServer(store, XdsSettings(debounce_quiet=0.01, debounce_max=0.05))
+    await server.start("127.0.0.1:0")
+    try:
+        for i in range(20, 30):  # bulk writes with nobody connected
+            await store.create(SE, service_entry(f"s{i}", selector={"app": f"s{i}"}), actor="test")
+        await server.wait_idle()
+        assert server.context_builds == 0 and server.deferred_flushes >= 1
+
+        _connect(server)
+        assert server.state is not None  # what a proxy's first request does
+        assert server.context_builds == 1
+
+        we = store.get(WE, "default", "s3-0")
+        assert we is not None
+        await store.update(WE, {**we, "spec": {**we["spec"], "address": "10.9.9.9"}}, actor="test")
+        await server.wait_idle()
+        assert server.context_builds == 1  # no new push context for an endpoint change
+        assert server.registry_updates == 1 and server.eds_pushes == 1
+        assert [e.address for e in server.registry.endpoints_of(fqdn("s3"))] == ["10.9.9.9"]
+
+        await store.create(VS, {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+                                "metadata": {"name": "s1", "namespace": "default"},
+                                "spec": {"hosts": [fqdn("s1")], "http": [{"route": [
+                                    {"destination": {"host": fqdn("s1")}}]}]}}, actor="test")
+        await server.wait_idle()
+        assert server.context_builds == 2 and server.full_pushes == 1
+    finally:
+        await server.stop(0)
+        await store.close()
+
+
+class _Flaky(DefaultTranslator):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail = False
+
+    def generate(self, type_url: str, proxy: Proxy, ctx: object,
+                 names: Collection[str] | None = None) -> Sequence[ResourceLike]:
+        if self.fail:
+            raise RuntimeError("builder bug")
+        return super().generate(type_url, proxy, ctx, names)
+
+
+async def test_a_failing_generator_keeps_the_last_good_config_and_reports_it() -> None:
+    translator = _Flaky()
+    sent: list[bytes] = []
+
+    async def send(data: bytes) -> None:
+        sent.append(data)
+
+    conn = Connection(delta=False, peer="test", translator=translator, send=send)
+    conn.proxy = translator.proxy_from_node(NODE, {"NAMESPACE": "default"}, Locality())
+    state = PushState(ctx=context(bookinfo_registry()), epoch=1, config_version=1, encoder=Encoder())
+    await conn.handle(XdsRequest(type_url=xdstypes.CLUSTER), state)
+    wt = conn.watched[xdstypes.CLUSTER]
+    good: dict[str, Any] = dict(wt.sent)
+    await conn.handle(XdsRequest(type_url=xdstypes.CLUSTER, nonce=wt.nonce_sent, version_info=wt.version_sent),
+                      state)
+    assert len(sent) == 1 and wt.state is SyncState.SYNCED
+
+    translator.fail = True
+    await conn.push(PushRequest(full=True), state)  # a push while failing sends nothing
+    assert len(sent) == 1
+    wt.always_respond = True  # as after a CDS push: the next matching request must be answered ...
+    await conn.handle(XdsRequest(type_url=xdstypes.CLUSTER, nonce=wt.nonce_sent, version_info=wt.version_sent),
+                      state)
+    assert len(sent) == 2 and wt.sent == good  # ... and is, with the last good clusters
+    assert "builder bug" in conn.generate_errors[xdstypes.CLUSTER]
+
+    translator.fail = False
+    await conn.push(PushRequest(full=True), state)
+    assert xdstypes.CLUSTER not in conn.generate_errors
