@@ -1,10 +1,160 @@
-"""Subcommands of the security area of the ``meshplane`` command."""
+"""Subcommands of the security area of the ``meshplane`` command: ``meshplane audit``.
+
+Why one merged trail: an operator asking "what happened" wants API changes (who changed which policy) and run-time
+security events (certificates issued or refused, bootstrap tokens, authorization and OPA denies) on one time line.
+The two come from two endpoints (``/management/v1/audit``: durable store records; ``/management/v1/security/audit``:
+the control plane's bounded ring) and are merged here by timestamp, each item with a ``kind`` (``change`` for a
+store record, else the event's kind such as ``certificate.issued`` or ``opa.deny``).
+"""
 
 from __future__ import annotations
 
+import argparse
+import datetime
+import json
+import os
+import re
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
 from typing import Any
+
+PAGE = 5000
+
+
+class AuditCommandError(Exception):
+    """The audit trail could not be read; the message says why."""
+
+
+def parse_since(text: str, now: datetime.datetime | None = None) -> datetime.datetime:
+    """``30s``, ``5m``, ``2h``, ``1d`` (that long ago) or an RFC 3339 time."""
+    now = now or datetime.datetime.now(datetime.UTC)
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text.strip())
+    if m:
+        unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+        return now - datetime.timedelta(seconds=float(m.group(1)) * unit)
+    try:
+        t = datetime.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError as e:
+        raise AuditCommandError(f"--since {text!r}: expected a duration (30s, 5m, 2h, 1d) or an RFC 3339 time") from e
+    return t if t.tzinfo else t.replace(tzinfo=datetime.UTC)
+
+
+def _time(ts: str) -> datetime.datetime | None:
+    try:
+        t = datetime.datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return t if t.tzinfo else t.replace(tzinfo=datetime.UTC)
+
+
+def api_url(args: argparse.Namespace) -> tuple[str, str]:
+    """(API URL, bearer token) from ``--server``, ``--data-dir`` (server.json) or ``--home`` (a local mesh)."""
+    if args.server:
+        return str(args.server).rstrip("/"), args.token or ""
+    if args.data_dir:
+        path = Path(args.data_dir) / "server.json"
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise AuditCommandError(f"no running server found in {args.data_dir}: {e}") from e
+        return str(state["api"]), args.token or str(state.get("token") or "")
+    home = Path(args.home or os.environ.get("MESHPLANE_HOME") or Path.home() / ".meshplane")
+    try:
+        view = json.loads((home / "runtime.json").read_text())
+    except (OSError, ValueError) as e:
+        raise AuditCommandError(f"no local mesh in {home} (pass --server URL or --data-dir DIR): {e}") from e
+    if not view.get("api"):
+        raise AuditCommandError(f"the mesh in {home} has no API address (is it running?)")
+    return str(view["api"]), args.token or ""
+
+
+def _get(url: str, token: str) -> dict[str, Any]:
+    req = urllib.request.Request(url, headers={"Accept": "application/json",
+                                               **({"Authorization": f"Bearer {token}"} if token else {})})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            data = json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        if e.code == 404:
+            return {"items": []}  # a server without a CA has no security trail
+        raise AuditCommandError(f"GET {url}: HTTP {e.code}") from e
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        raise AuditCommandError(f"GET {url}: {e}") from e
+    return data if isinstance(data, dict) else {"items": []}
+
+
+def read_trail(api: str, token: str) -> list[dict[str, Any]]:
+    """Changes and security events, oldest first, in one shape."""
+    out: list[dict[str, Any]] = []
+    since = 0
+    while True:
+        items = _get(f"{api}/management/v1/audit?since={since}&limit={PAGE}", token).get("items") or []
+        for r in items:
+            out.append({"timestamp": r.get("timestamp", ""), "kind": "change", "subject": r.get("user", ""),
+                        "target": f"{r.get('resource')}.{r.get('group') or 'core'} "
+                                  f"{r.get('namespace') + '/' if r.get('namespace') else ''}{r.get('name')}",
+                        "reason": r.get("verb", ""),
+                        "details": {"resourceVersion": str(r.get("resourceVersion", "")),
+                                    "generation": f"{r.get('oldGeneration')}->{r.get('newGeneration')}"}})
+        if len(items) < PAGE:
+            break
+        since = int(items[-1]["resourceVersion"])
+    seq = 0
+    while True:
+        items = _get(f"{api}/management/v1/security/audit?since={seq}&limit={PAGE}", token).get("items") or []
+        for e in items:
+            out.append({"timestamp": e.get("timestamp", ""), "kind": e.get("kind", ""),
+                        "subject": e.get("subject", ""), "target": e.get("target", ""),
+                        "reason": e.get("reason", ""), "details": dict(e.get("details") or {})})
+        if len(items) < PAGE:
+            break
+        seq = int(items[-1]["seq"])
+    epoch = datetime.datetime.min.replace(tzinfo=datetime.UTC)
+    out.sort(key=lambda i: _time(str(i["timestamp"])) or epoch)
+    return out
+
+
+def table(items: list[dict[str, Any]]) -> str:
+    rows = [("TIME", "KIND", "SUBJECT", "TARGET", "REASON")]
+    for i in items:
+        t = _time(str(i["timestamp"]))
+        rows.append((t.strftime("%Y-%m-%dT%H:%M:%SZ") if t else str(i["timestamp"]), str(i["kind"]),
+                     str(i["subject"]), str(i["target"]), str(i["reason"])[:80]))
+    widths = [max(len(r[c]) for r in rows) for c in range(4)]
+    return "\n".join("   ".join(r[c].ljust(widths[c]) for c in range(4)) + "   " + r[4] for r in rows)
+
+
+def _audit(args: argparse.Namespace) -> int:
+    try:
+        api, token = api_url(args)
+        items = read_trail(api, token)
+        if args.since:
+            since = parse_since(args.since)
+            items = [i for i in items if (_time(str(i["timestamp"])) or since) >= since]
+    except AuditCommandError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if args.kind:
+        items = [i for i in items if str(i["kind"]).startswith(args.kind)]
+    if args.output == "json":
+        print(json.dumps({"kind": "AuditTrail", "apiVersion": "meshplane.io/v1", "items": items}, indent=1))
+    else:
+        print(table(items))
+    return 0
 
 
 def register(sub: Any) -> None:
     """Add this module's subcommands to the ``meshplane`` parser's subparsers."""
-    _ = sub
+    p = sub.add_parser("audit", help="the audit trail: API changes and security events (certificates, tokens, "
+                                     "authorization and OPA denies)")
+    p.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    p.add_argument("--since", help="only events newer than this: a duration (30s, 5m, 2h, 1d) or an RFC 3339 time")
+    p.add_argument("--kind", help="only events whose kind starts with this (change, certificate, authz, opa, ...)")
+    p.add_argument("--server", help="URL of the API (default: the local mesh of --home)")
+    p.add_argument("--data-dir", help="a `meshplane server` data dir (reads its server.json)")
+    p.add_argument("--token", help="bearer token for the API")
+    p.add_argument("--home", default=None, help="state directory of a local mesh (default $MESHPLANE_HOME or "
+                                                "~/.meshplane)")
+    p.set_defaults(func=_audit)
