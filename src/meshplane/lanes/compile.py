@@ -193,7 +193,10 @@ def _dest(svc: ServiceRef, subset: str) -> JSON:
 def _to_lane(plan: _Plan, svc: ServiceRef, lane: _Lane) -> JSON:
     """A route destination into ``lane`` (falling back to the base lane when the lane's subset is empty)."""
     dest: JSON = {"destination": _dest(svc, lane.name)}
-    if plan.permissive and lane.name != plan.base and plan.base_lane is not None and plan.has(plan.base_lane, svc):
+    # Also on routes that go to the base lane itself: the translation then keeps an aggregate cluster for every
+    # subset of the service with the base lane, so when a lane gains the service its route moves to an aggregate
+    # cluster that proxies already have (no route ever races the creation of its cluster).
+    if plan.permissive and plan.base_lane is not None and plan.has(plan.base_lane, svc):
         dest["fallback"] = {"target": _dest(svc, plan.base)}
     return dest
 
@@ -241,8 +244,7 @@ def _service_objects(plan: _Plan, svc: ServiceRef, lane_objs: Sequence[Mapping[s
             http.append({"name": f"lane-{lane.name}", "match": [{"sourceLabels": dict(lane.selector)}],
                          "route": [{"destination": _dest(svc, lane.name)}]})
     if base is not None and plan.has(base, svc):
-        http.append(_with_headers(plan, {"name": f"lane-{base.name}-default",
-                                         "route": [{"destination": _dest(svc, base.name)}]}))
+        http.append(_with_headers(plan, {"name": f"lane-{base.name}-default", "route": [_to_lane(plan, svc, base)]}))
     out.append(_object(VIRTUAL_SERVICES, _meta(plan, name, svc.namespace, lane_objs),
                        {"hosts": [svc.host], "http": http}))
     return out

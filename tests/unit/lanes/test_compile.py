@@ -24,7 +24,7 @@ def test_permissive_routes_on_header_and_falls_back() -> None:
     vs = objs[("virtualservices", "lanes-mock-mockb")]["spec"]["http"]
     v2 = next(r for r in vs if r["name"] == "lane-v2")
     assert v2["match"] == [{"headers": {"x-asm-prefer-tag": {"exact": "v2"}}}]
-    assert v2["route"] == [{"destination": {"host": "mockb.default.svc.cluster.local", "subset": "v1"}}]
+    assert v2["route"][0]["destination"] == {"host": "mockb.default.svc.cluster.local", "subset": "v1"}
     v3 = next(r for r in vs if r["name"] == "lane-v3")
     assert v3["route"][0]["fallback"] == {"target": {"host": "mockb.default.svc.cluster.local", "subset": "v1"}}
     assert vs[-1]["route"][0]["destination"]["subset"] == "v1" and "match" not in vs[-1]
