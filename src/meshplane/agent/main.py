@@ -25,16 +25,18 @@ from typing import Any
 
 import aiohttp
 
-from meshplane.agent.bootstrap import build_bootstrap
-from meshplane.agent.certs import CertificateManager, remove_dir, start_sds
+from meshplane.agent.bootstrap import EXTAUTHZ_CLUSTER, build_bootstrap
+from meshplane.agent.certs import CertificateManager, remove_dir, socket_path, start_sds
 from meshplane.agent.config import AgentConfig
 from meshplane.agent.envoy import EnvoyProcess, find_envoy
 from meshplane.agent.health import ReadinessTracker, probe_once
+from meshplane.agent.opa import OpaPolicies
 from meshplane.agent.procs import record_for, write_json_atomic, write_record
 from meshplane.agent.registration import Registration, RegistrationError
 from meshplane.model.proxy import Locality
 from meshplane.security import SpiffeId
 from meshplane.xds.ca_service import CaClient
+from meshplane.xds.extauthz import ExtAuthzServer
 from meshplane.xds.sds import SdsServer
 
 log = logging.getLogger("meshplane.agent")
@@ -55,6 +57,9 @@ class Agent:
         self.sds: SdsServer | None = None
         self.sds_path: Path | None = None
         self.certs: CertificateManager | None = None
+        self.extauthz: ExtAuthzServer | None = None
+        self.extauthz_path: Path | None = None
+        self.opa: OpaPolicies | None = None
         self._tmpdirs: list[Path] = []
         self.envoy = EnvoyProcess(
             find_envoy(cfg.envoy_path), self.work / "bootstrap.json", cfg.address, cfg.admin_port,
@@ -63,9 +68,13 @@ class Agent:
 
     def write_bootstrap(self) -> Path:
         cfg = self.cfg
-        doc = build_bootstrap(cfg.node_id, cfg.metadata(), Locality(cfg.region, cfg.zone, cfg.subzone), cfg.xds,
+        md = cfg.metadata()
+        if self.extauthz_path is not None:
+            md["OPA_EXTAUTHZ"] = EXTAUTHZ_CLUSTER  # translate.opa points ASMOPAPolicy checks at this cluster
+        doc = build_bootstrap(cfg.node_id, md, Locality(cfg.region, cfg.zone, cfg.subzone), cfg.xds,
                               f"{cfg.address}:{cfg.admin_port}", delta=cfg.delta,
-                              sds_socket=str(self.sds_path) if self.sds_path else None)
+                              sds_socket=str(self.sds_path) if self.sds_path else None,
+                              extauthz_socket=str(self.extauthz_path) if self.extauthz_path else None)
         self.work.mkdir(parents=True, exist_ok=True)
         path = self.work / "bootstrap.json"
         path.write_text(json.dumps(doc, indent=1))
@@ -131,6 +140,21 @@ class Agent:
         await self.certs.obtain(self.stop_event)
         return client
 
+    async def start_opa(self, session: aiohttp.ClientSession) -> None:
+        """The ext_authz server answering for the ASMOPAPolicies that select this workload (sidecars only)."""
+        cfg = self.cfg
+        if not (cfg.opa and cfg.api) or cfg.gateway:
+            return
+        self.opa = OpaPolicies(cfg, session, SpiffeId(cfg.trust_domain, cfg.namespace, cfg.service_account).uri)
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError, ValueError):
+            await self.opa.refresh()  # the policies that exist already apply from the first request
+        path, tmp = socket_path(Path(cfg.extauthz_socket) if cfg.extauthz_socket else self.work / "extauthz.sock")
+        if tmp is not None:
+            self._tmpdirs.append(tmp)
+        self.extauthz = ExtAuthzServer(self.opa.decide, self.opa.on_deny)
+        await self.extauthz.start(f"unix:{path}")
+        self.extauthz_path = path
+
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -151,6 +175,9 @@ class Agent:
         background: list[asyncio.Task[None]] = []
         if self.certs is not None:
             background.append(asyncio.create_task(self.certs.run(self.stop_event)))
+        await self.start_opa(session)
+        if self.opa is not None:
+            background.append(asyncio.create_task(self.opa.run(self.stop_event)))
         self.write_bootstrap()
         reg = Registration(cfg, session) if cfg.register and cfg.api else None
         await self.start_envoy()
@@ -207,6 +234,8 @@ class Agent:
         await asyncio.gather(*background, return_exceptions=True)
         if self.sds is not None:
             await self.sds.stop()
+        if self.extauthz is not None:
+            await self.extauthz.stop()
         if ca_client is not None:
             await ca_client.close()
         self.report(reg, "stopped")

@@ -184,6 +184,40 @@ def header_propagation(obj: J, r: Report) -> None:
             r.invalid("spec.headerPrefix", prefix, err)
 
 
+def rego_error(policy: str) -> str:
+    """Why ``policy`` does not compile as Rego (v1, else v0), "" when it does or when no engine is installed.
+    The engine is regorus (``gordon-to-regorus``), the same one the agent evaluates with."""
+    try:
+        import regorus  # type: ignore[import-not-found,import-untyped,unused-ignore]
+    except ImportError:
+        return ""
+    errors = []
+    for v0 in (False, True):
+        engine = regorus.Engine()
+        if v0:
+            engine.set_rego_v0(True)
+        try:
+            engine.add_policy("policy.rego", policy)
+            return ""
+        except RuntimeError as e:
+            errors.append(str(e).split("Stack backtrace:")[0].strip())
+    return errors[0]
+
+
+def opa_policy(obj: J, r: Report) -> None:
+    spec: J = obj.get("spec") or {}
+    selector = spec.get("workloadSelector")
+    if selector is not None:
+        c.workload_selector(selector, "spec.workloadSelector", r, key="labels")
+    policy = spec.get("policy")
+    if not isinstance(policy, str) or not policy.strip():
+        r.required("spec.policy", "Rego text is required")
+        return
+    err = rego_error(policy)
+    if err:
+        r.invalid("spec.policy", "<rego>", f"does not compile: {err}")
+
+
 def member_cluster(obj: J, r: Report) -> None:
     spec: J = obj.get("spec") or {}
     kubeconfig, local = spec.get("kubeconfig"), spec.get("local") is True

@@ -178,6 +178,19 @@ def header_propagation_spec() -> Schema:
     )
 
 
+def opa_policy_spec() -> Schema:
+    return _obj(
+        {
+            "workloadSelector": _workload_selector("The workloads whose inbound requests the policy decides; "
+                                                   "omitted, every workload of the namespace."),
+            "policy": _str("Rego (v1, or v0 as ASM's examples) defining `allow`; `default allow = false` denies "
+                           "what no rule allows. Input: OPA-Envoy's attributes (source.principal, request.http)."),
+        },
+        "ASM's ASMOPAPolicy: a Rego policy evaluated by OPA next to the workload through ext_authz.",
+        required=("policy",),
+    )
+
+
 def _label_selector() -> Schema:
     return _obj(
         {

@@ -224,6 +224,7 @@ def builtin_kinds() -> list[KindInfo]:
         KindInfo(ASM, "ASMSwimLaneGroup", "asmswimlanegroups", ("v1",), categories=("asm",)),
         KindInfo(ASM, "ASMSwimLane", "asmswimlanes", ("v1",), categories=("asm",)),
         KindInfo(ASM, "ASMHeaderPropagation", "asmheaderpropagations", ("v1beta1",), categories=("asm",)),
+        KindInfo(ASM, "ASMOPAPolicy", "asmopapolicies", ("v1",), categories=("asm",)),
     ]
     own = [
         KindInfo(

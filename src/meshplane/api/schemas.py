@@ -42,6 +42,7 @@ _KIND_DESCRIPTIONS = {
     "ASMSwimLaneGroup": "ASM: a group of traffic lanes over the services of one call chain.",
     "ASMSwimLane": "ASM: one traffic lane, a set of versions of its group's services.",
     "ASMHeaderPropagation": "ASM: lifts keys out of the baggage header into request headers.",
+    "ASMOPAPolicy": "ASM: a Rego policy evaluated by OPA next to the selected workloads.",
     "MemberCluster": "A cluster whose services and workloads are part of the mesh.",
 }
 
@@ -135,6 +136,7 @@ def _own_spec_and_status(group: str, kind: str) -> tuple[Schema, Schema] | None:
         (ASM, "ASMSwimLaneGroup"): asm.swim_lane_group_spec,
         (ASM, "ASMSwimLane"): asm.swim_lane_spec,
         (ASM, "ASMHeaderPropagation"): asm.header_propagation_spec,
+        (ASM, "ASMOPAPolicy"): asm.opa_policy_spec,
         (MESHPLANE, "MemberCluster"): asm.member_cluster_spec,
     }
     build = builders.get((group, kind))

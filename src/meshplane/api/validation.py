@@ -51,6 +51,7 @@ _RULES: dict[tuple[str, str], Rule] = {
     (ASM, "ASMSwimLaneGroup"): _asm.swim_lane_group,
     (ASM, "ASMSwimLane"): _asm.swim_lane,
     (ASM, "ASMHeaderPropagation"): _asm.header_propagation,
+    (ASM, "ASMOPAPolicy"): _asm.opa_policy,
     (MESHPLANE, "MemberCluster"): _asm.member_cluster,
 }
 

@@ -52,6 +52,7 @@ from meshplane.translate.common import duration, pack
 from meshplane.translate.context import AUTHORIZATION_POLICIES, PushContext
 from meshplane.translate.jwt import JWT_FILTER, PAYLOAD_KEY
 from meshplane.translate.mesh import ExtAuthzProvider
+from meshplane.translate.opa import opa_http_filters
 from meshplane.translate.peerauthn import selected_policies
 
 RBAC_FILTER = "envoy.filters.http.rbac"
@@ -389,6 +390,7 @@ def authz_http_filters(proxy: Proxy, ctx: PushContext) -> list[hcm_pb2.HttpFilte
         if enforced or shadow:
             # Every RBAC filter keeps the canonical name: Envoy writes its dynamic metadata under it.
             out.append(_rbac_filter(action, enforced, shadow))
+    out.extend(opa_http_filters(proxy, ctx))  # ASMOPAPolicy: OPA next to the workload, after Istio's RBAC
     return out
 
 

@@ -158,6 +158,14 @@ FAILING: list[tuple[str, str, dict[str, Any], str, str, str]] = [
      "FieldValueForbidden", ""),
     ("hp-header", "ASMHeaderPropagation", {"headers": ["x a"]}, "spec.headers[0]", "FieldValueInvalid", ""),
     ("hp-dup", "ASMHeaderPropagation", {"headers": ["x-a", "X-A"]}, "spec.headers[1]", "FieldValueDuplicate", ""),
+    # ASMOPAPolicy
+    ("opa-no-policy", "ASMOPAPolicy", {"workloadSelector": {"labels": {"app": "a"}}}, "spec.policy",
+     "FieldValueRequired", ""),
+    ("opa-not-rego", "ASMOPAPolicy", {"policy": "package x\nallow if {{{"}, "spec.policy", "FieldValueInvalid",
+     "does not compile"),
+    ("opa-selector", "ASMOPAPolicy", {"policy": "package x\ndefault allow := false",
+                                      "workloadSelector": {"labels": {"a b": "c"}}},
+     "spec.workloadSelector.labels", "FieldValueInvalid", ""),
     # MemberCluster
     ("mc-neither", "MemberCluster", {"network": "n1"}, "spec.kubeconfig", "FieldValueRequired",
      "one of kubeconfig or local"),
@@ -236,6 +244,11 @@ PASSING: list[tuple[str, str, dict[str, Any]]] = [
          "route": {"destination": {"host": "mocka.default.svc.cluster.local"}}, "weight": 60}]}),
     ("hp", "ASMHeaderPropagation", {"workloadSelector": {"labels": {"app": "a"}}, "headers": ["x-asm-prefer-tag"]}),
     ("hp-prefix", "ASMHeaderPropagation", {"headerPrefix": "x-asm-"}),
+    ("opa-v1", "ASMOPAPolicy", {"workloadSelector": {"labels": {"app": "a"}}, "policy": (
+        "package asm.authz\nimport rego.v1\ndefault allow := false\n"
+        "allow if input.attributes.request.http.method == \"GET\"\n")}),
+    ("opa-v0-asm-example", "ASMOPAPolicy", {"policy": (
+        "package istio.authz\ndefault allow = false\nallow {\n  input.attributes.request.http.path == \"/\"\n}\n")}),
     ("mc-local", "MemberCluster", {"local": True, "network": "network1", "region": "us-east", "zone": "us-east-1a"}),
     ("mc-kubeconfig", "MemberCluster", {"kubeconfig": "apiVersion: v1\nkind: Config\n", "network": "n2",
                                         "discoverySelectors": [{"matchLabels": {"istio-discovery": "enabled"}},

@@ -1,0 +1,119 @@
+"""OPA next to the workload: the ASMOPAPolicies selecting this instance, compiled and evaluated for Envoy's ext_authz.
+
+Why in the agent: ASM evaluates OPA policies beside the workload, so a decision costs no network hop and a policy
+applies to exactly the instances its ``workloadSelector`` picks. The agent reads the namespace's ASMOPAPolicies
+through the API every ``policy_poll_s`` (a list is cheap; the object set changes rarely), recompiles when their
+resourceVersions change, and answers checks from the ext_authz server (``meshplane.xds.extauthz``) with the current
+set. Every deny is reported to the control plane's security audit trail (``opa.deny`` with the caller's SPIFFE
+id, this workload's id, method and path) from a bounded queue, so a flood of denies never blocks a check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+
+from meshplane.agent.config import AgentConfig
+from meshplane.security.opa import Decision, PolicySet, RegoError, selects
+
+log = logging.getLogger(__name__)
+
+GROUP_PATH = "/apis/istio.alibabacloud.com/v1"
+
+
+class _DenyAll(PolicySet):
+    """What a policy that cannot be compiled becomes: nothing passes (``default allow = false``)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__()
+        self.reason = reason
+
+    def __len__(self) -> int:
+        return 1
+
+    def decide(self, request: Mapping[str, Any]) -> Decision:
+        return Decision(False, "", self.reason)
+
+
+class OpaPolicies:
+    def __init__(self, cfg: AgentConfig, session: aiohttp.ClientSession, identity: str) -> None:
+        self.cfg = cfg
+        self.session = session
+        self.identity = identity
+        self.url = f"{cfg.api.rstrip('/')}{GROUP_PATH}/namespaces/{cfg.namespace}/asmopapolicies"
+        self.policies = PolicySet()
+        self.version: tuple[tuple[str, str], ...] = ()
+        self._reports: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)
+        self.dropped = 0
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.cfg.api_token}"} if self.cfg.api_token else {}
+
+    def decide(self, request: Mapping[str, Any]) -> Decision:
+        return self.policies.decide(request)
+
+    def on_deny(self, request: Mapping[str, Any], decision: Decision) -> None:
+        http = request.get("attributes", {}).get("request", {}).get("http", {})
+        principal = str(request.get("attributes", {}).get("source", {}).get("principal") or "")
+        event = {"kind": "opa.deny", "subject": principal, "target": self.identity, "reason": decision.reason,
+                 "details": {"policy": decision.policy, "method": str(http.get("method", "")),
+                             "path": str(http.get("path", "")), "workload": f"{self.cfg.namespace}/{self.cfg.name}"}}
+        log.info("OPA denied %s %s from %s (%s)", http.get("method"), http.get("path"), principal or "?",
+                 decision.policy)
+        try:
+            self._reports.put_nowait(event)
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    async def refresh(self) -> None:
+        async with self.session.get(self.url, headers=self._headers(),
+                                    timeout=aiohttp.ClientTimeout(total=3)) as r:
+            if r.status != 200:
+                return
+            items = (await r.json()).get("items") or []
+        mine = sorted((o for o in items if selects(o, self.cfg.namespace, self.cfg.labels)),
+                      key=lambda o: str(o["metadata"]["name"]))
+        version = tuple((str(o["metadata"]["name"]), str(o["metadata"].get("resourceVersion", ""))) for o in mine)
+        if version == self.version:
+            return
+        try:
+            self.policies = PolicySet([(str(o["metadata"]["name"]), str((o.get("spec") or {}).get("policy") or ""))
+                                       for o in mine])
+        except RegoError as e:
+            log.error("OPA policies for %s: %s; denying every request until fixed", self.cfg.name, e)
+            self.policies = _DenyAll(str(e))
+        self.version = version
+        log.info("OPA policies for %s: %s", self.cfg.name, [n for n, _ in version] or "none")
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Keep the policies current and send deny reports, until ``stop``."""
+        sender = asyncio.create_task(self._send_reports())
+        try:
+            while not stop.is_set():
+                try:
+                    await self.refresh()
+                except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as e:
+                    log.debug("OPA policies: %s", e)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.cfg.policy_poll_s)
+        finally:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
+
+    async def _send_reports(self) -> None:
+        url = f"{self.cfg.api.rstrip('/')}/management/v1/security/audit"
+        while True:
+            event = await self._reports.get()
+            try:
+                async with self.session.post(url, json=event, headers=self._headers(),
+                                             timeout=aiohttp.ClientTimeout(total=3)) as r:
+                    if r.status != 201:
+                        log.warning("audit report refused: HTTP %s", r.status)
+            except (aiohttp.ClientError, TimeoutError, OSError) as e:
+                log.warning("audit report not sent: %s", e)
