@@ -14,6 +14,11 @@ the same generator cost, and the difference is what the sidecars add.
 
     python bench/dataplane_overhead.py                          # 1,000 rps, 20 s per path
     python bench/dataplane_overhead.py --rate 500 --duration 10 --json
+    python bench/dataplane_overhead.py --mtls                   # SPIFFE mTLS (STRICT) + an ALLOW policy on
+
+Without ``--mtls`` the mesh runs without certificates (plaintext between sidecars, the baseline); with it every
+sidecar gets its certificate from meshplane's CA over SDS, a mesh-wide PeerAuthentication is STRICT and an
+AuthorizationPolicy ALLOW (by the client's SPIFFE principal and method) guards the server.
 """
 
 from __future__ import annotations
@@ -140,15 +145,27 @@ def rss_mb(pid: int) -> float:
 
 # --- the mesh ------------------------------------------------------------------------------------------------
 
-def manifest(script: str) -> dict[str, Any]:
+def manifest(script: str, mtls: bool = False) -> dict[str, Any]:
     def workload(name: str) -> dict[str, Any]:
         return {"name": name, "namespace": "default", "cluster": "bench", "labels": {"app": name, "version": "v1"},
                 "ports": [{"port": 9080, "name": "http", "protocol": "HTTP"}],
                 "command": ["{python}", script, "serve", "{listen}"], "readiness": {"tcpSocket": {}}}
 
-    return {"name": "bench", "clusters": [{"name": "bench"}],
-            "workloads": [workload("bench-client"), workload("bench-server")],
-            "services": [{"name": "bench-server", "ports": [{"port": 9080, "name": "http", "protocol": "HTTP"}]}]}
+    doc: dict[str, Any] = {
+        "name": "bench", "clusters": [{"name": "bench"}], "security": {"mtls": mtls},
+        "workloads": [workload("bench-client"), workload("bench-server")],
+        "services": [{"name": "bench-server", "ports": [{"port": 9080, "name": "http", "protocol": "HTTP"}]}]}
+    if mtls:
+        doc["config"] = [
+            {"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+             "metadata": {"name": "default", "namespace": "istio-system"}, "spec": {"mtls": {"mode": "STRICT"}}},
+            {"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+             "metadata": {"name": "allow-client", "namespace": "default"},
+             "spec": {"selector": {"matchLabels": {"app": "bench-server"}}, "action": "ALLOW", "rules": [
+                 {"from": [{"source": {"principals": ["cluster.local/ns/default/sa/default"]}}],
+                  "to": [{"operation": {"methods": ["GET"]}}]}]}},
+        ]
+    return doc
 
 
 def meshplane(*args: str) -> str:
@@ -211,6 +228,7 @@ def main() -> int:
     p.add_argument("--max-inflight", type=int, default=512)
     p.add_argument("--json", action="store_true")
     p.add_argument("--home", help="use this home for the bench mesh (default: a temporary directory)")
+    p.add_argument("--mtls", action="store_true", help="SPIFFE mTLS (STRICT) and an ALLOW policy between sidecars")
     args = p.parse_args()
     if args.mode == "serve":
         asyncio.run(serve(args.listen))
@@ -218,7 +236,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="meshplane-bench-") as tmp:
         home = Path(args.home or Path(tmp) / "home")
         mf = Path(tmp) / "bench.yaml"
-        mf.write_text(yaml.safe_dump(manifest(str(Path(__file__).resolve()))))
+        mf.write_text(yaml.safe_dump(manifest(str(Path(__file__).resolve()), args.mtls)))
         meshplane("up", "-f", str(mf), "--home", str(home))
         try:
             time.sleep(1.0)  # let both proxies settle after the last push
