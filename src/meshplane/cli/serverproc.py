@@ -27,6 +27,7 @@ from aiohttp import web
 from meshplane.api.kinds import default_registry
 from meshplane.apiserver.app import ApiServer, ApiServerSettings, serve
 from meshplane.cli.security_api import security_routes
+from meshplane.lanes import LanesController
 from meshplane.store.sqlite import SqliteStore
 from meshplane.translate.mesh import MeshSettings
 from meshplane.xds.ca_service import SecurityPlane
@@ -119,6 +120,8 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
     store = SqliteStore(opts.data_dir / "store.db", history_limit=opts.history_limit)
     await store.start()
     _tune_gc()
+    lanes = LanesController(store)
+    await lanes.start()
     xds: XdsServer | None = None
     xds_url = ""
     security: SecurityPlane | None = None
@@ -162,6 +165,7 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
         await stop.wait()
     finally:
         await runner.cleanup()
+        await lanes.stop()
         if xds is not None:
             await xds.stop(grace=1.0)
         if security is not None:
