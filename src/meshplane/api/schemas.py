@@ -13,6 +13,7 @@ Everything is loaded on first use and cached. The returned dictionaries are shar
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 from importlib import resources
@@ -155,7 +156,42 @@ def _spec_and_status(group: str, kind: str) -> tuple[Schema, Schema]:
     if spec is None:
         # A kind registered without a schema: accept any spec rather than refuse every write.
         spec = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    if kind == "VirtualService":
+        spec = _with_route_fallback(spec)
     return spec, asm.preserved_status()
+
+
+_FALLBACK: Schema = {
+    "type": "object",
+    "description": "ASM extension: where to send the request when the destination's subset has no healthy endpoint.",
+    "properties": {
+        "target": {
+            "type": "object",
+            "description": "The fallback destination.",
+            "required": ["host"],
+            "properties": {
+                "host": _s("The name of a service from the service registry."),
+                "subset": _s("The name of a subset within the service."),
+                "port": {
+                    "type": "object",
+                    "description": "The port of the fallback service.",
+                    "properties": {"number": {"type": "integer", "minimum": 0, "maximum": 4294967295}},
+                },
+            },
+        }
+    },
+}
+
+
+def _with_route_fallback(spec: Schema) -> Schema:
+    """Istio's VirtualService schema plus ASM's ``http[].route[].fallback`` (a copy; the cached original stays)."""
+    out = copy.deepcopy(spec)
+    try:
+        route_item = out["properties"]["http"]["items"]["properties"]["route"]["items"]
+    except KeyError:
+        return out
+    route_item.setdefault("properties", {})["fallback"] = _FALLBACK
+    return out
 
 
 def spec_schema(info: KindInfo) -> Schema:
