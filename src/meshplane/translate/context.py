@@ -3,7 +3,7 @@
 Istio's ``PushContext`` is the model: building the indexes (VirtualServices by gateway and host with
 exportTo, DestinationRules by host, Gateways, Sidecars) costs once per config version; every proxy's
 generation only looks things up. An endpoint-only change (:meth:`PushContext.with_registry`) reuses the config
-indexes. The context also memoises generated resources (see ``generate``) so proxies that see the same thing
+indexes; a new config version re-parses only the VirtualServices that changed (``_VS_RECS``). The context also memoises generated resources (see ``generate``) so proxies that see the same thing
 share serialized protos; the memo is private state that never changes what the context means.
 """
 
@@ -60,6 +60,7 @@ class VirtualServiceRec:
     gateways: tuple[str, ...]  # "mesh" or "ns/name"
     export_to: frozenset[str]
     order: tuple[str, str, str]
+    source_labels: bool = False  # some route matches on sourceLabels (the view is label-sensitive)
 
     def visible_in(self, namespace: str) -> bool:
         return "*" in self.export_to or namespace in self.export_to
@@ -148,18 +149,37 @@ def _resolve_gateway(ref: str, namespace: str, domain_suffix: str) -> str:
     return f"{namespace}/{ref}"
 
 
+def _vs_rec(obj: JSONObject, suffix: str) -> VirtualServiceRec:
+    ns, name, created = _meta(obj)
+    spec = obj.get("spec") or {}
+    hosts = tuple(resolve_host(str(h), ns, suffix) for h in spec.get("hosts") or [])
+    gateways = tuple(_resolve_gateway(str(g), ns, suffix) for g in spec.get("gateways") or [MESH_GATEWAY])
+    return VirtualServiceRec(ns, name, spec, hosts, gateways, _export_to(spec.get("exportTo"), ns),
+                             (created, ns, name), _uses_source_labels(spec))
+
+
+# The VirtualService records of the last index, by object identity (each entry keeps its object, so an id is
+# never reused while its entry lives). Records are pure functions of (object, domain suffix); the controller
+# keeps unchanged objects identical across snapshots, so a burst of VirtualService writes re-parses only the
+# written ones. Replaced by every build: bounded by the config's size.
+_VS_RECS: dict[int, tuple[JSONObject, str, VirtualServiceRec]] = {}
+
+
 def build_index(config: ConfigSnapshot, mesh: MeshSettings) -> ConfigIndex:
     suffix = mesh.domain_suffix
     mesh_vs: list[VirtualServiceRec] = []
     gw_vs: dict[str, list[VirtualServiceRec]] = {}
     delegates: dict[tuple[str, str], VirtualServiceRec] = {}
+    global _VS_RECS
+    previous, recs = _VS_RECS, {}
     for obj in config.of(VIRTUAL_SERVICES):
-        ns, name, created = _meta(obj)
-        spec = obj.get("spec") or {}
-        hosts = tuple(resolve_host(str(h), ns, suffix) for h in spec.get("hosts") or [])
-        gateways = tuple(_resolve_gateway(str(g), ns, suffix) for g in spec.get("gateways") or [MESH_GATEWAY])
-        rec = VirtualServiceRec(ns, name, spec, hosts, gateways, _export_to(spec.get("exportTo"), ns),
-                                (created, ns, name))
+        hit = previous.get(id(obj))
+        if hit is not None and hit[0] is obj and hit[1] == suffix:
+            rec = hit[2]
+        else:
+            rec = _vs_rec(obj, suffix)
+        recs[id(obj)] = (obj, suffix, rec)
+        hosts, gateways, ns, name = rec.hosts, rec.gateways, rec.namespace, rec.name
         if not hosts:
             delegates[(ns, name)] = rec
             continue
@@ -178,7 +198,8 @@ def build_index(config: ConfigSnapshot, mesh: MeshSettings) -> ConfigIndex:
                     wild_vs.append(r)
             else:
                 by_host.setdefault(h, []).append(r)
-    label_sensitive = any(_uses_source_labels(obj.get("spec") or {}) for obj in config.of(VIRTUAL_SERVICES))
+    _VS_RECS = recs
+    label_sensitive = any(r[2].source_labels for r in recs.values())
     drs: dict[str, list[DestinationRuleRec]] = {}
     wild: list[DestinationRuleRec] = []
     for obj in config.of(DESTINATION_RULES):

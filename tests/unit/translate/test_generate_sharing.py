@@ -79,3 +79,30 @@ def test_an_endpoint_push_builds_only_the_named_assignments() -> None:
     built = [k for k in ctx2._cache if k and k[0] == xdstypes.ENDPOINT]
     assert [k[1] for k in built] == [name]  # one assignment built, no whole view
     assert res.version != next(r for r in generate(xdstypes.ENDPOINT, p, ctx) if r.name == name).version
+
+
+def test_a_new_config_version_reparses_only_the_changed_virtual_services(monkeypatch: Any) -> None:
+    from meshplane.model.config import ConfigSnapshot
+    from meshplane.translate import context as context_mod
+
+    vss = [{"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": f"vs{i}", "namespace": "default"},
+            "spec": {"hosts": [f"h{i}"], "http": [{"route": [{"destination": {"host": f"h{i}"}}]}]}}
+           for i in range(30)]
+    snap = snapshot(vss)
+    first = context_mod.build_index(snap, MeshSettings())
+    parsed: list[str] = []
+    real = context_mod._vs_rec
+
+    def counting(obj: Any, suffix: str) -> Any:
+        parsed.append(obj["metadata"]["name"])
+        return real(obj, suffix)
+
+    monkeypatch.setattr(context_mod, "_vs_rec", counting)
+    objs = snap.of(context_mod.VIRTUAL_SERVICES)
+    changed = {**objs[4], "spec": {**objs[4]["spec"], "hosts": ["other"]}}
+    snap2 = ConfigSnapshot(2, {context_mod.VIRTUAL_SERVICES: (*objs[:4], changed, *objs[5:])})
+    second = context_mod.build_index(snap2, MeshSettings())
+    assert parsed == ["vs4"]
+    assert fqdn("other") in second.mesh_vs_by_host and fqdn("h4") not in second.mesh_vs_by_host
+    assert second.mesh_vs_by_host[fqdn("h5")] == first.mesh_vs_by_host[fqdn("h5")]
