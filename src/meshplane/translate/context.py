@@ -3,8 +3,9 @@
 Istio's ``PushContext`` is the model: building the indexes (VirtualServices by gateway and host with
 exportTo, DestinationRules by host, Gateways, Sidecars) costs once per config version; every proxy's
 generation only looks things up. An endpoint-only change (:meth:`PushContext.with_registry`) reuses the config
-indexes; a new config version re-parses only the VirtualServices that changed (``_VS_RECS``). The context also memoises generated resources (see ``generate``) so proxies that see the same thing
-share serialized protos; the memo is private state that never changes what the context means.
+indexes; a new config version re-parses only the VirtualServices that changed (``_VS_RECS``). The context also
+memoises generated resources (see ``generate``) so proxies that see the same thing share serialized protos; the
+memo is private state that never changes what the context means.
 """
 
 from __future__ import annotations
@@ -174,10 +175,7 @@ def build_index(config: ConfigSnapshot, mesh: MeshSettings) -> ConfigIndex:
     previous, recs = _VS_RECS, {}
     for obj in config.of(VIRTUAL_SERVICES):
         hit = previous.get(id(obj))
-        if hit is not None and hit[0] is obj and hit[1] == suffix:
-            rec = hit[2]
-        else:
-            rec = _vs_rec(obj, suffix)
+        rec = hit[2] if hit is not None and hit[0] is obj and hit[1] == suffix else _vs_rec(obj, suffix)
         recs[id(obj)] = (obj, suffix, rec)
         hosts, gateways, ns, name = rec.hosts, rec.gateways, rec.namespace, rec.name
         if not hosts:
