@@ -45,7 +45,7 @@ class Hooks:
     def __init__(self) -> None:
         self.registries: list[ServiceRegistry] = []
         self.reasons: list[str] = []
-        self._cond = asyncio.Condition()
+        self._changed = asyncio.Event()
         self.snapshot = RegistrySnapshot()
 
     def add_registry(self, registry: ServiceRegistry) -> None:
@@ -59,16 +59,13 @@ class Hooks:
     def registry_changed(self, reason: str = "") -> None:
         self.reasons.append(reason)
         self.snapshot = aggregate(self.registries)
-        asyncio.get_running_loop().create_task(self._notify())
-
-    async def _notify(self) -> None:
-        async with self._cond:
-            self._cond.notify_all()
+        self._changed.set()
 
     async def until(self, pred: Callable[[RegistrySnapshot], bool], what: str) -> RegistrySnapshot:
         async def wait() -> None:
-            async with self._cond:
-                await self._cond.wait_for(lambda: pred(aggregate(self.registries)))
+            while not pred(aggregate(self.registries)):
+                self._changed.clear()
+                await self._changed.wait()
 
         try:
             await asyncio.wait_for(wait(), SAFETY)
