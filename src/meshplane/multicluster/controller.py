@@ -278,8 +278,8 @@ class MemberClusterController:
             return
         if member.task is not None:
             member.task.cancel()
-        if member.writer is not None:
-            member.writer.cancel()
+        # The status writer is not cancelled: a store write cancelled mid-commit is not a thing to risk. It
+        # sees the member is gone (or the spec changed) and stops on its own.
         if member.source is not None:
             self._hooks.remove_registry(member.source)
             self._hooks.registry_changed(reason or f"member cluster {name} removed")
@@ -290,12 +290,12 @@ class MemberClusterController:
         member = self._members.pop(name, None)
         if member is None:
             return
-        tasks = [t for t in (member.task, member.writer) if t is not None]
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
+        if member.task is not None:
+            member.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+                await member.task
+        if member.writer is not None:  # let an in-flight status write finish (see _withdraw)
+            await asyncio.wait([member.writer], timeout=5.0)
         if withdraw and member.source is not None:
             self._hooks.remove_registry(member.source)
 
