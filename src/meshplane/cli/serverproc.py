@@ -28,6 +28,7 @@ from meshplane.api.kinds import default_registry
 from meshplane.apiserver.app import ApiServer, ApiServerSettings, serve
 from meshplane.cli.security_api import security_routes
 from meshplane.lanes import LanesController
+from meshplane.multicluster import MemberClusterController
 from meshplane.store.sqlite import SqliteStore
 from meshplane.translate.mesh import MeshSettings
 from meshplane.xds.ca_service import SecurityPlane
@@ -140,6 +141,10 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
         xds_port = await xds.start(f"{_url_host(opts.xds_host)}:{opts.xds_port}")
         xds_url = f"{_url_host(opts.xds_host)}:{xds_port}"
         log.info("xDS serving on %s", xds_url)
+    members: MemberClusterController | None = None
+    if xds is not None:
+        members = MemberClusterController(store, xds, connect_timeout=10.0)
+        await members.start()
     api = ApiServer(store, default_registry(), ApiServerSettings(tokens=dict(opts.tokens or {})))
     if xds is not None:
         api.extra_routes.append(web.get("/management/v1/proxies", _proxy_status_handler(xds)))
@@ -166,6 +171,8 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
     finally:
         await runner.cleanup()
         await lanes.stop()
+        if members is not None:
+            await members.stop()
         if xds is not None:
             await xds.stop(grace=1.0)
         if security is not None:
