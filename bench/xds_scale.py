@@ -90,9 +90,23 @@ def _tune_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
+def _peak_rss_mb() -> float:
+    """This process's own high-water RSS (VmHWM). Not ``ru_maxrss``: Linux carries the parent's RSS at fork into
+    the child's ``ru_maxrss`` across exec, so a server spawned by a driver that already holds a large heap (after
+    the first measurement) would report the driver's size."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _usage() -> dict[str, float]:
     ru = resource.getrusage(resource.RUSAGE_SELF)
-    return {"cpu_s": ru.ru_utime + ru.ru_stime, "peak_rss_mb": ru.ru_maxrss / 1024}
+    return {"cpu_s": ru.ru_utime + ru.ru_stime, "peak_rss_mb": _peak_rss_mb()}
 
 
 async def _serve_meshplane(args: argparse.Namespace) -> None:
