@@ -52,8 +52,11 @@ Source = tuple[str, ...]  # ("h", header) | ("x", header, context header) | ("c"
 
 
 def lua_filter() -> hcm_pb2.HttpFilter:
-    """The Lua filter every chain carries: no code of its own, scripts come per virtual host."""
-    return hcm_pb2.HttpFilter(name=LUA, typed_config=pack(lua_pb2.Lua()))
+    """The Lua filter every chain carries, disabled by default: a stream whose virtual host has no script never
+    instantiates it (measured: an enabled no-op Lua filter costs ~35 µs of sidecar CPU per request, ~15% of a
+    sidecar's per-request cost). Virtual hosts with a script enable it (:func:`attach`). Keeping the filter in
+    every chain means a TrafficLabel appearing or going away changes routes only, never listeners."""
+    return hcm_pb2.HttpFilter(name=LUA, typed_config=pack(lua_pb2.Lua()), disabled=True)
 
 
 def _selects(obj: Mapping[str, Any], proxy: Proxy) -> bool:
@@ -254,7 +257,8 @@ def per_route(script: str) -> lua_pb2.LuaPerRoute:
 def attach(vhosts: Sequence[rc.VirtualHost], script: str | None) -> None:
     if script is None:
         return
-    cfg = pack(per_route(script))
+    # FilterConfig{disabled: false} enables the (disabled by default) Lua filter on this virtual host.
+    cfg = pack(rc.FilterConfig(config=pack(per_route(script)), disabled=False))
     for vh in vhosts:
         vh.typed_per_filter_config[LUA].CopyFrom(cfg)
 

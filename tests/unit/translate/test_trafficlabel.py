@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from _translate_helpers import context, envoy_validate, gateway, listeners, routes, sidecar
+from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.filters.http.lua.v3 import lua_pb2
 
 from meshplane.translate.trafficlabel import LUA, inbound_script, outbound_script, parse_source
@@ -52,15 +53,20 @@ def test_routes_and_inbound_carry_scripts() -> None:
     proxy = mock_sidecar("mocka", "v1")
     for rcfg in routes(proxy, ctx):
         for vh in rcfg.virtual_hosts:
-            per = lua_pb2.LuaPerRoute()
-            assert vh.typed_per_filter_config[LUA].Unpack(per)
-            assert '"v1"' in per.source_code.inline_string
+            assert '"v1"' in _script(vh)
     # Routes differ per workload now ($getLabel): v2's script says v2.
     other = routes(mock_sidecar("mocka", "v2"), ctx)[0].virtual_hosts[0]
-    per = lua_pb2.LuaPerRoute()
-    other.typed_per_filter_config[LUA].Unpack(per)
-    assert '"v2"' in per.source_code.inline_string
+    assert '"v2"' in _script(other)
     assert any(name.startswith("inbound_") for name in listeners(proxy, ctx))
+
+
+def _script(vh: Any) -> str:
+    """The Lua script a virtual host enables (the filter is disabled by default and enabled per virtual host)."""
+    wrapper = rc.FilterConfig()
+    assert vh.typed_per_filter_config[LUA].Unpack(wrapper) and not wrapper.disabled
+    per = lua_pb2.LuaPerRoute()
+    assert wrapper.config.Unpack(per)
+    return str(per.source_code.inline_string)
 
 
 @pytest.mark.envoy
