@@ -44,6 +44,7 @@ def _server(args: argparse.Namespace) -> int:
         ca_root_key=Path(args.ca_root_key) if args.ca_root_key else None,
         cert_ttl_s=args.cert_ttl,
         inbound_mtls=args.inbound_mtls,
+        locality_lb=args.locality_lb,
     )
     asyncio.run(serverproc.run_server(opts))
     return 0
@@ -89,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--inbound-mtls", action="store_true",
                    help="inbound ports without a PeerAuthentication accept mTLS and plaintext (PERMISSIVE); "
                         "for meshes whose proxies get certificates from the agent over SDS")
+    s.add_argument("--locality-lb", action=argparse.BooleanOptionalAction, default=True,
+                   help="mesh-wide locality load balancing: same zone first, failover to the next zone, region, "
+                        "with retries and a passive health check that need no outlierDetection (default on)")
     s.set_defaults(func=_server)
 
     k = sub.add_parser("kubeconfig", help="print a kubeconfig for the running server")

@@ -67,6 +67,9 @@ class ServerOptions:
     # Inbound listeners without a PeerAuthentication accept mTLS and plaintext (PERMISSIVE, Istio's default).
     # Only for proxies that get certificates over SDS (the agent with a CA), hence off unless asked for.
     inbound_mtls: bool = False
+    # Mesh-wide locality load balancing (same zone first, failover by priority, with a default passive health
+    # check): on by default, as ASM offers same-zone routing out of the box. See docs/multicluster.md.
+    locality_lb: bool = True
 
 
 def is_loopback(host: str) -> bool:
@@ -135,7 +138,8 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
         ca_url = f"{_url_host(opts.ca_host)}:{ca_port}"
         log.info("certificate signing service on %s (trust domain %s)", ca_url, opts.trust_domain)
     if opts.xds_host is not None:
-        mesh = MeshSettings(trust_domain=opts.trust_domain, inbound_mtls=opts.inbound_mtls)
+        mesh = MeshSettings(trust_domain=opts.trust_domain, inbound_mtls=opts.inbound_mtls,
+                            locality_lb_enabled=opts.locality_lb)
         xds = XdsServer(store, XdsSettings(debounce_quiet=opts.debounce_quiet, debounce_max=opts.debounce_max,
                                            translator=DefaultTranslator(mesh)))
         xds_port = await xds.start(f"{_url_host(opts.xds_host)}:{opts.xds_port}")

@@ -14,7 +14,9 @@ from the store directly and hands it to the source only. Neither logs it.
 
 Local members (``spec.local: true``) are run by meshplane's local runtime: they have no API server to watch;
 their endpoints are the WorkloadEntries labelled ``topology.istio.io/cluster: NAME`` (the ServiceEntry source
-gives those endpoints that cluster id), so the controller only reports them Connected.
+gives those endpoints that cluster id), so the controller only reports them Connected. Removing a local member
+deletes those WorkloadEntries: there is no registry of its own to withdraw, and a removed cluster must leave
+every proxy as a Kubernetes member does (its agents then hold no registration and do not recreate it).
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ log = logging.getLogger(__name__)
 
 MEMBER_CLUSTERS = GroupResource("meshplane.io", "memberclusters")
 ACTOR = "system:meshplane:multicluster"
+WORKLOAD_ENTRIES = GroupResource("networking.istio.io", "workloadentries")
+CLUSTER_LABEL = "topology.istio.io/cluster"
 
 
 class RegistryHooks(Protocol):
@@ -71,6 +75,7 @@ class _Member:
     fingerprint: str
     generation: int
     source: Any = None  # a ServiceRegistry with run(); None for local members
+    local: bool = False
     task: asyncio.Task[None] | None = None
     state: MemberState = field(default_factory=MemberState)
     pending: MemberState | None = None
@@ -130,6 +135,7 @@ class MemberClusterController:
         self._task: asyncio.Task[None] | None = None
         self._started = asyncio.Event()
         self.withdrawn: asyncio.Queue[str] = asyncio.Queue()  # names whose registry was withdrawn (tests)
+        self._cleanups: set[asyncio.Task[None]] = set()  # deleting removed local members' WorkloadEntries
 
     # --- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -146,6 +152,8 @@ class MemberClusterController:
             self._task = None
         for name in list(self._members):
             await self._stop_member(name, withdraw=False)
+        if self._cleanups:
+            await asyncio.wait(list(self._cleanups), timeout=5.0)
 
     # --- views -------------------------------------------------------------------------------------------------
 
@@ -169,7 +177,7 @@ class MemberClusterController:
             names.add(str(obj["metadata"]["name"]))
             self._reconcile(obj)
         for name in set(self._members) - names:
-            self._withdraw(name)
+            self._remove(name)
         return rv
 
     async def _watch_loop(self, rv: int) -> None:
@@ -180,7 +188,7 @@ class MemberClusterController:
                     rv = max(rv, event.rv)
                     name = str(event.obj["metadata"]["name"])
                     if event.type == EventType.DELETED:
-                        self._withdraw(name)
+                        self._remove(name)
                     else:
                         self._reconcile(event.obj)
             except Expired:
@@ -212,6 +220,7 @@ class MemberClusterController:
         self._members[name] = member
         spec = obj.get("spec") or {}
         if spec.get("local"):
+            member.local = True
             self._set_state(member, MemberState(True, True, "", "Local", "Local"))
             log.info("multicluster: local member cluster %s", name)
             return
@@ -285,6 +294,33 @@ class MemberClusterController:
             self._hooks.registry_changed(reason or f"member cluster {name} removed")
         log.info("multicluster: member cluster %s withdrawn", name)
         self.withdrawn.put_nowait(name)
+
+    def _remove(self, name: str) -> None:
+        """The MemberCluster was deleted: withdraw it; a local member's WorkloadEntries go too."""
+        member = self._members.get(name)
+        self._withdraw(name)
+        if member is not None and member.local:
+            task = asyncio.create_task(self._delete_local_entries(name), name=f"member-cleanup-{name}")
+            self._cleanups.add(task)
+            task.add_done_callback(self._cleanups.discard)
+
+    async def _delete_local_entries(self, name: str) -> None:
+        objs, _ = self._store.list(WORKLOAD_ENTRIES)
+        mine = [o for o in objs if ((o.get("spec") or {}).get("labels") or {}).get(CLUSTER_LABEL) == name]
+        for obj in mine:
+            md = obj["metadata"]
+            if name in self._members:
+                return  # added again meanwhile: its entries stay
+            try:
+                await self._store.delete(WORKLOAD_ENTRIES, str(md.get("namespace") or ""), str(md["name"]),
+                                         actor=ACTOR)
+            except NotFound:
+                continue
+            except StoreError as e:
+                log.warning("multicluster: cannot delete WorkloadEntry %s/%s of removed cluster %s: %s",
+                            md.get("namespace"), md.get("name"), name, e)
+        if mine:
+            log.info("multicluster: deleted %d WorkloadEntries of removed local cluster %s", len(mine), name)
 
     async def _stop_member(self, name: str, *, withdraw: bool) -> None:
         member = self._members.pop(name, None)

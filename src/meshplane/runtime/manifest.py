@@ -24,6 +24,7 @@ VM-based mesh would have, and Istio's own YAML (VirtualService, DestinationRule,
     services:
     - {name: reviews, namespace: default, ports: [{port: 9080, name: http}], selector: {app: reviews}}
     config: [...]                        # any API objects, applied in order after the services
+    mesh: {localityLoadBalancing: true}  # mesh-wide settings of the control plane (default shown)
 
 Placeholders in ``command`` and ``env``: {python} {address} {listen} {app_port} {name} {workload} {namespace}
 {cluster} {zone} {region} {version}.
@@ -108,12 +109,21 @@ class SecuritySpec:
 
 
 @dataclass(frozen=True, slots=True)
+class MeshSpec:
+    """``mesh:`` of a manifest: mesh-wide settings the supervisor passes to the server's flags.
+    ``localityLoadBalancing``: same zone first, failover by priority (``meshplane server --locality-lb``)."""
+
+    locality_lb: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class Manifest:
     name: str
     clusters: tuple[ClusterSpec, ...]
     workloads: tuple[WorkloadSpec, ...]
     objects: tuple[Mapping[str, Any], ...]  # compiled services, then ``config``, in apply order
     security: SecuritySpec = SecuritySpec()
+    mesh: MeshSpec = MeshSpec()
 
     def cluster(self, name: str) -> ClusterSpec:
         for c in self.clusters:
@@ -263,7 +273,7 @@ def parse_manifest(doc: Any, *, default_name: str = "mesh") -> Manifest:
     if not isinstance(doc, Mapping):
         raise ManifestError("manifest: expected a map with clusters, workloads, services")
     unknown = sorted(set(doc) - {"apiVersion", "kind", "name", "metadata", "clusters", "workloads", "services",
-                                 "config", "security"})
+                                 "config", "security", "mesh"})
     if unknown:
         raise ManifestError(f"manifest: unknown field {unknown[0]!r}")
     raw_clusters = doc.get("clusters") or [{"name": "cluster-1"}]
@@ -305,7 +315,18 @@ def parse_manifest(doc: Any, *, default_name: str = "mesh") -> Manifest:
         raise ManifestError(f"security.certTtlSeconds: {e}") from e
     if security.cert_ttl_s < 10:
         raise ManifestError("security.certTtlSeconds: at least 10 seconds")
-    return Manifest(name, tuple(clusters.values()), tuple(workloads), tuple(objects), security)
+    return Manifest(name, tuple(clusters.values()), tuple(workloads), tuple(objects), security,
+                    _mesh(doc.get("mesh")))
+
+
+def _mesh(raw: Any) -> MeshSpec:
+    raw = raw or {}
+    if not isinstance(raw, Mapping) or set(raw) - {"localityLoadBalancing"}:
+        raise ManifestError("mesh: expected a map with localityLoadBalancing (bool)")
+    locality = raw.get("localityLoadBalancing", True)
+    if not isinstance(locality, bool):
+        raise ManifestError(f"mesh.localityLoadBalancing: expected true or false, got {locality!r}")
+    return MeshSpec(locality_lb=locality)
 
 
 def load_manifest(path: Path) -> Manifest:

@@ -207,6 +207,7 @@ class Supervisor:
             args += ["--ca-addr", self.ca, "--inbound-mtls", "--cert-ttl", str(sec.cert_ttl_s)]
         else:
             args += ["--ca-addr", "none"]
+        args.append("--locality-lb" if self.manifest.mesh.locality_lb else "--no-locality-lb")
         self.server = await self.spawn("server", "control-plane", python_cmd(*args), self.home.logs / "server.log")
         client = ApiClient(self.api, session)
         while not await client.up():
@@ -214,7 +215,7 @@ class Supervisor:
                 raise RuntimeError(f"meshplane server exited with {self.server.proc.returncode}; "
                                    f"see {self.home.logs / 'server.log'}")
             await asyncio.sleep(0.1)
-        for obj in self.manifest.objects:
+        for obj in [member_cluster(c) for c in self.manifest.clusters] + list(self.manifest.objects):
             result = await client.apply(obj)
             md = obj.get("metadata") or {}
             log.info("%s %s/%s %s", obj.get("kind"), md.get("namespace", "default"), md.get("name"), result)
@@ -452,6 +453,14 @@ class Supervisor:
         self.write_view()
         (self.home.procs / "supervisor.json").unlink(missing_ok=True)
         log.info("stopped")
+
+
+def member_cluster(c: ClusterSpec) -> dict[str, Any]:
+    """The runtime declares each of its clusters as a local MemberCluster, so ``meshplane cluster list`` shows
+    them and ``meshplane cluster remove`` withdraws a cluster's endpoints as it does a Kubernetes member's."""
+    return {"apiVersion": "meshplane.io/v1", "kind": "MemberCluster",
+            "metadata": {"name": c.name, "labels": {"app.kubernetes.io/managed-by": "meshplane-runtime"}},
+            "spec": {"local": True, "network": c.network, "region": c.region, "zone": c.zone}}
 
 
 async def _first(*events: asyncio.Event) -> None:

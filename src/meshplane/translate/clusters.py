@@ -183,6 +183,23 @@ def _outlier(c: cluster_pb2.Cluster, od: Mapping[str, Any]) -> None:
         c.common_lb_config.healthy_panic_threshold.value = float(od["minHealthPercent"])
 
 
+def _failover_outlier(c: cluster_pb2.Cluster, mesh: MeshSettings) -> None:
+    """meshplane's default passive health while locality load balancing is on (see ``MeshSettings``): Istio
+    fails over only when the DestinationRule has outlierDetection (istio/istio#48084, #39477). Every host may be
+    ejected (a whole zone must be able to leave); should too many be, Envoy's panic threshold spreads the load
+    again rather than sending nothing."""
+    if not mesh.locality_lb_enabled or mesh.failover_consecutive_gateway_errors <= 0:
+        return
+    out = c.outlier_detection
+    out.consecutive_gateway_failure.value = mesh.failover_consecutive_gateway_errors
+    out.enforcing_consecutive_gateway_failure.value = 100
+    out.enforcing_consecutive_5xx.value = 0
+    out.enforcing_success_rate.value = 0
+    out.interval.CopyFrom(duration(mesh.failover_ejection_interval_s))
+    out.base_ejection_time.CopyFrom(duration(mesh.failover_base_ejection_s))
+    out.max_ejection_percent.value = 100
+
+
 def _san_matchers(sans: list[str]) -> list[common_pb2.SubjectAltNameMatcher]:
     out = []
     for san in sans:
@@ -312,6 +329,8 @@ def outbound_cluster(ctx: PushContext, svc: Service, port: ServicePort, subset: 
     od = policy.get("outlierDetection")
     if isinstance(od, Mapping):
         _outlier(c, od)
+    elif c.type == cluster_pb2.Cluster.EDS:
+        _failover_outlier(c, mesh)
     tls = policy.get("tls")
     if isinstance(tls, Mapping):
         tctx = upstream_tls(tls, port=port, subset=subset, host=svc.hostname, mesh=mesh,

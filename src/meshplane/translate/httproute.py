@@ -21,6 +21,7 @@ from envoy.extensions.filters.common.fault.v3 import fault_pb2 as common_fault_p
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
+from envoy.extensions.retry.priority.previous_priorities.v3 import previous_priorities_config_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import percent_pb2
 
@@ -33,6 +34,10 @@ from meshplane.translate.policy import consistent_hash, effective_policy
 
 FAULT_FILTER = "envoy.filters.http.fault"
 CORS_FILTER = "envoy.filters.http.cors"
+# Attempts in one priority before retries move on to the next. 1: with Istio's default of 2 retries, a failed
+# local attempt is retried in the next-nearest priority, then the one after (a dead local host is ejected by the
+# default outlier detection, so retrying it is rarely worth an attempt).
+RETRY_PRIORITY_UPDATE_FREQUENCY = 1
 DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
 _REDIRECT_CODES = {
     301: rc.RedirectAction.MOVED_PERMANENTLY,
@@ -190,6 +195,14 @@ def _retry(retries: Mapping[str, Any] | None, scope: RouteScope) -> rc.RetryPoli
     pred = pol.retry_host_predicate.add()
     pred.name = "envoy.retry_host_predicates.previous_hosts"
     pred.typed_config.CopyFrom(pack(previous_hosts_pb2.PreviousHostsPredicate()))
+    if scope.ctx.mesh.locality_lb_enabled:
+        # Locality failover within one request: a retry after a failure in the nearest priority (e.g. the local
+        # zone, whose one instance just died) goes to the next priority instead of the same dead host again
+        # (Envoy's previous_priorities; single-priority clusters are unaffected).
+        prio = pol.retry_priority
+        prio.name = "envoy.retry_priorities.previous_priorities"
+        prio.typed_config.CopyFrom(pack(previous_priorities_config_pb2.PreviousPrioritiesConfig(
+            update_frequency=RETRY_PRIORITY_UPDATE_FREQUENCY)))
     return pol
 
 

@@ -31,6 +31,13 @@ class MeshSettings:
     # when ``locality_lb_requires_outlier_detection`` is False (Istio's most reported locality trap).
     locality_lb_enabled: bool = True
     locality_lb_requires_outlier_detection: bool = False
+    # Failover that does not depend on the user remembering outlierDetection: while locality load balancing is on,
+    # an EDS cluster whose DestinationRule says nothing about outlierDetection gets this passive health check
+    # (consecutive gateway failures: 502/503/504 and connect failures; an application's own 500s eject nothing),
+    # so a zone whose instances die is ejected before the control plane hears of it. 0 turns it off.
+    failover_consecutive_gateway_errors: int = 5
+    failover_ejection_interval_s: float = 1.0
+    failover_base_ejection_s: float = 5.0
     connect_timeout_s: float = 10.0
     # Name of the bootstrap cluster serving SDS (the agent's local socket), as Istio's "sds-grpc".
     sds_cluster: str = "sds-grpc"
