@@ -37,6 +37,7 @@ from meshplane.translate.common import (
     seconds,
 )
 from meshplane.translate.context import DestinationRuleRec, PushContext
+from meshplane.translate.eastwest import is_sni_dnat, sni_dnat_clusters
 from meshplane.translate.fallback import fallback_clusters
 from meshplane.translate.jwt import jwks_clusters
 from meshplane.translate.mesh import MeshSettings
@@ -388,6 +389,8 @@ def build_clusters(proxy: Proxy, ctx: PushContext) -> list[cluster_pb2.Cluster]:
     out: list[cluster_pb2.Cluster] = []
     for svc in scope.services:
         out.extend(outbound_clusters_for(ctx, proxy, svc))
+    if is_sni_dnat(proxy, ctx):  # east-west gateway: plaintext clusters named by SNI (AUTO_PASSTHROUGH)
+        out.extend(sni_dnat_clusters(out))
     out.extend(fallback_clusters(proxy, ctx, frozenset(c.name for c in out)))  # VirtualService ``fallback``
     if proxy.type is ProxyType.SIDECAR:
         for ip in proxy.inbound_ports:

@@ -23,6 +23,7 @@ from meshplane.model.proxy import Proxy
 from meshplane.translate.clusters import known_cluster_names
 from meshplane.translate.common import pack, sds_secret
 from meshplane.translate.context import GatewayRec, PushContext, VirtualServiceRec
+from meshplane.translate.eastwest import sni_dnat_listeners
 from meshplane.translate.filters import http_connection_manager, tcp_proxy, tls_inspector
 from meshplane.translate.hosts import hosts_intersect, more_specific, namespace_matches
 from meshplane.translate.httproute import RouteScope, http_routes
@@ -191,6 +192,8 @@ def gateway_listeners(proxy: Proxy, ctx: PushContext) -> list[listener_pb2.Liste
         else:
             need_inspector = False
             for s in servers:
+                if s.tls_mode == "AUTO_PASSTHROUGH":
+                    continue  # routed by SNI to sni-dnat clusters, not by VirtualServices (``eastwest``)
                 scope = RouteScope(proxy, ctx, s.port, frozenset({s.gateway.key}), clusters)
                 if s.is_https:
                     need_inspector = True
@@ -231,4 +234,6 @@ def gateway_listeners(proxy: Proxy, ctx: PushContext) -> list[listener_pb2.Liste
             continue
         lst.filter_chains.extend(unique.values())
         out.append(lst)
+    taken = frozenset(lst.address.socket_address.port_value for lst in out)
+    out.extend(sni_dnat_listeners(proxy, ctx, clusters, taken))  # east-west gateway (AUTO_PASSTHROUGH)
     return out
