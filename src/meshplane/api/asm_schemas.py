@@ -255,3 +255,14 @@ def preserved_status() -> Schema:
         "x-kubernetes-preserve-unknown-fields": True,
         "description": "Status written by the control plane.",
     }
+
+
+def secret_fields() -> Schema:
+    """The top-level fields of Kubernetes' core ``v1`` Secret (it has no ``spec``): as kube-apiserver's schema."""
+    return {
+        "type": _str("Used to facilitate programmatic handling of secret data (kubernetes.io/tls: tls.crt, "
+                     "tls.key, optionally ca.crt)."),
+        "data": _map(_str(format="byte"), "The secret data: base64-encoded values by key. Never read back."),
+        "stringData": _map(_str(), "Write-only plain-text values, merged into data on write."),
+        "immutable": _bool("If true, the data cannot be updated."),
+    }

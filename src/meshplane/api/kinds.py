@@ -112,6 +112,7 @@ SECURITY = "security.istio.io"
 TELEMETRY = "telemetry.istio.io"
 ASM = "istio.alibabacloud.com"
 MESHPLANE = "meshplane.io"
+CORE = ""  # Kubernetes' core group (/api/v1): only Secret is a registry kind; Namespace is served apart
 
 _NET_VERSIONS = ("v1", "v1beta1", "v1alpha3")
 _NET_CATS = ("istio-io", "networking-istio-io")
@@ -249,7 +250,18 @@ def builtin_kinds() -> list[KindInfo]:
             ),
         ),
     ]
-    return [*net, *sec, *tel, *asm, *own]
+    core = [
+        # Gateway TLS credentials (``credentialName``): values are never read back (see apiserver.objects).
+        KindInfo(
+            CORE,
+            "Secret",
+            "secrets",
+            ("v1",),
+            has_secrets=True,
+            columns=(_col("Type", ".type", "The type of the secret's data"), AGE),
+        ),
+    ]
+    return [*net, *sec, *tel, *asm, *own, *core]
 
 
 def default_registry() -> KindRegistry:

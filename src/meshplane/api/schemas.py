@@ -20,7 +20,7 @@ from importlib import resources
 from typing import Any
 
 from meshplane.api import asm_schemas as asm
-from meshplane.api.kinds import ASM, MESHPLANE, KindInfo
+from meshplane.api.kinds import ASM, CORE, MESHPLANE, KindInfo
 
 __all__ = ["object_meta_schema", "openapi_schema", "spec_schema"]
 
@@ -201,6 +201,14 @@ def spec_schema(info: KindInfo) -> Schema:
 
 @functools.cache
 def _object_schema(group: str, kind: str, versions: tuple[str, ...]) -> Schema:
+    if (group, kind) == (CORE, "Secret"):
+        return {
+            "type": "object",
+            "description": "Secret holds secret data (a gateway's TLS certificate and key), never read back.",
+            "properties": {"apiVersion": _s("APIVersion of the object."), "kind": _s("Kind of the object."),
+                           "metadata": object_meta_schema(), **asm.secret_fields()},
+            "x-kubernetes-group-version-kind": [{"group": group, "version": v, "kind": kind} for v in versions],
+        }
     spec, status = _spec_and_status(group, kind)
     return {
         "type": "object",

@@ -16,7 +16,10 @@ schema; every error of a pass is collected, none stops the others. Errors are ra
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -25,7 +28,7 @@ from meshplane.api._meta import check_metadata
 from meshplane.api._report import Report
 from meshplane.api._structural import Node, StructuralCheck, compile_schema
 from meshplane.api.errors import FieldCause, InvalidObject, StrictDecodingError
-from meshplane.api.kinds import ASM, MESHPLANE, NETWORKING, SECURITY, TELEMETRY, KindInfo
+from meshplane.api.kinds import ASM, CORE, MESHPLANE, NETWORKING, SECURITY, TELEMETRY, KindInfo
 from meshplane.api.schemas import openapi_schema, spec_schema
 
 __all__ = ["FIELD_VALIDATION_MODES", "validate"]
@@ -53,7 +56,33 @@ _RULES: dict[tuple[str, str], Rule] = {
     (ASM, "ASMHeaderPropagation"): _asm.header_propagation,
     (ASM, "ASMOPAPolicy"): _asm.opa_policy,
     (MESHPLANE, "MemberCluster"): _asm.member_cluster,
+    (CORE, "Secret"): lambda obj, r: _secret(obj, r),
 }
+
+_SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+TLS_SECRET = "kubernetes.io/tls"
+
+
+def _secret(obj: dict[str, Any], r: Report) -> None:
+    """Kubernetes' Secret rules: keys are [-._a-zA-Z0-9]+, ``data`` values base64, kubernetes.io/tls needs
+    ``tls.crt`` and ``tls.key``. Messages never quote a value (they are credentials)."""
+    keys: set[str] = set()
+    for field in ("data", "stringData"):
+        values = obj.get(field) or {}
+        for key, value in values.items():
+            keys.add(key)
+            if not _SECRET_KEY.fullmatch(key) or len(key) > 253:
+                r.add(f"{field}[{key}]", "FieldValueInvalid",
+                      "a valid config key must consist of alphanumeric characters, '-', '_' or '.'")
+            if field == "data":
+                try:
+                    base64.b64decode(str(value), validate=True)
+                except (binascii.Error, ValueError):
+                    r.add(f"data[{key}]", "FieldValueInvalid", "illegal base64 data")
+    if obj.get("type") == TLS_SECRET:
+        for key in ("tls.crt", "tls.key"):
+            if key not in keys:
+                r.required(f"data[{key}]")
 
 _ISTIO_GROUPS = (NETWORKING, SECURITY, TELEMETRY)
 _DRY_RUN = "istio.io/dry-run"

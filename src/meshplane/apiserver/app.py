@@ -118,6 +118,7 @@ class ApiServer:
                 web.get("/apis", self._apis_root),
                 web.get("/openapi/v3", self._openapi_index),
                 web.get("/openapi/v3/apis/{group}/{version}", self._openapi_group),
+                web.get("/openapi/v3/api/v1", self._openapi_core),
                 web.route("*", "/api/v1", self._core_root),
                 web.route("*", "/api/v1/{tail:.+}", self._core),
                 web.get("/apis/{group}", self._group),
@@ -212,11 +213,14 @@ class ApiServer:
         return web.json_response(doc)
 
     def _openapi_doc(self, group: str, version: str) -> dict[str, Any] | None:
-        key = f"apis/{group}/{version}"
+        key = f"apis/{group}/{version}" if group else f"api/{version}"
         if key not in self._openapi_cache:
             doc = openapi.group_version_document(self.registry, group, version, self._schema_for)
             if doc is None:
                 return None
+            if not group:  # the core group lives under /api/v1
+                core = f"/api/{version}"
+                doc["paths"] = {p.replace(f"/apis//{version}", core, 1): v for p, v in doc["paths"].items()}
             self._openapi_cache[key] = doc
             self._openapi_hashes[key] = openapi.content_hash(doc)
         return self._openapi_cache[key]
@@ -225,7 +229,17 @@ class ApiServer:
         for group, versions in self.registry.groups().items():
             for v in versions:
                 self._openapi_doc(group, v)
-        return web.json_response(openapi.index(self.registry, self._openapi_hashes))
+        named = KindRegistry(k for k in self.registry if k.group)  # the core group is not under /apis
+        doc = openapi.index(named, self._openapi_hashes)
+        if "api/v1" in self._openapi_hashes:
+            doc["paths"]["api/v1"] = {"serverRelativeURL": f"/openapi/v3/api/v1?hash={self._openapi_hashes['api/v1']}"}
+        return web.json_response(doc)
+
+    async def _openapi_core(self, request: web.Request) -> web.Response:
+        doc = self._openapi_doc("", "v1")
+        if doc is None:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        return web.json_response(doc)
 
     async def _openapi_group(self, request: web.Request) -> web.Response:
         doc = self._openapi_doc(request.match_info["group"], request.match_info["version"])
@@ -265,6 +279,8 @@ class ApiServer:
 
     async def _core(self, request: web.Request) -> web.StreamResponse:
         parts = request.match_info["tail"].strip("/").split("/")
+        if parts[0] == "secrets" or (parts[0] == "namespaces" and len(parts) > 2):
+            return await self._resource(request, core_parts=parts)  # Secrets: a registry kind like the others
         if parts[0] != "namespaces" or len(parts) > 2:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         name = parts[1] if len(parts) == 2 else None
@@ -393,9 +409,12 @@ class ApiServer:
 
     # ---- resources ------------------------------------------------------------------------------------------
 
-    def _resolve(self, request: web.Request) -> tuple[KindInfo, ResourcePath]:
-        group, version = request.match_info["group"], request.match_info["version"]
-        parts = request.match_info["tail"].strip("/").split("/")
+    def _resolve(self, request: web.Request, core_parts: list[str] | None = None) -> tuple[KindInfo, ResourcePath]:
+        if core_parts is not None:
+            group, version, parts = "", "v1", core_parts
+        else:
+            group, version = request.match_info["group"], request.match_info["version"]
+            parts = request.match_info["tail"].strip("/").split("/")
         path = parse_resource_path(parts, group, version)
         if path is None:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
@@ -410,8 +429,8 @@ class ApiServer:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         return info, path
 
-    async def _resource(self, request: web.Request) -> web.StreamResponse:
-        info, path = self._resolve(request)
+    async def _resource(self, request: web.Request, core_parts: list[str] | None = None) -> web.StreamResponse:
+        info, path = self._resolve(request, core_parts)
         m = request.method
         if path.name is None:
             if m == "GET":
@@ -580,7 +599,14 @@ class ApiServer:
     async def _create(self, request: web.Request, info: KindInfo, path: ResourcePath) -> web.Response:
         if path.subresource is not None:
             raise ApiError(405, "MethodNotAllowed", "cannot create a subresource")
-        obj = decode_object(await read_body(request, self.settings.max_body_bytes), request.content_type)
+        body = await read_body(request, self.settings.max_body_bytes)
+        if request.content_type == kubeproto.CONTENT_TYPE and (info.group, info.kind) == ("", "Secret"):
+            try:
+                obj = kubeproto.decode_secret(body)  # kubectl create secret sends built-in kinds as protobuf
+            except (kubeproto.ProtoDecodeError, UnicodeDecodeError) as e:
+                raise bad_request("the body of the request could not be decoded as protobuf") from e
+        else:
+            obj = decode_object(body, request.content_type)
         name = self._check_identity(info, path, obj)
         meta = obj["metadata"]
         if not name and meta.get("generateName"):
@@ -638,7 +664,7 @@ class ApiServer:
             warnings: list[str] = []
         else:
             warnings = self._validate_obj(info, obj, field_validation(request))
-            new = objects.incoming(info, obj)
+            new = objects.restore_redacted(info, objects.incoming(info, obj), live)
             if "status" in live:
                 new["status"] = live["status"]
             else:
@@ -676,6 +702,8 @@ class ApiServer:
     async def _patch(self, request: web.Request, info: KindInfo, path: ResourcePath) -> web.Response:
         assert path.name is not None
         ctype = request.content_type
+        if ctype == patch.STRATEGIC and (info.group, info.kind) == ("", "Secret"):
+            ctype = patch.MERGE  # kubectl patches built-in kinds strategically; a Secret has no merge-keyed lists
         if ctype == patch.STRATEGIC:
             raise ApiError(
                 415,
@@ -773,7 +801,7 @@ class ApiServer:
                     },
                 ) from e
             if path.subresource != "status":
-                new = objects.incoming(info, new)
+                new = objects.restore_redacted(info, objects.incoming(info, new), live)
                 if live is not None:
                     if "status" in live:
                         new["status"] = live["status"]

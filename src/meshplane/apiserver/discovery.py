@@ -1,5 +1,5 @@
 """API discovery documents: aggregated (apidiscovery.k8s.io/v2, what kubectl 1.26+ asks for) and legacy
-(APIGroupList / APIResourceList, what older clients ask for), plus the core group with namespaces.
+(APIGroupList / APIResourceList, what older clients ask for), plus the core group with namespaces and secrets.
 
 Both forms are derived from the one kind registry, so they cannot disagree.
 """
@@ -67,11 +67,20 @@ def aggregated_core(content_type: str) -> dict[str, Any]:
         "verbs": NAMESPACE_VERBS,
         "responseKind": {"group": "", "version": "v1", "kind": "Namespace"},
     }
+    secrets = {
+        "resource": "secrets",
+        "singularResource": "secret",
+        "scope": "Namespaced",
+        "verbs": VERBS,
+        "responseKind": {"group": "", "version": "v1", "kind": "Secret"},
+    }
     return {
         "kind": "APIGroupDiscoveryList",
         "apiVersion": _api_version(content_type),
         "metadata": {},
-        "items": [{"metadata": {}, "versions": [{"version": "v1", "resources": [ns], "freshness": "Current"}]}],
+        "items": [
+            {"metadata": {}, "versions": [{"version": "v1", "resources": [ns, secrets], "freshness": "Current"}]}
+        ],
     }
 
 
@@ -96,7 +105,8 @@ def legacy_core_resources() -> dict[str, Any]:
                 "kind": "Namespace",
                 "verbs": NAMESPACE_VERBS,
                 "shortNames": ["ns"],
-            }
+            },
+            {"name": "secrets", "singularName": "secret", "namespaced": True, "kind": "Secret", "verbs": VERBS},
         ],
     }
 

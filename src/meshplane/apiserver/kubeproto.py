@@ -1,12 +1,14 @@
 """Just enough of Kubernetes' protobuf encoding to accept a Namespace from ``kubectl create namespace``.
 
-kubectl sends built-in kinds (Namespace is the only one meshplane serves) as ``application/vnd.kubernetes.protobuf``:
+kubectl sends built-in kinds (meshplane serves Namespace and Secret) as ``application/vnd.kubernetes.protobuf``:
 the magic ``k8s\\x00`` followed by a ``runtime.Unknown`` message whose ``raw`` field holds the object. Only the
-fields meshplane keeps are decoded: ``metadata.name``, ``metadata.generateName`` and ``metadata.labels``.
+fields meshplane keeps are decoded: ``metadata.name``, ``generateName``, ``namespace``, ``labels`` and
+``annotations``, and a Secret's ``type``, ``data``, ``stringData`` and ``immutable`` (``kubectl create secret``).
 """
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 CONTENT_TYPE = "application/vnd.kubernetes.protobuf"
@@ -58,6 +60,52 @@ def _fields(data: bytes) -> list[tuple[int, bytes | int]]:
 
 def _bytes(fields: list[tuple[int, bytes | int]], number: int) -> list[bytes]:
     return [v for f, v in fields if f == number and isinstance(v, bytes)]
+
+
+def _str(fields: list[tuple[int, bytes | int]], number: int) -> str:
+    return b"".join(_bytes(fields, number)[:1]).decode()
+
+
+def _map(fields: list[tuple[int, bytes | int]], number: int) -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    for entry in _bytes(fields, number):
+        kv = _fields(entry)
+        out[_str(kv, 1)] = b"".join(_bytes(kv, 2)[:1])
+    return out
+
+
+def _object(body: bytes) -> list[tuple[int, bytes | int]]:
+    if not body.startswith(MAGIC):
+        raise ProtoDecodeError("missing the k8s protobuf magic prefix")
+    raw = _bytes(_fields(body[len(MAGIC) :]), 2)
+    if not raw:
+        raise ProtoDecodeError("the envelope carries no object")
+    return _fields(raw[0])
+
+
+def decode_secret(body: bytes) -> dict[str, Any]:
+    """The core v1 Secret in a protobuf request body, as a JSON-shaped object (``data`` base64 as in JSON)."""
+    obj = _object(body)
+    meta_raw = _bytes(obj, 1)
+    meta = _fields(meta_raw[0]) if meta_raw else []
+    metadata: dict[str, Any] = {"name": _str(meta, 1)}
+    for key, number in (("generateName", 2), ("namespace", 3)):
+        if value := _str(meta, number):
+            metadata[key] = value
+    for key, number in (("labels", 11), ("annotations", 12)):
+        if entries := _map(meta, number):
+            metadata[key] = {k: v.decode() for k, v in entries.items()}
+    out: dict[str, Any] = {"apiVersion": "v1", "kind": "Secret", "metadata": metadata}
+    if data := _map(obj, 2):
+        out["data"] = {k: base64.b64encode(v).decode() for k, v in data.items()}
+    if type_ := _str(obj, 3):
+        out["type"] = type_
+    if string_data := _map(obj, 4):
+        out["stringData"] = {k: v.decode() for k, v in string_data.items()}
+    immutable = [v for f, v in obj if f == 5 and isinstance(v, int)]
+    if immutable:
+        out["immutable"] = bool(immutable[0])
+    return out
 
 
 def decode_namespace(body: bytes) -> dict[str, Any]:
