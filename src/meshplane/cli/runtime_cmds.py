@@ -169,7 +169,7 @@ def _demo_up(args: argparse.Namespace) -> int:
 
         path.write_text(lanes_manifest_yaml())
     else:
-        path.write_text(demo_manifest_yaml())
+        path.write_text(demo_manifest_yaml(networks=getattr(args, "networks", 1)))
     try:
         view = control.start(home, path, timeout_s=args.timeout, delta=args.delta)
     except control.RuntimeCommandError as e:
@@ -245,6 +245,8 @@ def register(sub: Any) -> None:
     p.add_argument("--delta", action="store_true")
     p.add_argument("--scenario", choices=["bookinfo", "lanes"], default="bookinfo",
                    help="bookinfo (default) or lanes: the mocka -> mockb -> mockc traffic-lanes sample")
+    p.add_argument("--networks", type=int, choices=[1, 2], default=1,
+                   help="bookinfo: 2 puts cluster-2 on network-2, reached through east-west gateways")
     _add_home(p)
     p.set_defaults(func=_demo_up)
     p = dsub.add_parser("down", help="stop the demo (same as meshplane down)")

@@ -1,4 +1,6 @@
-"""The demo mesh: a Bookinfo-shaped application on two clusters of one network (``meshplane demo up``).
+"""The demo mesh: a Bookinfo-shaped application on two clusters of one network (``meshplane demo up``), or of two
+networks (``--networks 2``: cluster-2 on network-2, each network's east-west gateway carrying the calls between
+them, as Istio's multi-primary-on-different-networks install).
 
 Why it is laid out like Istio's Bookinfo (namespace ``default``, services on 9080, deployments named
 ``reviews-v1``..., service accounts ``bookinfo-*``, gateway ``istio-ingressgateway`` in ``istio-system`` with
@@ -65,7 +67,7 @@ spec:
 """
 
 
-def demo_manifest() -> dict[str, Any]:
+def demo_manifest(networks: int = 1) -> dict[str, Any]:
     workloads: list[dict[str, Any]] = [{
         "name": "istio-ingressgateway",
         "namespace": "istio-system",
@@ -92,7 +94,8 @@ def demo_manifest() -> dict[str, Any]:
         "apiVersion": "meshplane.io/v1alpha1",
         "kind": "LocalMesh",
         "name": "bookinfo",
-        "clusters": [dict(c) for c in CLUSTERS],
+        "clusters": [dict(c, network=f"network-{min(i + 1, networks)}") for i, c in enumerate(CLUSTERS)],
+        "mesh": {"eastWestGateways": networks > 1},
         "workloads": workloads,
         "services": [{"name": s, "namespace": "default", "ports": [{"port": 9080, "name": "http",
                                                                      "protocol": "HTTP"}],
@@ -101,5 +104,5 @@ def demo_manifest() -> dict[str, Any]:
     }
 
 
-def demo_manifest_yaml() -> str:
-    return str(yaml.safe_dump(demo_manifest(), sort_keys=False))
+def demo_manifest_yaml(networks: int = 1) -> str:
+    return str(yaml.safe_dump(demo_manifest(networks), sort_keys=False))

@@ -24,7 +24,14 @@ VM-based mesh would have, and Istio's own YAML (VirtualService, DestinationRule,
     services:
     - {name: reviews, namespace: default, ports: [{port: 9080, name: http}], selector: {app: reviews}}
     config: [...]                        # any API objects, applied in order after the services
-    mesh: {localityLoadBalancing: true}  # mesh-wide settings of the control plane (default shown)
+    mesh: {localityLoadBalancing: true,  # mesh-wide settings of the control plane (defaults shown)
+           eastWestGateways: false}      # true/auto: an east-west gateway per network (auto: if several)
+
+Multi-network: clusters on different networks reach each other only through each network's east-west gateway
+(mTLS passed through by SNI on 15443; see meshplane.translate.eastwest). With ``eastWestGateways`` on (``true``,
+or ``auto`` and more than one network) the manifest gets workload ``istio-eastwestgateway`` in ``istio-system``
+(labels ``istio: eastwestgateway``, gateway port 15443) in the first cluster of each network, and a ServiceEntry
+selecting it (exported to its own namespace only) through which the control plane finds each network's gateway.
 
 Placeholders in ``command`` and ``env``: {python} {address} {listen} {app_port} {name} {workload} {namespace}
 {cluster} {zone} {region} {version}.
@@ -114,6 +121,14 @@ class MeshSpec:
     ``localityLoadBalancing``: same zone first, failover by priority (``meshplane server --locality-lb``)."""
 
     locality_lb: bool = True
+    # None: auto (on when the clusters span more than one network). Off by default for now: a manifest written
+    # before multi-network (two networks on one machine, endpoints reached directly) keeps working unchanged.
+    east_west_gateways: bool | None = False
+
+
+EASTWEST_NAME = "istio-eastwestgateway"
+EASTWEST_NAMESPACE = "istio-system"
+EASTWEST_PORT = 15443
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,18 +330,53 @@ def parse_manifest(doc: Any, *, default_name: str = "mesh") -> Manifest:
         raise ManifestError(f"security.certTtlSeconds: {e}") from e
     if security.cert_ttl_s < 10:
         raise ManifestError("security.certTtlSeconds: at least 10 seconds")
-    return Manifest(name, tuple(clusters.values()), tuple(workloads), tuple(objects), security,
-                    _mesh(doc.get("mesh")))
+    mesh = _mesh(doc.get("mesh"))
+    networks = sorted({c.network for c in clusters.values()})
+    auto = len(networks) > 1 and security.mtls  # without mTLS there is nothing to pass through: flat, as before
+    want_ew = mesh.east_west_gateways if mesh.east_west_gateways is not None else auto
+    if want_ew and (EASTWEST_NAMESPACE, EASTWEST_NAME) not in seen:
+        if not security.mtls:
+            raise ManifestError("mesh.eastWestGateways: cross-network traffic is mTLS passed through by SNI; "
+                                "it needs security.mtls: true")
+        workloads.append(_eastwest_workload(clusters))
+        objects.insert(0, _eastwest_service())
+    return Manifest(name, tuple(clusters.values()), tuple(workloads), tuple(objects), security, mesh)
+
+
+def _eastwest_workload(clusters: Mapping[str, ClusterSpec]) -> WorkloadSpec:
+    """One east-west gateway in the first cluster of each network (its instances are labelled with their
+    network by the supervisor)."""
+    first: dict[str, str] = {}
+    for c in clusters.values():
+        first.setdefault(c.network, c.name)
+    return WorkloadSpec(
+        name=EASTWEST_NAME, namespace=EASTWEST_NAMESPACE, clusters=tuple(first.values()),
+        labels={"istio": "eastwestgateway", "app": EASTWEST_NAME},
+        service_account="istio-eastwestgateway-service-account",
+        ports=(Port(EASTWEST_PORT, "tls", "TLS"),), gateway=True)
+
+
+def _eastwest_service() -> dict[str, Any]:
+    """The Service of the east-west gateways: how the control plane learns each network's gateway address."""
+    se = service_entry({"name": EASTWEST_NAME, "namespace": EASTWEST_NAMESPACE,
+                        "ports": [{"port": EASTWEST_PORT, "name": "tls", "protocol": "TLS"}],
+                        "selector": {"istio": "eastwestgateway"}}, 0)
+    se["spec"]["exportTo"] = ["."]
+    return se
 
 
 def _mesh(raw: Any) -> MeshSpec:
     raw = raw or {}
-    if not isinstance(raw, Mapping) or set(raw) - {"localityLoadBalancing"}:
-        raise ManifestError("mesh: expected a map with localityLoadBalancing (bool)")
+    if not isinstance(raw, Mapping) or set(raw) - {"localityLoadBalancing", "eastWestGateways"}:
+        raise ManifestError("mesh: expected a map with localityLoadBalancing (bool) and eastWestGateways "
+                            "(true, false or auto)")
     locality = raw.get("localityLoadBalancing", True)
     if not isinstance(locality, bool):
         raise ManifestError(f"mesh.localityLoadBalancing: expected true or false, got {locality!r}")
-    return MeshSpec(locality_lb=locality)
+    ew = raw.get("eastWestGateways", False)
+    if ew != "auto" and not isinstance(ew, bool):
+        raise ManifestError(f"mesh.eastWestGateways: expected true, false or auto, got {ew!r}")
+    return MeshSpec(locality_lb=locality, east_west_gateways=None if ew == "auto" else ew)
 
 
 def load_manifest(path: Path) -> Manifest:

@@ -55,6 +55,7 @@ TOKEN_TTL_S = 30 * 24 * 3600  # an agent renews with its bootstrap token for the
 RECONCILE_S = 0.5
 MAX_BACKOFF_S = 10.0
 STABLE_S = 10.0  # a process that ran this long resets its restart backoff
+EASTWEST_WAIT_S = 60.0  # workloads wait at most this long for the east-west gateways to register
 
 
 def python_cmd(*args: str) -> list[str]:
@@ -123,8 +124,15 @@ class Instance:
         return self.workload.zone or self.cluster.zone
 
     @property
+    def eastwest(self) -> bool:
+        return self.workload.gateway and self.workload.labels.get("istio") == "eastwestgateway"
+
+    @property
     def labels(self) -> dict[str, str]:
-        return dict(self.workload.labels)
+        labels = dict(self.workload.labels)
+        if self.eastwest:  # Istio labels its east-west gateway with the network it serves
+            labels.setdefault("topology.istio.io/network", self.cluster.network)
+        return labels
 
     def view(self) -> dict[str, Any]:
         w = self.workload
@@ -167,6 +175,7 @@ class Supervisor:
         self.wake = asyncio.Event()
         self._runtime_view: dict[str, Any] = {}
         self.client: ApiClient | None = None
+        self.started = time.monotonic()
 
     # --- processes ---------------------------------------------------------------------------------------
 
@@ -305,9 +314,20 @@ class Supervisor:
             # The agent deletes its WorkloadEntry when it stops; one that died hard could not.
             await self.client.delete("networking.istio.io/v1", "WorkloadEntry", inst.workload.namespace, inst.name)
 
+    def eastwest_pending(self, now: float) -> bool:
+        """Whether an east-west gateway has not registered yet (for at most EASTWEST_WAIT_S after start). Its
+        address is part of every cross-network ClusterLoadAssignment, and an endpoint-only push names only the
+        hosts whose endpoints changed: workloads started before their gateway registered would keep EDS without
+        the remote network until their own service's endpoints change again. Gateways start first anyway."""
+        if now - self.started > EASTWEST_WAIT_S:
+            return False
+        return any(i.wanted and i.eastwest and not self.home.read_instance_status(i.name).get("registered")
+                   for i in self.instances.values())
+
     async def reconcile(self) -> None:
         desired = self.desired()
         now = time.monotonic()
+        hold: bool | None = None
         for w, c in self.manifest.placements():
             want = desired[w.key(c.name)]
             for idx in range(max(want, 1 + max((i.index for i in self.instances.values()
@@ -325,6 +345,10 @@ class Supervisor:
                     self.instances[name] = inst
                 elif not inst.wanted:
                     continue  # still stopping; start it again on a later pass
+                if not w.gateway and inst.agent is None and inst.app is None:
+                    hold = self.eastwest_pending(now) if hold is None else hold
+                    if hold:
+                        continue
                 await self.keep_running(inst, now)
         for name in [n for n, i in self.instances.items()
                      if not i.wanted and i.stop_task is not None and i.stop_task.done()]:
