@@ -8,7 +8,8 @@ Envoy drains and stops. State is reported in a JSON status file the local runtim
 
 Zero trust (with ``ca`` in the config): before Envoy starts, the agent generates the workload key in memory, gets
 its certificate from the CA with the bootstrap token and serves both over SDS on a Unix socket (``certs``); the
-renewal loop runs beside the main loop. The DNS proxy and telemetry of later issues hook into this loop too.
+renewal loop runs beside the main loop. A gateway's agent also serves the TLS credentials its Gateways name
+(``credentials``). The DNS proxy and telemetry of later issues hook into this loop too.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import aiohttp
 from meshplane.agent.bootstrap import EXTAUTHZ_CLUSTER, build_bootstrap
 from meshplane.agent.certs import CertificateManager, remove_dir, socket_path, start_sds
 from meshplane.agent.config import AgentConfig
+from meshplane.agent.credentials import GatewayCredentials
 from meshplane.agent.envoy import EnvoyProcess, find_envoy
 from meshplane.agent.health import ReadinessTracker, probe_once
 from meshplane.agent.opa import OpaPolicies
@@ -175,6 +177,11 @@ class Agent:
         background: list[asyncio.Task[None]] = []
         if self.certs is not None:
             background.append(asyncio.create_task(self.certs.run(self.stop_event)))
+        if self.sds is not None and cfg.gateway and cfg.api and cfg.ca_token:
+            creds = GatewayCredentials(cfg, session, self.sds)  # credentialName secrets over the local SDS
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError, ValueError):
+                await creds.refresh()  # before Envoy: its HTTPS listeners need not wait for the first poll
+            background.append(asyncio.create_task(creds.run(self.stop_event)))
         await self.start_opa(session)
         if self.opa is not None:
             background.append(asyncio.create_task(self.opa.run(self.stop_event)))

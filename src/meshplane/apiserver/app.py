@@ -80,6 +80,10 @@ def _default_schema(info: KindInfo) -> dict[str, Any]:
     return openapi_schema(info)
 
 
+# The store behind the application, for management routes added through ``extra_routes`` (gateway credentials).
+STORE_KEY: web.AppKey[Store] = web.AppKey("meshplane-store", Store)
+
+
 class ApiServer:
     """Builds the aiohttp application. One instance per store."""
 
@@ -108,6 +112,7 @@ class ApiServer:
             client_max_size=self.settings.max_body_bytes + 1,
             middlewares=[self._errors, self._auth],
         )
+        app[STORE_KEY] = self.store
         app.add_routes(
             [
                 web.get("/version", self._version),

@@ -12,21 +12,32 @@ authentication middleware like every other request.
 | ``POST /management/v1/security/audit`` ``{"kind", "subject", "target", "reason", "details"}`` | an agent reports
   an authorization decision (kinds ``authz.*`` and ``opa.*`` only) |
 | ``GET /management/v1/trust-bundle`` | ``{"trustDomain", "pem"}``: every root workloads should trust now |
+| ``GET /management/v1/gateway-credentials`` (header ``X-Bootstrap-Token``) | the TLS credentials (core Secrets
+  of the token's namespace) that Gateways name in ``credentialName``: for the gateway's agent, which serves them
+  to its Envoy over its local SDS. The only read of Secret values; never logged |
 | ``POST /management/v1/ca/rotate-root`` ``{"overlapSeconds"}`` | new root and intermediate; the old root stays
   in the bundle for the overlap |
 """
 
 from __future__ import annotations
 
+import base64
 import datetime
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
-from meshplane.apiserver.status import bad_request
-from meshplane.security import InvalidIdentity
+from meshplane.apiserver.app import STORE_KEY
+from meshplane.apiserver.status import ApiError, bad_request
+from meshplane.model.resources import GroupResource
+from meshplane.security import InvalidIdentity, TokenRejected
+from meshplane.store import Store
 from meshplane.xds.ca_service import SecurityPlane
+
+GATEWAYS = GroupResource("networking.istio.io", "gateways")
+SECRETS = GroupResource("", "secrets")
+TOKEN_HEADER = "X-Bootstrap-Token"
 
 MAX_TOKEN_TTL = datetime.timedelta(days=30)
 DEFAULT_TOKEN_TTL = datetime.timedelta(hours=24)
@@ -50,6 +61,39 @@ def _int(value: Any, what: str) -> int:
         return int(value)
     except (TypeError, ValueError) as e:
         raise bad_request(f"{what} must be an integer") from e
+
+
+def _b64(data: Any, key: str) -> str:
+    value = data.get(key) if isinstance(data, dict) else None
+    if not isinstance(value, str):
+        return ""
+    try:
+        return base64.b64decode(value).decode()
+    except (ValueError, UnicodeDecodeError):
+        return ""
+
+
+def gateway_credentials(store: Store, namespace: str) -> list[dict[str, str]]:
+    """The Secrets of ``namespace`` that some Gateway names as a server's ``tls.credentialName``, decoded:
+    ``{"name", "certificateChain", "privateKey", "caCertificate"}`` (CA from ``ca.crt`` or ``<name>-cacert``)."""
+    gateways, _ = store.list(GATEWAYS)
+    names = sorted({str(srv["tls"]["credentialName"]) for gw in gateways
+                    for srv in (gw.get("spec") or {}).get("servers") or []
+                    if isinstance(srv.get("tls"), dict) and srv["tls"].get("credentialName")})
+    out: list[dict[str, str]] = []
+    for name in names:
+        secret = store.get(SECRETS, namespace, name)
+        if secret is None:
+            continue
+        data = secret.get("data") or {}
+        cacert = store.get(SECRETS, namespace, f"{name}-cacert")
+        ca = _b64(data, "ca.crt") or (_b64(cacert.get("data"), "ca.crt") if cacert else "")
+        cert, key = _b64(data, "tls.crt"), _b64(data, "tls.key")
+        if cert and key:
+            out.append({"name": name, "certificateChain": cert, "privateKey": key, "caCertificate": ca})
+        elif ca:
+            out.append({"name": name, "certificateChain": "", "privateKey": "", "caCertificate": ca})
+    return out
 
 
 def security_routes(plane: SecurityPlane) -> list[web.RouteDef]:
@@ -97,6 +141,19 @@ def security_routes(plane: SecurityPlane) -> list[web.RouteDef]:
         return web.json_response({"trustDomain": plane.ca.trust_domain,
                                   "pem": plane.ca.trust_bundle_pem().decode()})
 
+    async def credentials(request: web.Request) -> web.Response:
+        # A bootstrap token is the workload's credential: only its namespace's Secrets, only those a Gateway names.
+        try:
+            namespace, service_account = plane.tokens.verify(request.headers.get(TOKEN_HEADER, ""))
+        except TokenRejected as e:
+            plane.audit.record("credential.refused", subject=str(request.get("user", "")), target="gateway-credentials",
+                               reason=str(e))
+            raise ApiError(401, "Unauthorized", "a valid bootstrap token is required") from e
+        items = gateway_credentials(request.app[STORE_KEY], namespace)
+        return web.json_response({"kind": "GatewayCredentialList", "apiVersion": "meshplane.io/v1",
+                                  "namespace": namespace, "serviceAccount": service_account, "items": items},
+                                 headers={"Cache-Control": "no-store"})
+
     async def rotate(request: web.Request) -> web.Response:
         body = await _body(request)
         overlap = _int(body.get("overlapSeconds", 3600), "overlapSeconds")
@@ -110,5 +167,6 @@ def security_routes(plane: SecurityPlane) -> list[web.RouteDef]:
         web.get("/management/v1/security/audit", audit),
         web.post("/management/v1/security/audit", report),
         web.get("/management/v1/trust-bundle", bundle),
+        web.get("/management/v1/gateway-credentials", credentials),
         web.post("/management/v1/ca/rotate-root", rotate),
     ]

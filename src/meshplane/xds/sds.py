@@ -3,9 +3,11 @@
 Why here: gRPC lives only in ``meshplane.xds``; the agent hosts this server on a local Unix socket (so the private
 key never crosses the network and the socket's file mode is the access control), and the e2e tests host it
 in-process. Two secrets, with Istio's names: ``default`` (certificate chain + private key) and ``ROOTCA`` (the
-trust bundle as a validation context). :meth:`SdsServer.update` replaces either and pushes the new version on
-every open stream: that is certificate renewal and root rotation. :meth:`SdsServer.wait_acked` lets a caller
-sequence a rotation (push the new bundle everywhere, wait for the ACKs, then the new certificates).
+trust bundle as a validation context); on a gateway also the ``kubernetes://<credentialName>`` secrets its
+agent fetched from the control plane (:meth:`SdsServer.set_tls_secrets`). :meth:`SdsServer.update` replaces
+``default``/``ROOTCA`` and pushes the new version on every open stream: that is certificate renewal and root
+rotation. :meth:`SdsServer.wait_acked` lets a caller sequence a rotation (push the new bundle everywhere, wait for
+the ACKs, then the new certificates).
 
 Protocol (xDS SotW): a request whose version and nonce match the last response is an ACK; one with
 ``error_detail`` is a NACK (logged, the secret is not re-sent until it changes); anything else (first request,
@@ -45,6 +47,7 @@ class SdsServer:
         self._stream_acks: dict[int, dict[str, int]] = {}
         self._changed = asyncio.Condition()
         self._server: grpc.aio.Server | None = None
+        self._credential_names: set[str] = set()
         self.nacks = 0
 
     def __repr__(self) -> str:
@@ -68,6 +71,33 @@ class SdsServer:
         for q in list(self._streams):
             q.put_nowait(None)  # wake every stream: it re-sends what changed
         return out
+
+    def set_tls_secrets(self, secrets: dict[str, tuple[bytes, bytes, bytes]]) -> list[str]:
+        """A gateway's ``credentialName`` secrets: ``{sds name: (chain, key, ca)}`` (Istio's names:
+        ``kubernetes://<name>`` holds chain + key, ``kubernetes://<name>-cacert`` the CA of MUTUAL servers).
+        Replaces the previous set (what is gone is dropped); pushes only what changed. Returns the changed names."""
+        wanted: dict[str, secret_pb2.Secret] = {}
+        for name, (chain, key, ca) in secrets.items():
+            if chain and key:
+                s = secret_pb2.Secret(name=name)
+                s.tls_certificate.certificate_chain.inline_bytes = chain
+                s.tls_certificate.private_key.inline_bytes = key
+                wanted[name] = s
+            if ca:
+                v = secret_pb2.Secret(name=f"{name}-cacert")
+                v.validation_context.trusted_ca.inline_bytes = ca
+                wanted[v.name] = v
+        changed = [n for n, sec in wanted.items() if self._secrets.get(n) != sec]
+        for n in changed:
+            self._set(wanted[n])
+        for n in [n for n in self._credential_names if n not in wanted]:
+            self._secrets.pop(n, None)
+            self._versions.pop(n, None)
+        self._credential_names = set(wanted)
+        if changed:
+            for q in list(self._streams):
+                q.put_nowait(None)
+        return changed
 
     def _set(self, secret: secret_pb2.Secret) -> int:
         self._secrets[secret.name] = secret

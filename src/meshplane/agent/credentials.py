@@ -1,0 +1,74 @@
+"""A gateway's TLS credentials (``credentialName``): fetched from the control plane, served to Envoy over the
+agent's local SDS.
+
+Why the agent and not SDS over ADS: the gateway's listeners already name ``kubernetes://<credentialName>`` on the
+``sds-grpc`` cluster (``translate.gateway``), the agent's SDS server already pushes secrets and follows their
+ACKs, and the agent holds the one credential that proves which workload it is (its bootstrap token, bound to a
+namespace and service account). The control plane hands key material only to that token, only Secrets of the
+token's namespace, only those a Gateway names (``GET /management/v1/gateway-credentials``), so a private key
+never travels on the xDS stream every proxy reads (which identifies nodes by a self-declared id). The agent polls
+every ``policy_poll_s``; a changed Secret reaches Envoy as a new SDS version (Envoy swaps the certificate without
+dropping the listener). Key material is kept in memory only, never logged or written to the status file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import aiohttp
+
+from meshplane.agent.config import AgentConfig
+from meshplane.xds.sds import SdsServer
+
+log = logging.getLogger(__name__)
+
+PATH = "/management/v1/gateway-credentials"
+TOKEN_HEADER = "X-Bootstrap-Token"
+SDS_PREFIX = "kubernetes://"
+
+
+class GatewayCredentials:
+    def __init__(self, cfg: AgentConfig, session: aiohttp.ClientSession, sds: SdsServer) -> None:
+        self.cfg, self.session, self.sds = cfg, session, sds
+        self.url = f"{cfg.api.rstrip('/')}{PATH}"
+        self.names: list[str] = []
+        self.failures = 0
+
+    def __repr__(self) -> str:
+        return f"GatewayCredentials(names={self.names})"
+
+    async def refresh(self) -> list[str]:
+        """Fetch and push; the changed SDS names."""
+        headers = {TOKEN_HEADER: self.cfg.ca_token}
+        if self.cfg.api_token:
+            headers["Authorization"] = f"Bearer {self.cfg.api_token}"
+        async with self.session.get(self.url, headers=headers, timeout=aiohttp.ClientTimeout(total=3)) as r:
+            if r.status != 200:
+                raise aiohttp.ClientResponseError(r.request_info, (), status=r.status, message="gateway credentials")
+            body = await r.json()
+        secrets: dict[str, tuple[bytes, bytes, bytes]] = {}
+        for item in body.get("items") or []:
+            name = str(item.get("name") or "")
+            if name:
+                secrets[SDS_PREFIX + name] = (str(item.get("certificateChain") or "").encode(),
+                                              str(item.get("privateKey") or "").encode(),
+                                              str(item.get("caCertificate") or "").encode())
+        self.names = sorted(secrets)
+        changed = self.sds.set_tls_secrets(secrets)
+        if changed:
+            log.info("gateway credentials updated: %s", ", ".join(changed))  # names only
+        return changed
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.refresh()
+                self.failures = 0
+            except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as e:
+                self.failures += 1
+                if self.failures in (1, 10) or self.failures % 100 == 0:
+                    log.warning("gateway credentials: %s (keeping the current ones)", type(e).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.cfg.policy_poll_s)
