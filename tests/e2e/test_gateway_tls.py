@@ -145,7 +145,7 @@ def test_gateway_serves_credential_name_certificate(mesh: tuple[Path, dict[str, 
         return seen["r"][0] == 200
 
     eventually(served, "an HTTPS request with SNI through the gateway")
-    code, der, body = seen["r"]
+    _, der, body = seen["r"]
     assert der == expected, "the gateway presented another certificate"
     assert '"ratings"' in body
 
