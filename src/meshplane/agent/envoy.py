@@ -70,7 +70,8 @@ class EnvoyProcess:
     async def start(self) -> int:
         args = [self.binary, "-c", str(self.bootstrap), "--disable-hot-restart",
                 "--concurrency", str(self.concurrency), "-l", self.log_level,
-                "--drain-time-s", str(max(1, round(self.drain_s))), "--drain-strategy", "immediate"]
+                "--drain-time-s", str(max(1, round(self.drain_s))), "--drain-strategy", "immediate",
+                "--file-flush-interval-msec", "500"]  # access logs (authz decisions) reach the agent promptly
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as out:
             self.proc = await asyncio.create_subprocess_exec(

@@ -9,7 +9,8 @@ Envoy drains and stops. State is reported in a JSON status file the local runtim
 Zero trust (with ``ca`` in the config): before Envoy starts, the agent generates the workload key in memory, gets
 its certificate from the CA with the bootstrap token and serves both over SDS on a Unix socket (``certs``); the
 renewal loop runs beside the main loop. A gateway's agent also serves the TLS credentials its Gateways name
-(``credentials``). The DNS proxy and telemetry of later issues hook into this loop too.
+(``credentials``); a sidecar's agent reports Envoy's RBAC denies and dry-run denies to the audit (``authzlog``).
+The DNS proxy and telemetry of later issues hook into this loop too.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 
 import aiohttp
 
+from meshplane.agent.authzlog import AuthzLog
 from meshplane.agent.bootstrap import EXTAUTHZ_CLUSTER, build_bootstrap
 from meshplane.agent.certs import CertificateManager, remove_dir, socket_path, start_sds
 from meshplane.agent.config import AgentConfig
@@ -62,6 +64,7 @@ class Agent:
         self.extauthz: ExtAuthzServer | None = None
         self.extauthz_path: Path | None = None
         self.opa: OpaPolicies | None = None
+        self.authz_log: AuthzLog | None = None
         self._tmpdirs: list[Path] = []
         self.envoy = EnvoyProcess(
             find_envoy(cfg.envoy_path), self.work / "bootstrap.json", cfg.address, cfg.admin_port,
@@ -73,6 +76,8 @@ class Agent:
         md = cfg.metadata()
         if self.extauthz_path is not None:
             md["OPA_EXTAUTHZ"] = EXTAUTHZ_CLUSTER  # translate.opa points ASMOPAPolicy checks at this cluster
+        if self.authz_log is not None:
+            md["AUTHZ_LOG"] = str(self.authz_log.path)  # translate.accesslog writes RBAC decisions there
         doc = build_bootstrap(cfg.node_id, md, Locality(cfg.region, cfg.zone, cfg.subzone), cfg.xds,
                               f"{cfg.address}:{cfg.admin_port}", delta=cfg.delta,
                               sds_socket=str(self.sds_path) if self.sds_path else None,
@@ -185,6 +190,11 @@ class Agent:
         await self.start_opa(session)
         if self.opa is not None:
             background.append(asyncio.create_task(self.opa.run(self.stop_event)))
+        if cfg.api and not cfg.gateway:
+            identity = SpiffeId(cfg.trust_domain, cfg.namespace, cfg.service_account).uri
+            self.authz_log = AuthzLog(cfg, session, self.work / "authz.log", identity)
+            self.authz_log.prepare()
+            authz_task = asyncio.create_task(self.authz_log.run(self.stop_event))
         self.write_bootstrap()
         reg = Registration(cfg, session) if cfg.register and cfg.api else None
         await self.start_envoy()
@@ -236,6 +246,8 @@ class Agent:
             except (RegistrationError, aiohttp.ClientError, TimeoutError, OSError) as e:
                 log.warning("could not delete the WorkloadEntry: %s", e)
         await self.envoy.stop(session, drain=True)
+        if self.authz_log is not None:
+            await authz_task  # stop is set: it reports what Envoy wrote last, then ends
         for t in background:
             t.cancel()
         await asyncio.gather(*background, return_exceptions=True)

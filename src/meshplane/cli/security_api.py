@@ -10,7 +10,7 @@ authentication middleware like every other request.
 | ``POST /management/v1/tokens`` ``{"namespace", "serviceAccount", "ttlSeconds"?}`` | a bootstrap token (201) |
 | ``GET /management/v1/security/audit?since=SEQ&kind=PREFIX&limit=N`` | ``SecurityAuditEventList`` |
 | ``POST /management/v1/security/audit`` ``{"kind", "subject", "target", "reason", "details"}`` | an agent reports
-  an authorization decision (kinds ``authz.*`` and ``opa.*`` only) |
+  an authorization decision (kinds ``authz.*`` and ``opa.*`` only); ``{"items": [...]}`` reports a batch |
 | ``GET /management/v1/trust-bundle`` | ``{"trustDomain", "pem"}``: every root workloads should trust now |
 | ``GET /management/v1/gateway-credentials`` (header ``X-Bootstrap-Token``) | the TLS credentials (core Secrets
   of the token's namespace) that Gateways name in ``credentialName``: for the gateway's agent, which serves them
@@ -42,6 +42,7 @@ TOKEN_HEADER = "X-Bootstrap-Token"
 MAX_TOKEN_TTL = datetime.timedelta(days=30)
 DEFAULT_TOKEN_TTL = datetime.timedelta(hours=24)
 REPORTABLE = ("authz.", "opa.")
+MAX_BATCH = 1000
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -123,8 +124,9 @@ def security_routes(plane: SecurityPlane) -> list[web.RouteDef]:
         kind = request.query.get("kind") or None
         return web.json_response(plane.audit.to_json(since=since, kind=kind, limit=limit))
 
-    async def report(request: web.Request) -> web.Response:
-        body = await _body(request)
+    def _report_one(request: web.Request, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise bad_request("each report must be a JSON object")
         kind = body.get("kind")
         if not isinstance(kind, str) or not kind.startswith(REPORTABLE):
             raise bad_request(f"kind must start with one of {', '.join(REPORTABLE)}")
@@ -133,9 +135,20 @@ def security_routes(plane: SecurityPlane) -> list[web.RouteDef]:
             raise bad_request("details must be a map of strings")
         details = {str(k): str(v) for k, v in details.items()}
         details["reportedBy"] = str(request.get("user", ""))
-        ev = plane.audit.record(kind, subject=str(body.get("subject") or ""), target=str(body.get("target") or ""),
-                                reason=str(body.get("reason") or ""), details=details)
-        return web.json_response(ev.to_json(), status=201)
+        return {"kind": kind, "subject": str(body.get("subject") or ""), "target": str(body.get("target") or ""),
+                "reason": str(body.get("reason") or ""), "details": details}
+
+    async def report(request: web.Request) -> web.Response:
+        body = await _body(request)
+        if isinstance(body.get("items"), list):  # a batch (agents tailing Envoy's decisions): all or nothing
+            if len(body["items"]) > MAX_BATCH:
+                raise bad_request(f"at most {MAX_BATCH} reports per request")
+            checked = [_report_one(request, item) for item in body["items"]]
+            events = [plane.audit.record(e.pop("kind"), **e).to_json() for e in checked]
+            return web.json_response({"kind": "SecurityAuditEventList", "apiVersion": "meshplane.io/v1",
+                                      "items": events}, status=201)
+        e = _report_one(request, body)
+        return web.json_response(plane.audit.record(e.pop("kind"), **e).to_json(), status=201)
 
     async def bundle(request: web.Request) -> web.Response:
         return web.json_response({"trustDomain": plane.ca.trust_domain,

@@ -7,6 +7,7 @@ policies take effect), the dynamic forward proxy where ``PassthroughCluster`` is
 
 from __future__ import annotations
 
+from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.core.v3 import protocol_pb2
 from envoy.config.listener.v3 import listener_components_pb2
 from envoy.config.route.v3 import route_pb2
@@ -51,8 +52,10 @@ def http_connection_manager(
     explicit_proxy: bool = False,
     dynamic_forward_proxy: bool = False,
     security_filters: list[hcm_pb2.HttpFilter] | None = None,
+    access_logs: list[accesslog_pb2.AccessLog] | None = None,
 ) -> listener_components_pb2.Filter:
     hcm = hcm_pb2.HttpConnectionManager(stat_prefix=stat_prefix, codec_type=hcm_pb2.HttpConnectionManager.AUTO)
+    hcm.access_log.extend(access_logs or [])
     if rds is not None:
         hcm.rds.route_config_name = rds
         hcm.rds.config_source.CopyFrom(ads_source())

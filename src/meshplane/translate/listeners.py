@@ -27,6 +27,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 
 from meshplane.model.proxy import InboundPort, Proxy, ProxyType
 from meshplane.model.service import Protocol, Service, ServicePort, parse_protocol
+from meshplane.translate.accesslog import authz_access_logs
 from meshplane.translate.authz import authz_http_filters
 from meshplane.translate.clusters import known_cluster_names, uses_dynamic_forward_proxy
 from meshplane.translate.common import BLACKHOLE, PASSTHROUGH, cluster_name, duration, pack
@@ -111,8 +112,8 @@ def _inbound_chains(proxy: Proxy, ip: InboundPort, ctx: PushContext,
         r.route.cluster = cluster
         r.route.timeout.CopyFrom(duration(0))
         r.route.max_stream_duration.grpc_timeout_header_max.CopyFrom(duration(0))
-        filters = [http_connection_manager(stat, route_config=rcfg,
-                                           security_filters=security_http_filters(proxy, ctx))]
+        filters = [http_connection_manager(stat, route_config=rcfg, security_filters=security_http_filters(proxy, ctx),
+                                           access_logs=authz_access_logs(proxy))]  # RBAC decisions, for the audit
     else:
         filters = [tcp_proxy(stat, cluster)]
     mode = inbound_mtls_mode(proxy, ip, ctx)
