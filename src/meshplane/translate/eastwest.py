@@ -14,9 +14,10 @@ Istio never sends to a remote network's endpoints directly. Two halves, both pur
   flat network and EDS is unchanged, as in Istio.
 * **East-west gateways** (a router proxy labelled ``istio: eastwestgateway``, or one selected by a Gateway whose
   server says ``tls.mode: AUTO_PASSTHROUGH``). Like Istio's ``sni-dnat`` router mode, it gets one plaintext EDS
-  cluster per outbound cluster, named after the SNI (``outbound_.PORT_.SUBSET_.HOST``) and holding only the
-  endpoints of the gateway's own network, and a listener on 15443 (or the AUTO_PASSTHROUGH server's port) with
-  the TLS inspector and one filter chain per SNI name that TCP-proxies the still-encrypted stream to that cluster.
+  cluster per outbound cluster, named after the SNI (``outbound_.PORT_.SUBSET_.HOST``), sharing the outbound
+  cluster's ClusterLoadAssignment (which for this gateway holds only the endpoints of its own network), and a
+  listener on 15443 (or the AUTO_PASSTHROUGH server's port) with the TLS inspector and one filter chain per SNI
+  name that TCP-proxies the still-encrypted stream to that cluster.
   The gateway never terminates the client's mTLS (AUTO_PASSTHROUGH). A labelled east-west gateway needs no
   Gateway resource; Istio's ``expose-services`` Gateway (AUTO_PASSTHROUGH on 15443) is accepted as well.
 
@@ -137,7 +138,9 @@ def sni_dnat_clusters(outbound: Sequence[cluster_pb2.Cluster]) -> list[cluster_p
         _, port, subset, host = c.name.split("|", 3)
         twin = cluster_pb2.Cluster()
         twin.CopyFrom(c)
-        twin.name = twin.alt_stat_name = twin.eds_cluster_config.service_name = sni_name(int(port), subset, host)
+        # Same EDS service name as the outbound cluster: one ClusterLoadAssignment (already restricted to the
+        # gateway's network) serves both, and endpoint pushes find it by host like any other.
+        twin.name = twin.alt_stat_name = sni_name(int(port), subset, host)
         twin.ClearField("transport_socket")
         twin.ClearField("transport_socket_matches")
         twin.ClearField("typed_extension_protocol_options")  # bytes, not HTTP: no codec options

@@ -19,7 +19,7 @@ from meshplane.model.proxy import Locality, Proxy
 from meshplane.model.service import Endpoint
 from meshplane.translate.common import parse_cluster_name
 from meshplane.translate.context import PushContext
-from meshplane.translate.eastwest import parse_sni_name, through_gateways
+from meshplane.translate.eastwest import through_gateways
 from meshplane.translate.policy import effective_policy, subset_labels
 
 
@@ -94,9 +94,6 @@ def build_load_assignment(name: str, proxy: Proxy, ctx: PushContext) -> endpoint
     """The endpoints of an ``outbound|...`` cluster; an empty assignment for an unknown one (so a cluster that
     went away never stalls Envoy's warming), None for names that are not outbound clusters."""
     parsed = parse_cluster_name(name)
-    sni = parse_sni_name(name) if parsed is None else None  # an east-west gateway's sni-dnat cluster
-    if sni is not None:
-        parsed = ("outbound", *sni)
     if parsed is None or parsed[0] != "outbound":
         return None
     _, port_no, subset, host = parsed

@@ -143,8 +143,10 @@ def test_eastwest_gateway_routes_by_sni_to_its_own_network() -> None:
     assert not any(c.HasField("transport_socket") for c in lst.filter_chains)  # never terminates TLS
     cs = clusters(gw, ctx)
     assert not cs[SNI].transport_socket_matches and not cs[SNI].HasField("transport_socket")
-    # Only network-2's endpoints, direct (never another gateway).
-    assert _addresses(_cla(gw, ctx, SNI)) == [("127.0.2.3", 9080, 1), ("127.0.2.4", 9080, 1)]
+    # It shares the outbound cluster's assignment (endpoint pushes find it by host): network-2's endpoints only,
+    # direct (never another gateway).
+    assert cs[SNI].eds_cluster_config.service_name == REVIEWS
+    assert _addresses(_cla(gw, ctx, REVIEWS)) == [("127.0.2.3", 9080, 1), ("127.0.2.4", 9080, 1)]
 
 
 def test_gateway_resource_with_auto_passthrough() -> None:
