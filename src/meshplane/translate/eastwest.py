@@ -99,8 +99,10 @@ def through_gateways(proxy: Proxy, eps: Sequence[Endpoint], port: ServicePort,
     gateway (see the module docstring); an east-west gateway itself keeps only its own network's endpoints."""
     if is_eastwest_gateway(proxy):
         return [e for e in eps if _same_network(proxy.network, e)]
+    if all(_same_network(proxy.network, e) for e in eps):
+        return list(eps)  # the common case costs one pass over the endpoints, no registry scan
     gateways = network_gateways(ctx)
-    if not gateways or all(_same_network(proxy.network, e) for e in eps):
+    if not gateways:
         return list(eps)  # no east-west gateway anywhere: one flat network (Istio: multi-network not enabled)
     out: list[Endpoint] = []
     remote: dict[tuple[str, object], list[Endpoint]] = {}
