@@ -61,7 +61,8 @@ def manifest() -> dict[str, Any]:
 
     return {
         "name": "locality",
-        "mesh": {"localityLoadBalancing": True},
+        # zone-c is on another network; this module tests locality across a flat network (no east-west gateways)
+        "mesh": {"localityLoadBalancing": True, "eastWestGateways": False},
         "clusters": [
             {"name": "cluster-a", "network": "network-1", "region": "region-1", "zone": "zone-a"},
             {"name": "cluster-b", "network": "network-1", "region": "region-1", "zone": "zone-b"},

@@ -25,7 +25,7 @@ VM-based mesh would have, and Istio's own YAML (VirtualService, DestinationRule,
     - {name: reviews, namespace: default, ports: [{port: 9080, name: http}], selector: {app: reviews}}
     config: [...]                        # any API objects, applied in order after the services
     mesh: {localityLoadBalancing: true,  # mesh-wide settings of the control plane (defaults shown)
-           eastWestGateways: false}      # true/auto: an east-west gateway per network (auto: if several)
+           eastWestGateways: auto}       # auto: an east-west gateway per network when there are several
 
 Multi-network: clusters on different networks reach each other only through each network's east-west gateway
 (mTLS passed through by SNI on 15443; see meshplane.translate.eastwest). With ``eastWestGateways`` on (``true``,
@@ -121,9 +121,9 @@ class MeshSpec:
     ``localityLoadBalancing``: same zone first, failover by priority (``meshplane server --locality-lb``)."""
 
     locality_lb: bool = True
-    # None: auto (on when the clusters span more than one network). Off by default for now: a manifest written
-    # before multi-network (two networks on one machine, endpoints reached directly) keeps working unchanged.
-    east_west_gateways: bool | None = False
+    # None: auto (the default): on when the clusters span more than one network, as the issue asks, so that
+    # cross-network traffic never goes direct. ``false`` keeps a flat network (everything reached directly).
+    east_west_gateways: bool | None = None
 
 
 EASTWEST_NAME = "istio-eastwestgateway"
@@ -373,7 +373,7 @@ def _mesh(raw: Any) -> MeshSpec:
     locality = raw.get("localityLoadBalancing", True)
     if not isinstance(locality, bool):
         raise ManifestError(f"mesh.localityLoadBalancing: expected true or false, got {locality!r}")
-    ew = raw.get("eastWestGateways", False)
+    ew = raw.get("eastWestGateways", "auto")
     if ew != "auto" and not isinstance(ew, bool):
         raise ManifestError(f"mesh.eastWestGateways: expected true, false or auto, got {ew!r}")
     return MeshSpec(locality_lb=locality, east_west_gateways=None if ew == "auto" else ew)

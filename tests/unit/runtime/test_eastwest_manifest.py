@@ -37,13 +37,19 @@ def test_eastwest_gateway_per_network_when_asked() -> None:
     assert m.placements()[0][0] is ew
 
 
-def test_auto_needs_several_networks_and_default_is_off() -> None:
+def test_auto_needs_several_networks_and_is_the_default() -> None:
     assert parse_manifest(_doc({"eastWestGateways": "auto"})).find("istio-eastwestgateway")
     one = _doc({"eastWestGateways": "auto"})
     for c in one["clusters"]:
         c["network"] = "n1"
     assert not parse_manifest(one).find("istio-eastwestgateway")
-    assert not parse_manifest(_doc()).find("istio-eastwestgateway")
+    # the default is auto: several networks get their gateways without asking, one network none
+    assert parse_manifest(_doc()).find("istio-eastwestgateway")
+    flat = _doc()
+    for c in flat["clusters"]:
+        c["network"] = "n1"
+    assert not parse_manifest(flat).find("istio-eastwestgateway")
+    assert not parse_manifest(_doc({"eastWestGateways": False})).find("istio-eastwestgateway")
 
 
 def test_eastwest_needs_mtls_and_a_valid_value() -> None:
