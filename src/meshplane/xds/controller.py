@@ -24,6 +24,9 @@ from meshplane.store.types import EventType, GroupResource, WatchEvent
 log = logging.getLogger(__name__)
 
 WORKLOAD_ENTRIES = GroupResource("networking.istio.io", "workloadentries")
+# Not mesh configuration: Secrets reach gateways through their agents (key material stays out of translation and
+# a changed certificate costs no xDS push).
+SECRETS = GroupResource("", "secrets")
 
 
 def _key(gr: GroupResource, obj: JSONObject) -> ConfigKey:
@@ -53,6 +56,8 @@ class ConfigController:
         self._objects = {}
         self._cached = {}
         for kind in default_registry():
+            if kind.gr == SECRETS:
+                continue
             items, rv = self._store.list(kind.gr)
             if items:
                 self._objects[kind.gr] = {(k.namespace, k.name): o for o in items for k in [_key(kind.gr, o)]}
@@ -96,7 +101,7 @@ class ConfigController:
             watch = self._store.watch(None, since_rv=self._rv)
             try:
                 async for event in watch:
-                    if event.rv <= self._rv and event.type is not EventType.DELETED:
+                    if (event.rv <= self._rv and event.type is not EventType.DELETED) or event.gr == SECRETS:
                         continue
                     key = self.apply(event)
                     self._on_change(PushRequest(full=True, config_updated=frozenset({key}),
