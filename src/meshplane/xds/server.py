@@ -34,6 +34,7 @@ from meshplane.model.service import RegistrySnapshot, ShardKey
 from meshplane.registry import ServiceEntrySource, ServiceRegistry, aggregate, diff_endpoints
 from meshplane.registry.aggregate import update_shard
 from meshplane.store.interface import Store
+from meshplane.translate.eastwest import EASTWEST_LABEL
 from meshplane.xds.ads import AdsHandler
 from meshplane.xds.connection import Connection, PushState, WriteBudget
 from meshplane.xds.controller import WORKLOAD_ENTRIES, ConfigController
@@ -249,18 +250,23 @@ class XdsServer:
         registry, hosts = self._registry_for(config)
         previous = self._state if not self._stale else None
         self._stale = False
-        if previous is not None and not full and (
-                registry.services is old_registry.services or registry.services == old_registry.services):
+        endpoints_only = previous is not None and not full and (
+            registry.services is old_registry.services or registry.services == old_registry.services)
+        if endpoints_only:
             if hosts is None:
                 hosts = diff_endpoints(old_registry, registry)
-            self._config, self._registry = config, registry
             if not hosts:
+                self._config, self._registry = config, registry
                 return None
+            # An east-west gateway's own endpoints moving changes the EDS of every service sent through it, not
+            # only of the gateway's host: that is a full push.
+            endpoints_only = not _moves_a_gateway(old_registry, registry, hosts)
+        self._config, self._registry = config, registry
+        if endpoints_only and previous is not None and hosts:
             ctx = self._translator.with_registry(previous.ctx, registry)
             request = PushRequest(full=False, endpoints_updated=hosts)
         else:
             ctx = self._translator.build_context(config, registry)
-            self._config, self._registry = config, registry
             self.context_builds += 1
             request = PushRequest(full=True)
         self._epoch += 1
@@ -324,3 +330,14 @@ class XdsServer:
         finally:
             self._sem.release()
             self._queue.mark_done(conn)
+
+
+def _moves_a_gateway(old: RegistrySnapshot, new: RegistrySnapshot, hosts: frozenset[str]) -> bool:
+    """Whether any of ``hosts`` has (or had) an east-west gateway among its endpoints."""
+    key, value = EASTWEST_LABEL
+    return any(
+        e.labels.get(key) == value
+        for host in hosts
+        for snapshot in (old, new)
+        for e in snapshot.endpoints_of(host)
+    )

@@ -124,3 +124,33 @@ async def test_a_failing_generator_keeps_the_last_good_config_and_reports_it() -
     translator.fail = False
     await conn.push(PushRequest(full=True), state)
     assert xdstypes.CLUSTER not in conn.generate_errors
+
+
+async def test_an_east_west_gateway_moving_is_a_full_push() -> None:
+    """Every service with endpoints on a remote network is sent through that network's gateway: its endpoints
+    moving changes other services' EDS too, so it cannot be an endpoint-only push of the gateway's own host."""
+    store = MemoryStore()
+    await store.start()
+    await store.create(SE, service_entry("ewgw", selector={"istio": "eastwestgateway"}), actor="test")
+    await store.create(WE, workload_entry("ewgw-0", "10.1.0.1", {"istio": "eastwestgateway"}), actor="test")
+    await store.create(SE, service_entry("plain", selector={"app": "plain"}), actor="test")
+    await store.create(WE, workload_entry("plain-0", "10.0.0.1", {"app": "plain"}), actor="test")
+    server = XdsServer(store, XdsSettings(debounce_quiet=0.01, debounce_max=0.05))
+    await server.start("127.0.0.1:0")
+    try:
+        _connect(server)
+        assert server.state is not None
+        builds = server.context_builds
+        plain = store.get(WE, "default", "plain-0")
+        assert plain is not None
+        await store.update(WE, {**plain, "spec": {**plain["spec"], "address": "10.0.0.2"}}, actor="test")
+        await server.wait_idle()
+        assert server.context_builds == builds and server.eds_pushes == 1  # an ordinary endpoint: EDS only
+        gw = store.get(WE, "default", "ewgw-0")
+        assert gw is not None
+        await store.update(WE, {**gw, "spec": {**gw["spec"], "address": "10.1.0.2"}}, actor="test")
+        await server.wait_idle()
+        assert server.context_builds == builds + 1 and server.eds_pushes == 1 and server.full_pushes == 1
+    finally:
+        await server.stop(0)
+        await store.close()
