@@ -209,7 +209,7 @@ def should_respond(wt: WatchedType | None, req: XdsRequest, *, now: float | None
         return wt, Decision(Verdict.STALE, False)
     _ack_pending(wt, req.nonce, now)
     wt.version_acked = req.version_info
-    if not wt.wildcard and set(req.names) != wt.names:
+    if not wt.wildcard and req.names != wt.names:  # frozenset == set compares members; no copy
         wt.names = set(req.names)
         wt.names_rev += 1
         wt.always_respond = False
