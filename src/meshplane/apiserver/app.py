@@ -53,6 +53,10 @@ Validate = Callable[[KindInfo, dict[str, Any], str], list[str]]
 SchemaFor = Callable[[KindInfo], dict[str, Any]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+# Per-request values the middlewares set for the handlers.
+USER = web.RequestKey("user", str)  # who is asking (the audit trail's actor)
+DRY_RUN_BODY = web.RequestKey("dry_run_body", bool)  # a DELETE whose DeleteOptions asked for dryRun=All
+
 NAMESPACES = GroupResource("", "namespaces")
 IMPLICIT_NAMESPACES = ("default", "istio-system")
 _CONFLICT_RETRIES = 5
@@ -167,10 +171,10 @@ class ApiServer:
             user = tokens.get(token)
             if user is None:
                 raise ApiError(401, "Unauthorized", "Unauthorized")
-            request["user"] = user
+            request[USER] = user
         else:
             peer = request.remote or "unknown"
-            request["user"] = f"system:anonymous@{peer}"
+            request[USER] = f"system:anonymous@{peer}"
         return await handler(request)
 
     # ---- small endpoints ------------------------------------------------------------------------------------
@@ -340,7 +344,7 @@ class ApiServer:
             if dry_run(request):
                 return web.json_response(obj, status=201)
             try:
-                created = await self.store.create(NAMESPACES, obj, actor=request["user"])
+                created = await self.store.create(NAMESPACES, obj, actor=request[USER])
             except AlreadyExists as e:
                 raise ApiError(
                     409,
@@ -351,7 +355,7 @@ class ApiServer:
             return web.json_response(created, status=201)
         if request.method == "DELETE" and name is not None:
             try:
-                deleted = await self.store.delete(NAMESPACES, "", name, actor=request["user"])
+                deleted = await self.store.delete(NAMESPACES, "", name, actor=request[USER])
             except NotFound as e:
                 raise not_found("namespaces", "", name) from e
             return web.json_response(deleted)
@@ -634,7 +638,7 @@ class ApiServer:
             )
             return self._render_one(request, info, obj, path.version, 201, warnings)
         try:
-            created = await self.store.create(info.gr, obj, actor=request["user"])
+            created = await self.store.create(info.gr, obj, actor=request[USER])
         except AlreadyExists as e:
             raise _already_exists(info, name) from e
         return self._render_one(request, info, created, path.version, 201, warnings)
@@ -697,7 +701,7 @@ class ApiServer:
                         new["metadata"][k] = live["metadata"][k]
             return self._render_one(request, info, new, path.version, status, warnings)
         try:
-            stored = await self.store.update(info.gr, new, actor=request["user"], expected_rv=expected)
+            stored = await self.store.update(info.gr, new, actor=request[USER], expected_rv=expected)
         except Conflict as e:
             raise _conflict(info, name) from e
         except NotFound as e:
@@ -816,7 +820,7 @@ class ApiServer:
                 if dry_run(request):
                     return self._render_one(request, info, new, path.version, 201, warnings)
                 try:
-                    stored = await self.store.create(info.gr, new, actor=request["user"])
+                    stored = await self.store.create(info.gr, new, actor=request[USER])
                 except AlreadyExists:
                     continue
                 return self._render_one(request, info, stored, path.version, 201, warnings)
@@ -847,15 +851,15 @@ class ApiServer:
             if isinstance(pre, dict) and pre.get("resourceVersion"):
                 expected = _parse_rv(str(pre["resourceVersion"]))
             if isinstance(opts.get("dryRun"), list) and "All" in opts["dryRun"]:
-                request["dry_run_body"] = True
+                request[DRY_RUN_BODY] = True
         ns = self._ns(info, path)
-        if dry_run(request) or request.get("dry_run_body"):
+        if dry_run(request) or request.get(DRY_RUN_BODY):
             live = self.store.get(info.gr, ns, path.name)
             if live is None:
                 raise not_found(info.plural, info.group, path.name)
             return self._render_one(request, info, live, path.version)
         try:
-            deleted = await self.store.delete(info.gr, ns, path.name, actor=request["user"], expected_rv=expected)
+            deleted = await self.store.delete(info.gr, ns, path.name, actor=request[USER], expected_rv=expected)
         except NotFound as e:
             raise not_found(info.plural, info.group, path.name) from e
         except Conflict as e:
@@ -871,7 +875,7 @@ class ApiServer:
                 meta = o["metadata"]
                 try:
                     deleted.append(
-                        await self.store.delete(info.gr, meta.get("namespace", ""), meta["name"], actor=request["user"])
+                        await self.store.delete(info.gr, meta.get("namespace", ""), meta["name"], actor=request[USER])
                     )
                 except NotFound:
                     continue

@@ -28,7 +28,7 @@ from typing import Any
 
 from aiohttp import web
 
-from meshplane.apiserver.app import STORE_KEY
+from meshplane.apiserver.app import STORE_KEY, USER
 from meshplane.apiserver.status import ApiError, bad_request
 from meshplane.model.resources import GroupResource
 from meshplane.security import InvalidIdentity, TokenRejected
@@ -110,7 +110,7 @@ def security_routes(plane: SecurityPlane) -> list[web.RouteDef]:
                 raise bad_request("ttlSeconds must be positive")
             ttl = min(datetime.timedelta(seconds=seconds), MAX_TOKEN_TTL)
         try:
-            token, expires = plane.issue_token(ns, sa, ttl, requested_by=str(request.get("user", "")))
+            token, expires = plane.issue_token(ns, sa, ttl, requested_by=str(request.get(USER, "")))
         except InvalidIdentity as e:
             raise bad_request(str(e)) from e
         return web.json_response({
@@ -134,7 +134,7 @@ def security_routes(plane: SecurityPlane) -> list[web.RouteDef]:
         if not isinstance(details, dict):
             raise bad_request("details must be a map of strings")
         details = {str(k): str(v) for k, v in details.items()}
-        details["reportedBy"] = str(request.get("user", ""))
+        details["reportedBy"] = str(request.get(USER, ""))
         return {"kind": kind, "subject": str(body.get("subject") or ""), "target": str(body.get("target") or ""),
                 "reason": str(body.get("reason") or ""), "details": details}
 
@@ -159,7 +159,7 @@ def security_routes(plane: SecurityPlane) -> list[web.RouteDef]:
         try:
             namespace, service_account = plane.tokens.verify(request.headers.get(TOKEN_HEADER, ""))
         except TokenRejected as e:
-            plane.audit.record("credential.refused", subject=str(request.get("user", "")), target="gateway-credentials",
+            plane.audit.record("credential.refused", subject=str(request.get(USER, "")), target="gateway-credentials",
                                reason=str(e))
             raise ApiError(401, "Unauthorized", "a valid bootstrap token is required") from e
         items = gateway_credentials(request.app[STORE_KEY], namespace)
@@ -171,7 +171,7 @@ def security_routes(plane: SecurityPlane) -> list[web.RouteDef]:
         body = await _body(request)
         overlap = _int(body.get("overlapSeconds", 3600), "overlapSeconds")
         plane.ca.rotate_root(datetime.timedelta(seconds=max(overlap, 0)))
-        plane.audit.record("ca.root_rotated", subject=str(request.get("user", "")), target=plane.ca.trust_domain,
+        plane.audit.record("ca.root_rotated", subject=str(request.get(USER, "")), target=plane.ca.trust_domain,
                            reason=f"new root; the previous one stays trusted for {overlap}s")
         return await bundle(request)
 
