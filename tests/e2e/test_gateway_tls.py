@@ -25,7 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from test_runtime_support import alive, eventually, kill_all, meshplane, recorded_processes, status, status_processes
+from test_runtime_support import eventually, meshplane, running_mesh
 
 pytestmark = [pytest.mark.envoy]
 
@@ -80,23 +80,10 @@ def self_signed(host: str) -> tuple[bytes, bytes]:
 
 @pytest.fixture
 def mesh(tmp_path: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
-    home = tmp_path / "home"
     manifest = tmp_path / "gwtls.yaml"
     manifest.write_text(MANIFEST)
-    seen: list[tuple[int, int]] = []
-    try:
-        meshplane("up", "-f", str(manifest), "--home", str(home))
-        st = status(home)
-        seen += recorded_processes(home) + status_processes(st)
-        yield home, st
-        seen += recorded_processes(home) + status_processes(status(home))
-    finally:
-        seen += recorded_processes(home)
-        down = meshplane("down", "--home", str(home), check=False)
-        left = alive(seen)
-        kill_all(left)
-    assert down.returncode == 0, down.stderr
-    assert left == [], f"processes left behind: {left}"
+    with running_mesh(manifest, tmp_path / "home") as running:
+        yield running
 
 
 def post(api: str, path: str, obj: dict[str, Any]) -> None:

@@ -16,7 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -101,3 +101,24 @@ def kill_all(procs: list[Proc]) -> None:
         if start_ticks(pid) == t:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def running_mesh(manifest: Path, home: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """``meshplane up -f manifest`` in ``home``; yields (home, status). On the way out ``meshplane down`` must
+    succeed and leave none of the processes seen while the mesh ran (checked by PID and start time; whatever is
+    left is killed so a failed test cannot leak processes)."""
+    seen: list[Proc] = []
+    try:
+        meshplane("up", "-f", str(manifest), "--home", str(home))
+        st = status(home)
+        seen += recorded_processes(home) + status_processes(st)
+        yield home, st
+        seen += recorded_processes(home) + status_processes(status(home))
+    finally:
+        seen += recorded_processes(home)
+        down = meshplane("down", "--home", str(home), check=False)
+        left = alive(seen)
+        kill_all(left)
+    assert down.returncode == 0, down.stderr
+    assert left == [], f"processes left behind: {left}"

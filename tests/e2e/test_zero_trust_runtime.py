@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_runtime_support import alive, eventually, kill_all, meshplane, recorded_processes, status, status_processes
+from test_runtime_support import eventually, meshplane, running_mesh
 
 pytestmark = [pytest.mark.envoy]
 
@@ -77,23 +77,10 @@ DENY_BAD = {"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
 
 @pytest.fixture
 def mesh(tmp_path: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
-    home = tmp_path / "home"
     manifest = tmp_path / "zt.yaml"
     manifest.write_text(MANIFEST)
-    seen: list[tuple[int, int]] = []
-    try:
-        meshplane("up", "-f", str(manifest), "--home", str(home))
-        st = status(home)
-        seen += recorded_processes(home) + status_processes(st)
-        yield home, st
-        seen += recorded_processes(home) + status_processes(status(home))
-    finally:
-        seen += recorded_processes(home)
-        down = meshplane("down", "--home", str(home), check=False)
-        left = alive(seen)
-        kill_all(left)
-    assert down.returncode == 0, down.stderr
-    assert left == [], f"processes left behind: {left}"
+    with running_mesh(manifest, tmp_path / "home") as running:
+        yield running
 
 
 def instance(st: dict[str, Any], workload: str) -> dict[str, Any]:
