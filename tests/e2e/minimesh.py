@@ -70,7 +70,7 @@ class MiniTranslator:
     def build_context(self, config: ConfigSnapshot, registry: RegistrySnapshot) -> object:
         return Ctx(config, registry)
 
-    def with_registry(self, ctx: object, registry: RegistrySnapshot) -> object:
+    def with_registry(self, ctx: object, registry: RegistrySnapshot, changed: frozenset[str]) -> object:
         assert isinstance(ctx, Ctx)
         return ctx.with_registry(registry)
 

@@ -3,7 +3,9 @@
 Sources are merged by host name: the first source (in the order given) that declares a host owns the Service
 definition; every source contributes its endpoints for that host in its own (cluster, source) shard.
 :func:`aggregate` merges everything (O(mesh)); :func:`update_shard` replaces one source's endpoints of a few hosts
-in an existing snapshot (O(changed)), which is what an endpoint-only change needs.
+in an existing snapshot (O(changed)), which is what an endpoint-only change needs. A source that knows what changed
+since it was last asked implements :class:`IncrementalRegistry` (Istio's EDS updates keyed by shard): the push
+pipeline then applies only those hosts with :func:`update_shard` instead of re-merging and diffing the whole mesh.
 """
 
 from __future__ import annotations
@@ -32,6 +34,23 @@ class ServiceRegistry(Protocol):
     def endpoints(self) -> Mapping[str, Sequence[Endpoint]]:
         """Endpoints by service host name."""
         ...
+
+
+@runtime_checkable
+class IncrementalRegistry(ServiceRegistry, Protocol):
+    """A source that reports what changed since the last call, so a change costs O(changed), not O(mesh)."""
+
+    def take_changes(self) -> frozenset[str] | None:
+        """Hosts whose endpoints changed since the previous call (and forget them); None when services may have
+        changed too (or the source cannot tell), which calls for a full :func:`aggregate`."""
+        ...
+
+
+def take_changes(registry: ServiceRegistry) -> frozenset[str] | None:
+    """``registry.take_changes()`` for an incremental source; None (re-aggregate) for any other."""
+    if isinstance(registry, IncrementalRegistry):
+        return registry.take_changes()
+    return None
 
 
 def aggregate(registries: Iterable[ServiceRegistry]) -> RegistrySnapshot:

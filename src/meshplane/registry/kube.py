@@ -135,6 +135,10 @@ class KubeClusterSource:
         self._contacted = False
         self._status = SourceStatus()
         self._synced_event = asyncio.Event()
+        # What changed since ``take_changes`` was last called: hosts whose endpoints moved, or "services may
+        # differ" (first sync, a Service or Namespace change), which calls for a full re-merge.
+        self._changed_hosts: set[str] = set()
+        self._services_changed = True
         # Counters, for tests and benchmarks.
         self.lists = 0
         self.relists_after_gone = 0
@@ -157,6 +161,14 @@ class KubeClusterSource:
 
     def endpoints(self) -> Mapping[str, Sequence[Endpoint]]:
         return self._index.endpoints() if self._status.synced else {}
+
+    def take_changes(self) -> frozenset[str] | None:
+        """:class:`~meshplane.registry.aggregate.IncrementalRegistry`: hosts whose endpoints changed since the
+        last call, or None when services may have changed (the pipeline then re-merges everything)."""
+        services, hosts = self._services_changed, frozenset(self._changed_hosts)
+        self._services_changed = False
+        self._changed_hosts.clear()
+        return None if services else hosts
 
     # --- state ---------------------------------------------------------------------------------------------
 
@@ -185,6 +197,7 @@ class KubeClusterSource:
         became_synced = new.synced and not self._status.synced
         self._status = new
         if became_synced:
+            self._services_changed = True
             self._synced_event.set()
         if self._on_status is not None:
             self._on_status(new)
@@ -197,6 +210,9 @@ class KubeClusterSource:
 
     def _applied(self, kind: str, change: Change) -> None:
         if change:
+            if change.services:
+                self._services_changed = True
+            self._changed_hosts.update(change.hosts)
             self._notify(f"{self.cluster_id}/{kind}")
 
     def _ok(self, kind: str) -> None:

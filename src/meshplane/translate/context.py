@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from meshplane.model import xdstypes
 from meshplane.model.config import ConfigSnapshot, JSONObject
 from meshplane.model.proxy import Proxy, ProxyType
 from meshplane.model.resources import GroupResource
@@ -294,14 +295,17 @@ class PushContext:
     # Memo of generated resources and proxy scopes; private, keyed by what a proxy's view depends on.
     _cache: dict[tuple[object, ...], Any] = field(default_factory=dict, repr=False, compare=False)
 
-    def with_registry(self, registry: RegistrySnapshot) -> PushContext:
+    def with_registry(self, registry: RegistrySnapshot, changed: frozenset[str] | None = None) -> PushContext:
         """The same config with new endpoints/services: the config indexes are reused; of the memo, what does
         not depend on endpoints (proxy scopes, cluster names) is kept when the services are the same object
-        (an endpoint-only update), so an EDS push costs what changed, not a new scope per proxy."""
+        (an endpoint-only update), so an EDS push costs what changed, not a new scope per proxy. When the hosts
+        whose endpoints changed are known (``changed``), every ClusterLoadAssignment of another host is kept too:
+        one moved endpoint rebuilds only its own host's assignments, not the mesh's (an assignment depends on its
+        host's endpoints, the config and the proxy's view only; east-west gateway moves are full pushes)."""
         ctx = PushContext(self.config, registry, self.mesh, self.index, _version(self.config, registry))
         if registry.services is self.registry.services:
             for key, value in self._cache.items():
-                if key and key[0] in _ENDPOINT_FREE:
+                if (key and key[0] in _ENDPOINT_FREE) or _endpoint_kept(key, changed):
                     ctx._cache[key] = value
         return ctx
 
@@ -388,6 +392,14 @@ class PushContext:
                 if r.namespace == want:
                     return r
         return visible[0] if visible else None
+
+
+def _endpoint_kept(key: tuple[object, ...], changed: frozenset[str] | None) -> bool:
+    """Whether a memo entry is one ClusterLoadAssignment (``(ENDPOINT, name, view)``) of a host not in ``changed``."""
+    if changed is None or len(key) != 3 or key[0] != xdstypes.ENDPOINT:
+        return False
+    name = key[1]
+    return isinstance(name, str) and name != "view" and name[name.rfind("|") + 1:] not in changed
 
 
 def _version(config: ConfigSnapshot, registry: RegistrySnapshot) -> str:

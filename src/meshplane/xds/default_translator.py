@@ -27,8 +27,8 @@ class DefaultTranslator:
     def build_context(self, config: ConfigSnapshot, registry: RegistrySnapshot) -> object:
         return build_push_context(config, registry, self.mesh)
 
-    def with_registry(self, ctx: object, registry: RegistrySnapshot) -> object:
-        return cast(PushContext, ctx).with_registry(registry)
+    def with_registry(self, ctx: object, registry: RegistrySnapshot, changed: frozenset[str]) -> object:
+        return cast(PushContext, ctx).with_registry(registry, changed)
 
     def generate(
         self, type_url: str, proxy: Proxy, ctx: object, names: Collection[str] | None = None

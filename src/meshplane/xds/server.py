@@ -3,20 +3,22 @@
     store watch ─► ConfigController ─► Debouncer (quiet period, max delay)
                                             │ flush: ConfigSnapshot + RegistrySnapshot
                                             ▼
-                      full change: new immutable PushContext  │  WorkloadEntry endpoints only:
-                                                              │  ServiceEntrySource.update recomputes the services
-                                                              │  whose selectors match the changed entries;
-                                                              │  update_shard + ctx.with_registry()
+                      full change: new immutable PushContext  │  endpoints only (WorkloadEntries, or a source's
+                                                              │  take_changes()): ServiceEntrySource.update
+                                                              │  recomputes the services whose selectors match the
+                                                              │  changed entries; update_shard per changed shard +
+                                                              │  ctx.with_registry(changed hosts)
                                             ▼
               per-connection merged PushQueue ─► sender (semaphore-bounded) ─► Connection.push
 
 Why this shape: it is Istio's pipeline (pilot/pkg/xds), which keeps the cost of a change proportional to what
 changed: bursts merge in debounce, a proxy queued twice is pushed once, endpoint changes send only the
-ClusterLoadAssignments of the hosts whose endpoints changed, and computing them costs O(changed) (the
-ServiceEntry source is kept between flushes, like Istio's EndpointShards). With no proxy connected nothing is
-built at all: the state is marked stale and built when the first proxy asks (``state``), so bulk writes through
-the API do not pay for push contexts nobody reads. Registry sources beyond the ServiceEntry source (member
-clusters) are added with :meth:`XdsServer.add_registry` and report changes with :meth:`XdsServer.registry_changed`.
+ClusterLoadAssignments of the hosts whose endpoints changed, and computing them costs O(changed) (the ServiceEntry
+source is kept between flushes, like Istio's EndpointShards; a member cluster's source reports the hosts it changed,
+``IncrementalRegistry``, so no flush re-merges or diffs the whole mesh). With no proxy connected nothing is built at
+all: the state is marked stale and built when the first proxy asks (``state``), so bulk writes through the API do
+not pay for push contexts nobody reads. Registry sources beyond the ServiceEntry source (member clusters) are added
+with :meth:`XdsServer.add_registry` and report changes with :meth:`XdsServer.registry_changed`.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from meshplane.model.config import ConfigSnapshot
 from meshplane.model.push import PushRequest
 from meshplane.model.service import RegistrySnapshot, ShardKey
 from meshplane.registry import ServiceEntrySource, ServiceRegistry, aggregate, diff_endpoints
-from meshplane.registry.aggregate import update_shard
+from meshplane.registry.aggregate import take_changes, update_shard
 from meshplane.store.interface import Store
 from meshplane.translate.eastwest import EASTWEST_LABEL
 from meshplane.xds.ads import AdsHandler
@@ -158,15 +160,17 @@ class XdsServer:
     def add_registry(self, registry: ServiceRegistry) -> None:
         """Add a source of services and endpoints (e.g. a member cluster); pushes once debounced."""
         self._registries.append(registry)
+        self._registries_dirty = True
         self.registry_changed("registry added")
 
     def remove_registry(self, registry: ServiceRegistry) -> None:
         self._registries = [r for r in self._registries if r is not registry]
+        self._registries_dirty = True
         self.registry_changed("registry removed")
 
     def registry_changed(self, reason: str = "registry") -> None:
-        """A source's services or endpoints changed. Endpoint-only unless services differ."""
-        self._registries_dirty = True
+        """A source's services or endpoints changed. Endpoint-only unless services differ: what changed is asked
+        of the sources at the flush (``take_changes``); a source that cannot tell is re-merged whole."""
         self._debouncer.add(PushRequest(full=False, reasons=(reason,)))
 
     # --- status ------------------------------------------------------------------------------------------
@@ -233,12 +237,23 @@ class XdsServer:
             self._source = ServiceEntrySource(config, cluster_id)
         else:
             hosts = self._source.update(config)
-        if hosts is not None and not self._registries_dirty and self._state is not None:
+        # Every source is asked on every flush, so what it reports is never applied twice.
+        changes = [take_changes(r) for r in self._registries]
+        if (hosts is not None and not self._registries_dirty and self._state is not None
+                and all(c is not None for c in changes)):
+            registry, changed = self._registry, set(hosts)
             if hosts:
-                self.registry_updates += 1
                 shard = ShardKey(cluster_id, self._source.source)
-                return update_shard(self._registry, shard, {h: self._source.endpoints_of(h) for h in hosts}), hosts
-            return self._registry, hosts
+                registry = update_shard(registry, shard, {h: self._source.endpoints_of(h) for h in hosts})
+            for source, source_hosts in zip(self._registries, changes, strict=True):
+                if source_hosts:
+                    eps = source.endpoints()
+                    registry = update_shard(registry, ShardKey(source.cluster_id, source.source),
+                                            {h: eps.get(h, ()) for h in source_hosts})
+                    changed |= source_hosts
+            if changed:
+                self.registry_updates += 1
+            return registry, frozenset(changed)
         self._registries_dirty = False
         sources: Sequence[ServiceRegistry] = [self._source, *self._registries]
         return aggregate(sources), None
@@ -263,7 +278,7 @@ class XdsServer:
             endpoints_only = not _moves_a_gateway(old_registry, registry, hosts)
         self._config, self._registry = config, registry
         if endpoints_only and previous is not None and hosts:
-            ctx = self._translator.with_registry(previous.ctx, registry)
+            ctx = self._translator.with_registry(previous.ctx, registry, hosts)
             request = PushRequest(full=False, endpoints_updated=hosts)
         else:
             ctx = self._translator.build_context(config, registry)

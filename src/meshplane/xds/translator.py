@@ -43,8 +43,9 @@ class Translator(Protocol):
         """An immutable push context for one config version."""
         ...
 
-    def with_registry(self, ctx: object, registry: RegistrySnapshot) -> object:
-        """The same config with new endpoints (endpoint-only updates)."""
+    def with_registry(self, ctx: object, registry: RegistrySnapshot, changed: frozenset[str]) -> object:
+        """The same config with new endpoints (endpoint-only updates); only ``changed`` hosts' endpoints differ
+        from ``ctx``'s registry, so what was generated for any other host may be kept."""
         ...
 
     def generate(

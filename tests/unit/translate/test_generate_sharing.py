@@ -106,3 +106,31 @@ def test_a_new_config_version_reparses_only_the_changed_virtual_services(monkeyp
     assert parsed == ["vs4"]
     assert fqdn("other") in second.mesh_vs_by_host and fqdn("h4") not in second.mesh_vs_by_host
     assert second.mesh_vs_by_host[fqdn("h5")] == first.mesh_vs_by_host[fqdn("h5")]
+
+
+def test_an_endpoint_update_with_known_hosts_keeps_every_other_assignment() -> None:
+    """``with_registry(registry, changed)``: assignments of hosts outside ``changed`` are the very same resources
+    (not rebuilt, same bytes for the encoder), the changed host's are rebuilt with the new endpoints."""
+    from dataclasses import replace
+
+    from meshplane.model.service import ShardKey
+    from meshplane.registry.aggregate import update_shard
+
+    ctx = context(bookinfo_registry())
+    p = client(1)
+    before = {r.name: r for r in generate(xdstypes.ENDPOINT, p, ctx)}
+    reviews = fqdn("reviews")
+    moved = tuple(replace(e, address="127.0.9.9") for e in ctx.registry.endpoints_of(reviews)[:1])
+    shard = next(iter(ctx.registry.shards[reviews]))
+    assert isinstance(shard, ShardKey)
+    registry = update_shard(ctx.registry, shard, {reviews: moved})
+    ctx2 = ctx.with_registry(registry, frozenset({reviews}))
+    after = {r.name: r for r in generate(xdstypes.ENDPOINT, p, ctx2)}
+    assert after.keys() == before.keys()
+    changed = {n for n in after if n.endswith(f"|{reviews}")}
+    assert changed and all(after[n] is not before[n] for n in changed)
+    assert all(after[n] is before[n] for n in after.keys() - changed)
+    assert b"127.0.9.9" in after[f"outbound|9080||{reviews}"].resource.value
+    # Without the changed hosts nothing endpoint-bound is kept (the caller does not know what moved).
+    ctx3 = ctx.with_registry(registry)
+    assert not [k for k in ctx3._cache if k and k[0] == xdstypes.ENDPOINT]

@@ -154,3 +154,99 @@ async def test_an_east_west_gateway_moving_is_a_full_push() -> None:
     finally:
         await server.stop(0)
         await store.close()
+
+
+class _Source:
+    """A registry source that reports what changed (``IncrementalRegistry``), like a member cluster's."""
+
+    def __init__(self, hosts: list[str]) -> None:
+        from meshplane.model.service import Endpoint, Service, ServicePort
+
+        self._svc = {h: Service(h, "default", (ServicePort(9080, "http", "HTTP"),)) for h in hosts}
+        self.eps: dict[str, tuple[Endpoint, ...]] = {
+            h: (Endpoint(f"10.2.0.{i + 1}", cluster_id="remote"),) for i, h in enumerate(hosts)}
+        self.pending: set[str] = set()
+        self.services_changed = True
+        self.asked = 0
+
+    @property
+    def cluster_id(self) -> str:
+        return "remote"
+
+    @property
+    def source(self) -> str:
+        return "Fake"
+
+    def services(self) -> Sequence[Any]:
+        return tuple(self._svc.values())
+
+    def endpoints(self) -> dict[str, Any]:
+        return dict(self.eps)
+
+    def take_changes(self) -> frozenset[str] | None:
+        self.asked += 1
+        out = None if self.services_changed else frozenset(self.pending)
+        self.services_changed = False
+        self.pending.clear()
+        return out
+
+    def move(self, host: str, address: str) -> None:
+        from meshplane.model.service import Endpoint
+
+        self.eps[host] = (Endpoint(address, cluster_id="remote"),)
+        self.pending.add(host)
+
+
+async def test_a_source_reporting_its_changed_hosts_is_updated_without_a_re_merge(monkeypatch: Any) -> None:
+    from meshplane.xds import server as server_mod
+
+    store = MemoryStore()
+    await store.start()
+    merges: list[int] = []
+    real = server_mod.aggregate
+
+    def counting(sources: Any) -> Any:
+        merges.append(1)
+        return real(sources)
+
+    diffs: list[int] = []
+    real_diff = server_mod.diff_endpoints
+
+    def counting_diff(old: Any, new: Any) -> Any:
+        diffs.append(1)
+        return real_diff(old, new)
+
+    monkeypatch.setattr(server_mod, "aggregate", counting)
+    monkeypatch.setattr(server_mod, "diff_endpoints", counting_diff)
+    source = _Source([fqdn(f"r{i}") for i in range(5)])
+    server = XdsServer(store, XdsSettings(debounce_quiet=0.01, debounce_max=0.05))
+    await server.start("127.0.0.1:0")
+    try:
+        _connect(server)
+        server.add_registry(source)
+        await server.wait_idle()
+        assert server.registry.endpoints_of(fqdn("r2"))[0].address == "10.2.0.3"
+        merges_before, diffs_before = len(merges), len(diffs)
+        builds, eds = server.context_builds, server.eds_pushes
+
+        source.move(fqdn("r2"), "10.2.9.9")
+        server.registry_changed("r2 moved")
+        await server.wait_idle()
+        assert len(merges) == merges_before and len(diffs) == diffs_before  # no re-merge of the mesh, no diff
+        assert server.context_builds == builds and server.eds_pushes == eds + 1
+        assert server.registry.endpoints_of(fqdn("r2"))[0].address == "10.2.9.9"
+        assert server.registry.endpoints_of(fqdn("r1"))[0].address == "10.2.0.2"
+
+        source.services_changed = True  # a source that cannot tell (or whose services changed): merged whole
+        source.move(fqdn("r3"), "10.2.8.8")
+        server.registry_changed("r3 moved, services may differ")
+        await server.wait_idle()
+        assert len(merges) == merges_before + 1
+        assert server.registry.endpoints_of(fqdn("r3"))[0].address == "10.2.8.8"
+
+        server.remove_registry(source)
+        await server.wait_idle()
+        assert server.registry.endpoints_of(fqdn("r3")) == ()
+    finally:
+        await server.stop(0)
+        await store.close()
