@@ -265,43 +265,182 @@ def _reply(obj: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-# --- driver: simulated proxies ---------------------------------------------------------------------------------
+# --- simulated proxies (driver processes) ----------------------------------------------------------------------
+#
+# A driver process holds a share of the proxies on its own event loop. It reads responses as raw bytes: only the
+# DiscoveryResponse's own small fields (version, type, nonce) and the positions of its resources are read in
+# Python; the resources are parsed with protobuf only when their bytes differ from what this process already
+# parsed for the type (every proxy of one scope receives the same bytes, so that is once per process and type,
+# and once per change for EDS). An endpoint change is detected only when the pushed ClusterLoadAssignment really
+# holds the new address. ACKs are encoded by hand: version, nonce and type, plus the EDS/RDS names the proxy
+# references (like Envoy), whose encoding is built once per distinct set of names.
 
-_names: dict[bytes, tuple[str, Any]] = {}  # Any.value -> (name, extra); shared: all proxies get the same bytes
+
+def _varint(data: bytes, i: int) -> tuple[int, int]:
+    b = data[i]
+    if b < 0x80:
+        return b, i + 1
+    result, shift = b & 0x7F, 7
+    while True:
+        i += 1
+        b = data[i]
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, i + 1
+        shift += 7
 
 
-def _cluster(value: bytes) -> tuple[str, Any]:
-    hit = _names.get(value)
+def _enc_varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _field(number: int, value: bytes) -> bytes:
+    return _enc_varint(number << 3 | 2) + _enc_varint(len(value)) + value
+
+
+def scan_response(data: bytes) -> tuple[str, str, str, int, int]:
+    """(version_info, type_url, nonce, start, end) of an encoded DiscoveryResponse; ``data[start:end]`` spans
+    every ``resources`` field (tags included) and whatever lies between them: parseable on its own."""
+    version = type_url = nonce = ""
+    start = end = -1
+    i, n = 0, len(data)
+    while i < n:
+        tag = i
+        key, i = _varint(data, i)
+        wire = key & 7
+        if wire == 2:
+            length, i = _varint(data, i)
+            j = i + length
+            field_no = key >> 3
+            if field_no == 2:
+                if start < 0:
+                    start = tag
+                end = j
+            elif field_no == 1:
+                version = data[i:j].decode()
+            elif field_no == 4:
+                type_url = data[i:j].decode()
+            elif field_no == 5:
+                nonce = data[i:j].decode()
+            i = j
+        elif wire == 0:
+            _, i = _varint(data, i)
+        elif wire == 1:
+            i += 8
+        elif wire == 5:
+            i += 4
+        else:
+            raise ValueError(f"unexpected wire type {wire}")
+    if start < 0:
+        start = end = 0
+    return version, type_url, nonce, start, end
+
+
+def _resource_values(region: bytes) -> list[bytes]:
+    """The Any.value of every resource in a region from :func:`scan_response`."""
+    resp = discovery_pb2.DiscoveryResponse.FromString(region)
+    return [a.value for a in resp.resources]
+
+
+def _cluster_info(value: bytes) -> tuple[str, str]:
+    c = cluster_pb2.Cluster.FromString(value)
+    eds = (c.eds_cluster_config.service_name or c.name) if c.type == cluster_pb2.Cluster.EDS else ""
+    return c.name, eds
+
+
+def _listener_info(value: bytes) -> tuple[str, frozenset[str]]:
+    lst = listener_pb2.Listener.FromString(value)
+    routes = set()
+    for chain in lst.filter_chains:
+        for f in chain.filters:
+            if f.typed_config.type_url.endswith("HttpConnectionManager"):
+                h = hcm_pb2.HttpConnectionManager.FromString(f.typed_config.value)
+                if h.HasField("rds"):
+                    routes.add(h.rds.route_config_name)
+    return lst.name, frozenset(routes)
+
+
+def _route_info(value: bytes) -> tuple[str, None]:
+    from envoy.config.route.v3 import route_pb2
+
+    return route_pb2.RouteConfiguration.FromString(value).name, None
+
+
+def _cla_info(value: bytes) -> tuple[str, frozenset[str]]:
+    cla = endpoint_pb2.ClusterLoadAssignment.FromString(value)
+    return cla.cluster_name, frozenset(lb.endpoint.address.socket_address.address for g in cla.endpoints
+                                       for lb in g.lb_endpoints)
+
+
+_INFO = {CDS: _cluster_info, LDS: _listener_info, RDS: _route_info, EDS: _cla_info}
+
+
+@dataclass(frozen=True)
+class Content:
+    """What a proxy needs from one response's resources: name -> extra (CDS: EDS service name or ""; LDS: RDS
+    names; EDS: endpoint addresses), and the names referenced (CDS: EDS names; LDS: RDS names)."""
+
+    items: dict[str, Any]
+    wanted: frozenset[str]
+
+
+class ContentCache:
+    """Per process: the last region parsed per type (compared byte for byte), and parsed resources by their bytes.
+    Exact: equal bytes parse to equal content."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, tuple[bytes, Content]] = {}
+        self.resources: dict[bytes, tuple[str, Any]] = {}
+        self.parsed_regions = 0
+
+    def content(self, type_url: str, region: bytes) -> Content:
+        hit = self.last.get(type_url)
+        if hit is not None and hit[0] == region:
+            return hit[1]
+        self.parsed_regions += 1
+        info = _INFO[type_url]
+        items: dict[str, Any] = {}
+        for value in _resource_values(region):
+            r = self.resources.get(value)
+            if r is None:
+                r = self.resources[value] = info(value)
+            items[r[0]] = r[1]
+        if type_url == CDS:
+            wanted = frozenset(v for v in items.values() if v)
+        elif type_url == LDS:
+            wanted = frozenset().union(*items.values())
+        else:
+            wanted = frozenset()
+        content = Content(items, wanted)
+        self.last[type_url] = (region, content)
+        return content
+
+
+_NAMES_FIELD: dict[frozenset[str], bytes] = {}  # a set of names -> its encoded ``resource_names`` (sorted)
+
+
+def _names_field(names: frozenset[str]) -> bytes:
+    hit = _NAMES_FIELD.get(names)
     if hit is None:
-        c = cluster_pb2.Cluster.FromString(value)
-        eds = c.eds_cluster_config.service_name or c.name if c.type == cluster_pb2.Cluster.EDS else ""
-        hit = _names[value] = (c.name, eds)
+        hit = _NAMES_FIELD[names] = b"".join(_field(3, n.encode()) for n in sorted(names))
     return hit
 
 
-def _listener(value: bytes) -> tuple[str, Any]:
-    hit = _names.get(value)
-    if hit is None:
-        lst = listener_pb2.Listener.FromString(value)
-        routes = set()
-        for chain in lst.filter_chains:
-            for f in chain.filters:
-                if f.typed_config.type_url.endswith("HttpConnectionManager"):
-                    h = hcm_pb2.HttpConnectionManager.FromString(f.typed_config.value)
-                    if h.HasField("rds"):
-                        routes.add(h.rds.route_config_name)
-        hit = _names[value] = (lst.name, frozenset(routes))
-    return hit
+def _request(type_url: str, version: str = "", nonce: str = "", names: frozenset[str] = frozenset(),
+             node: bytes = b"") -> bytes:
+    """An encoded DiscoveryRequest (field order as Envoy writes it: version, node, names, type, nonce)."""
+    out = _field(1, version.encode()) if version else b""
+    return out + node + _names_field(names) + _field(4, type_url.encode()) + (
+        _field(5, nonce.encode()) if nonce else b"")
 
 
-def _cla(value: bytes) -> tuple[str, Any]:
-    hit = _names.get(value)
-    if hit is None:
-        cla = endpoint_pb2.ClusterLoadAssignment.FromString(value)
-        addrs = frozenset(lb.endpoint.address.socket_address.address for g in cla.endpoints
-                          for lb in g.lb_endpoints)
-        hit = _names[value] = (cla.cluster_name, addrs)
-    return hit
+def _identity(b: bytes) -> bytes:
+    return b
 
 
 @dataclass
@@ -309,9 +448,10 @@ class SimProxy:
     """ACKs like Envoy (SotW): wildcard CDS/LDS, then EDS/RDS for the names they reference."""
 
     k: int
-    eds_wanted: set[str] = field(default_factory=set)
-    rds_wanted: set[str] = field(default_factory=set)
-    eds: dict[str, frozenset[str]] = field(default_factory=dict)
+    cache: ContentCache
+    eds_wanted: frozenset[str] = frozenset()
+    rds_wanted: frozenset[str] = frozenset()
+    eds: set[str] = field(default_factory=set)
     rds: set[str] = field(default_factory=set)
     got: set[str] = field(default_factory=set)
     complete_at: float = 0.0
@@ -320,49 +460,50 @@ class SimProxy:
     watch_at: float = 0.0
 
     def complete(self) -> bool:
-        return ({CDS, LDS} <= self.got and self.eds_wanted <= self.eds.keys() and self.rds_wanted <= self.rds)
+        return ({CDS, LDS} <= self.got and self.eds_wanted <= self.eds and self.rds_wanted <= self.rds)
 
     async def run(self, channel: grpc.aio.Channel, done: asyncio.Event) -> None:
-        call = channel.stream_stream(METHOD, request_serializer=lambda m: m.SerializeToString(),
-                                     response_deserializer=discovery_pb2.DiscoveryResponse.FromString)()
+        call = channel.stream_stream(METHOD, request_serializer=_identity, response_deserializer=_identity)()
         node = discovery_pb2.DiscoveryRequest().node
         node.id = node_id(self.k)
         node.cluster = f"client-{self.k}.{NS}"
-        await call.write(discovery_pb2.DiscoveryRequest(node=node, type_url=CDS))
-        await call.write(discovery_pb2.DiscoveryRequest(type_url=LDS))
-        async for resp in call:
-            t = resp.type_url
+        await call.write(_request(CDS, node=_field(2, node.SerializeToString())))
+        await call.write(_request(LDS))
+        cache = self.cache
+        async for data in call:
+            version, t, nonce, start, end = scan_response(data)
+            content = cache.content(t, data[start:end])
             self.got.add(t)
-            ack = discovery_pb2.DiscoveryRequest(type_url=t, version_info=resp.version_info,
-                                                 response_nonce=resp.nonce)
-            extra: discovery_pb2.DiscoveryRequest | None = None
+            extra: bytes | None = None
+            names: frozenset[str] = frozenset()
             if t == CDS:
-                wanted = {_cluster(a.value)[1] for a in resp.resources} - {""}
-                if wanted != self.eds_wanted:
+                if content.wanted != self.eds_wanted:
                     first = not self.eds_wanted
-                    self.eds_wanted = wanted
+                    self.eds_wanted = content.wanted
                     if first:
-                        extra = discovery_pb2.DiscoveryRequest(type_url=EDS, resource_names=sorted(wanted))
+                        extra = _request(EDS, names=content.wanted)
             elif t == LDS:
-                wanted = set().union(*(_listener(a.value)[1] for a in resp.resources))
-                if wanted != self.rds_wanted:
+                if content.wanted != self.rds_wanted:
                     first = not self.rds_wanted
-                    self.rds_wanted = wanted
+                    self.rds_wanted = content.wanted
                     if first:
-                        extra = discovery_pb2.DiscoveryRequest(type_url=RDS, resource_names=sorted(wanted))
+                        extra = _request(RDS, names=content.wanted)
             elif t == EDS:
-                ack.resource_names.extend(sorted(self.eds_wanted))
-                for a in resp.resources:
-                    name, addrs = _cla(a.value)
-                    self.eds[name] = addrs
-                    if self.watch and name == self.watch[0] and self.watch[1] in addrs:
+                names = self.eds_wanted
+                if not self.complete_at:
+                    self.eds.update(content.items)
+                watch = self.watch
+                if watch is not None:
+                    addrs = content.items.get(watch[0])
+                    if addrs is not None and watch[1] in addrs:
                         self.watch_at = time.perf_counter()
                         self.watch = None
                         self.watch_hit.set()
             elif t == RDS:
-                ack.resource_names.extend(sorted(self.rds_wanted))
-                self.rds.update(r.name for r in _route_names(resp))
-            await call.write(ack)
+                names = self.rds_wanted
+                if not self.complete_at:
+                    self.rds.update(content.items)
+            await call.write(_request(t, version, nonce, names))
             if extra is not None:
                 await call.write(extra)
             if not self.complete_at and self.complete():
@@ -370,88 +511,139 @@ class SimProxy:
                 done.set()
 
 
-class _Named:
-    def __init__(self, name: str) -> None:
-        self.name = name
+async def _drive(args: argparse.Namespace) -> None:
+    """A driver process: proxies ``first .. first+count-1``, commands on stdin, one JSON line per reply."""
+    cache = ContentCache()
+    proxies = [SimProxy(k, cache) for k in range(args.first, args.first + args.count)]
+    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{args.port}", options=[
+        ("grpc.max_receive_message_length", 1 << 27), ("grpc.use_local_subchannel_pool", 1),
+        ("grpc.channel_id", args.first + c)]) for c in range(max(1, args.count // 100))]
+    events = [asyncio.Event() for _ in proxies]
+    tasks: list[asyncio.Task[None]] = []
+
+    def failed(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            print(f"driver {args.first}: proxy failed: {task.exception()!r}", file=sys.stderr, flush=True)
+
+    _reply({"ready": True})
+    loop = asyncio.get_running_loop()
+    while True:
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        cmd = line.split()
+        if not cmd or cmd[0] == "quit":
+            break
+        if cmd[0] == "start":
+            for k, p in enumerate(proxies):
+                tasks.append(asyncio.create_task(p.run(channels[k % len(channels)], events[k])))
+                tasks[-1].add_done_callback(failed)
+            await asyncio.gather(*(e.wait() for e in events))
+            _reply({"complete": [p.complete_at for p in proxies]})
+        elif cmd[0] == "watch":
+            for p in proxies:
+                p.watch_hit.clear()
+                p.watch = (cmd[1], cmd[2])
+            _reply({"armed": True})
+            await asyncio.gather(*(p.watch_hit.wait() for p in proxies))
+            _reply({"hits": [p.watch_at for p in proxies]})
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for ch in channels:
+        await ch.close()
+    _reply({**_usage(), "parsed_regions": cache.parsed_regions})
 
 
-def _route_names(resp: discovery_pb2.DiscoveryResponse) -> list[_Named]:
-    from envoy.config.route.v3 import route_pb2
-
-    out = []
-    for a in resp.resources:
-        hit = _names.get(a.value)
-        if hit is None:
-            hit = _names[a.value] = (route_pb2.RouteConfiguration.FromString(a.value).name, None)
-        out.append(_Named(hit[0]))
-    return out
+# --- coordinator -----------------------------------------------------------------------------------------------
 
 
-class ServerProc:
-    def __init__(self, role: str, args: argparse.Namespace) -> None:
+class Child:
+    """A child process of this script, driven over stdin/stdout lines (one JSON object per reply)."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+
+    @classmethod
+    async def spawn(cls, role: str, args: argparse.Namespace, *extra: str) -> Child:
         cmd = [sys.executable, os.path.abspath(__file__), "--role", role, "--services", str(args.services),
                "--endpoints", str(args.endpoints), "--changes", str(args.changes), "--quiet", str(args.quiet),
-               "--max-delay", str(args.max_delay), "--concurrency", str(args.concurrency)]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+               "--max-delay", str(args.max_delay), "--concurrency", str(args.concurrency), *extra]
+        proc = await asyncio.create_subprocess_exec(*cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                                    limit=1 << 24)
+        return cls(proc)
 
-    async def ask(self, line: str | None = None) -> dict[str, Any]:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        if line is not None:
-            self.proc.stdin.write(line + "\n")
-            self.proc.stdin.flush()
-        out = await asyncio.get_running_loop().run_in_executor(None, self.proc.stdout.readline)
+    def send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line.encode() + b"\n")
+
+    async def recv(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        out = await self.proc.stdout.readline()
         if not out:
-            raise RuntimeError(f"server exited with {self.proc.wait()}")
+            raise RuntimeError(f"child exited with {await self.proc.wait()}")
         result: dict[str, Any] = json.loads(out)
         return result
 
-    def stop(self) -> None:
+    async def ask(self, line: str) -> dict[str, Any]:
+        self.send(line)
+        return await self.recv()
+
+    async def stop(self) -> dict[str, Any] | None:
+        result = None
         try:
-            if self.proc.stdin:
-                self.proc.stdin.write("quit\n")
-                self.proc.stdin.flush()
-            self.proc.wait(10)
+            if self.proc.returncode is None:
+                result = await asyncio.wait_for(self.ask("quit"), 20)
+        except Exception:
+            result = None
+        try:
+            await asyncio.wait_for(self.proc.wait(), 20)
         except Exception:
             self.proc.kill()
-            self.proc.wait()
+            await self.proc.wait()
+        return result
+
+
+def default_drivers() -> int:
+    """Driver processes: one per core (the server has its own process), at least two."""
+    return max(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 2)
 
 
 async def measure(role: str, args: argparse.Namespace) -> dict[str, Any]:
-    _names.clear()
-    server = ServerProc(role, args)
+    """One server (meshplane or baseline) against ``args.drivers`` driver processes. Every timestamp is
+    ``time.perf_counter()`` (CLOCK_MONOTONIC on Linux: one clock for every process of the machine)."""
+    server = await Child.spawn(role, args)
+    drivers: list[Child] = []
     try:
-        hello = await server.ask()
+        hello = await server.recv()
         port = hello["port"]
-        channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=[
-            ("grpc.max_receive_message_length", 1 << 27), ("grpc.use_local_subchannel_pool", 1),
-            ("grpc.channel_id", c)]) for c in range(max(1, args.proxies // 100))]
-        proxies = [SimProxy(k) for k in range(args.proxies)]
-        events = [asyncio.Event() for _ in proxies]
+        k = max(1, min(args.drivers, args.proxies))
+        bounds = [args.proxies * d // k for d in range(k + 1)]
+        for d in range(k):
+            drivers.append(await Child.spawn("proxies", args, "--port", str(port), "--first", str(bounds[d]),
+                                             "--count", str(bounds[d + 1] - bounds[d])))
+        await asyncio.gather(*(d.recv() for d in drivers))
         before = await server.ask("stats")
         t0 = time.perf_counter()
-        tasks = [asyncio.create_task(p.run(channels[k % len(channels)], events[k])) for k, p in enumerate(proxies)]
-        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in events)), args.timeout)
-        convergence = max(p.complete_at for p in proxies) - t0
+        for d in drivers:
+            d.send("start")
+        done = await asyncio.wait_for(asyncio.gather(*(d.recv() for d in drivers)), args.timeout)
+        convergence = max(max(r["complete"]) for r in done) - t0
         after_conv = await server.ask("stats")
         latencies: list[float] = []
         for c in range(args.changes):
             i = c % args.services
             cluster = f"outbound|80||{host_of(i)}"
             expected = endpoint_ip(i, 0, c + 1)
-            for p in proxies:
-                p.watch_hit.clear()
-                p.watch = (cluster, expected)
+            for d in drivers:
+                d.send(f"watch {cluster} {expected}")
+            await asyncio.gather(*(d.recv() for d in drivers))
             t1 = time.perf_counter()
             reply = await server.ask(f"change {i}")
             assert reply["address"] == expected, (reply, expected)
-            await asyncio.wait_for(asyncio.gather(*(p.watch_hit.wait() for p in proxies)), args.timeout)
-            latencies.extend(p.watch_at - t1 for p in proxies)
+            hits = await asyncio.wait_for(asyncio.gather(*(d.recv() for d in drivers)), args.timeout)
+            latencies.extend(h - t1 for r in hits for h in r["hits"])
         after = await server.ask("stats")
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for ch in channels:
-            await ch.close()
+        finals = await asyncio.gather(*(d.stop() for d in drivers))
+        drivers = []
         latencies.sort()
         return {
             "convergence_s": convergence,
@@ -462,9 +654,11 @@ async def measure(role: str, args: argparse.Namespace) -> dict[str, Any]:
             "server_cpu_changes_s": after["cpu_s"] - after_conv["cpu_s"],
             "server_cpu_setup_s": before["cpu_s"],
             "server_peak_rss_mb": after["peak_rss_mb"],
+            "driver_cpu_s": sum(f["cpu_s"] for f in finals if f),
         }
     finally:
-        server.stop()
+        await asyncio.gather(*(d.stop() for d in drivers))
+        await server.stop()
 
 
 def main() -> None:
@@ -473,11 +667,17 @@ def main() -> None:
     ap.add_argument("--endpoints", "-E", type=int, default=3)
     ap.add_argument("--proxies", "-N", type=int, default=20)
     ap.add_argument("--changes", type=int, default=5, help="endpoint changes measured one after another")
+    ap.add_argument("--drivers", type=int, default=default_drivers(),
+                    help="driver processes holding the proxies (default: one per core, at least 2)")
     ap.add_argument("--quiet", type=float, default=0.01, help="debounce quiet period (s)")
     ap.add_argument("--max-delay", type=float, default=0.1, help="debounce maximum delay (s)")
     ap.add_argument("--concurrency", type=int, default=100, help="max concurrent pushes")
     ap.add_argument("--timeout", type=float, default=300.0)
-    ap.add_argument("--role", choices=["driver", "meshplane", "baseline"], default="driver", help=argparse.SUPPRESS)
+    ap.add_argument("--role", choices=["driver", "meshplane", "baseline", "proxies"], default="driver",
+                    help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     ap.add_argument("--no-baseline", action="store_true", help="measure meshplane only (while iterating)")
     args = ap.parse_args()
@@ -487,18 +687,23 @@ def main() -> None:
     if args.role == "baseline":
         asyncio.run(_serve_baseline(args))
         return
+    if args.role == "proxies":
+        asyncio.run(_drive(args))
+        return
     base = None if args.no_baseline else asyncio.run(measure("baseline", args))
     mesh = asyncio.run(measure("meshplane", args))
     base = base or mesh
     result = {"params": {"S": args.services, "E": args.endpoints, "N": args.proxies, "changes": args.changes,
-                         "quiet_s": args.quiet, "max_delay_s": args.max_delay},
+                         "drivers": args.drivers, "quiet_s": args.quiet, "max_delay_s": args.max_delay},
+              "load_average": os.getloadavg(),
               "meshplane": mesh, "baseline": base,
               "ratio": {k: (mesh[k] / base[k] if base[k] else None) for k in mesh}}
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    print(f"S={args.services} E={args.endpoints} N={args.proxies} changes={args.changes} "
-          f"(debounce {args.quiet}s/{args.max_delay}s)")
+    print(f"S={args.services} E={args.endpoints} N={args.proxies} changes={args.changes} drivers={args.drivers} "
+          f"(debounce {args.quiet}s/{args.max_delay}s); load average at the end "
+          + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     print(f"{'metric':28} {'meshplane':>12} {'baseline':>12} {'ratio':>8}")
     for k in mesh:
         r = result["ratio"][k]
