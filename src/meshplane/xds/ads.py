@@ -62,15 +62,50 @@ def _integral(value: Any) -> Any:
     return value
 
 
-def sotw_request(raw: discovery_pb2.DiscoveryRequest) -> XdsRequest:
-    return XdsRequest(
-        type_url=raw.type_url,
-        delta=False,
-        nonce=raw.response_nonce,
-        error=raw.error_detail.message or "rejected" if raw.HasField("error_detail") else None,
-        version_info=raw.version_info,
-        names=frozenset(raw.resource_names),
-    )
+# SotW subscriptions by their exact encoding (the ``resource_names`` field alone) -> (that encoding, the names).
+# Streams that name the same resources in the same order share one frozenset (and one encoding): no per-request
+# set, no per-stream copy. A memo of a pure function, bounded: cleared when full.
+_NAME_SETS: dict[bytes, tuple[bytes, frozenset[str]]] = {}
+_NAME_SETS_MAX = 256
+_NOT_NAMES = ("version_info", "node", "type_url", "response_nonce", "error_detail")
+
+# Per stream: type URL -> (encoding, names) of the latest SotW request of that type.
+LastNames = dict[str, tuple[bytes, frozenset[str]]]
+
+
+def sotw_request(raw: discovery_pb2.DiscoveryRequest, last: LastNames | None = None) -> XdsRequest:
+    """The protocol-neutral request. ``raw`` is consumed (its other fields are cleared to encode the names).
+
+    Why: an ACK of ClusterLoadAssignments names every one of them (a thousand names per ACK in a large mesh),
+    and it usually names exactly what the previous request of the stream named. The names are compared as
+    encoded bytes (protobuf serializes them in C; one memcmp against ``last``), and a frozenset is built only
+    for an encoding not seen before; otherwise the request carries the previous (shared) frozenset, which
+    ``should_respond`` recognizes by identity. Other orders, subsets and supersets get their own set."""
+    type_url = raw.type_url
+    nonce = raw.response_nonce
+    error = raw.error_detail.message or "rejected" if raw.HasField("error_detail") else None
+    version_info = raw.version_info
+    names: frozenset[str] = frozenset()
+    if len(raw.resource_names):
+        for f in _NOT_NAMES:
+            raw.ClearField(f)
+        key: bytes = raw.SerializeToString()
+        prev = last.get(type_url) if last is not None else None
+        if prev is not None and prev[0] == key:
+            names = prev[1]
+        else:
+            hit = _NAME_SETS.get(key)
+            if hit is None:
+                if len(_NAME_SETS) >= _NAME_SETS_MAX:
+                    _NAME_SETS.clear()
+                hit = _NAME_SETS[key] = (key, frozenset(raw.resource_names))
+            names = hit[1]
+            if last is not None:
+                last[type_url] = hit
+    elif last is not None:
+        last.pop(type_url, None)
+    return XdsRequest(type_url=type_url, delta=False, nonce=nonce, error=error, version_info=version_info,
+                      names=names)
 
 
 def delta_request(raw: discovery_pb2.DeltaDiscoveryRequest) -> XdsRequest:
@@ -116,6 +151,7 @@ class AdsHandler:
         hub = self._hub
         conn = Connection(delta=delta, peer=context.peer(), translator=hub.translator, send=context.write)
         problem: list[tuple[grpc.StatusCode, str]] = []
+        last_names: LastNames = {}
 
         async def read() -> None:
             async for raw in requests:
@@ -135,7 +171,7 @@ class AdsHandler:
                 if not raw.type_url:
                     problem.append((grpc.StatusCode.INVALID_ARGUMENT, "request without type_url"))
                     return
-                req = delta_request(raw) if delta else sotw_request(raw)
+                req = delta_request(raw) if delta else sotw_request(raw, last_names)
                 await conn.handle(req, hub.state)
 
         reader = asyncio.create_task(read(), name=f"xds-read-{conn.id}")

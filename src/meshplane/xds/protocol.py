@@ -62,7 +62,9 @@ class XdsRequest:
     nonce: str = ""
     error: str | None = None  # error_detail.message when error_detail is set: a NACK
     version_info: str = ""  # SotW only: the version the client holds
-    names: frozenset[str] = frozenset()  # SotW: the complete subscription
+    # SotW: the complete subscription. Requests naming the same resources may carry the very same frozenset
+    # (``ads.sotw_request`` shares them by their encoding): an identical object is the cheap "unchanged" case.
+    names: frozenset[str] = frozenset()
     subscribe: frozenset[str] = frozenset()  # Delta: names added
     unsubscribe: frozenset[str] = frozenset()  # Delta: names removed
     initial_versions: dict[str, str] = field(default_factory=dict)  # Delta: what the client already has
@@ -83,7 +85,8 @@ class WatchedType:
     type_url: str
     delta: bool
     wildcard: bool = False
-    names: set[str] = field(default_factory=set)
+    # SotW: the request's frozenset itself (shared, never mutated); Delta: a set of this stream, mutated in place.
+    names: set[str] | frozenset[str] = field(default_factory=set)
     nonce_sent: str = ""
     version_sent: str = ""  # SotW: version_info of the latest response
     full_version_sent: str = ""  # SotW wildcard types: content of the latest complete set sent
@@ -186,6 +189,8 @@ def should_respond(wt: WatchedType | None, req: XdsRequest, *, now: float | None
     wt.requests += 1
     if wt.delta:
         acked = _ack_pending(wt, req.nonce, now)
+        if not isinstance(wt.names, set):
+            wt.names = set(wt.names)
         new_names: set[str] = set()
         if "*" in req.subscribe:
             wt.wildcard = True
@@ -209,8 +214,10 @@ def should_respond(wt: WatchedType | None, req: XdsRequest, *, now: float | None
         return wt, Decision(Verdict.STALE, False)
     _ack_pending(wt, req.nonce, now)
     wt.version_acked = req.version_info
-    if not wt.wildcard and req.names != wt.names:  # frozenset == set compares members; no copy
-        wt.names = set(req.names)
+    # The common case, an ACK naming what the previous request named, is usually the same frozenset (identity);
+    # otherwise the members are compared (the same names in another order are no change).
+    if not wt.wildcard and req.names is not wt.names and req.names != wt.names:
+        wt.names = req.names
         wt.names_rev += 1
         wt.always_respond = False
         return wt, Decision(Verdict.SUBSCRIBE, True)
@@ -221,11 +228,12 @@ def should_respond(wt: WatchedType | None, req: XdsRequest, *, now: float | None
 
 
 def _new(req: XdsRequest, delta: bool) -> WatchedType:
+    names: set[str] | frozenset[str]
     if delta:
         names = set(req.subscribe - {"*"})
         wildcard = "*" in req.subscribe or (not req.subscribe and req.type_url in WILDCARD_TYPES)
     else:
-        names = set(req.names - {"*"})
+        names = req.names - {"*"} if "*" in req.names else req.names  # frozen: kept as is, never mutated
         wildcard = req.type_url in WILDCARD_TYPES and (not req.names or "*" in req.names)
     return WatchedType(type_url=req.type_url, delta=delta, wildcard=wildcard, names=names)
 
