@@ -34,13 +34,75 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+sys.path[:0] = [str(ROOT)]
 
 import grpc  # noqa: E402
+from envoy.config.cluster.v3 import cluster_pb2  # noqa: E402
+from envoy.config.endpoint.v3 import endpoint_pb2  # noqa: E402
+from envoy.config.listener.v3 import listener_pb2  # noqa: E402
+from envoy.config.route.v3 import route_pb2  # noqa: E402
+from envoy.extensions.filters.network.http_connection_manager.v3 import (  # noqa: E402
+    http_connection_manager_pb2 as hcm_pb2,
+)
 from envoy.service.discovery.v3 import discovery_pb2  # noqa: E402
-from xds_scale import CDS, EDS, LDS, METHOD, RDS, _cla, _cluster, _listener, _names, _route_names  # noqa: E402
 
 NS = "bench"
+CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+EDS = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+LDS = "type.googleapis.com/envoy.config.listener.v3.Listener"
+RDS = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+
+# Decoded resources by their bytes: every simulated proxy receives the same serialized resources, so each is
+# parsed once per run (the proxies' parsing must not be what the benchmark measures).
+_names: dict[bytes, tuple[str, Any]] = {}
+
+
+def _cluster(value: bytes) -> tuple[str, Any]:
+    """(name, EDS service name or "")."""
+    hit = _names.get(value)
+    if hit is None:
+        c = cluster_pb2.Cluster.FromString(value)
+        eds = c.eds_cluster_config.service_name or c.name if c.type == cluster_pb2.Cluster.EDS else ""
+        hit = _names[value] = (c.name, eds)
+    return hit
+
+
+def _listener(value: bytes) -> tuple[str, Any]:
+    """(name, the route configuration names its HTTP connection managers reference)."""
+    hit = _names.get(value)
+    if hit is None:
+        lst = listener_pb2.Listener.FromString(value)
+        routes = set()
+        for chain in lst.filter_chains:
+            for f in chain.filters:
+                if f.typed_config.type_url.endswith("HttpConnectionManager"):
+                    h = hcm_pb2.HttpConnectionManager.FromString(f.typed_config.value)
+                    if h.HasField("rds"):
+                        routes.add(h.rds.route_config_name)
+        hit = _names[value] = (lst.name, frozenset(routes))
+    return hit
+
+
+def _cla(value: bytes) -> tuple[str, Any]:
+    """(cluster name, the endpoint addresses)."""
+    hit = _names.get(value)
+    if hit is None:
+        cla = endpoint_pb2.ClusterLoadAssignment.FromString(value)
+        addrs = frozenset(lb.endpoint.address.socket_address.address for g in cla.endpoints
+                          for lb in g.lb_endpoints)
+        hit = _names[value] = (cla.cluster_name, addrs)
+    return hit
+
+
+def _route_names(resp: discovery_pb2.DiscoveryResponse) -> list[str]:
+    out = []
+    for a in resp.resources:
+        hit = _names.get(a.value)
+        if hit is None:
+            hit = _names[a.value] = (route_pb2.RouteConfiguration.FromString(a.value).name, None)
+        out.append(hit[0])
+    return out
 
 
 def host_of(i: int) -> str:
@@ -51,9 +113,34 @@ def node_id(k: int) -> str:
     return f"sidecar~127.0.{k // 250}.{k % 250 + 1}~client-{k}.{NS}~{NS}.svc.cluster.local"
 
 
+_GC: dict[str, float] = {"pauses": 0, "max_ms": 0.0, "total_ms": 0.0, "start": 0.0}
+_LOOP_LAG: list[float] = [0.0]  # the longest event-loop stall seen (ms)
+
+
+def _gc_timer(phase: str, info: dict[str, Any]) -> None:
+    """Records the server's garbage-collector pauses (a stalled loop delays every push)."""
+    if phase == "start":
+        _GC["start"] = time.perf_counter()
+        return
+    ms = (time.perf_counter() - _GC["start"]) * 1000
+    _GC["pauses"] += 1
+    _GC["total_ms"] += ms
+    _GC["max_ms"] = max(_GC["max_ms"], ms)
+
+
+async def _lag_probe() -> None:
+    """The longest delay of a 10 ms timer: how long the server's event loop was blocked at most."""
+    while True:
+        t = time.perf_counter()
+        await asyncio.sleep(0.01)
+        _LOOP_LAG[0] = max(_LOOP_LAG[0], (time.perf_counter() - t - 0.01) * 1000)
+
+
 def _usage() -> dict[str, float]:
     ru = resource.getrusage(resource.RUSAGE_SELF)
-    return {"cpu_s": ru.ru_utime + ru.ru_stime, "peak_rss_mb": ru.ru_maxrss / 1024}
+    return {"cpu_s": ru.ru_utime + ru.ru_stime, "peak_rss_mb": ru.ru_maxrss / 1024, "gc_pauses": _GC["pauses"],
+            "gc_max_ms": round(_GC["max_ms"], 1), "gc_total_ms": round(_GC["total_ms"], 1),
+            "loop_lag_max_ms": round(_LOOP_LAG[0], 1)}
 
 
 def _reply(obj: dict[str, Any]) -> None:
@@ -86,6 +173,10 @@ async def _serve(args: argparse.Namespace) -> None:
     while not all(ctl.source(n) is not None and ctl.source(n).status.synced for n in clusters):
         await asyncio.sleep(0.05)
     await xds.wait_idle()
+    import gc
+
+    gc.callbacks.append(_gc_timer)
+    lag = asyncio.create_task(_lag_probe())
     _reply({"port": port, **_usage()})
     profiler = None
     if os.environ.get("MC_CHURN_PROFILE"):  # cProfile the server during the churn, dumped to that file
@@ -99,7 +190,9 @@ async def _serve(args: argparse.Namespace) -> None:
         if not cmd or cmd[0] == "quit":
             break
         if cmd[0] == "stats":
+            _LOOP_LAG[0] = 0.0 if cmd[1:] == ["reset"] else _LOOP_LAG[0]
             _reply({**_usage(), "eds_pushes": xds.eds_pushes, "full_pushes": xds.full_pushes})
+    lag.cancel()
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(os.environ["MC_CHURN_PROFILE"])
@@ -243,7 +336,7 @@ async def measure(label: str, n_clusters: int, args: argparse.Namespace) -> dict
             if loop.time() > deadline:
                 raise TimeoutError(f"proxies did not converge: {[p.endpoints() for p in proxies][:5]} of {total}")
             await asyncio.sleep(0.05)
-        before = await ask("stats")
+        before = await ask("stats reset")
         rng = random.Random(7)
         slices: dict[tuple[int, int], list[str]] = {}
         for c, api in enumerate(apis):
@@ -295,6 +388,8 @@ async def measure(label: str, n_clusters: int, args: argparse.Namespace) -> dict
         else None, "server_cpu_s": round(cpu, 2), "server_cpu_pct": round(100 * cpu / args.duration, 1),
         "eds_pushes": after["eds_pushes"] - before["eds_pushes"],
         "full_pushes": after["full_pushes"] - before["full_pushes"], "peak_rss_mb": round(after["peak_rss_mb"]),
+        "gc_pauses": after["gc_pauses"] - before["gc_pauses"], "gc_max_ms": after["gc_max_ms"],
+        "loop_lag_max_ms": after["loop_lag_max_ms"],
     }
 
 
@@ -311,14 +406,18 @@ def main() -> None:
     p.add_argument("--max-delay", type=float, default=0.2, help="debounce maximum delay (s)")
     p.add_argument("--timeout", type=float, default=300.0)
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--no-baseline", action="store_true", help="only the multi-cluster run (while iterating)")
     args = p.parse_args()
     if args.role == "server":
         asyncio.run(_serve(args))
         return
     results = []
-    for label, n in (("baseline: 1 cluster", 1), (f"{args.clusters} clusters", args.clusters)):
+    runs = [("baseline: 1 cluster", 1)] if not args.no_baseline else []
+    for label, n in (*runs, (f"{args.clusters} clusters", args.clusters)):
         results.append(asyncio.run(measure(label, n, args)))
         print(json.dumps(results[-1]), file=sys.stderr, flush=True)
+    if args.no_baseline:
+        return
     base, multi = results
     ratio = {"p99_ratio": round(multi["p99_ms"] / base["p99_ms"], 2) if base["p99_ms"] else None,
              "cpu_ratio": round(multi["server_cpu_s"] / base["server_cpu_s"], 2) if base["server_cpu_s"] else None,
@@ -327,7 +426,7 @@ def main() -> None:
         print(json.dumps({"results": results, **ratio}, indent=2))
         return
     cols = ["label", "endpoints", "changes", "delivered", "p50_ms", "p99_ms", "max_ms", "server_cpu_pct",
-            "eds_pushes", "full_pushes", "initial_sync_s", "peak_rss_mb"]
+            "eds_pushes", "full_pushes", "initial_sync_s", "peak_rss_mb", "gc_pauses", "gc_max_ms", "loop_lag_max_ms"]
     print(" | ".join(cols))
     for r in results:
         print(" | ".join(str(r[c]) for c in cols))
