@@ -159,7 +159,7 @@ class Connection:
             return False
         try:
             if wt.wildcard or not only_changed:
-                blob, key = state.encoder.sotw_list(wt.type_url, resources)
+                blob, key, versions = state.encoder.sotw_list(wt.type_url, resources)
                 if wt.wildcard and not force and key == wt.full_version_sent:
                     return False  # unchanged
             else:
@@ -168,13 +168,14 @@ class Connection:
                     return False
                 blob = b"".join(state.encoder.sotw_resource(wt.type_url, r) for r in resources)
                 key = encoding.content_key((r.name, r.version) for r in resources)
+                versions = {r.name: r.version for r in resources}
         except encoding.TypeUrlMismatch:
             log.exception("%s: not sending %s", self.id, wt.type_url)
             return False
         if not force and key in wt.nacked_content:
             return False  # the client rejected exactly this; wait for a config change
         nonce = self._nonce()
-        wt.record_send(nonce, key, key, {r.name: r.version for r in resources})
+        wt.record_send(nonce, key, key, versions)
         if wt.wildcard:
             wt.full_version_sent = key
         await self._write(len(blob) + 256, lambda: encoding.sotw_response(key, wt.type_url, nonce, blob))

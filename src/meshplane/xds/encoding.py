@@ -28,7 +28,7 @@ class Encoder:
         # id(obj) -> (obj, bytes): the object is kept so its id cannot be reused while the entry lives.
         self._sotw: dict[int, tuple[ResourceLike, bytes]] = {}
         self._delta: dict[int, tuple[ResourceLike, bytes]] = {}
-        self._lists: dict[int, tuple[Sequence[ResourceLike], bytes, str]] = {}
+        self._lists: dict[int, tuple[Sequence[ResourceLike], bytes, str, dict[str, str]]] = {}
 
     def sotw_resource(self, type_url: str, r: ResourceLike) -> bytes:
         hit = self._sotw.get(id(r))
@@ -49,15 +49,17 @@ class Encoder:
         self._delta[id(r)] = (r, data)
         return data
 
-    def sotw_list(self, type_url: str, resources: Sequence[ResourceLike]) -> tuple[bytes, str]:
-        """The encoded resources of a whole list and its content key; cached by list identity."""
+    def sotw_list(self, type_url: str, resources: Sequence[ResourceLike]) -> tuple[bytes, str, dict[str, str]]:
+        """The encoded resources of a whole list, its content key and its name -> version map (shared: do not
+        mutate); cached by list identity."""
         hit = self._lists.get(id(resources))
         if hit is not None and hit[0] is resources:
-            return hit[1], hit[2]
+            return hit[1], hit[2], hit[3]
         blob = b"".join(self.sotw_resource(type_url, r) for r in resources)
         key = content_key((r.name, r.version) for r in resources)
-        self._lists[id(resources)] = (resources, blob, key)
-        return blob, key
+        versions = {r.name: r.version for r in resources}
+        self._lists[id(resources)] = (resources, blob, key, versions)
+        return blob, key, versions
 
 
 def _check(type_url: str, r: ResourceLike) -> None:

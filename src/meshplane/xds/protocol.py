@@ -111,7 +111,13 @@ class WatchedType:
     def record_send(self, nonce: str, version: str, content_key: str, versions: dict[str, str],
                     removed: frozenset[str] = frozenset()) -> None:
         """Bookkeeping for a response about to be written (called by the connection, not by Envoy input)."""
-        previous: dict[str, str | None] = {n: self.sent.get(n) for n in versions}
+        sent = self.sent
+        previous: dict[str, str | None]
+        if sent:
+            get = sent.get
+            previous = {n: get(n) for n in versions}
+        else:  # the first response of a stream: nothing to roll back to (built in C, no per-name Python)
+            previous = dict.fromkeys(versions)
         for n in removed:
             previous[n] = self.sent.pop(n, None)
         self.sent.update(versions)
