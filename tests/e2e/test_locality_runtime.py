@@ -25,20 +25,17 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from test_runtime_support import (
-    alive,
     eventually,
-    kill_all,
     meshplane,
-    recorded_processes,
+    running_mesh,
     status,
-    status_processes,
 )
 
 pytestmark = pytest.mark.envoy
@@ -80,7 +77,6 @@ class Mesh:
     home: Path
     api: str
     client: str  # the client instance's address (its sidecar's outbound proxy is on :15001, admin on :15000)
-    seen: list[tuple[int, int]] = field(default_factory=list)
 
     def instance(self, cluster: str, workload: str = "ratings-v1") -> dict[str, Any]:
         for w in status(self.home)["workloads"]:
@@ -96,26 +92,11 @@ class Mesh:
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     """The module's mesh; stopped afterwards, and every process it had is checked by PID to be gone."""
     root = tmp_path_factory.mktemp("locality")
-    home = root / "home"
     path = root / "locality.yaml"
     path.write_text(yaml.safe_dump(manifest(), sort_keys=False))
-    seen: list[tuple[int, int]] = []
-    try:
-        meshplane("up", "-f", str(path), "--home", str(home))
-        seen += recorded_processes(home)
-        st = status(home)
-        seen += status_processes(st)
+    with running_mesh(path, root / "home") as (home, st):
         client = next(w["address"] for w in st["workloads"] if w["workload"] == "client")
-        m = Mesh(home, st["api"], client, seen)
-        yield m
-        seen += recorded_processes(home) + status_processes(status(home))
-    finally:
-        seen += recorded_processes(home)
-        down = meshplane("down", "--home", str(home), check=False)
-        left = alive(seen)
-        kill_all(left)
-    assert down.returncode == 0, down.stderr
-    assert left == [], f"processes left behind: {left}"
+        yield Mesh(home, st["api"], client)
 
 
 # --- traffic -------------------------------------------------------------------------------------------------

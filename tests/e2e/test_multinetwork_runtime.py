@@ -25,13 +25,8 @@ from typing import Any
 import pytest
 import yaml
 from test_runtime_support import (
-    alive,
     eventually,
-    kill_all,
-    meshplane,
-    recorded_processes,
-    status,
-    status_processes,
+    running_mesh,
 )
 
 pytestmark = pytest.mark.envoy
@@ -88,24 +83,10 @@ class Mesh:
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     """The module's mesh; stopped afterwards, and every process it had is checked by PID to be gone."""
     root = tmp_path_factory.mktemp("multinetwork")
-    home = root / "home"
     path = root / "multinetwork.yaml"
     path.write_text(yaml.safe_dump(manifest(), sort_keys=False))
-    seen: list[tuple[int, int]] = []
-    try:
-        meshplane("up", "-f", str(path), "--home", str(home))
-        seen += recorded_processes(home)
-        st = status(home)
-        seen += status_processes(st)
+    with running_mesh(path, root / "home") as (home, st):
         yield Mesh(home, st)
-        seen += recorded_processes(home) + status_processes(status(home))
-    finally:
-        seen += recorded_processes(home)
-        down = meshplane("down", "--home", str(home), check=False)
-        left = alive(seen)
-        kill_all(left)
-    assert down.returncode == 0, down.stderr
-    assert left == [], f"processes left behind: {left}"
 
 
 def _get(url: str) -> str:
