@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import json_format
+from google.protobuf.message import DecodeError
 
 from meshplane.model.proxy import Locality
 from meshplane.xds.connection import Connection, PushState
-from meshplane.xds.protocol import XdsRequest
+from meshplane.xds.protocol import WatchedType, XdsRequest
 from meshplane.xds.translator import Translator
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,64 @@ def sotw_request(raw: discovery_pb2.DiscoveryRequest, last: LastNames | None = N
                       names=names)
 
 
+def _varint(data: bytes, i: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        b = data[i]
+        i += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, i
+        shift += 7
+
+
+def _ld_field(number: int, value: bytes) -> bytes:
+    """One length-delimited protobuf field (tag, length, value)."""
+    out = bytearray((number << 3 | 2,))
+    n = len(value)
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out) + value
+
+
+def quick_sotw_ack(data: bytes, watched: Mapping[str, WatchedType], last: LastNames) -> XdsRequest | None:
+    """The common SotW request, recognized in its encoded form without decoding it: an ACK of the latest
+    response of a type that names exactly what the stream's previous request of that type named. None for
+    anything else (the caller decodes the request as usual).
+
+    Why: in a large mesh every endpoint push is followed by a thousand ACKs that each name every
+    ClusterLoadAssignment; decoding them costs more than the rest of the ACK. The check is exact, not a guess:
+    ``data`` must be ``version_info`` (field 1), optionally ``node`` (field 2), then byte for byte the encoded
+    names of ``last`` (complete ``resource_names`` fields), then exactly ``type_url`` and ``response_nonce`` of
+    the latest response sent (fields 4 and 5, as Envoy writes them, in field order). Every byte is accounted
+    for by complete fields, so the message is exactly that ACK; a NACK (``error_detail``), a stale nonce, other
+    names or another field order do not match."""
+    try:
+        n = len(data)
+        i = 0
+        version = ""
+        if n and data[0] == 0x0A:  # version_info
+            length, j = _varint(data, 1)
+            version = data[j:j + length].decode()
+            i = j + length
+        if i < n and data[i] == 0x12:  # node, sent again by clients without set_node_on_first_message_only
+            length, j = _varint(data, i + 1)
+            i = j + length
+        for type_url, (key, names) in last.items():
+            wt = watched.get(type_url)
+            if wt is None or wt.delta or not wt.nonce_sent:
+                continue
+            tail = _ld_field(4, type_url.encode()) + _ld_field(5, wt.nonce_sent.encode())
+            if n == i + len(key) + len(tail) and data.endswith(tail) and data.startswith(key, i):
+                return XdsRequest(type_url=type_url, delta=False, nonce=wt.nonce_sent, version_info=version,
+                                  names=names)
+    except (IndexError, UnicodeDecodeError):
+        return None
+    return None
+
+
 def delta_request(raw: discovery_pb2.DeltaDiscoveryRequest) -> XdsRequest:
     return XdsRequest(
         type_url=raw.type_url,
@@ -128,7 +187,7 @@ class AdsHandler:
         return grpc.method_handlers_generic_handler(SERVICE, {
             "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
                 self.stream_sotw,
-                request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+                request_deserializer=_identity,  # decoded in ``_serve`` unless ``quick_sotw_ack`` knows it
                 response_serializer=_identity,
             ),
             "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
@@ -138,7 +197,7 @@ class AdsHandler:
             ),
         })
 
-    async def stream_sotw(self, requests: AsyncIterator[discovery_pb2.DiscoveryRequest],
+    async def stream_sotw(self, requests: AsyncIterator[bytes],
                           context: grpc.aio.ServicerContext[Any, Any]) -> None:
         await self._serve(requests, context, delta=False)
 
@@ -154,7 +213,20 @@ class AdsHandler:
         last_names: LastNames = {}
 
         async def read() -> None:
-            async for raw in requests:
+            async for item in requests:
+                if delta:
+                    raw = item
+                else:
+                    if conn.proxy is not None and last_names:
+                        quick = quick_sotw_ack(item, conn.watched, last_names)
+                        if quick is not None:
+                            await conn.handle(quick, hub.state)
+                            continue
+                    try:
+                        raw = discovery_pb2.DiscoveryRequest.FromString(item)
+                    except DecodeError:
+                        problem.append((grpc.StatusCode.INVALID_ARGUMENT, "undecodable DiscoveryRequest"))
+                        return
                 if conn.proxy is None:
                     if not raw.HasField("node") or not raw.node.id:
                         problem.append((grpc.StatusCode.INVALID_ARGUMENT, "the first request must carry node.id"))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from envoy.service.discovery.v3 import discovery_pb2
 
 from meshplane.model import xdstypes
-from meshplane.xds.ads import LastNames, sotw_request
+from meshplane.xds.ads import LastNames, quick_sotw_ack, sotw_request
 from meshplane.xds.protocol import Verdict, WatchedType, XdsRequest, should_respond
 
 EDS = xdstypes.ENDPOINT
@@ -106,3 +106,45 @@ def test_plain_frozensets_still_work() -> None:
     _sent(wt, "n1")
     wt, d = should_respond(wt, XdsRequest(EDS, nonce="n1", names=frozenset({"b", "a"})))
     assert d.verdict is Verdict.ACK
+
+
+def _wire(names: list[str], nonce: str = "", version: str = "", error: str | None = None,
+          node: str | None = None) -> bytes:
+    raw = discovery_pb2.DiscoveryRequest(type_url=EDS, resource_names=names, response_nonce=nonce,
+                                         version_info=version)
+    if error is not None:
+        raw.error_detail.message = error
+    if node is not None:
+        raw.node.id = node
+    data: bytes = raw.SerializeToString()
+    return data
+
+
+def test_quick_ack_recognizes_exactly_the_unchanged_ack_of_the_latest_response() -> None:
+    wt, last = _stream()
+    watched = {EDS: wt}
+    quick = quick_sotw_ack(_wire(NAMES, nonce="n1", version="v-n1"), watched, last)
+    assert quick is not None
+    slow = sotw_request(discovery_pb2.DiscoveryRequest.FromString(_wire(NAMES, nonce="n1", version="v-n1")), {})
+    assert quick == slow and quick.names is wt.names
+    again_with_node = quick_sotw_ack(_wire(NAMES, nonce="n1", version="v-n1", node="sidecar~1"), watched, last)
+    assert again_with_node == slow
+    wt, d = should_respond(wt, quick)
+    assert d.verdict is Verdict.ACK
+
+
+def test_quick_ack_leaves_everything_else_to_the_decoder() -> None:
+    wt, last = _stream()
+    watched = {EDS: wt}
+    others = [
+        _wire(NAMES, nonce="n0", version="v"),  # not the latest nonce
+        _wire(NAMES, nonce="n1", version="v", error="rejected"),  # a NACK
+        _wire(list(reversed(NAMES)), nonce="n1", version="v"),  # same names, other order
+        _wire(NAMES[:-1], nonce="n1", version="v"),  # a subset
+        _wire([*NAMES, "outbound|80||extra"], nonce="n1", version="v"),  # a superset
+        _wire(NAMES, nonce="n1", version="v")[:-1],  # truncated
+        b"\x0a\xff",  # garbage
+    ]
+    for data in others:
+        assert quick_sotw_ack(data, watched, last) is None
+    assert quick_sotw_ack(_wire(NAMES, nonce="n1"), {}, last) is None, "a type this stream does not watch"
