@@ -88,7 +88,7 @@ class Connection:
         self.pushes = 0
         self._translator = translator
         self._send = send
-        self._nonces = itertools.count(1)
+        self._nonces: dict[str, int] = {}  # type URL -> responses sent of that type
         self._eds_index: tuple[int, dict[str, list[str]]] = (-1, {})
         self._replaced_clusters: list[ResourceLike] = []
         self.budget: WriteBudget | None = None  # set by the server on register
@@ -158,7 +158,8 @@ class Connection:
         if resources is None:
             return False
         try:
-            if wt.wildcard or not only_changed:
+            whole = wt.wildcard or not only_changed
+            if whole:
                 blob, key, versions = state.encoder.sotw_list(wt.type_url, resources)
                 if wt.wildcard and not force and key == wt.full_version_sent:
                     return False  # unchanged
@@ -174,11 +175,14 @@ class Connection:
             return False
         if not force and key in wt.nacked_content:
             return False  # the client rejected exactly this; wait for a config change
-        nonce = self._nonce()
+        nonce = self._nonce(wt.type_url)
         wt.record_send(nonce, key, key, versions)
         if wt.wildcard:
             wt.full_version_sent = key
-        await self._write(len(blob) + 256, lambda: encoding.sotw_response(key, wt.type_url, nonce, blob))
+        if whole:  # a list shared by many streams: the response bytes too
+            await self._write(len(blob) + 256, lambda: state.encoder.sotw_response(key, wt.type_url, nonce, blob))
+        else:
+            await self._write(len(blob) + 256, lambda: encoding.sotw_response(key, wt.type_url, nonce, blob))
         # Resource warming: after CDS (LDS), Envoy re-requests EDS (RDS) with unchanged names, version and
         # nonce; that request must be answered (see should_respond, rule 4).
         follower = {xdstypes.CLUSTER: xdstypes.ENDPOINT, xdstypes.LISTENER: xdstypes.ROUTE}.get(wt.type_url)
@@ -228,7 +232,7 @@ class Connection:
             log.exception("%s: not sending %s", self.id, wt.type_url)
             return []
         replaced = [r.name for r in to_send if r.name in wt.sent]
-        nonce = self._nonce()
+        nonce = self._nonce(wt.type_url)
         wt.record_send(nonce, str(state.config_version), key, {r.name: r.version for r in to_send},
                        frozenset(removed))
         version = str(state.config_version)
@@ -303,8 +307,12 @@ class Connection:
             out.extend(index.get(host, ()))
         return out
 
-    def _nonce(self) -> str:
-        return f"{self.id}-{next(self._nonces)}"
+    def _nonce(self, type_url: str) -> str:
+        """Unique within the stream (type and a per-type count), which is all the protocol asks of a nonce; not
+        unique across streams, so streams that send the same list as their n-th response of a type send equal
+        bytes, built once (``Encoder.sotw_response``)."""
+        n = self._nonces[type_url] = self._nonces.get(type_url, 0) + 1
+        return f"{xdstypes.SHORT_NAMES.get(type_url, type_url)}-{n}"
 
     async def _write(self, size: int, build: Callable[[], bytes]) -> None:
         """Write one response of about ``size`` bytes. The bytes are built only once the write budget admits

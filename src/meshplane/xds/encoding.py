@@ -29,6 +29,9 @@ class Encoder:
         self._sotw: dict[int, tuple[ResourceLike, bytes]] = {}
         self._delta: dict[int, tuple[ResourceLike, bytes]] = {}
         self._lists: dict[int, tuple[Sequence[ResourceLike], bytes, str, dict[str, str]]] = {}
+        # (type, nonce, version) -> (resources blob, whole response): the response bytes of a shared list, for
+        # streams whose nonces coincide. Bounded (each entry holds a copy of a list's bytes).
+        self._responses: dict[tuple[str, str, str], tuple[bytes, bytes]] = {}
 
     def sotw_resource(self, type_url: str, r: ResourceLike) -> bytes:
         hit = self._sotw.get(id(r))
@@ -60,6 +63,21 @@ class Encoder:
         versions = {r.name: r.version for r in resources}
         self._lists[id(resources)] = (resources, blob, key, versions)
         return blob, key, versions
+
+
+    def sotw_response(self, version: str, type_url: str, nonce: str, blob: bytes) -> bytes:
+        """``sotw_response(...)`` built once for every stream that sends this blob with this nonce."""
+        hit = self._responses.get((type_url, nonce, version))
+        if hit is not None and hit[0] is blob:
+            return hit[1]
+        data = sotw_response(version, type_url, nonce, blob)
+        if len(self._responses) >= _RESPONSES_MAX:
+            self._responses.clear()
+        self._responses[(type_url, nonce, version)] = (blob, data)
+        return data
+
+
+_RESPONSES_MAX = 16
 
 
 def _check(type_url: str, r: ResourceLike) -> None:
