@@ -250,12 +250,18 @@ class KubeClusterSource:
                     tg.create_task(self._reflect(api, kind), name=f"kube-{self.cluster_id}-{kind}")
         finally:
             if api is not None:
+                # Bounded: closing the client's session must not hold up the member's stop.
                 with contextlib.suppress(Exception):
-                    await asyncio.shield(api.close())
+                    async with asyncio.timeout(self.settings.request_timeout):
+                        await asyncio.shield(api.close())
 
     async def _reflect(self, api: kclient.ApiClient, kind: str) -> None:
         delay = self.settings.backoff_min
+        task = asyncio.current_task()
         while True:
+            if task is not None and task.cancelling():
+                # A cancellation that some await below swallowed: honour it here rather than run on forever.
+                raise asyncio.CancelledError()
             try:
                 if self.resource_versions.get(kind) is None:
                     items, rv = await self._list(api, kind)
@@ -312,7 +318,8 @@ class KubeClusterSource:
                     raise KubeSourceError(f"GET {PATHS[kind]}: not a list")
                 return data
 
-            data = await asyncio.wait_for(page(), self.settings.request_timeout)
+            async with asyncio.timeout(self.settings.request_timeout):
+                data = await page()
             items.extend(i for i in data.get("items") or [] if isinstance(i, dict))
             meta = data.get("metadata") or {}
             cont = str(meta.get("continue") or "")
@@ -327,7 +334,8 @@ class KubeClusterSource:
                                          ("allowWatchBookmarks", "true"),
                                          ("timeoutSeconds", self.settings.watch_timeout)]
         timeout = (self.settings.request_timeout, self.settings.watch_timeout + self.settings.request_timeout)
-        resp = await asyncio.wait_for(self._request(api, kind, query, timeout), self.settings.request_timeout)
+        async with asyncio.timeout(self.settings.request_timeout):
+            resp = await self._request(api, kind, query, timeout)
         self._ok(kind)
         try:
             while True:
