@@ -30,79 +30,58 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT)]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 import grpc  # noqa: E402
-from envoy.config.cluster.v3 import cluster_pb2  # noqa: E402
-from envoy.config.endpoint.v3 import endpoint_pb2  # noqa: E402
-from envoy.config.listener.v3 import listener_pb2  # noqa: E402
-from envoy.config.route.v3 import route_pb2  # noqa: E402
-from envoy.extensions.filters.network.http_connection_manager.v3 import (  # noqa: E402
-    http_connection_manager_pb2 as hcm_pb2,
-)
 from envoy.service.discovery.v3 import discovery_pb2  # noqa: E402
+from xds_scale import (  # noqa: E402
+    CDS,
+    EDS,
+    LDS,
+    METHOD,
+    RDS,
+    _cla_info,
+    _cluster_info,
+    _listener_info,
+    _route_info,
+)
 
 NS = "bench"
-CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
-EDS = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
-LDS = "type.googleapis.com/envoy.config.listener.v3.Listener"
-RDS = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
-METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
 
 # Decoded resources by their bytes: every simulated proxy receives the same serialized resources, so each is
 # parsed once per run (the proxies' parsing must not be what the benchmark measures).
 _names: dict[bytes, tuple[str, Any]] = {}
 
 
-def _cluster(value: bytes) -> tuple[str, Any]:
-    """(name, EDS service name or "")."""
+def _decoded(decode: Callable[[bytes], tuple[str, Any]], value: bytes) -> tuple[str, Any]:
     hit = _names.get(value)
     if hit is None:
-        c = cluster_pb2.Cluster.FromString(value)
-        eds = c.eds_cluster_config.service_name or c.name if c.type == cluster_pb2.Cluster.EDS else ""
-        hit = _names[value] = (c.name, eds)
+        hit = _names[value] = decode(value)
     return hit
+
+
+def _cluster(value: bytes) -> tuple[str, Any]:
+    """(name, EDS service name or "")."""
+    return _decoded(_cluster_info, value)
 
 
 def _listener(value: bytes) -> tuple[str, Any]:
     """(name, the route configuration names its HTTP connection managers reference)."""
-    hit = _names.get(value)
-    if hit is None:
-        lst = listener_pb2.Listener.FromString(value)
-        routes = set()
-        for chain in lst.filter_chains:
-            for f in chain.filters:
-                if f.typed_config.type_url.endswith("HttpConnectionManager"):
-                    h = hcm_pb2.HttpConnectionManager.FromString(f.typed_config.value)
-                    if h.HasField("rds"):
-                        routes.add(h.rds.route_config_name)
-        hit = _names[value] = (lst.name, frozenset(routes))
-    return hit
+    return _decoded(_listener_info, value)
 
 
 def _cla(value: bytes) -> tuple[str, Any]:
     """(cluster name, the endpoint addresses)."""
-    hit = _names.get(value)
-    if hit is None:
-        cla = endpoint_pb2.ClusterLoadAssignment.FromString(value)
-        addrs = frozenset(lb.endpoint.address.socket_address.address for g in cla.endpoints
-                          for lb in g.lb_endpoints)
-        hit = _names[value] = (cla.cluster_name, addrs)
-    return hit
+    return _decoded(_cla_info, value)
 
 
 def _route_names(resp: discovery_pb2.DiscoveryResponse) -> list[str]:
-    out = []
-    for a in resp.resources:
-        hit = _names.get(a.value)
-        if hit is None:
-            hit = _names[a.value] = (route_pb2.RouteConfiguration.FromString(a.value).name, None)
-        out.append(hit[0])
-    return out
+    return [_decoded(_route_info, a.value)[0] for a in resp.resources]
 
 
 def host_of(i: int) -> str:
