@@ -20,7 +20,12 @@ Why group commit, and how it stays correct:
   write and validates again, so no caller ever learns of a write that may yet fail.
 
 A write's coroutine that is cancelled while waiting for its commit does not withdraw the write: it may still be
-applied (as with any database whose client disconnects after sending a commit).
+applied (as with any database whose client disconnects after sending a commit). Cancelling it never disturbs the
+commit itself: the caller waits on the change's future through ``shield``, and only the committer resolves it.
+
+Closing runs in a task of its own: a ``close()`` cancelled while a batch is committing (a shutdown with a deadline)
+must not leave the store half closed, with its commit thread and file lock held and every later ``close()``
+returning at once. The shutdown goes on, and every ``close()`` waits for that one shutdown.
 """
 
 from __future__ import annotations
@@ -199,6 +204,7 @@ class CoreStore(abc.ABC):
         self._started = False
         self._broken: StorageFailure | None = None
         self._closing = False
+        self._closer: asyncio.Task[None] | None = None
 
     # -- what a backend provides ---------------------------------------------------------------------------------
 
@@ -242,10 +248,19 @@ class CoreStore(abc.ABC):
         self._started = True
 
     async def close(self) -> None:
-        """Stop taking writes, wait for every accepted write to commit, end every watch, close the backend."""
-        if not self._started or self._closing:
+        """Stop taking writes, wait for every accepted write to commit, end every watch, close the backend.
+
+        Cancelling the caller does not stop the shutdown (see the module docstring); calling it again waits for it.
+        """
+        if not self._started:
             return
-        self._closing = True
+        if self._closer is None:
+            self._closing = True  # refuse writes from this step on
+            self._closer = asyncio.get_running_loop().create_task(self._shut_down(), name="store-close")
+            self._closer.add_done_callback(_consume_exception)
+        await asyncio.shield(self._closer)
+
+    async def _shut_down(self) -> None:
         assert self._wakeup is not None and self._committer is not None
         self._wakeup.set()
         await asyncio.wait((self._committer,))  # (a committer that crashed has already failed its writes)

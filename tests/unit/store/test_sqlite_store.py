@@ -167,3 +167,80 @@ async def test_an_unknown_schema_version_is_refused(tmp_path: Path) -> None:
     db.close()
     store = await started(path)
     await store.close()
+
+
+def hold_mid_commit(store: SqliteStore) -> tuple[threading.Event, threading.Event, list[threading.Thread]]:
+    """Stop the next transaction on the commit thread after its statements ran, before COMMIT.
+
+    Returns (entered, release, thread): ``entered`` is set when the thread is inside the transaction; it waits
+    there (at most 10 s, so a broken test cannot hang) until ``release`` is set; ``thread`` gets the commit thread.
+    """
+    entered, release = threading.Event(), threading.Event()
+    thread: list[threading.Thread] = []
+    write_changes = store._write_changes
+
+    def holding(conn: sqlite3.Connection, batch: Sequence[Change], compacted_rv: int) -> None:
+        write_changes(conn, batch, compacted_rv)
+        if not entered.is_set():
+            thread.append(threading.current_thread())
+            entered.set()
+            release.wait(10)
+
+    store._write_changes = holding  # type: ignore[method-assign]
+    return entered, release, thread
+
+
+async def until_set(event: threading.Event) -> None:
+    while not event.is_set():
+        await asyncio.sleep(0.001)
+
+
+async def test_writers_cancelled_mid_commit_leave_the_store_usable(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = await started(path)
+    entered, release, _ = hold_mid_commit(store)
+    async with asyncio.timeout(20):  # a hang fails here, not at the suite's timeout
+        create = asyncio.create_task(store.create(VS, vs("a"), actor="a"))
+        # A second writer whose verdict waits on the first (pending) write, and one on another object.
+        update = asyncio.create_task(store.update(VS, vs("a", hosts=["b"]), actor="a", expected_rv=1))
+        other = asyncio.create_task(store.create(VS, vs("other"), actor="a"))
+        await until_set(entered)
+        for task in (create, update, other):
+            task.cancel()
+        release.set()
+        for task in (create, update, other):
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        # The store goes on: the cancelled writes were not withdrawn, later writes commit, reads see them.
+        later = await store.create(VS, vs("later"), actor="a")
+        assert store.get(VS, "default", "a") is not None and store.get(VS, "default", "later") == later
+        assert store.current_rv == int(later["metadata"]["resourceVersion"])
+        await store.close()
+    again = await started(path)  # everything committed is on disk, and the lock was released
+    try:
+        assert {o["metadata"]["name"] for o in again.list(VS)[0]} >= {"a", "later"}
+    finally:
+        await again.close()
+
+
+async def test_a_close_cancelled_mid_commit_still_closes(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = await started(path)
+    entered, release, thread = hold_mid_commit(store)
+    async with asyncio.timeout(20):
+        create = asyncio.create_task(store.create(VS, vs("a"), actor="a"))
+        await until_set(entered)
+        close = asyncio.create_task(store.close())
+        await asyncio.sleep(0.01)
+        close.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await close
+        release.set()
+        await create  # accepted before close: committed
+        await store.close()  # waits for the one shutdown, which did not stop with its caller
+    assert not thread[0].is_alive()  # the commit thread ended
+    again = await started(path)  # the lock was released
+    try:
+        assert again.get(VS, "default", "a") is not None
+    finally:
+        await again.close()
