@@ -8,7 +8,8 @@ after N, then live; BOOKMARK is not sent; a resourceVersion older than the compa
 in-stream ``ERROR`` event carrying a ``Status`` with code 410, as kube-apiserver does). It requires the bearer
 token of its kubeconfig. Tests drive it directly: ``upsert``/``delete`` objects, ``compact`` the history (open
 watches then get the 410 ERROR), ``drop_watches`` (the TCP connection is closed in the middle of a chunked
-stream), and count requests per kind. It binds 127.0.0.1 only.
+stream), and count requests per kind. It binds 127.0.0.1 only. ``stop`` is bounded: open watches are ended, a
+watch that arrives while stopping ends at once, and aiohttp cancels any handler still running after a few seconds.
 
 ``SilentServer`` accepts TCP connections and never answers (a hung API server).
 """
@@ -56,6 +57,7 @@ class FakeKubeApi:
         self.unauthorized = 0
         self.port = 0
         self._runner: web.AppRunner | None = None
+        self._stopping = False
         self.watch_connected = asyncio.Event()
 
     # --- lifecycle ---
@@ -64,7 +66,7 @@ class FakeKubeApi:
         app = web.Application()
         for kind, path in PATHS.items():
             app.router.add_get(path, self._handler(kind))
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -72,6 +74,7 @@ class FakeKubeApi:
         return self
 
     async def stop(self) -> None:
+        self._stopping = True
         for w in self.watchers:
             w.queue.put_nowait(None)
         if self._runner is not None:
@@ -172,6 +175,8 @@ class FakeKubeApi:
         for erv, ekind, etype, obj in self.history:
             if ekind == kind and erv > since:
                 watcher.queue.put_nowait({"type": etype, "object": obj})
+        if self._stopping:
+            watcher.queue.put_nowait(None)  # the history, then the end of the stream
         self.watchers.append(watcher)
         if all(any(w.kind == k for w in self.watchers) for k in PATHS):
             self.watch_connected.set()

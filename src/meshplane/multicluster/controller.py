@@ -9,6 +9,12 @@ flapping cluster costs at most one store write in flight. Removing a MemberClust
 withdraws its registry (``remove_registry`` + ``registry_changed``) in the same step as the watch event, before
 any await, so its endpoints leave every proxy with the next push.
 
+Stopping is bounded: every task the controller cancels (the watch loop, each member's source, the sources of
+withdrawn members) is waited for at most ``stop_timeout`` seconds, then left behind with a warning. A cancellation
+can be lost below us (Python 3.11's ``asyncio.wait_for`` returns the result instead of raising when the cancel
+arrives in the same loop step as the result, which once left a source streaming a watch forever), and one such
+task must not hang the control plane's shutdown.
+
 Credentials: the API server redacts ``spec.kubeconfig`` on every read; this controller reads the real value
 from the store directly and hands it to the source only. Neither logs it.
 
@@ -22,7 +28,6 @@ every proxy as a Kubernetes member does (its agents then hold no registration an
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import hashlib
 import json
@@ -125,17 +130,19 @@ class MemberClusterController:
     """
 
     def __init__(self, store: Store, hooks: RegistryHooks, *, connect_timeout: float = 10.0,
-                 backoff_max: float = 15.0, source_factory: Any = None) -> None:
+                 backoff_max: float = 15.0, source_factory: Any = None, stop_timeout: float = 10.0) -> None:
         self._store = store
         self._hooks = hooks
         self._connect_timeout = connect_timeout
         self._backoff_max = backoff_max
+        self._stop_timeout = stop_timeout
         self._factory = source_factory
         self._members: dict[str, _Member] = {}
         self._task: asyncio.Task[None] | None = None
         self._started = asyncio.Event()
         self.withdrawn: asyncio.Queue[str] = asyncio.Queue()  # names whose registry was withdrawn (tests)
         self._cleanups: set[asyncio.Task[None]] = set()  # deleting removed local members' WorkloadEntries
+        self._retiring: set[asyncio.Task[None]] = set()  # sources of withdrawn members, cancelled, still ending
 
     # --- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -145,15 +152,25 @@ class MemberClusterController:
         self._task = asyncio.create_task(self._watch_loop(rv), name="multicluster-controller")
 
     async def stop(self) -> None:
+        """Stop following the store and stop every member; bounded by ``stop_timeout`` (see the module docstring)."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._cancel_and_wait(self._task, "the member cluster watch")
             self._task = None
-        for name in list(self._members):
-            await self._stop_member(name, withdraw=False)
+        await asyncio.gather(*(self._stop_member(name, withdraw=False) for name in list(self._members)))
+        retiring = list(self._retiring)
+        await asyncio.gather(*(self._cancel_and_wait(t, t.get_name()) for t in retiring))
         if self._cleanups:
-            await asyncio.wait(list(self._cleanups), timeout=5.0)
+            await asyncio.wait(list(self._cleanups), timeout=self._stop_timeout)
+
+    async def _cancel_and_wait(self, task: asyncio.Task[None], what: str) -> None:
+        """Cancel ``task`` and wait at most ``stop_timeout`` for it to end; a task that does not is left behind."""
+        task.cancel()
+        done, _ = await asyncio.wait([task], timeout=self._stop_timeout)
+        if not done:
+            log.warning("multicluster: %s did not stop within %.1fs of being cancelled; leaving it", what,
+                        self._stop_timeout)
+        elif not task.cancelled() and task.exception() is not None:
+            log.debug("multicluster: %s ended with %r", what, task.exception())
 
     # --- views -------------------------------------------------------------------------------------------------
 
@@ -287,8 +304,11 @@ class MemberClusterController:
             return
         if member.task is not None:
             member.task.cancel()
-        # The status writer is not cancelled: a store write cancelled mid-commit is not a thing to risk. It
-        # sees the member is gone (or the spec changed) and stops on its own.
+            if not member.task.done():  # stop() waits (bounded) for what is still ending then
+                self._retiring.add(member.task)
+                member.task.add_done_callback(self._retiring.discard)
+        # The status writer is left to finish its write: it sees the member is gone (or the spec changed) and
+        # stops on its own.
         if member.source is not None:
             self._hooks.remove_registry(member.source)
             self._hooks.registry_changed(reason or f"member cluster {name} removed")
@@ -327,11 +347,9 @@ class MemberClusterController:
         if member is None:
             return
         if member.task is not None:
-            member.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await member.task
+            await self._cancel_and_wait(member.task, f"the source of member cluster {name}")
         if member.writer is not None:  # let an in-flight status write finish (see _withdraw)
-            await asyncio.wait([member.writer], timeout=5.0)
+            await asyncio.wait([member.writer], timeout=self._stop_timeout)
         if withdraw and member.source is not None:
             self._hooks.remove_registry(member.source)
 
