@@ -49,6 +49,7 @@ from xds_scale import (  # noqa: E402
     _cluster_info,
     _listener_info,
     _route_info,
+    commands,
 )
 
 NS = "bench"
@@ -163,11 +164,7 @@ async def _serve(args: argparse.Namespace) -> None:
 
         profiler = cProfile.Profile()
         profiler.enable()
-    while True:
-        line = await loop.run_in_executor(None, sys.stdin.readline)
-        cmd = line.split()
-        if not cmd or cmd[0] == "quit":
-            break
+    async for cmd in commands():
         if cmd[0] == "stats":
             _LOOP_LAG[0] = 0.0 if cmd[1:] == ["reset"] else _LOOP_LAG[0]
             _reply({**_usage(), "eds_pushes": xds.eds_pushes, "full_pushes": xds.full_pushes})

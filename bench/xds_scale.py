@@ -25,7 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,12 +142,7 @@ async def _serve_meshplane(args: argparse.Namespace) -> None:
         asyncio.get_running_loop().create_task(trace())
     _reply({"port": port, **_usage()})
     generation = 1
-    loop = asyncio.get_running_loop()
-    while True:
-        line = await loop.run_in_executor(None, sys.stdin.readline)
-        cmd = line.split()
-        if not cmd or cmd[0] == "quit":
-            break
+    async for cmd in commands():
         if cmd[0] == "stats":
             _reply(_usage())
         elif cmd[0] == "change":
@@ -244,12 +239,7 @@ async def _serve_baseline(args: argparse.Namespace) -> None:
     await server.start()
     _reply({"port": port, **_usage()})
     changes = 0
-    loop = asyncio.get_running_loop()
-    while True:
-        line = await loop.run_in_executor(None, sys.stdin.readline)
-        cmd = line.split()
-        if not cmd or cmd[0] == "quit":
-            break
+    async for cmd in commands():
         if cmd[0] == "stats":
             _reply(_usage())
         elif cmd[0] == "change":
@@ -264,6 +254,17 @@ async def _serve_baseline(args: argparse.Namespace) -> None:
 def _reply(obj: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
+
+
+async def commands() -> AsyncIterator[list[str]]:
+    """A child process's commands from its coordinator, one per stdin line, split into words, until "quit" or
+    end of input (shared by every benchmark's child processes)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        cmd = (await loop.run_in_executor(None, sys.stdin.readline)).split()
+        if not cmd or cmd[0] == "quit":
+            return
+        yield cmd
 
 
 # --- simulated proxies (driver processes) ----------------------------------------------------------------------
@@ -538,12 +539,7 @@ async def _drive(args: argparse.Namespace) -> None:
             print(f"driver {args.first}: proxy failed: {task.exception()!r}", file=sys.stderr, flush=True)
 
     _reply({"ready": True})
-    loop = asyncio.get_running_loop()
-    while True:
-        line = await loop.run_in_executor(None, sys.stdin.readline)
-        cmd = line.split()
-        if not cmd or cmd[0] == "quit":
-            break
+    async for cmd in commands():
         if cmd[0] == "start":
             for k, p in enumerate(proxies):
                 tasks.append(asyncio.create_task(p.run(channels[k % len(channels)], events[k])))

@@ -179,10 +179,9 @@ class Connection:
         wt.record_send(nonce, key, key, versions)
         if wt.wildcard:
             wt.full_version_sent = key
-        if whole:  # a list shared by many streams: the response bytes too
-            await self._write(len(blob) + 256, lambda: state.encoder.sotw_response(key, wt.type_url, nonce, blob))
-        else:
-            await self._write(len(blob) + 256, lambda: encoding.sotw_response(key, wt.type_url, nonce, blob))
+        # A whole list is shared by many streams: its response bytes are too (built once per nonce).
+        respond = state.encoder.sotw_response if whole else encoding.sotw_response
+        await self._write(len(blob) + 256, lambda: respond(key, wt.type_url, nonce, blob))
         # Resource warming: after CDS (LDS), Envoy re-requests EDS (RDS) with unchanged names, version and
         # nonce; that request must be answered (see should_respond, rule 4).
         follower = {xdstypes.CLUSTER: xdstypes.ENDPOINT, xdstypes.LISTENER: xdstypes.ROUTE}.get(wt.type_url)

@@ -64,7 +64,6 @@ class Encoder:
         self._lists[id(resources)] = (resources, blob, key, versions)
         return blob, key, versions
 
-
     def sotw_response(self, version: str, type_url: str, nonce: str, blob: bytes) -> bytes:
         """``sotw_response(...)`` built once for every stream that sends this blob with this nonce."""
         hit = self._responses.get((type_url, nonce, version))
