@@ -9,9 +9,11 @@ Two interception modes (node metadata ``INTERCEPTION_MODE``):
 * ``REDIRECT`` (Kubernetes with iptables): Istio's ``virtualOutbound`` (15001) and ``virtualInbound`` (15006)
   listeners hand connections to the per-port listeners by original destination.
 
-In both modes the per-port outbound listeners (``0.0.0.0_9080`` with RDS "9080", TCP ``<vip>_<port>``, TLS by
-SNI) are generated with ``bind_to_port: false``, as Istio does: they receive connections only through the
-virtual listener.
+In ``REDIRECT`` mode the per-port outbound listeners (``0.0.0.0_9080`` with RDS "9080", TCP ``<vip>_<port>``,
+TLS by SNI) are generated with ``bind_to_port: false``, as Istio does: they receive connections only through the
+virtual listener. ``NONE`` mode has no listener that hands connections over by original destination, so it gets
+no per-port listeners (nor their route configurations): they could never be reached, and at 1,000 services they
+were ~30 % of every sidecar's configuration.
 """
 
 from __future__ import annotations
@@ -245,7 +247,7 @@ def sidecar_listeners(proxy: Proxy, ctx: PushContext) -> list[listener_pb2.Liste
         lst.default_filter_chain.CopyFrom(listener_components_pb2.FilterChain(
             name=fallback, filters=[tcp_proxy(fallback, fallback)]))
         out.append(lst)
-    out.extend(outbound_port_listeners(proxy, ctx))
+        out.extend(outbound_port_listeners(proxy, ctx))
     out.extend(inbound_listeners(proxy, ctx))
     return out
 

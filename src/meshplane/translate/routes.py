@@ -98,7 +98,8 @@ def sidecar_route_configs(proxy: Proxy, ctx: PushContext) -> list[route_pb2.Rout
             if p.protocol.is_http:
                 by_port.setdefault(p.number, []).append((svc, p))
     out: list[route_pb2.RouteConfiguration] = []
-    for number in sorted(by_port):
+    # Per-port route configurations serve the per-port listeners, which only REDIRECT mode has (listeners.py).
+    for number in sorted(by_port) if proxy.interception_mode != "NONE" else ():
         rcfg = route_pb2.RouteConfiguration(name=str(number))
         rcfg.validate_clusters.value = False
         used: set[str] = set()

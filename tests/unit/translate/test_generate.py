@@ -42,8 +42,9 @@ def test_names_filter_for_eds_and_rds() -> None:
     ctx = context(bookinfo_registry())
     eds = generate(xdstypes.ENDPOINT, sidecar(), ctx, [f"outbound|9080||{REVIEWS}"])
     assert [r.name for r in eds] == [f"outbound|9080||{REVIEWS}"]
-    rds = generate(xdstypes.ROUTE, sidecar(), ctx, ["9080"])
+    rds = generate(xdstypes.ROUTE, sidecar(INTERCEPTION_MODE="REDIRECT"), ctx, ["9080"])
     assert [r.name for r in rds] == ["9080"]
+    assert [r.name for r in generate(xdstypes.ROUTE, sidecar(), ctx)] == ["http_proxy"]
 
 
 def test_every_listener_rds_and_cluster_eds_name_is_served() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from _feature_corpus import feature_objects, vs
 from _translate_helpers import bookinfo_file, bookinfo_registry, context, fqdn, routes, sidecar
@@ -10,6 +11,7 @@ from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.type.v3 import percent_pb2
 
+from meshplane.model.proxy import Proxy
 from meshplane.translate.simulate import simulate
 
 REVIEWS = fqdn("reviews")
@@ -23,8 +25,13 @@ def _bookinfo(*files: str) -> list:
     return objs
 
 
+def k8s_sidecar(*args: Any, **kwargs: Any) -> Proxy:
+    """A sidecar with Kubernetes-style capture: it has the per-port route configurations ("9080", ...)."""
+    return sidecar(*args, INTERCEPTION_MODE="REDIRECT", **kwargs)
+
+
 def test_header_match_routes_jason_to_v2_everyone_else_to_v1() -> None:
-    rs = routes(sidecar(), context(_bookinfo("virtual-service-reviews-test-v2.yaml")))
+    rs = routes(k8s_sidecar(), context(_bookinfo("virtual-service-reviews-test-v2.yaml")))
     jason = simulate(rs, "9080", "reviews:9080", "/reviews/0", {"end-user": "jason"})
     other = simulate(rs, "9080", "reviews:9080", "/reviews/0", {"end-user": "alice"})
     assert jason is not None and jason.cluster == f"outbound|9080|v2|{REVIEWS}"
@@ -47,14 +54,14 @@ def test_short_name_only_in_own_namespace() -> None:
 
 
 def test_weights_80_20() -> None:
-    rs = routes(sidecar(), context(_bookinfo("virtual-service-reviews-80-20.yaml")))
+    rs = routes(k8s_sidecar(), context(_bookinfo("virtual-service-reviews-80-20.yaml")))
     d = simulate(rs, "9080", "reviews", "/")
     assert d is not None
     assert dict(d.weighted) == {f"outbound|9080|v1|{REVIEWS}": 80, f"outbound|9080|v2|{REVIEWS}": 20}
 
 
 def test_abort_fault_for_jason_only() -> None:
-    rs = routes(sidecar("reviews", "v2"), context(_bookinfo("virtual-service-ratings-test-abort.yaml")))
+    rs = routes(k8s_sidecar("reviews", "v2"), context(_bookinfo("virtual-service-ratings-test-abort.yaml")))
     d = simulate(rs, "9080", "ratings:9080", "/ratings/0", {"end-user": "jason"})
     assert d is not None and d.route_proto is not None
     fault = fault_pb2.HTTPFault()
@@ -69,7 +76,7 @@ def test_abort_fault_for_jason_only() -> None:
 
 
 def test_delay_fault_7s() -> None:
-    rs = routes(sidecar("reviews", "v2"), context(_bookinfo("virtual-service-ratings-test-delay.yaml")))
+    rs = routes(k8s_sidecar("reviews", "v2"), context(_bookinfo("virtual-service-ratings-test-delay.yaml")))
     d = simulate(rs, "9080", "ratings", "/", {"end-user": "jason"})
     assert d is not None and d.route_proto is not None
     fault = fault_pb2.HTTPFault()
@@ -79,7 +86,7 @@ def test_delay_fault_7s() -> None:
 
 
 def test_deprecated_percent_is_accepted(cert_dir: Path) -> None:
-    rs = routes(sidecar(), context(bookinfo_registry() + feature_objects(str(cert_dir))))
+    rs = routes(k8s_sidecar(), context(bookinfo_registry() + feature_objects(str(cert_dir))))
     d = simulate(rs, "8000", "httpbin:8000", "/x?q=1&r=x",
                  {"x-a": "1", "x-b": "pq", "x-c": "cc", ":method": "POST"})
     assert d is not None and d.route == "matches" and d.route_proto is not None
@@ -91,7 +98,7 @@ def test_deprecated_percent_is_accepted(cert_dir: Path) -> None:
 
 
 def test_match_features_and_actions(cert_dir: Path) -> None:
-    rs = routes(sidecar(), context(bookinfo_registry() + feature_objects(str(cert_dir))))
+    rs = routes(k8s_sidecar(), context(bookinfo_registry() + feature_objects(str(cert_dir))))
     host = "httpbin:8000"
     full = {"x-a": "1", "x-b": "pq", "x-c": "cc", ":method": "POST"}
     d = simulate(rs, "8000", host, "/x?q=1&r=x", full)
@@ -126,7 +133,7 @@ def test_match_features_and_actions(cert_dir: Path) -> None:
 def test_source_labels_restrict_routes(cert_dir: Path) -> None:
     ctx = context(bookinfo_registry() + feature_objects(str(cert_dir)))
     full = {"x-a": "1", "x-b": "pq", "x-c": "cc", ":method": "POST"}
-    d = simulate(routes(sidecar("reviews", "v1"), ctx), "8000", "httpbin.default:8000", "/x?q=1&r=x", full)
+    d = simulate(routes(k8s_sidecar("reviews", "v1"), ctx), "8000", "httpbin.default:8000", "/x?q=1&r=x", full)
     assert d is not None and d.route == "default"
 
 
@@ -153,7 +160,7 @@ def test_delegate_merges_parent_match(cert_dir: Path) -> None:
 
 
 def test_default_retries_and_no_timeout() -> None:
-    rs = routes(sidecar(), context(bookinfo_registry()))
+    rs = routes(k8s_sidecar(), context(bookinfo_registry()))
     d = simulate(rs, "9080", "details", "/")
     assert d is not None and d.route_proto is not None
     assert d.route_proto.route.retry_policy.num_retries.value == 2
@@ -162,7 +169,7 @@ def test_default_retries_and_no_timeout() -> None:
 
 
 def test_retries_zero_disables(cert_dir: Path) -> None:
-    rs = routes(sidecar(), context(bookinfo_registry() + feature_objects(str(cert_dir))))
+    rs = routes(k8s_sidecar(), context(bookinfo_registry() + feature_objects(str(cert_dir))))
     d = simulate(rs, "8443", "httpbin:8443", "/grpc/x")
     assert d is not None and d.route_proto is not None
     assert not d.route_proto.route.HasField("retry_policy")
@@ -170,7 +177,7 @@ def test_retries_zero_disables(cert_dir: Path) -> None:
 
 
 def test_consistent_hash_on_route(cert_dir: Path) -> None:
-    rs = routes(sidecar(), context(bookinfo_registry() + feature_objects(str(cert_dir))))
+    rs = routes(k8s_sidecar(), context(bookinfo_registry() + feature_objects(str(cert_dir))))
     d = simulate(rs, "8000", "httpbin:8000", "/status/1")
     assert d is not None and d.route_proto is not None
     assert d.route_proto.route.hash_policy[0].header.header_name == "x-user"
@@ -188,7 +195,7 @@ def test_first_virtual_service_wins_for_duplicate_host() -> None:
     objs = [*_bookinfo("virtual-service-all-v1.yaml"),
         vs("reviews-late", {"hosts": ["reviews"], "http": [{"route": [{"destination": {"host": "reviews",
                                                                                        "subset": "v3"}}]}]})]
-    d = simulate(routes(sidecar(), context(objs)), "9080", "reviews", "/")
+    d = simulate(routes(k8s_sidecar(), context(objs)), "9080", "reviews", "/")
     assert d is not None and d.cluster == f"outbound|9080|v1|{REVIEWS}"
 
 
@@ -197,8 +204,8 @@ def test_export_to_dot_hides_virtual_service_from_other_namespaces() -> None:
         vs("reviews", {"hosts": ["reviews"], "exportTo": ["."],
                        "http": [{"route": [{"destination": {"host": "reviews", "subset": "v3"}}]}]})]
     ctx = context(objs)
-    mine = simulate(routes(sidecar(), ctx), "9080", "reviews", "/")
-    other = simulate(routes(sidecar(ns="other"), ctx), "9080", "reviews.default", "/")
+    mine = simulate(routes(k8s_sidecar(), ctx), "9080", "reviews", "/")
+    other = simulate(routes(k8s_sidecar(ns="other"), ctx), "9080", "reviews.default", "/")
     assert mine is not None and mine.cluster == f"outbound|9080|v3|{REVIEWS}"
     assert other is not None and other.cluster == f"outbound|9080||{REVIEWS}"
 

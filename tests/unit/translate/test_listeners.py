@@ -52,7 +52,9 @@ def test_sidecar_http_proxy_listener() -> None:
     assert h is not None and h.rds.route_config_name == "http_proxy"
     assert h.http_protocol_options.allow_absolute_url.value is True
     assert [f.name for f in h.http_filters][-1] == "envoy.filters.http.router"
-    port = lds["0.0.0.0_9080"]
+    # No listener hands connections over by original destination in NONE mode: no per-port listeners.
+    assert sorted(lds) == ["127.0.1.1_15001", "inbound_127.0.1.1_9080"]
+    port = listeners(sidecar(INTERCEPTION_MODE="REDIRECT"), context(bookinfo_registry()))["0.0.0.0_9080"]
     assert port.bind_to_port.value is False
 
 
@@ -94,7 +96,8 @@ def test_inbound_mtls_permissive_chains() -> None:
 
 
 def test_tcp_and_tls_outbound_listeners(cert_dir: Path) -> None:
-    lds = listeners(sidecar(), context(bookinfo_registry() + feature_objects(str(cert_dir))))
+    lds = listeners(sidecar(INTERCEPTION_MODE="REDIRECT"),
+                    context(bookinfo_registry() + feature_objects(str(cert_dir))))
     db = _tcp(lds["240.240.0.10_5432"].filter_chains[0])
     assert {c.name for c in db.weighted_clusters.clusters} == {"outbound|5432|a|db.internal",
                                                                "outbound|5432|b|db.internal"}
