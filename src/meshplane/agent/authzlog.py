@@ -128,6 +128,7 @@ class AuthzLog:
             except (aiohttp.ClientError, TimeoutError, OSError) as e:
                 log.debug("authz audit reports: %s (kept for the next tick)", e)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), period_s)
+                async with asyncio.timeout(period_s):
+                    await stop.wait()
         with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError):
             await self.flush()  # what Envoy wrote before it stopped

@@ -107,7 +107,8 @@ class CertificateManager:
             if await self._try_issue():
                 return True
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), backoff)
+                async with asyncio.timeout(backoff):
+                    await stop.wait()
             backoff = min(backoff * 2, 5.0)
         return False
 
@@ -147,7 +148,8 @@ class CertificateManager:
             if rotate_at is not None:
                 waits.append(rotate_at - loop.time())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), max(0.05, min(waits, default=1.0)))
+                async with asyncio.timeout(max(0.05, min(waits, default=1.0))):
+                    await stop.wait()
 
     async def _follow_bundle(self) -> bool:
         """Push a changed trust bundle to Envoy and wait for its ACK; True when it changed."""

@@ -71,4 +71,5 @@ class GatewayCredentials:
                 if self.failures in (1, 10) or self.failures % 100 == 0:
                     log.warning("gateway credentials: %s (keeping the current ones)", type(e).__name__)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.cfg.policy_poll_s)
+                async with asyncio.timeout(self.cfg.policy_poll_s):
+                    await stop.wait()

@@ -104,11 +104,13 @@ class EnvoyProcess:
                                         timeout=aiohttp.ClientTimeout(total=1)):
                     pass
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(proc.wait()), self.drain_s)
+                async with asyncio.timeout(self.drain_s):
+                    await asyncio.shield(proc.wait())
         with contextlib.suppress(ProcessLookupError):
             os.kill(proc.pid, signal.SIGTERM)
         try:
-            await asyncio.wait_for(proc.wait(), 5.0)
+            async with asyncio.timeout(5.0):
+                await proc.wait()
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(proc.pid, signal.SIGKILL)

@@ -34,7 +34,8 @@ async def probe_once(spec: Readiness, host: str, port: int, session: aiohttp.Cli
             return ProbeResult(False, f"GET {spec.http_path}: {type(e).__name__}: {e}")
     if spec.tcp:
         try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), spec.timeout_s)
+            async with asyncio.timeout(spec.timeout_s):
+                _, writer = await asyncio.open_connection(host, port)
         except (TimeoutError, OSError) as e:
             return ProbeResult(False, f"connect {host}:{port}: {e}")
         writer.close()

@@ -238,7 +238,8 @@ class Agent:
                     next_register = now + 1.0
             self.report(reg, "running")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stop_event.wait(), TICK_S)
+                async with asyncio.timeout(TICK_S):
+                    await self.stop_event.wait()
         self.report(reg, "stopping")
         if reg is not None:
             try:

@@ -100,7 +100,8 @@ class OpaPolicies:
                 except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as e:
                     log.debug("OPA policies: %s", e)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.cfg.policy_poll_s)
+                    async with asyncio.timeout(self.cfg.policy_poll_s):
+                        await stop.wait()
         finally:
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):

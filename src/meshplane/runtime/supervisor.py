@@ -451,7 +451,8 @@ class Supervisor:
                     self.write_view()
                     self.wake.clear()
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(_first(self.stop_event, self.wake), RECONCILE_S)
+                        async with asyncio.timeout(RECONCILE_S):
+                            await _first(self.stop_event, self.wake)
             except Exception as e:
                 log.exception("supervisor failed")
                 self.phase, self.error, code = "failed", f"{type(e).__name__}: {e}", 1

@@ -57,7 +57,11 @@ class Debouncer:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
         while True:
+            if task is not None and task.cancelling():
+                # A cancellation that some await below (a flush) swallowed: honour it here rather than run on.
+                raise asyncio.CancelledError()
             await self._changed.wait()
             start = last = loop.time()
             self._changed.clear()
@@ -67,7 +71,8 @@ class Debouncer:
                 if timeout <= 0:
                     break
                 try:
-                    await asyncio.wait_for(self._changed.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await self._changed.wait()
                 except TimeoutError:
                     break
                 self._changed.clear()

@@ -110,10 +110,8 @@ class SdsServer:
 
     async def wait_acked(self, name: str, version: int, timeout: float = 20.0) -> None:
         """Until every stream subscribed to ``name`` has ACKed ``version`` (or newer); at least one stream."""
-        async def done() -> None:
-            async with self._changed:
-                await self._changed.wait_for(lambda: self._all_acked(name, version))
-        await asyncio.wait_for(done(), timeout)
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: self._all_acked(name, version))
 
     def _all_acked(self, name: str, version: int) -> bool:
         subs = [acks for acks in self._stream_acks.values() if name in acks]

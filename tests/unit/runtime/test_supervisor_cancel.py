@@ -1,0 +1,84 @@
+"""The supervisor's main loop ends cancelled when cancelled, also when its wait ends in the same step.
+
+Why: on Python 3.11 ``asyncio.wait_for`` returned the awaited result instead of raising when the cancel and the
+result arrived in the same event-loop step (CPython gh-86296). The loop waited for ``stop``/``wake`` that way, so
+such a cancel was lost and the loop reconciled on. The coincidence is made on purpose here, as
+tests/unit/registry/test_kube_cancel.py does for the Kubernetes reflector. No process is started: the server
+start and the reconcile are stubbed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import meshplane.runtime.supervisor as supervisor
+from meshplane.runtime.home import Home
+from meshplane.runtime.manifest import parse_manifest
+from meshplane.runtime.supervisor import Supervisor
+
+
+def _supervisor(tmp_path: Path, turned: asyncio.Event) -> Supervisor:
+    m = parse_manifest({"clusters": [{"name": "c1"}],
+                        "workloads": [{"name": "web", "clusters": ["c1"], "command": ["true"], "ports": [9080]}]})
+    sup = Supervisor(Home(tmp_path / "home"), m)
+
+    async def start_server(session: Any) -> None:
+        sup.api = "http://127.0.0.1:1"
+
+    async def reconcile() -> None:
+        turned.set()
+
+    async def all_ready(client: Any) -> bool:
+        return False
+
+    async def shutdown() -> None:
+        sup.phase = "stopped"
+
+    sup.start_server = start_server  # type: ignore[method-assign]
+    sup.reconcile = reconcile  # type: ignore[method-assign]
+    sup.all_ready = all_ready  # type: ignore[method-assign]
+    sup.shutdown = shutdown  # type: ignore[method-assign]
+    return sup
+
+
+async def test_a_cancel_arriving_with_a_wake_ends_the_loop_cancelled(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    turned = asyncio.Event()
+    sup = _supervisor(tmp_path, turned)
+    waits = 0
+    answer: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def first(*events: asyncio.Event) -> None:
+        nonlocal waits
+        waits += 1
+        if waits > 1:
+            await asyncio.Event().wait()  # a second turn: waits until cancelled (again)
+        await answer
+
+    monkeypatch.setattr(supervisor, "_first", first)
+    task = asyncio.create_task(sup.run())
+    await asyncio.wait_for(turned.wait(), 5)  # the loop now waits for stop or wake
+    # The wake and the cancel in one step.
+    answer.set_result(None)
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=5)
+    if not done:
+        task.cancel()
+    assert done, "the supervisor did not stop after being cancelled"
+    assert task.cancelled() and waits == 1
+
+
+async def test_stop_ends_the_loop_and_shuts_down(tmp_path: Path) -> None:
+    turned = asyncio.Event()
+    sup = _supervisor(tmp_path, turned)
+    task = asyncio.create_task(sup.run())
+    await asyncio.wait_for(turned.wait(), 5)
+    turned.clear()
+    await asyncio.wait_for(turned.wait(), 5)  # a second turn: the wait timed out (RECONCILE_S)
+    sup.stop_event.set()
+    assert await asyncio.wait_for(task, 5) == 0
+    assert sup.phase == "stopped"
