@@ -217,8 +217,14 @@ def _endpoints(proxy: Proxy, ctx: PushContext, scope: ProxyScope, names: Collect
     if isinstance(view, tuple) and (wanted is None or wanted == _names_of(ctx, view)):
         return view
     assert wanted is not None
-    found = (_load_assignment(n, proxy, ctx, view_key) for n in sorted(wanted))
-    return [r for r in found if r is not None]
+    # An endpoint push asks every proxy for the same few names: equal views get the same tuple (so the ADS
+    # layer encodes it once for all of them).
+    fkey = (xdstypes.ENDPOINT, "few", view_key, wanted)
+    few = ctx._cache.get(fkey)
+    if few is None:
+        found = (_load_assignment(n, proxy, ctx, view_key) for n in sorted(wanted))
+        few = ctx._cache[fkey] = tuple(r for r in found if r is not None)
+    return few
 
 
 def generate(type_url: str, proxy: Proxy, ctx: PushContext,

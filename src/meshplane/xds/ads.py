@@ -131,6 +131,21 @@ def _ld_field(number: int, value: bytes) -> bytes:
     return bytes(out) + value
 
 
+# (type URL, nonce) -> the encoded type_url and response_nonce fields of an ACK. Nonces repeat across streams
+# (``Connection._nonce``), so a few entries serve every stream; a memo of a pure function, cleared when full.
+_ACK_TAILS: dict[tuple[str, str], bytes] = {}
+_ACK_TAILS_MAX = 1024
+
+
+def _ack_tail(type_url: str, nonce: str) -> bytes:
+    tail = _ACK_TAILS.get((type_url, nonce))
+    if tail is None:
+        if len(_ACK_TAILS) >= _ACK_TAILS_MAX:
+            _ACK_TAILS.clear()
+        tail = _ACK_TAILS[(type_url, nonce)] = _ld_field(4, type_url.encode()) + _ld_field(5, nonce.encode())
+    return tail
+
+
 def quick_sotw_ack(data: bytes, watched: Mapping[str, WatchedType], last: LastNames) -> XdsRequest | None:
     """The common SotW request, recognized in its encoded form without decoding it: an ACK of the latest
     response of a type that names exactly what the stream's previous request of that type named. None for
@@ -158,7 +173,7 @@ def quick_sotw_ack(data: bytes, watched: Mapping[str, WatchedType], last: LastNa
             wt = watched.get(type_url)
             if wt is None or wt.delta or not wt.nonce_sent:
                 continue
-            tail = _ld_field(4, type_url.encode()) + _ld_field(5, wt.nonce_sent.encode())
+            tail = _ack_tail(type_url, wt.nonce_sent)
             if n == i + len(key) + len(tail) and data.endswith(tail) and data.startswith(key, i):
                 return XdsRequest(type_url=type_url, delta=False, nonce=wt.nonce_sent, version_info=version,
                                   names=names)

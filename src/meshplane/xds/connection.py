@@ -164,12 +164,19 @@ class Connection:
                 if wt.wildcard and not force and key == wt.full_version_sent:
                     return False  # unchanged
             else:
-                resources = [r for r in resources if wt.sent.get(r.name) != r.version]
-                if not resources:
-                    return False
-                blob = b"".join(state.encoder.sotw_resource(wt.type_url, r) for r in resources)
-                key = encoding.content_key((r.name, r.version) for r in resources)
-                versions = {r.name: r.version for r in resources}
+                sent = wt.sent
+                if isinstance(resources, tuple) and all(sent.get(r.name) != r.version for r in resources):
+                    # The usual endpoint push: all of it is new, and the tuple is shared by every proxy with
+                    # the same view, so its encoding (and, below, its response bytes) is built once.
+                    whole = True
+                    blob, key, versions = state.encoder.sotw_list(wt.type_url, resources)
+                else:
+                    resources = [r for r in resources if sent.get(r.name) != r.version]
+                    if not resources:
+                        return False
+                    blob = b"".join(state.encoder.sotw_resource(wt.type_url, r) for r in resources)
+                    key = encoding.content_key((r.name, r.version) for r in resources)
+                    versions = {r.name: r.version for r in resources}
         except encoding.TypeUrlMismatch:
             log.exception("%s: not sending %s", self.id, wt.type_url)
             return False
@@ -179,7 +186,7 @@ class Connection:
         wt.record_send(nonce, key, key, versions)
         if wt.wildcard:
             wt.full_version_sent = key
-        # A whole list is shared by many streams: its response bytes are too (built once per nonce).
+        # A shared list is sent by many streams: its response bytes are too (built once per nonce).
         respond = state.encoder.sotw_response if whole else encoding.sotw_response
         await self._write(len(blob) + 256, lambda: respond(key, wt.type_url, nonce, blob))
         # Resource warming: after CDS (LDS), Envoy re-requests EDS (RDS) with unchanged names, version and

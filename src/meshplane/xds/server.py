@@ -97,7 +97,9 @@ class XdsServer:
         """Load the config, build the first push context, bind ``address`` ("host:port", port 0 = any) and
         serve. Returns the bound port."""
         self._controller.load()
-        self._stale = True  # built when the first proxy connects
+        # Built now (registry merged, context indexed), as istiod does at start-up: the first proxies to connect
+        # are answered without waiting for it. Later changes while nobody is connected only mark it stale.
+        self._rebuild(full=True)
         self._controller.start()
         self._debouncer.start()
         self._sender = asyncio.create_task(self._send_loop(), name="xds-sender")

@@ -55,20 +55,21 @@ async def test_builds_nothing_without_proxies_and_updates_endpoints_incrementall
     server = XdsServer(store, XdsSettings(debounce_quiet=0.01, debounce_max=0.05))
     await server.start("127.0.0.1:0")
     try:
+        assert server.context_builds == 1  # built at start-up, before any proxy connects
         for i in range(20, 30):  # bulk writes with nobody connected
             await store.create(SE, service_entry(f"s{i}", selector={"app": f"s{i}"}), actor="test")
         await server.wait_idle()
-        assert server.context_builds == 0 and server.deferred_flushes >= 1
+        assert server.context_builds == 1 and server.deferred_flushes >= 1
 
         _connect(server)
         assert server.state is not None  # what a proxy's first request does
-        assert server.context_builds == 1
+        assert server.context_builds == 2  # the deferred changes, built once on demand
 
         we = store.get(WE, "default", "s3-0")
         assert we is not None
         await store.update(WE, {**we, "spec": {**we["spec"], "address": "10.9.9.9"}}, actor="test")
         await server.wait_idle()
-        assert server.context_builds == 1  # no new push context for an endpoint change
+        assert server.context_builds == 2  # no new push context for an endpoint change
         assert server.registry_updates == 1 and server.eds_pushes == 1
         assert [e.address for e in server.registry.endpoints_of(fqdn("s3"))] == ["10.9.9.9"]
 
@@ -77,7 +78,7 @@ async def test_builds_nothing_without_proxies_and_updates_endpoints_incrementall
                                 "spec": {"hosts": [fqdn("s1")], "http": [{"route": [
                                     {"destination": {"host": fqdn("s1")}}]}]}}, actor="test")
         await server.wait_idle()
-        assert server.context_builds == 2 and server.full_pushes == 1
+        assert server.context_builds == 3 and server.full_pushes == 1
     finally:
         await server.stop(0)
         await store.close()
