@@ -251,3 +251,46 @@ async def test_a_source_reporting_its_changed_hosts_is_updated_without_a_re_merg
     finally:
         await server.stop(0)
         await store.close()
+
+
+async def test_an_endpoint_push_sends_the_same_bytes_to_streams_with_the_same_view() -> None:
+    """An EDS push to a thousand proxies with one view encodes the assignment and the response once; a stream
+    that already holds the pushed version gets nothing, one that is behind gets only what it lacks."""
+    translator = DefaultTranslator()
+    sent: dict[str, list[bytes]] = {"a": [], "b": [], "c": []}
+
+    def sender(key: str) -> Any:
+        async def send(data: bytes) -> None:
+            sent[key].append(data)
+        return send
+
+    objs = bookinfo_registry()
+    ctx = context(objs)
+    state = PushState(ctx=ctx, epoch=1, config_version=1, encoder=Encoder())
+    conns = {}
+    for key in sent:
+        conn = Connection(delta=False, peer=key, translator=translator, send=sender(key))
+        conn.proxy = translator.proxy_from_node(NODE, {"NAMESPACE": "default"}, Locality())
+        names = frozenset(r.name for r in translator.generate(xdstypes.ENDPOINT, conn.proxy, ctx))
+        await conn.handle(XdsRequest(type_url=xdstypes.ENDPOINT, names=names), state)
+        conns[key] = conn
+    reviews = fqdn("reviews")
+    ctx2 = ctx.with_registry(context([*objs, workload_entry("reviews-v1b", "127.0.1.9", {"app": "reviews",
+                                                                                    "version": "v1"})]).registry,
+                             frozenset({reviews}))
+    state2 = PushState(ctx=ctx2, epoch=2, config_version=1, encoder=Encoder())
+    await conns["c"].push(PushRequest(full=False, endpoints_updated=frozenset({reviews})), state2)
+    for key in ("a", "b", "c"):
+        await conns[key].push(PushRequest(full=False, endpoints_updated=frozenset({reviews})), state2)
+    assert len(sent["a"]) == len(sent["b"]) == 2 and sent["a"][1] is sent["b"][1]  # one bytes object
+    assert len(sent["c"]) == 2  # already held the new version: the second push sent nothing
+    from envoy.config.endpoint.v3 import endpoint_pb2
+    from envoy.service.discovery.v3 import discovery_pb2
+
+    resp = discovery_pb2.DiscoveryResponse.FromString(sent["a"][1])
+    assert resp.type_url == xdstypes.ENDPOINT and resp.nonce == conns["a"].watched[xdstypes.ENDPOINT].nonce_sent
+    cla = endpoint_pb2.ClusterLoadAssignment()
+    assert len(resp.resources) == 1 and resp.resources[0].Unpack(cla)
+    assert cla.cluster_name == f"outbound|9080||{reviews}"
+    assert "127.0.1.9" in {e.endpoint.address.socket_address.address
+                           for g in cla.endpoints for e in g.lb_endpoints}
