@@ -7,8 +7,12 @@ depend on the machine, so each number is also given as a ratio against a baselin
 bare grpc.aio ADS server that sends pre-serialized bytes (the same responses meshplane produced for one proxy)
 to the same N streams, i.e. the raw cost of moving the bytes.
 
-Processes: this script is the driver and runs the simulated proxies; the server (meshplane or baseline) runs in
-a child process (spawned, so no gRPC state crosses a fork) controlled over stdin/stdout lines.
+Processes: this script is the coordinator; the server (meshplane or baseline) and the driver processes holding
+the simulated proxies run as child processes (spawned, so no gRPC state crosses a fork) controlled over
+stdin/stdout lines. The drivers are the compiled bench/xds_driver/driver.cc (``--driver cpp``, built on first
+use with g++ against the system's gRPC C++) or this script (``--driver python``): same behaviour, same protocol;
+the compiled one keeps the load generator from taking most of the CPU. ``--driver auto`` (default) takes cpp
+when it builds.
 
     python bench/xds_scale.py                                  # small: S=50 E=3 N=20, seconds
     python bench/xds_scale.py --services 1000 --endpoints 10 --proxies 1000 --changes 20   # the target size
@@ -18,15 +22,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -366,7 +373,7 @@ def _cluster_info(value: bytes) -> tuple[str, str]:
 def _listener_info(value: bytes) -> tuple[str, frozenset[str]]:
     lst = listener_pb2.Listener.FromString(value)
     routes = set()
-    for chain in lst.filter_chains:
+    for chain in [*lst.filter_chains, lst.default_filter_chain]:  # an unset default chain has no filters
         for f in chain.filters:
             if f.typed_config.type_url.endswith("HttpConnectionManager"):
                 h = hcm_pb2.HttpConnectionManager.FromString(f.typed_config.value)
@@ -561,6 +568,63 @@ async def _drive(args: argparse.Namespace) -> None:
     _reply({**_usage(), "parsed_regions": cache.parsed_regions})
 
 
+# --- the compiled driver ---------------------------------------------------------------------------------------
+#
+# bench/xds_driver/driver.cc: the same proxies and line protocol as ``_drive`` in C++ (gRPC C++'s GenericStub,
+# hand-encoded requests, a hand-written wire-format walker, resources parsed once per process by their bytes).
+# The Python driver's own CPU (grpc.aio) bounded both servers on a 2-core machine; this one costs a fraction.
+
+DRIVER_SOURCE = Path(__file__).resolve().parent / "xds_driver" / "driver.cc"
+DRIVER_BUILD = DRIVER_SOURCE.parent / ".build"  # gitignored
+
+
+def build_driver() -> tuple[str | None, str]:
+    """(path of the compiled driver, "") or (None, why not). Built with g++ -O2 against the system's gRPC C++
+    (Debian: libgrpc++-dev, pkg-config) into bench/xds_driver/.build/, named by a hash of the source and the
+    compiler command, so it is rebuilt exactly when either changes; concurrent builds each write their own
+    temporary file and rename it into place."""
+    if not DRIVER_SOURCE.exists():
+        return None, f"{DRIVER_SOURCE} is missing"
+    cxx = os.environ.get("CXX", "g++")
+    if shutil.which(cxx) is None or shutil.which("pkg-config") is None:
+        return None, f"{cxx} or pkg-config not found (apt-get install g++ pkg-config libgrpc++-dev)"
+    flags = subprocess.run(["pkg-config", "--cflags", "--libs", "grpc++"], capture_output=True, text=True)
+    if flags.returncode != 0:
+        return None, "pkg-config finds no grpc++ (apt-get install libgrpc++-dev)"
+    cmd = [cxx, "-std=c++17", "-O2", "-pthread", str(DRIVER_SOURCE), *flags.stdout.split()]
+    digest = hashlib.sha256(DRIVER_SOURCE.read_bytes() + "\0".join(cmd).encode()).hexdigest()[:16]
+    binary = DRIVER_BUILD / f"xds_driver-{digest}"
+    if binary.exists():
+        return str(binary), ""
+    DRIVER_BUILD.mkdir(parents=True, exist_ok=True)
+    print(f"xds_scale: compiling {DRIVER_SOURCE.name} (once, ~15 s)", file=sys.stderr, flush=True)
+    tmp = DRIVER_BUILD / f".xds_driver-{digest}.{os.getpid()}.tmp"
+    done = subprocess.run([*cmd[:4], "-o", str(tmp), *cmd[4:]], capture_output=True, text=True)
+    if done.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        return None, f"compiling {DRIVER_SOURCE.name} failed: {done.stderr.strip()[-2000:]}"
+    os.replace(tmp, binary)
+    for old in DRIVER_BUILD.glob("xds_driver-*"):
+        if old != binary:
+            old.unlink(missing_ok=True)
+    return str(binary), ""
+
+
+def resolve_driver(choice: str) -> tuple[str, str | None]:
+    """("cpp", binary) or ("python", None) for ``--driver``: auto takes cpp when it builds, else python (with a
+    one-line note on stderr); cpp exits when it cannot be built."""
+    if choice == "python":
+        return "python", None
+    binary, why = build_driver()
+    if binary is not None:
+        return "cpp", binary
+    if choice == "cpp":
+        sys.exit(f"xds_scale: --driver cpp: {why}")
+    print(f"xds_scale: note: C++ driver unavailable, using the Python driver ({why.splitlines()[0]})",
+          file=sys.stderr, flush=True)
+    return "python", None
+
+
 # --- coordinator -----------------------------------------------------------------------------------------------
 
 
@@ -575,6 +639,18 @@ class Child:
         cmd = [sys.executable, os.path.abspath(__file__), "--role", role, "--services", str(args.services),
                "--endpoints", str(args.endpoints), "--changes", str(args.changes), "--quiet", str(args.quiet),
                "--max-delay", str(args.max_delay), "--concurrency", str(args.concurrency), *extra]
+        return await cls.exec(cmd)
+
+    @classmethod
+    async def spawn_proxies(cls, args: argparse.Namespace, port: int, first: int, count: int) -> Child:
+        """A driver process for proxies ``first .. first+count-1``: the compiled one or this script."""
+        extra = ("--port", str(port), "--first", str(first), "--count", str(count))
+        if args.driver_bin:
+            return await cls.exec([args.driver_bin, *extra])
+        return await cls.spawn("proxies", args, *extra)
+
+    @classmethod
+    async def exec(cls, cmd: list[str]) -> Child:
         proc = await asyncio.create_subprocess_exec(*cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                                     limit=1 << 24)
         return cls(proc)
@@ -626,17 +702,18 @@ async def measure(role: str, args: argparse.Namespace) -> dict[str, Any]:
         k = max(1, min(args.drivers, args.proxies))
         bounds = [args.proxies * d // k for d in range(k + 1)]
         for d in range(k):
-            drivers.append(await Child.spawn("proxies", args, "--port", str(port), "--first", str(bounds[d]),
-                                             "--count", str(bounds[d + 1] - bounds[d])))
+            drivers.append(await Child.spawn_proxies(args, port, bounds[d], bounds[d + 1] - bounds[d]))
         await asyncio.gather(*(d.recv() for d in drivers))
         before = await server.ask("stats")
         t0 = time.perf_counter()
         for d in drivers:
             d.send("start")
         done = await asyncio.wait_for(asyncio.gather(*(d.recv() for d in drivers)), args.timeout)
-        convergence = max(max(r["complete"]) for r in done) - t0
+        complete = [t for r in done for t in r["complete"]]
+        convergence = max(complete) - t0
         after_conv = await server.ask("stats")
         latencies: list[float] = []
+        observed = 0  # (proxy, change) pairs where the proxy saw the change after it was written
         for c in range(args.changes):
             i = c % args.services
             cluster = f"outbound|80||{host_of(i)}"
@@ -649,6 +726,7 @@ async def measure(role: str, args: argparse.Namespace) -> dict[str, Any]:
             assert reply["address"] == expected, (reply, expected)
             hits = await asyncio.wait_for(asyncio.gather(*(d.recv() for d in drivers)), args.timeout)
             latencies.extend(h - t1 for r in hits for h in r["hits"])
+            observed += sum(1 for r in hits for h in r["hits"] if h >= t1)
         after = await server.ask("stats")
         finals = await asyncio.gather(*(d.stop() for d in drivers))
         drivers = []
@@ -663,6 +741,8 @@ async def measure(role: str, args: argparse.Namespace) -> dict[str, Any]:
             "server_cpu_setup_s": before["cpu_s"],
             "server_peak_rss_mb": after["peak_rss_mb"],
             "driver_cpu_s": sum(f["cpu_s"] for f in finals if f),
+            "proxies_converged": sum(1 for t in complete if t >= t0),
+            "changes_observed": observed,
         }
     finally:
         await asyncio.gather(*(d.stop() for d in drivers))
@@ -681,6 +761,9 @@ def main() -> None:
     ap.add_argument("--max-delay", type=float, default=0.1, help="debounce maximum delay (s)")
     ap.add_argument("--concurrency", type=int, default=100, help="max concurrent pushes")
     ap.add_argument("--timeout", type=float, default=300.0)
+    ap.add_argument("--driver", choices=["auto", "cpp", "python"], default="auto",
+                    help="simulated proxies in the compiled driver (bench/xds_driver/driver.cc, built on first "
+                         "use) or in Python; auto: cpp when it builds (default: %(default)s)")
     ap.add_argument("--role", choices=["driver", "meshplane", "baseline", "proxies"], default="driver",
                     help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -704,11 +787,13 @@ def main() -> None:
         else:
             asyncio.run(_drive(args))
         return
+    args.driver, args.driver_bin = resolve_driver(args.driver)  # one driver for both servers
     base = None if args.no_baseline else asyncio.run(measure("baseline", args))
     mesh = asyncio.run(measure("meshplane", args))
     base = base or mesh
     result = {"params": {"S": args.services, "E": args.endpoints, "N": args.proxies, "changes": args.changes,
-                         "drivers": args.drivers, "quiet_s": args.quiet, "max_delay_s": args.max_delay},
+                         "drivers": args.drivers, "driver": args.driver, "quiet_s": args.quiet,
+                         "max_delay_s": args.max_delay},
               "load_average": os.getloadavg(),
               "meshplane": mesh, "baseline": base,
               "ratio": {k: (mesh[k] / base[k] if base[k] else None) for k in mesh}}
@@ -716,12 +801,13 @@ def main() -> None:
         print(json.dumps(result, indent=2))
         return
     print(f"S={args.services} E={args.endpoints} N={args.proxies} changes={args.changes} drivers={args.drivers} "
-          f"(debounce {args.quiet}s/{args.max_delay}s); load average at the end "
+          f"driver={args.driver} (debounce {args.quiet}s/{args.max_delay}s); load average at the end "
           + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     print(f"{'metric':28} {'meshplane':>12} {'baseline':>12} {'ratio':>8}")
     for k in mesh:
         r = result["ratio"][k]
-        print(f"{k:28} {mesh[k]:12.3f} {base[k]:12.3f} {r if r is None else f'{r:8.2f}'}")
+        fmt = "12d" if isinstance(mesh[k], int) else "12.3f"
+        print(f"{k:28} {mesh[k]:{fmt}} {base[k]:{fmt}} {r if r is None else f'{r:8.2f}'}")
 
 
 if __name__ == "__main__":
