@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import compress
+from operator import is_not
 from typing import Any
 
 from meshplane.model.config import ConfigSnapshot, JSONObject
@@ -209,10 +211,19 @@ class ServiceEntrySource:
         if new_objs is self._we_objs:
             self.recomputed = 0
             return frozenset()
-        self._we_objs = new_objs
-        new_ids = {id(o): o for o in new_objs}
-        gone = [self._we_ids[i] for i in self._we_ids.keys() - new_ids.keys()]
-        added = [new_ids[i] for i in new_ids.keys() - self._we_ids.keys()]
+        old_objs, self._we_objs = self._we_objs, new_objs
+        if len(old_objs) == len(new_objs):
+            # The usual churn: entries updated in place (the snapshot keeps them sorted by name, so an update
+            # keeps its position). Compared by identity position by position, in C; an entry that moved
+            # anyway is removed and added back, which is still exact.
+            at = list(compress(range(len(new_objs)), map(is_not, old_objs, new_objs)))
+            ids = self._we_ids  # (an entry shadowed by a later one of the same name has no id here)
+            gone = [k for k in (ids.get(id(old_objs[i])) for i in at) if k is not None]
+            added = [new_objs[i] for i in at]
+        else:
+            new_ids = {id(o): o for o in new_objs}
+            gone = [self._we_ids[i] for i in self._we_ids.keys() - new_ids.keys()]
+            added = [new_ids[i] for i in new_ids.keys() - self._we_ids.keys()]
         touched: list[tuple[str, Mapping[str, str]]] = []  # (namespace, labels) before and after
         for key in gone:
             rec = self._remove_we(key)

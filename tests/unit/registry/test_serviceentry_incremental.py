@@ -106,3 +106,23 @@ def test_update_shard_matches_a_full_aggregate_and_keeps_services() -> None:
     assert after.services is before.services
     assert after.version != before.version
     assert after.endpoints[fqdn("s3")] is before.endpoints[fqdn("s3")]  # untouched hosts are shared
+
+
+def test_same_length_updates_with_shifted_positions_match_a_full_recompute() -> None:
+    """One entry deleted and another added in the same flush keeps the collection's length while every entry
+    after them moves: the position-by-position comparison must still give the full recompute's result."""
+    snap = snapshot(_mesh(10, 3))
+    src = ServiceEntrySource(snap, "c1")
+    wes = list(snap.of(WORKLOAD_ENTRIES))
+    removed = wes.pop(2)
+    moved = [*wes[:5], workload_entry("s0-new", "10.9.9.9", {"app": "s0", "v": "v0"}), *wes[5:]]
+    assert len(moved) == len(snap.of(WORKLOAD_ENTRIES))
+    nxt = _with_wes(snap, moved)
+    hosts = src.update(nxt)
+    assert hosts is not None and fqdn("s0") in hosts
+    assert removed["spec"]["address"] not in {e.address for e in src.endpoints_of(fqdn("s0"))}
+    _same_as_full(src, nxt)
+    # and a plain in-place update right after: only that service reported
+    upd = _replace(nxt, "s7-1", address="10.7.7.7")
+    assert src.update(upd) == frozenset({fqdn("s7")})
+    _same_as_full(src, upd)
