@@ -771,6 +771,9 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     ap.add_argument("--no-baseline", action="store_true", help="measure meshplane only (while iterating)")
+    ap.add_argument("--sovereign", action="store_true",
+                    help="also serve the same S x E clusters to one real Envoy from meshplane and from sovereign "
+                         "(bench/xds_sovereign.py, installs sovereign into its own venv) and report the ratios")
     args = ap.parse_args()
     if args.role == "meshplane":
         asyncio.run(_serve_meshplane(args))
@@ -791,12 +794,15 @@ def main() -> None:
     base = None if args.no_baseline else asyncio.run(measure("baseline", args))
     mesh = asyncio.run(measure("meshplane", args))
     base = base or mesh
+    sovereign = against_sovereign(args) if args.sovereign else None
     result = {"params": {"S": args.services, "E": args.endpoints, "N": args.proxies, "changes": args.changes,
                          "drivers": args.drivers, "driver": args.driver, "quiet_s": args.quiet,
                          "max_delay_s": args.max_delay},
               "load_average": os.getloadavg(),
               "meshplane": mesh, "baseline": base,
               "ratio": {k: (mesh[k] / base[k] if base[k] else None) for k in mesh}}
+    if sovereign is not None:
+        result["sovereign"] = sovereign
     if args.json:
         print(json.dumps(result, indent=2))
         return
@@ -808,6 +814,32 @@ def main() -> None:
         r = result["ratio"][k]
         fmt = "12d" if isinstance(mesh[k], int) else "12.3f"
         print(f"{k:28} {mesh[k]:{fmt}} {base[k]:{fmt}} {r if r is None else f'{r:8.2f}'}")
+    if sovereign is not None:
+        print(f"\none real Envoy, all {args.services} clusters active (sovereign: STATIC clusters, endpoints "
+              "inlined, REST/JSON)")
+        print(f"{'metric':28} {'meshplane':>12} {'sovereign':>12} {'sov/mesh':>8}")
+        for k, m in sovereign["meshplane"].items():
+            o = sovereign["sovereign"][k]
+            print(f"{k:28} {m:12.3f} {o:12.3f} {o / m if m else float('nan'):8.2f}")
+
+
+def against_sovereign(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """bench/xds_sovereign.py's measurement in this run: time-to-active and bytes of one real Envoy fed the same
+    clusters by meshplane (ADS) and by sovereign (REST/JSON)."""
+    import tempfile
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import xds_sovereign
+
+    sargs = argparse.Namespace(services=args.services, endpoints=args.endpoints, timeout=args.timeout,
+                               sovereign_eds=False,
+                               venv=os.path.join(tempfile.gettempdir(), "meshplane-sovereign-venv"))
+    workdir = Path(tempfile.mkdtemp(prefix="xds-sovereign-"))
+    try:
+        return {"meshplane": xds_sovereign.measure_meshplane(sargs, workdir),
+                "sovereign": xds_sovereign.measure_sovereign(sargs, workdir)}
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
