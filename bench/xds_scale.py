@@ -165,6 +165,17 @@ async def _serve_meshplane(args: argparse.Namespace) -> None:
             generation += 1
             await store.update(gr, new, actor="bench")
             _reply({"address": new["spec"]["address"]})
+        elif cmd[0] == "settle":  # every proxy has ACKed the latest EDS response (nothing left to process)
+            from meshplane.model import xdstypes
+
+            t = time.perf_counter()
+            while time.perf_counter() - t < SETTLE_TIMEOUT_S:
+                await server.wait_idle()
+                if all(ts.nonce_acked == ts.nonce_sent for st in server.proxy_status() for ts in st.types
+                       if ts.type_url == xdstypes.ENDPOINT):
+                    break
+                await asyncio.sleep(0.005)
+            _reply({"settled_ms": (time.perf_counter() - t) * 1000})
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(os.environ["XDS_SCALE_PROFILE"])
@@ -215,6 +226,7 @@ async def _serve_baseline(args: argparse.Namespace) -> None:
                                                            resources=[a]).SerializeToString(),
                            endpoint_ip(i, 0, c + 1))
     streams: list[asyncio.Queue[bytes]] = []
+    acked: dict[str, int] = {}  # change nonce -> ACKs read
 
     async def handler(requests: Any, context: Any) -> None:
         q: asyncio.Queue[bytes] = asyncio.Queue()
@@ -223,6 +235,8 @@ async def _serve_baseline(args: argparse.Namespace) -> None:
 
         async def read() -> None:
             async for req in requests:
+                if req.response_nonce.startswith("c"):
+                    acked[req.response_nonce] = acked.get(req.response_nonce, 0) + 1
                 if req.type_url not in seen:
                     seen.add(req.type_url)
                     q.put_nowait(responses[req.type_url])
@@ -255,7 +269,16 @@ async def _serve_baseline(args: argparse.Namespace) -> None:
             for q in streams:
                 q.put_nowait(data)
             _reply({"address": address})
+        elif cmd[0] == "settle":  # every stream's ACK of the latest change has been read
+            t = time.perf_counter()
+            while (changes and acked.get(f"c{changes - 1}", 0) < len(streams)
+                   and time.perf_counter() - t < SETTLE_TIMEOUT_S):
+                await asyncio.sleep(0.005)
+            _reply({"settled_ms": (time.perf_counter() - t) * 1000})
     await server.stop(0.5)
+
+
+SETTLE_TIMEOUT_S = 30.0
 
 
 def _reply(obj: dict[str, Any]) -> None:
@@ -714,6 +737,7 @@ async def measure(role: str, args: argparse.Namespace) -> dict[str, Any]:
         after_conv = await server.ask("stats")
         latencies: list[float] = []
         observed = 0  # (proxy, change) pairs where the proxy saw the change after it was written
+        settle_ms: list[float] = []  # after the last proxy saw a change, until the server had every ACK
         for c in range(args.changes):
             i = c % args.services
             cluster = f"outbound|80||{host_of(i)}"
@@ -727,6 +751,9 @@ async def measure(role: str, args: argparse.Namespace) -> dict[str, Any]:
             hits = await asyncio.wait_for(asyncio.gather(*(d.recv() for d in drivers)), args.timeout)
             latencies.extend(h - t1 for r in hits for h in r["hits"])
             observed += sum(1 for r in hits for h in r["hits"] if h >= t1)
+            # One change at a time, as the target is stated: the next is written once the server has taken in
+            # every ACK of this one (otherwise it would also wait behind a thousand ACKs still being read).
+            settle_ms.append((await server.ask("settle"))["settled_ms"])
         after = await server.ask("stats")
         finals = await asyncio.gather(*(d.stop() for d in drivers))
         drivers = []
@@ -743,10 +770,17 @@ async def measure(role: str, args: argparse.Namespace) -> dict[str, Any]:
             "driver_cpu_s": sum(f["cpu_s"] for f in finals if f),
             "proxies_converged": sum(1 for t in complete if t >= t0),
             "changes_observed": observed,
+            "ack_settle_p50_ms": statistics.median(settle_ms) if settle_ms else 0.0,
         }
     finally:
         await asyncio.gather(*(d.stop() for d in drivers))
         await server.stop()
+
+
+def _server_default_concurrency() -> int:
+    from meshplane.xds import XdsSettings
+
+    return XdsSettings().max_concurrent_pushes
 
 
 def main() -> None:
@@ -759,7 +793,8 @@ def main() -> None:
                     help="driver processes holding the proxies (default: one per core, at least 2)")
     ap.add_argument("--quiet", type=float, default=0.01, help="debounce quiet period (s)")
     ap.add_argument("--max-delay", type=float, default=0.1, help="debounce maximum delay (s)")
-    ap.add_argument("--concurrency", type=int, default=100, help="max concurrent pushes")
+    ap.add_argument("--concurrency", type=int, default=_server_default_concurrency(),
+                    help="max concurrent pushes (default: the server's, %(default)s)")
     ap.add_argument("--timeout", type=float, default=300.0)
     ap.add_argument("--driver", choices=["auto", "cpp", "python"], default="auto",
                     help="simulated proxies in the compiled driver (bench/xds_driver/driver.cc, built on first "

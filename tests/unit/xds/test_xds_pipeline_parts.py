@@ -27,6 +27,54 @@ async def test_queue_merges_pending_and_requeues_changes_during_processing() -> 
     assert key == "a" and req.full
 
 
+async def test_one_entry_wakes_one_worker_and_every_entry_is_taken_once() -> None:
+    q: PushQueue[str] = PushQueue()
+    wakeups = 0
+    taken: list[str] = []
+
+    async def worker() -> None:
+        nonlocal wakeups
+        while True:
+            key, _ = await q.dequeue()
+            wakeups += 1
+            taken.append(key)
+            q.mark_done(key)
+
+    workers = [asyncio.create_task(worker()) for _ in range(50)]
+    await asyncio.sleep(0)
+    q.enqueue("a", PushRequest(full=True))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert taken == ["a"] and wakeups == 1 and len(q._waiters) == 50  # the others were not woken at all
+    for i in range(200):
+        q.enqueue(f"p{i}", PushRequest(full=False))
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert sorted(taken[1:]) == sorted(f"p{i}" for i in range(200)) and len(q) == 0
+    for w in workers:
+        w.cancel()
+    await asyncio.gather(*workers, return_exceptions=True)
+
+
+async def test_a_worker_woken_then_cancelled_hands_its_wake_up_on() -> None:
+    q: PushQueue[str] = PushQueue()
+    taken: list[str] = []
+
+    async def worker() -> None:
+        key, _ = await q.dequeue()
+        taken.append(key)
+
+    first = asyncio.create_task(worker())
+    await asyncio.sleep(0)
+    second = asyncio.create_task(worker())
+    await asyncio.sleep(0)
+    q.enqueue("x", PushRequest(full=True))  # wakes the first waiter ...
+    first.cancel()  # ... which is cancelled in the same step, before it runs
+    await asyncio.gather(first, return_exceptions=True)
+    await asyncio.wait_for(second, 1)
+    assert first.cancelled() and taken == ["x"] and len(q) == 0
+
+
 async def test_debouncer_merges_a_burst_into_one_flush() -> None:
     flushed: list[PushRequest] = []
 
