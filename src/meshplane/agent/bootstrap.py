@@ -71,6 +71,8 @@ def build_bootstrap(
         "cluster": _node_cluster(node_id, metadata),
         "metadata": dict(metadata),
     }
+    if not sds_socket:  # no ``sds-grpc``: tell the control plane not to offer auto mTLS (docs/proxy-metadata.md)
+        node["metadata"].setdefault("SDS", "false")
     if node_locality:
         node["locality"] = node_locality
     ads_source = {"ads": {}, "resource_api_version": "V3"}

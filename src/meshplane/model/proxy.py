@@ -51,6 +51,10 @@ class Proxy:
     interception_mode: str = "NONE"
     # Port of the explicit HTTP proxy listener (NONE mode) or of the virtual outbound listener (REDIRECT mode).
     outbound_port: int = 15001
+    # Whether the proxy has an SDS source for its certificates (metadata SDS; the bootstrap has ``sds-grpc``).
+    # Without one, auto mTLS is not offered: its TLS context would wait for a secret that never comes, holding
+    # every mesh-internal cluster in warming for Envoy's initial fetch timeout (15 s).
+    sds: bool = True
 
     @property
     def is_gateway(self) -> bool:
@@ -184,6 +188,10 @@ def proxy_from_node(node_id: str, metadata: Mapping[str, Any], locality: Localit
     if mode not in ("NONE", "REDIRECT"):
         raise ProxyMetadataError(f"metadata INTERCEPTION_MODE: {mode!r} is not NONE or REDIRECT")
     outbound_port = _port("OUTBOUND_PORT", str(metadata.get("OUTBOUND_PORT", 15001)))
+    sds_raw = metadata.get("SDS", True)
+    sds = {"true": True, "false": False}.get(str(sds_raw).lower()) if not isinstance(sds_raw, bool) else sds_raw
+    if sds is None:
+        raise ProxyMetadataError(f"metadata SDS: {sds_raw!r} is not true or false")
     return Proxy(
         id=node_id,
         type=ptype,
@@ -203,4 +211,5 @@ def proxy_from_node(node_id: str, metadata: Mapping[str, Any], locality: Localit
         gateway_ports=_parse_port_map("GATEWAY_PORTS", metadata.get("GATEWAY_PORTS") or {}),
         interception_mode=mode,
         outbound_port=outbound_port,
+        sds=sds,
     )

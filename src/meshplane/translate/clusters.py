@@ -290,7 +290,8 @@ def _dns_endpoints(svc: Service, port: ServicePort, eps: tuple[Endpoint, ...],
 
 
 def outbound_cluster(ctx: PushContext, svc: Service, port: ServicePort, subset: str,
-                     dr: DestinationRuleRec | None) -> cluster_pb2.Cluster:
+                     dr: DestinationRuleRec | None, *, auto_mtls: bool = True) -> cluster_pb2.Cluster:
+    """``auto_mtls``: offer Istio's auto mTLS (the proxy has an SDS source for certificates)."""
     mesh = ctx.mesh
     name = cluster_name("outbound", port.number, subset, svc.hostname)
     policy = effective_policy(dr, port.number, subset)
@@ -339,8 +340,8 @@ def outbound_cluster(ctx: PushContext, svc: Service, port: ServicePort, subset: 
         if tctx is not None:
             c.transport_socket.name = "envoy.transport_sockets.tls"
             c.transport_socket.typed_config.CopyFrom(pack(tctx))
-    elif (mesh.auto_mtls and svc.location is Location.MESH_INTERNAL and c.type != cluster_pb2.Cluster.ORIGINAL_DST
-          and not port.protocol.is_tls):
+    elif (auto_mtls and mesh.auto_mtls and svc.location is Location.MESH_INTERNAL
+          and c.type != cluster_pb2.Cluster.ORIGINAL_DST and not port.protocol.is_tls):
         _auto_mtls(c, upstream_tls({"mode": "ISTIO_MUTUAL"}, port=port, subset=subset, host=svc.hostname, mesh=mesh,
                                    endpoint_sans=_endpoint_sans(ctx, svc.hostname), h2=h2))
     tcp = pool.get("tcp") or {}
@@ -362,13 +363,13 @@ def outbound_clusters_for(ctx: PushContext, proxy: Proxy, svc: Service) -> list[
     dr = ctx.destination_rule(svc.hostname, proxy.namespace, proxy.labels)
     out: list[cluster_pb2.Cluster] = []
     for port in svc.ports:
-        key = ("cds-out", svc.hostname, port.number, dr.key if dr else "")
+        key = ("cds-out", svc.hostname, port.number, dr.key if dr else "", proxy.sds)
         hit = ctx._cache.get(key)
         if hit is None:
-            hit = [outbound_cluster(ctx, svc, port, "", dr)]
+            hit = [outbound_cluster(ctx, svc, port, "", dr, auto_mtls=proxy.sds)]
             for s in (dr.spec.get("subsets") or []) if dr else []:
                 if isinstance(s, Mapping) and s.get("name"):
-                    hit.append(outbound_cluster(ctx, svc, port, str(s["name"]), dr))
+                    hit.append(outbound_cluster(ctx, svc, port, str(s["name"]), dr, auto_mtls=proxy.sds))
             ctx._cache[key] = hit
         out.extend(hit)
     return out

@@ -121,7 +121,7 @@ def _unbound(proxy: Proxy) -> Proxy:
 
 def _clusters(proxy: Proxy, ctx: PushContext, scope: ProxyScope) -> Resources:
     t = xdstypes.CLUSTER
-    shared_key = (t, "shared", scope.key, proxy.interception_mode, uses_dynamic_forward_proxy(proxy))
+    shared_key = (t, "shared", scope.key, proxy.interception_mode, uses_dynamic_forward_proxy(proxy), proxy.sds)
     shared = _memo(ctx, shared_key, lambda: _pack_all(ctx, t, build_clusters(_unbound(proxy), ctx)))
     if proxy.type is not ProxyType.SIDECAR or not proxy.inbound_ports:
         return shared

@@ -34,6 +34,9 @@ def test_bootstrap_adds_local_clusters_only_when_asked() -> None:
     clusters = _clusters(doc)
     assert set(clusters) == {"xds-grpc", SDS_CLUSTER, EXTAUTHZ_CLUSTER}
     assert "'pipe': {'path': '/tmp/x/sds.sock'}" in str(clusters[SDS_CLUSTER]["load_assignment"])
+    # Without an SDS source the node says so (no auto mTLS offered to it); with one, nothing is added.
+    assert plain["node"]["metadata"]["SDS"] == "false"  # type: ignore[index]
+    assert "SDS" not in doc["node"]["metadata"]  # type: ignore[index]
 
 
 def test_workload_entry_is_labelled_for_auto_mtls_only_with_a_ca() -> None:

@@ -46,7 +46,15 @@ def test_router_ports_and_listen_address() -> None:
     (ID, {"APP_ADDRESS": "localhost"}, "APP_ADDRESS"),
     (ID, {"NAMESPACE": 3}, "NAMESPACE"),
     (ID, {"INTERCEPTION_MODE": "TPROXY"}, "INTERCEPTION_MODE"),
+    (ID, {"SDS": "maybe"}, "SDS"),
 ])
 def test_errors_name_the_key(node_id: str, md: dict, key: str) -> None:
     with pytest.raises(ProxyMetadataError, match=key):
         proxy_from_node(node_id, md, Locality())
+
+
+@pytest.mark.parametrize(("raw", "expected"), [(None, True), ("true", True), ("FALSE", False), (False, False),
+                                               (True, True)])
+def test_sds_flag(raw: object, expected: bool) -> None:
+    md = {} if raw is None else {"SDS": raw}
+    assert proxy_from_node(ID, md, Locality()).sds is expected

@@ -102,3 +102,21 @@ def test_proxy_affected_by_sidecar_scope() -> None:
     assert proxy_affected(p, ctx, PushRequest(full=True, config_updated=frozenset({
         ConfigKey(SIDECARS, "default", "default")})))
     assert proxy_affected(p, ctx, PushRequest(full=True))
+
+
+def test_a_proxy_without_sds_gets_no_auto_mtls_and_shares_nothing_with_one_that_has_it() -> None:
+    """A TLS context whose secret never comes would hold the cluster in warming for Envoy's 15 s fetch timeout."""
+    ctx = context(bookinfo_registry())
+    name = f"outbound|9080||{fqdn('reviews')}"
+    with_sds = {r.name: r for r in generate(xdstypes.CLUSTER, sidecar(), ctx)}
+    without = {r.name: r for r in generate(xdstypes.CLUSTER, sidecar(SDS="false"), ctx)}
+    from envoy.config.cluster.v3 import cluster_pb2
+
+    def matches(r: object) -> list[str]:
+        c = cluster_pb2.Cluster()
+        assert r.resource.Unpack(c)  # type: ignore[attr-defined]
+        return [m.name for m in c.transport_socket_matches]
+
+    assert matches(with_sds[name]) == ["tlsMode-istio", "tlsMode-disabled"]
+    assert matches(without[name]) == []
+    assert set(with_sds) == set(without)
