@@ -43,15 +43,8 @@ class SdsEnvoy(Envoy):
 
     async def start(self) -> Envoy:
         self.admin = self.admin or f"{self.listen_host}:{_free(self.listen_host)}"
-        bs = build_bootstrap(self.node_id, self.metadata, self.locality, self.xds_address, self.admin)
-        bs["static_resources"]["clusters"].append({
-            "name": "sds-grpc", "type": "STATIC", "connect_timeout": "1s",
-            "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http2_protocol_options": {}}}},
-            "load_assignment": {"cluster_name": "sds-grpc", "endpoints": [{"lb_endpoints": [
-                {"endpoint": {"address": {"pipe": {"path": self.sds_path}}}}]}]},
-        })
+        bs = build_bootstrap(self.node_id, self.metadata, self.locality, self.xds_address, self.admin,
+                             sds_socket=self.sds_path)
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / f"{self.name}.json"
         config.write_text(json.dumps(bs))
