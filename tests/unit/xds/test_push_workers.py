@@ -44,6 +44,14 @@ async def _server(*, send_timeout: float, max_concurrent_pushes: int = 100) -> t
     return server, store
 
 
+async def _until_pushing(server: XdsServer) -> None:
+    for _ in range(100):
+        if server._busy:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("no push started")
+
+
 async def test_a_push_past_the_send_timeout_closes_its_stream_and_the_worker_goes_on() -> None:
     server, store = await _server(send_timeout=0.2, max_concurrent_pushes=1)  # one worker: it must survive
     try:
@@ -74,11 +82,7 @@ async def test_stop_ends_a_worker_stuck_in_a_push() -> None:
     stuck = _Stuck(delta=False, peer="stuck", translator=server.translator, send=_nothing)
     server.register(stuck)
     server._queue.enqueue(stuck, PushRequest(full=True))
-    for _ in range(100):
-        if server._busy:
-            break
-        await asyncio.sleep(0.01)
-    assert server._busy
+    await _until_pushing(server)
     workers = list(server._workers)
     await asyncio.wait_for(server.stop(0), 10)
     assert all(w.done() for w in workers)
@@ -92,10 +96,7 @@ async def test_a_timeout_and_a_stop_together_still_stop() -> None:
     stuck = _Stuck(delta=False, peer="stuck", translator=server.translator, send=_nothing)
     server.register(stuck)
     server._queue.enqueue(stuck, PushRequest(full=True))
-    for _ in range(100):
-        if server._busy:
-            break
-        await asyncio.sleep(0.01)
+    await _until_pushing(server)
     (worker,) = server._busy
     server._expired.add(worker)  # what the watchdog does at the deadline ...
     worker.cancel()
