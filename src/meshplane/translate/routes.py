@@ -22,6 +22,7 @@ from meshplane.translate.context import MESH_GATEWAY, PushContext
 from meshplane.translate.hosts import service_domains
 from meshplane.translate.httproute import RouteScope, _hash_policies, default_route, http_routes
 from meshplane.translate.policy import consistent_hash, effective_policy
+from meshplane.translate.tcproute import tcp_targets
 
 HTTP_PROXY_ROUTE = "http_proxy"
 
@@ -40,15 +41,30 @@ def _service_routes(svc: Service, port: ServicePort, proxy: Proxy, ctx: PushCont
     return [route]
 
 
-def connect_route(name: str, cluster: str) -> rc.Route:
-    """A CONNECT tunnel (how HTTP-proxy clients reach TLS and TCP services: ``https_proxy``) to ``cluster``."""
+def connect_route(name: str, cluster: str, weighted: list[tuple[str, int]] | None = None) -> rc.Route:
+    """A CONNECT tunnel (how HTTP-proxy clients reach TLS and TCP services: ``https_proxy``) to ``cluster``, or
+    split over ``weighted`` (cluster, weight) targets (a VirtualService ``tcp`` route)."""
     r = rc.Route(name=name)
     r.match.connect_matcher.SetInParent()
-    r.route.cluster = cluster
+    if weighted and len(weighted) > 1:
+        for target, weight in weighted:
+            r.route.weighted_clusters.clusters.add(name=target).weight.value = weight
+    else:
+        r.route.cluster = weighted[0][0] if weighted else cluster
     r.route.timeout.CopyFrom(duration(0))
     up = r.route.upgrade_configs.add(upgrade_type="CONNECT")
     up.connect_config.SetInParent()
     return r
+
+
+def _tcp_targets(svc: Service, port: ServicePort, proxy: Proxy, ctx: PushContext,
+                 clusters: frozenset[str]) -> list[tuple[str, int]] | None:
+    """A TCP port's VirtualService ``tcp`` route, as Istio applies it on the per-port TCP listener (here the
+    explicit proxy's CONNECT route carries it)."""
+    vs = ctx.virtual_service_for(svc.hostname, proxy.namespace)
+    if vs is None:
+        return None
+    return tcp_targets(vs, RouteScope(proxy, ctx, port.number, frozenset({MESH_GATEWAY}), clusters))
 
 
 def catch_all(policy: str, connect: bool = False) -> rc.VirtualHost:
@@ -120,7 +136,8 @@ def sidecar_route_configs(proxy: Proxy, ctx: PushContext) -> list[route_pb2.Rout
                 domains = _unique(_domains(svc, p, proxy, ctx, False), used)
                 if domains:
                     vh = rcfg.virtual_hosts.add(name=f"{svc.hostname}:{p.number}", domains=domains)
-                    vh.routes.append(connect_route("connect", cluster_name("outbound", p.number, "", svc.hostname)))
+                    vh.routes.append(connect_route("connect", cluster_name("outbound", p.number, "", svc.hostname),
+                                                   _tcp_targets(svc, p, proxy, ctx, clusters)))
             http_ports = [p for p in svc.ports if p.protocol.is_http]
             if not http_ports:
                 continue

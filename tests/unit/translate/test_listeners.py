@@ -215,3 +215,17 @@ def test_gateway_port_mapping(port_map: str, expected: int) -> None:
     objs = bookinfo_registry() + bookinfo_file("bookinfo-gateway.yaml")
     lds = listeners(gateway(ns="default", GATEWAY_PORTS=port_map), context(objs))
     assert [x.address.socket_address.port_value for x in lds.values()] == [expected]
+
+
+def test_explicit_proxy_connect_routes_carry_tcp_virtual_service_weights(cert_dir: Path) -> None:
+    """NONE mode reaches TCP services by CONNECT through the explicit proxy: the VirtualService ``tcp`` split that
+    REDIRECT mode puts on the per-port TCP listener is on the CONNECT route instead."""
+    ctx = context(bookinfo_registry() + feature_objects(str(cert_dir)))
+    rds = {r.name: r for r in routes(sidecar(), ctx)}
+    vh = next(v for v in rds["http_proxy"].virtual_hosts if v.name == "db.internal:5432")
+    (connect,) = [r for r in vh.routes if r.match.HasField("connect_matcher")]
+    assert {(c.name, c.weight.value) for c in connect.route.weighted_clusters.clusters} == {
+        ("outbound|5432|a|db.internal", 50), ("outbound|5432|b|db.internal", 50)}
+    # a TCP service without a VirtualService keeps its one cluster
+    plain = next(v for v in rds["http_proxy"].virtual_hosts if v.name == "tcp-echo.internal:9000")
+    assert plain.routes[0].route.cluster == "outbound|9000||tcp-echo.internal"
