@@ -108,6 +108,15 @@ def _gc_timer(phase: str, info: dict[str, Any]) -> None:
     _GC["max_ms"] = max(_GC["max_ms"], ms)
 
 
+def _tune_gc() -> None:
+    """What ``meshplane server`` does once its store is loaded (cli/serverproc._tune_gc)."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 async def _lag_probe() -> None:
     """The longest delay of a 10 ms timer: how long the server's event loop was blocked at most."""
     while True:
@@ -144,6 +153,7 @@ async def _serve(args: argparse.Namespace) -> None:
     await store.start()
     xds = XdsServer(store, XdsSettings(debounce_quiet=args.quiet, debounce_max=args.max_delay))
     port = await xds.start("127.0.0.1:0")
+    _tune_gc()  # as `meshplane server` does once its store is loaded (member clusters sync after it)
     ctl = MemberClusterController(store, xds, connect_timeout=30.0)
     await ctl.start()
     for name, cfg in clusters.items():
