@@ -189,9 +189,9 @@ def proxy_from_node(node_id: str, metadata: Mapping[str, Any], locality: Localit
         raise ProxyMetadataError(f"metadata INTERCEPTION_MODE: {mode!r} is not NONE or REDIRECT")
     outbound_port = _port("OUTBOUND_PORT", str(metadata.get("OUTBOUND_PORT", 15001)))
     sds_raw = metadata.get("SDS", True)
-    sds = {"true": True, "false": False}.get(str(sds_raw).lower()) if not isinstance(sds_raw, bool) else sds_raw
-    if sds is None:
+    if str(sds_raw).lower() not in ("true", "false"):  # a JSON bool or its string
         raise ProxyMetadataError(f"metadata SDS: {sds_raw!r} is not true or false")
+    sds = str(sds_raw).lower() == "true"
     return Proxy(
         id=node_id,
         type=ptype,

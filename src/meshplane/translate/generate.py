@@ -168,10 +168,7 @@ def _listeners(proxy: Proxy, ctx: PushContext, scope: ProxyScope) -> Resources:
         key = (t, "gateway", scope.key, proxy.listen_address, tuple(sorted(proxy.gateway_ports.items())))
         return _memo(ctx, key, lambda: _pack_all(ctx, t, build_listeners(proxy, ctx)))
     shared_key = (t, "shared", scope.key, proxy.interception_mode, uses_dynamic_forward_proxy(proxy))
-    shared: Resources = ()
-    if proxy.interception_mode != "NONE":  # NONE: nothing hands connections to per-port listeners
-        shared = _memo(ctx, shared_key,
-                       lambda: _pack_all(ctx, t, outbound_port_listeners(_unbound(proxy), ctx)))
+    shared = _memo(ctx, shared_key, lambda: _pack_all(ctx, t, outbound_port_listeners(_unbound(proxy), ctx)))
     local_key = (t, "local", shared_key, proxy.listen_address, proxy.outbound_port, proxy.inbound_ports,
                  proxy.app_address, proxy.ip_addresses, proxy.namespace, _labels_key(proxy))
 

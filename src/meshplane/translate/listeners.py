@@ -39,7 +39,7 @@ from meshplane.translate.httproute import RouteScope
 from meshplane.translate.jwt import jwt_filter
 from meshplane.translate.peerauthn import MtlsMode, downstream_tls, inbound_mtls_mode
 from meshplane.translate.routes import HTTP_PROXY_ROUTE
-from meshplane.translate.tcproute import tcp_targets, tls_chains
+from meshplane.translate.tcproute import service_tcp_targets, tls_chains
 from meshplane.translate.trafficlabel import TRAFFIC_LABELS, attach, inbound_script
 
 
@@ -166,7 +166,10 @@ def _fallback_cluster(policy: str) -> str:
 
 
 def outbound_port_listeners(proxy: Proxy, ctx: PushContext) -> list[listener_pb2.Listener]:
-    """Istio's per-port outbound listeners (never bound: reached through a virtual listener)."""
+    """Istio's per-port outbound listeners (never bound: reached through a virtual listener, which only REDIRECT
+    mode has; none in NONE mode)."""
+    if proxy.interception_mode == "NONE":
+        return []
     scope = ctx.scope(proxy)
     clusters = known_cluster_names(proxy, ctx)
     dfp = uses_dynamic_forward_proxy(proxy)
@@ -215,11 +218,7 @@ def outbound_port_listeners(proxy: Proxy, ctx: PushContext) -> list[listener_pb2
         out[name] = lst
     for svc, p in tcp:
         vips = [a for a in svc.addresses if "/" not in a]
-        tcp_to: list[tuple[str, int]] | None = None
-        vs = ctx.virtual_service_for(svc.hostname, proxy.namespace)
-        if vs is not None:
-            tcp_to = tcp_targets(vs, RouteScope(proxy, ctx, p.number, frozenset({MESH_GATEWAY}), clusters))
-        targets = tcp_to or [(cluster_name("outbound", p.number, "", svc.hostname), 100)]
+        targets = service_tcp_targets(svc, p, proxy, ctx, clusters)
         for ip in vips or ["0.0.0.0"]:
             name = f"{ip}_{p.number}"
             if name in out or (ip == "0.0.0.0" and p.number in http_ports):
@@ -247,7 +246,7 @@ def sidecar_listeners(proxy: Proxy, ctx: PushContext) -> list[listener_pb2.Liste
         lst.default_filter_chain.CopyFrom(listener_components_pb2.FilterChain(
             name=fallback, filters=[tcp_proxy(fallback, fallback)]))
         out.append(lst)
-        out.extend(outbound_port_listeners(proxy, ctx))
+    out.extend(outbound_port_listeners(proxy, ctx))
     out.extend(inbound_listeners(proxy, ctx))
     return out
 

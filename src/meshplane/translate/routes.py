@@ -22,7 +22,7 @@ from meshplane.translate.context import MESH_GATEWAY, PushContext
 from meshplane.translate.hosts import service_domains
 from meshplane.translate.httproute import RouteScope, _hash_policies, default_route, http_routes
 from meshplane.translate.policy import consistent_hash, effective_policy
-from meshplane.translate.tcproute import tcp_targets
+from meshplane.translate.tcproute import service_tcp_targets
 
 HTTP_PROXY_ROUTE = "http_proxy"
 
@@ -50,21 +50,11 @@ def connect_route(name: str, cluster: str, weighted: list[tuple[str, int]] | Non
         for target, weight in weighted:
             r.route.weighted_clusters.clusters.add(name=target).weight.value = weight
     else:
-        r.route.cluster = weighted[0][0] if weighted else cluster
+        r.route.cluster = cluster
     r.route.timeout.CopyFrom(duration(0))
     up = r.route.upgrade_configs.add(upgrade_type="CONNECT")
     up.connect_config.SetInParent()
     return r
-
-
-def _tcp_targets(svc: Service, port: ServicePort, proxy: Proxy, ctx: PushContext,
-                 clusters: frozenset[str]) -> list[tuple[str, int]] | None:
-    """A TCP port's VirtualService ``tcp`` route, as Istio applies it on the per-port TCP listener (here the
-    explicit proxy's CONNECT route carries it)."""
-    vs = ctx.virtual_service_for(svc.hostname, proxy.namespace)
-    if vs is None:
-        return None
-    return tcp_targets(vs, RouteScope(proxy, ctx, port.number, frozenset({MESH_GATEWAY}), clusters))
 
 
 def catch_all(policy: str, connect: bool = False) -> rc.VirtualHost:
@@ -109,13 +99,13 @@ def sidecar_route_configs(proxy: Proxy, ctx: PushContext) -> list[route_pb2.Rout
     scope = ctx.scope(proxy)
     clusters = known_cluster_names(proxy, ctx)
     by_port: dict[int, list[tuple[Service, ServicePort]]] = {}
-    for svc in scope.services:
-        for p in svc.ports:
-            if p.protocol.is_http:
-                by_port.setdefault(p.number, []).append((svc, p))
+    if proxy.interception_mode != "NONE":  # they serve the per-port listeners, which only REDIRECT has
+        for svc in scope.services:
+            for p in svc.ports:
+                if p.protocol.is_http:
+                    by_port.setdefault(p.number, []).append((svc, p))
     out: list[route_pb2.RouteConfiguration] = []
-    # Per-port route configurations serve the per-port listeners, which only REDIRECT mode has (listeners.py).
-    for number in sorted(by_port) if proxy.interception_mode != "NONE" else ():
+    for number in sorted(by_port):
         rcfg = route_pb2.RouteConfiguration(name=str(number))
         rcfg.validate_clusters.value = False
         used: set[str] = set()
@@ -136,8 +126,8 @@ def sidecar_route_configs(proxy: Proxy, ctx: PushContext) -> list[route_pb2.Rout
                 domains = _unique(_domains(svc, p, proxy, ctx, False), used)
                 if domains:
                     vh = rcfg.virtual_hosts.add(name=f"{svc.hostname}:{p.number}", domains=domains)
-                    vh.routes.append(connect_route("connect", cluster_name("outbound", p.number, "", svc.hostname),
-                                                   _tcp_targets(svc, p, proxy, ctx, clusters)))
+                    targets = service_tcp_targets(svc, p, proxy, ctx, clusters)
+                    vh.routes.append(connect_route("connect", targets[0][0], targets))
             http_ports = [p for p in svc.ports if p.protocol.is_http]
             if not http_ports:
                 continue

@@ -6,7 +6,9 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from meshplane.model.proxy import Proxy
-from meshplane.translate.context import VirtualServiceRec
+from meshplane.model.service import Service, ServicePort
+from meshplane.translate.common import cluster_name
+from meshplane.translate.context import MESH_GATEWAY, PushContext, VirtualServiceRec
 from meshplane.translate.httproute import RouteScope, destination_cluster
 
 
@@ -43,6 +45,19 @@ def tcp_targets(vs: VirtualServiceRec, scope: RouteScope) -> list[tuple[str, int
         if any(_source_ok(m, scope.proxy, scope.port, scope.gateways) for m in matches):
             return weighted_targets(list(tcp.get("route") or []), vs, scope)
     return None
+
+
+def service_tcp_targets(svc: Service, port: ServicePort, proxy: Proxy, ctx: PushContext,
+                        clusters: frozenset[str]) -> list[tuple[str, int]]:
+    """Where a sidecar sends a TCP service port's connections: its VirtualService ``tcp`` route's weighted
+    destinations, else the port's own cluster (the per-port TCP listener and the explicit proxy's CONNECT route
+    both use this)."""
+    vs = ctx.virtual_service_for(svc.hostname, proxy.namespace)
+    if vs is not None:
+        targets = tcp_targets(vs, RouteScope(proxy, ctx, port.number, frozenset({MESH_GATEWAY}), clusters))
+        if targets:
+            return targets
+    return [(cluster_name("outbound", port.number, "", svc.hostname), 100)]
 
 
 def tls_chains(vs: VirtualServiceRec, scope: RouteScope) -> list[tuple[list[str], list[tuple[str, int]]]]:

@@ -159,6 +159,7 @@ class Connection:
             return False
         try:
             whole = wt.wildcard or not only_changed
+            shared = whole  # the resources are a list shared with other streams (its bytes are cached)
             if whole:
                 blob, key, versions = state.encoder.sotw_list(wt.type_url, resources)
                 if wt.wildcard and not force and key == wt.full_version_sent:
@@ -168,7 +169,7 @@ class Connection:
                 if isinstance(resources, tuple) and all(sent.get(r.name) != r.version for r in resources):
                     # The usual endpoint push: all of it is new, and the tuple is shared by every proxy with
                     # the same view, so its encoding (and, below, its response bytes) is built once.
-                    whole = True
+                    shared = True
                     blob, key, versions = state.encoder.sotw_list(wt.type_url, resources)
                 else:
                     resources = [r for r in resources if sent.get(r.name) != r.version]
@@ -187,7 +188,7 @@ class Connection:
         if wt.wildcard:
             wt.full_version_sent = key
         # A shared list is sent by many streams: its response bytes are too (built once per nonce).
-        respond = state.encoder.sotw_response if whole else encoding.sotw_response
+        respond = state.encoder.sotw_response if shared else encoding.sotw_response
         await self._write(len(blob) + 256, lambda: respond(key, wt.type_url, nonce, blob))
         # Resource warming: after CDS (LDS), Envoy re-requests EDS (RDS) with unchanged names, version and
         # nonce; that request must be answered (see should_respond, rule 4).

@@ -85,8 +85,8 @@ class XdsServer:
         self._epoch = 0
         self._server: grpc.aio.Server | None = None
         self._workers: list[asyncio.Task[None]] = []
-        # worker -> (connection being pushed, deadline); a worker in ``_expired`` was cancelled by the watchdog.
-        self._busy: dict[asyncio.Task[None], tuple[Connection, float]] = {}
+        # worker -> deadline of the push it runs; a worker in ``_expired`` was cancelled by the watchdog.
+        self._busy: dict[asyncio.Task[None], float] = {}
         self._expired: set[asyncio.Task[None]] = set()
         self.pushes_started = 0
         self.full_pushes = 0
@@ -335,7 +335,7 @@ class XdsServer:
         loop = asyncio.get_running_loop()
         while True:
             conn, request = await self._queue.dequeue()
-            self._busy[me] = (conn, loop.time() + self.settings.send_timeout)
+            self._busy[me] = loop.time() + self.settings.send_timeout
             try:
                 self.pushes_started += 1
                 await conn.push(request, self.state)
@@ -364,7 +364,7 @@ class XdsServer:
         while True:
             await asyncio.sleep(period)
             now = loop.time()
-            for worker, (_conn, deadline) in list(self._busy.items()):
+            for worker, deadline in list(self._busy.items()):
                 if deadline <= now and worker not in self._expired:
                     self._expired.add(worker)
                     worker.cancel()
