@@ -12,16 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from _cancel_helpers import ended
+
 from meshplane.model.push import PushRequest
 from meshplane.xds.debounce import Debouncer
-
-
-async def _ended(task: asyncio.Task[None]) -> bool:
-    """Whether ``task`` ends within a generous bound; a task that does not is cancelled again and left."""
-    done, _ = await asyncio.wait([task], timeout=5)
-    if not done:
-        task.cancel()
-    return bool(done)
 
 
 async def test_a_cancel_arriving_with_a_change_stops_the_debouncer() -> None:
@@ -40,7 +34,7 @@ async def test_a_cancel_arriving_with_a_change_stops_the_debouncer() -> None:
     # The next change and the cancel in one step.
     d.add(PushRequest(full=True))
     task.cancel()
-    assert await _ended(task), "the debouncer did not stop after being cancelled"
+    assert await ended(task), "the debouncer did not stop after being cancelled"
     assert task.cancelled()
     assert flushed == []
 
@@ -80,5 +74,5 @@ async def test_a_cancellation_swallowed_by_a_flush_is_honoured_at_the_next_turn(
     task = d._task
     assert task is not None
     d.add(PushRequest(full=False))
-    assert await _ended(task), "the debouncer ran on after a cancellation was swallowed below it"
+    assert await ended(task), "the debouncer ran on after a cancellation was swallowed below it"
     assert task.cancelled() and flushes == 1

@@ -10,15 +10,9 @@ from __future__ import annotations
 
 import asyncio
 
+from _cancel_helpers import ended
+
 from meshplane.xds.sds import SdsServer
-
-
-async def _ended(task: asyncio.Task[None]) -> bool:
-    """Whether ``task`` ends within a generous bound; a task that does not is cancelled again and left."""
-    done, _ = await asyncio.wait([task], timeout=5)
-    if not done:
-        task.cancel()
-    return bool(done)
 
 
 async def test_a_cancel_arriving_with_the_ack_stops_wait_acked() -> None:
@@ -32,7 +26,7 @@ async def test_a_cancel_arriving_with_the_ack_stops_wait_acked() -> None:
     async with sds._changed:  # free: acquired without a loop step
         sds._changed.notify_all()
     waiting.cancel()
-    assert await _ended(waiting), "wait_acked did not end after being cancelled"
+    assert await ended(waiting), "wait_acked did not end after being cancelled"
     assert waiting.cancelled()
 
 
