@@ -3,18 +3,21 @@
 Why this shape: it is how Istio publishes its sidecar cost (two proxies in the path, 1,000 rps, added latency at
 p50/p90/p99, CPU and memory per sidecar), so the numbers compare directly. The mesh is a real local mesh started
 with ``meshplane up`` (control plane, two agents, two Envoys, ``--concurrency 1``); the server is a minimal
-HTTP/1.1 keep-alive responder (``serve`` mode of this script) so the server's own cost stays small and equal in
-both paths.
+HTTP/1.1 keep-alive responder so the server's own cost stays small and equal on every path.
 
-Load generator: open loop in Python (aiohttp), requests scheduled at fixed times ``t0 + i/rate`` and latency
-measured from the scheduled time, so a slow response delays nothing and queueing shows up in the tail (no
-coordinated omission). In-flight requests are bounded (``--max-inflight``); requests that would exceed it are
-counted as dropped. The generator runs in this process, on the same machine as both Envoys: the baseline pays
-the same generator cost, and the difference is what the sidecars add.
+Load generator: open loop, requests scheduled at fixed times ``t0 + i/rate`` and latency measured from the
+scheduled time, so a slow response delays nothing and queueing shows up in the tail (no coordinated omission).
+In-flight requests are bounded (``--max-inflight``); requests that would exceed it are counted as dropped. By
+default the generator and the responder are the compiled bench/loadgen/loadgen.cc (built with g++ on first use):
+a few microseconds per request, so the sidecars do not compete for the two cores with a Python generator, and the
+direct path's own latency (~0.1 ms) no longer hides what the sidecars add. ``--generator python`` keeps the
+aiohttp generator and asyncio responder of the first runs.
 
-    python bench/dataplane_overhead.py                          # 1,000 rps, 20 s per path
-    python bench/dataplane_overhead.py --rate 500 --duration 10 --json
-    python bench/dataplane_overhead.py --mtls                   # SPIFFE mTLS (STRICT) + an ALLOW policy on
+Baseline in the same run: a pair of bare Envoys (one listener, one catch-all route, one static cluster; the same
+binary and flags as a sidecar unless ``--bare-envoy`` names another build) carries the same load, so each
+sidecar's CPU is also reported as a ratio to a router-only Envoy on the same machine in the same minutes.
+
+    python bench/dataplane_overhead.py --bare-envoy /other/envoy   # compare another Envoy build as the baseline
 
 Without ``--mtls`` the mesh runs without certificates (plaintext between sidecars, the baseline); with it every
 sidecar gets its certificate from meshplane's CA over SDS, a mesh-wide PeerAuthentication is STRICT and an
@@ -25,17 +28,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import yaml
+
+try:  # imported as bench.dataplane_overhead (tests), or run as a script with bench/ first on sys.path
+    from bench.compiled import build_cached
+except ModuleNotFoundError:
+    from compiled import build_cached
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 RESPONSE = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 15\r\n\r\n"
@@ -129,6 +140,37 @@ def _pct(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * q / 100))]
 
 
+# --- the compiled generator and responder (bench/loadgen/loadgen.cc) ----------------------------------------
+
+LOADGEN_SOURCE = Path(__file__).resolve().parent / "loadgen" / "loadgen.cc"
+
+
+def resolve_generator(choice: str) -> str | None:
+    """The compiled load generator's path for ``--generator cpp|auto``, None for python (or auto without g++)."""
+    if choice == "python":
+        return None
+    binary, why = build_cached(LOADGEN_SOURCE, "loadgen")
+    if binary is None:
+        if choice == "cpp":
+            raise SystemExit(f"--generator cpp: {why}")
+        print(f"dataplane_overhead: {why}; using the Python generator", file=sys.stderr)
+    return binary
+
+
+async def open_loop_cpp(binary: str, url: str, rate: float, duration: float, *, connect: str, proxy: bool,
+                        max_inflight: int, connections: int) -> dict[str, Any]:
+    """The same open loop as :func:`open_loop`, run by the compiled generator (one JSON line on stdout)."""
+    cmd = [binary, "run", "--connect", connect, "--url", url, "--rate", str(rate), "--duration", str(duration),
+           "--connections", str(connections), "--max-inflight", str(max_inflight), *(["--proxy"] if proxy else [])]
+    proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise SystemExit(f"load generator failed ({proc.returncode}): {err.decode().strip()}")
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
 # --- process accounting --------------------------------------------------------------------------------------
 
 def cpu_seconds(pid: int) -> float:
@@ -145,11 +187,15 @@ def rss_mb(pid: int) -> float:
 
 # --- the mesh ------------------------------------------------------------------------------------------------
 
-def manifest(script: str, mtls: bool = False) -> dict[str, Any]:
+def manifest(script: str, mtls: bool = False, responder: str | None = None) -> dict[str, Any]:
+    """The bench mesh: two instances whose application is the responder (compiled when ``responder`` is its
+    path, else this script's ``serve`` mode)."""
+    command = [responder, "serve", "{listen}"] if responder else ["{python}", script, "serve", "{listen}"]
+
     def workload(name: str) -> dict[str, Any]:
         return {"name": name, "namespace": "default", "cluster": "bench", "labels": {"app": name, "version": "v1"},
                 "ports": [{"port": 9080, "name": "http", "protocol": "HTTP"}],
-                "command": ["{python}", script, "serve", "{listen}"], "readiness": {"tcpSocket": {}}}
+                "command": command, "readiness": {"tcpSocket": {}}}
 
     doc: dict[str, Any] = {
         "name": "bench", "clusters": [{"name": "bench"}], "security": {"mtls": mtls},
@@ -175,46 +221,142 @@ def meshplane(*args: str) -> str:
     return proc.stdout
 
 
-async def measure(args: argparse.Namespace, home: Path) -> dict[str, Any]:
+# --- the same-run baseline: two bare Envoys ------------------------------------------------------------------
+
+def bare_bootstrap(listen_port: int, upstream: tuple[str, int]) -> dict[str, Any]:
+    """A router-only Envoy: one listener, one catch-all route, one static cluster. The least an HTTP proxy hop
+    costs with this Envoy build on this machine, which is what a sidecar's CPU is compared with."""
+    hcm = {"@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
+                    "HttpConnectionManager",
+           "stat_prefix": "bare",
+           "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"],
+                                               "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "next"}}]}]},
+           "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+               "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}
+    address = {"socket_address": {"address": upstream[0], "port_value": upstream[1]}}
+    return {"static_resources": {
+        "listeners": [{"name": "in", "address": {"socket_address": {"address": "127.0.0.1", "port_value": listen_port}},
+                       "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
+                                                       "typed_config": hcm}]}]}],
+        "clusters": [{"name": "next", "type": "STATIC", "connect_timeout": "1s",
+                      "load_assignment": {"cluster_name": "next",
+                                          "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}]}}]}}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def bare_envoys(workdir: Path, server: tuple[str, int], binary: str) -> Iterator[tuple[list[int], str]]:
+    """Two bare Envoys (``binary``) in a row in front of ``server`` (same flags as a meshplane sidecar:
+    ``--concurrency 1``, log level warning): yields their pids and the first one's HOST:PORT; stops both on exit."""
+    first, second = _free_port(), _free_port()
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for name, port, upstream in (("b", second, server), ("a", first, ("127.0.0.1", second))):
+            cfg = workdir / f"bare-{name}.json"
+            cfg.write_text(json.dumps(bare_bootstrap(port, upstream)))
+            procs.append(subprocess.Popen(
+                [binary, "-c", str(cfg), "--disable-hot-restart", "--concurrency", "1", "-l", "warning"],
+                stdout=subprocess.DEVNULL, stderr=(workdir / f"bare-{name}.log").open("wb")))
+        deadline = time.monotonic() + 20
+        for port in (first, second):
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                        raise SystemExit(f"bare Envoy did not listen on {port}: see {workdir}/bare-*.log") from None
+                    time.sleep(0.05)
+        yield [procs[1].pid, procs[0].pid], f"127.0.0.1:{first}"
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+# --- the measurement -------------------------------------------------------------------------------------------
+
+async def run_path(args: argparse.Namespace, generator: str | None, url: str, connect: str,
+                   proxy: bool) -> dict[str, Any]:
+    if generator:
+        return await open_loop_cpp(generator, url, args.rate, args.duration, connect=connect, proxy=proxy,
+                                   max_inflight=args.max_inflight, connections=args.connections)
+    return await open_loop(url, args.rate, args.duration, proxy=f"http://{connect}" if proxy else None,
+                           max_inflight=args.max_inflight, connections=args.connections)
+
+
+async def measure(args: argparse.Namespace, home: Path, generator: str | None, workdir: Path) -> dict[str, Any]:
     st = json.loads(meshplane("status", "-o", "json", "--home", str(home)))
     by_name = {w["workload"]: w for w in st["workloads"]}
     client, server = by_name["bench-client"], by_name["bench-server"]
     envoys = [int(client["envoyPid"]), int(server["envoyPid"])]
-    direct = f"http://{server['address']}:19080/"
+    direct = f"{server['address']}:19080"
     meshed = "http://bench-server:9080/"
-    proxy = f"http://{client['address']}:15001"
-    results: dict[str, Any] = {"rate": args.rate, "duration_s": args.duration}
-    for label, url, px in (("direct", direct, None), ("mesh", meshed, proxy), ("direct_again", direct, None)):
-        cpu0 = [cpu_seconds(p) for p in envoys]
-        r = await open_loop(url, args.rate, args.duration, proxy=px, max_inflight=args.max_inflight,
-                            connections=args.connections)
-        cpu1 = [cpu_seconds(p) for p in envoys]
-        r["envoy_cpu_vcpu"] = [(b - a) / r["elapsed_s"] for a, b in zip(cpu0, cpu1, strict=True)]
-        r["envoy_rss_mb"] = [rss_mb(p) for p in envoys]
-        results[label] = r
+    results: dict[str, Any] = {"rate": args.rate, "duration_s": args.duration,
+                               "generator": "cpp" if generator else "python"}
+    from meshplane.agent.envoy import find_envoy
+
+    bare_binary = args.bare_envoy or find_envoy()
+    [results["bare_envoy_version"]] = subprocess.run([bare_binary, "--version"], capture_output=True,
+                                                   text=True).stdout.split("/")[1:2] or ["?"]
+    with bare_envoys(workdir, (server["address"], 19080), bare_binary) as (bare_pids, bare_entry):
+        paths = (("direct", f"http://{direct}/", direct, False, []),
+                 ("mesh", meshed, f"{client['address']}:15001", True, envoys),
+                 ("bare", meshed, bare_entry, True, bare_pids),
+                 ("direct_again", f"http://{direct}/", direct, False, []))
+        for label, url, connect, proxy, pids in paths:
+            cpu0 = [cpu_seconds(p) for p in pids]
+            r = await run_path(args, generator, url, connect, proxy)
+            cpu1 = [cpu_seconds(p) for p in pids]
+            r["envoy_cpu_vcpu"] = [(b - a) / r["elapsed_s"] for a, b in zip(cpu0, cpu1, strict=True)]
+            r["envoy_rss_mb"] = [rss_mb(p) for p in pids]
+            results[label] = r
     base = {q: min(results["direct"][q], results["direct_again"][q]) for q in ("p50_ms", "p90_ms", "p99_ms")}
-    m = results["mesh"]
-    per_krps = 1000 / max(m["achieved_rps"], 1e-9)
-    results["added_ms"] = {q: m[q] - base[q] for q in base}
-    results["sidecar_vcpu_per_1000rps"] = [c * per_krps for c in m["envoy_cpu_vcpu"]]
-    results["sidecar_rss_mb"] = m["envoy_rss_mb"]
+    for label, key in (("mesh", ""), ("bare", "bare_")):
+        m = results[label]
+        per_krps = 1000 / max(m["achieved_rps"], 1e-9)
+        results[f"{key}added_ms"] = {q: m[q] - base[q] for q in base}
+        results[f"{key}sidecar_vcpu_per_1000rps"] = [c * per_krps for c in m["envoy_cpu_vcpu"]]
+        results[f"{key}sidecar_rss_mb"] = m["envoy_rss_mb"]
+    results["cpu_ratio_to_bare"] = [m / b for m, b in zip(results["sidecar_vcpu_per_1000rps"],
+                                                           results["bare_sidecar_vcpu_per_1000rps"], strict=True)]
     return results
 
 
 def report(r: dict[str, Any]) -> str:
-    d, dd, m = r["direct"], r["direct_again"], r["mesh"]
-    lines = [f"rate {r['rate']} rps for {r['duration_s']} s per path "
-             f"(achieved: direct {d['achieved_rps']:.0f}, mesh {m['achieved_rps']:.0f}; errors "
-             f"{d['errors'] + m['errors']}, dropped {d['dropped'] + m['dropped']})", "",
+    d, dd, m, b = r["direct"], r["direct_again"], r["mesh"], r["bare"]
+    runs = (d, m, b, dd)
+    lines = [f"rate {r['rate']} rps for {r['duration_s']} s per path, {r['generator']} generator "
+             f"(achieved: direct {d['achieved_rps']:.0f}, mesh {m['achieved_rps']:.0f}, bare {b['achieved_rps']:.0f}; "
+             f"errors {sum(x['errors'] for x in runs)}, dropped {sum(x['dropped'] for x in runs)})", "",
              "| path | p50 ms | p90 ms | p99 ms |", "|---|---|---|---|"]
     for label, x in (("client -> server", d), ("client -> sidecar -> sidecar -> server", m),
-                     ("client -> server (again)", dd)):
+                     ("client -> bare Envoy -> bare Envoy -> server", b), ("client -> server (again)", dd)):
         lines.append(f"| {label} | {x['p50_ms']:.2f} | {x['p90_ms']:.2f} | {x['p99_ms']:.2f} |")
-    a = r["added_ms"]
-    lines.append(f"| **added by 2 sidecars** | {a['p50_ms']:.2f} | {a['p90_ms']:.2f} | {a['p99_ms']:.2f} |")
-    cpu = ", ".join(f"{c:.3f}" for c in r["sidecar_vcpu_per_1000rps"])
-    rss = ", ".join(f"{x:.0f}" for x in r["sidecar_rss_mb"])
-    lines += ["", f"sidecar CPU per 1,000 rps (client, server sidecar): {cpu} vCPU; RSS: {rss} MB"]
+    for label, key in (("**added by 2 sidecars**", "added_ms"), ("added by 2 bare Envoys", "bare_added_ms")):
+        a = r[key]
+        lines.append(f"| {label} | {a['p50_ms']:.2f} | {a['p90_ms']:.2f} | {a['p99_ms']:.2f} |")
+
+    def pair(values: list[float], fmt: str) -> str:
+        return ", ".join(format(v, fmt) for v in values)
+
+    lines += ["",
+              f"sidecar CPU per 1,000 rps (client, server sidecar): {pair(r['sidecar_vcpu_per_1000rps'], '.3f')} vCPU; "
+              f"RSS: {pair(r['sidecar_rss_mb'], '.0f')} MB",
+              f"bare Envoy ({r['bare_envoy_version']}) CPU per 1,000 rps (first, second): "
+              f"{pair(r['bare_sidecar_vcpu_per_1000rps'], '.3f')} vCPU; "
+              f"RSS: {pair(r['bare_sidecar_rss_mb'], '.0f')} MB",
+              f"sidecar / bare Envoy CPU: {pair(r['cpu_ratio_to_bare'], '.2f')}"]
     return "\n".join(lines)
 
 
@@ -229,6 +371,10 @@ def main() -> int:
     p.add_argument("--json", action="store_true")
     p.add_argument("--home", help="use this home for the bench mesh (default: a temporary directory)")
     p.add_argument("--mtls", action="store_true", help="SPIFFE mTLS (STRICT) and an ALLOW policy between sidecars")
+    p.add_argument("--bare-envoy", default="",
+                   help="Envoy binary of the baseline pair (default: the sidecars' Envoy), to compare another build")
+    p.add_argument("--generator", choices=["auto", "cpp", "python"], default="auto",
+                   help="load generator and responder: compiled (bench/loadgen, built with g++) or Python")
     args = p.parse_args()
     if args.mode == "serve":
         asyncio.run(serve(args.listen))
@@ -236,11 +382,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="meshplane-bench-") as tmp:
         home = Path(args.home or Path(tmp) / "home")
         mf = Path(tmp) / "bench.yaml"
-        mf.write_text(yaml.safe_dump(manifest(str(Path(__file__).resolve()), args.mtls)))
+        generator = resolve_generator(args.generator)
+        mf.write_text(yaml.safe_dump(manifest(str(Path(__file__).resolve()), args.mtls, generator)))
         meshplane("up", "-f", str(mf), "--home", str(home))
         try:
             time.sleep(1.0)  # let both proxies settle after the last push
-            results = asyncio.run(measure(args, home))
+            results = asyncio.run(measure(args, home, generator, Path(tmp)))
         finally:
             meshplane("down", "--home", str(home))
     print(json.dumps(results, indent=2) if args.json else report(results))

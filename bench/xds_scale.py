@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import os
 import resource
@@ -42,6 +41,11 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.service.discovery.v3 import discovery_pb2
+
+try:  # imported as bench.xds_scale (tests), or run as a script with bench/ first on sys.path
+    from bench.compiled import build_cached
+except ModuleNotFoundError:
+    from compiled import build_cached
 
 CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 EDS = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
@@ -598,39 +602,17 @@ async def _drive(args: argparse.Namespace) -> None:
 # The Python driver's own CPU (grpc.aio) bounded both servers on a 2-core machine; this one costs a fraction.
 
 DRIVER_SOURCE = Path(__file__).resolve().parent / "xds_driver" / "driver.cc"
-DRIVER_BUILD = DRIVER_SOURCE.parent / ".build"  # gitignored
 
 
 def build_driver() -> tuple[str | None, str]:
-    """(path of the compiled driver, "") or (None, why not). Built with g++ -O2 against the system's gRPC C++
-    (Debian: libgrpc++-dev, pkg-config) into bench/xds_driver/.build/, named by a hash of the source and the
-    compiler command, so it is rebuilt exactly when either changes; concurrent builds each write their own
-    temporary file and rename it into place."""
-    if not DRIVER_SOURCE.exists():
-        return None, f"{DRIVER_SOURCE} is missing"
-    cxx = os.environ.get("CXX", "g++")
-    if shutil.which(cxx) is None or shutil.which("pkg-config") is None:
-        return None, f"{cxx} or pkg-config not found (apt-get install g++ pkg-config libgrpc++-dev)"
+    """(path of the compiled driver, "") or (None, why not): built against the system's gRPC C++ (Debian:
+    libgrpc++-dev, pkg-config) into bench/xds_driver/.build/ (see bench/compiled.py)."""
+    if shutil.which("pkg-config") is None:
+        return None, "pkg-config not found (apt-get install g++ pkg-config libgrpc++-dev)"
     flags = subprocess.run(["pkg-config", "--cflags", "--libs", "grpc++"], capture_output=True, text=True)
     if flags.returncode != 0:
         return None, "pkg-config finds no grpc++ (apt-get install libgrpc++-dev)"
-    cmd = [cxx, "-std=c++17", "-O2", "-pthread", str(DRIVER_SOURCE), *flags.stdout.split()]
-    digest = hashlib.sha256(DRIVER_SOURCE.read_bytes() + "\0".join(cmd).encode()).hexdigest()[:16]
-    binary = DRIVER_BUILD / f"xds_driver-{digest}"
-    if binary.exists():
-        return str(binary), ""
-    DRIVER_BUILD.mkdir(parents=True, exist_ok=True)
-    print(f"xds_scale: compiling {DRIVER_SOURCE.name} (once, ~15 s)", file=sys.stderr, flush=True)
-    tmp = DRIVER_BUILD / f".xds_driver-{digest}.{os.getpid()}.tmp"
-    done = subprocess.run([*cmd[:4], "-o", str(tmp), *cmd[4:]], capture_output=True, text=True)
-    if done.returncode != 0:
-        tmp.unlink(missing_ok=True)
-        return None, f"compiling {DRIVER_SOURCE.name} failed: {done.stderr.strip()[-2000:]}"
-    os.replace(tmp, binary)
-    for old in DRIVER_BUILD.glob("xds_driver-*"):
-        if old != binary:
-            old.unlink(missing_ok=True)
-    return str(binary), ""
+    return build_cached(DRIVER_SOURCE, "xds_driver", flags.stdout.split())
 
 
 def resolve_driver(choice: str) -> tuple[str, str | None]:

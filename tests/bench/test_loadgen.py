@@ -1,0 +1,143 @@
+"""The data-plane benchmark's compiled load generator and responder (bench/loadgen/loadgen.cc), and its baseline.
+
+What the numbers of bench/dataplane_overhead.py rest on: the generator counts every scheduled request exactly once
+(answered, failed, or dropped at the in-flight bound), reads Content-Length and chunked responses, counts a non-200
+as an error, speaks to an explicit proxy with absolute-form request lines, and the bare-Envoy baseline pair
+forwards through two real Envoys. Rates and counts are small; no timing is asserted beyond ordering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bench import dataplane_overhead as D
+
+
+@pytest.fixture(scope="module")
+def loadgen() -> str:
+    if shutil.which("g++") is None:
+        pytest.skip("needs g++ (.ci/run installs it)")
+    binary, why = D.build_cached(D.LOADGEN_SOURCE, "loadgen")
+    assert binary is not None, why
+    return binary
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_listening(port: int) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, f"nothing listens on {port}"
+            time.sleep(0.02)
+
+
+@pytest.fixture()
+def responder(loadgen: str) -> Iterator[int]:
+    port = _port()
+    proc = subprocess.Popen([loadgen, "serve", f"127.0.0.1:{port}"])
+    try:
+        _wait_listening(port)
+        yield port
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _run(loadgen: str, port: int, *extra: str, url: str = "", rate: float = 500, duration: float = 0.2,
+         connections: int = 2) -> dict[str, float]:
+    out = subprocess.run([loadgen, "run", "--connect", f"127.0.0.1:{port}", "--url", url or f"http://127.0.0.1:{port}/",
+                          "--rate", str(rate), "--duration", str(duration), "--connections", str(connections),
+                          *extra], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    result: dict[str, float] = json.loads(out.stdout)
+    assert result["ok"] + result["errors"] + result["dropped"] == result["sent"] == int(rate * duration)
+    assert result["unexpected_responses"] == 0
+    return result
+
+
+def test_every_request_answered_by_the_responder(loadgen: str, responder: int) -> None:
+    r = _run(loadgen, responder, rate=1000, duration=0.3, connections=4)
+    assert (r["ok"], r["errors"], r["dropped"]) == (300, 0, 0)
+    assert 0 < r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"]
+
+
+class _ScriptedServer:
+    """An HTTP/1.1 keep-alive server answering every request with ``response``, after ``delay`` seconds."""
+
+    def __init__(self, response: bytes, delay: float = 0.0) -> None:
+        self.response, self.delay, self.port = response, delay, _port()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                if self.delay:
+                    await asyncio.sleep(self.delay)
+                writer.write(self.response)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    def __enter__(self) -> int:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(asyncio.start_server(self._handle, "127.0.0.1", self.port),
+                                         self.loop).result(10)
+        return self.port
+
+    def __exit__(self, *exc: object) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def test_chunked_responses_are_read_to_their_end(loadgen: str) -> None:
+    chunked = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+    with _ScriptedServer(chunked) as port:
+        r = _run(loadgen, port)
+    assert (r["ok"], r["errors"]) == (100, 0)
+
+
+def test_a_non_200_answer_is_an_error(loadgen: str) -> None:
+    unavailable = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 3\r\n\r\nno\n"
+    with _ScriptedServer(unavailable) as port:
+        r = _run(loadgen, port)
+    assert (r["ok"], r["errors"]) == (0, 100)
+
+
+def test_requests_past_the_in_flight_bound_are_dropped(loadgen: str) -> None:
+    slow = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    with _ScriptedServer(slow, delay=0.05) as port:
+        r = _run(loadgen, port, "--max-inflight", "1", rate=200, duration=0.5, connections=1)
+    # One connection, 50 ms per answer, 5 ms between due times: at most one in ten can be taken.
+    assert r["dropped"] >= 80
+    assert 1 <= r["ok"] <= 20
+
+
+def test_through_the_bare_envoy_pair_as_an_explicit_proxy(loadgen: str, responder: int, tmp_path: Path) -> None:
+    from meshplane.agent.envoy import find_envoy
+
+    with D.bare_envoys(tmp_path, ("127.0.0.1", responder), find_envoy()) as (pids, entry):
+        assert len(pids) == 2
+        port = int(entry.rpartition(":")[2])
+        r = _run(loadgen, port, "--proxy", url="http://bench-server:9080/", rate=500, duration=0.4)
+        assert (r["ok"], r["errors"], r["dropped"]) == (200, 0, 0)
+        for pid in pids:
+            assert D.cpu_seconds(pid) > 0
