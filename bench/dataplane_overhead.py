@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -307,8 +308,9 @@ async def measure(args: argparse.Namespace, home: Path, generator: str | None, w
     from meshplane.agent.envoy import find_envoy
 
     bare_binary = args.bare_envoy or find_envoy()
-    [results["bare_envoy_version"]] = subprocess.run([bare_binary, "--version"], capture_output=True,
-                                                   text=True).stdout.split("/")[1:2] or ["?"]
+    version = re.search(r"version: \S+?/([^/\s]+)/", subprocess.run([bare_binary, "--version"],
+                                                                    capture_output=True, text=True).stdout)
+    results["bare_envoy_version"] = version.group(1) if version else "?"
     with bare_envoys(workdir, (server["address"], 19080), bare_binary) as (bare_pids, bare_entry):
         paths = (("direct", f"http://{direct}/", direct, False, []),
                  ("mesh", meshed, f"{client['address']}:15001", True, envoys),
