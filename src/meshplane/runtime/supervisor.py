@@ -457,6 +457,17 @@ class Supervisor:
                 log.exception("supervisor failed")
                 self.phase, self.error, code = "failed", f"{type(e).__name__}: {e}", 1
                 self.write_view()
+            except asyncio.CancelledError:
+                # Cancelled from outside (an embedding program, asyncio.run torn down): everything started is
+                # still stopped before the cancel goes on. The cancel is withdrawn for the shutdown so that its
+                # own timeouts work, and raised again after it.
+                log.info("supervisor cancelled: stopping everything it started")
+                self.stop_event.set()
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+                await self.shutdown()
+                raise
             await self.shutdown()
         return code
 

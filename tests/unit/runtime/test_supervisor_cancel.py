@@ -82,3 +82,39 @@ async def test_stop_ends_the_loop_and_shuts_down(tmp_path: Path) -> None:
     sup.stop_event.set()
     assert await asyncio.wait_for(task, 5) == 0
     assert sup.phase == "stopped"
+
+
+async def test_a_cancelled_supervisor_still_stops_what_it_started(tmp_path: Path) -> None:
+    """A cancel from outside (not the stop flag) still runs the shutdown: the child process is gone, its record
+    removed, and the task ends cancelled."""
+    turned = asyncio.Event()
+    m = parse_manifest({"clusters": [{"name": "c1"}],
+                        "workloads": [{"name": "web", "clusters": ["c1"], "command": ["true"], "ports": [9080]}]})
+    home = Home(tmp_path / "home")
+    sup = Supervisor(home, m)
+
+    async def start_server(session: Any) -> None:
+        sup.api = "http://127.0.0.1:1"
+        sup.server = await sup.spawn("server", "fake-server", ["sleep", "60"], tmp_path / "server.log")
+
+    async def reconcile() -> None:
+        turned.set()
+
+    async def all_ready(client: Any) -> bool:
+        return False
+
+    sup.start_server = start_server  # type: ignore[method-assign]
+    sup.reconcile = reconcile  # type: ignore[method-assign]
+    sup.all_ready = all_ready  # type: ignore[method-assign]
+    task = asyncio.create_task(sup.run())
+    await asyncio.wait_for(turned.wait(), 5)
+    assert sup.server is not None
+    child = sup.server.proc
+    assert child.returncode is None
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=20)
+    assert done, "the supervisor did not finish after being cancelled"
+    assert task.cancelled()
+    assert child.returncode is not None, "the child kept running after the supervisor was cancelled"
+    assert sup.phase == "stopped"
+    assert not any(r.kind == "server" for _, r in home.records())
