@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 
 from meshplane.agent.config import AgentConfig
+from meshplane.agent.waits import pause
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +128,6 @@ class AuthzLog:
                 await self.flush()
             except (aiohttp.ClientError, TimeoutError, OSError) as e:
                 log.debug("authz audit reports: %s (kept for the next tick)", e)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(period_s):
-                    await stop.wait()
+            await pause(stop, period_s)
         with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError):
             await self.flush()  # what Envoy wrote before it stopped

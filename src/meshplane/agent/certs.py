@@ -29,6 +29,7 @@ from typing import Any
 
 from cryptography import x509
 
+from meshplane.agent.waits import pause
 from meshplane.security import SpiffeId, WorkloadKey
 from meshplane.xds.ca_service import CaClient
 from meshplane.xds.sds import SdsServer
@@ -106,9 +107,7 @@ class CertificateManager:
         while not stop.is_set():
             if await self._try_issue():
                 return True
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(backoff):
-                    await stop.wait()
+            await pause(stop, backoff)
             backoff = min(backoff * 2, 5.0)
         return False
 
@@ -147,9 +146,7 @@ class CertificateManager:
                 waits.append((self.renew_at - _now()).total_seconds())
             if rotate_at is not None:
                 waits.append(rotate_at - loop.time())
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.05, min(waits, default=1.0))):
-                    await stop.wait()
+            await pause(stop, max(0.05, min(waits, default=1.0)))
 
     async def _follow_bundle(self) -> bool:
         """Push a changed trust bundle to Envoy and wait for its ACK; True when it changed."""

@@ -14,12 +14,12 @@ dropping the listener). Key material is kept in memory only, never logged or wri
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import aiohttp
 
 from meshplane.agent.config import AgentConfig
+from meshplane.agent.waits import pause
 from meshplane.xds.sds import SdsServer
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,4 @@ class GatewayCredentials:
                 self.failures += 1
                 if self.failures in (1, 10) or self.failures % 100 == 0:
                     log.warning("gateway credentials: %s (keeping the current ones)", type(e).__name__)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.cfg.policy_poll_s):
-                    await stop.wait()
+            await pause(stop, self.cfg.policy_poll_s)

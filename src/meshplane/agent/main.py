@@ -37,6 +37,7 @@ from meshplane.agent.health import ReadinessTracker, probe_once
 from meshplane.agent.opa import OpaPolicies
 from meshplane.agent.procs import record_for, write_json_atomic, write_record
 from meshplane.agent.registration import Registration, RegistrationError
+from meshplane.agent.waits import pause
 from meshplane.model.proxy import Locality
 from meshplane.security import SpiffeId
 from meshplane.xds.ca_service import CaClient
@@ -237,9 +238,7 @@ class Agent:
                     log.warning("registration: %s", e)
                     next_register = now + 1.0
             self.report(reg, "running")
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(TICK_S):
-                    await self.stop_event.wait()
+            await pause(self.stop_event, TICK_S)
         self.report(reg, "stopping")
         if reg is not None:
             try:

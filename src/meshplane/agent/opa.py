@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 
 from meshplane.agent.config import AgentConfig
+from meshplane.agent.waits import pause
 from meshplane.security.opa import Decision, PolicySet, RegoError, selects
 
 log = logging.getLogger(__name__)
@@ -99,9 +100,7 @@ class OpaPolicies:
                     await self.refresh()
                 except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as e:
                     log.debug("OPA policies: %s", e)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.cfg.policy_poll_s):
-                        await stop.wait()
+                await pause(stop, self.cfg.policy_poll_s)
         finally:
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
