@@ -6,6 +6,10 @@ routing observable. Every answer is JSON describing who answered (service, versi
 the calls it made, recursively, so one request through the ingress shows the whole path the mesh chose. A failed
 call appears with its ``status`` and ``error`` while the caller still answers 200, as Bookinfo degrades.
 
+The callers keep Bookinfo's own timeouts, because Istio's fault-injection task is about them: productpage gives
+details 3 s and reviews 3 s with one more attempt (so a 7 s delay on ratings shows up as "reviews unavailable"
+after ~6 s), reviews v2 gives ratings 10 s and v3 2.5 s. ``--timeout`` sets one timeout for every call instead.
+
 Calls go to plain service names (``http://reviews:9080/``) through the sidecar, used as an explicit HTTP proxy
 (``http_proxy`` in the environment). The headers the mesh routes and traces on are copied from the incoming
 request to every outgoing one (Bookinfo's list, plus W3C ``traceparent``/``baggage`` and ASM's lane header).
@@ -55,9 +59,24 @@ def callees(service: str, version: str) -> tuple[str, ...]:
     return CALLS.get((service, version)) or CALLS.get((service, "*")) or ()
 
 
+# Bookinfo's client side of each call: (timeout in seconds, attempts); a further attempt follows any answer that is
+# not a 200. Calls not listed get DEFAULT_CALL.
+CALL_POLICY: dict[tuple[str, str, str], tuple[float, int]] = {
+    ("productpage", "*", "details"): (3.0, 1),
+    ("productpage", "*", "reviews"): (3.0, 2),
+    ("reviews", "v2", "ratings"): (10.0, 1),
+    ("reviews", "v3", "ratings"): (2.5, 1),
+}
+DEFAULT_CALL = (10.0, 1)
+
+
+def call_policy(service: str, version: str, target: str) -> tuple[float, int]:
+    return CALL_POLICY.get((service, version, target)) or CALL_POLICY.get((service, "*", target)) or DEFAULT_CALL
+
+
 class DemoApp:
     def __init__(self, service: str, version: str, *, cluster: str, zone: str, instance: str, port: int,
-                 proxy: str | None, timeout_s: float, forward_x: bool = False) -> None:
+                 proxy: str | None, timeout_s: float | None = None, forward_x: bool = False) -> None:
         self.service = service
         self.version = version
         self.cluster = cluster
@@ -65,7 +84,7 @@ class DemoApp:
         self.instance = instance
         self.port = port
         self.proxy = proxy
-        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.timeout_s = timeout_s  # None: Bookinfo's per-call timeouts (CALL_POLICY)
         self.forward_x = forward_x
         self.session: aiohttp.ClientSession | None = None
 
@@ -74,10 +93,21 @@ class DemoApp:
                 "instance": self.instance}
 
     async def call(self, target: str, headers: dict[str, str]) -> dict[str, Any]:
+        timeout_s, attempts = call_policy(self.service, self.version, target)
+        if self.timeout_s is not None:
+            timeout_s, attempts = self.timeout_s, 1
+        answer: dict[str, Any] = {}
+        for _ in range(attempts):
+            answer = await self._call_once(target, headers, aiohttp.ClientTimeout(total=timeout_s))
+            if answer["status"] == 200:
+                break
+        return answer
+
+    async def _call_once(self, target: str, headers: dict[str, str], timeout: aiohttp.ClientTimeout) -> dict[str, Any]:
         assert self.session is not None
         url = f"http://{target}:{self.port}/{target}"
         try:
-            async with self.session.get(url, headers=headers, proxy=self.proxy, timeout=self.timeout) as r:
+            async with self.session.get(url, headers=headers, proxy=self.proxy, timeout=timeout) as r:
                 body = await r.read()
                 if r.status != 200:
                     return {"service": target, "status": r.status, "error": body.decode(errors="replace")[:200],
@@ -89,7 +119,9 @@ class DemoApp:
                 if not isinstance(data, dict):
                     return {"service": target, "status": 502, "error": "answer is not an object", "calls": []}
                 return {**data, "status": r.status}
-        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+        except TimeoutError:
+            return {"service": target, "status": 504, "error": f"no answer within {timeout.total:g} s", "calls": []}
+        except (aiohttp.ClientError, OSError) as e:
             return {"service": target, "status": 503, "error": f"{type(e).__name__}: {e}", "calls": []}
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -186,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--listen", default=os.environ.get("MESH_APP_LISTEN", "127.0.0.1:19080"),
                    help="HOST:PORT the application listens on (its sidecar forwards inbound calls here)")
     p.add_argument("--port", type=int, default=9080, help="port of the services it calls (default 9080)")
-    p.add_argument("--timeout", type=float, default=10.0, help="timeout of each outgoing call in seconds")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="one timeout in seconds for every outgoing call, without retries (default: Bookinfo's)")
     p.add_argument("--forward-x", action="store_true",
                    help="propagate every x- header (and trace context, baggage) and report them: the lanes mocks")
     a = p.parse_args(argv)

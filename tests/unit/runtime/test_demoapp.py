@@ -52,3 +52,40 @@ async def test_calls_forward_headers_and_degrade() -> None:
         assert s["headers"]["x-request-id"] == "abc" and s["headers"]["baggage"] == "lane=v2"
         assert "x-unrelated" not in s["headers"]
     assert {s["headers"]["host"] for s in first} == {"details:9080", "reviews:9080"}
+
+
+async def test_bookinfo_timeouts_and_the_one_retry_to_reviews(monkeypatch: Any) -> None:
+    """productpage tries reviews twice (any answer but 200, or no answer in time), details once; ``--timeout``
+    means one attempt with that timeout. Timeouts shortened here; the real ones are Bookinfo's 3 s."""
+    import asyncio
+
+    from meshplane.runtime import demoapp
+
+    assert demoapp.call_policy("productpage", "v1", "reviews") == (3.0, 2)
+    assert demoapp.call_policy("productpage", "v1", "details") == (3.0, 1)
+    assert demoapp.call_policy("reviews", "v2", "ratings") == (10.0, 1)
+    assert demoapp.call_policy("reviews", "v3", "ratings") == (2.5, 1)
+    monkeypatch.setitem(demoapp.CALL_POLICY, ("productpage", "*", "reviews"), (0.2, 2))
+    monkeypatch.setitem(demoapp.CALL_POLICY, ("productpage", "*", "details"), (0.2, 1))
+    hits: list[str] = []
+
+    async def proxy(request: web.Request) -> web.Response:
+        hits.append(request.host.partition(":")[0])
+        if request.host.startswith("reviews"):
+            await asyncio.sleep(1.0)  # longer than the caller waits
+        return web.Response(status=503, text="details down")
+
+    proxy_app = web.Application()
+    proxy_app.router.add_route("*", "/{tail:.*}", proxy)
+    async with TestServer(proxy_app, host="127.0.0.1") as proxy_server:
+        url = str(proxy_server.make_url("")).rstrip("/")
+        for timeout_s, reviews_attempts in ((None, 2), (0.2, 1)):
+            hits.clear()
+            app = DemoApp("productpage", "v1", cluster="c1", zone="za", instance="pp-0", port=9080, proxy=url,
+                          timeout_s=timeout_s)
+            async with TestClient(TestServer(app.app(), host="127.0.0.1")) as client:
+                doc = await (await client.get("/productpage")).json()
+            details, reviews = doc["calls"]
+            assert reviews == {"service": "reviews", "status": 504, "error": "no answer within 0.2 s", "calls": []}
+            assert details["status"] == 503
+            assert hits.count("reviews") == reviews_attempts and hits.count("details") == 1
