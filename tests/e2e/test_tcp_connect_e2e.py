@@ -11,7 +11,8 @@ Why: in NONE mode an app reaches a TCP service only through a CONNECT tunnel on 
 VirtualService ``tcp`` route's weighted destinations on that CONNECT route (``routes.connect_route``); unit tests
 check the generated protos, this test checks that a real Envoy accepts that config (no NACK) and that tunnels
 really go where the weights say: 100/0 -> all ``a``, then 0/100 -> all ``b``, then 50/50 (``weighted_clusters``
-on the CONNECT route) -> both. Nothing asserts elapsed time or a tight ratio.
+on the CONNECT route) -> both. A TLS service port reached the same way follows the ``tls`` route whose
+``sniHosts`` cover the CONNECT host (the SNI is inside the tunnel). Nothing asserts elapsed time or a tight ratio.
 """
 
 from __future__ import annotations
@@ -130,11 +131,11 @@ async def _synced(server: XdsServer, envoy: Envoy) -> None:
         assert t.nacks == 0, f"{t.short_name} NACKed: {t.last_nack}"
 
 
-async def _tunnel(envoy: Envoy, payload: bytes = b"ping") -> str:
-    """One CONNECT tunnel through the sidecar to db.internal:5432; returns the backend's reply line."""
+async def _tunnel(envoy: Envoy, payload: bytes = b"ping", target: str = f"{DB}:{DB_PORT}") -> str:
+    """One CONNECT tunnel through the sidecar to ``target`` (db.internal:5432); returns the backend's reply line."""
     reader, writer = await asyncio.wait_for(asyncio.open_connection(envoy.listen_host, PROXY_PORT), IO_TIMEOUT)
     try:
-        authority = f"{DB}:{DB_PORT}".encode()
+        authority = target.encode()
         writer.write(b"CONNECT " + authority + b" HTTP/1.1\r\nHost: " + authority + b"\r\n\r\n")
         await writer.drain()
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), IO_TIMEOUT)
@@ -151,12 +152,12 @@ async def _tunnel(envoy: Envoy, payload: bytes = b"ping") -> str:
             await writer.wait_closed()
 
 
-async def _answers(envoy: Envoy, n: int) -> collections.Counter[str]:
-    return collections.Counter([await _tunnel(envoy, f"req-{i}".encode()) for i in range(n)])
+async def _answers(envoy: Envoy, n: int, target: str = f"{DB}:{DB_PORT}") -> collections.Counter[str]:
+    return collections.Counter([await _tunnel(envoy, f"req-{i}".encode(), target) for i in range(n)])
 
 
-async def _all_from(envoy: Envoy, name: str, n: int = 5) -> bool:
-    return (await _answers(envoy, n)) == collections.Counter({name: n})
+async def _all_from(envoy: Envoy, name: str, n: int = 5, target: str = f"{DB}:{DB_PORT}") -> bool:
+    return (await _answers(envoy, n, target)) == collections.Counter({name: n})
 
 
 async def _connect_route(envoy: Envoy) -> dict[str, Any]:
@@ -218,3 +219,48 @@ async def test_connect_tunnel_follows_tcp_virtual_service_split(
     counts = await _answers(client, 100)
     assert set(counts) == {"a", "b"}, counts  # P(one side unseen) = 2 * 0.5**100
     assert a.connections > 0 and b.connections > 0
+
+
+SECURE = "secure.internal"
+
+
+def _tls_route(sni: str, subset: str) -> dict[str, Any]:
+    return {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": "secure", "namespace": "default"},
+            "spec": {"hosts": [SECURE], "tls": [{"match": [{"port": 443, "sniHosts": [sni]}], "route": [
+                {"destination": {"host": SECURE, "subset": subset, "port": {"number": 443}}}]}]}}
+
+
+async def test_connect_tunnel_to_a_tls_port_follows_the_tls_route_for_its_host(
+        store: MemoryStore, harness: Harness, xds, tcp_backends: dict[str, TcpBackend]) -> None:  # type: ignore[no-untyped-def]
+    """A TLS service port reached by CONNECT: the VirtualService ``tls`` route whose ``sniHosts`` name the CONNECT
+    host decides the backend (the bytes in the tunnel are opaque to Envoy; the backends here echo lines)."""
+    a, b = tcp_backends["a"], tcp_backends["b"]
+    await store.create(SE, {"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
+                            "metadata": {"name": "secure", "namespace": "default"},
+                            "spec": {"hosts": [SECURE], "ports": [{"number": 443, "name": "tls", "protocol": "TLS"}],
+                                     "location": "MESH_INTERNAL", "resolution": "STATIC",
+                                     "workloadSelector": {"labels": {"app": "secure"}}}}, actor="test")
+    for backend in (a, b):
+        await store.create(WE, workload_entry(f"secure-{backend.name}", backend.host,
+                                              {"app": "secure", "version": backend.name},
+                                              ports={"tls": backend.port}), actor="test")
+    await store.create(DR, destination_rule("secure", SECURE, subsets=[{"name": "a", "labels": {"version": "a"}},
+                                                                       {"name": "b", "labels": {"version": "b"}}]),
+                       actor="test")
+    await store.create(VS, _tls_route(SECURE, "b"), actor="test")
+    server, address = await xds(DefaultTranslator())
+    client = await harness.envoy("client", address, workload="client")
+    await client.wait_cluster(f"outbound|443|a|{SECURE}", [f"{a.host}:{a.port}"])
+    await client.wait_cluster(f"outbound|443|b|{SECURE}", [f"{b.host}:{b.port}"])
+    await _synced(server, client)
+    target = f"{SECURE}:443"
+    await wait_until(lambda: _all_from(client, "b", target=target), what="tunnels follow the tls route to b")
+    assert await _answers(client, 10, target) == collections.Counter({"b": 10})
+
+    # The route now names the host by a wildcard and sends it to a.
+    await store.update(VS, {**_tls_route("*.internal", "a"),
+                            "metadata": store.get(VS, "default", "secure")["metadata"]}, actor="test")
+    await _synced(server, client)
+    await wait_until(lambda: _all_from(client, "a", target=target), timeout=20, what="tunnels move to a")
+    assert await _answers(client, 10, target) == collections.Counter({"a": 10})

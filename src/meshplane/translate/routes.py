@@ -22,7 +22,7 @@ from meshplane.translate.context import MESH_GATEWAY, PushContext
 from meshplane.translate.hosts import service_domains
 from meshplane.translate.httproute import RouteScope, _hash_policies, default_route, http_routes
 from meshplane.translate.policy import consistent_hash, effective_policy
-from meshplane.translate.tcproute import service_tcp_targets
+from meshplane.translate.tcproute import service_connect_targets
 
 HTTP_PROXY_ROUTE = "http_proxy"
 
@@ -126,7 +126,7 @@ def sidecar_route_configs(proxy: Proxy, ctx: PushContext) -> list[route_pb2.Rout
                 domains = _unique(_domains(svc, p, proxy, ctx, False), used)
                 if domains:
                     vh = rcfg.virtual_hosts.add(name=f"{svc.hostname}:{p.number}", domains=domains)
-                    targets = service_tcp_targets(svc, p, proxy, ctx, clusters)
+                    targets = service_connect_targets(svc, p, proxy, ctx, clusters)
                     vh.routes.append(connect_route("connect", targets[0][0], targets))
             http_ports = [p for p in svc.ports if p.protocol.is_http]
             if not http_ports:

@@ -9,6 +9,7 @@ from meshplane.model.proxy import Proxy
 from meshplane.model.service import Service, ServicePort
 from meshplane.translate.common import cluster_name
 from meshplane.translate.context import MESH_GATEWAY, PushContext, VirtualServiceRec
+from meshplane.translate.hosts import host_matches
 from meshplane.translate.httproute import RouteScope, destination_cluster
 
 
@@ -71,3 +72,20 @@ def tls_chains(vs: VirtualServiceRec, scope: RouteScope) -> list[tuple[list[str]
                 sni = [str(h) for h in m.get("sniHosts") or []]
                 out.append((sni, weighted_targets(list(tls.get("route") or []), vs, scope)))
     return out
+
+
+def service_connect_targets(svc: Service, port: ServicePort, proxy: Proxy, ctx: PushContext,
+                            clusters: frozenset[str]) -> list[tuple[str, int]]:
+    """Where the explicit proxy sends a CONNECT tunnel to ``svc``'s ``port``. For a TLS or HTTPS port, the first
+    VirtualService ``tls`` route on that port whose ``sniHosts`` name the service's host (or that has none): the
+    proxy cannot read the SNI, which travels inside the tunnel, but the CONNECT authority names the host the client
+    is about to open TLS to, the same name a REDIRECT-mode sidecar matches the SNI against. Other ports, and TLS
+    ports no ``tls`` route covers, go as :func:`service_tcp_targets` says."""
+    if port.protocol.is_tls:
+        vs = ctx.virtual_service_for(svc.hostname, proxy.namespace)
+        if vs is not None:
+            scope = RouteScope(proxy, ctx, port.number, frozenset({MESH_GATEWAY}), clusters)
+            for sni, targets in tls_chains(vs, scope):
+                if targets and (not sni or any(host_matches(name, svc.hostname) for name in sni)):
+                    return targets
+    return service_tcp_targets(svc, port, proxy, ctx, clusters)

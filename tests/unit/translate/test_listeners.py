@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from _feature_corpus import feature_objects, gw, sidecar_cr, vs
+from _feature_corpus import dr, feature_objects, gw, sidecar_cr, vs
 from _translate_helpers import (
     bookinfo_file,
     bookinfo_registry,
@@ -17,6 +17,7 @@ from _translate_helpers import (
     hcm_of,
     listeners,
     routes,
+    service_entry,
     sidecar,
 )
 from envoy.config.listener.v3 import listener_pb2
@@ -229,3 +230,35 @@ def test_explicit_proxy_connect_routes_carry_tcp_virtual_service_weights(cert_di
     # a TCP service without a VirtualService keeps its one cluster
     plain = next(v for v in rds["http_proxy"].virtual_hosts if v.name == "tcp-echo.internal:9000")
     assert plain.routes[0].route.cluster == "outbound|9000||tcp-echo.internal"
+
+
+def test_explicit_proxy_connect_routes_follow_tls_routes_by_sni_host() -> None:
+    """NONE mode: a CONNECT tunnel to a TLS port carries the SNI inside, so the ``tls`` route whose ``sniHosts``
+    name the CONNECT host decides where it goes (REDIRECT mode matches the same names against the SNI)."""
+    def objects(sni: list[str], weights: tuple[int, int]) -> list[dict]:
+        return [
+            service_entry("secure", hosts=["secure.internal"],
+                          ports=[{"number": 443, "name": "tls", "protocol": "TLS"}],
+                          endpoints=[{"address": "127.0.5.1", "labels": {"version": "a"}},
+                                     {"address": "127.0.5.2", "labels": {"version": "b"}}]),
+            dr("secure", {"host": "secure.internal", "subsets": [{"name": "a", "labels": {"version": "a"}},
+                                                                  {"name": "b", "labels": {"version": "b"}}]}),
+            vs("secure", {"hosts": ["secure.internal"], "tls": [
+                {"match": [{"port": 443, "sniHosts": sni}], "route": [
+                    {"destination": {"host": "secure.internal", "subset": "a"}, "weight": weights[0]},
+                    {"destination": {"host": "secure.internal", "subset": "b"}, "weight": weights[1]}]}]}),
+        ]
+
+    def connect_route(objs: list[dict]) -> object:
+        rds = {r.name: r for r in routes(sidecar(), context(objs))}
+        vh = next(v for v in rds["http_proxy"].virtual_hosts if v.name == "secure.internal:443")
+        (connect,) = [r for r in vh.routes if r.match.HasField("connect_matcher")]
+        return connect.route
+
+    split = connect_route(objects(["secure.internal"], (30, 70)))
+    assert {(c.name, c.weight.value) for c in split.weighted_clusters.clusters} == {
+        ("outbound|443|a|secure.internal", 30), ("outbound|443|b|secure.internal", 70)}
+    only_b = connect_route(objects(["*.internal"], (0, 100)))  # a wildcard SNI covers the host
+    assert only_b.cluster == "outbound|443|b|secure.internal"
+    elsewhere = connect_route(objects(["other.internal"], (0, 100)))  # a route for another SNI does not apply
+    assert elsewhere.cluster == "outbound|443||secure.internal"
