@@ -158,3 +158,30 @@ def test_registration_health_scale_and_restart(mesh: tuple[Path, Path]) -> None:
     for _ in range(5):
         assert [w for w in status(home)["workloads"] if w["workload"] == "ratings-v1"] == []
     assert [w["name"] for w in status(home)["workloads"]] == ["details-v1-east-0"]
+
+
+def test_up_reports_an_instance_that_keeps_exiting(tmp_path: Path) -> None:
+    """An application that cannot run makes ``up`` fail after a few restarts, naming the instance, the exit code
+    and the end of its log, instead of waiting out the whole start timeout; ``down`` still stops everything."""
+    doc = small_manifest(tmp_path / "unhealthy")
+    doc["workloads"][1]["command"] = ["{python}", "-c", "import sys; print('cannot find my config'); sys.exit(3)"]
+    manifest = tmp_path / "mesh.yaml"
+    manifest.write_text(yaml.safe_dump(doc))
+    home = tmp_path / "home"
+    seen: list[tuple[int, int]] = []
+    try:
+        up = meshplane("up", "-f", str(manifest), "--home", str(home), check=False, timeout=120)
+        seen += recorded_processes(home)
+        assert up.returncode != 0
+        assert "instance details-v1-east-0 keeps exiting: its application exited with 3" in up.stderr, up.stderr
+        assert "cannot find my config" in up.stderr
+        assert f"meshplane down --home {home}" in up.stderr
+        running = status(home)
+        looping = next(w for w in running["workloads"] if w["name"] == "details-v1-east-0")
+        assert looping["restarts"] >= 3 and not looping["ready"]
+    finally:
+        seen += recorded_processes(home)
+        meshplane("down", "--home", str(home), check=False)
+        left = alive(seen)
+        kill_all(left)
+    assert left == [], f"processes left behind: {left}"

@@ -70,6 +70,10 @@ def start(home: Home, manifest_path: Path, *, timeout_s: float = 300.0, delta: b
             if view.get("phase") == "failed":
                 raise RuntimeCommandError(f"the mesh failed to start: {view.get('error')}\n"
                                           f"--- {log_path} ---\n{_tail(log_path)}")
+            looping = crash_looping(view)
+            if looping:
+                raise RuntimeCommandError(looping + f"\nthe mesh keeps retrying in the background: fix the manifest, "
+                                                    f"then `meshplane down --home {home.root}` and `up` again")
         code = proc.poll()
         if code is not None:
             stop(home)
@@ -79,6 +83,22 @@ def start(home: Home, manifest_path: Path, *, timeout_s: float = 300.0, delta: b
                 f"the mesh is not ready after {timeout_s:.0f}s (it keeps starting in the background; see "
                 f"`meshplane status --home {home.root}` and {log_path})")
         time.sleep(0.2)
+
+
+CRASH_LOOP_RESTARTS = 3
+
+
+def crash_looping(view: dict[str, Any]) -> str:
+    """While the mesh starts: why it cannot become ready because an instance keeps exiting (its application or
+    agent was restarted CRASH_LOOP_RESTARTS times), with the end of that process's log; "" otherwise. Without
+    this, ``up`` would wait out its whole timeout for an instance whose command cannot run."""
+    for inst in view.get("instances") or []:
+        last = inst.get("lastExit") or {}
+        if int(inst.get("restarts") or 0) >= CRASH_LOOP_RESTARTS and last:
+            log = Path(str(last.get("log", "")))
+            return (f"instance {inst.get('name')} keeps exiting: its {last.get('process')} exited with "
+                    f"{last.get('code')} ({inst.get('restarts')} restarts)\n--- {log} ---\n{_tail(log, 15)}")
+    return ""
 
 
 def stop(home: Home, *, grace_s: float = 30.0) -> list[int]:

@@ -48,6 +48,8 @@ from typing import Any
 
 import yaml
 
+from meshplane.api.labels import label_error
+
 GATEWAY_LABELS = (("istio", "ingressgateway"), ("istio", "egressgateway"), ("istio", "eastwestgateway"))
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 APP_PORT_OFFSET = 10000
@@ -170,11 +172,27 @@ def _name(raw: Mapping[str, Any], key: str, where: str, default: str | None = No
 
 
 def _str_map(raw: Any, where: str) -> dict[str, str]:
+    """A map of strings; numbers are taken as their text (``version: 1``), anything else is refused."""
     if raw is None:
         return {}
     if not isinstance(raw, Mapping):
         raise ManifestError(f"{where}: expected a map of strings")
-    return {str(k): str(v) for k, v in raw.items()}
+    out: dict[str, str] = {}
+    for k, v in raw.items():
+        if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+            raise ManifestError(f"{where}.{k}: expected a string, got {v!r}")
+        out[str(k)] = str(v)
+    return out
+
+
+def _labels(raw: Any, where: str) -> dict[str, str]:
+    """A label map, checked by Kubernetes' rules (the API refuses the WorkloadEntry of an invalid one later)."""
+    labels = _str_map(raw, where)
+    for k, v in labels.items():
+        err = label_error(k, v)
+        if err:
+            raise ManifestError(f"{where}: {err}")
+    return labels
 
 
 def _ports(raw: Any, where: str) -> tuple[Port, ...]:
@@ -218,7 +236,7 @@ def _workload(raw: Any, i: int, clusters: Mapping[str, ClusterSpec]) -> Workload
         raise ManifestError(f"{where}: expected a map")
     name = _name(raw, "name", where)
     where = f"workload {name}"
-    labels = _str_map(raw.get("labels"), f"{where}.labels")
+    labels = _labels(raw.get("labels"), f"{where}.labels")
     role = str(raw.get("role") or "")
     if role not in ("", "gateway", "workload"):
         raise ManifestError(f"{where}.role: expected 'gateway' or 'workload', got {role!r}")
@@ -268,7 +286,7 @@ def service_entry(raw: Any, i: int) -> dict[str, Any]:
     ports = _ports(raw.get("ports"), f"service {name}.ports")
     if not ports:
         raise ManifestError(f"service {name}.ports: at least one port is required")
-    selector = _str_map(raw.get("selector"), f"service {name}.selector") or {"app": name}
+    selector = _labels(raw.get("selector"), f"service {name}.selector") or {"app": name}
     hosts = raw.get("hosts") or [f"{name}.{ns}.svc.cluster.local"]
     return {
         "apiVersion": "networking.istio.io/v1",
@@ -386,6 +404,9 @@ def load_manifest(path: Path) -> Manifest:
         raise ManifestError(f"{path}: {e}") from e
     if not docs:
         raise ManifestError(f"{path}: empty manifest")
+    if not isinstance(docs[0], Mapping):
+        raise ManifestError(f"{path}: expected a map with clusters, workloads, services at the top, "
+                            f"got {type(docs[0]).__name__}")
     # A manifest may be followed by more YAML documents: API objects appended to ``config``.
     head = dict(docs[0])
     if docs[1:]:

@@ -113,6 +113,7 @@ class Instance:
     backoff: float = 0.5
     next_start: float = 0.0
     wanted: bool = True
+    last_exit: dict[str, Any] | None = None  # the last crash: which process, its exit code, its log
     stop_task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
@@ -153,6 +154,7 @@ class Instance:
             "pid": self.app.pid if self.app and self.app.running() else None,
             "agentPid": self.agent.pid if self.agent and self.agent.running() else None,
             "restarts": self.restarts,
+            "lastExit": self.last_exit,
         }
 
 
@@ -362,12 +364,16 @@ class Supervisor:
             log.warning("agent of %s exited with %s; restarting", inst.name, inst.agent.proc.returncode)
             crashed = True
             stable = now - inst.agent.started > STABLE_S
+            inst.last_exit = {"process": "agent", "code": inst.agent.proc.returncode,
+                              "log": str(self.home.instance_dir(inst.name) / "agent.log")}
             await self.reap(inst.agent, grace=2.0)
             inst.agent = None
         if inst.app is not None and not inst.app.running():
             log.warning("application of %s exited with %s; restarting", inst.name, inst.app.proc.returncode)
             crashed = True
             stable = now - inst.app.started > STABLE_S
+            inst.last_exit = {"process": "application", "code": inst.app.proc.returncode,
+                              "log": str(self.home.instance_dir(inst.name) / "app.log")}
             await self.reap(inst.app, grace=2.0)
             inst.app = None
         if crashed:

@@ -65,6 +65,12 @@ def test_defaults_and_placements() -> None:
     ({"ports": [0]}, "port: expected a number"),
     ({"ports": [80, 80]}, "duplicate port"),
     ({"role": "router"}, "role"),
+    ({"labels": {"app": "web", "version": [1]}}, r"web\.labels\.version: expected a string, got \[1\]"),
+    ({"labels": {"version": True}}, r"web\.labels\.version: expected a string"),
+    ({"labels": {"version": "v 1"}}, r"web\.labels: value 'v 1': a valid label must"),
+    ({"labels": {"bad key!": "x"}}, r"web\.labels: key 'bad key!': name part must"),
+    ({"labels": {"a": "x" * 64}}, "must be no more than 63 characters"),
+    ({"env": {"A": {"nested": 1}}}, r"web\.env\.A: expected a string"),
 ])
 def test_errors_name_the_field(change: dict[str, Any], message: str) -> None:
     with pytest.raises(ManifestError, match=message):
@@ -115,3 +121,16 @@ def test_addresses_and_templates() -> None:
         instance_address(24, 1, 255)
     assert expand("{python} --listen {listen} {unknown}", {"python": "py", "listen": "1.2.3.4:5"}) == (
         "py --listen 1.2.3.4:5 {unknown}")
+
+
+def test_numeric_label_values_are_their_text() -> None:
+    m = parse_manifest(minimal(labels={"app": "web", "version": 2}))
+    assert m.workloads[0].labels["version"] == "2"
+
+
+@pytest.mark.parametrize("text", ["[1, 2]\n", "just a string\n", "42\n"])
+def test_a_manifest_that_is_not_a_map_is_refused(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "mesh.yaml"
+    path.write_text(text)
+    with pytest.raises(ManifestError, match="expected a map with clusters, workloads, services at the top"):
+        load_manifest(path)
