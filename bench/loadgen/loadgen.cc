@@ -85,11 +85,36 @@ int serve(const std::string& listen_at) {
   ev.events = EPOLLIN;
   ev.data.fd = lfd;
   epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev);
-  // Per connection: the tail of the last read, to find "\r\n\r\n" split across reads.
-  std::vector<std::string> tails;
+  // Per connection: the tail of the last read (to find a "\r\n\r\n" split across reads), answers the socket did
+  // not take yet (sent when it is writable again, so a slow peer never stalls the others), and whether EPOLLOUT is on.
+  struct Peer {
+    std::string tail, pending;
+    bool want_out = false;
+  };
+  std::vector<Peer> peers;
   std::vector<epoll_event> events(256);
   char buf[65536];
-  std::string out;
+  auto watch = [&](int fd, bool out) {
+    if (peers[fd].want_out == out) return;
+    peers[fd].want_out = out;
+    epoll_event ev{};
+    ev.events = out ? (EPOLLIN | EPOLLOUT) : EPOLLIN;
+    ev.data.fd = fd;
+    epoll_ctl(ep, EPOLL_CTL_MOD, fd, &ev);
+  };
+  auto flush = [&](int fd) -> bool {  // false: the connection is gone
+    std::string& pending = peers[fd].pending;
+    while (!pending.empty()) {
+      ssize_t w = write(fd, pending.data(), pending.size());
+      if (w < 0) {
+        if (errno == EAGAIN) break;
+        return false;
+      }
+      pending.erase(0, static_cast<size_t>(w));
+    }
+    watch(fd, !pending.empty());
+    return true;
+  };
   for (;;) {
     int n = epoll_wait(ep, events.data(), static_cast<int>(events.size()), -1);
     if (n < 0 && errno == EINTR) continue;
@@ -100,8 +125,8 @@ int serve(const std::string& listen_at) {
           int c = accept4(lfd, nullptr, nullptr, SOCK_NONBLOCK);
           if (c < 0) break;
           set_nodelay(c);
-          if (static_cast<size_t>(c) >= tails.size()) tails.resize(c + 1);
-          tails[c].clear();
+          if (static_cast<size_t>(c) >= peers.size()) peers.resize(c + 1);
+          peers[c] = Peer{};
           epoll_event cev{};
           cev.events = EPOLLIN;
           cev.data.fd = c;
@@ -109,32 +134,27 @@ int serve(const std::string& listen_at) {
         }
         continue;
       }
-      ssize_t got = read(fd, buf, sizeof buf);
-      if (got <= 0) {
-        if (got < 0 && errno == EAGAIN) continue;
-        close(fd);
-        continue;
-      }
-      std::string& t = tails[fd];
-      t.append(buf, static_cast<size_t>(got));
-      size_t pos = 0, requests = 0;
-      while ((pos = t.find("\r\n\r\n", pos)) != std::string::npos) {
-        pos += 4;
-        ++requests;
-        t.erase(0, pos);
-        pos = 0;
-      }
-      if (t.size() > 3) t.erase(0, t.size() - 3);  // keep only what may start a split "\r\n\r\n"
-      out.clear();
-      for (size_t k = 0; k < requests; ++k) out.append(kResponse, sizeof kResponse - 1);
-      size_t off = 0;
-      while (off < out.size()) {  // responses are tiny; a full socket buffer here means a stuck peer
-        ssize_t w = write(fd, out.data() + off, out.size() - off);
-        if (w < 0) {
-          if (errno == EAGAIN) continue;
-          break;
+      bool alive = true;
+      if (events[i].events & EPOLLOUT) alive = flush(fd);
+      if (alive && (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
+        ssize_t got = read(fd, buf, sizeof buf);
+        if (got == 0 || (got < 0 && errno != EAGAIN)) {
+          alive = false;
+        } else if (got > 0) {
+          Peer& peer = peers[fd];
+          peer.tail.append(buf, static_cast<size_t>(got));
+          size_t pos;
+          while ((pos = peer.tail.find("\r\n\r\n")) != std::string::npos) {
+            peer.tail.erase(0, pos + 4);
+            peer.pending.append(kResponse, sizeof kResponse - 1);
+          }
+          if (peer.tail.size() > 3) peer.tail.erase(0, peer.tail.size() - 3);  // what may start a split "\r\n\r\n"
+          alive = flush(fd);
         }
-        off += static_cast<size_t>(w);
+      }
+      if (!alive) {
+        close(fd);  // also leaves the epoll set
+        peers[fd] = Peer{};
       }
     }
   }
@@ -240,7 +260,7 @@ int run(int argc, char** argv) {
   std::deque<int64_t> queue;  // due times of requests waiting for a connection
   std::vector<size_t> idle;
   std::vector<int64_t> latencies;
-  int64_t sent = 0, errors = 0, dropped = 0, busy = 0, unexpected = 0;
+  int64_t errors = 0, dropped = 0, busy = 0, unexpected = 0;
   bool measuring = false;
 
   auto send_on = [&](size_t k, int64_t due) {
@@ -325,7 +345,7 @@ int run(int argc, char** argv) {
     while (i < total && t0 + static_cast<int64_t>(i * interval_ns) <= now) {
       int64_t due = t0 + static_cast<int64_t>(i * interval_ns);
       if (busy + static_cast<int64_t>(queue.size()) >= max_inflight) ++dropped;
-      else { queue.push_back(due); ++sent; }
+      else queue.push_back(due);
       ++i;
     }
     dispatch();

@@ -141,3 +141,25 @@ def test_through_the_bare_envoy_pair_as_an_explicit_proxy(loadgen: str, responde
         assert (r["ok"], r["errors"], r["dropped"]) == (200, 0, 0)
         for pid in pids:
             assert D.cpu_seconds(pid) > 0
+
+
+def test_the_responder_serves_others_while_one_peer_does_not_read(responder: int) -> None:
+    """A peer that pipelines many requests and reads nothing fills its socket: the responder keeps those answers
+    for later and goes on answering other connections (it does not spin on the full one)."""
+    stuck = socket.socket()
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
+    stuck.connect(("127.0.0.1", responder))
+    stuck.settimeout(0.5)
+    try:
+        request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 1000
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:  # as much as the responder takes in 2 s
+            try:
+                stuck.sendall(request)
+            except TimeoutError:
+                break
+        with socket.create_connection(("127.0.0.1", responder), timeout=5) as other:
+            other.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert other.recv(4096).startswith(b"HTTP/1.1 200 OK")
+    finally:
+        stuck.close()
