@@ -254,15 +254,19 @@ def _free_port() -> int:
 def bare_envoys(workdir: Path, server: tuple[str, int], binary: str) -> Iterator[tuple[list[int], str]]:
     """Two bare Envoys (``binary``) in a row in front of ``server`` (same flags as a meshplane sidecar:
     ``--concurrency 1``, log level warning): yields their pids and the first one's HOST:PORT; stops both on exit."""
-    first, second = _free_port(), _free_port()
+    first = _free_port()
+    second = _free_port()
+    while second == first:
+        second = _free_port()
     procs: list[subprocess.Popen[bytes]] = []
     try:
         for name, port, upstream in (("b", second, server), ("a", first, ("127.0.0.1", second))):
             cfg = workdir / f"bare-{name}.json"
             cfg.write_text(json.dumps(bare_bootstrap(port, upstream)))
-            procs.append(subprocess.Popen(
-                [binary, "-c", str(cfg), "--disable-hot-restart", "--concurrency", "1", "-l", "warning"],
-                stdout=subprocess.DEVNULL, stderr=(workdir / f"bare-{name}.log").open("wb")))
+            with (workdir / f"bare-{name}.log").open("wb") as log:
+                procs.append(subprocess.Popen(
+                    [binary, "-c", str(cfg), "--disable-hot-restart", "--concurrency", "1", "-l", "warning"],
+                    stdout=subprocess.DEVNULL, stderr=log))
         deadline = time.monotonic() + 20
         for port in (first, second):
             while True:

@@ -86,33 +86,40 @@ int serve(const std::string& listen_at) {
   ev.data.fd = lfd;
   epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev);
   // Per connection: the tail of the last read (to find a "\r\n\r\n" split across reads), answers the socket did
-  // not take yet (sent when it is writable again, so a slow peer never stalls the others), and whether EPOLLOUT is on.
+  // not take yet (sent when it is writable again, so a slow peer never stalls the others), and the epoll events it
+  // is registered for. A peer that does not read its answers is not read either once kMaxPending bytes wait for
+  // it, so its requests back up in its own socket, not in this process.
+  constexpr size_t kMaxPending = 1 << 20;
   struct Peer {
     std::string tail, pending;
-    bool want_out = false;
+    uint32_t events = EPOLLIN;
   };
   std::vector<Peer> peers;
   std::vector<epoll_event> events(256);
   char buf[65536];
-  auto watch = [&](int fd, bool out) {
-    if (peers[fd].want_out == out) return;
-    peers[fd].want_out = out;
+  auto rewatch = [&](int fd) {
+    Peer& peer = peers[fd];
+    uint32_t want = (peer.pending.size() < kMaxPending ? EPOLLIN : 0u) | (peer.pending.empty() ? 0u : EPOLLOUT);
+    if (want == peer.events) return;
+    peer.events = want;
     epoll_event ev{};
-    ev.events = out ? (EPOLLIN | EPOLLOUT) : EPOLLIN;
+    ev.events = want;
     ev.data.fd = fd;
     epoll_ctl(ep, EPOLL_CTL_MOD, fd, &ev);
   };
   auto flush = [&](int fd) -> bool {  // false: the connection is gone
     std::string& pending = peers[fd].pending;
-    while (!pending.empty()) {
-      ssize_t w = write(fd, pending.data(), pending.size());
+    size_t off = 0;
+    while (off < pending.size()) {
+      ssize_t w = write(fd, pending.data() + off, pending.size() - off);
       if (w < 0) {
         if (errno == EAGAIN) break;
         return false;
       }
-      pending.erase(0, static_cast<size_t>(w));
+      off += static_cast<size_t>(w);
     }
-    watch(fd, !pending.empty());
+    pending.erase(0, off);
+    rewatch(fd);
     return true;
   };
   for (;;) {
@@ -143,12 +150,13 @@ int serve(const std::string& listen_at) {
         } else if (got > 0) {
           Peer& peer = peers[fd];
           peer.tail.append(buf, static_cast<size_t>(got));
-          size_t pos;
-          while ((pos = peer.tail.find("\r\n\r\n")) != std::string::npos) {
-            peer.tail.erase(0, pos + 4);
+          size_t from = 0, pos;
+          while ((pos = peer.tail.find("\r\n\r\n", from)) != std::string::npos) {
+            from = pos + 4;
             peer.pending.append(kResponse, sizeof kResponse - 1);
           }
-          if (peer.tail.size() > 3) peer.tail.erase(0, peer.tail.size() - 3);  // what may start a split "\r\n\r\n"
+          // Keep only what may start a "\r\n\r\n" split across reads.
+          peer.tail.erase(0, std::max(from, peer.tail.size() > 3 ? peer.tail.size() - 3 : 0));
           alive = flush(fd);
         }
       }
@@ -169,35 +177,44 @@ struct Conn {
   std::string in;
 };
 
-// Parses one complete HTTP/1.1 response at the start of `in`: its length in bytes (0 when incomplete) and status.
-size_t response_length(const std::string& in, int* status) {
+// Parses one complete HTTP/1.1 response at the start of `in`: its length in bytes (0 when incomplete), its status
+// (-1 when it is no HTTP response) and whether the server closes the connection after it (`Connection: close`).
+size_t response_length(const std::string& in, int* status, bool* close_after) {
   size_t head_end = in.find("\r\n\r\n");
   if (head_end == std::string::npos) return 0;
   if (in.size() < 12 || in.compare(0, 5, "HTTP/") != 0) { *status = -1; return head_end + 4; }
   *status = std::atoi(in.c_str() + 9);
   size_t body = head_end + 4;
-  // Header names are case-insensitive: compare a lower-cased copy of the head.
+  // Header names (and these values) are case-insensitive: look in a lower-cased copy of the head.
   std::string head = in.substr(0, head_end + 2);
   std::transform(head.begin(), head.end(), head.begin(), [](unsigned char c) { return std::tolower(c); });
-  size_t cl = head.find("\r\ncontent-length:");
-  if (cl != std::string::npos) {
-    size_t len = std::strtoul(head.c_str() + cl + 17, nullptr, 10);
-    return in.size() >= body + len ? body + len : 0;
-  }
-  if (head.find("\r\ntransfer-encoding: chunked") != std::string::npos) {
+  auto header = [&](const char* name) -> std::string {  // the value of header `name` ("" when absent)
+    size_t at = head.find(std::string("\r\n") + name + ":");
+    if (at == std::string::npos) return "";
+    size_t from = at + 3 + std::strlen(name), to = head.find("\r\n", from);
+    return head.substr(from, to - from);
+  };
+  *close_after = header("connection").find("close") != std::string::npos;
+  if (header("transfer-encoding").find("chunked") != std::string::npos) {  // it wins over Content-Length
     size_t p = body;
     for (;;) {
       size_t eol = in.find("\r\n", p);
       if (eol == std::string::npos) return 0;
       size_t size = std::strtoul(in.c_str() + p, nullptr, 16);
       p = eol + 2;
-      if (size == 0) {
-        size_t end = in.find("\r\n", p);  // no trailers expected: the final CRLF
-        return end == std::string::npos ? 0 : end + 2;
+      if (size == 0) {  // the last chunk, then trailer lines, then an empty line
+        if (in.compare(p, 2, "\r\n") == 0) return p + 2;
+        size_t end = in.find("\r\n\r\n", p);
+        return end == std::string::npos ? 0 : end + 4;
       }
       if (in.size() < p + size + 2) return 0;
       p += size + 2;
     }
+  }
+  std::string length = header("content-length");
+  if (!length.empty()) {
+    size_t len = std::strtoul(length.c_str(), nullptr, 10);
+    return in.size() >= body + len ? body + len : 0;
   }
   return body;  // no body (e.g. 204) as far as this generator is concerned
 }
@@ -236,19 +253,27 @@ int run(int argc, char** argv) {
 
   int ep = epoll_create1(0);
   std::vector<Conn> conns(connections);
-  auto open_conn = [&](size_t k) {
+  int64_t reconnect_failures = 0;
+  // Connects connection k (blocking: loopback); false when the peer refused, and the slot stays closed.
+  auto open_conn = [&](size_t k) -> bool {
+    conns[k] = Conn{};
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) die("connect " + connect_to);
+    if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+      close(fd);
+      return false;
+    }
     set_nonblocking(fd);
     set_nodelay(fd);
-    conns[k] = Conn{};
     conns[k].fd = fd;
     epoll_event ev{};
     ev.events = EPOLLIN | EPOLLRDHUP;
     ev.data.u64 = k;
     epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+    return true;
   };
-  for (size_t k = 0; k < conns.size(); ++k) open_conn(k);
+  for (size_t k = 0; k < conns.size(); ++k) {
+    if (!open_conn(k)) die("connect " + connect_to);
+  }
 
   int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK);
   const uint64_t kTimer = ~0ULL;
@@ -263,22 +288,6 @@ int run(int argc, char** argv) {
   int64_t errors = 0, dropped = 0, busy = 0, unexpected = 0;
   bool measuring = false;
 
-  auto send_on = [&](size_t k, int64_t due) {
-    Conn& c = conns[k];
-    c.busy = true;
-    c.due = due;
-    ++busy;
-    ssize_t w = write(c.fd, request.data(), request.size());
-    if (w != static_cast<ssize_t>(request.size())) die("write");  // a few dozen bytes into an idle socket
-  };
-  auto dispatch = [&]() {
-    while (!queue.empty() && !idle.empty()) {
-      size_t k = idle.back();
-      idle.pop_back();
-      send_on(k, queue.front());
-      queue.pop_front();
-    }
-  };
   auto finish = [&](size_t k, bool ok, int64_t t) {
     Conn& c = conns[k];
     c.busy = false;
@@ -286,6 +295,40 @@ int run(int argc, char** argv) {
     if (measuring) {
       if (ok) latencies.push_back(t - c.due);
       else ++errors;
+    }
+  };
+  // Closes connection k (its request in flight, if any, failed) and opens it again; a refused reconnect leaves it
+  // closed until the next pass of the event loop. The connection is idle afterwards when it is open.
+  auto reset = [&](size_t k, int64_t t) {
+    Conn& c = conns[k];
+    if (c.fd >= 0) {
+      epoll_ctl(ep, EPOLL_CTL_DEL, c.fd, nullptr);
+      close(c.fd);
+      c.fd = -1;
+    }
+    if (c.busy) finish(k, false, t);
+    idle.erase(std::remove(idle.begin(), idle.end(), k), idle.end());
+    if (open_conn(k)) idle.push_back(k);
+    else ++reconnect_failures;
+  };
+  auto send_on = [&](size_t k, int64_t due) {
+    Conn& c = conns[k];
+    c.busy = true;
+    c.due = due;
+    ++busy;
+    ssize_t w = write(c.fd, request.data(), request.size());
+    if (w != static_cast<ssize_t>(request.size())) reset(k, now_ns());  // reset by the peer meanwhile: a failure
+  };
+  auto dispatch = [&]() {
+    for (size_t k = 0; k < conns.size(); ++k) {  // closed slots whose reconnect was refused: try again
+      if (conns[k].fd < 0) reset(k, now_ns());
+    }
+    while (!queue.empty() && !idle.empty()) {
+      size_t k = idle.back();
+      idle.pop_back();
+      int64_t due = queue.front();
+      queue.pop_front();
+      send_on(k, due);
     }
   };
 
@@ -307,24 +350,23 @@ int run(int argc, char** argv) {
       int64_t t = now_ns();
       for (;;) {
         int status = 0;
-        size_t len = c.in.empty() ? 0 : response_length(c.in, &status);
+        bool close_after = false;
+        size_t len = c.in.empty() ? 0 : response_length(c.in, &status, &close_after);
         if (len == 0) break;
         c.in.erase(0, len);
-        if (c.busy && status > 0) {
-          finish(k, status == 200, t);
-          idle.push_back(k);
-        } else {
+        if (!c.busy || status <= 0) {
           ++unexpected;  // bytes that are no response to a request of ours: a parsing bug or a confused peer
+          closed = true;
+          break;
         }
-      }
-      if (closed) {
-        epoll_ctl(ep, EPOLL_CTL_DEL, c.fd, nullptr);
-        close(c.fd);
-        if (c.busy) finish(k, false, t);
-        idle.erase(std::remove(idle.begin(), idle.end(), k), idle.end());
-        open_conn(k);
+        finish(k, status == 200, t);
+        if (close_after) {
+          closed = true;  // the server said so: do not send on it again
+          break;
+        }
         idle.push_back(k);
       }
+      if (closed) reset(k, t);
     }
     dispatch();
   };
@@ -371,10 +413,11 @@ int run(int argc, char** argv) {
   std::printf(
       "{\"sent\": %lld, \"ok\": %zu, \"errors\": %lld, \"dropped\": %lld, \"elapsed_s\": %.6f, "
       "\"achieved_rps\": %.3f, \"p50_ms\": %.4f, \"p90_ms\": %.4f, \"p99_ms\": %.4f, \"generator_cpu_s\": %.3f, "
-      "\"unexpected_responses\": %lld}\n",
+      "\"unexpected_responses\": %lld, \"reconnect_failures\": %lld}\n",
       static_cast<long long>(total), latencies.size(), static_cast<long long>(errors),
       static_cast<long long>(dropped), elapsed, elapsed > 0 ? latencies.size() / elapsed : 0.0,
-      pct(latencies, 50), pct(latencies, 90), pct(latencies, 99), own_cpu, static_cast<long long>(unexpected));
+      pct(latencies, 50), pct(latencies, 90), pct(latencies, 99), own_cpu, static_cast<long long>(unexpected),
+      static_cast<long long>(reconnect_failures));
   return 0;
 }
 

@@ -64,17 +64,18 @@ def test_bookinfo_tasks_behave_as_istio_documents(demo: tuple[Path, dict[str, An
     # productpage's two 3 s attempts on reviews time out: the reviews part is unavailable after ~6 s.
     kubectl_apply(api, "virtual-service-ratings-test-delay.yaml")
 
-    def reviews_timed_out() -> bool:
-        doc, took = page(url, JASON)
-        reviews = call_of(doc, "reviews")
-        if reviews["status"] == 200:
-            return False
-        assert reviews["status"] == 504 and "within 3 s" in reviews["error"], reviews
-        assert 5.5 < took < 9.0, took  # two attempts of 3 s, nothing waited for the whole 7 s delay
-        assert call_of(doc, "details")["status"] == 200
-        return True
+    seen: list[tuple[dict[str, Any], float]] = []
 
-    eventually(reviews_timed_out, "jason's reviews timed out by the ratings delay", deadline_s=60)
+    def reviews_failed() -> bool:
+        seen.append(page(url, JASON))
+        return call_of(seen[-1][0], "reviews")["status"] != 200
+
+    eventually(reviews_failed, "jason's reviews to fail under the ratings delay", deadline_s=60)
+    doc, took = seen[-1]
+    reviews = call_of(doc, "reviews")
+    assert reviews["status"] == 504 and "within 3 s" in reviews["error"], reviews
+    assert 5.5 < took < 9.0, took  # two attempts of 3 s, nothing waited for the whole 7 s delay
+    assert call_of(doc, "details")["status"] == 200
     other, took = page(url)
     assert call_of(other, "reviews")["status"] == 200 and took < 3.0, took
 
@@ -85,7 +86,7 @@ def test_bookinfo_tasks_behave_as_istio_documents(demo: tuple[Path, dict[str, An
     eventually(lambda: "v2" in reviews_versions(url, 20), "some reviews traffic on v2")
     counts = Counter(reviews_versions(url, 200))
     assert set(counts) == {"v1", "v2"}, counts
-    assert 0.70 <= counts["v1"] / 200 <= 0.90, counts  # 80 % expected; ±5 standard deviations of 200 samples
+    assert 0.65 <= counts["v1"] / 200 <= 0.95, counts  # 80 % expected; ±5.3 standard deviations of 200 samples
 
     # jason to v2, everyone else to v3.
     kubectl_apply(api, "virtual-service-reviews-jason-v2-v3.yaml")

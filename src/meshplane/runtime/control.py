@@ -90,14 +90,15 @@ CRASH_LOOP_RESTARTS = 3
 
 def crash_looping(view: dict[str, Any]) -> str:
     """While the mesh starts: why it cannot become ready because an instance keeps exiting (its application or
-    agent was restarted CRASH_LOOP_RESTARTS times), with the end of that process's log; "" otherwise. Without
-    this, ``up`` would wait out its whole timeout for an instance whose command cannot run."""
+    agent exited CRASH_LOOP_RESTARTS times in a row, each time soon after it started), with the end of that
+    process's log; "" otherwise. Without this, ``up`` would wait out its whole timeout for an instance whose
+    command cannot run."""
     for inst in view.get("instances") or []:
         last = inst.get("lastExit") or {}
-        if int(inst.get("restarts") or 0) >= CRASH_LOOP_RESTARTS and last:
+        if int(last.get("inARow") or 0) >= CRASH_LOOP_RESTARTS:
             log = Path(str(last.get("log", "")))
             return (f"instance {inst.get('name')} keeps exiting: its {last.get('process')} exited with "
-                    f"{last.get('code')} ({inst.get('restarts')} restarts)\n--- {log} ---\n{_tail(log, 15)}")
+                    f"{last.get('code')} ({last.get('inARow')} times in a row)\n--- {log} ---\n{_tail(log, 15)}")
     return ""
 
 

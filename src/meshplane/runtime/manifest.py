@@ -172,27 +172,33 @@ def _name(raw: Mapping[str, Any], key: str, where: str, default: str | None = No
 
 
 def _str_map(raw: Any, where: str) -> dict[str, str]:
-    """A map of strings; numbers are taken as their text (``version: 1``), anything else is refused."""
+    """A map of scalars as text (environment variables: ``DEBUG: 1``); lists and maps are refused."""
     if raw is None:
         return {}
     if not isinstance(raw, Mapping):
         raise ManifestError(f"{where}: expected a map of strings")
     out: dict[str, str] = {}
     for k, v in raw.items():
-        if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+        if isinstance(v, (Mapping, list)):
             raise ManifestError(f"{where}.{k}: expected a string, got {v!r}")
         out[str(k)] = str(v)
     return out
 
 
 def _labels(raw: Any, where: str) -> dict[str, str]:
-    """A label map, checked by Kubernetes' rules (the API refuses the WorkloadEntry of an invalid one later)."""
-    labels = _str_map(raw, where)
-    for k, v in labels.items():
-        err = label_error(k, v)
+    """A label map, strings only and checked by Kubernetes' rules, as the API would check the WorkloadEntry later
+    (YAML turns ``version: 1.10`` into the number 1.1: like Kubernetes, the manifest wants it quoted)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise ManifestError(f"{where}: expected a map of strings")
+    for k, v in raw.items():
+        if not isinstance(v, str):
+            raise ManifestError(f"{where}.{k}: expected a string, got {v!r} (quote it: {k}: \"{v}\")")
+        err = label_error(str(k), v)
         if err:
             raise ManifestError(f"{where}: {err}")
-    return labels
+    return {str(k): v for k, v in raw.items()}
 
 
 def _ports(raw: Any, where: str) -> tuple[Port, ...]:

@@ -114,6 +114,7 @@ class Instance:
     next_start: float = 0.0
     wanted: bool = True
     last_exit: dict[str, Any] | None = None  # the last crash: which process, its exit code, its log
+    failures: int = 0  # crashes in a row, each before STABLE_S of running
     stop_task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
@@ -154,7 +155,7 @@ class Instance:
             "pid": self.app.pid if self.app and self.app.running() else None,
             "agentPid": self.agent.pid if self.agent and self.agent.running() else None,
             "restarts": self.restarts,
-            "lastExit": self.last_exit,
+            "lastExit": {**self.last_exit, "inARow": self.failures} if self.last_exit else None,
         }
 
 
@@ -378,6 +379,7 @@ class Supervisor:
             inst.app = None
         if crashed:
             inst.restarts += 1
+            inst.failures = 0 if stable else inst.failures + 1
             inst.backoff = 0.5 if stable else min(inst.backoff * 2, MAX_BACKOFF_S)
             inst.next_start = now + inst.backoff
             return
@@ -441,6 +443,7 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGHUP, self.wake.set)
         self.write_view()
         code = 0
+        cancelled = False
         async with aiohttp.ClientSession() as session:
             client = ApiClient("http://unset", session)
             try:
@@ -472,9 +475,14 @@ class Supervisor:
                 task = asyncio.current_task()
                 if task is not None:
                     task.uncancel()
+                cancelled = True
+            try:
                 await self.shutdown()
-                raise
-            await self.shutdown()
+            except Exception:  # what is still recorded is stopped by `meshplane down`
+                log.exception("shutdown failed")
+                code = 1
+        if cancelled:
+            raise asyncio.CancelledError
         return code
 
     async def shutdown(self) -> None:

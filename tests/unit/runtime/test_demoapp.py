@@ -65,27 +65,28 @@ async def test_bookinfo_timeouts_and_the_one_retry_to_reviews(monkeypatch: Any) 
     assert demoapp.call_policy("productpage", "v1", "details") == (3.0, 1)
     assert demoapp.call_policy("reviews", "v2", "ratings") == (10.0, 1)
     assert demoapp.call_policy("reviews", "v3", "ratings") == (2.5, 1)
-    monkeypatch.setitem(demoapp.CALL_POLICY, ("productpage", "*", "reviews"), (0.2, 2))
-    monkeypatch.setitem(demoapp.CALL_POLICY, ("productpage", "*", "details"), (0.2, 1))
+    monkeypatch.setitem(demoapp.CALL_POLICY, ("productpage", "*", "reviews"), (0.3, 2))
+    monkeypatch.setitem(demoapp.CALL_POLICY, ("productpage", "*", "details"), (10.0, 1))
     hits: list[str] = []
 
     async def proxy(request: web.Request) -> web.Response:
         hits.append(request.host.partition(":")[0])
         if request.host.startswith("reviews"):
-            await asyncio.sleep(1.0)  # longer than the caller waits
+            await asyncio.sleep(3.0)  # longer than the caller waits
         return web.Response(status=503, text="details down")
 
     proxy_app = web.Application()
     proxy_app.router.add_route("*", "/{tail:.*}", proxy)
     async with TestServer(proxy_app, host="127.0.0.1") as proxy_server:
         url = str(proxy_server.make_url("")).rstrip("/")
-        for timeout_s, reviews_attempts in ((None, 2), (0.2, 1)):
+        for timeout_s, reviews_attempts, waited in ((None, 2, "0.3"), (1.0, 1, "1")):
             hits.clear()
             app = DemoApp("productpage", "v1", cluster="c1", zone="za", instance="pp-0", port=9080, proxy=url,
                           timeout_s=timeout_s)
             async with TestClient(TestServer(app.app(), host="127.0.0.1")) as client:
                 doc = await (await client.get("/productpage")).json()
             details, reviews = doc["calls"]
-            assert reviews == {"service": "reviews", "status": 504, "error": "no answer within 0.2 s", "calls": []}
+            assert reviews == {"service": "reviews", "status": 504, "error": f"no answer within {waited} s",
+                               "calls": []}
             assert details["status"] == 503
             assert hits.count("reviews") == reviews_attempts and hits.count("details") == 1

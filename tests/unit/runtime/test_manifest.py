@@ -123,9 +123,11 @@ def test_addresses_and_templates() -> None:
         "py --listen 1.2.3.4:5 {unknown}")
 
 
-def test_numeric_label_values_are_their_text() -> None:
-    m = parse_manifest(minimal(labels={"app": "web", "version": 2}))
-    assert m.workloads[0].labels["version"] == "2"
+def test_label_values_must_be_strings_and_env_values_are_text() -> None:
+    with pytest.raises(ManifestError, match=r'web\.labels\.version: expected a string, got 1\.1 \(quote it'):
+        parse_manifest(minimal(labels={"app": "web", "version": 1.1}))  # YAML's reading of `version: 1.10`
+    m = parse_manifest(minimal(env={"DEBUG": 1, "VERBOSE": True}))
+    assert dict(m.workloads[0].env) == {"DEBUG": "1", "VERBOSE": "True"}
 
 
 @pytest.mark.parametrize("text", ["[1, 2]\n", "just a string\n", "42\n"])

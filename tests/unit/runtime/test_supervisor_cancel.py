@@ -110,11 +110,16 @@ async def test_a_cancelled_supervisor_still_stops_what_it_started(tmp_path: Path
     await asyncio.wait_for(turned.wait(), 5)
     assert sup.server is not None
     child = sup.server.proc
-    assert child.returncode is None
-    task.cancel()
-    done, _ = await asyncio.wait([task], timeout=20)
-    assert done, "the supervisor did not finish after being cancelled"
-    assert task.cancelled()
-    assert child.returncode is not None, "the child kept running after the supervisor was cancelled"
-    assert sup.phase == "stopped"
-    assert not any(r.kind == "server" for _, r in home.records())
+    try:
+        assert child.returncode is None
+        task.cancel()
+        done, _ = await asyncio.wait([task], timeout=20)
+        assert done, "the supervisor did not finish after being cancelled"
+        assert task.cancelled()
+        assert child.returncode is not None, "the child kept running after the supervisor was cancelled"
+        assert sup.phase == "stopped"
+        assert not any(r.kind == "server" for _, r in home.records())
+    finally:
+        if child.returncode is None:  # the test failed: do not leave the child behind
+            child.kill()
+            await child.wait()
