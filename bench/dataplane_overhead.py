@@ -326,6 +326,8 @@ async def measure(args: argparse.Namespace, home: Path, generator: str | None, w
             cpu1 = [cpu_seconds(p) for p in pids]
             r["envoy_cpu_vcpu"] = [(b - a) / r["elapsed_s"] for a, b in zip(cpu0, cpu1, strict=True)]
             r["envoy_rss_mb"] = [rss_mb(p) for p in pids]
+            if not r["ok"]:
+                raise SystemExit(f"no request on the {label} path was answered: {r}")
             results[label] = r
     base = {q: min(results["direct"][q], results["direct_again"][q]) for q in ("p50_ms", "p90_ms", "p99_ms")}
     for label, key in (("mesh", ""), ("bare", "bare_")):
