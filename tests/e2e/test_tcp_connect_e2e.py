@@ -93,12 +93,24 @@ async def tcp_backends() -> AsyncIterator[dict[str, TcpBackend]]:
             await b.stop()
 
 
-def _service_entry() -> dict[str, Any]:
-    return {"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
-            "metadata": {"name": "db", "namespace": "default"},
-            "spec": {"hosts": [DB], "ports": [{"number": DB_PORT, "name": "tcp", "protocol": "TCP"}],
-                     "location": "MESH_INTERNAL", "resolution": "STATIC",
-                     "workloadSelector": {"labels": {"app": "db"}}}}
+async def _two_backend_service(store: MemoryStore, name: str, host: str, port: int, protocol: str,
+                               backends: dict[str, TcpBackend]) -> None:
+    """ServiceEntry ``host`` (its instances selected by ``app: NAME``), one WorkloadEntry per backend (label
+    ``version``: the backend's name) and a DestinationRule with subsets ``a`` and ``b``."""
+    port_name = protocol.lower()
+    await store.create(SE, {"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
+                            "metadata": {"name": name, "namespace": "default"},
+                            "spec": {"hosts": [host], "ports": [{"number": port, "name": port_name,
+                                                                 "protocol": protocol}],
+                                     "location": "MESH_INTERNAL", "resolution": "STATIC",
+                                     "workloadSelector": {"labels": {"app": name}}}}, actor="test")
+    for backend in backends.values():
+        await store.create(WE, workload_entry(f"{name}-{backend.name}", backend.host,
+                                              {"app": name, "version": backend.name},
+                                              ports={port_name: backend.port}), actor="test")
+    await store.create(DR, destination_rule(name, host, subsets=[{"name": "a", "labels": {"version": "a"}},
+                                                                 {"name": "b", "labels": {"version": "b"}}]),
+                       actor="test")
 
 
 def _tcp_split(weight_a: int, weight_b: int) -> dict[str, Any]:
@@ -177,14 +189,7 @@ async def _connect_route(envoy: Envoy) -> dict[str, Any]:
 async def test_connect_tunnel_follows_tcp_virtual_service_split(
         store: MemoryStore, harness: Harness, xds, tcp_backends: dict[str, TcpBackend]) -> None:  # type: ignore[no-untyped-def]
     a, b = tcp_backends["a"], tcp_backends["b"]
-    await store.create(SE, _service_entry(), actor="test")
-    for backend in (a, b):
-        await store.create(WE, workload_entry(f"db-{backend.name}", backend.host,
-                                              {"app": "db", "version": backend.name},
-                                              ports={"tcp": backend.port}), actor="test")
-    await store.create(DR, destination_rule("db", DB, subsets=[{"name": "a", "labels": {"version": "a"}},
-                                                               {"name": "b", "labels": {"version": "b"}}]),
-                       actor="test")
+    await _two_backend_service(store, "db", DB, DB_PORT, "TCP", tcp_backends)
     await _set_split(store, 100, 0)
 
     server, address = await xds(DefaultTranslator())
@@ -236,18 +241,7 @@ async def test_connect_tunnel_to_a_tls_port_follows_the_tls_route_for_its_host(
     """A TLS service port reached by CONNECT: the VirtualService ``tls`` route whose ``sniHosts`` name the CONNECT
     host decides the backend (the bytes in the tunnel are opaque to Envoy; the backends here echo lines)."""
     a, b = tcp_backends["a"], tcp_backends["b"]
-    await store.create(SE, {"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
-                            "metadata": {"name": "secure", "namespace": "default"},
-                            "spec": {"hosts": [SECURE], "ports": [{"number": 443, "name": "tls", "protocol": "TLS"}],
-                                     "location": "MESH_INTERNAL", "resolution": "STATIC",
-                                     "workloadSelector": {"labels": {"app": "secure"}}}}, actor="test")
-    for backend in (a, b):
-        await store.create(WE, workload_entry(f"secure-{backend.name}", backend.host,
-                                              {"app": "secure", "version": backend.name},
-                                              ports={"tls": backend.port}), actor="test")
-    await store.create(DR, destination_rule("secure", SECURE, subsets=[{"name": "a", "labels": {"version": "a"}},
-                                                                       {"name": "b", "labels": {"version": "b"}}]),
-                       actor="test")
+    await _two_backend_service(store, "secure", SECURE, 443, "TLS", tcp_backends)
     await store.create(VS, _tls_route(SECURE, "b"), actor="test")
     server, address = await xds(DefaultTranslator())
     client = await harness.envoy("client", address, workload="client")
