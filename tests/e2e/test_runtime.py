@@ -22,11 +22,11 @@ from test_runtime_support import (
     alive,
     eventually,
     get_json,
-    kill_all,
     meshplane,
     recorded_processes,
     status,
     status_processes,
+    stopped_after,
 )
 
 from meshplane.agent.procs import start_ticks
@@ -60,17 +60,10 @@ def mesh(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
     flag = tmp_path / "unhealthy"
     manifest = tmp_path / "mesh.yaml"
     manifest.write_text(yaml.safe_dump(small_manifest(flag)))
-    seen: list[tuple[int, int]] = []
-    try:
+    with stopped_after(home) as seen:
         meshplane("up", "-f", str(manifest), "--home", str(home))
         seen += recorded_processes(home)
         yield home, flag
-    finally:
-        seen += recorded_processes(home)
-        meshplane("down", "--home", str(home), check=False)
-        left = alive(seen)
-        kill_all(left)
-    assert left == [], f"processes left behind: {left}"
 
 
 def workload_entries(api: str) -> dict[str, dict[str, Any]]:
@@ -168,8 +161,7 @@ def test_up_reports_an_instance_that_keeps_exiting(tmp_path: Path) -> None:
     manifest = tmp_path / "mesh.yaml"
     manifest.write_text(yaml.safe_dump(doc))
     home = tmp_path / "home"
-    seen: list[tuple[int, int]] = []
-    try:
+    with stopped_after(home) as seen:
         up = meshplane("up", "-f", str(manifest), "--home", str(home), check=False, timeout=120)
         seen += recorded_processes(home)
         assert up.returncode != 0
@@ -179,9 +171,3 @@ def test_up_reports_an_instance_that_keeps_exiting(tmp_path: Path) -> None:
         running = status(home)
         looping = next(w for w in running["workloads"] if w["name"] == "details-v1-east-0")
         assert looping["restarts"] >= 3 and not looping["ready"]
-    finally:
-        seen += recorded_processes(home)
-        meshplane("down", "--home", str(home), check=False)
-        left = alive(seen)
-        kill_all(left)
-    assert left == [], f"processes left behind: {left}"

@@ -104,21 +104,30 @@ def kill_all(procs: list[Proc]) -> None:
 
 
 @contextlib.contextmanager
-def running_mesh(manifest: Path, home: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """``meshplane up -f manifest`` in ``home``; yields (home, status). On the way out ``meshplane down`` must
-    succeed and leave none of the processes seen while the mesh ran (checked by PID and start time; whatever is
-    left is killed so a failed test cannot leak processes)."""
+def stopped_after(home: Path, *, down_must_succeed: bool = False) -> Iterator[list[Proc]]:
+    """Yields a list for the processes the caller sees; on the way out ``meshplane down --home home`` runs and must
+    leave none of them, nor of those recorded in ``home`` (checked by PID and start time; whatever is left is killed
+    so a failed test cannot leak processes)."""
     seen: list[Proc] = []
     try:
-        meshplane("up", "-f", str(manifest), "--home", str(home))
-        st = status(home)
-        seen += recorded_processes(home) + status_processes(st)
-        yield home, st
-        seen += recorded_processes(home) + status_processes(status(home))
+        yield seen
     finally:
         seen += recorded_processes(home)
         down = meshplane("down", "--home", str(home), check=False)
         left = alive(seen)
         kill_all(left)
-    assert down.returncode == 0, down.stderr
+    if down_must_succeed:
+        assert down.returncode == 0, down.stderr
     assert left == [], f"processes left behind: {left}"
+
+
+@contextlib.contextmanager
+def running_mesh(manifest: Path, home: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """``meshplane up -f manifest`` in ``home``; yields (home, status). On the way out ``meshplane down`` must
+    succeed and leave none of the processes seen while the mesh ran (:func:`stopped_after`)."""
+    with stopped_after(home, down_must_succeed=True) as seen:
+        meshplane("up", "-f", str(manifest), "--home", str(home))
+        st = status(home)
+        seen += recorded_processes(home) + status_processes(st)
+        yield home, st
+        seen += recorded_processes(home) + status_processes(status(home))
