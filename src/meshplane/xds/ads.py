@@ -9,6 +9,7 @@ gets a :class:`~meshplane.xds.connection.Connection`; the node is taken from the
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
@@ -131,19 +132,11 @@ def _ld_field(number: int, value: bytes) -> bytes:
     return bytes(out) + value
 
 
-# (type URL, nonce) -> the encoded type_url and response_nonce fields of an ACK. Nonces repeat across streams
-# (``Connection._nonce``), so a few entries serve every stream; a memo of a pure function, cleared when full.
-_ACK_TAILS: dict[tuple[str, str], bytes] = {}
-_ACK_TAILS_MAX = 1024
-
-
+@functools.lru_cache(maxsize=1024)
 def _ack_tail(type_url: str, nonce: str) -> bytes:
-    tail = _ACK_TAILS.get((type_url, nonce))
-    if tail is None:
-        if len(_ACK_TAILS) >= _ACK_TAILS_MAX:
-            _ACK_TAILS.clear()
-        tail = _ACK_TAILS[(type_url, nonce)] = _ld_field(4, type_url.encode()) + _ld_field(5, nonce.encode())
-    return tail
+    """The encoded type_url and response_nonce fields of an ACK. Nonces repeat across streams
+    (``Connection._nonce``), so a few cached entries serve every stream."""
+    return _ld_field(4, type_url.encode()) + _ld_field(5, nonce.encode())
 
 
 def quick_sotw_ack(data: bytes, watched: Mapping[str, WatchedType], last: LastNames) -> XdsRequest | None:
