@@ -37,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -244,7 +244,21 @@ def bare_bootstrap(listen_port: int, upstream: tuple[str, int]) -> dict[str, Any
                                           "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}]}}]}}
 
 
-def _free_port() -> int:
+def wait_listening(port: int, timeout: float, procs: Sequence[subprocess.Popen[bytes]] = ()) -> bool:
+    """True once 127.0.0.1:``port`` accepts a connection; False after ``timeout`` or once one of ``procs`` (the
+    processes that should be listening) has exited."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                return False
+            time.sleep(0.05)
+
+
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -254,10 +268,10 @@ def _free_port() -> int:
 def bare_envoys(workdir: Path, server: tuple[str, int], binary: str) -> Iterator[tuple[list[int], str]]:
     """Two bare Envoys (``binary``) in a row in front of ``server`` (same flags as a meshplane sidecar:
     ``--concurrency 1``, log level warning): yields their pids and the first one's HOST:PORT; stops both on exit."""
-    first = _free_port()
-    second = _free_port()
+    first = free_port()
+    second = free_port()
     while second == first:
-        second = _free_port()
+        second = free_port()
     procs: list[subprocess.Popen[bytes]] = []
     try:
         for name, port, upstream in (("b", second, server), ("a", first, ("127.0.0.1", second))):
@@ -269,14 +283,8 @@ def bare_envoys(workdir: Path, server: tuple[str, int], binary: str) -> Iterator
                     stdout=subprocess.DEVNULL, stderr=log))
         deadline = time.monotonic() + 20
         for port in (first, second):
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-                        raise SystemExit(f"bare Envoy did not listen on {port}: see {workdir}/bare-*.log") from None
-                    time.sleep(0.05)
+            if not wait_listening(port, deadline - time.monotonic(), procs):
+                raise SystemExit(f"bare Envoy did not listen on {port}: see {workdir}/bare-*.log")
         yield [procs[1].pid, procs[0].pid], f"127.0.0.1:{first}"
     finally:
         for proc in procs:

@@ -253,6 +253,7 @@ int run(int argc, char** argv) {
 
   int ep = epoll_create1(0);
   std::vector<Conn> conns(connections);
+  std::vector<size_t> refused;  // slots whose reconnect was refused: tried again at the next dispatch
   int64_t reconnect_failures = 0;
   // Connects connection k (blocking: loopback); false when the peer refused, and the slot stays closed.
   auto open_conn = [&](size_t k) -> bool {
@@ -298,7 +299,7 @@ int run(int argc, char** argv) {
     }
   };
   // Closes connection k (its request in flight, if any, failed) and opens it again; a refused reconnect leaves it
-  // closed until the next pass of the event loop. The connection is idle afterwards when it is open.
+  // closed (in `refused`) until the next dispatch. The connection is idle afterwards when it is open.
   auto reset = [&](size_t k, int64_t t) {
     Conn& c = conns[k];
     if (c.fd >= 0) {
@@ -308,8 +309,12 @@ int run(int argc, char** argv) {
     }
     if (c.busy) finish(k, false, t);
     idle.erase(std::remove(idle.begin(), idle.end(), k), idle.end());
-    if (open_conn(k)) idle.push_back(k);
-    else ++reconnect_failures;
+    if (open_conn(k)) {
+      idle.push_back(k);
+    } else {
+      ++reconnect_failures;
+      refused.push_back(k);
+    }
   };
   auto send_on = [&](size_t k, int64_t due) {
     Conn& c = conns[k];
@@ -320,8 +325,10 @@ int run(int argc, char** argv) {
     if (w != static_cast<ssize_t>(request.size())) reset(k, now_ns());  // reset by the peer meanwhile: a failure
   };
   auto dispatch = [&]() {
-    for (size_t k = 0; k < conns.size(); ++k) {  // closed slots whose reconnect was refused: try again
-      if (conns[k].fd < 0) reset(k, now_ns());
+    if (!refused.empty()) {
+      std::vector<size_t> retry;
+      retry.swap(refused);
+      for (size_t k : retry) reset(k, now_ns());
     }
     while (!queue.empty() && !idle.empty()) {
       size_t k = idle.back();

@@ -33,29 +33,12 @@ def loadgen() -> str:
     return binary
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_listening(port: int) -> None:
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            assert time.monotonic() < deadline, f"nothing listens on {port}"
-            time.sleep(0.02)
-
-
 @pytest.fixture()
 def responder(loadgen: str) -> Iterator[int]:
-    port = _port()
+    port = D.free_port()
     proc = subprocess.Popen([loadgen, "serve", f"127.0.0.1:{port}"])
     try:
-        _wait_listening(port)
+        assert D.wait_listening(port, 10, [proc]), f"the responder does not listen on {port}"
         yield port
     finally:
         proc.kill()
@@ -87,7 +70,7 @@ class _ScriptedServer:
     next request, without warning, as a server timing out idle connections may."""
 
     def __init__(self, response: bytes, delay: float = 0.0, every: int = 0, end: str = "close") -> None:
-        self.response, self.delay, self.every, self.end, self.port = response, delay, every, end, _port()
+        self.response, self.delay, self.every, self.end, self.port = response, delay, every, end, D.free_port()
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.server: asyncio.Server | None = None
