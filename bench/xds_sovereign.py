@@ -78,7 +78,7 @@ def mesh_resources(services: int, endpoints: int) -> tuple[list[Any], list[Any]]
     by: dict[Any, list[dict[str, Any]]] = {}
     for gr, obj in _objects(services, endpoints):
         by.setdefault(gr, []).append(obj)
-    config = ConfigSnapshot(1, {gr: tuple(v) for gr, v in by.items()})
+    config = ConfigSnapshot.from_json(1, by)
     ctx = build_push_context(config, registry_from_config(config), MeshSettings(auto_mtls=False))
     proxy = proxy_from_node(NODE, {}, Locality())
     clusters = []

@@ -120,7 +120,7 @@ def test_workload_entries_with_the_cluster_label_carry_that_cluster() -> None:
         return {"apiVersion": "networking.istio.io/v1", "kind": "WorkloadEntry",
                 "metadata": {"namespace": "default", "name": name}, "spec": {"address": ip, "labels": labels}}
 
-    config = ConfigSnapshot(1, {SERVICE_ENTRIES: (se,), WORKLOAD_ENTRIES: (
+    config = ConfigSnapshot.from_json(1, {SERVICE_ENTRIES: (se,), WORKLOAD_ENTRIES: (
         we("a", "127.0.0.10", {"app": "reviews", "topology.istio.io/cluster": "lab-east"}),
         we("b", "127.0.0.11", {"app": "reviews"}))})
     eps = {e.address: e.cluster_id for e in ServiceEntrySource(config, "primary").endpoints()[HOST]}

@@ -12,6 +12,9 @@ import ipaddress
 import re
 import warnings
 
+# The product's one duration parser (re-exported for the checks here and in _networking).
+from meshplane.model.spec import parse_duration as parse_duration
+
 DNS1123_LABEL_MAX = 63
 DNS1123_SUBDOMAIN_MAX = 253
 
@@ -191,35 +194,6 @@ def unix_address(path: str) -> str | None:
 
 
 # --- durations ---------------------------------------------------------------------------------------------
-
-_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000, "s": 10**9, "m": 60 * 10**9,
-          "h": 3600 * 10**9}
-_DURATION_PART = re.compile(r"([0-9]*(?:\.[0-9]*)?)(ns|us|µs|μs|ms|s|m|h)")
-
-
-def parse_duration(text: str) -> int | None:
-    """Nanoseconds of a Go duration ("1.5s", "100ms", "1h30m", "0"); None if it is not one."""
-    if text == "0":
-        return 0
-    if not text:
-        return None
-    sign = 1
-    if text[0] in "+-":
-        sign = -1 if text[0] == "-" else 1
-        text = text[1:]
-    pos, total = 0, 0
-    while pos < len(text):
-        m = _DURATION_PART.match(text, pos)
-        if m is None or m.group(1) in ("", "."):
-            return None
-        whole, _, frac = m.group(1).partition(".")
-        unit = _UNITS[m.group(2)]
-        total += int(whole or "0") * unit
-        if frac:
-            total += int(frac) * unit // 10 ** len(frac)
-        pos = m.end()
-    return sign * total
-
 
 def duration(text: str, *, minimum_ms: int = 1) -> str | None:
     """A Go-style duration of at least ``minimum_ms`` (1ms by default, as Istio's CRDs demand), in whole ms."""

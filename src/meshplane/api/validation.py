@@ -6,7 +6,9 @@ One entry point, :func:`validate`, runs three passes over the decoded JSON:
    unknown fields are handled per ``fieldValidation`` (Strict: refused with 400; Warn: dropped with a warning;
    Ignore: dropped silently), and nulls of non-nullable fields are dropped, as kube-apiserver prunes CRDs;
 2. metadata, as kube-apiserver checks every object (name, namespace, labels, annotations);
-3. semantic, per kind, after Istio's own validation (``pkg/config/validation``) and the ASM documents.
+3. semantic, per kind, after Istio's own validation (``pkg/config/validation``) and the ASM documents;
+4. the typed decode (:func:`meshplane.model.spec.decode_spec`) that everything past admission reads, so an
+   object that is stored decodes, with the values validation saw (one duration parser, one enum table).
 
 Semantic rules run only when the structure is right, as Istio's webhook only sees objects that passed the CRD
 schema; every error of a pass is collected, none stops the others. Errors are raised together as
@@ -30,6 +32,7 @@ from meshplane.api._structural import Node, StructuralCheck, compile_schema
 from meshplane.api.errors import FieldCause, InvalidObject, StrictDecodingError
 from meshplane.api.kinds import ASM, CORE, MESHPLANE, NETWORKING, SECURITY, TELEMETRY, KindInfo
 from meshplane.api.schemas import openapi_schema, spec_schema
+from meshplane.model.spec import KINDS, DecodeError, decode_spec
 
 __all__ = ["FIELD_VALIDATION_MODES", "validate"]
 
@@ -133,6 +136,12 @@ def validate(info: KindInfo, obj: dict[str, Any], *, field_validation: str = "Wa
             if _DRY_RUN in annotations:
                 report.invalid(f"metadata.annotations[{_DRY_RUN}]", annotations[_DRY_RUN],
                                f"the {_DRY_RUN} annotation is only supported on AuthorizationPolicy")
+    if not report.causes and (info.group, info.kind) in KINDS:
+        # The last pass is the decode translation will do: what is stored always decodes, with the same values.
+        try:
+            decode_spec(info.group, info.kind, obj.get("spec"))
+        except DecodeError as e:
+            report.add(e.path, "FieldValueInvalid", e.message)
     if report.causes:
         causes = list(dict.fromkeys(report.causes))
         raise InvalidObject(info.kind, _object_name(obj), causes)

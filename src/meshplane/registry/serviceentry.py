@@ -125,6 +125,7 @@ class _WERec:
     order: tuple[str, str, str]
     obj: JSONObject
     labels: Mapping[str, str]
+    ident: int  # id() of the snapshot's object, whose identity tells an unchanged entry
 
 
 class ServiceEntrySource:
@@ -170,15 +171,15 @@ class ServiceEntrySource:
         self._we_index: dict[tuple[str, str, str], set[tuple[str, str]]] = {}
         self._we_by_ns: dict[str, set[tuple[str, str]]] = {}
         for we in self._we_objs:
-            self._add_we(we)
+            self._add_we(we.raw, id(we))
         self._se: dict[tuple[str, str], _SERec] = {}
         self._se_index: dict[tuple[str, str, str], set[tuple[str, str]]] = {}
         self._se_select_all: dict[str, set[tuple[str, str]]] = {}
         self._host_ses: dict[str, list[tuple[str, str]]] = {}
         self._services: list[Service] = []
         seen: set[str] = set()
-        for se in sorted(self._se_objs, key=_order):
-            rec = self._parse_se(se)
+        for se in sorted(self._se_objs, key=lambda o: _order(o.raw)):
+            rec = self._parse_se(se.raw)
             if rec.key in self._se:
                 continue
             self._se[rec.key] = rec
@@ -230,7 +231,7 @@ class ServiceEntrySource:
             if rec is not None:
                 touched.append((key[0], rec.labels))
         for obj in added:
-            rec = self._add_we(obj)
+            rec = self._add_we(obj.raw, id(obj))
             touched.append((rec.key[0], rec.labels))
         affected: set[tuple[str, str]] = set()
         for ns, labels in touched:
@@ -252,14 +253,14 @@ class ServiceEntrySource:
 
     # --- indexes ---------------------------------------------------------------------------------------------
 
-    def _add_we(self, obj: JSONObject) -> _WERec:
+    def _add_we(self, obj: JSONObject, ident: int) -> _WERec:
         key = _meta(obj)
         old = self._we.get(key)
         if old is not None:  # same name listed twice: the later one wins, as it did before
             self._remove_we(key)
-        rec = _WERec(key, _order(obj), obj, _str_map((obj.get("spec") or {}).get("labels")))
+        rec = _WERec(key, _order(obj), obj, _str_map((obj.get("spec") or {}).get("labels")), ident)
         self._we[key] = rec
-        self._we_ids[id(obj)] = key
+        self._we_ids[ident] = key
         self._we_by_ns.setdefault(key[0], set()).add(key)
         for k, v in rec.labels.items():
             self._we_index.setdefault((key[0], k, v), set()).add(key)
@@ -269,7 +270,7 @@ class ServiceEntrySource:
         rec = self._we.pop(key, None)
         if rec is None:
             return None
-        self._we_ids.pop(id(rec.obj), None)
+        self._we_ids.pop(rec.ident, None)
         self._we_by_ns.get(key[0], set()).discard(key)
         for k, v in rec.labels.items():
             members = self._we_index.get((key[0], k, v))

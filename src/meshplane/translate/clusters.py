@@ -22,6 +22,7 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import wrappers_pb2
 
+from meshplane.model.labels import labels_match
 from meshplane.model.proxy import Proxy, ProxyType
 from meshplane.model.service import Endpoint, Location, Protocol, Resolution, Service, ServicePort
 from meshplane.translate.authz import ext_authz_clusters
@@ -65,10 +66,6 @@ def _lb_endpoint(address: str, port: int, weight: int = 1) -> endpoint_component
         endpoint=endpoint_components_pb2.Endpoint(address=_socket(address, port)),
         load_balancing_weight=wrappers_pb2.UInt32Value(value=max(weight, 1)),
     )
-
-
-def _labels_match(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
-    return all(labels.get(k) == v for k, v in selector.items())
 
 
 def special_clusters(proxy: Proxy, mesh: MeshSettings) -> list[cluster_pb2.Cluster]:
@@ -281,7 +278,7 @@ def _endpoint_sans(ctx: PushContext, host: str) -> list[str]:
 
 def _dns_endpoints(svc: Service, port: ServicePort, eps: tuple[Endpoint, ...],
                    labels: Mapping[str, str] | None) -> list[endpoint_components_pb2.LbEndpoint]:
-    chosen = [e for e in eps if labels is None or _labels_match(labels, e.labels)]
+    chosen = [e for e in eps if labels is None or labels_match(labels, e.labels)]
     if chosen:
         return [_lb_endpoint(e.address, e.port_for(port), e.weight) for e in chosen]
     if labels:
@@ -367,7 +364,7 @@ def outbound_clusters_for(ctx: PushContext, proxy: Proxy, svc: Service) -> list[
         hit = ctx._cache.get(key)
         if hit is None:
             hit = [outbound_cluster(ctx, svc, port, "", dr, auto_mtls=proxy.sds)]
-            for s in (dr.spec.get("subsets") or []) if dr else []:
+            for s in (dr.raw_spec.get("subsets") or []) if dr else []:
                 if isinstance(s, Mapping) and s.get("name"):
                     hit.append(outbound_cluster(ctx, svc, port, str(s["name"]), dr, auto_mtls=proxy.sds))
             ctx._cache[key] = hit

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from envoy.config.core.v3 import config_source_pb2, grpc_service_pb2
@@ -11,10 +10,8 @@ from envoy.type.v3 import percent_pb2
 from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import Message
 
+from meshplane.model.spec import Duration, parse_duration
 from meshplane.translate.mesh import MeshSettings
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|ns|s|m|h)")
-_UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 
 
 class TranslationError(ValueError):
@@ -22,22 +19,21 @@ class TranslationError(ValueError):
 
 
 def seconds(text: Any) -> float | None:
-    """Istio duration text (``1.5s``, ``100ms``, ``1h30m``) to seconds; None if absent or malformed."""
+    """Transitional, for builders still reading stored JSON: duration text to seconds through the product's one
+    parser (:func:`meshplane.model.spec.parse_duration`); None if absent or malformed."""
     if text is None or text == "":
         return None
     if isinstance(text, int | float):
         return float(text)
-    s = str(text).strip()
-    total = 0.0
-    pos = 0
-    for m in _DURATION.finditer(s):
-        if m.start() != pos:
-            return None
-        total += float(m.group(1)) * _UNIT[m.group(2)]
-        pos = m.end()
-    if pos != len(s) or pos == 0:
-        return None
-    return total
+    ns = parse_duration(str(text))
+    return ns / 1e9 if ns is not None else None
+
+
+def proto_duration(ns: Duration | int) -> duration_pb2.Duration:
+    """A typed duration (nanoseconds) as Envoy's Duration, exactly."""
+    sign, n = (-1, -int(ns)) if ns < 0 else (1, int(ns))
+    whole, frac = divmod(n, 1_000_000_000)
+    return duration_pb2.Duration(seconds=sign * whole, nanos=sign * frac)  # protobuf: both of one sign
 
 
 def duration(value: float) -> duration_pb2.Duration:

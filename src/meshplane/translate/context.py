@@ -3,7 +3,8 @@
 Istio's ``PushContext`` is the model: building the indexes (VirtualServices by gateway and host with
 exportTo, DestinationRules by host, Gateways, Sidecars) costs once per config version; every proxy's
 generation only looks things up. An endpoint-only change (:meth:`PushContext.with_registry`) reuses the config
-indexes; a new config version re-parses only the VirtualServices that changed (``_VS_RECS``). The context also
+indexes; a new config version re-reads only the VirtualServices that changed (``ConfigIndex.vs_records`` of the
+previous context). The context also
 memoises generated resources (see ``generate``) so proxies that see the same thing share serialized protos; the
 memo is private state that never changes what the context means.
 """
@@ -13,13 +14,16 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
+from meshplane.model import spec as istio
 from meshplane.model import xdstypes
-from meshplane.model.config import ConfigSnapshot, JSONObject
+from meshplane.model.config import ConfigSnapshot
+from meshplane.model.labels import labels_match
 from meshplane.model.proxy import Proxy, ProxyType
 from meshplane.model.resources import GroupResource
 from meshplane.model.service import RegistrySnapshot, Service
+from meshplane.model.spec import ConfigObject
 from meshplane.translate.hosts import host_matches, namespace_matches, resolve_host
 from meshplane.translate.mesh import MeshSettings
 
@@ -38,81 +42,102 @@ MESH_GATEWAY = "mesh"
 _ENDPOINT_FREE = frozenset({"scope", "eds-names", "cds-names"})
 
 
-def _meta(obj: JSONObject) -> tuple[str, str, str]:
-    md = obj.get("metadata") or {}
-    return str(md.get("namespace") or "default"), str(md.get("name") or ""), str(md.get("creationTimestamp") or "")
-
-
-def _str_map(raw: Any) -> dict[str, str]:
-    return {str(k): str(v) for k, v in raw.items()} if isinstance(raw, Mapping) else {}
-
-
-def _export_to(raw: Any, namespace: str) -> frozenset[str]:
+def _export_to(raw: Sequence[str], namespace: str) -> frozenset[str]:
     if not raw:
         return frozenset({"*"})
-    return frozenset(namespace if str(x) == "." else str(x) for x in raw)
+    return frozenset(namespace if x == "." else x for x in raw)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
-class VirtualServiceRec:
-    namespace: str
-    name: str
-    spec: Mapping[str, Any]
+class _Rec:
+    """What every record shares: the decoded object and its identity."""
+
+    obj: ConfigObject[Any]
+
+    @property
+    def namespace(self) -> str:
+        return self.obj.meta.namespace
+
+    @property
+    def name(self) -> str:
+        return self.obj.meta.name
+
+    @property
+    def key(self) -> str:
+        return self.obj.key
+
+    @property
+    def order(self) -> tuple[str, str, str]:
+        return self.obj.order
+
+    @property
+    def raw_spec(self) -> Mapping[str, Any]:
+        """The stored JSON spec: only for builders not yet reading the typed ``spec``."""
+        return self.obj.raw.get("spec") or {}
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class VirtualServiceRec(_Rec):
     hosts: tuple[str, ...]  # resolved (FQDN or wildcard); empty for a delegate
     gateways: tuple[str, ...]  # "mesh" or "ns/name"
     export_to: frozenset[str]
-    order: tuple[str, str, str]
     source_labels: bool = False  # some route matches on sourceLabels (the view is label-sensitive)
+
+    @property
+    def spec(self) -> istio.VirtualService:
+        return cast(istio.VirtualService, self.obj.spec)
 
     def visible_in(self, namespace: str) -> bool:
         return "*" in self.export_to or namespace in self.export_to
 
 
 @dataclass(frozen=True, slots=True, eq=False)
-class DestinationRuleRec:
-    namespace: str
-    name: str
-    spec: Mapping[str, Any]
+class DestinationRuleRec(_Rec):
     host: str  # resolved
     export_to: frozenset[str]
     selector: Mapping[str, str] | None
-    order: tuple[str, str, str]
 
     @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
+    def spec(self) -> istio.DestinationRule:
+        return cast(istio.DestinationRule, self.obj.spec)
 
-    def subset(self, name: str) -> Mapping[str, Any] | None:
-        for s in self.spec.get("subsets") or []:
+    def subset(self, name: str) -> istio.Subset | None:
+        for s in self.spec.subsets:
+            if s.name == name:
+                return s
+        return None
+
+    def raw_subset(self, name: str) -> Mapping[str, Any] | None:
+        """The stored JSON of a subset: only for builders not yet reading :meth:`subset`."""
+        for s in self.raw_spec.get("subsets") or []:
             if isinstance(s, Mapping) and s.get("name") == name:
                 return s
         return None
 
 
 @dataclass(frozen=True, slots=True, eq=False)
-class GatewayRec:
-    namespace: str
-    name: str
+class GatewayRec(_Rec):
     selector: Mapping[str, str]
-    servers: tuple[Mapping[str, Any], ...]
 
     @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
+    def servers(self) -> tuple[istio.Server, ...]:
+        return cast(istio.Gateway, self.obj.spec).servers
+
+    @property
+    def raw_servers(self) -> tuple[Mapping[str, Any], ...]:
+        """The stored JSON of the servers: only for builders not yet reading :attr:`servers`."""
+        return tuple(s for s in self.raw_spec.get("servers") or [] if isinstance(s, Mapping))
 
 
 @dataclass(frozen=True, slots=True, eq=False)
-class SidecarRec:
-    namespace: str
-    name: str
+class SidecarRec(_Rec):
     selector: Mapping[str, str] | None
     egress_hosts: tuple[tuple[str, str], ...]  # (namespace pattern, host pattern)
     outbound_policy: str | None
-    spec: Mapping[str, Any]
 
     @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
+    def spec(self) -> istio.Sidecar:
+        return cast(istio.Sidecar, self.obj.spec)
 
     def allows(self, svc_namespace: str, hostname: str) -> bool:
         return any(
@@ -137,7 +162,11 @@ class ConfigIndex:
     wildcard_destination_rules: tuple[DestinationRuleRec, ...]
     gateways: tuple[GatewayRec, ...]
     sidecars: Mapping[str, tuple[SidecarRec, ...]]  # namespace -> sidecars
-    authorization_policies: tuple[JSONObject, ...]
+    # The VirtualService records by object identity, for the next index: records are pure functions of (object,
+    # domain suffix) and the controller keeps unchanged objects identical across snapshots, so a burst of
+    # VirtualService writes re-reads only the written ones. Each entry keeps its object, so an id is not reused.
+    vs_records: Mapping[int, VirtualServiceRec] = field(default_factory=dict)
+    domain_suffix: str = ""
 
 
 def _resolve_gateway(ref: str, namespace: str, domain_suffix: str) -> str:
@@ -151,33 +180,25 @@ def _resolve_gateway(ref: str, namespace: str, domain_suffix: str) -> str:
     return f"{namespace}/{ref}"
 
 
-def _vs_rec(obj: JSONObject, suffix: str) -> VirtualServiceRec:
-    ns, name, created = _meta(obj)
-    spec = obj.get("spec") or {}
-    hosts = tuple(resolve_host(str(h), ns, suffix) for h in spec.get("hosts") or [])
-    gateways = tuple(_resolve_gateway(str(g), ns, suffix) for g in spec.get("gateways") or [MESH_GATEWAY])
-    return VirtualServiceRec(ns, name, spec, hosts, gateways, _export_to(spec.get("exportTo"), ns),
-                             (created, ns, name), _uses_source_labels(spec))
+def _vs_rec(obj: ConfigObject[istio.VirtualService], suffix: str) -> VirtualServiceRec:
+    ns, vs = obj.meta.namespace, obj.spec
+    hosts = tuple(resolve_host(h, ns, suffix) for h in vs.hosts)
+    gateways = tuple(_resolve_gateway(g, ns, suffix) for g in vs.gateways or (MESH_GATEWAY,))
+    return VirtualServiceRec(obj, hosts, gateways, _export_to(vs.export_to, ns), _uses_source_labels(vs))
 
 
-# The VirtualService records of the last index, by object identity (each entry keeps its object, so an id is
-# never reused while its entry lives). Records are pure functions of (object, domain suffix); the controller
-# keeps unchanged objects identical across snapshots, so a burst of VirtualService writes re-parses only the
-# written ones. Replaced by every build: bounded by the config's size.
-_VS_RECS: dict[int, tuple[JSONObject, str, VirtualServiceRec]] = {}
-
-
-def build_index(config: ConfigSnapshot, mesh: MeshSettings) -> ConfigIndex:
+def build_index(config: ConfigSnapshot, mesh: MeshSettings, previous: ConfigIndex | None = None) -> ConfigIndex:
+    """Index ``config`` for lookups; ``previous`` (the last index) lends the records of unchanged objects."""
     suffix = mesh.domain_suffix
     mesh_vs: list[VirtualServiceRec] = []
     gw_vs: dict[str, list[VirtualServiceRec]] = {}
     delegates: dict[tuple[str, str], VirtualServiceRec] = {}
-    global _VS_RECS
-    previous, recs = _VS_RECS, {}
+    known = previous.vs_records if previous is not None and previous.domain_suffix == suffix else {}
+    recs: dict[int, VirtualServiceRec] = {}
     for obj in config.of(VIRTUAL_SERVICES):
-        hit = previous.get(id(obj))
-        rec = hit[2] if hit is not None and hit[0] is obj and hit[1] == suffix else _vs_rec(obj, suffix)
-        recs[id(obj)] = (obj, suffix, rec)
+        hit = known.get(id(obj))
+        rec = hit if hit is not None and hit.obj is obj else _vs_rec(obj, suffix)
+        recs[id(obj)] = rec
         hosts, gateways, ns, name = rec.hosts, rec.gateways, rec.namespace, rec.name
         if not hosts:
             delegates[(ns, name)] = rec
@@ -197,47 +218,39 @@ def build_index(config: ConfigSnapshot, mesh: MeshSettings) -> ConfigIndex:
                     wild_vs.append(r)
             else:
                 by_host.setdefault(h, []).append(r)
-    _VS_RECS = recs
-    label_sensitive = any(r[2].source_labels for r in recs.values())
+    label_sensitive = any(r.source_labels for r in recs.values())
     drs: dict[str, list[DestinationRuleRec]] = {}
     wild: list[DestinationRuleRec] = []
     for obj in config.of(DESTINATION_RULES):
-        ns, name, created = _meta(obj)
-        spec = obj.get("spec") or {}
-        host = resolve_host(str(spec.get("host") or ""), ns, suffix)
+        ns, dr = obj.meta.namespace, obj.spec
+        host = resolve_host(dr.host or "", ns, suffix)
         if not host:
             continue
-        ws = spec.get("workloadSelector")
-        rec2 = DestinationRuleRec(ns, name, spec, host, _export_to(spec.get("exportTo"), ns),
-                                  _str_map(ws.get("matchLabels")) if isinstance(ws, Mapping) else None,
-                                  (created, ns, name))
+        ws = dr.workload_selector
+        rec2 = DestinationRuleRec(obj, host, _export_to(dr.export_to, ns),
+                                  dict(ws.match_labels) if ws is not None else None)
         if host.startswith("*"):
             wild.append(rec2)
         else:
             drs.setdefault(host, []).append(rec2)
     gws: list[GatewayRec] = []
     for obj in config.of(GATEWAYS):
-        ns, name, _ = _meta(obj)
-        spec = obj.get("spec") or {}
-        servers = tuple(s for s in spec.get("servers") or [] if isinstance(s, Mapping))
-        gws.append(GatewayRec(ns, name, _str_map(spec.get("selector")), servers))
+        gws.append(GatewayRec(obj, dict(obj.spec.selector)))
     gws.sort(key=lambda g: (g.namespace, g.name))
     sidecars: dict[str, list[SidecarRec]] = {}
     for obj in config.of(SIDECARS):
-        ns, name, _ = _meta(obj)
-        spec = obj.get("spec") or {}
-        ws = spec.get("workloadSelector")
+        ns, sc = obj.meta.namespace, obj.spec
         egress: list[tuple[str, str]] = []
-        for e in spec.get("egress") or []:
-            for h in (e or {}).get("hosts") or []:
-                pns, sep, phost = str(h).partition("/")
+        for e in sc.egress:
+            for h in e.hosts:
+                pns, sep, phost = h.partition("/")
                 if not sep:
                     pns, phost = "*", pns
                 egress.append((pns, resolve_host(phost, ns if pns in (".", "*") else pns, suffix)))
-        otp = (spec.get("outboundTrafficPolicy") or {}).get("mode")
+        otp = sc.outbound_traffic_policy.mode if sc.outbound_traffic_policy is not None else None
         sidecars.setdefault(ns, []).append(SidecarRec(
-            ns, name, _str_map(ws.get("labels")) if isinstance(ws, Mapping) else None,
-            tuple(egress), str(otp) if otp else None, spec))
+            obj, dict(sc.workload_selector.labels) if sc.workload_selector is not None else None,
+            tuple(egress), otp.value if otp else None))
     label_sensitive = label_sensitive or bool(config.of(TRAFFIC_LABELS)) or any(  # $getLabel: see trafficlabel
         r.selector for rs in drs.values() for r in rs) or any(
         r.selector for r in wild) or any(sc.selector for scs in sidecars.values() for sc in scs)
@@ -252,21 +265,15 @@ def build_index(config: ConfigSnapshot, mesh: MeshSettings) -> ConfigIndex:
         wildcard_destination_rules=tuple(sorted(wild, key=lambda r: (-len(r.host), r.order))),
         gateways=tuple(gws),
         sidecars={k: tuple(sorted(v, key=lambda r: r.name)) for k, v in sidecars.items()},
-        authorization_policies=config.of(AUTHORIZATION_POLICIES),
+        vs_records=recs,
+        domain_suffix=suffix,
     )
 
 
-def _uses_source_labels(spec: Mapping[str, Any]) -> bool:
-    for kind in ("http", "tcp", "tls"):
-        for route in spec.get(kind) or []:
-            for m in (route or {}).get("match") or []:
-                if isinstance(m, Mapping) and m.get("sourceLabels"):
-                    return True
-    return False
-
-
-def _labels_match(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
-    return all(labels.get(k) == v for k, v in selector.items())
+def _uses_source_labels(vs: istio.VirtualService) -> bool:
+    return any(m.source_labels for route in vs.http for m in route.match) or any(
+        m.source_labels for route in vs.tcp for m in route.match) or any(
+        m.source_labels for route in vs.tls for m in route.match)
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,7 +326,7 @@ class PushContext:
             return None
         own = self.index.sidecars.get(proxy.namespace, ())
         for sc in own:
-            if sc.selector and _labels_match(sc.selector, proxy.labels):
+            if sc.selector and labels_match(sc.selector, proxy.labels):
                 return sc
         for sc in own:
             if not sc.selector:
@@ -348,7 +355,7 @@ class PushContext:
                   self.mesh.outbound_traffic_policy).upper()
         gateways: tuple[GatewayRec, ...] = ()
         if proxy.type is ProxyType.ROUTER:
-            gateways = tuple(g for g in self.index.gateways if g.selector and _labels_match(g.selector, proxy.labels))
+            gateways = tuple(g for g in self.index.gateways if g.selector and labels_match(g.selector, proxy.labels))
         scope = ProxyScope(
             key=(proxy.type.value, proxy.namespace, sidecar.key if sidecar else "",
                  tuple(g.key for g in gateways), labels),
@@ -386,7 +393,7 @@ class PushContext:
         candidates = list(self.index.destination_rules.get(host, ()))
         candidates += [r for r in self.index.wildcard_destination_rules if host_matches(r.host, host)]
         visible = [r for r in candidates if ("*" in r.export_to or proxy_namespace in r.export_to)
-                   and (r.selector is None or (proxy_labels is not None and _labels_match(r.selector, proxy_labels)))]
+                   and (r.selector is None or (proxy_labels is not None and labels_match(r.selector, proxy_labels)))]
         for want in (proxy_namespace, svc_ns, self.mesh.root_namespace):
             for r in visible:
                 if r.namespace == want:
@@ -409,5 +416,8 @@ def _version(config: ConfigSnapshot, registry: RegistrySnapshot) -> str:
     return h.hexdigest()
 
 
-def build_push_context(config: ConfigSnapshot, registry: RegistrySnapshot, mesh: MeshSettings) -> PushContext:
-    return PushContext(config, registry, mesh, build_index(config, mesh), _version(config, registry))
+def build_push_context(config: ConfigSnapshot, registry: RegistrySnapshot, mesh: MeshSettings,
+                       previous: PushContext | None = None) -> PushContext:
+    """A new context; ``previous`` (the last one built) lends the config records of unchanged objects."""
+    index = build_index(config, mesh, previous.index if previous is not None else None)
+    return PushContext(config, registry, mesh, index, _version(config, registry))

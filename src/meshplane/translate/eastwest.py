@@ -155,7 +155,7 @@ def auto_passthrough_ports(proxy: Proxy, ctx: PushContext) -> list[int]:
     east-west gateway."""
     ports: set[int] = set()
     for gw in ctx.scope(proxy).gateways:
-        for spec in gw.servers:
+        for spec in gw.raw_servers:
             tls = spec.get("tls")
             port = spec.get("port") or {}
             if isinstance(tls, Mapping) and str(tls.get("mode") or "").upper() == "AUTO_PASSTHROUGH":

@@ -92,7 +92,7 @@ def fallback_clusters(proxy: Proxy, ctx: PushContext, known: Collection[str]) ->
     """Aggregate clusters for every ``fallback`` in the VirtualServices this proxy sees whose two clusters it has."""
     pairs: dict[str, tuple[str, str]] = {}
     for vs in _visible_virtual_services(proxy, ctx):
-        for http in vs.spec.get("http") or []:
+        for http in vs.raw_spec.get("http") or []:
             for d in (http or {}).get("route") or []:
                 if not isinstance(d, Mapping):
                     continue

@@ -81,7 +81,7 @@ class Server:
 def gateway_servers(proxy: Proxy, ctx: PushContext) -> dict[int, list[Server]]:
     out: dict[int, list[Server]] = {}
     for gw in ctx.scope(proxy).gateways:
-        for spec in gw.servers:
+        for spec in gw.raw_servers:
             port = spec.get("port") or {}
             number = int(port.get("number") or 0)
             if not number:
@@ -111,7 +111,7 @@ def _route_config(name: str, servers: list[Server], proxy: Proxy, ctx: PushConte
         scope = RouteScope(proxy, ctx, server.port, frozenset({server.gateway.key}), clusters)
         redirect = server.is_http and bool(server.tls.get("httpsRedirect"))
         for vs in _bound(ctx, server):
-            if not vs.spec.get("http"):
+            if not vs.raw_spec.get("http"):
                 continue
             for host in vs.hosts:
                 domain = server.admits(vs, host)

@@ -246,9 +246,9 @@ def generate(type_url: str, proxy: Proxy, ctx: PushContext,
 def _object_hosts(ctx: PushContext, key: ConfigKey) -> list[str] | None:
     """The hosts a changed object concerns, or None when unknown (e.g. deleted: be conservative)."""
     for obj in ctx.config.of(key.gr):
-        md = obj.get("metadata") or {}
+        md = obj.raw.get("metadata") or {}
         if md.get("name") == key.name and (md.get("namespace") or "default") == key.namespace:
-            spec = obj.get("spec") or {}
+            spec = obj.raw.get("spec") or {}
             suffix = ctx.mesh.domain_suffix
             if key.gr == DESTINATION_RULES:
                 return [resolve_host(str(spec.get("host") or ""), key.namespace, suffix)]

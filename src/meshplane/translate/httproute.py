@@ -385,7 +385,7 @@ def _merge_match(parent: Mapping[str, Any] | None, child: Mapping[str, Any] | No
 def http_routes(vs: VirtualServiceRec, scope: RouteScope, depth: int = 0) -> list[rc.Route]:
     """All Envoy routes of one VirtualService for this scope, in order."""
     out: list[rc.Route] = []
-    for http in vs.spec.get("http") or []:
+    for http in vs.raw_spec.get("http") or []:
         if isinstance(http, Mapping):
             out.extend(_one_http(http, vs, scope, depth, None))
     return out
@@ -408,7 +408,7 @@ def _one_http(http: Mapping[str, Any], vs: VirtualServiceRec, scope: RouteScope,
         if child is None or not child.visible_in(vs.namespace):
             return []
         out: list[rc.Route] = []
-        for chttp in child.spec.get("http") or []:
+        for chttp in child.raw_spec.get("http") or []:
             if isinstance(chttp, Mapping):
                 out.extend(_one_http(chttp, child, scope, depth + 1, matches))
         return out

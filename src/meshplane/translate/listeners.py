@@ -108,7 +108,8 @@ def _inbound_chains(proxy: Proxy, ip: InboundPort, ctx: PushContext,
         rcfg = route_pb2.RouteConfiguration(name=cluster)
         rcfg.validate_clusters.value = False
         vh = rcfg.virtual_hosts.add(name=f"inbound|http|{ip.port}", domains=["*"])
-        attach([vh], inbound_script(proxy, ctx.config.of(TRAFFIC_LABELS)))  # TrafficLabel context recorder
+        labels = [o.raw for o in ctx.config.of(TRAFFIC_LABELS)]
+        attach([vh], inbound_script(proxy, labels))  # TrafficLabel context recorder
         r = vh.routes.add(name="default")
         r.match.prefix = "/"
         r.route.cluster = cluster

@@ -30,10 +30,10 @@ FILTER_NAME = "meshplane.opa.ext_authz"
 def selecting_policies(proxy: Proxy, ctx: PushContext) -> list[str]:
     out = []
     for obj in ctx.config.of(OPA_POLICIES):
-        md = obj.get("metadata") or {}
+        md = obj.raw.get("metadata") or {}
         if str(md.get("namespace") or "default") != proxy.namespace:
             continue
-        sel = (obj.get("spec") or {}).get("workloadSelector") or {}
+        sel = (obj.raw.get("spec") or {}).get("workloadSelector") or {}
         labels = sel.get("labels") or {} if isinstance(sel, dict) else {}
         if all(proxy.labels.get(str(k)) == str(v) for k, v in labels.items()):
             out.append(str(md.get("name")))

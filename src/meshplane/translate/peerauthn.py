@@ -58,7 +58,7 @@ def selected_policies(ctx: PushContext, gr: GroupResource, proxy: Proxy) -> tupl
     ns: list[JSONObject] = []
     workload: list[JSONObject] = []
     root = ctx.mesh.root_namespace
-    for obj in sorted(ctx.config.of(gr), key=_meta):
+    for obj in sorted((o.raw for o in ctx.config.of(gr)), key=_meta):
         namespace = _meta(obj)[0]
         if namespace not in (root, proxy.namespace):
             continue

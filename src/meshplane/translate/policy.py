@@ -39,9 +39,9 @@ def effective_policy(dr: DestinationRuleRec | None, port: int, subset: str = "")
     out: dict[str, Any] = {}
     if dr is None:
         return out
-    _overlay(out, dr.spec.get("trafficPolicy"), port)
+    _overlay(out, dr.raw_spec.get("trafficPolicy"), port)
     if subset:
-        s = dr.subset(subset)
+        s = dr.raw_subset(subset)
         if s is not None:
             _overlay(out, s.get("trafficPolicy"), port)
     return out
@@ -51,7 +51,7 @@ def subset_labels(dr: DestinationRuleRec | None, subset: str) -> dict[str, str] 
     """The subset's labels, or None when the rule has no such subset."""
     if dr is None:
         return None
-    s = dr.subset(subset)
+    s = dr.raw_subset(subset)
     if s is None:
         return None
     return {str(k): str(v) for k, v in (s.get("labels") or {}).items()}

@@ -30,7 +30,7 @@ HTTP_PROXY_ROUTE = "http_proxy"
 def _service_routes(svc: Service, port: ServicePort, proxy: Proxy, ctx: PushContext,
                     scope: RouteScope) -> list[rc.Route]:
     vs = ctx.virtual_service_for(svc.hostname, proxy.namespace)
-    if vs is not None and vs.spec.get("http"):
+    if vs is not None and vs.raw_spec.get("http"):
         return http_routes(vs, scope)
     route = default_route(cluster_name("outbound", port.number, "", svc.hostname), scope)
     dr = ctx.destination_rule(svc.hostname, proxy.namespace, proxy.labels)
@@ -148,6 +148,7 @@ def build_route_configs(proxy: Proxy, ctx: PushContext) -> list[route_pb2.RouteC
         out = gateway_route_configs(proxy, ctx)
     else:
         out = sidecar_route_configs(proxy, ctx)
-    trafficlabel.attach_outbound(out, proxy, ctx.config.of(trafficlabel.TRAFFIC_LABELS),  # ASM's request labels
-                                 ctx.config.of(trafficlabel.HEADER_PROPAGATIONS))
+    trafficlabel.attach_outbound(out, proxy,  # ASM's request labels
+                                 [o.raw for o in ctx.config.of(trafficlabel.TRAFFIC_LABELS)],
+                                 [o.raw for o in ctx.config.of(trafficlabel.HEADER_PROPAGATIONS)])
     return out

@@ -39,7 +39,7 @@ def weighted_targets(route: list[Any], vs: VirtualServiceRec, scope: RouteScope)
 
 def tcp_targets(vs: VirtualServiceRec, scope: RouteScope) -> list[tuple[str, int]] | None:
     """The first ``tcp`` route of ``vs`` that applies on this port (matches: port, sourceLabels, gateways)."""
-    for tcp in vs.spec.get("tcp") or []:
+    for tcp in vs.raw_spec.get("tcp") or []:
         if not isinstance(tcp, Mapping):
             continue
         matches = [m for m in tcp.get("match") or [] if isinstance(m, Mapping)] or [{}]
@@ -64,7 +64,7 @@ def service_tcp_targets(svc: Service, port: ServicePort, proxy: Proxy, ctx: Push
 def tls_chains(vs: VirtualServiceRec, scope: RouteScope) -> list[tuple[list[str], list[tuple[str, int]]]]:
     """(SNI names, targets) for every ``tls`` route of ``vs`` that applies on this port."""
     out = []
-    for tls in vs.spec.get("tls") or []:
+    for tls in vs.raw_spec.get("tls") or []:
         if not isinstance(tls, Mapping):
             continue
         for m in tls.get("match") or []:

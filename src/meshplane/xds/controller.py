@@ -13,10 +13,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from meshplane.api.kinds import default_registry
 from meshplane.model.config import ConfigKey, ConfigSnapshot, JSONObject
 from meshplane.model.push import PushRequest
+from meshplane.model.spec import RESOURCES, ConfigObject, DecodeError, decode_resource
 from meshplane.store.errors import Expired
 from meshplane.store.interface import Store
 from meshplane.store.types import EventType, GroupResource, WatchEvent
@@ -34,21 +36,36 @@ def _key(gr: GroupResource, obj: JSONObject) -> ConfigKey:
     return ConfigKey(gr, str(md.get("namespace") or ""), str(md.get("name") or ""))
 
 
+def _decoded(gr: GroupResource, obj: JSONObject) -> ConfigObject[Any] | None:
+    """The object decoded once for every reader; None (logged) if it does not decode.
+
+    Admission runs the same decode, so only an object stored by an older, laxer version can fail here; it then
+    takes no effect, and the log line names it and the field.
+    """
+    try:
+        return decode_resource(gr, obj)
+    except DecodeError as e:
+        md = obj.get("metadata") or {}
+        log.error("%s %s/%s does not decode and takes no effect: %s", gr, md.get("namespace") or "",
+                  md.get("name") or "", e)
+        return None
+
+
 class ConfigController:
     """Owns the object table. ``on_change`` receives one PushRequest per store event."""
 
     def __init__(self, store: Store, on_change: Callable[[PushRequest], None]) -> None:
         self._store = store
         self._on_change = on_change
-        self._objects: dict[GroupResource, dict[tuple[str, str], JSONObject]] = {}
+        self._objects: dict[GroupResource, dict[tuple[str, str], ConfigObject[Any]]] = {}
         # Per collection: the objects sorted by (namespace, name) as of the last snapshot, their keys in that
         # order, and objects that replaced an object at the same key since (patched in at the next snapshot).
         # Why: an endpoint churns by updates to existing WorkloadEntries; re-sorting ten thousand of them per
         # flush cost more than the rest of the flush.
-        self._cached: dict[GroupResource, tuple[JSONObject, ...]] = {}
+        self._cached: dict[GroupResource, tuple[ConfigObject[Any], ...]] = {}
         self._keys: dict[GroupResource, list[tuple[str, str]]] = {}
         self._positions: dict[GroupResource, dict[tuple[str, str], int]] = {}
-        self._patches: dict[GroupResource, dict[int, JSONObject]] = {}
+        self._patches: dict[GroupResource, dict[int, ConfigObject[Any]]] = {}
         self._rv = 0
         self._task: asyncio.Task[None] | None = None
         self._watch_ready = asyncio.Event()
@@ -63,11 +80,12 @@ class ConfigController:
         self._objects = {}
         self._cached, self._keys, self._positions, self._patches = {}, {}, {}, {}
         for kind in default_registry():
-            if kind.gr == SECRETS:
+            if kind.gr == SECRETS or kind.gr not in RESOURCES:
                 continue
             items, rv = self._store.list(kind.gr)
             if items:
-                self._objects[kind.gr] = {(k.namespace, k.name): o for o in items for k in [_key(kind.gr, o)]}
+                self._objects[kind.gr] = {(k.namespace, k.name): d for o in items for k in [_key(kind.gr, o)]
+                                          for d in [_decoded(kind.gr, o)] if d is not None}
         self._rv = rv
         return rv
 
@@ -82,7 +100,7 @@ class ConfigController:
             self._task = None
 
     def snapshot(self) -> ConfigSnapshot:
-        objects: dict[GroupResource, tuple[JSONObject, ...]] = {}
+        objects: dict[GroupResource, tuple[ConfigObject[Any], ...]] = {}
         for gr, table in self._objects.items():
             cached = self._cached.get(gr)
             if cached is None:
@@ -102,16 +120,18 @@ class ConfigController:
         key = _key(event.gr, event.obj)
         gr, k = event.gr, (key.namespace, key.name)
         table = self._objects.setdefault(gr, {})
-        replaces = event.type is not EventType.DELETED and k in table
-        if event.type is EventType.DELETED:
+        decoded = None if event.type is EventType.DELETED else _decoded(gr, event.obj)
+        replaces = decoded is not None and k in table
+        if decoded is None:
             table.pop(k, None)
         else:
-            table[k] = event.obj
-        if replaces and gr in self._cached:  # same key, same sorted position: patch it in at the snapshot
+            table[k] = decoded
+        # Same key, same sorted position: patch it in at the snapshot.
+        if replaces and decoded is not None and gr in self._cached:
             positions = self._positions.get(gr)
             if positions is None:
                 positions = self._positions[gr] = {key: i for i, key in enumerate(self._keys[gr])}
-            self._patches.setdefault(gr, {})[positions[k]] = event.obj
+            self._patches.setdefault(gr, {})[positions[k]] = decoded
         else:
             self._cached.pop(gr, None)
             self._patches.pop(gr, None)
@@ -123,7 +143,8 @@ class ConfigController:
             watch = self._store.watch(None, since_rv=self._rv)
             try:
                 async for event in watch:
-                    if (event.rv <= self._rv and event.type is not EventType.DELETED) or event.gr == SECRETS:
+                    if ((event.rv <= self._rv and event.type is not EventType.DELETED) or event.gr == SECRETS
+                            or event.gr not in RESOURCES):
                         continue
                     key = self.apply(event)
                     self._on_change(PushRequest(full=True, config_updated=frozenset({key}),

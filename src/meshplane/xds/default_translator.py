@@ -20,12 +20,15 @@ from meshplane.xds.translator import ResourceLike
 class DefaultTranslator:
     def __init__(self, mesh: MeshSettings | None = None) -> None:
         self.mesh = mesh or MeshSettings()
+        # The last context built: it lends the next one the records of unchanged config objects.
+        self._last: PushContext | None = None
 
     def proxy_from_node(self, node_id: str, metadata: Mapping[str, Any], locality: Locality) -> Proxy:
         return proxy_from_node(node_id, metadata, locality)
 
     def build_context(self, config: ConfigSnapshot, registry: RegistrySnapshot) -> object:
-        return build_push_context(config, registry, self.mesh)
+        self._last = build_push_context(config, registry, self.mesh, self._last)
+        return self._last
 
     def with_registry(self, ctx: object, registry: RegistrySnapshot, changed: frozenset[str]) -> object:
         return cast(PushContext, ctx).with_registry(registry, changed)

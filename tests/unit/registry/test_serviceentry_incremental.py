@@ -17,6 +17,7 @@ from _translate_helpers import fqdn, service_entry, snapshot, workload_entry
 
 from meshplane.model.config import ConfigSnapshot
 from meshplane.model.service import ShardKey
+from meshplane.model.spec import decode_resource
 from meshplane.registry import ServiceEntrySource, aggregate
 from meshplane.registry.aggregate import update_shard
 from meshplane.registry.serviceentry import WORKLOAD_ENTRIES
@@ -32,11 +33,12 @@ def _mesh(services: int = 50, endpoints: int = 4) -> list[dict[str, Any]]:
 
 
 def _with_wes(snap: ConfigSnapshot, wes: Iterable[dict[str, Any]]) -> ConfigSnapshot:
-    return ConfigSnapshot(snap.version + 1, {**snap.objects, WORKLOAD_ENTRIES: tuple(wes)})
+    return ConfigSnapshot(snap.version + 1, {**snap.objects, WORKLOAD_ENTRIES: tuple(
+        decode_resource(WORKLOAD_ENTRIES, w) if isinstance(w, dict) else w for w in wes)})
 
 
 def _replace(snap: ConfigSnapshot, name: str, **spec: Any) -> ConfigSnapshot:
-    return _with_wes(snap, ({**o, "spec": {**o["spec"], **spec}} if o["metadata"]["name"] == name else o
+    return _with_wes(snap, ({**o.raw, "spec": {**o.raw["spec"], **spec}} if o.meta.name == name else o
                             for o in snap.of(WORKLOAD_ENTRIES)))
 
 
@@ -75,7 +77,7 @@ def test_relabelled_entry_moves_between_services_old_and_new_labels_both_count()
     assert src.update(moved) == {fqdn("s3"), fqdn("s4")}
     assert src.recomputed == 2
     _same_as_full(src, moved)
-    removed = _with_wes(moved, (o for o in moved.of(WORKLOAD_ENTRIES) if o["metadata"]["name"] != "s4-1"))
+    removed = _with_wes(moved, (o for o in moved.of(WORKLOAD_ENTRIES) if o.meta.name != "s4-1"))
     assert src.update(removed) == {fqdn("s4")}
     _same_as_full(src, removed)
     new = snapshot([workload_entry("s9-new", "10.1.1.1", {"app": "s9"})]).of(WORKLOAD_ENTRIES)
@@ -120,7 +122,7 @@ def test_same_length_updates_with_shifted_positions_match_a_full_recompute() -> 
     nxt = _with_wes(snap, moved)
     hosts = src.update(nxt)
     assert hosts is not None and fqdn("s0") in hosts
-    assert removed["spec"]["address"] not in {e.address for e in src.endpoints_of(fqdn("s0"))}
+    assert removed.raw["spec"]["address"] not in {e.address for e in src.endpoints_of(fqdn("s0"))}
     _same_as_full(src, nxt)
     # and a plain in-place update right after: only that service reported
     upd = _replace(nxt, "s7-1", address="10.7.7.7")

@@ -119,7 +119,7 @@ def snapshot(objs: Iterable[Mapping[str, Any]], version: int = 1) -> ConfigSnaps
         obj["metadata"].setdefault("namespace", NS)
         obj["metadata"].setdefault("creationTimestamp", f"2026-01-01T00:00:{i:02d}Z")
         by_gr.setdefault(info.gr, []).append(obj)
-    return ConfigSnapshot(version, {gr: tuple(v) for gr, v in by_gr.items()})
+    return ConfigSnapshot.from_json(version, by_gr)
 
 
 def context(objs: Iterable[Mapping[str, Any]], mesh: MeshSettings | None = None) -> PushContext:

@@ -86,6 +86,7 @@ def test_an_endpoint_push_builds_only_the_named_assignments() -> None:
 
 def test_a_new_config_version_reparses_only_the_changed_virtual_services(monkeypatch: Any) -> None:
     from meshplane.model.config import ConfigSnapshot
+    from meshplane.model.spec import decode_resource
     from meshplane.translate import context as context_mod
 
     vss = [{"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
@@ -98,14 +99,15 @@ def test_a_new_config_version_reparses_only_the_changed_virtual_services(monkeyp
     real = context_mod._vs_rec
 
     def counting(obj: Any, suffix: str) -> Any:
-        parsed.append(obj["metadata"]["name"])
+        parsed.append(obj.meta.name)
         return real(obj, suffix)
 
     monkeypatch.setattr(context_mod, "_vs_rec", counting)
     objs = snap.of(context_mod.VIRTUAL_SERVICES)
-    changed = {**objs[4], "spec": {**objs[4]["spec"], "hosts": ["other"]}}
+    raw = objs[4].raw
+    changed = decode_resource(context_mod.VIRTUAL_SERVICES, {**raw, "spec": {**raw["spec"], "hosts": ["other"]}})
     snap2 = ConfigSnapshot(2, {context_mod.VIRTUAL_SERVICES: (*objs[:4], changed, *objs[5:])})
-    second = context_mod.build_index(snap2, MeshSettings())
+    second = context_mod.build_index(snap2, MeshSettings(), first)
     assert parsed == ["vs4"]
     assert fqdn("other") in second.mesh_vs_by_host and fqdn("h4") not in second.mesh_vs_by_host
     assert second.mesh_vs_by_host[fqdn("h5")] == first.mesh_vs_by_host[fqdn("h5")]

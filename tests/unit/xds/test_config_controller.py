@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from meshplane.model.spec import ConfigObject
 from meshplane.store import MemoryStore
 from meshplane.store.types import EventType, GroupResource, WatchEvent
 from meshplane.xds.controller import ConfigController
@@ -18,8 +19,8 @@ def _we(name: str, address: str, ns: str = "default") -> dict[str, Any]:
             "metadata": {"name": name, "namespace": ns}, "spec": {"address": address}}
 
 
-def _names(objs: tuple[dict[str, Any], ...]) -> list[tuple[str, str]]:
-    return [(o["metadata"]["namespace"], o["metadata"]["name"]) for o in objs]
+def _names(objs: tuple[ConfigObject[Any], ...]) -> list[tuple[str, str]]:
+    return [(o.meta.namespace, o.meta.name) for o in objs]
 
 
 def _controller() -> ConfigController:
@@ -44,7 +45,7 @@ def test_updates_are_patched_in_place_and_adds_and_deletes_resort() -> None:
     second = ctl.snapshot().of(WE)
     assert _names(second) == _names(first)
     assert second[0] is first[0] and second[2] is first[2]  # unchanged objects keep their identity
-    assert second[1]["spec"]["address"] == "10.9.9.10" and second[3] is new_d
+    assert second[1].spec.address == "10.9.9.10" and second[3].raw is new_d
     assert ctl.snapshot().of(WE) is second  # nothing changed: the same tuple
 
     ctl.apply(_event(EventType.MODIFIED, _we("a", "10.1.1.1"), 13))
@@ -56,4 +57,4 @@ def test_updates_are_patched_in_place_and_adds_and_deletes_resort() -> None:
 
     ctl.apply(_event(EventType.MODIFIED, _we("c", "10.3.3.3"), 16))  # positions rebuilt after the re-sort
     fourth = ctl.snapshot().of(WE)
-    assert [o["spec"]["address"] for o in fourth] == ["10.2.2.2", "10.9.9.10", "10.3.3.3", "10.8.8.8"]
+    assert [o.spec.address for o in fourth] == ["10.2.2.2", "10.9.9.10", "10.3.3.3", "10.8.8.8"]

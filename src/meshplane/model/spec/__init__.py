@@ -1,0 +1,46 @@
+"""Typed, normalised specs of every served kind: decoded once, read by everything past admission.
+
+The classes in ``_types`` are generated from the served schemas by ``tools/gen_spec_types.py``; ``_base`` holds the
+one duration parser and the decoder; ``_object`` the typed object wrapper. Import from this package only.
+
+Errors: :class:`DecodeError` (a ``ValueError``) is the only one; its ``path`` names the field.
+"""
+
+from meshplane.model.spec import _types
+from meshplane.model.spec._base import (
+    DecodeError,
+    Duration,
+    Json,
+    SpecEnum,
+    decode,
+    format_duration,
+    parse_duration,
+)
+from meshplane.model.spec._object import (
+    ConfigObject,
+    ObjectMeta,
+    decode_object,
+    decode_resource,
+    decode_spec,
+    object_meta,
+    spec_class,
+)
+from meshplane.model.spec._types import *  # noqa: F403
+
+__all__ = [
+    "ConfigObject",
+    "DecodeError",
+    "Duration",
+    "Json",
+    "ObjectMeta",
+    "SpecEnum",
+    "decode",
+    "decode_object",
+    "decode_resource",
+    "decode_spec",
+    "format_duration",
+    "object_meta",
+    "parse_duration",
+    "spec_class",
+]
+__all__ += _types.__all__

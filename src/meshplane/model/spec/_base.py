@@ -1,0 +1,216 @@
+"""The pieces every typed spec is made of: the one duration parser, enums, and the generic decoder.
+
+Why one decoder: a field's meaning used to be read three times (schema, validator, builder), and the readings
+disagreed (``timeout: .5s`` validated, then reached Envoy as "no timeout"). Now the schema is the only source:
+``tools/gen_spec_types.py`` turns it into frozen dataclasses plus a field table per class, and :func:`decode`
+walks that table. Validation and translation both see the decoded value, so they cannot disagree.
+
+Decoding is total for what structural validation admits; anything else raises :class:`DecodeError` naming the
+field path (``spec.http[0].timeout``). Fields absent from the JSON decode to ``None`` (scalars, messages,
+enums), ``()`` (lists) or ``{}`` (maps): absence stays visible, as proto3's wrapper types keep it in Istio.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, NewType, TypeVar
+
+__all__ = [
+    "DecodeError",
+    "Duration",
+    "FieldTable",
+    "Json",
+    "SpecEnum",
+    "decode",
+    "format_duration",
+    "parse_duration",
+]
+
+Duration = NewType("Duration", int)
+"""A Go/protobuf duration in nanoseconds: the one representation of time spans in specs."""
+
+Json = Mapping[str, Any]
+"""A free-form value the schema leaves open (``x-kubernetes-preserve-unknown-fields``)."""
+
+
+class SpecEnum(enum.StrEnum):
+    """Base of every generated enum: the member's value is the JSON text."""
+
+
+class DecodeError(ValueError):
+    """A JSON value does not have the shape its schema gives; ``path`` names the field."""
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        self.message = message
+        super().__init__(f"{path}: {message}")
+
+
+# --- durations -------------------------------------------------------------------------------------------------
+
+_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000, "s": 10**9, "m": 60 * 10**9,
+          "h": 3600 * 10**9}
+_PART = re.compile(r"([0-9]*(?:\.[0-9]*)?)(ns|us|µs|μs|ms|s|m|h)")
+
+
+def parse_duration(text: str) -> Duration | None:
+    """Nanoseconds of a duration as Go's ``time.ParseDuration`` reads it; None if ``text`` is not one.
+
+    Istio decodes duration fields with Go's parser, so every form it admits is admitted here with the same value:
+    ``1.5s``, ``100ms``, ``1h30m``, ``.5s``, ``1.s``, ``+1s``, ``0``. Fractions below a nanosecond truncate.
+    """
+    if text == "0":
+        return Duration(0)
+    if not text:
+        return None
+    sign = 1
+    if text[0] in "+-":
+        sign = -1 if text[0] == "-" else 1
+        text = text[1:]
+        if text == "0":
+            return Duration(0)
+    if not text:
+        return None
+    pos, total = 0, 0
+    while pos < len(text):
+        m = _PART.match(text, pos)
+        if m is None or m.group(1) in ("", "."):
+            return None
+        whole, _, frac = m.group(1).partition(".")
+        unit = _UNITS[m.group(2)]
+        total += int(whole or "0") * unit
+        if frac:
+            total += int(frac) * unit // 10 ** len(frac)
+        pos = m.end()
+    return Duration(sign * total)
+
+
+def format_duration(ns: int) -> str:
+    """The shortest exact text of ``ns`` that :func:`parse_duration` reads back (``500ms``, ``1.5s``, ``0s``)."""
+    if ns == 0:
+        return "0s"
+    sign, ns = ("-", -ns) if ns < 0 else ("", ns)
+    for unit, size in (("h", 3600 * 10**9), ("m", 60 * 10**9), ("s", 10**9), ("ms", 10**6), ("us", 10**3)):
+        if ns % size == 0:
+            return f"{sign}{ns // size}{unit}"
+    whole, frac = divmod(ns, 10**9)
+    return f"{sign}{whole}.{frac:09d}".rstrip("0") + "s"
+
+
+# --- the decoder -----------------------------------------------------------------------------------------------
+
+# A field's type, as the generator writes it:
+#   ("s",) str · ("i",) int · ("f",) float · ("b",) bool · ("d",) Duration · ("is",) int | str · ("j",) free-form
+#   ("e", EnumClass) · ("m", SpecClass) · ("l", inner) list -> tuple · ("M", inner) map -> dict
+FieldType = tuple[Any, ...]
+FieldTable = tuple[tuple[str, str, FieldType], ...]  # (json name, attribute, type)
+
+T = TypeVar("T")
+
+_FIELDS: dict[type, FieldTable] = {}
+
+
+def register(cls: type[T], fields: FieldTable) -> None:
+    """Record the field table of a generated class (called by the generated module only)."""
+    _FIELDS[cls] = fields
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object" if isinstance(value, dict) else type(value).__name__
+
+
+def _bad(path: str, expected: str, value: Any) -> DecodeError:
+    return DecodeError(path, f"must be of type {expected}, not {_type_name(value)}")
+
+
+def _value(ft: FieldType, value: Any, path: str) -> Any:
+    tag = ft[0]
+    if tag == "s":
+        if isinstance(value, str):
+            return value
+        raise _bad(path, "string", value)
+    if tag == "i":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise _bad(path, "integer", value)
+    if tag == "f":
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise _bad(path, "number", value)
+    if tag == "b":
+        if isinstance(value, bool):
+            return value
+        raise _bad(path, "boolean", value)
+    if tag == "d":
+        if not isinstance(value, str):
+            raise _bad(path, "string (a duration)", value)
+        ns = parse_duration(value)
+        if ns is None:
+            raise DecodeError(path, f"{value!r} is not a valid duration, e.g. 1s, 0.5s, 100ms or 1m30s")
+        return ns
+    if tag == "is":
+        if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+            return value
+        raise _bad(path, "integer or string", value)
+    if tag == "j":
+        return value
+    if tag == "e":
+        cls = ft[1]
+        if not isinstance(value, str):
+            raise _bad(path, "string", value)
+        try:
+            return cls(value)
+        except ValueError:
+            allowed = ", ".join(m.value for m in cls)
+            raise DecodeError(path, f"unsupported value {value!r}: supported values are {allowed}") from None
+    if tag == "m":
+        return decode(ft[1], value, path)
+    if tag == "l":
+        if not isinstance(value, list | tuple):
+            raise _bad(path, "array", value)
+        inner = ft[1]
+        return tuple(_value(inner, v, f"{path}[{i}]") for i, v in enumerate(value))
+    if tag == "M":
+        if not isinstance(value, Mapping):
+            raise _bad(path, "object", value)
+        inner = ft[1]
+        return {str(k): _value(inner, v, f"{path}[{k}]") for k, v in value.items()}
+    raise AssertionError(f"unknown field type {tag!r}")  # pragma: no cover - the generator writes the tags
+
+
+def decode(cls: Callable[..., T], data: Any, path: str = "spec") -> T:
+    """``data`` (decoded JSON) as an instance of the generated spec class ``cls``.
+
+    Unknown keys are ignored (structural validation prunes or refuses them before storage; objects stored by an
+    older version keep decoding). ``null`` is the same as absent, as in protobuf JSON.
+
+    :raises DecodeError: a value of the wrong type, or a string that is not a valid duration or enum value.
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise _bad(path, "object", data)
+    fields = _FIELDS[cls]  # type: ignore[index]
+    kwargs: dict[str, Any] = {}
+    for json_name, attr, ft in fields:
+        value = data.get(json_name)
+        if value is None:
+            continue
+        kwargs[attr] = _value(ft, value, f"{path}.{json_name}")
+    return cls(**kwargs)
