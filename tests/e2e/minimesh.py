@@ -97,7 +97,7 @@ class MiniTranslator:
                 c.eds_cluster_config.service_name = name
                 out.append(pack(type_url, name, c))
             for se in ctx.config.of(SE):  # type: ignore[arg-type]
-                if ((se.get("metadata") or {}).get("annotations") or {}).get(BREAK) == proxy.workload_name:
+                if se.meta.annotations.get(BREAK) == proxy.workload_name:
                     bad = cluster_pb2.Cluster(name="broken", type=cluster_pb2.Cluster.STATIC)
                     bad.connect_timeout.seconds = -1
                     out.append(pack(type_url, "broken", bad))
