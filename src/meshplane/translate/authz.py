@@ -51,6 +51,7 @@ from meshplane.model.proxy import Proxy
 from meshplane.translate.common import duration, pack
 from meshplane.translate.context import AUTHORIZATION_POLICIES, PushContext
 from meshplane.translate.jwt import JWT_FILTER, PAYLOAD_KEY
+from meshplane.translate.memo import Slot
 from meshplane.translate.mesh import ExtAuthzProvider
 from meshplane.translate.opa import opa_http_filters
 from meshplane.translate.peerauthn import selected_policies
@@ -85,15 +86,16 @@ def _policy(obj: JSONObject) -> Policy:
                   str((spec.get("provider") or {}).get("name") or ""))
 
 
+# The policies selecting a workload (by namespace and labels).
+_POLICIES: Slot[tuple[str, tuple[tuple[str, str], ...]], list[Policy]] = Slot("authz-policies")
+
+
 def policies_for(proxy: Proxy, ctx: PushContext) -> list[Policy]:
-    key = ("authz-policies", proxy.namespace, tuple(sorted(proxy.labels.items())))
-    hit = ctx._cache.get(key)
-    if hit is None:
+    def build() -> list[Policy]:
         mesh, ns, workload = selected_policies(ctx, AUTHORIZATION_POLICIES, proxy)
-        hit = [_policy(o) for o in (*mesh, *ns, *workload)]
-        ctx._cache[key] = hit
-    assert isinstance(hit, list)
-    return hit
+        return [_policy(o) for o in (*mesh, *ns, *workload)]
+
+    return ctx.memo.get_or_build(_POLICIES, (proxy.namespace, tuple(sorted(proxy.labels.items()))), build)
 
 
 # ---- string and value matchers ------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ from meshplane.translate.context import DestinationRuleRec, PushContext
 from meshplane.translate.eastwest import is_sni_dnat, sni_dnat_clusters
 from meshplane.translate.fallback import fallback_clusters
 from meshplane.translate.jwt import jwks_clusters
+from meshplane.translate.memo import Slot
 from meshplane.translate.mesh import MeshSettings
 from meshplane.translate.policy import effective_policy, subset_labels
 
@@ -356,18 +357,25 @@ def outbound_cluster(ctx: PushContext, svc: Service, port: ServicePort, subset: 
     return c
 
 
+# Outbound clusters of one service port: (host, port, DestinationRule key, auto mTLS) -> clusters.
+_OUTBOUND: Slot[tuple[str, int, str, bool], list[cluster_pb2.Cluster]] = Slot("outbound-clusters")
+# A view's EDS cluster names and all its cluster names depend on config and services, never on endpoints.
+_EDS_NAMES: Slot[tuple[object, ...], list[str]] = Slot("eds-names", endpoint_free=True)
+_CDS_NAMES: Slot[tuple[object, ...], frozenset[str]] = Slot("cds-names", endpoint_free=True)
+
+
 def outbound_clusters_for(ctx: PushContext, proxy: Proxy, svc: Service) -> list[cluster_pb2.Cluster]:
     dr = ctx.destination_rule(svc.hostname, proxy.namespace, proxy.labels)
     out: list[cluster_pb2.Cluster] = []
     for port in svc.ports:
-        key = ("cds-out", svc.hostname, port.number, dr.key if dr else "", proxy.sds)
-        hit = ctx._cache.get(key)
+        key = (svc.hostname, port.number, dr.key if dr else "", proxy.sds)
+        hit = ctx.memo.get(_OUTBOUND, key)
         if hit is None:
             hit = [outbound_cluster(ctx, svc, port, "", dr, auto_mtls=proxy.sds)]
             for s in (dr.raw_spec.get("subsets") or []) if dr else []:
                 if isinstance(s, Mapping) and s.get("name"):
                     hit.append(outbound_cluster(ctx, svc, port, str(s["name"]), dr, auto_mtls=proxy.sds))
-            ctx._cache[key] = hit
+            ctx.memo.put(_OUTBOUND, key, hit)
         out.extend(hit)
     return out
 
@@ -407,21 +415,10 @@ def build_clusters(proxy: Proxy, ctx: PushContext) -> list[cluster_pb2.Cluster]:
 
 
 def eds_cluster_names(proxy: Proxy, ctx: PushContext) -> list[str]:
-    key = ("eds-names", ctx.scope(proxy).key)
-    hit = ctx._cache.get(key)
-    if hit is None:
-        hit = [c.eds_cluster_config.service_name for c in build_clusters(proxy, ctx)
-               if c.type == cluster_pb2.Cluster.EDS]
-        ctx._cache[key] = hit
-    assert isinstance(hit, list)
-    return hit
+    return ctx.memo.get_or_build(_EDS_NAMES, ctx.scope(proxy).key, lambda: [
+        c.eds_cluster_config.service_name for c in build_clusters(proxy, ctx) if c.type == cluster_pb2.Cluster.EDS])
 
 
 def known_cluster_names(proxy: Proxy, ctx: PushContext) -> frozenset[str]:
-    key = ("cds-names", ctx.scope(proxy).key, proxy.inbound_ports)
-    hit = ctx._cache.get(key)
-    if hit is None:
-        hit = frozenset(c.name for c in build_clusters(proxy, ctx))
-        ctx._cache[key] = hit
-    assert isinstance(hit, frozenset)
-    return hit
+    return ctx.memo.get_or_build(_CDS_NAMES, (ctx.scope(proxy).key, proxy.inbound_ports),
+                                 lambda: frozenset(c.name for c in build_clusters(proxy, ctx)))

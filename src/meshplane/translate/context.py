@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from meshplane.model import spec as istio
-from meshplane.model import xdstypes
 from meshplane.model.config import ConfigSnapshot
 from meshplane.model.labels import labels_match
 from meshplane.model.proxy import Proxy, ProxyType
@@ -25,6 +24,7 @@ from meshplane.model.resources import GroupResource
 from meshplane.model.service import RegistrySnapshot, Service
 from meshplane.model.spec import ConfigObject
 from meshplane.translate.hosts import host_matches, namespace_matches, resolve_host
+from meshplane.translate.memo import PushMemo, Slot
 from meshplane.translate.mesh import MeshSettings
 
 _NET = "networking.istio.io"
@@ -38,8 +38,6 @@ AUTHORIZATION_POLICIES = GroupResource("security.istio.io", "authorizationpolici
 TRAFFIC_LABELS = GroupResource("istio.alibabacloud.com", "trafficlabels")
 
 MESH_GATEWAY = "mesh"
-# Memo entries (by first key element) that depend on services and config but never on endpoints.
-_ENDPOINT_FREE = frozenset({"scope", "eds-names", "cds-names"})
 
 
 def _export_to(raw: Sequence[str], namespace: str) -> frozenset[str]:
@@ -292,6 +290,10 @@ class ProxyScope:
         return any(h in large for h in small)
 
 
+# A proxy's view (its Sidecar, visible services, gateways) depends on config and services, never on endpoints.
+SCOPES: Slot[tuple[object, ...], ProxyScope] = Slot("scopes", endpoint_free=True)
+
+
 @dataclass(frozen=True, eq=False)
 class PushContext:
     config: ConfigSnapshot
@@ -299,8 +301,8 @@ class PushContext:
     mesh: MeshSettings
     index: ConfigIndex
     version: str
-    # Memo of generated resources and proxy scopes; private, keyed by what a proxy's view depends on.
-    _cache: dict[tuple[object, ...], Any] = field(default_factory=dict, repr=False, compare=False)
+    # Memo of generated resources and proxy scopes (translate.memo); private, never changes what the context means.
+    memo: PushMemo = field(default_factory=PushMemo, repr=False, compare=False)
 
     def with_registry(self, registry: RegistrySnapshot, changed: frozenset[str] | None = None) -> PushContext:
         """The same config with new endpoints/services: the config indexes are reused; of the memo, what does
@@ -309,12 +311,8 @@ class PushContext:
         whose endpoints changed are known (``changed``), every ClusterLoadAssignment of another host is kept too:
         one moved endpoint rebuilds only its own host's assignments, not the mesh's (an assignment depends on its
         host's endpoints, the config and the proxy's view only; east-west gateway moves are full pushes)."""
-        ctx = PushContext(self.config, registry, self.mesh, self.index, _version(self.config, registry))
-        if registry.services is self.registry.services:
-            for key, value in self._cache.items():
-                if (key and key[0] in _ENDPOINT_FREE) or _endpoint_kept(key, changed):
-                    ctx._cache[key] = value
-        return ctx
+        memo = self.memo.after_endpoint_push(changed) if registry.services is self.registry.services else PushMemo()
+        return PushContext(self.config, registry, self.mesh, self.index, _version(self.config, registry), memo)
 
     # ---- lookups -------------------------------------------------------------------------------------------
 
@@ -340,10 +338,9 @@ class PushContext:
         labels: tuple[tuple[str, str], ...] = ()
         if self.index.label_sensitive or proxy.type is ProxyType.ROUTER:
             labels = tuple(sorted(proxy.labels.items()))
-        key = ("scope", proxy.type, proxy.namespace, labels)
-        cached = self._cache.get(key)
+        key = (proxy.type, proxy.namespace, labels)
+        cached = self.memo.get(SCOPES, key)
         if cached is not None:
-            assert isinstance(cached, ProxyScope)
             return cached
         sidecar = self.sidecar_for(proxy)
         services = tuple(
@@ -361,8 +358,7 @@ class PushContext:
                  tuple(g.key for g in gateways), labels),
             sidecar=sidecar, services=services, outbound_policy=policy, gateways=gateways,
             hostnames=frozenset(svc.hostname for svc in services))
-        self._cache[key] = scope
-        return scope
+        return self.memo.put(SCOPES, key, scope)
 
     def virtual_service_for(self, host: str, proxy_namespace: str,
                             candidates: Sequence[VirtualServiceRec] | None = None) -> VirtualServiceRec | None:
@@ -399,14 +395,6 @@ class PushContext:
                 if r.namespace == want:
                     return r
         return visible[0] if visible else None
-
-
-def _endpoint_kept(key: tuple[object, ...], changed: frozenset[str] | None) -> bool:
-    """Whether a memo entry is one ClusterLoadAssignment (``(ENDPOINT, name, view)``) of a host not in ``changed``."""
-    if changed is None or len(key) != 3 or key[0] != xdstypes.ENDPOINT:
-        return False
-    name = key[1]
-    return isinstance(name, str) and name != "view" and name[name.rfind("|") + 1:] not in changed
 
 
 def _version(config: ConfigSnapshot, registry: RegistrySnapshot) -> str:

@@ -37,6 +37,7 @@ from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from meshplane.model.proxy import Proxy, ProxyType
 from meshplane.model.service import Endpoint, ServicePort
 from meshplane.translate.context import PushContext
+from meshplane.translate.memo import Slot
 
 EASTWEST_LABEL = ("istio", "eastwestgateway")
 EASTWEST_PORT = 15443
@@ -65,11 +66,14 @@ def parse_sni_name(name: str) -> tuple[int, str, str] | None:
     return int(parts[0]), parts[1], parts[2]
 
 
+# network -> east-west gateway addresses: from endpoints, so rebuilt after every push.
+_GATEWAYS: Slot[None, Mapping[str, tuple[tuple[str, int], ...]]] = Slot("eastwest-gateways")
+
+
 def network_gateways(ctx: PushContext) -> Mapping[str, tuple[tuple[str, int], ...]]:
     """network -> its east-west gateways' ``(address, port)``, from the registry (healthy endpoints labelled
     ``istio: eastwestgateway``). Memoised per push context (an endpoint change makes a new context)."""
-    key = ("eastwest-gateways",)
-    hit = ctx._cache.get(key)
+    hit = ctx.memo.get(_GATEWAYS, None)
     if hit is None:
         found: dict[str, set[tuple[str, int]]] = {}
         for host, eps in ctx.registry.endpoints.items():
@@ -82,9 +86,7 @@ def network_gateways(ctx: PushContext) -> Mapping[str, tuple[tuple[str, int], ..
                     continue
                 sp = svc.port(EASTWEST_PORT) if svc is not None else None
                 found.setdefault(net, set()).add((e.address, e.port_for(sp) if sp is not None else EASTWEST_PORT))
-        hit = {net: tuple(sorted(gws)) for net, gws in found.items()}
-        ctx._cache[key] = hit
-    assert isinstance(hit, dict)
+        hit = ctx.memo.put(_GATEWAYS, None, {net: tuple(sorted(gws)) for net, gws in found.items()})
     return hit
 
 

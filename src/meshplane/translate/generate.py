@@ -47,6 +47,7 @@ from meshplane.translate.endpoints import build_load_assignment
 from meshplane.translate.filters import http_connection_manager, tcp_proxy
 from meshplane.translate.hosts import host_matches, resolve_host
 from meshplane.translate.listeners import build_listeners, inbound_listeners, outbound_port_listeners
+from meshplane.translate.memo import Slot
 from meshplane.translate.routes import HTTP_PROXY_ROUTE, build_route_configs
 
 
@@ -59,27 +60,35 @@ class Resource(NamedTuple):
 Resources = tuple[Resource, ...]
 
 
+def _assignment_host(key: tuple[str, tuple[object, ...]]) -> str:
+    name = key[0]
+    return name[name.rfind("|") + 1:]
+
+
+# The memo's tables (translate.memo). Equal serialized resources are one Resource (bytes shared by every stream).
+_PACKED: Slot[tuple[str, str, str], Resource] = Slot("packed")
+# A view: the resources of one type for everything a proxy's output depends on (the key says what).
+_VIEWS: Slot[tuple[object, ...], Resources] = Slot("views")
+_VIEW_NAMES: Slot[int, tuple[Resources, frozenset[str]]] = Slot("view-names")
+# One ClusterLoadAssignment (False: the cluster has none) for (cluster name, endpoint view): it depends on its
+# host's endpoints only, so an endpoint push that names the changed hosts keeps every other host's.
+_ASSIGNMENTS: Slot[tuple[str, tuple[object, ...]], Resource | bool] = Slot("assignments", host_of=_assignment_host)
+_EDS_VIEWS: Slot[tuple[object, ...], Resources] = Slot("eds-views")
+_EDS_FEW: Slot[tuple[tuple[object, ...], frozenset[str]], Resources] = Slot("eds-few")
+
+
 def _pack(ctx: PushContext, type_url: str, name: str, msg: Message) -> Resource:
     data = msg.SerializeToString(deterministic=True)
     digest = hashlib.blake2b(data, digest_size=10).hexdigest()
-    key = ("packed", type_url, name, digest)
-    hit = ctx._cache.get(key)
+    key = (type_url, name, digest)
+    hit = ctx.memo.get(_PACKED, key)
     if hit is not None:
-        assert isinstance(hit, Resource)
         return hit
-    packed = any_pb2.Any(type_url=type_url, value=data)
-    res = Resource(name, digest, packed)
-    ctx._cache[key] = res
-    return res
+    return ctx.memo.put(_PACKED, key, Resource(name, digest, any_pb2.Any(type_url=type_url, value=data)))
 
 
 def _memo(ctx: PushContext, key: tuple[object, ...], build: Callable[[], Resources]) -> Resources:
-    hit = ctx._cache.get(key)
-    if hit is None:
-        hit = build()
-        ctx._cache[key] = hit
-    assert isinstance(hit, tuple)
-    return hit
+    return ctx.memo.get_or_build(_VIEWS, key, build)
 
 
 def _pack_all(ctx: PushContext, type_url: str, msgs: Iterable[Any]) -> Resources:
@@ -87,13 +96,10 @@ def _pack_all(ctx: PushContext, type_url: str, msgs: Iterable[Any]) -> Resources
 
 
 def _names_of(ctx: PushContext, view: Resources) -> frozenset[str]:
-    key = ("view-names", id(view))
-    hit = ctx._cache.get(key)
+    hit = ctx.memo.get(_VIEW_NAMES, id(view))
     if hit is None or hit[0] is not view:
-        hit = (view, frozenset(r.name for r in view))
-        ctx._cache[key] = hit
-    names: frozenset[str] = hit[1]
-    return names
+        hit = ctx.memo.put(_VIEW_NAMES, id(view), (view, frozenset(r.name for r in view)))
+    return hit[1]
 
 
 def _select(ctx: PushContext, view: Resources, names: Collection[str] | None) -> Sequence[Resource]:
@@ -190,12 +196,11 @@ def _endpoint_key(proxy: Proxy, scope: ProxyScope) -> tuple[object, ...]:
 
 
 def _load_assignment(name: str, proxy: Proxy, ctx: PushContext, view_key: tuple[object, ...]) -> Resource | None:
-    key = (xdstypes.ENDPOINT, name, view_key)
-    hit = ctx._cache.get(key)
+    key = (name, view_key)
+    hit = ctx.memo.get(_ASSIGNMENTS, key)
     if hit is None:
         cla = build_load_assignment(name, proxy, ctx)
-        hit = _pack(ctx, xdstypes.ENDPOINT, name, cla) if cla is not None else False
-        ctx._cache[key] = hit
+        hit = ctx.memo.put(_ASSIGNMENTS, key, _pack(ctx, xdstypes.ENDPOINT, name, cla) if cla is not None else False)
     return hit if isinstance(hit, Resource) else None
 
 
@@ -206,21 +211,19 @@ def _endpoints(proxy: Proxy, ctx: PushContext, scope: ProxyScope, names: Collect
         out = (_load_assignment(n, proxy, ctx, view_key) for n in sorted(set(eds_cluster_names(proxy, ctx))))
         return tuple(r for r in out if r is not None)
 
-    vkey = (xdstypes.ENDPOINT, "view", view_key)
-    view = ctx._cache.get(vkey)
-    wanted = None if names is None else names if isinstance(names, (set, frozenset)) else frozenset(names)
+    view = ctx.memo.get(_EDS_VIEWS, view_key)
+    wanted = None if names is None else names if isinstance(names, frozenset) else frozenset(names)
     if view is None and (wanted is None or len(wanted) > _FEW):
-        view = _memo(ctx, vkey, build)
-    if isinstance(view, tuple) and (wanted is None or wanted == _names_of(ctx, view)):
+        view = ctx.memo.get_or_build(_EDS_VIEWS, view_key, build)
+    if view is not None and (wanted is None or wanted == _names_of(ctx, view)):
         return view
     assert wanted is not None
     # An endpoint push asks every proxy for the same few names: equal views get the same tuple (so the ADS
     # layer encodes it once for all of them).
-    fkey = (xdstypes.ENDPOINT, "few", view_key, wanted)
-    few = ctx._cache.get(fkey)
+    few = ctx.memo.get(_EDS_FEW, (view_key, wanted))
     if few is None:
         found = (_load_assignment(n, proxy, ctx, view_key) for n in sorted(wanted))
-        few = ctx._cache[fkey] = tuple(r for r in found if r is not None)
+        few = ctx.memo.put(_EDS_FEW, (view_key, wanted), tuple(r for r in found if r is not None))
     return few
 
 

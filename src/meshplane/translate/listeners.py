@@ -37,6 +37,7 @@ from meshplane.translate.context import MESH_GATEWAY, PushContext
 from meshplane.translate.filters import http_connection_manager, tcp_proxy, tls_inspector
 from meshplane.translate.httproute import RouteScope
 from meshplane.translate.jwt import jwt_filter
+from meshplane.translate.memo import Slot
 from meshplane.translate.peerauthn import MtlsMode, downstream_tls, inbound_mtls_mode
 from meshplane.translate.routes import HTTP_PROXY_ROUTE
 from meshplane.translate.tcproute import service_tcp_targets, tls_chains
@@ -54,10 +55,16 @@ def _listener(name: str, ip: str, port: int, bind: bool = True) -> listener_pb2.
     return lst
 
 
+# (endpoint address, port) -> protocol: from endpoints, so rebuilt after every push.
+_INBOUND_PROTOCOLS: Slot[None, Mapping[tuple[str, int], Protocol]] = Slot("inbound-protocols")
+# Inbound HTTP security filters of a workload (by namespace and labels).
+_SECURITY_FILTERS: Slot[tuple[str, tuple[tuple[str, str], ...]], list[hcm_pb2.HttpFilter]] = Slot(
+    "inbound-security-filters")
+
+
 def _inbound_protocols(ctx: PushContext) -> Mapping[tuple[str, int], Protocol]:
     """(endpoint address, endpoint port) -> protocol of the service port that selects it."""
-    key = ("inbound-protocols",)
-    hit = ctx._cache.get(key)
+    hit = ctx.memo.get(_INBOUND_PROTOCOLS, None)
     if hit is None:
         table: dict[tuple[str, int], Protocol] = {}
         for host, eps in ctx.registry.endpoints.items():
@@ -67,8 +74,7 @@ def _inbound_protocols(ctx: PushContext) -> Mapping[tuple[str, int], Protocol]:
             for sp in svc.ports:
                 for e in eps:
                     table.setdefault((e.address, e.port_for(sp)), sp.protocol)
-        ctx._cache[key] = hit = table
-    assert isinstance(hit, dict)
+        hit = ctx.memo.put(_INBOUND_PROTOCOLS, None, table)
     return hit
 
 
@@ -89,14 +95,11 @@ def inbound_protocol(proxy: Proxy, ip: InboundPort, ctx: PushContext) -> Protoco
 
 def security_http_filters(proxy: Proxy, ctx: PushContext) -> list[hcm_pb2.HttpFilter]:
     """jwt_authn (RequestAuthentication), then ext_authz / RBAC (AuthorizationPolicy) for inbound HTTP."""
-    key = ("inbound-security-filters", proxy.namespace, tuple(sorted(proxy.labels.items())))
-    hit = ctx._cache.get(key)
-    if hit is None:
+    def build() -> list[hcm_pb2.HttpFilter]:
         jwt = jwt_filter(proxy, ctx)
-        hit = ([jwt] if jwt is not None else []) + authz_http_filters(proxy, ctx)
-        ctx._cache[key] = hit
-    assert isinstance(hit, list)
-    return hit
+        return ([jwt] if jwt is not None else []) + authz_http_filters(proxy, ctx)
+
+    return ctx.memo.get_or_build(_SECURITY_FILTERS, (proxy.namespace, tuple(sorted(proxy.labels.items()))), build)
 
 
 def _inbound_chains(proxy: Proxy, ip: InboundPort, ctx: PushContext,

@@ -26,6 +26,7 @@ from meshplane.model.proxy import InboundPort, Proxy
 from meshplane.model.resources import GroupResource
 from meshplane.translate.common import sds_secret
 from meshplane.translate.context import PushContext
+from meshplane.translate.memo import Slot
 from meshplane.translate.mesh import MeshSettings
 
 PEER_AUTHENTICATIONS = GroupResource("security.istio.io", "peerauthentications")
@@ -86,10 +87,14 @@ def _port_mode(spec: Mapping[str, Any], ports: Sequence[int]) -> MtlsMode | None
     return None
 
 
+# The effective inbound mTLS mode of a workload port: (namespace, labels, port, app port) -> mode.
+_MODES: Slot[tuple[str, tuple[tuple[str, str], ...], int, int], MtlsMode] = Slot("peer-authentication")
+
+
 def inbound_mtls_mode(proxy: Proxy, port: InboundPort, ctx: PushContext) -> MtlsMode:
-    key = ("peerauthn", proxy.namespace, tuple(sorted(proxy.labels.items())), port.port, port.app_port)
-    hit = ctx._cache.get(key)
-    if isinstance(hit, MtlsMode):
+    key = (proxy.namespace, tuple(sorted(proxy.labels.items())), port.port, port.app_port)
+    hit = ctx.memo.get(_MODES, key)
+    if hit is not None:
         return hit
     mode = MtlsMode.PERMISSIVE if ctx.mesh.inbound_mtls else MtlsMode.DISABLE
     mesh, ns, workload = selected_policies(ctx, PEER_AUTHENTICATIONS, proxy)
@@ -104,8 +109,7 @@ def inbound_mtls_mode(proxy: Proxy, port: InboundPort, ctx: PushContext) -> Mtls
         m = _port_mode(workload[0].get("spec") or {}, (port.app_port, port.port))
         if m is not None:
             mode = m
-    ctx._cache[key] = mode
-    return mode
+    return ctx.memo.put(_MODES, key, mode)
 
 
 def downstream_tls(mesh: MeshSettings, http: bool) -> tls_pb2.DownstreamTlsContext:

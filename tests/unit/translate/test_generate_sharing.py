@@ -12,7 +12,9 @@ from meshplane.model import xdstypes
 from meshplane.model.proxy import Locality, Proxy, proxy_from_node
 from meshplane.registry import registry_from_config
 from meshplane.translate import MeshSettings, build_push_context, generate
+from meshplane.translate import context as context_mod
 from meshplane.translate.clusters import build_clusters
+from meshplane.translate.generate import _ASSIGNMENTS, _EDS_FEW, _EDS_VIEWS
 from meshplane.translate.listeners import build_listeners
 
 ALL = (xdstypes.CLUSTER, xdstypes.LISTENER, xdstypes.ROUTE, xdstypes.ENDPOINT)
@@ -76,9 +78,9 @@ def test_an_endpoint_push_builds_only_the_named_assignments() -> None:
     ctx2 = ctx.with_registry(registry_from_config(snap2))
     name = f"outbound|9080||{fqdn('reviews')}"
     (res,) = generate(xdstypes.ENDPOINT, p, ctx2, [name])
-    built = [k for k in ctx2._cache if k and k[0] == xdstypes.ENDPOINT]
     # one assignment built (and the few-names answer memoized), no whole view
-    assert sorted(k[1] for k in built) == sorted([name, "few"])
+    assert [k[0] for k in ctx2.memo.entries(_ASSIGNMENTS)] == [name]
+    assert len(ctx2.memo.entries(_EDS_FEW)) == 1 and not ctx2.memo.entries(_EDS_VIEWS)
     assert res.version != next(r for r in generate(xdstypes.ENDPOINT, p, ctx) if r.name == name).version
     # Every proxy with the same view gets the same tuple for the push (encoded once by the ADS layer).
     assert generate(xdstypes.ENDPOINT, client(2), ctx2, [name]) is generate(xdstypes.ENDPOINT, p, ctx2, [name])
@@ -138,4 +140,5 @@ def test_an_endpoint_update_with_known_hosts_keeps_every_other_assignment() -> N
     assert b"127.0.9.9" in after[f"outbound|9080||{reviews}"].resource.value
     # Without the changed hosts nothing endpoint-bound is kept (the caller does not know what moved).
     ctx3 = ctx.with_registry(registry)
-    assert not [k for k in ctx3._cache if k and k[0] == xdstypes.ENDPOINT]
+    assert not ctx3.memo.entries(_ASSIGNMENTS)
+    assert ctx3.memo.entries(context_mod.SCOPES)  # what never depends on endpoints is kept
