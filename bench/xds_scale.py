@@ -640,11 +640,17 @@ class Child:
         self.proc = proc
 
     @classmethod
-    async def spawn(cls, role: str, args: argparse.Namespace, *extra: str) -> Child:
-        cmd = [sys.executable, os.path.abspath(__file__), "--role", role, "--services", str(args.services),
+    async def spawn(cls, role: str, args: argparse.Namespace, *extra: str, tree: str | None = None) -> Child:
+        """This script in ``role``; with ``tree``, that checkout's own copy of it, importing that checkout's code."""
+        script = os.path.join(tree, "bench", "xds_scale.py") if tree else os.path.abspath(__file__)
+        cmd = [sys.executable, script, "--role", role, "--services", str(args.services),
                "--endpoints", str(args.endpoints), "--changes", str(args.changes), "--quiet", str(args.quiet),
                "--max-delay", str(args.max_delay), "--concurrency", str(args.concurrency), *extra]
-        return await cls.exec(cmd)
+        env = None
+        if tree:
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+                [os.path.join(tree, "src"), tree, *filter(None, [os.environ.get("PYTHONPATH")])])}
+        return await cls.exec(cmd, env)
 
     @classmethod
     async def spawn_proxies(cls, args: argparse.Namespace, port: int, first: int, count: int) -> Child:
@@ -655,9 +661,9 @@ class Child:
         return await cls.spawn("proxies", args, *extra)
 
     @classmethod
-    async def exec(cls, cmd: list[str]) -> Child:
+    async def exec(cls, cmd: list[str], env: dict[str, str] | None = None) -> Child:
         proc = await asyncio.create_subprocess_exec(*cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                                    limit=1 << 24)
+                                                    limit=1 << 24, env=env)
         return cls(proc)
 
     def send(self, line: str) -> None:
@@ -696,10 +702,11 @@ def default_drivers() -> int:
     return max(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 2)
 
 
-async def measure(role: str, args: argparse.Namespace) -> dict[str, Any]:
-    """One server (meshplane or baseline) against ``args.drivers`` driver processes. Every timestamp is
-    ``time.perf_counter()`` (CLOCK_MONOTONIC on Linux: one clock for every process of the machine)."""
-    server = await Child.spawn(role, args)
+async def measure(role: str, args: argparse.Namespace, tree: str | None = None) -> dict[str, Any]:
+    """One server (meshplane or baseline; with ``tree``, another checkout's meshplane) against ``args.drivers``
+    driver processes. Every timestamp is ``time.perf_counter()`` (CLOCK_MONOTONIC on Linux: one clock for every
+    process of the machine)."""
+    server = await Child.spawn(role, args, tree=tree)
     drivers: list[Child] = []
     try:
         hello = await server.recv()
@@ -787,6 +794,10 @@ def main() -> None:
     ap.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    ap.add_argument("--against", metavar="TREE",
+                    help="also measure the meshplane of another checkout (e.g. a worktree at an older commit) in "
+                    "this run, alternating with this one --rounds times, and print this/that ratios")
+    ap.add_argument("--rounds", type=int, default=1, help="with --against: measurements of each, alternated")
     ap.add_argument("--no-baseline", action="store_true", help="measure meshplane only (while iterating)")
     ap.add_argument("--sovereign", action="store_true",
                     help="also serve the same S x E clusters to one real Envoy from meshplane and from sovereign "
@@ -808,6 +819,9 @@ def main() -> None:
             asyncio.run(_drive(args))
         return
     args.driver, args.driver_bin = resolve_driver(args.driver)  # one driver for both servers
+    if args.against:
+        against_tree(args)
+        return
     base = None if args.no_baseline else asyncio.run(measure("baseline", args))
     mesh = asyncio.run(measure("meshplane", args))
     base = base or mesh
@@ -838,6 +852,32 @@ def main() -> None:
         for k, m in sovereign["meshplane"].items():
             o = sovereign["sovereign"][k]
             print(f"{k:28} {m:12.3f} {o:12.3f} {o / m if m else float('nan'):8.2f}")
+
+
+def against_tree(args: argparse.Namespace) -> None:
+    """This checkout's meshplane against another's, alternated ``--rounds`` times in one run (same drivers, same
+    machine load): medians of each metric and their ratio (this / that)."""
+    tree = os.path.abspath(args.against)
+    ours: list[dict[str, Any]] = []
+    theirs: list[dict[str, Any]] = []
+    for _ in range(max(1, args.rounds)):
+        theirs.append(asyncio.run(measure("meshplane", args, tree=tree)))
+        ours.append(asyncio.run(measure("meshplane", args)))
+    med = {k: statistics.median(r[k] for r in ours) for k in ours[0]}
+    other = {k: statistics.median(r[k] for r in theirs) for k in theirs[0]}
+    ratio = {k: (med[k] / other[k] if other[k] else None) for k in med}
+    if args.json:
+        print(json.dumps({"params": {"S": args.services, "E": args.endpoints, "N": args.proxies,
+                                     "changes": args.changes, "rounds": args.rounds, "against": tree},
+                          "load_average": os.getloadavg(), "this": ours, "that": theirs, "ratio": ratio}, indent=2))
+        return
+    print(f"S={args.services} E={args.endpoints} N={args.proxies} changes={args.changes} rounds={args.rounds} "
+          f"driver={args.driver}; this checkout vs {tree} (medians); load average at the end "
+          + " ".join(f"{x:.2f}" for x in os.getloadavg()))
+    print(f"{'metric':28} {'this':>12} {'that':>12} {'this/that':>9}")
+    for k in med:
+        r = ratio[k]
+        print(f"{k:28} {med[k]:12.3f} {other[k]:12.3f} {'' if r is None else f'{r:9.2f}'}")
 
 
 def against_sovereign(args: argparse.Namespace) -> dict[str, dict[str, float]]:
