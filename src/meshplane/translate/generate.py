@@ -27,6 +27,7 @@ from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
+from meshplane.model import spec as istio
 from meshplane.model import xdstypes
 from meshplane.model.config import ConfigKey
 from meshplane.model.proxy import Proxy, ProxyType
@@ -36,6 +37,7 @@ from meshplane.translate.common import BLACKHOLE, PASSTHROUGH
 from meshplane.translate.context import (
     DESTINATION_RULES,
     GATEWAYS,
+    MESH_GATEWAY,
     SERVICE_ENTRIES,
     SIDECARS,
     VIRTUAL_SERVICES,
@@ -249,19 +251,18 @@ def generate(type_url: str, proxy: Proxy, ctx: PushContext,
 def _object_hosts(ctx: PushContext, key: ConfigKey) -> list[str] | None:
     """The hosts a changed object concerns, or None when unknown (e.g. deleted: be conservative)."""
     for obj in ctx.config.of(key.gr):
-        md = obj.raw.get("metadata") or {}
-        if md.get("name") == key.name and (md.get("namespace") or "default") == key.namespace:
-            spec = obj.raw.get("spec") or {}
-            suffix = ctx.mesh.domain_suffix
-            if key.gr == DESTINATION_RULES:
-                return [resolve_host(str(spec.get("host") or ""), key.namespace, suffix)]
-            if key.gr == VIRTUAL_SERVICES and spec.get("hosts"):
-                if [g for g in spec.get("gateways") or [] if g != "mesh"]:
-                    return None
-                return [resolve_host(str(h), key.namespace, suffix) for h in spec.get("hosts") or []]
-            if key.gr == SERVICE_ENTRIES:
-                return [str(h) for h in spec.get("hosts") or []]
-            return None
+        if obj.meta.name != key.name or obj.meta.namespace != key.namespace:
+            continue
+        suffix, spec = ctx.mesh.domain_suffix, obj.spec
+        if isinstance(spec, istio.DestinationRule):
+            return [resolve_host(spec.host or "", key.namespace, suffix)]
+        if isinstance(spec, istio.VirtualService) and spec.hosts:
+            if [g for g in spec.gateways if g != MESH_GATEWAY]:
+                return None
+            return [resolve_host(h, key.namespace, suffix) for h in spec.hosts]
+        if isinstance(spec, istio.ServiceEntry):
+            return list(spec.hosts)
+        return None
     return None
 
 
