@@ -21,11 +21,11 @@ from e2e_objects import service_entry
 from envoy_harness import Backend, Envoy, Harness, _base_ids, envoy_binary, loopback_host, sidecar_node_id, wait_until
 
 from meshplane.agent import build_bootstrap
+from meshplane.rpc.ca_service import CaClient, CaServer, CaService
+from meshplane.rpc.sds import SdsServer
 from meshplane.security import AuditTrail, CertificateAuthority, TokenIssuer, WorkloadKey
 from meshplane.store import GroupResource, MemoryStore
 from meshplane.xds import SyncState, XdsServer
-from meshplane.xds.ca_service import CaClient, CaServer, CaService
-from meshplane.xds.sds import SdsServer
 
 SEC = "security.istio.io"
 NET = "networking.istio.io"

@@ -30,9 +30,9 @@ from typing import Any
 from cryptography import x509
 
 from meshplane.agent.waits import pause
+from meshplane.rpc.ca_service import CaClient
+from meshplane.rpc.sds import SdsServer
 from meshplane.security import SpiffeId, WorkloadKey
-from meshplane.xds.ca_service import CaClient
-from meshplane.xds.sds import SdsServer
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import aiohttp
 
 from meshplane.agent.config import AgentConfig
 from meshplane.agent.waits import pause
-from meshplane.xds.sds import SdsServer
+from meshplane.rpc.sds import SdsServer
 
 log = logging.getLogger(__name__)
 

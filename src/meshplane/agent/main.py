@@ -39,10 +39,10 @@ from meshplane.agent.procs import record_for, write_json_atomic, write_record
 from meshplane.agent.registration import Registration, RegistrationError
 from meshplane.agent.waits import pause
 from meshplane.model.proxy import Locality
+from meshplane.rpc.ca_service import CaClient
+from meshplane.rpc.extauthz import ExtAuthzServer
+from meshplane.rpc.sds import SdsServer
 from meshplane.security import SpiffeId
-from meshplane.xds.ca_service import CaClient
-from meshplane.xds.extauthz import ExtAuthzServer
-from meshplane.xds.sds import SdsServer
 
 log = logging.getLogger("meshplane.agent")
 

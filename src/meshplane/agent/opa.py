@@ -3,7 +3,7 @@
 Why in the agent: ASM evaluates OPA policies beside the workload, so a decision costs no network hop and a policy
 applies to exactly the instances its ``workloadSelector`` picks. The agent reads the namespace's ASMOPAPolicies
 through the API every ``policy_poll_s`` (a list is cheap; the object set changes rarely), recompiles when their
-resourceVersions change, and answers checks from the ext_authz server (``meshplane.xds.extauthz``) with the current
+resourceVersions change, and answers checks from the ext_authz server (``meshplane.rpc.extauthz``) with the current
 set. Every deny is reported to the control plane's security audit trail (``opa.deny`` with the caller's SPIFFE
 id, this workload's id, method and path) from a bounded queue, so a flood of denies never blocks a check.
 """

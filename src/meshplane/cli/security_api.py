@@ -31,9 +31,9 @@ from aiohttp import web
 from meshplane.apiserver.app import STORE_KEY, USER
 from meshplane.apiserver.status import ApiError, bad_request
 from meshplane.model.resources import GroupResource
+from meshplane.rpc.ca_service import SecurityPlane
 from meshplane.security import InvalidIdentity, TokenRejected
 from meshplane.store import Store
-from meshplane.xds.ca_service import SecurityPlane
 
 GATEWAYS = GroupResource("networking.istio.io", "gateways")
 SECRETS = GroupResource("", "secrets")

@@ -29,9 +29,9 @@ from meshplane.apiserver.app import ApiServer, ApiServerSettings, serve
 from meshplane.cli.security_api import security_routes
 from meshplane.lanes import LanesController
 from meshplane.multicluster import MemberClusterController
+from meshplane.rpc.ca_service import SecurityPlane
 from meshplane.store.sqlite import SqliteStore
 from meshplane.translate.mesh import MeshSettings
-from meshplane.xds.ca_service import SecurityPlane
 from meshplane.xds.default_translator import DefaultTranslator
 from meshplane.xds.server import XdsServer
 from meshplane.xds.settings import XdsSettings

@@ -22,8 +22,8 @@ from meshplane.agent.certs import CertificateManager
 from meshplane.agent.config import AgentConfig
 from meshplane.agent.credentials import GatewayCredentials
 from meshplane.agent.opa import OpaPolicies
+from meshplane.rpc.sds import SdsServer
 from meshplane.security import SpiffeId
-from meshplane.xds.sds import SdsServer
 
 ME = "spiffe://cluster.local/ns/default/sa/web"
 

@@ -3,7 +3,7 @@ when changed."""
 
 from __future__ import annotations
 
-from meshplane.xds.sds import SdsServer
+from meshplane.rpc.sds import SdsServer
 
 
 def test_set_replaces_and_reports_changes() -> None:

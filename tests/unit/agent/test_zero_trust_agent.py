@@ -13,9 +13,9 @@ from meshplane.agent.certs import CertificateManager, socket_path
 from meshplane.agent.config import AgentConfig
 from meshplane.agent.registration import TLS_MODE_LABEL, workload_entry
 from meshplane.model.proxy import Locality
+from meshplane.rpc.ca_service import CaClient, CaServer, CaService
+from meshplane.rpc.sds import SdsServer
 from meshplane.security import AuditTrail, CertificateAuthority, SpiffeId, TokenIssuer
-from meshplane.xds.ca_service import CaClient, CaServer, CaService
-from meshplane.xds.sds import SdsServer
 
 
 def _clusters(doc: dict[str, object]) -> dict[str, dict[str, object]]:

@@ -12,10 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from _cancel_helpers import ended
-
 from meshplane.model.push import PushRequest
 from meshplane.xds.debounce import Debouncer
+from tests.support.cancel import ended
 
 
 async def test_a_cancel_arriving_with_a_change_stops_the_debouncer() -> None:

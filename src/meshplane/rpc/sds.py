@@ -1,13 +1,14 @@
 """An SDS server (State-of-the-World over gRPC) that hands one workload's certificate and trust bundle to its Envoy.
 
-Why here: gRPC lives only in ``meshplane.xds``; the agent hosts this server on a local Unix socket (so the private
-key never crosses the network and the socket's file mode is the access control), and the e2e tests host it
-in-process. Two secrets, with Istio's names: ``default`` (certificate chain + private key) and ``ROOTCA`` (the
-trust bundle as a validation context); on a gateway also the ``kubernetes://<credentialName>`` secrets its
-agent fetched from the control plane (:meth:`SdsServer.set_tls_secrets`). :meth:`SdsServer.update` replaces
-``default``/``ROOTCA`` and pushes the new version on every open stream: that is certificate renewal and root
-rotation. :meth:`SdsServer.wait_acked` lets a caller sequence a rotation (push the new bundle everywhere, wait for
-the ACKs, then the new certificates).
+Why in ``meshplane.rpc`` and not ``meshplane.xds``: it speaks the xDS protocol, but for one Envoy's own secrets;
+it has nothing of the control plane's push pipeline or translation. The agent hosts this server on a local Unix
+socket (so the private key never crosses the network and the socket's file mode is the access control), and the
+e2e tests host it in-process. Two secrets, with Istio's names: ``default`` (certificate chain + private key) and
+``ROOTCA`` (the trust bundle as a validation context); on a gateway also the ``kubernetes://<credentialName>``
+secrets its agent fetched from the control plane (:meth:`SdsServer.set_tls_secrets`). :meth:`SdsServer.update`
+replaces ``default``/``ROOTCA`` and pushes the new version on every open stream: that is certificate renewal and
+root rotation. :meth:`SdsServer.wait_acked` lets a caller sequence a rotation (push the new bundle everywhere, wait
+for the ACKs, then the new certificates).
 
 Protocol (xDS SotW): a request whose version and nonce match the last response is an ACK; one with
 ``error_detail`` is a NACK (logged, the secret is not re-sent until it changes); anything else (first request,

@@ -1,10 +1,10 @@
 """An Envoy ext_authz gRPC server (``envoy.service.auth.v3.Authorization/Check``) with the decision injected.
 
-Why here: gRPC lives only in ``meshplane.xds``. The agent hosts this server on a Unix socket next to its Envoy and
-injects the decision function (``meshplane.security.opa.PolicySet.decide`` over the ASMOPAPolicies selecting the
-workload); tests inject anything. The server turns a ``CheckRequest`` into OPA-Envoy's input (the caller's SPIFFE
-principal that Envoy took from the client certificate, method, path, host, headers), answers OK or
-PERMISSION_DENIED with an HTTP 403, and hands every deny to ``on_deny`` (the audit trail).
+Why in ``meshplane.rpc``: a gRPC service that Envoy calls, not part of xDS. The agent hosts this server on a Unix
+socket next to its Envoy and injects the decision function (``meshplane.security.opa.PolicySet.decide`` over the
+ASMOPAPolicies selecting the workload); tests inject anything. The server turns a ``CheckRequest`` into OPA-Envoy's
+input (the caller's SPIFFE principal that Envoy took from the client certificate, method, path, host, headers),
+answers OK or PERMISSION_DENIED with an HTTP 403, and hands every deny to ``on_deny`` (the audit trail).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Shared by the cancel tests of this folder (a result and a cancel delivered in the same event-loop step)."""
+"""Shared by the cancel tests (a result and a cancel delivered in the same event-loop step)."""
 
 from __future__ import annotations
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import asyncio
 
-from _cancel_helpers import ended
-
-from meshplane.xds.sds import SdsServer
+from meshplane.rpc.sds import SdsServer
+from tests.support.cancel import ended
 
 
 async def test_a_cancel_arriving_with_the_ack_stops_wait_acked() -> None:
