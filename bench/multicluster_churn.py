@@ -142,6 +142,7 @@ def _reply(obj: dict[str, Any]) -> None:
 async def _serve(args: argparse.Namespace) -> None:
     import logging
 
+    from meshplane.kube import KubeSourceFactory, SourceSettings
     from meshplane.multicluster import MEMBER_CLUSTERS, MemberClusterController
     from meshplane.store import MemoryStore
     from meshplane.xds import XdsServer, XdsSettings
@@ -154,7 +155,7 @@ async def _serve(args: argparse.Namespace) -> None:
     xds = XdsServer(store, XdsSettings(debounce_quiet=args.quiet, debounce_max=args.max_delay))
     port = await xds.start("127.0.0.1:0")
     _tune_gc()  # as `meshplane server` does once its store is loaded (member clusters sync after it)
-    ctl = MemberClusterController(store, xds, connect_timeout=30.0)
+    ctl = MemberClusterController(store, xds, source_factory=KubeSourceFactory(SourceSettings(request_timeout=30.0)))
     await ctl.start()
     for name, cfg in clusters.items():
         await store.create(MEMBER_CLUSTERS, {"apiVersion": "meshplane.io/v1", "kind": "MemberCluster",

@@ -44,6 +44,7 @@ from envoy_harness import Envoy, Harness, loopback_host, sidecar_node_id, wait_u
 from meshplane.api.kinds import default_registry
 from meshplane.apiserver.app import ApiServer, ApiServerSettings, serve
 from meshplane.cli.main import main as meshplane_cli
+from meshplane.kube import KubeSourceFactory, SourceSettings
 from meshplane.model.proxy import Locality
 from meshplane.multicluster import MEMBER_CLUSTERS, MemberClusterController
 from meshplane.store import MemoryStore
@@ -185,7 +186,9 @@ async def api_server(store: MemoryStore) -> AsyncIterator[str]:
 
 @contextlib.asynccontextmanager
 async def controller(store: MemoryStore, server: XdsServer) -> AsyncIterator[MemberClusterController]:
-    ctl = MemberClusterController(store, server, connect_timeout=10.0)  # as cli.serverproc wires it
+    # As cli.serverproc wires it.
+    ctl = MemberClusterController(store, server, backoff_max=15.0, source_factory=KubeSourceFactory(
+        SourceSettings(request_timeout=10.0, backoff_max=15.0)))
     await ctl.start()
     try:
         yield ctl

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from meshplane.kube import KubeSourceFactory, SourceSettings
 from meshplane.model.service import RegistrySnapshot, ShardKey
 from meshplane.multicluster import MEMBER_CLUSTERS, MemberClusterController
 from meshplane.registry import ServiceRegistry, aggregate
@@ -117,8 +118,9 @@ async def store() -> AsyncIterator[MemoryStore]:
 @contextlib.asynccontextmanager
 async def running(store: Store, **kw: Any) -> AsyncIterator[tuple[MemberClusterController, Hooks]]:
     hooks = Hooks()
-    ctl = MemberClusterController(store, hooks, connect_timeout=kw.pop("connect_timeout", 5.0),
-                                  backoff_max=kw.pop("backoff_max", 1.0))
+    backoff_max = kw.pop("backoff_max", 1.0)
+    settings = SourceSettings(request_timeout=kw.pop("connect_timeout", 5.0), backoff_max=backoff_max)
+    ctl = MemberClusterController(store, hooks, source_factory=KubeSourceFactory(settings), backoff_max=backoff_max)
     await ctl.start()
     try:
         yield ctl, hooks

@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from meshplane.kube import KubeSourceFactory, SourceSettings
 from meshplane.model.proxy import Locality
 from meshplane.multicluster import MEMBER_CLUSTERS, MemberClusterController
 from meshplane.store import MemoryStore
@@ -65,7 +66,8 @@ async def test_a_slice_change_is_an_endpoint_push_of_its_host_without_a_re_merge
     apis = [await FakeKubeApi(token=f"tok-{i}-s3cr3t-value").start() for i in range(2)]
     server = XdsServer(store, XdsSettings(debounce_quiet=0.01, debounce_max=0.05))
     await server.start("127.0.0.1:0")
-    ctl = MemberClusterController(store, server, connect_timeout=5.0, backoff_max=1.0)
+    ctl = MemberClusterController(store, server, backoff_max=1.0, source_factory=KubeSourceFactory(
+        SourceSettings(request_timeout=5.0, backoff_max=1.0)))
     await ctl.start()
     try:
         conn = Connection(delta=False, peer="test", translator=server.translator, send=_nothing)

@@ -27,6 +27,7 @@ from aiohttp import web
 from meshplane.api.kinds import default_registry
 from meshplane.apiserver.app import ApiServer, ApiServerSettings, serve
 from meshplane.cli.security_api import security_routes
+from meshplane.kube import KubeSourceFactory, SourceSettings
 from meshplane.lanes import LanesController
 from meshplane.multicluster import MemberClusterController
 from meshplane.rpc.ca_service import SecurityPlane
@@ -147,7 +148,9 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
         log.info("xDS serving on %s", xds_url)
     members: MemberClusterController | None = None
     if xds is not None:
-        members = MemberClusterController(store, xds, connect_timeout=10.0)
+        # Each member's requests time out after 10 s; failures back off up to 15 s.
+        members = MemberClusterController(store, xds, backoff_max=15.0, source_factory=KubeSourceFactory(
+            SourceSettings(request_timeout=10.0, backoff_max=15.0)))
         await members.start()
     api = ApiServer(store, default_registry(), ApiServerSettings(tokens=dict(opts.tokens or {})))
     if xds is not None:

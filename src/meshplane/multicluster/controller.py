@@ -32,7 +32,7 @@ import copy
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -41,6 +41,7 @@ from meshplane.model.proxy import Locality
 from meshplane.model.resources import GroupResource, JSONObject
 from meshplane.registry.aggregate import ServiceRegistry
 from meshplane.registry.kube_convert import ClusterDefaults
+from meshplane.registry.kube_source import SourceStatus
 from meshplane.store.errors import Conflict, Expired, NotFound, StoreError
 from meshplane.store.interface import Store
 from meshplane.store.types import EventType
@@ -61,6 +62,17 @@ class RegistryHooks(Protocol):
     def remove_registry(self, registry: ServiceRegistry) -> None: ...
 
     def registry_changed(self, reason: str = ...) -> None: ...
+
+
+class SourceFactory(Protocol):
+    """Builds the registry source of one Kubernetes member: a ServiceRegistry with ``async run()`` that keeps it
+    current until cancelled (and, optionally, ``scrub(text)`` to remove credentials from a message).
+
+    Production wires ``meshplane.kube.KubeSourceFactory`` in ``cli.serverproc``, so this package knows no
+    Kubernetes client; tests may pass their own."""
+
+    def __call__(self, defaults: ClusterDefaults, kubeconfig: str, selectors: list[Mapping[str, Any]],
+                 on_change: Callable[[str], None], on_status: Callable[[SourceStatus], None]) -> Any: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,15 +137,14 @@ def render_status(old: Mapping[str, Any] | None, state: MemberState, generation:
 class MemberClusterController:
     """Watches MemberCluster objects in ``store``; runs one registry source per Kubernetes member.
 
-    ``source_factory(defaults, kubeconfig, selectors, on_change, on_status)`` builds a source (default:
-    :class:`~meshplane.registry.kube.KubeClusterSource`); tests may pass their own.
+    ``source_factory(defaults, kubeconfig, selectors, on_change, on_status)`` builds a member's source (see
+    :class:`SourceFactory`); ``backoff_max`` bounds the pause before a source that failed outright is run again.
     """
 
-    def __init__(self, store: Store, hooks: RegistryHooks, *, connect_timeout: float = 10.0,
-                 backoff_max: float = 15.0, source_factory: Any = None, stop_timeout: float = 10.0) -> None:
+    def __init__(self, store: Store, hooks: RegistryHooks, *, source_factory: SourceFactory,
+                 backoff_max: float = 15.0, stop_timeout: float = 10.0) -> None:
         self._store = store
         self._hooks = hooks
-        self._connect_timeout = connect_timeout
         self._backoff_max = backoff_max
         self._stop_timeout = stop_timeout
         self._factory = source_factory
@@ -261,7 +272,7 @@ class MemberClusterController:
             if self._members.get(member.name) is member:
                 self._hooks.registry_changed(reason)
 
-        def on_status(status: Any) -> None:
+        def on_status(status: SourceStatus) -> None:
             if self._members.get(member.name) is not member:
                 return
             self._set_state(member, MemberState(
@@ -270,13 +281,7 @@ class MemberClusterController:
                 "Synced" if status.synced else "Syncing",
             ))
 
-        if self._factory is not None:
-            return self._factory(defaults, kubeconfig, selectors, on_change, on_status)
-        from meshplane.registry.kube import KubeClusterSource, SourceSettings
-
-        settings = SourceSettings(request_timeout=self._connect_timeout, backoff_max=self._backoff_max)
-        return KubeClusterSource(defaults, kubeconfig, discovery_selectors=selectors, on_change=on_change,
-                                 on_status=on_status, settings=settings)
+        return self._factory(defaults, kubeconfig, selectors, on_change, on_status)
 
     async def _run_member(self, member: _Member) -> None:
         """Run the source; should it ever fail outright, report it and start it again after a pause."""

@@ -1,7 +1,7 @@
 """Pure conversion of Kubernetes objects (Services, EndpointSlices, Pods, Nodes, Namespaces) into mesh
 Services and Endpoints, and the per-cluster index that keeps that conversion incremental.
 
-Why separate from :mod:`meshplane.registry.kube`: the watch loop does I/O and is tested against a fake API
+Why separate from the watch loop (:mod:`meshplane.kube.source`): that does I/O and is tested against a fake API
 server; everything here is plain functions over JSON-shaped objects (``dict``, as the API sends them), unit-tested
 without a network. Following Istio's kube controller (pilot/pkg/serviceregistry/kube/controller): a Service is
 named ``NAME.NAMESPACE.svc.DOMAIN`` in every cluster (namespace sameness), its endpoints come from the

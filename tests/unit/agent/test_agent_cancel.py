@@ -3,7 +3,7 @@
 Why: on Python 3.11 ``asyncio.wait_for`` returned the awaited result instead of raising when the cancel and the
 result arrived in the same event-loop step (CPython gh-86296). These loops waited for ``stop`` that way, so a
 cancel that met ``stop.set()`` was lost: the loop returned as if it had simply been stopped (or, had ``stop`` not
-been set, ran on). Each case delivers both in one step on purpose, as tests/unit/registry/test_kube_cancel.py does
+been set, ran on). Each case delivers both in one step on purpose, as tests/unit/kube/test_kube_cancel.py does
 for the Kubernetes reflector, and expects the task to end cancelled.
 """
 

@@ -3,7 +3,7 @@
 Why: on Python 3.11 ``asyncio.wait_for`` returned the awaited result instead of raising when the cancel and the
 result arrived in the same event-loop step (CPython gh-86296); ``wait_acked`` then returned as if nothing had
 happened and its caller (the agent's certificate loop) ran on. The ACK and the cancel are delivered in one step on
-purpose here, as tests/unit/registry/test_kube_cancel.py does for the Kubernetes reflector.
+purpose here, as tests/unit/kube/test_kube_cancel.py does for the Kubernetes reflector.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Why: on Python 3.11 ``asyncio.wait_for`` returned the awaited result instead of raising when the cancel and the
 result arrived in the same event-loop step (CPython gh-86296). The loop waited for ``stop``/``wake`` that way, so
 such a cancel was lost and the loop reconciled on. The coincidence is made on purpose here, as
-tests/unit/registry/test_kube_cancel.py does for the Kubernetes reflector. No process is started: the server
+tests/unit/kube/test_kube_cancel.py does for the Kubernetes reflector. No process is started: the server
 start and the reconcile are stubbed.
 """
 

@@ -4,7 +4,7 @@ Why: on Python 3.11 ``asyncio.wait_for`` returned the awaited result instead of 
 result arrived in the same event-loop step (CPython gh-86296). The debouncer waited for the next change of a burst
 that way, so a change and ``stop()``'s cancel in one step lost the cancel: the debouncer ran on and ``stop()`` (the
 xDS server's shutdown) never returned. These tests make that coincidence happen on purpose (as
-tests/unit/registry/test_kube_cancel.py does for the Kubernetes reflector).
+tests/unit/kube/test_kube_cancel.py does for the Kubernetes reflector).
 """
 
 from __future__ import annotations

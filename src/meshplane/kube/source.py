@@ -1,21 +1,16 @@
-"""The Kubernetes source: one member cluster's Services, EndpointSlices, Pods, Nodes and Namespaces, kept current
-by list+watch, seen by the mesh as a :class:`~meshplane.registry.ServiceRegistry`.
+"""The Kubernetes client side of a member cluster: list+watch of its Services, EndpointSlices, Pods, Nodes and
+Namespaces, fed into the pure :class:`~meshplane.registry.kube_source.KubeRegistry`.
 
 Why this shape (client-go's reflector, as Istio's kube controller uses it): each kind has its own reflector task
 that lists, then watches from the list's resourceVersion; a dropped stream resumes from the last resourceVersion
 it saw; a 410 Gone (in the response or as an in-stream ERROR event) means the resume point is compacted, so it
 relists and replaces what it had. Every request has a timeout and failures back off exponentially, so an
-unreachable or silent API server only ever stalls its own tasks. The conversion itself is pure and lives in
-:mod:`meshplane.registry.kube_convert`; this module only moves objects from the wire into the
-:class:`~meshplane.registry.kube_convert.ClusterIndex`.
+unreachable or silent API server only ever stalls its own tasks. What the mesh sees of the cluster, its sync
+state and what changed are the registry's (:mod:`meshplane.registry.kube_source`); this module only moves objects
+from the wire into it. Credentials (the kubeconfig and its token) are never logged: error messages are scrubbed
+of them before they reach a log line or the status.
 
-Until every kind has been listed once the source reports no services and no endpoints (a half-listed cluster,
-e.g. slices without their pods, would program wrong labels); after that, a lost connection keeps the last known
-endpoints, as Istio does. Credentials (the kubeconfig and its token) are never logged: error messages are
-scrubbed of them before they reach a log line or the status.
-
-This module and its helpers are the only ones that import the Kubernetes client library (``kubernetes_asyncio``);
-raw JSON is read from the client's response (``_preload_content=False``) so objects are never deserialized into
+Raw JSON is read from the client's response (``_preload_content=False``) so objects are never deserialized into
 the client's model classes.
 """
 
@@ -27,13 +22,13 @@ import json
 import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
-import yaml
 from kubernetes_asyncio import client as kclient
 from kubernetes_asyncio import config as kconfig
 
+from meshplane.kube.kubeconfig import KubeSourceError, parse_kubeconfig, secrets_of
 from meshplane.model.service import Endpoint, Service
 from meshplane.registry.kube_convert import (
     ENDPOINT_SLICES,
@@ -42,14 +37,12 @@ from meshplane.registry.kube_convert import (
     NODES,
     PODS,
     SERVICES,
-    Change,
     ClusterDefaults,
     ClusterIndex,
 )
+from meshplane.registry.kube_source import KubeRegistry, SourceStatus
 
 log = logging.getLogger(__name__)
-
-SOURCE = "Kubernetes"
 
 PATHS: dict[str, str] = {
     NAMESPACES: "/api/v1/namespaces",
@@ -60,19 +53,8 @@ PATHS: dict[str, str] = {
 }
 
 
-class KubeSourceError(Exception):
-    """A request to a member cluster's API server failed; the message is safe to show (no credentials)."""
-
-
 class _Gone(Exception):
     """410: the resourceVersion to resume from is no longer available; relist."""
-
-
-@dataclass(frozen=True, slots=True)
-class SourceStatus:
-    connected: bool = False
-    synced: bool = False
-    error: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,33 +66,13 @@ class SourceSettings:
     page_size: int = 500
 
 
-def _secrets_of(kubeconfig: Mapping[str, Any]) -> list[str]:
-    """Every credential-looking value of a kubeconfig, to scrub from messages."""
-    out: list[str] = []
-    for user in kubeconfig.get("users") or []:
-        u = user.get("user") if isinstance(user, Mapping) else None
-        if isinstance(u, Mapping):
-            for key in ("token", "password", "client-key-data", "client-certificate-data"):
-                if u.get(key):
-                    out.append(str(u[key]))
-    return [s for s in out if len(s) >= 4]
-
-
-def parse_kubeconfig(text: str) -> dict[str, Any]:
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise KubeSourceError("kubeconfig is not valid YAML") from e
-    if not isinstance(doc, dict) or not doc.get("clusters"):
-        raise KubeSourceError("kubeconfig has no clusters")
-    return doc
-
-
 class KubeClusterSource:
-    """Implements :class:`~meshplane.registry.ServiceRegistry` for one Kubernetes member cluster.
+    """One Kubernetes member cluster: a :class:`~meshplane.registry.aggregate.IncrementalRegistry` (the pure
+    :class:`~meshplane.registry.kube_source.KubeRegistry` it feeds, as :attr:`registry`) that ``run()`` keeps
+    current until cancelled.
 
-    ``run()`` keeps the source current until cancelled; ``on_change(reason)`` is called after each change that
-    alters services or endpoints (once synced), ``on_status(status)`` whenever connectivity or sync changes.
+    ``on_change(reason)`` is called after each change that alters services or endpoints (once synced),
+    ``on_status(status)`` whenever connectivity or sync changes.
     """
 
     def __init__(
@@ -123,22 +85,13 @@ class KubeClusterSource:
         on_status: Callable[[SourceStatus], None] | None = None,
         settings: SourceSettings | None = None,
     ) -> None:
-        self._defaults = defaults
         self._kubeconfig = kubeconfig
-        self._index = ClusterIndex(defaults, discovery_selectors)
-        self._on_change = on_change
         self._on_status = on_status
+        self.registry = KubeRegistry(defaults, discovery_selectors, on_change=on_change,
+                                     on_status=self._status_changed)
         self.settings = settings or SourceSettings()
         self._secrets: list[str] = []
-        self._listed: set[str] = set()
-        self._errors: dict[str, str] = {}
-        self._contacted = False
-        self._status = SourceStatus()
         self._synced_event = asyncio.Event()
-        # What changed since ``take_changes`` was last called: hosts whose endpoints moved, or "services may
-        # differ" (first sync, a Service or Namespace change), which calls for a full re-merge.
-        self._changed_hosts: set[str] = set()
-        self._services_changed = True
         # Counters, for tests and benchmarks.
         self.lists = 0
         self.relists_after_gone = 0
@@ -146,39 +99,34 @@ class KubeClusterSource:
         self.events = 0
         self.resource_versions: dict[str, str | None] = {}
 
-    # --- ServiceRegistry -----------------------------------------------------------------------------------
+    # --- ServiceRegistry (the registry's) --------------------------------------------------------------------
 
     @property
     def cluster_id(self) -> str:
-        return self._defaults.cluster_id
+        return self.registry.cluster_id
 
     @property
     def source(self) -> str:
-        return SOURCE
+        return self.registry.source
 
     def services(self) -> Sequence[Service]:
-        return self._index.services() if self._status.synced else ()
+        return self.registry.services()
 
     def endpoints(self) -> Mapping[str, Sequence[Endpoint]]:
-        return self._index.endpoints() if self._status.synced else {}
+        return self.registry.endpoints()
 
     def take_changes(self) -> frozenset[str] | None:
-        """:class:`~meshplane.registry.aggregate.IncrementalRegistry`: hosts whose endpoints changed since the
-        last call, or None when services may have changed (the pipeline then re-merges everything)."""
-        services, hosts = self._services_changed, frozenset(self._changed_hosts)
-        self._services_changed = False
-        self._changed_hosts.clear()
-        return None if services else hosts
+        return self.registry.take_changes()
 
     # --- state ---------------------------------------------------------------------------------------------
 
     @property
     def status(self) -> SourceStatus:
-        return self._status
+        return self.registry.status
 
     @property
     def index(self) -> ClusterIndex:
-        return self._index
+        return self.registry.index
 
     async def wait_synced(self) -> None:
         await self._synced_event.wait()
@@ -188,45 +136,14 @@ class KubeClusterSource:
             text = text.replace(s, "<redacted>")
         return text
 
-    def _set_status(self) -> None:
-        error = next(iter(self._errors.values()), "")
-        new = SourceStatus(connected=self._contacted and not self._errors, synced=self._status.synced or
-                           self._listed >= set(KINDS), error=error)
-        if new == self._status:
-            return
-        became_synced = new.synced and not self._status.synced
-        self._status = new
-        if became_synced:
-            self._services_changed = True
+    def _status_changed(self, status: SourceStatus) -> None:
+        if status.synced:
             self._synced_event.set()
         if self._on_status is not None:
-            self._on_status(new)
-        if became_synced:
-            self._notify(f"cluster {self.cluster_id} synced")
-
-    def _notify(self, reason: str) -> None:
-        if self._status.synced and self._on_change is not None:
-            self._on_change(reason)
-
-    def _applied(self, kind: str, change: Change) -> None:
-        if change:
-            if change.services:
-                self._services_changed = True
-            self._changed_hosts.update(change.hosts)
-            self._notify(f"{self.cluster_id}/{kind}")
-
-    def _ok(self, kind: str) -> None:
-        self._contacted = True
-        if kind in self._errors:
-            del self._errors[kind]
-        self._set_status()
+            self._on_status(status)
 
     def _fail(self, kind: str, exc: BaseException) -> None:
-        msg = self.scrub(_describe(exc))
-        if self._errors.get(kind) != msg:
-            log.warning("cluster %s: %s: %s", self.cluster_id, kind, msg)
-        self._errors[kind] = msg
-        self._set_status()
+        self.registry.failed(kind, self.scrub(_describe(exc)))
 
     # --- the loop ------------------------------------------------------------------------------------------
 
@@ -238,7 +155,7 @@ class KubeClusterSource:
             while api is None:
                 try:
                     doc = parse_kubeconfig(self._kubeconfig)
-                    self._secrets = _secrets_of(doc)
+                    self._secrets = secrets_of(doc)
                     api = await kconfig.new_client_from_config_dict(doc)
                 except Exception as e:
                     for kind in KINDS:
@@ -266,11 +183,8 @@ class KubeClusterSource:
                 if self.resource_versions.get(kind) is None:
                     items, rv = await self._list(api, kind)
                     self.lists += 1
-                    self._listed.add(kind)
                     self.resource_versions[kind] = rv
-                    change = self._index.replace(kind, items)
-                    self._ok(kind)
-                    self._applied(kind, change)
+                    self.registry.listed(kind, items)
                 await self._watch(api, kind)
                 self.watch_resumes += 1
                 delay = self.settings.backoff_min
@@ -336,7 +250,7 @@ class KubeClusterSource:
         timeout = (self.settings.request_timeout, self.settings.watch_timeout + self.settings.request_timeout)
         async with asyncio.timeout(self.settings.request_timeout):
             resp = await self._request(api, kind, query, timeout)
-        self._ok(kind)
+        self.registry.reached(kind)
         try:
             while True:
                 line = await resp.content.readline()
@@ -355,7 +269,7 @@ class KubeClusterSource:
                 new_rv = str((obj.get("metadata") or {}).get("resourceVersion") or "")
                 if etype != "BOOKMARK":
                     self.events += 1
-                    self._applied(kind, self._index.apply(kind, etype, obj))
+                    self.registry.event(kind, etype, obj)
                 if new_rv:
                     self.resource_versions[kind] = new_rv
         except (ConnectionError, asyncio.IncompleteReadError) as e:
@@ -375,3 +289,16 @@ def _describe(exc: BaseException) -> str:
         return "timed out waiting for the API server"
     text = str(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {text}"[:400]
+
+
+@dataclass(frozen=True, slots=True)
+class KubeSourceFactory:
+    """Builds one :class:`KubeClusterSource` per member cluster, all with ``settings``: the
+    ``meshplane.multicluster.SourceFactory`` that ``cli.serverproc`` gives the member-cluster controller."""
+
+    settings: SourceSettings = field(default_factory=SourceSettings)
+
+    def __call__(self, defaults: ClusterDefaults, kubeconfig: str, selectors: list[Mapping[str, Any]],
+                 on_change: Callable[[str], None], on_status: Callable[[SourceStatus], None]) -> KubeClusterSource:
+        return KubeClusterSource(defaults, kubeconfig, discovery_selectors=selectors, on_change=on_change,
+                                 on_status=on_status, settings=self.settings)

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from meshplane.kube import KubeClusterSource
 from meshplane.model.proxy import Locality
-from meshplane.registry.kube import KubeClusterSource
 from meshplane.registry.kube_convert import NODES, ClusterDefaults
 
 
