@@ -16,9 +16,9 @@ from typing import Any
 from meshplane.kube import KubeSourceFactory, SourceSettings
 from meshplane.model.proxy import Locality
 from meshplane.multicluster import MEMBER_CLUSTERS, MemberClusterController
+from meshplane.registry import aggregator as aggregator_mod
 from meshplane.store import MemoryStore
 from meshplane.xds import XdsServer, XdsSettings
-from meshplane.xds import server as server_mod
 from meshplane.xds.connection import Connection
 from tests.integration.test_multicluster_support import (
     FakeKubeApi,
@@ -54,13 +54,13 @@ async def _until(server: XdsServer, pred: Callable[[], bool], what: str) -> None
 
 async def test_a_slice_change_is_an_endpoint_push_of_its_host_without_a_re_merge(monkeypatch: Any) -> None:
     merges: list[int] = []
-    real = server_mod.aggregate
+    real = aggregator_mod.aggregate
 
     def counting(sources: Any) -> Any:
         merges.append(1)
         return real(sources)
 
-    monkeypatch.setattr(server_mod, "aggregate", counting)
+    monkeypatch.setattr(aggregator_mod, "aggregate", counting)
     store = MemoryStore()
     await store.start()
     apis = [await FakeKubeApi(token=f"tok-{i}-s3cr3t-value").start() for i in range(2)]

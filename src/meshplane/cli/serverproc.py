@@ -32,7 +32,7 @@ from meshplane.lanes import LanesController
 from meshplane.multicluster import MemberClusterController
 from meshplane.rpc.ca_service import SecurityPlane
 from meshplane.store.sqlite import SqliteStore
-from meshplane.translate.mesh import MeshSettings
+from meshplane.translate import MeshSettings
 from meshplane.xds.default_translator import DefaultTranslator
 from meshplane.xds.server import XdsServer
 from meshplane.xds.settings import XdsSettings

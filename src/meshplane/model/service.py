@@ -110,6 +110,12 @@ class Service:
         return "*" in self.export_to or namespace in self.export_to
 
 
+# An endpoint with this label is its network's east-west gateway (Istio's ``istio: eastwestgateway``). Here, like
+# the snapshot, because both ``registry`` (a gateway moving is a full push) and ``translate`` (multi-network EDS)
+# read it.
+EASTWEST_LABEL = ("istio", "eastwestgateway")
+
+
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     """One instance of a service: where it is and what it is. ``ports`` maps service port names to the

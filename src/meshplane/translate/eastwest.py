@@ -35,11 +35,10 @@ from envoy.config.core.v3 import address_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 
 from meshplane.model.proxy import Proxy, ProxyType
-from meshplane.model.service import Endpoint, ServicePort
+from meshplane.model.service import EASTWEST_LABEL, Endpoint, ServicePort
 from meshplane.translate.context import PushContext
 from meshplane.translate.memo import Slot
 
-EASTWEST_LABEL = ("istio", "eastwestgateway")
 EASTWEST_PORT = 15443
 NETWORK_LABEL = "topology.istio.io/network"
 CLUSTER_LABEL = "topology.istio.io/cluster"

@@ -1,6 +1,6 @@
 """The xDS engine: ADS over gRPC (State-of-the-World and Delta) and the push pipeline that feeds it.
 
-Only this package imports gRPC. Public surface:
+With ``meshplane.rpc`` (the gRPC services that are not xDS) the only package that imports gRPC. Public surface:
 
 - :class:`XdsServer` (``start(address) -> port``, ``stop(grace)``, ``proxy_status()``, ``add_registry``,
   ``registry_changed``, ``wait_idle``) and :class:`XdsSettings`;

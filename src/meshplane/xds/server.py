@@ -1,27 +1,25 @@
 """XdsServer: the push pipeline and the ADS gRPC server, wired together.
 
     store watch ─► ConfigController ─► Debouncer (quiet period, max delay)
-                                            │ flush: ConfigSnapshot + RegistrySnapshot
+                                            │ flush: ConfigSnapshot; RegistryAggregator.update -> RegistryUpdate
                                             ▼
-                      full change: new immutable PushContext  │  endpoints only (WorkloadEntries, or a source's
-                                                              │  take_changes()): ServiceEntrySource.update
-                                                              │  recomputes the services whose selectors match the
-                                                              │  changed entries; update_shard per changed shard +
-                                                              │  ctx.with_registry(changed hosts)
+                      full change: new immutable PushContext  │  endpoints only (the update names the hosts):
+                       (Translator.build_context)             │  Translator.with_registry(changed hosts)
                                             ▼
               per-connection merged PushQueue ─► push workers (max_concurrent_pushes) ─► Connection.push
                                                    (a watchdog ends a push that outlives send_timeout)
 
 Why this shape: it is Istio's pipeline (pilot/pkg/xds), which keeps the cost of a change proportional to what
 changed: bursts merge in debounce, a proxy queued twice is pushed once, endpoint changes send only the
-ClusterLoadAssignments of the hosts whose endpoints changed, and computing them costs O(changed) (the ServiceEntry
-source is kept between flushes, like Istio's EndpointShards; a member cluster's source reports the hosts it changed,
-``IncrementalRegistry``, so no flush re-merges or diffs the whole mesh). With no proxy connected nothing is built at
-all after start-up: the state is marked stale and built when the first proxy asks (``state``), so bulk writes
-through the API do not pay for push contexts nobody reads. Pushes run on a fixed pool of worker tasks, and one
-watchdog enforces the send timeout: an endpoint change pushes to every proxy, and a task plus a timer per push
-cost about a tenth of the server's time per change at a thousand proxies. Registry sources beyond the
-ServiceEntry source (member clusters) are added with :meth:`XdsServer.add_registry` and report changes with
+ClusterLoadAssignments of the hosts whose endpoints changed, and computing them costs O(changed) (the registry side
+is ``meshplane.registry.aggregator``: it keeps the sources between flushes and tells the server which hosts
+changed, so no flush re-merges or diffs the whole mesh). The server knows translation only through the
+:class:`~meshplane.xds.translator.Translator` seam. With no proxy connected nothing is built at all after
+start-up: the state is marked stale and built when the first proxy asks (``state``), so bulk writes through the
+API do not pay for push contexts nobody reads. Pushes run on a fixed pool of worker tasks, and one watchdog
+enforces the send timeout: an endpoint change pushes to every proxy, and a task plus a timer per push cost about a
+tenth of the server's time per change at a thousand proxies. Registry sources beyond the ServiceEntry source
+(member clusters) are added with :meth:`XdsServer.add_registry` and report changes with
 :meth:`XdsServer.registry_changed`.
 """
 
@@ -29,17 +27,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
 
 import grpc
 
 from meshplane.model.config import ConfigSnapshot
 from meshplane.model.push import PushRequest
-from meshplane.model.service import RegistrySnapshot, ShardKey
-from meshplane.registry import ServiceEntrySource, ServiceRegistry, aggregate, diff_endpoints
-from meshplane.registry.aggregate import take_changes, update_shard
+from meshplane.model.service import RegistrySnapshot
+from meshplane.registry import RegistryAggregator, ServiceRegistry
 from meshplane.store.interface import Store
-from meshplane.translate.eastwest import EASTWEST_LABEL
 from meshplane.xds.ads import AdsHandler
 from meshplane.xds.connection import Connection, PushState, WriteBudget
 from meshplane.xds.controller import WORKLOAD_ENTRIES, ConfigController
@@ -75,13 +70,10 @@ class XdsServer:
         self._queue: PushQueue[Connection] = PushQueue()
         self._budget = WriteBudget(WRITE_BUDGET_BYTES)
         self._connections: dict[str, Connection] = {}
-        self._registries: list[ServiceRegistry] = []
+        self._registries = RegistryAggregator(self.settings.cluster_id)
         self._config = ConfigSnapshot(0)
-        self._registry = RegistrySnapshot()
         self._state: PushState | None = None
         self._stale = True  # config changed since ``_state`` was built (built on demand when no proxy is connected)
-        self._source: ServiceEntrySource | None = None
-        self._registries_dirty = True
         self._epoch = 0
         self._server: grpc.aio.Server | None = None
         self._workers: list[asyncio.Task[None]] = []
@@ -92,7 +84,6 @@ class XdsServer:
         self.full_pushes = 0
         self.eds_pushes = 0
         self.context_builds = 0  # full PushContext builds
-        self.registry_updates = 0  # incremental (endpoint-only) registry updates
         self.deferred_flushes = 0  # flushes with no proxy connected: nothing built
 
     # --- lifecycle ---------------------------------------------------------------------------------------
@@ -165,13 +156,11 @@ class XdsServer:
 
     def add_registry(self, registry: ServiceRegistry) -> None:
         """Add a source of services and endpoints (e.g. a member cluster); pushes once debounced."""
-        self._registries.append(registry)
-        self._registries_dirty = True
+        self._registries.add(registry)
         self.registry_changed("registry added")
 
     def remove_registry(self, registry: ServiceRegistry) -> None:
-        self._registries = [r for r in self._registries if r is not registry]
-        self._registries_dirty = True
+        self._registries.remove(registry)
         self.registry_changed("registry removed")
 
     def registry_changed(self, reason: str = "registry") -> None:
@@ -216,7 +205,12 @@ class XdsServer:
     def registry(self) -> RegistrySnapshot:
         if self._stale:
             self._rebuild(full=True)
-        return self._registry
+        return self._registries.snapshot
+
+    @property
+    def registry_updates(self) -> int:
+        """Registry updates applied incrementally (endpoint-only, no merge of the mesh)."""
+        return self._registries.incremental_updates
 
     async def wait_idle(self) -> None:
         """Return once every change seen so far has been debounced and pushed (tests, benchmarks)."""
@@ -234,60 +228,22 @@ class XdsServer:
     def _on_config_change(self, request: PushRequest) -> None:
         self._debouncer.add(request)
 
-    def _registry_for(self, config: ConfigSnapshot) -> tuple[RegistrySnapshot, frozenset[str] | None]:
-        """The registry for ``config`` and the hosts whose endpoints changed, computed from what changed:
-        None when services may have changed (a full aggregate was needed)."""
-        cluster_id = self.settings.cluster_id
-        hosts: frozenset[str] | None = None
-        if self._source is None or self._source.cluster_id != cluster_id:
-            self._source = ServiceEntrySource(config, cluster_id)
-        else:
-            hosts = self._source.update(config)
-        # Every source is asked on every flush, so what it reports is never applied twice.
-        changes = [take_changes(r) for r in self._registries]
-        if (hosts is not None and not self._registries_dirty and self._state is not None
-                and all(c is not None for c in changes)):
-            registry, changed = self._registry, set(hosts)
-            if hosts:
-                shard = ShardKey(cluster_id, self._source.source)
-                registry = update_shard(registry, shard, {h: self._source.endpoints_of(h) for h in hosts})
-            for source, source_hosts in zip(self._registries, changes, strict=True):
-                if source_hosts:
-                    eps = source.endpoints()
-                    registry = update_shard(registry, ShardKey(source.cluster_id, source.source),
-                                            {h: eps.get(h, ()) for h in source_hosts})
-                    changed |= source_hosts
-            if changed:
-                self.registry_updates += 1
-            return registry, frozenset(changed)
-        self._registries_dirty = False
-        sources: Sequence[ServiceRegistry] = [self._source, *self._registries]
-        return aggregate(sources), None
-
     def _rebuild(self, *, full: bool) -> PushRequest | None:
-        """Take a new ConfigSnapshot and RegistrySnapshot; build the next push state. Returns what to push."""
+        """Take a new ConfigSnapshot and ask the registry for its update; build the next push state. Returns what
+        to push (None: nothing changed)."""
         config = self._controller.snapshot()
-        old_registry = self._registry
-        registry, hosts = self._registry_for(config)
         previous = self._state if not self._stale else None
         self._stale = False
-        endpoints_only = previous is not None and not full and (
-            registry.services is old_registry.services or registry.services == old_registry.services)
-        if endpoints_only:
-            if hosts is None:
-                hosts = diff_endpoints(old_registry, registry)
-            if not hosts:
-                self._config, self._registry = config, registry
-                return None
-            # An east-west gateway's own endpoints moving changes the EDS of every service sent through it, not
-            # only of the gateway's host: that is a full push.
-            endpoints_only = not _moves_a_gateway(old_registry, registry, hosts)
-        self._config, self._registry = config, registry
-        if endpoints_only and previous is not None and hosts:
-            ctx = self._translator.with_registry(previous.ctx, registry, hosts)
+        update = self._registries.update(config, full=full or previous is None)
+        self._config = config
+        hosts = update.hosts
+        if hosts is not None and not hosts:
+            return None
+        if previous is not None and hosts:
+            ctx = self._translator.with_registry(previous.ctx, update.snapshot, hosts)
             request = PushRequest(full=False, endpoints_updated=hosts)
         else:
-            ctx = self._translator.build_context(config, registry)
+            ctx = self._translator.build_context(config, update.snapshot)
             self.context_builds += 1
             request = PushRequest(full=True)
         self._epoch += 1
@@ -369,13 +325,3 @@ class XdsServer:
                     self._expired.add(worker)
                     worker.cancel()
 
-
-def _moves_a_gateway(old: RegistrySnapshot, new: RegistrySnapshot, hosts: frozenset[str]) -> bool:
-    """Whether any of ``hosts`` has (or had) an east-west gateway among its endpoints."""
-    key, value = EASTWEST_LABEL
-    return any(
-        e.labels.get(key) == value
-        for host in hosts
-        for snapshot in (old, new)
-        for e in snapshot.endpoints_of(host)
-    )

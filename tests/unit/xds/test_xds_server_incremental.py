@@ -199,26 +199,26 @@ class _Source:
 
 
 async def test_a_source_reporting_its_changed_hosts_is_updated_without_a_re_merge(monkeypatch: Any) -> None:
-    from meshplane.xds import server as server_mod
+    from meshplane.registry import aggregator as aggregator_mod
 
     store = MemoryStore()
     await store.start()
     merges: list[int] = []
-    real = server_mod.aggregate
+    real = aggregator_mod.aggregate
 
     def counting(sources: Any) -> Any:
         merges.append(1)
         return real(sources)
 
     diffs: list[int] = []
-    real_diff = server_mod.diff_endpoints
+    real_diff = aggregator_mod.diff_endpoints
 
     def counting_diff(old: Any, new: Any) -> Any:
         diffs.append(1)
         return real_diff(old, new)
 
-    monkeypatch.setattr(server_mod, "aggregate", counting)
-    monkeypatch.setattr(server_mod, "diff_endpoints", counting_diff)
+    monkeypatch.setattr(aggregator_mod, "aggregate", counting)
+    monkeypatch.setattr(aggregator_mod, "diff_endpoints", counting_diff)
     source = _Source([fqdn(f"r{i}") for i in range(5)])
     server = XdsServer(store, XdsSettings(debounce_quiet=0.01, debounce_max=0.05))
     await server.start("127.0.0.1:0")
