@@ -38,6 +38,7 @@ from typing import Any
 import yaml
 
 from meshplane.model.proxy import Locality, proxy_from_node
+from meshplane.model.spec import decode_object
 from meshplane.translate.trafficlabel import context_prefix, inbound_script, outbound_script
 
 HOST = "127.0.0.1"
@@ -152,9 +153,10 @@ def run(n: int) -> dict[str, Any]:
     proxy = proxy_from_node("sidecar~127.0.0.1~mocka-v2.default~default.svc.cluster.local",
                             {"NAMESPACE": "default", "LABELS": {"app": "mocka", "ASM_TRAFFIC_TAG": "v2"},
                              "INSTANCE_IPS": "127.0.0.1"}, Locality("", "", ""))
-    label = {"metadata": {"name": "tl", "namespace": "default"}, "spec": {"rules": [{"labels": [
-        {"name": "x-app-name", "valueFrom": ["$getExternalInboundRequestHeader(appname, x-request-id)"]},
-        {"name": "x-colour", "valueFrom": ["$getLabel(ASM_TRAFFIC_TAG)"]}]}]}}
+    label = decode_object("istio.alibabacloud.com", "TrafficLabel", {
+        "metadata": {"name": "tl", "namespace": "default"}, "spec": {"rules": [{"labels": [
+            {"name": "x-app-name", "valueFrom": ["$getExternalInboundRequestHeader(appname, x-request-id)"]},
+            {"name": "x-colour", "valueFrom": ["$getLabel(ASM_TRAFFIC_TAG)"]}]}]}})
     out_script = outbound_script(proxy, [label], [])
     in_script = inbound_script(proxy, [label])
     assert out_script and in_script

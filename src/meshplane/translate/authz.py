@@ -32,9 +32,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TypeVar
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import address_pb2, config_source_pb2
@@ -46,8 +46,9 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.matcher.v3 import metadata_pb2, path_pb2, regex_pb2, string_pb2, value_pb2
 
-from meshplane.model.config import JSONObject
+from meshplane.model import spec as istio
 from meshplane.model.proxy import Proxy
+from meshplane.model.spec import AuthorizationAction, ConfigObject
 from meshplane.translate.common import duration, pack
 from meshplane.translate.context import AUTHORIZATION_POLICIES, PushContext
 from meshplane.translate.jwt import JWT_FILTER, PAYLOAD_KEY
@@ -61,29 +62,26 @@ EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
 DRY_RUN = "istio.io/dry-run"
 EXT_AUTHZ_PREFIX = "istio-ext-authz"
 EXT_AUTHZ_SHADOW_STAT = "istio_ext_authz_"
-DRY_RUN_STAT = {"DENY": "istio_dry_run_deny_", "ALLOW": "istio_dry_run_allow_"}
+DRY_RUN_STAT = {AuthorizationAction.DENY: "istio_dry_run_deny_", AuthorizationAction.ALLOW: "istio_dry_run_allow_"}
 
 
 @dataclass(frozen=True, slots=True)
 class Policy:
+    """One AuthorizationPolicy as the filters need it: identity, effective action, dry run, rules, provider."""
+
     namespace: str
     name: str
-    action: str  # ALLOW | DENY | AUDIT | CUSTOM
+    action: AuthorizationAction
     dry_run: bool
-    rules: tuple[Mapping[str, Any], ...] | None  # None: no ``rules`` field
+    rules: tuple[istio.Rule, ...]
     provider: str = ""
 
 
-def _policy(obj: JSONObject) -> Policy:
-    md = obj.get("metadata") or {}
-    spec = obj.get("spec") or {}
-    ann = md.get("annotations") or {}
-    rules = spec.get("rules")
-    return Policy(str(md.get("namespace") or "default"), str(md.get("name") or ""),
-                  str(spec.get("action") or "ALLOW").upper(),
-                  str(ann.get(DRY_RUN, "")).lower() == "true",
-                  tuple(r if isinstance(r, Mapping) else {} for r in rules) if isinstance(rules, list) else None,
-                  str((spec.get("provider") or {}).get("name") or ""))
+def _policy(obj: ConfigObject[istio.AuthorizationPolicy]) -> Policy:
+    spec = obj.spec
+    return Policy(obj.meta.namespace, obj.meta.name, spec.action or AuthorizationAction.ALLOW,
+                  obj.meta.annotations.get(DRY_RUN, "").lower() == "true", spec.rules,
+                  (spec.provider.name if spec.provider is not None else None) or "")
 
 
 # The policies selecting a workload (by namespace and labels).
@@ -92,8 +90,8 @@ _POLICIES: Slot[tuple[str, tuple[tuple[str, str], ...]], list[Policy]] = Slot("a
 
 def policies_for(proxy: Proxy, ctx: PushContext) -> list[Policy]:
     def build() -> list[Policy]:
-        mesh, ns, workload = selected_policies(ctx, AUTHORIZATION_POLICIES, proxy)
-        return [_policy(o) for o in (*mesh, *ns, *workload)]
+        levels = selected_policies(ctx, AUTHORIZATION_POLICIES, proxy, istio.AuthorizationPolicy)
+        return [_policy(o) for o in levels.all()]
 
     return ctx.memo.get_or_build(_POLICIES, (proxy.namespace, tuple(sorted(proxy.labels.items()))), build)
 
@@ -211,133 +209,148 @@ def _method(value: str) -> rbac_pb2.Permission:
     return rbac_pb2.Permission(header=_header_matcher(":method", value))
 
 
-def _port(value: Any) -> rbac_pb2.Permission:
+def _port(value: str) -> rbac_pb2.Permission:
     return rbac_pb2.Permission(destination_port=int(value))
+
+
+def _direct_remote_ip(value: str) -> rbac_pb2.Principal:
+    return rbac_pb2.Principal(direct_remote_ip=_cidr(value))
+
+
+def _remote_ip(value: str) -> rbac_pb2.Principal:
+    return rbac_pb2.Principal(remote_ip=_cidr(value))
 
 
 # ---- rules --------------------------------------------------------------------------------------------------
 
-_SOURCE_FIELDS: dict[str, Callable[[str], rbac_pb2.Principal]] = {
-    "principals": _source_principal,
-    "requestPrincipals": _request_principal,
-    "namespaces": _source_namespace,
-    "ipBlocks": lambda v: rbac_pb2.Principal(direct_remote_ip=_cidr(v)),
-    "remoteIpBlocks": lambda v: rbac_pb2.Principal(remote_ip=_cidr(v)),
-}
-_OPERATION_FIELDS: dict[str, Callable[[Any], rbac_pb2.Permission]] = {
-    "hosts": _host,
-    "methods": _method,
-    "paths": _path,
-    "ports": _port,
-}
+M = TypeVar("M")
+# One field of a source, operation or condition: its values, its negated values, and the matcher of one value.
+_Field = tuple[tuple[str, ...], tuple[str, ...], Callable[[str], M]]
 
 
-def _field_principals(source: Mapping[str, Any]) -> list[rbac_pb2.Principal]:
-    out: list[rbac_pb2.Principal] = []
-    for fname, build in _SOURCE_FIELDS.items():
-        values = [str(v) for v in source.get(fname) or []]
+def _fields(fields: Iterable[_Field[M]], any_of: Callable[[Sequence[M]], M], negate: Callable[[M], M]) -> list[M]:
+    """Every field must match (one of its values suffices); a negated field must match none of its values."""
+    out: list[M] = []
+    for values, negated, build in fields:
         if values:
-            out.append(_principal_any([build(v) for v in values]))
-        negated = [str(v) for v in source.get("not" + fname[0].upper() + fname[1:]) or []]
+            out.append(any_of([build(v) for v in values]))
         if negated:
-            out.append(rbac_pb2.Principal(not_id=_principal_any([build(v) for v in negated])))
+            out.append(negate(any_of([build(v) for v in negated])))
     return out
 
 
-def _field_permissions(op: Mapping[str, Any]) -> list[rbac_pb2.Permission]:
-    out: list[rbac_pb2.Permission] = []
-    for fname, build in _OPERATION_FIELDS.items():
-        values = list(op.get(fname) or [])
-        if values:
-            out.append(_permission_any([build(v) for v in values]))
-        negated = list(op.get("not" + fname[0].upper() + fname[1:]) or [])
-        if negated:
-            out.append(rbac_pb2.Permission(not_rule=_permission_any([build(v) for v in negated])))
-    return out
+def _not_principal(p: rbac_pb2.Principal) -> rbac_pb2.Principal:
+    return rbac_pb2.Principal(not_id=p)
+
+
+def _not_permission(p: rbac_pb2.Permission) -> rbac_pb2.Permission:
+    return rbac_pb2.Permission(not_rule=p)
+
+
+def _principals(fields: Iterable[_Field[rbac_pb2.Principal]]) -> list[rbac_pb2.Principal]:
+    return _fields(fields, _principal_any, _not_principal)
+
+
+def _permissions(fields: Iterable[_Field[rbac_pb2.Permission]]) -> list[rbac_pb2.Permission]:
+    return _fields(fields, _permission_any, _not_permission)
+
+
+def _source(s: istio.Source) -> rbac_pb2.Principal:
+    return _principal_all(_principals((
+        (s.principals, s.not_principals, _source_principal),
+        (s.request_principals, s.not_request_principals, _request_principal),
+        (s.namespaces, s.not_namespaces, _source_namespace),
+        (s.ip_blocks, s.not_ip_blocks, _direct_remote_ip),
+        (s.remote_ip_blocks, s.not_remote_ip_blocks, _remote_ip))))
+
+
+def _operation(op: istio.Operation) -> rbac_pb2.Permission:
+    return _permission_all(_permissions((
+        (op.hosts, op.not_hosts, _host),
+        (op.methods, op.not_methods, _method),
+        (op.paths, op.not_paths, _path),
+        (op.ports, op.not_ports, _port))))
 
 
 _CLAIMS = re.compile(r"^request\.auth\.claims\[(.+)\]$")
 _HEADERS = re.compile(r"^request\.headers\[(.+)\]$")
+_PRINCIPAL_KEYS: dict[str, Callable[[str], rbac_pb2.Principal]] = {
+    "source.ip": _direct_remote_ip,
+    "remote.ip": _remote_ip,
+    "source.namespace": _source_namespace,
+    "source.principal": _source_principal,
+    "request.auth.principal": _request_principal,
+    "request.auth.audiences": lambda v: _claim("aud", v),
+    "request.auth.presenter": lambda v: _claim("azp", v),
+}
+_PERMISSION_KEYS: dict[str, Callable[[str], rbac_pb2.Permission]] = {
+    "destination.ip": lambda v: rbac_pb2.Permission(destination_ip=_cidr(v)),
+    "destination.port": _port,
+    "connection.sni": lambda v: rbac_pb2.Permission(requested_server_name=_string(v)),
+}
 
 
-def _condition(key: str, value: str) -> rbac_pb2.Principal | rbac_pb2.Permission | None:
+def _principal_key(key: str) -> Callable[[str], rbac_pb2.Principal] | None:
+    """The matcher of one value of a ``when`` key about the caller or the request; None for other keys."""
     if m := _HEADERS.match(key):
-        return _header(m.group(1), value)
+        name = m.group(1)
+        return lambda v: _header(name, v)
     if m := _CLAIMS.match(key):
-        return _claim(m.group(1).replace("][", "."), value)
-    if key == "source.ip":
-        return rbac_pb2.Principal(direct_remote_ip=_cidr(value))
-    if key == "remote.ip":
-        return rbac_pb2.Principal(remote_ip=_cidr(value))
-    if key == "source.namespace":
-        return _source_namespace(value)
-    if key == "source.principal":
-        return _source_principal(value)
-    if key == "request.auth.principal":
-        return _request_principal(value)
-    if key == "request.auth.audiences":
-        return _claim("aud", value)
-    if key == "request.auth.presenter":
-        return _claim("azp", value)
-    if key == "destination.ip":
-        return rbac_pb2.Permission(destination_ip=_cidr(value))
-    if key == "destination.port":
-        return _port(value)
-    if key == "connection.sni":
-        return rbac_pb2.Permission(requested_server_name=_string(value))
+        claim = m.group(1).replace("][", ".")
+        return lambda v: _claim(claim, v)
+    return _PRINCIPAL_KEYS.get(key)
+
+
+def _when(cond: istio.Condition) -> tuple[list[rbac_pb2.Principal], list[rbac_pb2.Permission]] | None:
+    """A ``when`` condition as principals or permissions (values, then notValues); None for an unknown key."""
+    key = cond.key or ""
+    principal = _principal_key(key)
+    if principal is not None:
+        return _principals([(cond.values, cond.not_values, principal)]), []
+    permission = _PERMISSION_KEYS.get(key)
+    if permission is not None:
+        return [], _permissions([(cond.values, cond.not_values, permission)])
     return None
 
 
-def _combine(items: list[Any], negate: bool) -> Any:
-    if isinstance(items[0], rbac_pb2.Principal):
-        one = _principal_any(items)
-        return rbac_pb2.Principal(not_id=one) if negate else one
-    onep = _permission_any(items)
-    return rbac_pb2.Permission(not_rule=onep) if negate else onep
-
-
-def rule_policy(rule: Mapping[str, Any], action: str) -> rbac_pb2.Policy | None:
+def rule_policy(rule: istio.Rule, action: AuthorizationAction) -> rbac_pb2.Policy | None:
     """One AuthorizationPolicy rule as one Envoy RBAC policy; None when the rule can never be proven (ALLOW with an
     unsupported condition)."""
     principals: list[rbac_pb2.Principal] = []
     permissions: list[rbac_pb2.Permission] = []
-    sources = [(f or {}).get("source") or {} for f in rule.get("from") or [] if isinstance(f, Mapping)]
-    if sources:
-        principals.append(_principal_any([_principal_all(_field_principals(s)) for s in sources]))
-    ops = [(t or {}).get("operation") or {} for t in rule.get("to") or [] if isinstance(t, Mapping)]
-    if ops:
-        permissions.append(_permission_any([_permission_all(_field_permissions(o)) for o in ops]))
-    for cond in rule.get("when") or []:
-        if not isinstance(cond, Mapping):
+    if rule.from_:
+        principals.append(_principal_any([_source(f.source or istio.Source()) for f in rule.from_]))
+    if rule.to:
+        permissions.append(_permission_any([_operation(t.operation or istio.Operation()) for t in rule.to]))
+    for cond in rule.when:
+        built = _when(cond)
+        if built is None:
+            if action is AuthorizationAction.ALLOW and (cond.values or cond.not_values):
+                return None
             continue
-        key = str(cond.get("key") or "")
-        for values, negate in ((cond.get("values"), False), (cond.get("notValues"), True)):
-            if not values:
-                continue
-            built = [_condition(key, str(v)) for v in values]
-            if any(b is None for b in built):
-                if action == "ALLOW":
-                    return None
-                continue
-            combined = _combine(built, negate)
-            (principals if isinstance(combined, rbac_pb2.Principal) else permissions).append(combined)
+        principals += built[0]
+        permissions += built[1]
     return rbac_pb2.Policy(principals=[_principal_all(principals)], permissions=[_permission_all(permissions)])
 
 
 def _rbac_policies(pols: Sequence[Policy], name_prefix: str = "") -> dict[str, rbac_pb2.Policy]:
     out: dict[str, rbac_pb2.Policy] = {}
     for p in pols:
-        for i, rule in enumerate(p.rules or ()):
-            built = rule_policy(rule, p.action if p.action != "CUSTOM" else "DENY")
+        # A CUSTOM rule's conditions are read as a DENY rule's: an unprovable condition widens the match.
+        action = AuthorizationAction.DENY if p.action is AuthorizationAction.CUSTOM else p.action
+        for i, rule in enumerate(p.rules):
+            built = rule_policy(rule, action)
             if built is not None:
                 out[f"{name_prefix}ns[{p.namespace}]-policy[{p.name}]-rule[{i}]"] = built
     return out
 
 
-_ACTIONS = {"ALLOW": rbac_pb2.RBAC.ALLOW, "DENY": rbac_pb2.RBAC.DENY, "AUDIT": rbac_pb2.RBAC.LOG}
+_ACTIONS = {AuthorizationAction.ALLOW: rbac_pb2.RBAC.ALLOW, AuthorizationAction.DENY: rbac_pb2.RBAC.DENY,
+            AuthorizationAction.AUDIT: rbac_pb2.RBAC.LOG}
 
 
-def _rbac_filter(action: str, enforced: Sequence[Policy], shadow: Sequence[Policy]) -> hcm_pb2.HttpFilter:
+def _rbac_filter(action: AuthorizationAction, enforced: Sequence[Policy],
+                 shadow: Sequence[Policy]) -> hcm_pb2.HttpFilter:
     cfg = http_rbac_pb2.RBAC()
     if enforced:
         cfg.rules.action = _ACTIONS[action]
@@ -374,21 +387,26 @@ def _custom_filters(custom: Sequence[Policy], provider: ExtAuthzProvider) -> lis
             hcm_pb2.HttpFilter(name=EXT_AUTHZ_FILTER, typed_config=pack(ea))]
 
 
+def _custom(pols: Sequence[Policy]) -> list[Policy]:
+    """The enforced CUSTOM policies (a dry-run CUSTOM policy does nothing)."""
+    return [p for p in pols if p.action is AuthorizationAction.CUSTOM and not p.dry_run]
+
+
 def authz_http_filters(proxy: Proxy, ctx: PushContext) -> list[hcm_pb2.HttpFilter]:
     """The RBAC / ext_authz filters for ``proxy``'s inbound HTTP chains, CUSTOM then DENY, ALLOW, AUDIT."""
     pols = policies_for(proxy, ctx)
     out: list[hcm_pb2.HttpFilter] = []
-    custom = [p for p in pols if p.action == "CUSTOM" and not p.dry_run]
+    custom = _custom(pols)
     if custom:
         provider = ctx.mesh.ext_authz_provider(custom[0].provider)
         if provider is not None:
             out.extend(_custom_filters([p for p in custom if p.provider == provider.name], provider))
         else:
             # An unknown provider must not silently open the door: deny what the CUSTOM rules match.
-            out.append(_rbac_filter("DENY", custom, []))
-    for action in ("DENY", "ALLOW", "AUDIT"):
-        enforced = [p for p in pols if p.action == action and not p.dry_run]
-        shadow = [p for p in pols if p.action == action and p.dry_run and action != "AUDIT"]
+            out.append(_rbac_filter(AuthorizationAction.DENY, custom, []))
+    for action in (AuthorizationAction.DENY, AuthorizationAction.ALLOW, AuthorizationAction.AUDIT):
+        enforced = [p for p in pols if p.action is action and not p.dry_run]
+        shadow = [p for p in pols if p.action is action and p.dry_run and action is not AuthorizationAction.AUDIT]
         if enforced or shadow:
             # Every RBAC filter keeps the canonical name: Envoy writes its dynamic metadata under it.
             out.append(_rbac_filter(action, enforced, shadow))
@@ -398,7 +416,7 @@ def authz_http_filters(proxy: Proxy, ctx: PushContext) -> list[hcm_pb2.HttpFilte
 
 def ext_authz_clusters(proxy: Proxy, ctx: PushContext) -> list[cluster_pb2.Cluster]:
     """A static HTTP/2 cluster for the CUSTOM provider ``proxy`` uses (if any)."""
-    custom = [p for p in policies_for(proxy, ctx) if p.action == "CUSTOM" and not p.dry_run]
+    custom = _custom(policies_for(proxy, ctx))
     provider = ctx.mesh.ext_authz_provider(custom[0].provider) if custom else None
     if provider is None:
         return []

@@ -10,7 +10,9 @@ from envoy.type.v3 import percent_pb2
 from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import Message
 
-from meshplane.model.spec import Duration, parse_duration
+from meshplane.model.labels import labels_match
+from meshplane.model.proxy import Proxy
+from meshplane.model.spec import Duration, ObjectMeta, ServiceEntryWorkloadSelector, parse_duration
 from meshplane.translate.mesh import MeshSettings
 
 
@@ -103,3 +105,9 @@ def cluster_name(direction: str, port: int, subset: str = "", host: str = "") ->
 BLACKHOLE = "BlackHoleCluster"
 PASSTHROUGH = "PassthroughCluster"
 INBOUND_PASSTHROUGH = "InboundPassthroughCluster"
+
+
+def selects_workload(meta: ObjectMeta, selector: ServiceEntryWorkloadSelector | None, proxy: Proxy) -> bool:
+    """ASM's workload selection (TrafficLabel, ASMHeaderPropagation, ASMOPAPolicy): an object applies to the proxies
+    of its own namespace whose labels match its ``workloadSelector.labels``; without a selector, to all of them."""
+    return meta.namespace == proxy.namespace and labels_match(selector.labels if selector else {}, proxy.labels)

@@ -13,15 +13,13 @@ JWKS: inline (``jwks``) or fetched by Envoy from ``jwksUri`` through a static cl
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
 from urllib.parse import urlsplit
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
-from meshplane.model.config import JSONObject
+from meshplane.model import spec as istio
 from meshplane.model.proxy import Proxy
 from meshplane.model.resources import GroupResource
 from meshplane.translate.common import duration, pack
@@ -33,49 +31,56 @@ JWT_FILTER = "envoy.filters.http.jwt_authn"
 PAYLOAD_KEY = "payload"
 
 
-def jwt_rules(proxy: Proxy, ctx: PushContext) -> list[Mapping[str, Any]]:
-    mesh, ns, workload = selected_policies(ctx, REQUEST_AUTHENTICATIONS, proxy)
-    out: list[Mapping[str, Any]] = []
-    objs: list[JSONObject] = [*mesh, *ns, *workload]
-    for obj in objs:
-        out.extend(r for r in (obj.get("spec") or {}).get("jwtRules") or [] if isinstance(r, Mapping))
-    return out
+def jwt_rules(proxy: Proxy, ctx: PushContext) -> list[istio.JWTRule]:
+    """The rules of every RequestAuthentication selecting ``proxy``: mesh, namespace, then workload level."""
+    levels = selected_policies(ctx, REQUEST_AUTHENTICATIONS, proxy, istio.RequestAuthentication)
+    return [rule for obj in levels.all() for rule in obj.spec.jwt_rules]
 
 
-def _jwks_target(uri: str) -> tuple[str, str, int] | None:
-    parts = urlsplit(uri)
+def _jwks_target(rule: istio.JWTRule) -> tuple[str, str, int] | None:
+    """(cluster, host, port) Envoy fetches the rule's remote JWKS through; None when its keys are inline, or it has
+    no ``jwksUri``, or the URI is not plain HTTP."""
+    if rule.jwks or not rule.jwks_uri:
+        return None
+    parts = urlsplit(rule.jwks_uri)
     if parts.scheme != "http" or not parts.hostname:
         return None
     port = parts.port or 80
     return f"jwks|{parts.hostname}|{port}", parts.hostname, port
 
 
-def jwt_filter(proxy: Proxy, ctx: PushContext) -> hcm_pb2.HttpFilter | None:
-    rules = jwt_rules(proxy, ctx)
-    if not rules:
+def _provider(rule: istio.JWTRule) -> jwt_pb2.JwtProvider | None:
+    """One rule as a jwt_authn provider; None when it has no usable key source (it could verify nothing)."""
+    prov = jwt_pb2.JwtProvider(issuer=rule.issuer or "")
+    prov.audiences.extend(rule.audiences)
+    prov.forward = bool(rule.forward_original_token)
+    prov.payload_in_metadata = PAYLOAD_KEY
+    for h in rule.from_headers:
+        if h.name:
+            prov.from_headers.add(name=h.name, value_prefix=h.prefix or "")
+    prov.from_params.extend(rule.from_params)
+    if rule.jwks:
+        prov.local_jwks.inline_string = rule.jwks
+        return prov
+    target = _jwks_target(rule)
+    if target is None:
         return None
+    remote = prov.remote_jwks
+    remote.http_uri.uri = rule.jwks_uri or ""
+    remote.http_uri.cluster = target[0]
+    remote.http_uri.timeout.CopyFrom(duration(5))
+    remote.cache_duration.CopyFrom(duration(300))
+    remote.async_fetch.fast_listener = False
+    return prov
+
+
+def jwt_filter(proxy: Proxy, ctx: PushContext) -> hcm_pb2.HttpFilter | None:
     cfg = jwt_pb2.JwtAuthentication()
     names: list[str] = []
-    for i, rule in enumerate(rules):
-        prov = jwt_pb2.JwtProvider(issuer=str(rule.get("issuer") or ""))
-        prov.audiences.extend(str(a) for a in rule.get("audiences") or [])
-        prov.forward = bool(rule.get("forwardOriginalToken"))
-        prov.payload_in_metadata = PAYLOAD_KEY
-        for h in rule.get("fromHeaders") or []:
-            if isinstance(h, Mapping) and h.get("name"):
-                prov.from_headers.add(name=str(h["name"]), value_prefix=str(h.get("prefix") or ""))
-        prov.from_params.extend(str(p) for p in rule.get("fromParams") or [])
-        if rule.get("jwks"):
-            prov.local_jwks.inline_string = str(rule["jwks"])
-        elif rule.get("jwksUri") and (target := _jwks_target(str(rule["jwksUri"]))) is not None:
-            remote = prov.remote_jwks
-            remote.http_uri.uri = str(rule["jwksUri"])
-            remote.http_uri.cluster = target[0]
-            remote.http_uri.timeout.CopyFrom(duration(5))
-            remote.cache_duration.CopyFrom(duration(300))
-            remote.async_fetch.fast_listener = False
-        else:
-            continue  # no usable key source: this rule cannot verify anything
+    for i, rule in enumerate(jwt_rules(proxy, ctx)):
+        prov = _provider(rule)
+        if prov is None:
+            continue
         name = f"origins-{i}"
         cfg.providers[name].CopyFrom(prov)
         names.append(name)
@@ -93,9 +98,7 @@ def jwt_filter(proxy: Proxy, ctx: PushContext) -> hcm_pb2.HttpFilter | None:
 def jwks_clusters(proxy: Proxy, ctx: PushContext) -> list[cluster_pb2.Cluster]:
     out: dict[str, cluster_pb2.Cluster] = {}
     for rule in jwt_rules(proxy, ctx):
-        if rule.get("jwks") or not rule.get("jwksUri"):
-            continue
-        target = _jwks_target(str(rule["jwksUri"]))
+        target = _jwks_target(rule)
         if target is None or target[0] in out:
             continue
         name, host, port = target

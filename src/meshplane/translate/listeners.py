@@ -29,6 +29,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 
 from meshplane.model.proxy import InboundPort, Proxy, ProxyType
 from meshplane.model.service import Protocol, Service, ServicePort, parse_protocol
+from meshplane.model.spec import MutualTLSMode
 from meshplane.translate.accesslog import authz_access_logs
 from meshplane.translate.authz import authz_http_filters
 from meshplane.translate.clusters import known_cluster_names, uses_dynamic_forward_proxy
@@ -38,7 +39,7 @@ from meshplane.translate.filters import http_connection_manager, tcp_proxy, tls_
 from meshplane.translate.httproute import RouteScope
 from meshplane.translate.jwt import jwt_filter
 from meshplane.translate.memo import Slot
-from meshplane.translate.peerauthn import MtlsMode, downstream_tls, inbound_mtls_mode
+from meshplane.translate.peerauthn import downstream_tls, inbound_mtls_mode
 from meshplane.translate.routes import HTTP_PROXY_ROUTE
 from meshplane.translate.tcproute import service_tcp_targets, tls_chains
 from meshplane.translate.trafficlabel import TRAFFIC_LABELS, attach, inbound_script
@@ -111,8 +112,7 @@ def _inbound_chains(proxy: Proxy, ip: InboundPort, ctx: PushContext,
         rcfg = route_pb2.RouteConfiguration(name=cluster)
         rcfg.validate_clusters.value = False
         vh = rcfg.virtual_hosts.add(name=f"inbound|http|{ip.port}", domains=["*"])
-        labels = [o.raw for o in ctx.config.of(TRAFFIC_LABELS)]
-        attach([vh], inbound_script(proxy, labels))  # TrafficLabel context recorder
+        attach([vh], inbound_script(proxy, ctx.config.of(TRAFFIC_LABELS)))  # TrafficLabel context recorder
         r = vh.routes.add(name="default")
         r.match.prefix = "/"
         r.route.cluster = cluster
@@ -123,12 +123,12 @@ def _inbound_chains(proxy: Proxy, ip: InboundPort, ctx: PushContext,
     else:
         filters = [tcp_proxy(stat, cluster)]
     mode = inbound_mtls_mode(proxy, ip, ctx)
-    if mode is MtlsMode.DISABLE:
+    if mode is MutualTLSMode.DISABLE:
         return [listener_components_pb2.FilterChain(name=cluster, filters=filters)]
     mtls = listener_components_pb2.FilterChain(name=f"{cluster}-mtls", filters=filters)
     mtls.transport_socket.name = "envoy.transport_sockets.tls"
     mtls.transport_socket.typed_config.CopyFrom(pack(downstream_tls(ctx.mesh, proto.is_http)))
-    if mode is MtlsMode.STRICT:
+    if mode is MutualTLSMode.STRICT:
         return [mtls]  # a plaintext client fails the TLS handshake
     mtls.filter_chain_match.transport_protocol = "tls"
     plain = listener_components_pb2.FilterChain(name=cluster, filters=list(filters))

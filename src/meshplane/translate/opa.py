@@ -17,9 +17,11 @@ from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
+from meshplane.model import spec as istio
 from meshplane.model.proxy import Proxy
 from meshplane.model.resources import GroupResource
-from meshplane.translate.common import duration, pack
+from meshplane.model.spec import ConfigObject
+from meshplane.translate.common import duration, pack, selects_workload
 from meshplane.translate.context import PushContext
 
 OPA_POLICIES = GroupResource("istio.alibabacloud.com", "asmopapolicies")
@@ -28,16 +30,9 @@ FILTER_NAME = "meshplane.opa.ext_authz"
 
 
 def selecting_policies(proxy: Proxy, ctx: PushContext) -> list[str]:
-    out = []
-    for obj in ctx.config.of(OPA_POLICIES):
-        md = obj.raw.get("metadata") or {}
-        if str(md.get("namespace") or "default") != proxy.namespace:
-            continue
-        sel = (obj.raw.get("spec") or {}).get("workloadSelector") or {}
-        labels = sel.get("labels") or {} if isinstance(sel, dict) else {}
-        if all(proxy.labels.get(str(k)) == str(v) for k, v in labels.items()):
-            out.append(str(md.get("name")))
-    return sorted(out)
+    """Names of the ASMOPAPolicies of ``proxy``'s namespace whose ``workloadSelector`` selects it (none: all)."""
+    objs: tuple[ConfigObject[istio.ASMOPAPolicy], ...] = ctx.config.of(OPA_POLICIES)
+    return sorted(o.meta.name for o in objs if selects_workload(o.meta, o.spec.workload_selector, proxy))
 
 
 def opa_http_filters(proxy: Proxy, ctx: PushContext) -> list[hcm_pb2.HttpFilter]:

@@ -14,16 +14,17 @@ domain; which identities may call is AuthorizationPolicy's business (``authz``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from enum import StrEnum
-from typing import Any
+from collections.abc import Sequence
+from typing import Generic, NamedTuple, Protocol, TypeVar, cast
 
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from envoy.type.matcher.v3 import string_pb2
 
-from meshplane.model.config import JSONObject
+from meshplane.model import spec as istio
+from meshplane.model.labels import labels_match
 from meshplane.model.proxy import InboundPort, Proxy
 from meshplane.model.resources import GroupResource
+from meshplane.model.spec import ConfigObject, MutualTLSMode
 from meshplane.translate.common import sds_secret
 from meshplane.translate.context import PushContext
 from meshplane.translate.memo import Slot
@@ -32,84 +33,96 @@ from meshplane.translate.mesh import MeshSettings
 PEER_AUTHENTICATIONS = GroupResource("security.istio.io", "peerauthentications")
 
 
-class MtlsMode(StrEnum):
-    STRICT = "STRICT"
-    PERMISSIVE = "PERMISSIVE"
-    DISABLE = "DISABLE"
+class Selecting(Protocol):
+    """A security spec that selects workloads by ``selector.matchLabels`` (the three security.istio.io kinds)."""
+
+    @property
+    def selector(self) -> istio.WorkloadSelector | None: ...
 
 
-def _meta(obj: JSONObject) -> tuple[str, str, str]:
-    md = obj.get("metadata") or {}
-    return str(md.get("namespace") or "default"), str(md.get("creationTimestamp") or ""), str(md.get("name") or "")
+S = TypeVar("S", bound=Selecting)
 
 
-def _selector(spec: Mapping[str, Any]) -> Mapping[str, str] | None:
-    sel = spec.get("selector")
-    if not isinstance(sel, Mapping):
-        return None
-    labels = sel.get("matchLabels")
-    return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, Mapping) and labels else None
+class Selected(NamedTuple, Generic[S]):
+    """The objects of one kind that apply to a workload, by level, each level oldest first."""
+
+    mesh: tuple[ConfigObject[S], ...]
+    namespace: tuple[ConfigObject[S], ...]
+    workload: tuple[ConfigObject[S], ...]
+
+    def all(self) -> tuple[ConfigObject[S], ...]:
+        """Every level, mesh first (the order their rules contribute in)."""
+        return (*self.mesh, *self.namespace, *self.workload)
 
 
-def selected_policies(ctx: PushContext, gr: GroupResource, proxy: Proxy) -> tuple[list[JSONObject], list[JSONObject],
-                                                                                  list[JSONObject]]:
-    """(mesh-level, namespace-level, workload-level) objects of ``gr`` that apply to ``proxy``, oldest first.
+def _match_labels(spec: Selecting) -> dict[str, str] | None:
+    """The selector's labels, None when it selects nothing in particular (absent or empty ``matchLabels``)."""
+    sel = spec.selector
+    return dict(sel.match_labels) if sel is not None and sel.match_labels else None
+
+
+def _by_namespace_age(obj: ConfigObject[S]) -> tuple[str, str, str]:
+    return obj.meta.namespace, obj.meta.creation_timestamp, obj.meta.name
+
+
+def selected_policies(ctx: PushContext, gr: GroupResource, proxy: Proxy, kind: type[S]) -> Selected[S]:
+    """The objects of ``gr`` (whose spec is ``kind``) that apply to ``proxy``, by level, oldest first.
     Root-namespace objects with a selector are workload-level for every namespace, as in Istio."""
-    mesh: list[JSONObject] = []
-    ns: list[JSONObject] = []
-    workload: list[JSONObject] = []
+    mesh: list[ConfigObject[S]] = []
+    ns: list[ConfigObject[S]] = []
+    workload: list[ConfigObject[S]] = []
     root = ctx.mesh.root_namespace
-    for obj in sorted((o.raw for o in ctx.config.of(gr)), key=_meta):
-        namespace = _meta(obj)[0]
+    objs = cast("tuple[ConfigObject[S], ...]", ctx.config.of(gr))
+    for obj in sorted(objs, key=_by_namespace_age):
+        namespace = obj.meta.namespace
         if namespace not in (root, proxy.namespace):
             continue
-        sel = _selector(obj.get("spec") or {})
+        sel = _match_labels(obj.spec)
         if sel is None:
             (ns if namespace == proxy.namespace and namespace != root else mesh).append(obj)
-        elif all(proxy.labels.get(k) == v for k, v in sel.items()):
+        elif labels_match(sel, proxy.labels):
             workload.append(obj)
-    return mesh, ns, workload
+    return Selected(tuple(mesh), tuple(ns), tuple(workload))
 
 
-def _mode(raw: Any) -> MtlsMode | None:
-    mode = str((raw or {}).get("mode") or "UNSET").upper() if isinstance(raw, Mapping) else "UNSET"
-    return MtlsMode(mode) if mode in MtlsMode.__members__ else None
+def _mode(mtls: istio.PeerAuthenticationMutualTLS | None) -> MutualTLSMode | None:
+    """The mode a setting imposes; None when it inherits (absent or ``UNSET``)."""
+    mode = mtls.mode if mtls is not None else None
+    return None if mode is None or mode is MutualTLSMode.UNSET else mode
 
 
-def _port_mode(spec: Mapping[str, Any], ports: Sequence[int]) -> MtlsMode | None:
-    plm = spec.get("portLevelMtls")
-    if not isinstance(plm, Mapping):
-        return None
+def _port_mode(spec: istio.PeerAuthentication, ports: Sequence[int]) -> MutualTLSMode | None:
     for p in ports:
-        m = _mode(plm.get(str(p), plm.get(p)))
+        m = _mode(spec.port_level_mtls.get(str(p)))
         if m is not None:
             return m
     return None
 
 
-# The effective inbound mTLS mode of a workload port: (namespace, labels, port, app port) -> mode.
-_MODES: Slot[tuple[str, tuple[tuple[str, str], ...], int, int], MtlsMode] = Slot("peer-authentication")
+# The effective inbound mTLS mode of a workload port: (namespace, labels, port, app port) -> mode (never UNSET).
+_MODES: Slot[tuple[str, tuple[tuple[str, str], ...], int, int], MutualTLSMode] = Slot("peer-authentication")
 
 
-def inbound_mtls_mode(proxy: Proxy, port: InboundPort, ctx: PushContext) -> MtlsMode:
+def inbound_mtls_mode(proxy: Proxy, port: InboundPort, ctx: PushContext) -> MutualTLSMode:
+    """STRICT, PERMISSIVE or DISABLE for one inbound port of ``proxy`` (Istio's precedence, see the module)."""
     key = (proxy.namespace, tuple(sorted(proxy.labels.items())), port.port, port.app_port)
-    hit = ctx.memo.get(_MODES, key)
-    if hit is not None:
-        return hit
-    mode = MtlsMode.PERMISSIVE if ctx.mesh.inbound_mtls else MtlsMode.DISABLE
-    mesh, ns, workload = selected_policies(ctx, PEER_AUTHENTICATIONS, proxy)
-    for level in (mesh, ns, workload):
+    return ctx.memo.get_or_build(_MODES, key, lambda: _effective_mode(proxy, port, ctx))
+
+
+def _effective_mode(proxy: Proxy, port: InboundPort, ctx: PushContext) -> MutualTLSMode:
+    mode = MutualTLSMode.PERMISSIVE if ctx.mesh.inbound_mtls else MutualTLSMode.DISABLE
+    levels = selected_policies(ctx, PEER_AUTHENTICATIONS, proxy, istio.PeerAuthentication)
+    for level in levels:
         if level:
-            spec = level[0].get("spec") or {}
-            m = _mode(spec.get("mtls"))
+            m = _mode(level[0].spec.mtls)
             if m is not None:
                 mode = m
-    if workload:
+    if levels.workload:
         # Istio keys portLevelMtls by the workload's (container) port: our app port; the sidecar port also counts.
-        m = _port_mode(workload[0].get("spec") or {}, (port.app_port, port.port))
+        m = _port_mode(levels.workload[0].spec, (port.app_port, port.port))
         if m is not None:
             mode = m
-    return ctx.memo.put(_MODES, key, mode)
+    return mode
 
 
 def downstream_tls(mesh: MeshSettings, http: bool) -> tls_pb2.DownstreamTlsContext:

@@ -149,6 +149,6 @@ def build_route_configs(proxy: Proxy, ctx: PushContext) -> list[route_pb2.RouteC
     else:
         out = sidecar_route_configs(proxy, ctx)
     trafficlabel.attach_outbound(out, proxy,  # ASM's request labels
-                                 [o.raw for o in ctx.config.of(trafficlabel.TRAFFIC_LABELS)],
-                                 [o.raw for o in ctx.config.of(trafficlabel.HEADER_PROPAGATIONS)])
+                                 ctx.config.of(trafficlabel.TRAFFIC_LABELS),
+                                 ctx.config.of(trafficlabel.HEADER_PROPAGATIONS))
     return out

@@ -30,8 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
@@ -39,9 +38,11 @@ from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.http.lua.v3 import lua_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
+from meshplane.model import spec as istio
 from meshplane.model.proxy import Proxy, ProxyType
 from meshplane.model.resources import GroupResource
-from meshplane.translate.common import pack
+from meshplane.model.spec import ConfigObject
+from meshplane.translate.common import pack, selects_workload
 
 LUA = "envoy.filters.http.lua"
 TRAFFIC_LABELS = GroupResource("istio.alibabacloud.com", "trafficlabels")
@@ -49,6 +50,8 @@ HEADER_PROPAGATIONS = GroupResource("istio.alibabacloud.com", "asmheaderpropagat
 _VARIABLE = re.compile(r"^\s*\$(\w+)\((.*)\)\s*$")
 
 Source = tuple[str, ...]  # ("h", header) | ("x", header, context header) | ("c", constant)
+TrafficLabels = Sequence[ConfigObject[istio.TrafficLabel]]
+Propagations = Sequence[ConfigObject[istio.ASMHeaderPropagation]]
 
 
 def lua_filter() -> hcm_pb2.HttpFilter:
@@ -57,14 +60,6 @@ def lua_filter() -> hcm_pb2.HttpFilter:
     sidecar's per-request cost). Virtual hosts with a script enable it (:func:`attach`). Keeping the filter in
     every chain means a TrafficLabel appearing or going away changes routes only, never listeners."""
     return hcm_pb2.HttpFilter(name=LUA, typed_config=pack(lua_pb2.Lua()), disabled=True)
-
-
-def _selects(obj: Mapping[str, Any], proxy: Proxy) -> bool:
-    md = obj.get("metadata") or {}
-    if str(md.get("namespace") or "default") != proxy.namespace:
-        return False
-    sel = ((obj.get("spec") or {}).get("workloadSelector") or {}).get("labels") or {}
-    return all(proxy.labels.get(str(k)) == str(v) for k, v in sel.items())
 
 
 def parse_source(entry: str, proxy: Proxy) -> Source | None:
@@ -86,31 +81,31 @@ def parse_source(entry: str, proxy: Proxy) -> Source | None:
     return None
 
 
-def labels_for(proxy: Proxy, objects: Sequence[Mapping[str, Any]]) -> list[tuple[str, list[Source]]]:
-    """(header, sources) for every TrafficLabel label selecting ``proxy`` (oldest object first, by name)."""
+def labels_for(proxy: Proxy, objects: TrafficLabels) -> list[tuple[str, list[Source]]]:
+    """(header, sources) for every TrafficLabel label selecting ``proxy`` (objects by name)."""
     out: list[tuple[str, list[Source]]] = []
-    for obj in sorted(objects, key=lambda o: (str((o.get("metadata") or {}).get("name")))):
-        if not _selects(obj, proxy):
+    for obj in sorted(objects, key=lambda o: o.meta.name):
+        if not selects_workload(obj.meta, obj.spec.workload_selector, proxy):
             continue
-        for rule in (obj.get("spec") or {}).get("rules") or []:
-            for label in (rule or {}).get("labels") or []:
-                name = str((label or {}).get("name") or "").lower()
-                sources = [s for s in (parse_source(str(e), proxy) for e in label.get("valueFrom") or []) if s]
+        for rule in obj.spec.rules:
+            for label in rule.labels:
+                name = (label.name or "").lower()
+                sources = [s for s in (parse_source(e, proxy) for e in label.value_from) if s]
                 if name and sources:
                     out.append((name, sources))
     return out
 
 
-def propagation_for(proxy: Proxy, objects: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[str]]:
+def propagation_for(proxy: Proxy, objects: Propagations) -> tuple[list[str], list[str]]:
+    """The baggage keys and key prefixes the ASMHeaderPropagations selecting ``proxy`` lift into headers."""
     keys: list[str] = []
     prefixes: list[str] = []
     for obj in objects:
-        if not _selects(obj, proxy):
+        if not selects_workload(obj.meta, obj.spec.workload_selector, proxy):
             continue
-        spec = obj.get("spec") or {}
-        keys += [str(h) for h in spec.get("headers") or [] if str(h) not in keys]
-        if spec.get("headerPrefix"):
-            prefixes.append(str(spec["headerPrefix"]))
+        keys += [h for h in obj.spec.headers if h not in keys]
+        if obj.spec.header_prefix:
+            prefixes.append(obj.spec.header_prefix)
     return keys, prefixes
 
 
@@ -221,8 +216,7 @@ end
 """
 
 
-def outbound_script(proxy: Proxy, traffic_labels: Sequence[Mapping[str, Any]],
-                    propagations: Sequence[Mapping[str, Any]]) -> str | None:
+def outbound_script(proxy: Proxy, traffic_labels: TrafficLabels, propagations: Propagations) -> str | None:
     labels = labels_for(proxy, traffic_labels)
     keys, prefixes = propagation_for(proxy, propagations)
     if not labels and not keys and not prefixes:
@@ -238,7 +232,7 @@ def outbound_script(proxy: Proxy, traffic_labels: Sequence[Mapping[str, Any]],
             + _COMMON + _OUTBOUND.replace("#KEYS > 0", "next(KEYS) ~= nil"))
 
 
-def inbound_script(proxy: Proxy, traffic_labels: Sequence[Mapping[str, Any]]) -> str | None:
+def inbound_script(proxy: Proxy, traffic_labels: TrafficLabels) -> str | None:
     """The recorder for ``$getExternalInboundRequestHeader``, or None when no label of the proxy uses it."""
     if proxy.type is not ProxyType.SIDECAR:
         return None
@@ -263,8 +257,8 @@ def attach(vhosts: Sequence[rc.VirtualHost], script: str | None) -> None:
         vh.typed_per_filter_config[LUA].CopyFrom(cfg)
 
 
-def attach_outbound(configs: Sequence[route_pb2.RouteConfiguration], proxy: Proxy,
-                    traffic_labels: Sequence[Mapping[str, Any]], propagations: Sequence[Mapping[str, Any]]) -> None:
+def attach_outbound(configs: Sequence[route_pb2.RouteConfiguration], proxy: Proxy, traffic_labels: TrafficLabels,
+                    propagations: Propagations) -> None:
     """Plug-in for RDS (sidecar and gateway route configurations)."""
     script = outbound_script(proxy, traffic_labels, propagations)
     for cfg in configs:

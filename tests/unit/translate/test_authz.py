@@ -11,11 +11,13 @@ from _translate_helpers import bookinfo_registry, clusters, context, envoy_valid
 from envoy.config.rbac.v3 import rbac_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2
 
+from meshplane.model import spec as istio
 from meshplane.model.proxy import InboundPort
+from meshplane.model.spec import AuthorizationAction, MutualTLSMode
 from meshplane.translate import MeshSettings
 from meshplane.translate.authz import rule_policy
 from meshplane.translate.mesh import ExtAuthzProvider
-from meshplane.translate.peerauthn import MtlsMode, inbound_mtls_mode
+from meshplane.translate.peerauthn import inbound_mtls_mode
 
 SEC = "security.istio.io/v1"
 JWKS = '{"keys":[{"kty":"EC","crv":"P-256","kid":"k1","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",' \
@@ -55,13 +57,13 @@ def test_peer_authentication_precedence() -> None:
                                          "portLevelMtls": {"9080": {"mode": "DISABLE"}}}),
     ])
     rev = sidecar("reviews")
-    assert inbound_mtls_mode(rev, InboundPort(9080, 9080), ctx) is MtlsMode.DISABLE
-    assert inbound_mtls_mode(rev, InboundPort(9090, 9090), ctx) is MtlsMode.PERMISSIVE
+    assert inbound_mtls_mode(rev, InboundPort(9080, 9080), ctx) is MutualTLSMode.DISABLE
+    assert inbound_mtls_mode(rev, InboundPort(9090, 9090), ctx) is MutualTLSMode.PERMISSIVE
     other_ns = sidecar("ratings", ns="prod")
-    assert inbound_mtls_mode(other_ns, InboundPort(9080, 9080), ctx) is MtlsMode.STRICT
-    assert inbound_mtls_mode(rev, InboundPort(9080, 9080), context(bookinfo_registry())) is MtlsMode.DISABLE
+    assert inbound_mtls_mode(other_ns, InboundPort(9080, 9080), ctx) is MutualTLSMode.STRICT
+    assert inbound_mtls_mode(rev, InboundPort(9080, 9080), context(bookinfo_registry())) is MutualTLSMode.DISABLE
     assert inbound_mtls_mode(rev, InboundPort(9080, 9080), context(bookinfo_registry(), MeshSettings(
-        inbound_mtls=True))) is MtlsMode.PERMISSIVE
+        inbound_mtls=True))) is MutualTLSMode.PERMISSIVE
 
 
 @pytest.mark.parametrize(("mode", "chains", "inspector"), [("STRICT", 1, False), ("PERMISSIVE", 2, True),
@@ -75,11 +77,18 @@ def test_peer_authentication_chains(mode: str, chains: int, inspector: bool) -> 
     assert has_tls is (mode != "DISABLE")
 
 
+def rule(data: dict[str, Any]) -> istio.Rule:
+    return istio.decode(istio.Rule, data)
+
+
+ALLOW, DENY = AuthorizationAction.ALLOW, AuthorizationAction.DENY
+
+
 def test_rule_semantics() -> None:
-    pol = rule_policy({"from": [{"source": {"principals": ["cluster.local/ns/default/sa/sleep"],
-                                            "notNamespaces": ["prod"]}}],
-                       "to": [{"operation": {"methods": ["GET"], "paths": ["/api/*"]}}],
-                       "when": [{"key": "request.headers[x-user]", "values": ["alice"]}]}, "ALLOW")
+    pol = rule_policy(rule({"from": [{"source": {"principals": ["cluster.local/ns/default/sa/sleep"],
+                                                 "notNamespaces": ["prod"]}}],
+                            "to": [{"operation": {"methods": ["GET"], "paths": ["/api/*"]}}],
+                            "when": [{"key": "request.headers[x-user]", "values": ["alice"]}]}), ALLOW)
     assert pol is not None
     ids = pol.principals[0].and_ids.ids
     assert ids[0].and_ids.ids[0].authenticated.principal_name.exact == "spiffe://cluster.local/ns/default/sa/sleep"
@@ -88,8 +97,9 @@ def test_rule_semantics() -> None:
     perm = pol.permissions[0].and_rules.rules
     assert perm[0].header.string_match.exact == "GET"
     assert perm[1].url_path.path.prefix == "/api/"
-    assert rule_policy({"when": [{"key": "unknown.key", "values": ["x"]}]}, "ALLOW") is None
-    assert rule_policy({"when": [{"key": "unknown.key", "values": ["x"]}]}, "DENY") is not None
+    assert rule_policy(rule({"when": [{"key": "unknown.key", "values": ["x"]}]}), ALLOW) is None
+    assert rule_policy(rule({"when": [{"key": "unknown.key", "notValues": ["x"]}]}), ALLOW) is None
+    assert rule_policy(rule({"when": [{"key": "unknown.key", "values": ["x"]}]}), DENY) is not None
 
 
 def test_filter_order_dry_run_and_allow_nothing() -> None:

@@ -11,6 +11,7 @@ from _translate_helpers import context, envoy_validate, gateway, listeners, rout
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.filters.http.lua.v3 import lua_pb2
 
+from meshplane.model.spec import ConfigObject, decode_object
 from meshplane.translate.trafficlabel import LUA, inbound_script, outbound_script, parse_source
 from tests.unit.translate.test_fallback import mock_registry, mock_sidecar
 
@@ -25,6 +26,13 @@ def traffic_label(sources: list[str], selector: dict[str, str] | None = None, na
 
 PROPAGATION = {"apiVersion": "istio.alibabacloud.com/v1beta1", "kind": "ASMHeaderPropagation",
                "metadata": {"name": "hp", "namespace": "default"}, "spec": {"headers": ["x-asm-prefer-tag"]}}
+
+
+def typed(*objs: dict[str, Any]) -> list[ConfigObject[Any]]:
+    """Stored objects as translation reads them (decoded once, as the config controller does)."""
+    return [decode_object(str(o["apiVersion"]).rpartition("/")[0], str(o["kind"]), o) for o in objs]
+
+
 SOURCES = ["$getExternalInboundRequestHeader(appname, x-request-id)", "$getLabel(ASM_TRAFFIC_TAG)"]
 
 
@@ -39,13 +47,13 @@ def test_sources_resolve_per_proxy() -> None:
 
 
 def test_scripts_only_for_selected_workloads() -> None:
-    tl = [traffic_label(SOURCES, {"app": "mocka"})]
+    tl = typed(traffic_label(SOURCES, {"app": "mocka"}))
     script = outbound_script(mock_sidecar("mocka", "v2"), tl, [])
     assert script is not None and '"v2"' in script and "clearRouteCache" in script
     assert outbound_script(mock_sidecar("mockb", "v1"), tl, []) is None
     inbound = inbound_script(mock_sidecar("mocka", "v2"), tl)
     assert inbound is not None and '{"appname", "x-request-id"}' in inbound
-    assert inbound_script(mock_sidecar("mocka", "v2"), [traffic_label(["$getLabel(version)"])]) is None
+    assert inbound_script(mock_sidecar("mocka", "v2"), typed(traffic_label(["$getLabel(version)"]))) is None
 
 
 def test_routes_and_inbound_carry_scripts() -> None:
