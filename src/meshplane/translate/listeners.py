@@ -65,8 +65,7 @@ _SECURITY_FILTERS: Slot[tuple[str, tuple[tuple[str, str], ...]], list[hcm_pb2.Ht
 
 def _inbound_protocols(ctx: PushContext) -> Mapping[tuple[str, int], Protocol]:
     """(endpoint address, endpoint port) -> protocol of the service port that selects it."""
-    hit = ctx.memo.get(_INBOUND_PROTOCOLS, None)
-    if hit is None:
+    def build() -> Mapping[tuple[str, int], Protocol]:
         table: dict[tuple[str, int], Protocol] = {}
         for host, eps in ctx.registry.endpoints.items():
             svc = ctx.service(host)
@@ -75,8 +74,9 @@ def _inbound_protocols(ctx: PushContext) -> Mapping[tuple[str, int], Protocol]:
             for sp in svc.ports:
                 for e in eps:
                     table.setdefault((e.address, e.port_for(sp)), sp.protocol)
-        hit = ctx.memo.put(_INBOUND_PROTOCOLS, None, table)
-    return hit
+        return table
+
+    return ctx.memo.get_or_build(_INBOUND_PROTOCOLS, None, build)
 
 
 def inbound_protocol(proxy: Proxy, ip: InboundPort, ctx: PushContext) -> Protocol:

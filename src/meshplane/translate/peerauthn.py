@@ -14,7 +14,7 @@ domain; which identities may call is AuthorizationPolicy's business (``authz``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Generic, NamedTuple, Protocol, TypeVar, cast
 
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
@@ -55,10 +55,10 @@ class Selected(NamedTuple, Generic[S]):
         return (*self.mesh, *self.namespace, *self.workload)
 
 
-def _match_labels(spec: Selecting) -> dict[str, str] | None:
+def _match_labels(spec: Selecting) -> Mapping[str, str] | None:
     """The selector's labels, None when it selects nothing in particular (absent or empty ``matchLabels``)."""
     sel = spec.selector
-    return dict(sel.match_labels) if sel is not None and sel.match_labels else None
+    return sel.match_labels if sel is not None and sel.match_labels else None
 
 
 def _by_namespace_age(obj: ConfigObject[S]) -> tuple[str, str, str]:
@@ -66,8 +66,9 @@ def _by_namespace_age(obj: ConfigObject[S]) -> tuple[str, str, str]:
 
 
 def selected_policies(ctx: PushContext, gr: GroupResource, proxy: Proxy, kind: type[S]) -> Selected[S]:
-    """The objects of ``gr`` (whose spec is ``kind``) that apply to ``proxy``, by level, oldest first.
-    Root-namespace objects with a selector are workload-level for every namespace, as in Istio."""
+    """The objects of ``gr`` that apply to ``proxy``, by level, oldest first; ``kind`` is the collection's spec
+    class (it types the result). Root-namespace objects with a selector are workload-level for every namespace,
+    as in Istio."""
     mesh: list[ConfigObject[S]] = []
     ns: list[ConfigObject[S]] = []
     workload: list[ConfigObject[S]] = []

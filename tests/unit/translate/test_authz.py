@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from _translate_helpers import bookinfo_registry, clusters, context, envoy_validate, hcm_of, listeners, sidecar
 from envoy.config.rbac.v3 import rbac_pb2
+from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
+from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2
 
 from meshplane.model import spec as istio
@@ -16,8 +18,10 @@ from meshplane.model.proxy import InboundPort
 from meshplane.model.spec import AuthorizationAction, MutualTLSMode
 from meshplane.translate import MeshSettings
 from meshplane.translate.authz import rule_policy
+from meshplane.translate.context import AUTHORIZATION_POLICIES
 from meshplane.translate.mesh import ExtAuthzProvider
-from meshplane.translate.peerauthn import inbound_mtls_mode
+from meshplane.translate.opa import selecting_policies
+from meshplane.translate.peerauthn import inbound_mtls_mode, selected_policies
 
 SEC = "security.istio.io/v1"
 JWKS = '{"keys":[{"kty":"EC","crv":"P-256","kid":"k1","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",' \
@@ -183,3 +187,98 @@ def test_auto_mtls_transport_socket_matches(tmp_path: Path) -> None:
     envoy_validate(proxy, ctx, tmp_path)
     off = context(objs, MeshSettings(auto_mtls=False))
     assert not clusters(proxy, off)["outbound|9080||reviews.default.svc.cluster.local"].transport_socket_matches
+
+
+def _http_filters(proxy: Any, ctx: Any) -> list[Any]:
+    h = hcm_of(listeners(proxy, ctx)["inbound_127.0.1.3_9080"].filter_chains[0])
+    assert h is not None
+    return list(h.http_filters)
+
+
+def test_selected_policies_are_typed_by_level() -> None:
+    sel = {"matchLabels": {"app": "reviews"}}
+    ctx = context([*bookinfo_registry(),
+        obj("AuthorizationPolicy", "mesh", {"action": "AUDIT", "rules": [{}]}, ns="istio-system"),
+        obj("AuthorizationPolicy", "root-wl", {"selector": sel, "rules": [{}]}, ns="istio-system"),
+        obj("AuthorizationPolicy", "ns", {"rules": [{}]}),
+        obj("AuthorizationPolicy", "ns-empty-selector", {"selector": {"matchLabels": {}}, "rules": [{}]}),
+        obj("AuthorizationPolicy", "wl", {"selector": sel, "rules": [{}]}),
+        obj("AuthorizationPolicy", "other-wl", {"selector": {"matchLabels": {"app": "ratings"}}, "rules": [{}]}),
+        obj("AuthorizationPolicy", "other-ns", {"rules": [{}]}, ns="prod"),
+    ])
+    levels = selected_policies(ctx, AUTHORIZATION_POLICIES, sidecar("reviews"), istio.AuthorizationPolicy)
+    assert [o.meta.name for o in levels.mesh] == ["mesh"]
+    assert [o.meta.name for o in levels.namespace] == ["ns", "ns-empty-selector"]
+    assert [o.meta.name for o in levels.workload] == ["wl", "root-wl"]  # by namespace, then age
+    assert all(isinstance(o.spec, istio.AuthorizationPolicy) for o in levels.all())
+    assert levels.mesh[0].spec.action is AuthorizationAction.AUDIT
+
+
+def test_port_level_unset_inherits() -> None:
+    ctx = context([*bookinfo_registry(), obj("PeerAuthentication", "wl", {
+        "selector": {"matchLabels": {"app": "reviews"}}, "mtls": {"mode": "STRICT"},
+        "portLevelMtls": {"9080": {"mode": "UNSET"}, "15080": {"mode": "DISABLE"}, "9091": {}}})])
+    rev = sidecar("reviews")
+    assert inbound_mtls_mode(rev, InboundPort(9080, 9080), ctx) is MutualTLSMode.STRICT
+    # The app port says UNSET: the sidecar port's setting applies.
+    assert inbound_mtls_mode(rev, InboundPort(15080, 9080), ctx) is MutualTLSMode.DISABLE
+    assert inbound_mtls_mode(rev, InboundPort(9091, 9091), ctx) is MutualTLSMode.STRICT
+
+
+def test_jwt_providers_from_typed_rules() -> None:
+    ctx = context([*bookinfo_registry(), obj("RequestAuthentication", "jwt", {"jwtRules": [
+        {"issuer": "inline", "jwks": JWKS, "audiences": ["a", "b"], "forwardOriginalToken": True,
+         "fromHeaders": [{"name": "x-jwt", "prefix": "Bearer "}, {"name": "x-raw"}], "fromParams": ["token"]},
+        {"issuer": "tls-only", "jwksUri": "https://keys.example/jwks.json"},  # not fetchable by plain HTTP
+        {"issuer": "remote", "jwksUri": "http://127.0.0.1:8181/a.json"},
+        {"issuer": "same-host", "jwksUri": "http://127.0.0.1:8181/b.json"}]})])
+    proxy = sidecar("reviews")
+    jwt = next(f for f in _http_filters(proxy, ctx) if f.name == "envoy.filters.http.jwt_authn")
+    cfg = jwt_pb2.JwtAuthentication()
+    assert jwt.typed_config.Unpack(cfg)
+    assert sorted(cfg.providers) == ["origins-0", "origins-2", "origins-3"]
+    inline = cfg.providers["origins-0"]
+    assert inline.issuer == "inline" and list(inline.audiences) == ["a", "b"] and inline.forward
+    assert [(h.name, h.value_prefix) for h in inline.from_headers] == [("x-jwt", "Bearer "), ("x-raw", "")]
+    assert list(inline.from_params) == ["token"] and inline.local_jwks.inline_string == JWKS
+    remote = cfg.providers["origins-2"].remote_jwks
+    assert remote.http_uri.uri == "http://127.0.0.1:8181/a.json" and remote.http_uri.cluster == "jwks|127.0.0.1|8181"
+    assert [r.provider_name or "allow_missing" for r in cfg.rules[0].requires.requires_any.requirements] == [
+        "origins-0", "origins-2", "origins-3", "allow_missing"]
+    assert [n for n in clusters(proxy, ctx) if n.startswith("jwks|")] == ["jwks|127.0.0.1|8181"]
+
+
+def test_dry_run_annotation_and_unknown_custom_provider() -> None:
+    ctx = context([*bookinfo_registry(),
+        obj("AuthorizationPolicy", "dry", {"action": "DENY", "rules": [{}]}, annotations={"istio.io/dry-run": "True"}),
+        obj("AuthorizationPolicy", "wet", {"action": "DENY", "rules": [{}]}, annotations={"istio.io/dry-run": "false"}),
+        obj("AuthorizationPolicy", "custom", {"action": "CUSTOM", "provider": {"name": "missing"}, "rules": [
+            {"when": [{"key": "request.headers[x-a]", "notValues": ["b"]}]}]}),
+    ])
+    custom, deny = _rbac_filters(ctx)
+    # An unknown provider denies what its rules match (fail closed), under the policy's own rule name.
+    assert custom.rules.action == rbac_pb2.RBAC.DENY
+    assert custom.rules.policies["ns[default]-policy[custom]-rule[0]"].principals[0].not_id.header.name == "x-a"
+    assert list(deny.rules.policies) == ["ns[default]-policy[wet]-rule[0]"]
+    assert list(deny.shadow_rules.policies) == ["ns[default]-policy[dry]-rule[0]"]
+
+
+def test_opa_policy_selection() -> None:
+    opa = [{"apiVersion": "istio.alibabacloud.com/v1beta1", "kind": "ASMOPAPolicy",
+            "metadata": {"name": name, "namespace": ns}, "spec": {**spec, "policy": "package x\n"}}
+           for name, ns, spec in (("b-sel", "default", {"workloadSelector": {"labels": {"app": "reviews"}}}),
+                                  ("a-all", "default", {}),
+                                  ("other", "default", {"workloadSelector": {"labels": {"app": "ratings"}}}),
+                                  ("prod", "prod", {}))]
+    ctx = context([*bookinfo_registry(), *opa])
+    assert selecting_policies(sidecar("reviews"), ctx) == ["a-all", "b-sel"]
+    assert selecting_policies(sidecar("reviews", ns="staging"), ctx) == []
+    no_agent = [f for f in _http_filters(sidecar("reviews"), ctx) if f.name == "meshplane.opa.ext_authz"]
+    deny_all = http_rbac_pb2.RBAC()
+    assert len(no_agent) == 1 and no_agent[0].typed_config.Unpack(deny_all) and not deny_all.rules.policies
+    with_agent = [f for f in _http_filters(sidecar("reviews", OPA_EXTAUTHZ="opa-extauthz"),
+                                           context([*bookinfo_registry(), *opa]))
+                  if f.name == "meshplane.opa.ext_authz"]
+    ea = ext_authz_pb2.ExtAuthz()
+    assert with_agent[0].typed_config.Unpack(ea) and ea.grpc_service.envoy_grpc.cluster_name == "opa-extauthz"
+    assert not ea.failure_mode_allow

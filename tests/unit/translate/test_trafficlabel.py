@@ -12,7 +12,14 @@ from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.filters.http.lua.v3 import lua_pb2
 
 from meshplane.model.spec import ConfigObject, decode_object
-from meshplane.translate.trafficlabel import LUA, inbound_script, outbound_script, parse_source
+from meshplane.translate.trafficlabel import (
+    LUA,
+    inbound_script,
+    labels_for,
+    outbound_script,
+    parse_source,
+    propagation_for,
+)
 from tests.unit.translate.test_fallback import mock_registry, mock_sidecar
 
 
@@ -86,3 +93,21 @@ def test_trafficlabel_config_validates(tmp_path: Path) -> None:
     envoy_validate(sidecar("mocka", "v1", ip="127.0.3.1", INTERCEPTION_MODE="REDIRECT", inbound="http:8000"),
                    ctx, tmp_path)
     envoy_validate(gateway(), ctx, tmp_path)
+
+
+def test_typed_labels_and_propagation() -> None:
+    p = mock_sidecar("mocka", "v2")
+    b_label = traffic_label(["bogus", "$getLabel(ASM_TRAFFIC_TAG)"], name="b")
+    a_label = traffic_label(["$getInboundRequestHeader(X-User)"], {"app": "mocka"}, name="a")
+    a_label["spec"]["rules"][0]["labels"][0]["name"] = "X-From-A"
+    elsewhere = {**traffic_label(["$getLabel(app)"], name="c"), "metadata": {"name": "c", "namespace": "prod"}}
+    assert labels_for(p, typed(b_label, a_label, elsewhere)) == [("x-from-a", [("h", "x-user")]),
+                                                               ("x-lane", [("c", "v2")])]
+    prefix = {"apiVersion": "istio.alibabacloud.com/v1beta1", "kind": "ASMHeaderPropagation",
+              "metadata": {"name": "pre", "namespace": "default"},
+              "spec": {"headerPrefix": "X-Pre-", "workloadSelector": {"labels": {"app": "mocka"}}}}
+    other = {**prefix, "metadata": {"name": "other", "namespace": "default"},
+             "spec": {"headers": ["x-b"], "workloadSelector": {"labels": {"app": "mockb"}}}}
+    assert propagation_for(p, typed(PROPAGATION, prefix, other, PROPAGATION)) == (["x-asm-prefer-tag"], ["X-Pre-"])
+    script = outbound_script(p, [], typed(prefix))
+    assert script is not None and 'local KEY_PREFIXES = {"x-pre-"}' in script
