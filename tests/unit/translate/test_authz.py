@@ -41,11 +41,16 @@ def _inbound(ctx: Any, **kw: Any) -> Any:
     return lst["inbound_127.0.1.3_9080"]
 
 
-def _rbac_filters(ctx: Any) -> list[http_rbac_pb2.RBAC]:
-    h = hcm_of(_inbound(ctx).filter_chains[0])
+def _http_filters(ctx: Any, **kw: Any) -> list[Any]:
+    """The HTTP filters of the reviews sidecar's inbound chain on 9080."""
+    h = hcm_of(_inbound(ctx, **kw).filter_chains[0])
     assert h is not None
+    return list(h.http_filters)
+
+
+def _rbac_filters(ctx: Any) -> list[http_rbac_pb2.RBAC]:
     out = []
-    for f in h.http_filters:
+    for f in _http_filters(ctx):
         if f.name == "envoy.filters.http.rbac":
             r = http_rbac_pb2.RBAC()
             assert f.typed_config.Unpack(r)
@@ -189,12 +194,6 @@ def test_auto_mtls_transport_socket_matches(tmp_path: Path) -> None:
     assert not clusters(proxy, off)["outbound|9080||reviews.default.svc.cluster.local"].transport_socket_matches
 
 
-def _http_filters(proxy: Any, ctx: Any) -> list[Any]:
-    h = hcm_of(listeners(proxy, ctx)["inbound_127.0.1.3_9080"].filter_chains[0])
-    assert h is not None
-    return list(h.http_filters)
-
-
 def test_selected_policies_are_typed_by_level() -> None:
     sel = {"matchLabels": {"app": "reviews"}}
     ctx = context([*bookinfo_registry(),
@@ -233,7 +232,7 @@ def test_jwt_providers_from_typed_rules() -> None:
         {"issuer": "remote", "jwksUri": "http://127.0.0.1:8181/a.json"},
         {"issuer": "same-host", "jwksUri": "http://127.0.0.1:8181/b.json"}]})])
     proxy = sidecar("reviews")
-    jwt = next(f for f in _http_filters(proxy, ctx) if f.name == "envoy.filters.http.jwt_authn")
+    jwt = next(f for f in _http_filters(ctx) if f.name == "envoy.filters.http.jwt_authn")
     cfg = jwt_pb2.JwtAuthentication()
     assert jwt.typed_config.Unpack(cfg)
     assert sorted(cfg.providers) == ["origins-0", "origins-2", "origins-3"]
@@ -273,11 +272,10 @@ def test_opa_policy_selection() -> None:
     ctx = context([*bookinfo_registry(), *opa])
     assert selecting_policies(sidecar("reviews"), ctx) == ["a-all", "b-sel"]
     assert selecting_policies(sidecar("reviews", ns="staging"), ctx) == []
-    no_agent = [f for f in _http_filters(sidecar("reviews"), ctx) if f.name == "meshplane.opa.ext_authz"]
+    no_agent = [f for f in _http_filters(ctx) if f.name == "meshplane.opa.ext_authz"]
     deny_all = http_rbac_pb2.RBAC()
     assert len(no_agent) == 1 and no_agent[0].typed_config.Unpack(deny_all) and not deny_all.rules.policies
-    with_agent = [f for f in _http_filters(sidecar("reviews", OPA_EXTAUTHZ="opa-extauthz"),
-                                           context([*bookinfo_registry(), *opa]))
+    with_agent = [f for f in _http_filters(context([*bookinfo_registry(), *opa]), OPA_EXTAUTHZ="opa-extauthz")
                   if f.name == "meshplane.opa.ext_authz"]
     ea = ext_authz_pb2.ExtAuthz()
     assert with_agent[0].typed_config.Unpack(ea) and ea.grpc_service.envoy_grpc.cluster_name == "opa-extauthz"
