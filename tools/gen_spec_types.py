@@ -151,6 +151,11 @@ def snake(name: str) -> str:
     return s
 
 
+def _camel(attr: str) -> str:
+    head, *rest = attr.rstrip("_").split("_")
+    return head + "".join(p[:1].upper() + p[1:] for p in rest)
+
+
 def shape(schema: Any) -> Any:
     """The schema without descriptions: what decides whether two paths share a class."""
     if isinstance(schema, dict):
@@ -224,10 +229,13 @@ class Generator:
         self.classes[name] = k
         for prop, sub in (schema.get("properties") or {}).items():
             ann, entry = self.field_type(kind, f"{path}.{prop}", prop, sub, name)
-            attr = snake(prop)
-            while attr in {f[1] for f in k.fields}:  # mirrorPercent and mirror_percent: both served
-                attr += "_"
-            k.fields.append((prop, attr, ann, entry))
+            k.fields.append((prop, snake(prop), ann, entry))
+        # protobuf JSON accepts a field's proto name beside its JSON name, and Istio's schemas list some of both
+        # (jwksUri and jwks_uri, mirrorPercent and mirror_percent): one attribute, the JSON name read first.
+        k.fields.sort(key=lambda f: (f[1], f[0] != _camel(f[1]) and "_" in f[0]))
+        for (j1, a1, t1, _e1), (j2, a2, t2, _e2) in zip(k.fields, k.fields[1:], strict=False):
+            if a1 == a2 and t1 != t2:
+                raise SystemExit(f"{name}: {j1} and {j2} are one field with two types ({t1}, {t2})")
         self.order.append(name)
         return name
 
@@ -287,7 +295,9 @@ class Generator:
                 out.append("")
             if not k.fields:
                 out.append("    pass")
-            for _json, attr, ann, _entry in k.fields:
+            for i, (_json, attr, ann, _entry) in enumerate(k.fields):
+                if i and k.fields[i - 1][1] == attr:
+                    continue  # the proto-name alias of the field before
                 if ann.startswith("tuple["):
                     out.append(f"    {attr}: {ann} = ()")
                 elif ann.startswith("Mapping["):

@@ -93,3 +93,15 @@ def test_the_generated_classes_match_the_schemas() -> None:
     run = subprocess.run([sys.executable, str(ROOT / "tools" / "gen_spec_types.py"), "--check"],
                          capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 0, run.stderr
+
+
+def test_a_proto_field_name_is_the_same_field_as_its_json_name() -> None:
+    """protobuf JSON accepts ``jwks_uri`` for ``jwksUri``: one attribute, the JSON name first when both are set."""
+    rule = spec.decode_spec("security.istio.io", "RequestAuthentication",
+                            {"jwtRules": [{"issuer": "i", "jwks_uri": "https://a/keys"}]}).jwt_rules[0]
+    assert rule.jwks_uri == "https://a/keys"
+    both = spec.decode_spec("security.istio.io", "RequestAuthentication",
+                            {"jwtRules": [{"issuer": "i", "jwks_uri": "https://old", "jwksUri": "https://new"}]})
+    assert both.jwt_rules[0].jwks_uri == "https://new"
+    route = spec.decode_spec(NET, "VirtualService", {"http": [{"mirror_percent": 5}]}).http[0]
+    assert route.mirror_percent == 5

@@ -210,7 +210,7 @@ def decode(cls: Callable[..., T], data: Any, path: str = "spec") -> T:
     kwargs: dict[str, Any] = {}
     for json_name, attr, ft in fields:
         value = data.get(json_name)
-        if value is None:
+        if value is None or attr in kwargs:  # an alias (proto name) after its JSON name: the JSON name wins
             continue
         kwargs[attr] = _value(ft, value, f"{path}.{json_name}")
     return cls(**kwargs)

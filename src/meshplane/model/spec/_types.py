@@ -369,9 +369,9 @@ class HTTPRouteDestinationFallback:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HTTPRouteDestination:
     destination: Destination | None = None
+    fallback: HTTPRouteDestinationFallback | None = None
     headers: Headers | None = None
     weight: int | None = None
-    fallback: HTTPRouteDestinationFallback | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -385,7 +385,6 @@ class HTTPRoute:
     mirror: Destination | None = None
     mirror_percent: int | None = None
     mirror_percentage: Percent | None = None
-    mirror_percent_: int | None = None
     mirrors: tuple[HTTPMirrorPolicy, ...] = ()
     name: str | None = None
     redirect: HTTPRedirect | None = None
@@ -1080,7 +1079,6 @@ class JWTRule:
     issuer: str | None = None
     jwks: str | None = None
     jwks_uri: str | None = None
-    jwks_uri_: str | None = None
     output_claim_to_headers: tuple[ClaimToHeader, ...] = ()
     output_payload_to_header: str | None = None
     timeout: Duration | None = None
@@ -1206,8 +1204,8 @@ class TrafficLabelRulesLabels:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TrafficLabelRules:
-    labels: tuple[TrafficLabelRulesLabels, ...] = ()
     attach_to: tuple[str, ...] = ()
+    labels: tuple[TrafficLabelRulesLabels, ...] = ()
     protocols: str | None = None
 
 
@@ -1215,25 +1213,25 @@ class TrafficLabelRules:
 class TrafficLabel:
     "Labels requests with a header computed at the proxy, so routing rules can match it."
 
-    workload_selector: ServiceEntryWorkloadSelector | None = None
     rules: tuple[TrafficLabelRules, ...] = ()
+    workload_selector: ServiceEntryWorkloadSelector | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ASMSwimLaneGroupServicesCluster:
     "The member cluster the service runs in; omitted, any cluster."
 
-    name: str | None = None
     id: str | None = None
+    name: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ASMSwimLaneGroupServices:
     "A service in a member cluster."
 
+    cluster: ASMSwimLaneGroupServicesCluster | None = None
     name: str | None = None
     namespace: str | None = None
-    cluster: ASMSwimLaneGroupServicesCluster | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -1256,19 +1254,19 @@ class ASMSwimLaneGroupIngress:
 class ASMSwimLaneGroupPermissiveModeConfiguration:
     "Settings of permissive mode; required when isPermissive is true."
 
+    fallback_target: str | None = None
     route_header: str | None = None
     trace_header: str | None = None
-    fallback_target: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ASMSwimLaneGroup:
     "A group of traffic lanes: the services of one call chain and its ingress gateway."
 
-    services: tuple[ASMSwimLaneGroupServices, ...] = ()
     ingress: ASMSwimLaneGroupIngress | None = None
     is_permissive: bool | None = None
     permissive_mode_configuration: ASMSwimLaneGroupPermissiveModeConfiguration | None = None
+    services: tuple[ASMSwimLaneGroupServices, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -1296,9 +1294,9 @@ class ASMSwimLaneIngressRulesRoute:
 class ASMSwimLaneIngressRules:
     "A gateway routing rule into this lane."
 
-    name: str | None = None
     hosts: tuple[str, ...] = ()
     match: ASMSwimLaneIngressRulesMatch | None = None
+    name: str | None = None
     online: bool | None = None
     route: ASMSwimLaneIngressRulesRoute | None = None
     weight: int | None = None
@@ -1308,27 +1306,27 @@ class ASMSwimLaneIngressRules:
 class ASMSwimLane:
     "One traffic lane: a set of versions of the group's services."
 
-    label_selector: Mapping[str, str] = field(default_factory=dict)
-    services: tuple[ASMSwimLaneGroupServices, ...] = ()
     ingress_rules: tuple[ASMSwimLaneIngressRules, ...] = ()
     ingress_weight: int | None = None
+    label_selector: Mapping[str, str] = field(default_factory=dict)
+    services: tuple[ASMSwimLaneGroupServices, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ASMHeaderPropagation:
     "Lifts named keys out of the W3C baggage header and sets them as request headers."
 
-    workload_selector: ServiceEntryWorkloadSelector | None = None
-    headers: tuple[str, ...] = ()
     header_prefix: str | None = None
+    headers: tuple[str, ...] = ()
+    workload_selector: ServiceEntryWorkloadSelector | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ASMOPAPolicy:
     "ASM's ASMOPAPolicy: a Rego policy evaluated by OPA next to the workload through ext_authz."
 
-    workload_selector: ServiceEntryWorkloadSelector | None = None
     policy: str | None = None
+    workload_selector: ServiceEntryWorkloadSelector | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -1342,20 +1340,20 @@ class MemberClusterDiscoverySelectorsMatchExpressions:
 class MemberClusterDiscoverySelectors:
     "A Kubernetes label selector."
 
-    match_labels: Mapping[str, str] = field(default_factory=dict)
     match_expressions: tuple[MemberClusterDiscoverySelectorsMatchExpressions, ...] = ()
+    match_labels: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MemberCluster:
     "A cluster that is a member of the mesh."
 
+    discovery_selectors: tuple[MemberClusterDiscoverySelectors, ...] = ()
+    kubeconfig: str | None = None
+    local: bool | None = None
     network: str | None = None
     region: str | None = None
     zone: str | None = None
-    kubeconfig: str | None = None
-    local: bool | None = None
-    discovery_selectors: tuple[MemberClusterDiscoverySelectors, ...] = ()
 
 
 register(StringMatch, (
@@ -1470,9 +1468,9 @@ register(HTTPRouteDestinationFallback, (
 ))
 register(HTTPRouteDestination, (
     ('destination', 'destination', ("m", Destination)),
+    ('fallback', 'fallback', ("m", HTTPRouteDestinationFallback)),
     ('headers', 'headers', ("m", Headers)),
     ('weight', 'weight', ("i",)),
-    ('fallback', 'fallback', ("m", HTTPRouteDestinationFallback)),
 ))
 register(HTTPRoute, (
     ('corsPolicy', 'cors_policy', ("m", CorsPolicy)),
@@ -1483,8 +1481,8 @@ register(HTTPRoute, (
     ('match', 'match', ("l", ("m", HTTPMatchRequest))),
     ('mirror', 'mirror', ("m", Destination)),
     ('mirrorPercent', 'mirror_percent', ("i",)),
+    ('mirror_percent', 'mirror_percent', ("i",)),
     ('mirrorPercentage', 'mirror_percentage', ("m", Percent)),
-    ('mirror_percent', 'mirror_percent_', ("i",)),
     ('mirrors', 'mirrors', ("l", ("m", HTTPMirrorPolicy))),
     ('name', 'name', ("s",)),
     ('redirect', 'redirect', ("m", HTTPRedirect)),
@@ -1939,7 +1937,7 @@ register(JWTRule, (
     ('issuer', 'issuer', ("s",)),
     ('jwks', 'jwks', ("s",)),
     ('jwksUri', 'jwks_uri', ("s",)),
-    ('jwks_uri', 'jwks_uri_', ("s",)),
+    ('jwks_uri', 'jwks_uri', ("s",)),
     ('outputClaimToHeaders', 'output_claim_to_headers', ("l", ("m", ClaimToHeader))),
     ('outputPayloadToHeader', 'output_payload_to_header', ("s",)),
     ('timeout', 'timeout', ("d",)),
@@ -2017,22 +2015,22 @@ register(TrafficLabelRulesLabels, (
     ('valueFrom', 'value_from', ("l", ("s",))),
 ))
 register(TrafficLabelRules, (
-    ('labels', 'labels', ("l", ("m", TrafficLabelRulesLabels))),
     ('attachTo', 'attach_to', ("l", ("s",))),
+    ('labels', 'labels', ("l", ("m", TrafficLabelRulesLabels))),
     ('protocols', 'protocols', ("s",)),
 ))
 register(TrafficLabel, (
-    ('workloadSelector', 'workload_selector', ("m", ServiceEntryWorkloadSelector)),
     ('rules', 'rules', ("l", ("m", TrafficLabelRules))),
+    ('workloadSelector', 'workload_selector', ("m", ServiceEntryWorkloadSelector)),
 ))
 register(ASMSwimLaneGroupServicesCluster, (
-    ('name', 'name', ("s",)),
     ('id', 'id', ("s",)),
+    ('name', 'name', ("s",)),
 ))
 register(ASMSwimLaneGroupServices, (
+    ('cluster', 'cluster', ("m", ASMSwimLaneGroupServicesCluster)),
     ('name', 'name', ("s",)),
     ('namespace', 'namespace', ("s",)),
-    ('cluster', 'cluster', ("m", ASMSwimLaneGroupServicesCluster)),
 ))
 register(ASMSwimLaneGroupIngressGateway, (
     ('name', 'name', ("s",)),
@@ -2043,15 +2041,15 @@ register(ASMSwimLaneGroupIngress, (
     ('gateway', 'gateway', ("m", ASMSwimLaneGroupIngressGateway)),
 ))
 register(ASMSwimLaneGroupPermissiveModeConfiguration, (
+    ('fallbackTarget', 'fallback_target', ("s",)),
     ('routeHeader', 'route_header', ("s",)),
     ('traceHeader', 'trace_header', ("s",)),
-    ('fallbackTarget', 'fallback_target', ("s",)),
 ))
 register(ASMSwimLaneGroup, (
-    ('services', 'services', ("l", ("m", ASMSwimLaneGroupServices))),
     ('ingress', 'ingress', ("m", ASMSwimLaneGroupIngress)),
     ('isPermissive', 'is_permissive', ("b",)),
     ('permissiveModeConfiguration', 'permissive_mode_configuration', ("m", ASMSwimLaneGroupPermissiveModeConfiguration)),
+    ('services', 'services', ("l", ("m", ASMSwimLaneGroupServices))),
 ))
 register(ASMSwimLaneIngressRulesMatch, (
     ('uri', 'uri', ("m", StringMatch)),
@@ -2063,27 +2061,27 @@ register(ASMSwimLaneIngressRulesRoute, (
     ('destination', 'destination', ("m", ASMSwimLaneIngressRulesRouteDestination)),
 ))
 register(ASMSwimLaneIngressRules, (
-    ('name', 'name', ("s",)),
     ('hosts', 'hosts', ("l", ("s",))),
     ('match', 'match', ("m", ASMSwimLaneIngressRulesMatch)),
+    ('name', 'name', ("s",)),
     ('online', 'online', ("b",)),
     ('route', 'route', ("m", ASMSwimLaneIngressRulesRoute)),
     ('weight', 'weight', ("i",)),
 ))
 register(ASMSwimLane, (
-    ('labelSelector', 'label_selector', ("M", ("s",))),
-    ('services', 'services', ("l", ("m", ASMSwimLaneGroupServices))),
     ('ingressRules', 'ingress_rules', ("l", ("m", ASMSwimLaneIngressRules))),
     ('ingressWeight', 'ingress_weight', ("i",)),
+    ('labelSelector', 'label_selector', ("M", ("s",))),
+    ('services', 'services', ("l", ("m", ASMSwimLaneGroupServices))),
 ))
 register(ASMHeaderPropagation, (
-    ('workloadSelector', 'workload_selector', ("m", ServiceEntryWorkloadSelector)),
-    ('headers', 'headers', ("l", ("s",))),
     ('headerPrefix', 'header_prefix', ("s",)),
+    ('headers', 'headers', ("l", ("s",))),
+    ('workloadSelector', 'workload_selector', ("m", ServiceEntryWorkloadSelector)),
 ))
 register(ASMOPAPolicy, (
-    ('workloadSelector', 'workload_selector', ("m", ServiceEntryWorkloadSelector)),
     ('policy', 'policy', ("s",)),
+    ('workloadSelector', 'workload_selector', ("m", ServiceEntryWorkloadSelector)),
 ))
 register(MemberClusterDiscoverySelectorsMatchExpressions, (
     ('key', 'key', ("s",)),
@@ -2091,16 +2089,16 @@ register(MemberClusterDiscoverySelectorsMatchExpressions, (
     ('values', 'values', ("l", ("s",))),
 ))
 register(MemberClusterDiscoverySelectors, (
-    ('matchLabels', 'match_labels', ("M", ("s",))),
     ('matchExpressions', 'match_expressions', ("l", ("m", MemberClusterDiscoverySelectorsMatchExpressions))),
+    ('matchLabels', 'match_labels', ("M", ("s",))),
 ))
 register(MemberCluster, (
+    ('discoverySelectors', 'discovery_selectors', ("l", ("m", MemberClusterDiscoverySelectors))),
+    ('kubeconfig', 'kubeconfig', ("s",)),
+    ('local', 'local', ("b",)),
     ('network', 'network', ("s",)),
     ('region', 'region', ("s",)),
     ('zone', 'zone', ("s",)),
-    ('kubeconfig', 'kubeconfig', ("s",)),
-    ('local', 'local', ("b",)),
-    ('discoverySelectors', 'discovery_selectors', ("l", ("m", MemberClusterDiscoverySelectors))),
 ))
 
 KINDS: Mapping[tuple[str, str], type] = {
