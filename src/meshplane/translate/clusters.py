@@ -9,19 +9,17 @@ header); with traffic capture (``INTERCEPTION_MODE=REDIRECT``) and on gateways i
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
 from envoy.config.core.v3 import address_pb2, protocol_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.extensions.clusters.dynamic_forward_proxy.v3 import cluster_pb2 as dfp_cluster_pb2
-from envoy.extensions.common.dynamic_forward_proxy.v3 import dns_cache_pb2
 from envoy.extensions.transport_sockets.raw_buffer.v3 import raw_buffer_pb2
-from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
-from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import wrappers_pb2
 
+from meshplane.model import spec as istio
 from meshplane.model.labels import labels_match
 from meshplane.model.proxy import Proxy, ProxyType
 from meshplane.model.service import Endpoint, Location, Protocol, Resolution, Service, ServicePort
@@ -32,30 +30,25 @@ from meshplane.translate.common import (
     ads_source,
     cluster_name,
     duration,
-    duration_of,
     pack,
-    sds_secret,
-    seconds,
+    proto_duration,
 )
 from meshplane.translate.context import DestinationRuleRec, PushContext
-from meshplane.translate.eastwest import is_sni_dnat, sni_dnat_clusters
+from meshplane.translate.dfp import dns_cache_config
+from meshplane.translate.eastwest import is_sni_dnat, sni_dnat_clusters, sni_name
 from meshplane.translate.fallback import fallback_clusters
 from meshplane.translate.jwt import jwks_clusters
 from meshplane.translate.memo import Slot
 from meshplane.translate.mesh import MeshSettings
 from meshplane.translate.policy import effective_policy, subset_labels
+from meshplane.translate.tls import transport_socket, upstream_tls
 
-DFP_CACHE = "dynamic_forward_proxy_cache_config"
 _MAX = 2**32 - 1
 _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 
 def uses_dynamic_forward_proxy(proxy: Proxy) -> bool:
     return proxy.type is ProxyType.SIDECAR and proxy.interception_mode == "NONE"
-
-
-def dns_cache_config() -> dns_cache_pb2.DnsCacheConfig:
-    return dns_cache_pb2.DnsCacheConfig(name=DFP_CACHE, dns_lookup_family=cluster_pb2.Cluster.V4_ONLY)
 
 
 def _socket(address: str, port: int) -> address_pb2.Address:
@@ -87,99 +80,105 @@ def special_clusters(proxy: Proxy, mesh: MeshSettings) -> list[cluster_pb2.Clust
     return [blackhole, passthrough]
 
 
-def _default_circuit_breakers(c: cluster_pb2.Cluster, pool: Mapping[str, Any] | None = None) -> None:
+def _default_circuit_breakers(c: cluster_pb2.Cluster, pool: istio.ConnectionPoolSettings | None = None) -> None:
     """Istio's defaults: effectively unlimited, so Envoy's small defaults (e.g. 3 retries) never surprise."""
-    pool = pool or {}
-    tcp = pool.get("tcp") or {}
-    http = pool.get("http") or {}
+    tcp = (pool.tcp if pool else None) or istio.TCPSettings()
+    http = (pool.http if pool else None) or istio.HTTPSettings()
 
-    def val(raw: Any) -> wrappers_pb2.UInt32Value:
-        return wrappers_pb2.UInt32Value(value=int(raw) if raw is not None else _MAX)
+    def val(limit: int | None) -> wrappers_pb2.UInt32Value:
+        return wrappers_pb2.UInt32Value(value=limit if limit is not None else _MAX)
 
     c.circuit_breakers.CopyFrom(circuit_breaker_pb2.CircuitBreakers(thresholds=[
         circuit_breaker_pb2.CircuitBreakers.Thresholds(
-            max_connections=val(tcp.get("maxConnections")),
-            max_pending_requests=val(http.get("http1MaxPendingRequests")),
-            max_requests=val(http.get("http2MaxRequests")),
-            max_retries=val(http.get("maxRetries")),
+            max_connections=val(tcp.max_connections),
+            max_pending_requests=val(http.http1_max_pending_requests),
+            max_requests=val(http.http2_max_requests),
+            max_retries=val(http.max_retries),
             track_remaining=True,
         )
     ]))
 
 
-def _http_options(c: cluster_pb2.Cluster, port: ServicePort, pool: Mapping[str, Any]) -> None:
-    http = pool.get("http") or {}
-    h2 = port.protocol.is_http2 or (port.protocol is Protocol.HTTP and http.get("h2UpgradePolicy") == "UPGRADE")
+def _speaks_h2(port: ServicePort, http: istio.HTTPSettings | None) -> bool:
+    """The cluster's codec is HTTP/2: the port's protocol is, or ``h2UpgradePolicy: UPGRADE`` upgrades HTTP."""
+    upgrade = http is not None and http.h2_upgrade_policy is istio.HTTPSettingsH2UpgradePolicy.UPGRADE
+    return port.protocol.is_http2 or (port.protocol is Protocol.HTTP and upgrade)
+
+
+def _http_options(c: cluster_pb2.Cluster, port: ServicePort, http: istio.HTTPSettings | None) -> None:
     if not port.protocol.is_http:
         return
     opts = http_protocol_options_pb2.HttpProtocolOptions()
-    if h2:
+    if _speaks_h2(port, http):
         opts.explicit_http_config.http2_protocol_options.CopyFrom(protocol_pb2.Http2ProtocolOptions())
-    elif not http:
+    elif http is None or http == istio.HTTPSettings():
         return
     else:
         opts.explicit_http_config.http_protocol_options.CopyFrom(protocol_pb2.Http1ProtocolOptions())
-    if http.get("maxRequestsPerConnection"):
-        opts.common_http_protocol_options.max_requests_per_connection.value = int(http["maxRequestsPerConnection"])
-    idle = duration_of(http.get("idleTimeout"))
-    if idle is not None:
-        opts.common_http_protocol_options.idle_timeout.CopyFrom(idle)
+    if http is not None and http.max_requests_per_connection:
+        opts.common_http_protocol_options.max_requests_per_connection.value = http.max_requests_per_connection
+    if http is not None and http.idle_timeout is not None:
+        opts.common_http_protocol_options.idle_timeout.CopyFrom(proto_duration(http.idle_timeout))
     c.typed_extension_protocol_options[_HTTP_OPTIONS].CopyFrom(pack(opts))
 
 
-def _lb(c: cluster_pb2.Cluster, lb: Mapping[str, Any]) -> None:
-    simple = str(lb.get("simple") or "")
-    ch = lb.get("consistentHash")
-    if isinstance(ch, Mapping):
-        if ch.get("maglev") is not None:
-            c.lb_policy = cluster_pb2.Cluster.MAGLEV
-            size = (ch.get("maglev") or {}).get("tableSize")
-            if size:
-                c.maglev_lb_config.table_size.value = int(size)
-        else:
-            c.lb_policy = cluster_pb2.Cluster.RING_HASH
-            ring = ch.get("ringHash") or {}
-            size = ring.get("minimumRingSize") or ch.get("minimumRingSize") or 1024
-            c.ring_hash_lb_config.minimum_ring_size.value = int(size)
+_SIMPLE_LB = {
+    istio.SimpleLB.ROUND_ROBIN: cluster_pb2.Cluster.ROUND_ROBIN,
+    istio.SimpleLB.RANDOM: cluster_pb2.Cluster.RANDOM,
+    istio.SimpleLB.LEAST_REQUEST: cluster_pb2.Cluster.LEAST_REQUEST,
+    istio.SimpleLB.LEAST_CONN: cluster_pb2.Cluster.LEAST_REQUEST,
+}
+
+
+def _consistent_hash_lb(c: cluster_pb2.Cluster, ch: istio.ConsistentHashLB) -> None:
+    if ch.maglev is not None:
+        c.lb_policy = cluster_pb2.Cluster.MAGLEV
+        if ch.maglev.table_size:
+            c.maglev_lb_config.table_size.value = ch.maglev.table_size
         return
-    c.lb_policy = {
-        "ROUND_ROBIN": cluster_pb2.Cluster.ROUND_ROBIN,
-        "RANDOM": cluster_pb2.Cluster.RANDOM,
-        "LEAST_REQUEST": cluster_pb2.Cluster.LEAST_REQUEST,
-        "LEAST_CONN": cluster_pb2.Cluster.LEAST_REQUEST,
-        "UNSPECIFIED": cluster_pb2.Cluster.LEAST_REQUEST,
-    }.get(simple, cluster_pb2.Cluster.LEAST_REQUEST)
+    c.lb_policy = cluster_pb2.Cluster.RING_HASH
+    ring = ch.ring_hash.minimum_ring_size if ch.ring_hash is not None else None
+    c.ring_hash_lb_config.minimum_ring_size.value = ring or ch.minimum_ring_size or 1024
 
 
-def _outlier(c: cluster_pb2.Cluster, od: Mapping[str, Any]) -> None:
+def _lb(c: cluster_pb2.Cluster, lb: istio.LoadBalancerSettings | None) -> None:
+    """Istio's default (no ``simple``, UNSPECIFIED, or PASSTHROUGH handled by the caller) is LEAST_REQUEST."""
+    if lb is not None and lb.consistent_hash is not None:
+        _consistent_hash_lb(c, lb.consistent_hash)
+        return
+    simple = lb.simple if lb is not None else None
+    c.lb_policy = _SIMPLE_LB.get(simple, cluster_pb2.Cluster.LEAST_REQUEST) if simple else \
+        cluster_pb2.Cluster.LEAST_REQUEST
+
+
+def _enforced(count: int) -> int:
+    return 100 if count > 0 else 0
+
+
+def _outlier(c: cluster_pb2.Cluster, od: istio.OutlierDetection) -> None:
     out = outlier_detection_pb2.OutlierDetection()
-    five = od.get("consecutive5xxErrors")
+    five = od.consecutive5xx_errors
     if five is not None:
-        out.consecutive_5xx.value = int(five)
-        out.enforcing_consecutive_5xx.value = 100 if int(five) > 0 else 0
-    else:
-        out.enforcing_consecutive_5xx.value = 0
-    gw = od.get("consecutiveGatewayErrors", od.get("consecutiveErrors"))
+        out.consecutive_5xx.value = five
+    out.enforcing_consecutive_5xx.value = _enforced(five or 0)
+    gw = od.consecutive_gateway_errors if od.consecutive_gateway_errors is not None else od.consecutive_errors
     if gw is not None:
-        out.consecutive_gateway_failure.value = int(gw)
-        out.enforcing_consecutive_gateway_failure.value = 100 if int(gw) > 0 else 0
-    local = od.get("consecutiveLocalOriginFailures")
-    if od.get("splitExternalLocalOriginErrors"):
+        out.consecutive_gateway_failure.value = gw
+        out.enforcing_consecutive_gateway_failure.value = _enforced(gw)
+    if od.split_external_local_origin_errors:
         out.split_external_local_origin_errors = True
-        if local is not None:
-            out.consecutive_local_origin_failure.value = int(local)
-    interval = duration_of(od.get("interval"))
-    if interval is not None:
-        out.interval.CopyFrom(interval)
-    base = duration_of(od.get("baseEjectionTime"))
-    if base is not None:
-        out.base_ejection_time.CopyFrom(base)
-    if od.get("maxEjectionPercent") is not None:
-        out.max_ejection_percent.value = int(od["maxEjectionPercent"])
+        if od.consecutive_local_origin_failures is not None:
+            out.consecutive_local_origin_failure.value = od.consecutive_local_origin_failures
+    if od.interval is not None:
+        out.interval.CopyFrom(proto_duration(od.interval))
+    if od.base_ejection_time is not None:
+        out.base_ejection_time.CopyFrom(proto_duration(od.base_ejection_time))
+    if od.max_ejection_percent is not None:
+        out.max_ejection_percent.value = od.max_ejection_percent
     out.enforcing_success_rate.value = 0
     c.outlier_detection.CopyFrom(out)
-    if od.get("minHealthPercent") is not None:
-        c.common_lb_config.healthy_panic_threshold.value = float(od["minHealthPercent"])
+    if od.min_health_percent is not None:
+        c.common_lb_config.healthy_panic_threshold.value = float(od.min_health_percent)
 
 
 def _failover_outlier(c: cluster_pb2.Cluster, mesh: MeshSettings) -> None:
@@ -199,60 +198,15 @@ def _failover_outlier(c: cluster_pb2.Cluster, mesh: MeshSettings) -> None:
     out.max_ejection_percent.value = 100
 
 
-def _san_matchers(sans: list[str]) -> list[common_pb2.SubjectAltNameMatcher]:
-    out = []
-    for san in sans:
-        kind = (common_pb2.SubjectAltNameMatcher.URI if san.startswith("spiffe://")
-                else common_pb2.SubjectAltNameMatcher.DNS)
-        out.append(common_pb2.SubjectAltNameMatcher(san_type=kind, matcher=string_pb2.StringMatcher(exact=san)))
-    return out
-
-
-def upstream_tls(tls: Mapping[str, Any], *, port: ServicePort, subset: str, host: str, mesh: MeshSettings,
-                 endpoint_sans: list[str], h2: bool) -> tls_pb2.UpstreamTlsContext | None:
-    """The client side of a DestinationRule's ``tls``: DISABLE, SIMPLE, MUTUAL (files or credentialName) or
-    ISTIO_MUTUAL (the workload certificate ``default`` and the trust bundle ``ROOTCA`` over SDS)."""
-    mode = str(tls.get("mode") or "DISABLE").upper()
-    if mode == "DISABLE":
-        return None
-    ctx = tls_pb2.UpstreamTlsContext()
-    common = ctx.common_tls_context
-    if port.protocol.is_http:
-        # Only offer what the cluster's codec speaks: an h1 upstream offered h2 would pick it and fail.
-        common.alpn_protocols.append("h2" if h2 else "http/1.1")
-    sans = [str(s) for s in tls.get("subjectAltNames") or []]
-    if mode == "ISTIO_MUTUAL":
-        ctx.sni = tls.get("sni") or f"outbound_.{port.number}_.{subset}_.{host}"
-        common.tls_certificate_sds_secret_configs.append(sds_secret(mesh.workload_secret, mesh))
-        combined = common.combined_validation_context
-        combined.validation_context_sds_secret_config.CopyFrom(sds_secret(mesh.root_secret, mesh))
-        combined.default_validation_context.match_typed_subject_alt_names.extend(
-            _san_matchers(sans or endpoint_sans))
-        return ctx
-    if tls.get("sni"):
-        ctx.sni = str(tls["sni"])
-    cred = tls.get("credentialName")
-    if mode == "MUTUAL":
-        if cred:
-            common.tls_certificate_sds_secret_configs.append(sds_secret(f"kubernetes://{cred}", mesh))
-        elif tls.get("clientCertificate") and tls.get("privateKey"):
-            cert = common.tls_certificates.add()
-            cert.certificate_chain.filename = str(tls["clientCertificate"])
-            cert.private_key.filename = str(tls["privateKey"])
-    if tls.get("insecureSkipVerify"):
-        return ctx
-    if cred:
-        combined = common.combined_validation_context
-        combined.validation_context_sds_secret_config.CopyFrom(sds_secret(f"kubernetes://{cred}-cacert", mesh))
-        combined.default_validation_context.match_typed_subject_alt_names.extend(_san_matchers(sans))
-    elif tls.get("caCertificates"):
-        common.validation_context.trusted_ca.filename = str(tls["caCertificates"])
-        common.validation_context.match_typed_subject_alt_names.extend(_san_matchers(sans))
-    return ctx
-
-
-TLS_MODE_LABEL = "security.istio.io/tlsMode"
-TRANSPORT_SOCKET_MATCH = "envoy.transport_socket_match"
+def _tcp_keepalive(c: cluster_pb2.Cluster, ka: istio.TcpKeepalive) -> None:
+    """Envoy counts keepalive time and interval in whole seconds (Istio truncates the same way)."""
+    kc = c.upstream_connection_options.tcp_keepalive
+    if ka.probes:
+        kc.keepalive_probes.value = ka.probes
+    if ka.time is not None:
+        kc.keepalive_time.value = ka.time // 1_000_000_000
+    if ka.interval is not None:
+        kc.keepalive_interval.value = ka.interval // 1_000_000_000
 
 
 def _auto_mtls(c: cluster_pb2.Cluster, tctx: tls_pb2.UpstreamTlsContext | None) -> None:
@@ -262,8 +216,7 @@ def _auto_mtls(c: cluster_pb2.Cluster, tctx: tls_pb2.UpstreamTlsContext | None) 
         return
     m = c.transport_socket_matches.add(name="tlsMode-istio")
     m.match.update({"tlsMode": "istio"})
-    m.transport_socket.name = "envoy.transport_sockets.tls"
-    m.transport_socket.typed_config.CopyFrom(pack(tctx))
+    m.transport_socket.CopyFrom(transport_socket(tctx))
     plain = c.transport_socket_matches.add(name="tlsMode-disabled")
     plain.transport_socket.name = "envoy.transport_sockets.raw_buffer"
     plain.transport_socket.typed_config.CopyFrom(pack(raw_buffer_pb2.RawBuffer()))
@@ -287,21 +240,10 @@ def _dns_endpoints(svc: Service, port: ServicePort, eps: tuple[Endpoint, ...],
     return [_lb_endpoint(svc.hostname, port.target_port or port.number)]
 
 
-def outbound_cluster(ctx: PushContext, svc: Service, port: ServicePort, subset: str,
-                     dr: DestinationRuleRec | None, *, auto_mtls: bool = True) -> cluster_pb2.Cluster:
-    """``auto_mtls``: offer Istio's auto mTLS (the proxy has an SDS source for certificates)."""
-    mesh = ctx.mesh
-    name = cluster_name("outbound", port.number, subset, svc.hostname)
-    policy = effective_policy(dr, port.number, subset)
-    pool = policy.get("connectionPool") or {}
-    lb = policy.get("loadBalancer") or {}
-    c = cluster_pb2.Cluster(name=name)
-    c.alt_stat_name = name
-    connect = seconds((pool.get("tcp") or {}).get("connectTimeout"))
-    c.connect_timeout.CopyFrom(duration(connect if connect is not None else mesh.connect_timeout_s))
-    passthrough = str(lb.get("simple") or "") == "PASSTHROUGH"
-    labels = subset_labels(dr, subset) if subset else None
-    if svc.resolution is Resolution.NONE or passthrough:
+def _discovery(c: cluster_pb2.Cluster, ctx: PushContext, svc: Service, port: ServicePort,
+               lb: istio.LoadBalancerSettings | None, labels: Mapping[str, str] | None) -> None:
+    """How the cluster finds its hosts: the original destination (no resolution, or lb PASSTHROUGH), DNS, or EDS."""
+    if svc.resolution is Resolution.NONE or (lb is not None and lb.simple is istio.SimpleLB.PASSTHROUGH):
         c.type = cluster_pb2.Cluster.ORIGINAL_DST
         c.lb_policy = cluster_pb2.Cluster.CLUSTER_PROVIDED
     elif svc.resolution in (Resolution.DNS, Resolution.DNS_ROUND_ROBIN):
@@ -311,49 +253,62 @@ def outbound_cluster(ctx: PushContext, svc: Service, port: ServicePort, subset: 
         lbs = _dns_endpoints(svc, port, ctx.registry.endpoints_of(svc.hostname), labels)
         if logical:
             lbs = lbs[:1]
-        c.load_assignment.cluster_name = name
+        c.load_assignment.cluster_name = c.name
         if lbs:
             c.load_assignment.endpoints.add().lb_endpoints.extend(lbs)
         _lb(c, lb)
     else:
         c.type = cluster_pb2.Cluster.EDS
-        c.eds_cluster_config.service_name = name
+        c.eds_cluster_config.service_name = c.name
         c.eds_cluster_config.eds_config.CopyFrom(ads_source())
         _lb(c, lb)
-    _default_circuit_breakers(c, pool)
-    _http_options(c, port, pool)
-    http = pool.get("http") or {}
-    h2 = port.protocol.is_http2 or http.get("h2UpgradePolicy") == "UPGRADE"
-    if isinstance(lb.get("localityLbSetting"), Mapping) and lb["localityLbSetting"].get("distribute"):
-        c.common_lb_config.locality_weighted_lb_config.SetInParent()
-    od = policy.get("outlierDetection")
-    if isinstance(od, Mapping):
-        _outlier(c, od)
-    elif c.type == cluster_pb2.Cluster.EDS:
-        _failover_outlier(c, mesh)
-    tls = policy.get("tls")
-    if isinstance(tls, Mapping):
-        tctx = upstream_tls(tls, port=port, subset=subset, host=svc.hostname, mesh=mesh,
-                            endpoint_sans=_endpoint_sans(ctx, svc.hostname), h2=h2)
+
+
+def _cluster_tls(c: cluster_pb2.Cluster, ctx: PushContext, svc: Service, port: ServicePort, subset: str,
+                 tls: istio.ClientTLSSettings | None, h2: bool, auto_mtls: bool) -> None:
+    """The DestinationRule's ``tls``; without one, auto mTLS for mesh-internal services (not for original-destination
+    clusters nor TLS ports, whose clients speak TLS themselves)."""
+    mesh = ctx.mesh
+    # Only offer what the cluster's codec speaks: an h1 upstream offered h2 would pick it and fail.
+    alpn = (["h2" if h2 else "http/1.1"]) if port.protocol.is_http else []
+    sni = sni_name(port.number, subset, svc.hostname)
+    if tls is not None:
+        tctx = upstream_tls(tls, mesh=mesh, istio_sni=sni, alpn=alpn, endpoint_sans=_endpoint_sans(ctx, svc.hostname))
         if tctx is not None:
-            c.transport_socket.name = "envoy.transport_sockets.tls"
-            c.transport_socket.typed_config.CopyFrom(pack(tctx))
+            c.transport_socket.CopyFrom(transport_socket(tctx))
     elif (auto_mtls and mesh.auto_mtls and svc.location is Location.MESH_INTERNAL
           and c.type != cluster_pb2.Cluster.ORIGINAL_DST and not port.protocol.is_tls):
-        _auto_mtls(c, upstream_tls({"mode": "ISTIO_MUTUAL"}, port=port, subset=subset, host=svc.hostname, mesh=mesh,
-                                   endpoint_sans=_endpoint_sans(ctx, svc.hostname), h2=h2))
-    tcp = pool.get("tcp") or {}
-    ka = tcp.get("tcpKeepalive")
-    if isinstance(ka, Mapping):
-        kc = c.upstream_connection_options.tcp_keepalive
-        if ka.get("probes"):
-            kc.keepalive_probes.value = int(ka["probes"])
-        t = seconds(ka.get("time"))
-        if t is not None:
-            kc.keepalive_time.value = int(t)
-        i = seconds(ka.get("interval"))
-        if i is not None:
-            kc.keepalive_interval.value = int(i)
+        _auto_mtls(c, upstream_tls(_ISTIO_MUTUAL, mesh=mesh, istio_sni=sni, alpn=alpn,
+                                   endpoint_sans=_endpoint_sans(ctx, svc.hostname)))
+
+
+_ISTIO_MUTUAL = istio.ClientTLSSettings(mode=istio.ClientTLSMode.ISTIO_MUTUAL)
+
+
+def outbound_cluster(ctx: PushContext, svc: Service, port: ServicePort, subset: str,
+                     dr: DestinationRuleRec | None, *, auto_mtls: bool = True) -> cluster_pb2.Cluster:
+    """``auto_mtls``: offer Istio's auto mTLS (the proxy has an SDS source for certificates)."""
+    mesh = ctx.mesh
+    name = cluster_name("outbound", port.number, subset, svc.hostname)
+    policy = effective_policy(dr, port.number, subset)
+    pool = policy.connection_pool or istio.ConnectionPoolSettings()
+    lb = policy.load_balancer
+    c = cluster_pb2.Cluster(name=name)
+    c.alt_stat_name = name
+    connect = pool.tcp.connect_timeout if pool.tcp is not None else None
+    c.connect_timeout.CopyFrom(proto_duration(connect) if connect is not None else duration(mesh.connect_timeout_s))
+    _discovery(c, ctx, svc, port, lb, subset_labels(dr, subset) if subset else None)
+    _default_circuit_breakers(c, pool)
+    _http_options(c, port, pool.http)
+    if lb is not None and lb.locality_lb_setting is not None and lb.locality_lb_setting.distribute:
+        c.common_lb_config.locality_weighted_lb_config.SetInParent()
+    if policy.outlier_detection is not None:
+        _outlier(c, policy.outlier_detection)
+    elif c.type == cluster_pb2.Cluster.EDS:
+        _failover_outlier(c, mesh)
+    _cluster_tls(c, ctx, svc, port, subset, policy.tls, _speaks_h2(port, pool.http), auto_mtls)
+    if pool.tcp is not None and pool.tcp.tcp_keepalive is not None:
+        _tcp_keepalive(c, pool.tcp.tcp_keepalive)
     return c
 
 
@@ -372,9 +327,9 @@ def outbound_clusters_for(ctx: PushContext, proxy: Proxy, svc: Service) -> list[
         hit = ctx.memo.get(_OUTBOUND, key)
         if hit is None:
             hit = [outbound_cluster(ctx, svc, port, "", dr, auto_mtls=proxy.sds)]
-            for s in (dr.raw_spec.get("subsets") or []) if dr else []:
-                if isinstance(s, Mapping) and s.get("name"):
-                    hit.append(outbound_cluster(ctx, svc, port, str(s["name"]), dr, auto_mtls=proxy.sds))
+            for s in dr.spec.subsets if dr else ():
+                if s.name:
+                    hit.append(outbound_cluster(ctx, svc, port, s.name, dr, auto_mtls=proxy.sds))
             ctx.memo.put(_OUTBOUND, key, hit)
         out.extend(hit)
     return out

@@ -8,7 +8,7 @@ Istio never sends to a remote network's endpoints directly. Two halves, both pur
   (``address:15443``), one endpoint per (network, locality) with the weight of the endpoints it stands for, the
   locality, network and cluster of those endpoints (so locality priorities and ``failoverPriority`` still see
   them), and the ``tlsMode: istio`` metadata that makes the cluster's auto mTLS transport socket apply: ISTIO_MUTUAL
-  with SNI ``outbound_.PORT_.SUBSET_.HOST`` (``clusters.upstream_tls``). The destination sidecar terminates that
+  with SNI ``outbound_.PORT_.SUBSET_.HOST`` (``tls.upstream_tls``). The destination sidecar terminates that
   mTLS session. Once any east-west gateway exists (Istio's "multi-network enabled"), a network without one gets
   nothing: its endpoints are dropped, never reached directly. With no east-west gateway at all the mesh is one
   flat network and EDS is unchanged, as in Istio.
@@ -34,15 +34,17 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import address_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 
+from meshplane.model import spec as istio
 from meshplane.model.proxy import Proxy, ProxyType
 from meshplane.model.service import EASTWEST_LABEL, Endpoint, ServicePort
 from meshplane.translate.context import PushContext
+from meshplane.translate.filters import tcp_proxy, tls_inspector
 from meshplane.translate.memo import Slot
+from meshplane.translate.tls import TLS_MODE_LABEL
 
 EASTWEST_PORT = 15443
 NETWORK_LABEL = "topology.istio.io/network"
 CLUSTER_LABEL = "topology.istio.io/cluster"
-TLS_MODE_LABEL = "security.istio.io/tlsMode"
 _SNI_PREFIX = "outbound_."
 
 
@@ -151,19 +153,19 @@ def sni_dnat_clusters(outbound: Sequence[cluster_pb2.Cluster]) -> list[cluster_p
     return out
 
 
+def _is_auto_passthrough(server: istio.Server) -> bool:
+    return server.tls is not None and server.tls.mode is istio.ServerTLSMode.AUTO_PASSTHROUGH
+
+
 def auto_passthrough_ports(proxy: Proxy, ctx: PushContext) -> list[int]:
     """The ports (as the gateway listens on them) of its AUTO_PASSTHROUGH servers, and 15443 for a labelled
     east-west gateway."""
     ports: set[int] = set()
     for gw in ctx.scope(proxy).gateways:
-        for spec in gw.raw_servers:
-            tls = spec.get("tls")
-            port = spec.get("port") or {}
-            if isinstance(tls, Mapping) and str(tls.get("mode") or "").upper() == "AUTO_PASSTHROUGH":
-                number = int(port.get("number") or 0) if isinstance(port, Mapping) else 0
-                if number:
-                    target = int(port.get("targetPort") or 0) if isinstance(port, Mapping) else 0
-                    ports.add(target or proxy.gateway_listen_port(number))
+        for server in gw.servers:
+            port = server.port
+            if _is_auto_passthrough(server) and port is not None and port.number:
+                ports.add(port.target_port or proxy.gateway_listen_port(port.number))
     if is_eastwest_gateway(proxy):
         ports.add(proxy.gateway_listen_port(EASTWEST_PORT))
     return sorted(ports)
@@ -177,8 +179,6 @@ def sni_dnat_listeners(proxy: Proxy, ctx: PushContext, cluster_names: frozenset[
                        taken: frozenset[int] = frozenset()) -> list[listener_pb2.Listener]:
     """One listener per AUTO_PASSTHROUGH port not ``taken`` by another server: TLS inspector, and per SNI-named
     cluster a chain matching that SNI that TCP-proxies to it."""
-    from meshplane.translate.filters import tcp_proxy, tls_inspector  # filters imports clusters, which imports us
-
     names = sorted(n for n in cluster_names if parse_sni_name(n) is not None)
     out: list[listener_pb2.Listener] = []
     for listen_port in auto_passthrough_ports(proxy, ctx):

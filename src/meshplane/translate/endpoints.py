@@ -8,19 +8,21 @@ DestinationRule has outlierDetection; meshplane does it whenever ``MeshSettings.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 from envoy.config.core.v3 import address_pb2, base_pb2, health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from google.protobuf import wrappers_pb2
 
+from meshplane.model import spec as istio
+from meshplane.model.labels import labels_match
 from meshplane.model.proxy import Locality, Proxy
 from meshplane.model.service import Endpoint
 from meshplane.translate.common import parse_cluster_name
 from meshplane.translate.context import PushContext
 from meshplane.translate.eastwest import through_gateways
 from meshplane.translate.policy import effective_policy, subset_labels
+from meshplane.translate.tls import TLS_MODE_LABEL, TRANSPORT_SOCKET_MATCH
 
 
 def locality_priority(proxy: Locality, ep: Locality, failover: Mapping[str, str] | None = None) -> int:
@@ -74,20 +76,46 @@ def _locality_matches(pattern: str, loc: Locality) -> bool:
     return all(want in ("*", have) for want, have in zip(parts, (loc.region, loc.zone, loc.subzone), strict=False))
 
 
-def distribute_weights(setting: Mapping[str, Any], proxy: Locality,
+def distribute_weights(setting: istio.LocalityLoadBalancerSetting, proxy: Locality,
                        localities: list[Locality]) -> dict[Locality, int] | None:
     """``distribute``: the first rule whose ``from`` matches the proxy; each ``to`` pattern's weight is split
     between the endpoint localities it matches."""
-    for rule in setting.get("distribute") or []:
-        if not isinstance(rule, Mapping) or not _locality_matches(str(rule.get("from") or "*"), proxy):
+    for rule in setting.distribute:
+        if not _locality_matches(rule.from_ or "*", proxy):
             continue
         out: dict[Locality, int] = {}
-        for pattern, weight in (rule.get("to") or {}).items():
-            members = [loc for loc in localities if _locality_matches(str(pattern), loc) and loc not in out]
+        for pattern, weight in rule.to.items():
+            members = [loc for loc in localities if _locality_matches(pattern, loc) and loc not in out]
             for loc in members:
-                out[loc] = max(1, int(weight) // len(members)) if int(weight) > 0 else 0
+                out[loc] = max(1, weight // len(members)) if weight > 0 else 0
         return out
     return None
+
+
+def _failover_regions(setting: istio.LocalityLoadBalancerSetting) -> dict[str, str]:
+    """``failover``: region -> the region its traffic goes to next (entries naming both)."""
+    return {f.from_: f.to for f in setting.failover if f.from_ is not None and f.to is not None}
+
+
+_Groups = dict[tuple[Locality, int], list[Endpoint]]  # (locality, priority before compaction) -> endpoints
+
+
+def _priorities(proxy: Proxy, eps: Sequence[Endpoint], setting: istio.LocalityLoadBalancerSetting,
+                weights: Mapping[Locality, int] | None, use_locality: bool) -> _Groups:
+    """Endpoints grouped by locality and priority; ``distribute`` drops the localities it sends nothing."""
+    failover = _failover_regions(setting)
+    groups: _Groups = {}
+    for e in eps:
+        if not use_locality or weights is not None:
+            prio = 0
+        elif setting.failover_priority:
+            prio = failover_priority(proxy, e, list(setting.failover_priority))
+        else:
+            prio = locality_priority(proxy.locality, e.locality, failover)
+        if weights is not None and weights.get(e.locality, 0) == 0:
+            continue  # distribute sends nothing to localities it does not name
+        groups.setdefault((e.locality, prio), []).append(e)
+    return groups
 
 
 def build_load_assignment(name: str, proxy: Proxy, ctx: PushContext) -> endpoint_pb2.ClusterLoadAssignment | None:
@@ -110,31 +138,17 @@ def build_load_assignment(name: str, proxy: Proxy, ctx: PushContext) -> endpoint
         labels = subset_labels(dr, subset)
         if labels is None:
             return cla
-    eps = [e for e in ctx.registry.endpoints_of(host) if labels is None or all(
-        e.labels.get(k) == v for k, v in labels.items())]
+    eps = [e for e in ctx.registry.endpoints_of(host) if labels is None or labels_match(labels, e.labels)]
     eps = through_gateways(proxy, eps, port, ctx)  # multi-network: other networks via their east-west gateway
     policy = effective_policy(dr, port_no, subset)
     use_locality = ctx.mesh.locality_lb_enabled and (
-        not ctx.mesh.locality_lb_requires_outlier_detection or policy.get("outlierDetection") is not None)
-    setting = (policy.get("loadBalancer") or {}).get("localityLbSetting") or {}
-    if not isinstance(setting, Mapping):
-        setting = {}
-    if setting.get("enabled") is False:
+        not ctx.mesh.locality_lb_requires_outlier_detection or policy.outlier_detection is not None)
+    lb = policy.load_balancer
+    setting = (lb.locality_lb_setting if lb is not None else None) or istio.LocalityLoadBalancerSetting()
+    if setting.enabled is False:
         use_locality = False
     weights = distribute_weights(setting, proxy.locality, [e.locality for e in eps]) if use_locality else None
-    failover = {str(f.get("from")): str(f.get("to")) for f in setting.get("failover") or [] if isinstance(f, Mapping)}
-    prio_keys = [str(k) for k in setting.get("failoverPriority") or []]
-    groups: dict[tuple[Locality, int], list[Endpoint]] = {}
-    for e in eps:
-        if not use_locality or weights is not None:
-            prio = 0
-        elif prio_keys:
-            prio = failover_priority(proxy, e, prio_keys)
-        else:
-            prio = locality_priority(proxy.locality, e.locality, failover)
-        if weights is not None and weights.get(e.locality, 0) == 0:
-            continue  # distribute sends nothing to localities it does not name
-        groups.setdefault((e.locality, prio), []).append(e)
+    groups = _priorities(proxy, eps, setting, weights, use_locality)
     prios = sorted({p for _, p in groups})
     compact = {p: i for i, p in enumerate(prios)}
     for (loc, prio), members in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0].region,
@@ -150,7 +164,7 @@ def build_load_assignment(name: str, proxy: Proxy, ctx: PushContext) -> endpoint
                 health_status=health_check_pb2.HEALTHY if m.healthy else health_check_pb2.UNHEALTHY,
                 load_balancing_weight=wrappers_pb2.UInt32Value(value=max(m.weight, 1)),
             )
-            if m.labels.get("security.istio.io/tlsMode") == "istio":
+            if m.labels.get(TLS_MODE_LABEL) == "istio":
                 # Auto mTLS (see clusters._auto_mtls): this endpoint has a sidecar that accepts ISTIO_MUTUAL.
-                lbe.metadata.filter_metadata["envoy.transport_socket_match"].update({"tlsMode": "istio"})
+                lbe.metadata.filter_metadata[TRANSPORT_SOCKET_MATCH].update({"tlsMode": "istio"})
     return cla

@@ -30,8 +30,8 @@ from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
-from meshplane.translate.clusters import dns_cache_config
 from meshplane.translate.common import ads_source, pack
+from meshplane.translate.dfp import dns_cache_config
 from meshplane.translate.trafficlabel import lua_filter
 
 HCM = "envoy.filters.network.http_connection_manager"

@@ -25,9 +25,10 @@ from envoy.extensions.retry.priority.previous_priorities.v3 import previous_prio
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import percent_pb2
 
+from meshplane.model import spec as istio
 from meshplane.model.proxy import Proxy
 from meshplane.translate import fallback
-from meshplane.translate.common import BLACKHOLE, cluster_name, duration, duration_of, fraction, pack
+from meshplane.translate.common import BLACKHOLE, cluster_name, duration, duration_of, fraction, pack, proto_duration
 from meshplane.translate.context import PushContext, VirtualServiceRec
 from meshplane.translate.hosts import resolve_host
 from meshplane.translate.policy import consistent_hash, effective_policy
@@ -268,22 +269,21 @@ def cors_config(cors: Mapping[str, Any]) -> cors_pb2.CorsPolicy:
     return out
 
 
-def _hash_policies(ch: Mapping[str, Any]) -> list[rc.RouteAction.HashPolicy]:
+def _hash_policies(ch: istio.ConsistentHashLB) -> list[rc.RouteAction.HashPolicy]:
     hp = rc.RouteAction.HashPolicy()
-    if ch.get("httpHeaderName"):
-        hp.header.header_name = str(ch["httpHeaderName"])
-    elif isinstance(ch.get("httpCookie"), Mapping):
-        cookie = ch["httpCookie"]
-        hp.cookie.name = str(cookie.get("name") or "")
-        if cookie.get("path"):
-            hp.cookie.path = str(cookie["path"])
-        ttl = duration_of(cookie.get("ttl"))
-        if ttl is not None:
-            hp.cookie.ttl.CopyFrom(ttl)
-    elif ch.get("useSourceIp"):
+    if ch.http_header_name:
+        hp.header.header_name = ch.http_header_name
+    elif ch.http_cookie is not None:
+        cookie = ch.http_cookie
+        hp.cookie.name = cookie.name or ""
+        if cookie.path:
+            hp.cookie.path = cookie.path
+        if cookie.ttl is not None:
+            hp.cookie.ttl.CopyFrom(proto_duration(cookie.ttl))
+    elif ch.use_source_ip:
         hp.connection_properties.source_ip = True
-    elif ch.get("httpQueryParameterName"):
-        hp.query_parameter.name = str(ch["httpQueryParameterName"])
+    elif ch.http_query_parameter_name:
+        hp.query_parameter.name = ch.http_query_parameter_name
     else:
         return []
     return [hp]
