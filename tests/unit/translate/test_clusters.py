@@ -7,7 +7,17 @@ from pathlib import Path
 
 import pytest
 from _feature_corpus import dr, feature_objects
-from _translate_helpers import bookinfo_file, bookinfo_registry, clusters, context, decode, fqdn, sidecar
+from _translate_helpers import (
+    bookinfo_file,
+    bookinfo_registry,
+    clusters,
+    context,
+    decode,
+    envoy_validate,
+    fqdn,
+    routes,
+    sidecar,
+)
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
@@ -171,3 +181,52 @@ def test_locality_distribute_weights() -> None:
                                              "to": {"region1/zone1/*": 80, "region2/*": 20}}]})
     assert {g.locality.region: g.load_balancing_weight.value for g in groups} == {"region1": 80, "region2": 20}
     assert {g.priority for g in groups} == {0}
+
+
+_DURATIONS = dr("ratings", {"host": "ratings", "trafficPolicy": {
+    "connectionPool": {"tcp": {"connectTimeout": ".25s",
+                               "tcpKeepalive": {"time": "1m30s", "interval": "1.9s", "probes": 3}},
+                       "http": {"idleTimeout": "1.5s"}},
+    "outlierDetection": {"consecutive5xxErrors": 2, "interval": ".5s", "baseEjectionTime": "1m0.25s"},
+    "loadBalancer": {"consistentHash": {"httpCookie": {"name": "s", "ttl": ".5s"}}}}})
+RATINGS = f"outbound|9080||{fqdn('ratings')}"
+
+
+def test_durations_reach_envoy_exactly() -> None:
+    """Every DestinationRule duration in Go's forms (``.5s`` too, once dropped) becomes the same Envoy Duration."""
+    ctx = context([*bookinfo_registry(), _DURATIONS])
+    c = clusters(sidecar(), ctx)[RATINGS]
+    assert c.outlier_detection.interval.ToNanoseconds() == 500_000_000
+    assert c.outlier_detection.base_ejection_time.ToNanoseconds() == 60_250_000_000
+    assert c.connect_timeout.ToNanoseconds() == 250_000_000
+    opts = http_protocol_options_pb2.HttpProtocolOptions()
+    c.typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].Unpack(opts)
+    assert opts.common_http_protocol_options.idle_timeout.ToNanoseconds() == 1_500_000_000
+    ka = c.upstream_connection_options.tcp_keepalive  # whole seconds in Envoy
+    assert (ka.keepalive_time.value, ka.keepalive_interval.value, ka.keepalive_probes.value) == (90, 1, 3)
+    (vh,) = [vh for rc in routes(sidecar(), ctx) for vh in rc.virtual_hosts if vh.name == f"{fqdn('ratings')}:9080"]
+    cookie = vh.routes[0].route.hash_policy[0].cookie
+    assert (cookie.name, cookie.ttl.ToNanoseconds()) == ("s", 500_000_000)
+
+
+@pytest.mark.envoy
+def test_sub_second_durations_validate(tmp_path: Path) -> None:
+    envoy_validate(sidecar(), context([*bookinfo_registry(), _DURATIONS]), tmp_path)
+
+
+def test_locality_setting_disabled_and_failover_without_target() -> None:
+    assert {g.priority for g in _locality_mesh({"enabled": False})} == {0}
+    prio = {g.locality.region + "/" + g.locality.zone: g.priority for g in _locality_mesh(
+        {"failover": [{"from": "region1"}]})}  # names no target region: every other region is last
+    assert prio == {"region1/zone1": 0, "region1/zone2": 1, "region2/z": 2, "region3/z": 2}
+
+
+def test_istio_locality_needs_outlier_detection() -> None:
+    from _translate_helpers import service_entry, workload_entry
+
+    objs = [service_entry("lb", selector={"app": "lb"}), dr("lb", {"host": "lb"}),
+            workload_entry("a", "10.0.0.1", {"app": "lb"}, locality="region1/zone1/sub1"),
+            workload_entry("b", "10.0.0.2", {"app": "lb"}, locality="region2/z/s")]
+    ctx = context(objs, MeshSettings(locality_lb_requires_outlier_detection=True))
+    cla = decode(xdstypes.ENDPOINT, sidecar(), ctx, [f"outbound|9080||{fqdn('lb')}"])[0]
+    assert {g.priority for g in cla.endpoints} == {0}

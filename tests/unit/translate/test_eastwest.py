@@ -22,7 +22,7 @@ from _translate_helpers import (
 
 from meshplane.model import xdstypes
 from meshplane.translate import MeshSettings
-from meshplane.translate.eastwest import parse_sni_name, sni_name
+from meshplane.translate.eastwest import auto_passthrough_ports, parse_sni_name, sni_name
 
 REVIEWS = f"outbound|9080||{fqdn('reviews')}"
 SNI = f"outbound_.9080_._.{fqdn('reviews')}"
@@ -162,6 +162,24 @@ def test_gateway_resource_with_auto_passthrough() -> None:
     # An ordinary ingress gateway gets none of it.
     assert not [n for n in listeners(gateway(), ctx) if n.endswith("_15443")]
     assert SNI not in clusters(gateway(), ctx)
+
+
+def test_auto_passthrough_ports_from_typed_servers() -> None:
+    """Only AUTO_PASSTHROUGH servers count; a server's targetPort is where the gateway listens."""
+    servers = [{"port": {"number": 15443, "name": "tls", "protocol": "TLS", "targetPort": 16443},
+                "tls": {"mode": "AUTO_PASSTHROUGH"}, "hosts": ["*.local"]},
+               {"port": {"number": 15444, "name": "tls2", "protocol": "TLS"}, "tls": {"mode": "PASSTHROUGH"},
+                "hosts": ["*.local"]},
+               {"port": {"number": 15445, "name": "tls3", "protocol": "TLS"}, "tls": {"mode": "AUTO_PASSTHROUGH"},
+                "hosts": ["*.local"]}]
+    gw_obj = {"apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+              "metadata": {"name": "cross-network-gateway", "namespace": "istio-system"},
+              "spec": {"selector": {"app": "ew"}, "servers": servers}}
+    ctx = context([*_mesh(), gw_obj])
+    gw = gateway({"app": "ew"}, NETWORK="network-2", INSTANCE_IPS="127.0.2.201", LISTEN_ADDRESS="127.0.2.201",
+                 GATEWAY_PORTS="15445=25445")
+    assert auto_passthrough_ports(gw, ctx) == [16443, 25445]
+    assert auto_passthrough_ports(gateway(), ctx) == []
 
 
 @pytest.mark.envoy
