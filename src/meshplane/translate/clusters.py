@@ -106,22 +106,26 @@ def _speaks_h2(port: ServicePort, http: istio.HTTPSettings | None) -> bool:
 
 
 def _http_options(c: cluster_pb2.Cluster, port: ServicePort, http: istio.HTTPSettings | None) -> None:
+    """The upstream codec (h2 when the cluster speaks it, h1 when the pool says anything) and the pool's
+    per-connection limits; nothing for a non-HTTP port or an h1 one the pool says nothing about."""
     if not port.protocol.is_http:
         return
+    settings = http or istio.HTTPSettings()
     opts = http_protocol_options_pb2.HttpProtocolOptions()
     if _speaks_h2(port, http):
         opts.explicit_http_config.http2_protocol_options.CopyFrom(protocol_pb2.Http2ProtocolOptions())
-    elif http is None or http == istio.HTTPSettings():
+    elif settings == istio.HTTPSettings():
         return
     else:
         opts.explicit_http_config.http_protocol_options.CopyFrom(protocol_pb2.Http1ProtocolOptions())
-    if http is not None and http.max_requests_per_connection:
-        opts.common_http_protocol_options.max_requests_per_connection.value = http.max_requests_per_connection
-    if http is not None and http.idle_timeout is not None:
-        opts.common_http_protocol_options.idle_timeout.CopyFrom(proto_duration(http.idle_timeout))
+    if settings.max_requests_per_connection:
+        opts.common_http_protocol_options.max_requests_per_connection.value = settings.max_requests_per_connection
+    if settings.idle_timeout is not None:
+        opts.common_http_protocol_options.idle_timeout.CopyFrom(proto_duration(settings.idle_timeout))
     c.typed_extension_protocol_options[_HTTP_OPTIONS].CopyFrom(pack(opts))
 
 
+_DEFAULT_LB = cluster_pb2.Cluster.LEAST_REQUEST
 _SIMPLE_LB = {
     istio.SimpleLB.ROUND_ROBIN: cluster_pb2.Cluster.ROUND_ROBIN,
     istio.SimpleLB.RANDOM: cluster_pb2.Cluster.RANDOM,
@@ -147,8 +151,7 @@ def _lb(c: cluster_pb2.Cluster, lb: istio.LoadBalancerSettings | None) -> None:
         _consistent_hash_lb(c, lb.consistent_hash)
         return
     simple = lb.simple if lb is not None else None
-    c.lb_policy = _SIMPLE_LB.get(simple, cluster_pb2.Cluster.LEAST_REQUEST) if simple else \
-        cluster_pb2.Cluster.LEAST_REQUEST
+    c.lb_policy = _SIMPLE_LB.get(simple, _DEFAULT_LB) if simple is not None else _DEFAULT_LB
 
 
 def _enforced(count: int) -> int:

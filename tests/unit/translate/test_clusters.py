@@ -230,3 +230,19 @@ def test_istio_locality_needs_outlier_detection() -> None:
     ctx = context(objs, MeshSettings(locality_lb_requires_outlier_detection=True))
     cla = decode(xdstypes.ENDPOINT, sidecar(), ctx, [f"outbound|9080||{fqdn('lb')}"])[0]
     assert {g.priority for g in cla.endpoints} == {0}
+
+
+@pytest.mark.parametrize(("protocol", "h2"), [("HTTP", True), ("GRPC-WEB", False)])
+def test_h2_upgrade_sets_codec_and_alpn_alike(protocol: str, h2: bool) -> None:
+    """``h2UpgradePolicy: UPGRADE`` upgrades plain HTTP only; TLS offers exactly the codec's protocol."""
+    from _translate_helpers import service_entry
+
+    objs = [service_entry("up", ports=[{"number": 80, "name": "web", "protocol": protocol}],
+                          endpoints=[{"address": "127.0.6.1"}]),
+            dr("up", {"host": "up", "trafficPolicy": {"connectionPool": {"http": {"h2UpgradePolicy": "UPGRADE"}},
+                                                      "tls": {"mode": "ISTIO_MUTUAL"}}})]
+    c = clusters(sidecar(), context(objs))[f"outbound|80||{fqdn('up')}"]
+    opts = http_protocol_options_pb2.HttpProtocolOptions()
+    c.typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].Unpack(opts)
+    assert opts.explicit_http_config.HasField("http2_protocol_options") is h2
+    assert list(_tls(c).common_tls_context.alpn_protocols) == (["h2"] if h2 else ["http/1.1"])
