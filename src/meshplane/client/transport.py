@@ -1,0 +1,74 @@
+"""One HTTP exchange with the API: base URL, bearer token, timeout, and the mapping of every failure to
+:mod:`meshplane.client.errors`.
+
+Why a session may be handed in: the agent already keeps one small connection pool for Envoy's admin interface,
+its readiness probe and the API; a client made with that session shares it and leaves closing it to its owner.
+Without one, the transport opens its own on first use (inside the running event loop) and closes it in
+:meth:`Transport.close`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+
+from meshplane.client.errors import BadResponse, Unreachable, refused
+
+JSON = "application/json"
+
+
+class Transport:
+    def __init__(self, base: str, *, token: str = "", timeout: float = 10.0,
+                 session: aiohttp.ClientSession | None = None) -> None:
+        self.base = base.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        self._session = session
+        self._owned = session is None
+
+    def __repr__(self) -> str:  # never the token
+        return f"Transport({self.base!r})"
+
+    def _headers(self, content_type: str, extra: Mapping[str, str] | None) -> dict[str, str]:
+        h = {"Accept": JSON}
+        if content_type:
+            h["Content-Type"] = content_type
+        if self.token:
+            h["Authorization"] = f"Bearer {self.token}"
+        h.update(extra or {})
+        return h
+
+    async def call(self, method: str, path: str, what: str, *, body: Any = None, content_type: str = JSON,
+                   query: Mapping[str, str] | None = None, headers: Mapping[str, str] | None = None,
+                   timeout: float | None = None, decode: bool = True) -> Any:
+        """Send one request; the decoded JSON answer (None with ``decode=False``), or a ClientError."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        seconds = self.timeout if timeout is None else timeout
+        data = json.dumps(body).encode() if body is not None else None
+        try:
+            async with self._session.request(
+                    method, self.base + path, data=data, params=query,
+                    headers=self._headers(content_type if data is not None else "", headers),
+                    timeout=aiohttp.ClientTimeout(total=seconds)) as r:
+                raw = await r.read()
+                if not 200 <= r.status < 300:
+                    raise refused(what, r.status, r.reason or "", raw)
+        except TimeoutError:
+            raise Unreachable(what, self.base, f"no answer within {seconds:g}s") from None
+        except (aiohttp.ClientError, OSError) as e:
+            raise Unreachable(what, self.base, str(e) or type(e).__name__) from None
+        if not decode:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise BadResponse(what, f"the answer is not JSON ({len(raw)} bytes)") from None
+
+    async def close(self) -> None:
+        if self._owned and self._session is not None:
+            await self._session.close()
+        self._session, self._owned = None, True  # a later call opens (and owns) a new session
