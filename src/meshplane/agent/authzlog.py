@@ -20,10 +20,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from meshplane.agent.config import AgentConfig
 from meshplane.agent.waits import pause
+from meshplane.client import Client, ClientError, Refused
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +30,7 @@ DENIED = re.compile(r"^rbac_access_denied_matched_policy\[(.*)\]$")
 BATCH = 200
 BACKLOG = 5000
 MAX_FILE_BYTES = 8 * 1024 * 1024
+TIMEOUT_S = 3.0
 
 
 def decisions(entry: dict[str, Any], identity: str, workload: str) -> list[dict[str, Any]]:
@@ -55,10 +55,9 @@ def decisions(entry: dict[str, Any], identity: str, workload: str) -> list[dict[
 
 
 class AuthzLog:
-    def __init__(self, cfg: AgentConfig, session: aiohttp.ClientSession, path: Path, identity: str) -> None:
-        self.cfg, self.session, self.path, self.identity = cfg, session, path, identity
+    def __init__(self, cfg: AgentConfig, api: Client, path: Path, identity: str) -> None:
+        self.cfg, self.api, self.path, self.identity = cfg, api, path, identity
         self.workload = f"{cfg.namespace}/{cfg.name}"
-        self.url = f"{cfg.api.rstrip('/')}/management/v1/security/audit"
         self._offset = 0
         self._partial = b""
         self.backlog: list[dict[str, Any]] = []
@@ -110,15 +109,14 @@ class AuthzLog:
         self.backlog += new
         while self.backlog:
             batch = self.backlog[:BATCH]
-            headers = {"Authorization": f"Bearer {self.cfg.api_token}"} if self.cfg.api_token else {}
-            async with self.session.post(self.url, json={"items": batch}, headers=headers,
-                                         timeout=aiohttp.ClientTimeout(total=3)) as r:
-                if r.status != 201:
-                    log.warning("authz audit reports refused: HTTP %s", r.status)
-                    if 400 <= r.status < 500:
-                        self.dropped += len(batch)  # they will not be taken later either
-                        del self.backlog[:BATCH]
-                    return
+            try:
+                await self.api.report_security_events(batch, timeout=TIMEOUT_S)
+            except Refused as e:
+                log.warning("authz audit reports refused: %s", e)
+                if 400 <= e.code < 500:
+                    self.dropped += len(batch)  # they will not be taken later either
+                    del self.backlog[:BATCH]
+                return
             self.reported += len(batch)
             del self.backlog[:BATCH]
 
@@ -126,8 +124,8 @@ class AuthzLog:
         while not stop.is_set():
             try:
                 await self.flush()
-            except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            except ClientError as e:
                 log.debug("authz audit reports: %s (kept for the next tick)", e)
             await pause(stop, period_s)
-        with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError):
+        with contextlib.suppress(ClientError):
             await self.flush()  # what Envoy wrote before it stopped

@@ -16,23 +16,21 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import aiohttp
-
 from meshplane.agent.config import AgentConfig
 from meshplane.agent.waits import pause
+from meshplane.client import Client, ClientError
 from meshplane.rpc.sds import SdsServer
 
 log = logging.getLogger(__name__)
 
-PATH = "/management/v1/gateway-credentials"
-TOKEN_HEADER = "X-Bootstrap-Token"
+TIMEOUT_S = 3.0
+
 SDS_PREFIX = "kubernetes://"
 
 
 class GatewayCredentials:
-    def __init__(self, cfg: AgentConfig, session: aiohttp.ClientSession, sds: SdsServer) -> None:
-        self.cfg, self.session, self.sds = cfg, session, sds
-        self.url = f"{cfg.api.rstrip('/')}{PATH}"
+    def __init__(self, cfg: AgentConfig, api: Client, sds: SdsServer) -> None:
+        self.cfg, self.api, self.sds = cfg, api, sds
         self.names: list[str] = []
         self.failures = 0
 
@@ -40,16 +38,9 @@ class GatewayCredentials:
         return f"GatewayCredentials(names={self.names})"
 
     async def refresh(self) -> list[str]:
-        """Fetch and push; the changed SDS names."""
-        headers = {TOKEN_HEADER: self.cfg.ca_token}
-        if self.cfg.api_token:
-            headers["Authorization"] = f"Bearer {self.cfg.api_token}"
-        async with self.session.get(self.url, headers=headers, timeout=aiohttp.ClientTimeout(total=3)) as r:
-            if r.status != 200:
-                raise aiohttp.ClientResponseError(r.request_info, (), status=r.status, message="gateway credentials")
-            body = await r.json()
+        """Fetch and push; the changed SDS names. A failure is a ``meshplane.client`` error."""
         secrets: dict[str, tuple[bytes, bytes, bytes]] = {}
-        for item in body.get("items") or []:
+        for item in await self.api.gateway_credentials(self.cfg.ca_token, timeout=TIMEOUT_S):
             name = str(item.get("name") or "")
             if name:
                 secrets[SDS_PREFIX + name] = (str(item.get("certificateChain") or "").encode(),
@@ -66,8 +57,8 @@ class GatewayCredentials:
             try:
                 await self.refresh()
                 self.failures = 0
-            except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as e:
+            except ClientError as e:  # never the answer of success (key material) in it: see meshplane.client
                 self.failures += 1
                 if self.failures in (1, 10) or self.failures % 100 == 0:
-                    log.warning("gateway credentials: %s (keeping the current ones)", type(e).__name__)
+                    log.warning("gateway credentials: %s (keeping the current ones)", e)
             await pause(stop, self.cfg.policy_poll_s)

@@ -36,8 +36,9 @@ from meshplane.agent.envoy import EnvoyProcess, find_envoy
 from meshplane.agent.health import ReadinessTracker, probe_once
 from meshplane.agent.opa import OpaPolicies
 from meshplane.agent.procs import record_for, write_json_atomic, write_record
-from meshplane.agent.registration import Registration, RegistrationError
+from meshplane.agent.registration import Registration
 from meshplane.agent.waits import pause
+from meshplane.client import Client, ClientError
 from meshplane.model.proxy import Locality
 from meshplane.rpc.ca_service import CaClient
 from meshplane.rpc.extauthz import ExtAuthzServer
@@ -122,7 +123,7 @@ class Agent:
         if self.cfg.envoy_record:
             write_record(Path(self.cfg.envoy_record), record_for(pid, "envoy", self.cfg.name, group=False))
 
-    async def start_security(self, session: aiohttp.ClientSession) -> CaClient | None:
+    async def start_security(self, api: Client) -> CaClient | None:
         """SDS on a local socket and the first certificate, before Envoy exists (its listeners then never wait)."""
         cfg = self.cfg
         if not cfg.ca:
@@ -132,29 +133,24 @@ class Agent:
         if tmp is not None:
             self._tmpdirs.append(tmp)
         client = CaClient(cfg.ca)
-        bundle_url = f"{cfg.api.rstrip('/')}/management/v1/trust-bundle" if cfg.api else ""
 
         async def bundle() -> bytes | None:
-            headers = {"Authorization": f"Bearer {cfg.api_token}"} if cfg.api_token else {}
-            async with session.get(bundle_url, headers=headers, timeout=aiohttp.ClientTimeout(total=3)) as r:
-                if r.status != 200:
-                    return None
-                return str((await r.json()).get("pem") or "").encode() or None
+            return (await api.trust_bundle()).encode() or None
 
         identity = SpiffeId(cfg.trust_domain, cfg.namespace, cfg.service_account)
         self.certs = CertificateManager(identity, client, cfg.ca_token, self.sds, ttl_s=cfg.cert_ttl_s,
-                                        bundle=bundle if bundle_url else None, bundle_poll_s=cfg.bundle_poll_s)
+                                        bundle=bundle if cfg.api else None, bundle_poll_s=cfg.bundle_poll_s)
         self.report(None, "starting")
         await self.certs.obtain(self.stop_event)
         return client
 
-    async def start_opa(self, session: aiohttp.ClientSession) -> None:
+    async def start_opa(self, api: Client) -> None:
         """The ext_authz server answering for the ASMOPAPolicies that select this workload (sidecars only)."""
         cfg = self.cfg
         if not (cfg.opa and cfg.api) or cfg.gateway:
             return
-        self.opa = OpaPolicies(cfg, session, SpiffeId(cfg.trust_domain, cfg.namespace, cfg.service_account).uri)
-        with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError, ValueError):
+        self.opa = OpaPolicies(cfg, api, SpiffeId(cfg.trust_domain, cfg.namespace, cfg.service_account).uri)
+        with contextlib.suppress(ClientError):
             await self.opa.refresh()  # the policies that exist already apply from the first request
         path, tmp = socket_path(Path(cfg.extauthz_socket) if cfg.extauthz_socket else self.work / "extauthz.sock")
         if tmp is not None:
@@ -179,25 +175,26 @@ class Agent:
     async def _run(self, session: aiohttp.ClientSession) -> int:
         cfg = self.cfg
         loop = asyncio.get_running_loop()
-        ca_client = await self.start_security(session)
+        api = Client(cfg.api, token=cfg.api_token, timeout=3.0, session=session)
+        ca_client = await self.start_security(api)
         background: list[asyncio.Task[None]] = []
         if self.certs is not None:
             background.append(asyncio.create_task(self.certs.run(self.stop_event)))
         if self.sds is not None and cfg.gateway and cfg.api and cfg.ca_token:
-            creds = GatewayCredentials(cfg, session, self.sds)  # credentialName secrets over the local SDS
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError, ValueError):
+            creds = GatewayCredentials(cfg, api, self.sds)  # credentialName secrets over the local SDS
+            with contextlib.suppress(ClientError):
                 await creds.refresh()  # before Envoy: its HTTPS listeners need not wait for the first poll
             background.append(asyncio.create_task(creds.run(self.stop_event)))
-        await self.start_opa(session)
+        await self.start_opa(api)
         if self.opa is not None:
             background.append(asyncio.create_task(self.opa.run(self.stop_event)))
         if cfg.api and not cfg.gateway:
             identity = SpiffeId(cfg.trust_domain, cfg.namespace, cfg.service_account).uri
-            self.authz_log = AuthzLog(cfg, session, self.work / "authz.log", identity)
+            self.authz_log = AuthzLog(cfg, api, self.work / "authz.log", identity)
             self.authz_log.prepare()
             authz_task = asyncio.create_task(self.authz_log.run(self.stop_event))
         self.write_bootstrap()
-        reg = Registration(cfg, session) if cfg.register and cfg.api else None
+        reg = Registration(cfg, api) if cfg.register and cfg.api else None
         await self.start_envoy()
         backoff = 0.5
         restart_at: float | None = None
@@ -234,7 +231,7 @@ class Agent:
                         await reg.register(healthy)
                     else:
                         await reg.set_health(healthy, self.tracker.message)
-                except (RegistrationError, aiohttp.ClientError, TimeoutError, OSError) as e:
+                except ClientError as e:
                     log.warning("registration: %s", e)
                     next_register = now + 1.0
             self.report(reg, "running")
@@ -243,7 +240,7 @@ class Agent:
         if reg is not None:
             try:
                 await reg.deregister()
-            except (RegistrationError, aiohttp.ClientError, TimeoutError, OSError) as e:
+            except ClientError as e:
                 log.warning("could not delete the WorkloadEntry: %s", e)
         await self.envoy.stop(session, drain=True)
         if self.authz_log is not None:

@@ -16,15 +16,15 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-import aiohttp
-
 from meshplane.agent.config import AgentConfig
 from meshplane.agent.waits import pause
+from meshplane.client import Client, ClientError, Refused
 from meshplane.security.opa import Decision, PolicySet, RegoError, selects
 
 log = logging.getLogger(__name__)
 
-GROUP_PATH = "/apis/istio.alibabacloud.com/v1"
+API_VERSION, KIND = "istio.alibabacloud.com/v1", "ASMOPAPolicy"
+TIMEOUT_S = 3.0
 
 
 class _DenyAll(PolicySet):
@@ -42,18 +42,14 @@ class _DenyAll(PolicySet):
 
 
 class OpaPolicies:
-    def __init__(self, cfg: AgentConfig, session: aiohttp.ClientSession, identity: str) -> None:
+    def __init__(self, cfg: AgentConfig, api: Client, identity: str) -> None:
         self.cfg = cfg
-        self.session = session
+        self.api = api
         self.identity = identity
-        self.url = f"{cfg.api.rstrip('/')}{GROUP_PATH}/namespaces/{cfg.namespace}/asmopapolicies"
         self.policies = PolicySet()
         self.version: tuple[tuple[str, str], ...] = ()
         self._reports: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)
         self.dropped = 0
-
-    def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.cfg.api_token}"} if self.cfg.api_token else {}
 
     def decide(self, request: Mapping[str, Any]) -> Decision:
         return self.policies.decide(request)
@@ -72,11 +68,9 @@ class OpaPolicies:
             self.dropped += 1
 
     async def refresh(self) -> None:
-        async with self.session.get(self.url, headers=self._headers(),
-                                    timeout=aiohttp.ClientTimeout(total=3)) as r:
-            if r.status != 200:
-                return
-            items = (await r.json()).get("items") or []
+        """Read the namespace's policies and recompile when they changed; a failure (a ``meshplane.client`` error)
+        keeps the current ones."""
+        items = await self.api.list(API_VERSION, KIND, self.cfg.namespace, timeout=TIMEOUT_S)
         mine = sorted((o for o in items if selects(o, self.cfg.namespace, self.cfg.labels)),
                       key=lambda o: str(o["metadata"]["name"]))
         version = tuple((str(o["metadata"]["name"]), str(o["metadata"].get("resourceVersion", ""))) for o in mine)
@@ -98,7 +92,7 @@ class OpaPolicies:
             while not stop.is_set():
                 try:
                     await self.refresh()
-                except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as e:
+                except ClientError as e:
                     log.debug("OPA policies: %s", e)
                 await pause(stop, self.cfg.policy_poll_s)
         finally:
@@ -107,13 +101,11 @@ class OpaPolicies:
                 await sender
 
     async def _send_reports(self) -> None:
-        url = f"{self.cfg.api.rstrip('/')}/management/v1/security/audit"
         while True:
             event = await self._reports.get()
             try:
-                async with self.session.post(url, json=event, headers=self._headers(),
-                                             timeout=aiohttp.ClientTimeout(total=3)) as r:
-                    if r.status != 201:
-                        log.warning("audit report refused: HTTP %s", r.status)
-            except (aiohttp.ClientError, TimeoutError, OSError) as e:
+                await self.api.report_security_events([event], timeout=TIMEOUT_S)
+            except Refused as e:
+                log.warning("audit report refused: %s", e)
+            except ClientError as e:
                 log.warning("audit report not sent: %s", e)

@@ -1,7 +1,7 @@
 """Auto-registration: the instance's WorkloadEntry, created when its proxy is connected, marked unhealthy while its
 readiness probe fails, deleted when it leaves (Istio's WorkloadGroup auto-registration and health checks).
 
-Why through the Kubernetes-compatible HTTP API with a plain HTTP client: it is the same path every other client
+Why through the Kubernetes-compatible HTTP API (``meshplane.client``): it is the same path every other client
 takes (kubectl, controllers), so registration goes through validation, the store and the watch that feeds xDS,
 and the agent needs no privileged channel into the control plane. Health is reported the way Istio does it: a
 ``Healthy`` condition in the WorkloadEntry's status (written through the ``/status`` subresource), which the
@@ -10,25 +10,21 @@ ServiceEntry registry turns into the endpoint's health status.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Mapping
 from typing import Any
 
-import aiohttp
-
 from meshplane.agent.config import AgentConfig
+from meshplane.client import Client, Conflict, NotFound
 
 log = logging.getLogger(__name__)
 
 CLUSTER_LABEL = "topology.istio.io/cluster"
 WORKLOAD_LABEL = "meshplane.io/workload"
 TLS_MODE_LABEL = "security.istio.io/tlsMode"  # "istio": this endpoint accepts ISTIO_MUTUAL (auto mTLS)
-GROUP_PATH = "/apis/networking.istio.io/v1"
-
-
-class RegistrationError(Exception):
-    """The API refused a registration request; the message carries the API's status and reason."""
+API_VERSION, KIND = "networking.istio.io/v1", "WorkloadEntry"
+TIMEOUT_S = 5.0
 
 
 def workload_entry(cfg: AgentConfig) -> dict[str, Any]:
@@ -50,8 +46,8 @@ def workload_entry(cfg: AgentConfig) -> dict[str, Any]:
     if cfg.locality:
         spec["locality"] = cfg.locality
     return {
-        "apiVersion": "networking.istio.io/v1",
-        "kind": "WorkloadEntry",
+        "apiVersion": API_VERSION,
+        "kind": KIND,
         "metadata": {
             "name": cfg.name,
             "namespace": cfg.namespace,
@@ -75,40 +71,27 @@ def health_condition(healthy: bool, message: str = "") -> dict[str, Any]:
 
 
 class Registration:
-    """Creates, updates the health of, and deletes one WorkloadEntry."""
+    """Creates, updates the health of, and deletes one WorkloadEntry. Failures are ``meshplane.client`` errors."""
 
-    def __init__(self, cfg: AgentConfig, session: aiohttp.ClientSession) -> None:
+    def __init__(self, cfg: AgentConfig, api: Client) -> None:
         self.cfg = cfg
-        self.session = session
-        base = cfg.api.rstrip("/")
-        self.collection = f"{base}{GROUP_PATH}/namespaces/{cfg.namespace}/workloadentries"
-        self.item = f"{self.collection}/{cfg.name}"
+        self.api = api
         self.registered = False
         self.healthy: bool | None = None
 
-    def _headers(self, content_type: str = "application/json") -> dict[str, str]:
-        h = {"Content-Type": content_type, "Accept": "application/json"}
-        if self.cfg.api_token:
-            h["Authorization"] = f"Bearer {self.cfg.api_token}"
-        return h
-
-    async def _call(self, method: str, url: str, body: Mapping[str, Any] | None = None,
-                    content_type: str = "application/json", ok: tuple[int, ...] = (200, 201)) -> int:
-        async with self.session.request(method, url, json=body, headers=self._headers(content_type),
-                                        timeout=aiohttp.ClientTimeout(total=5)) as r:
-            if r.status not in ok:
-                text = await r.text()
-                raise RegistrationError(f"{method} {url}: HTTP {r.status}: {text[:300]}")
-            return r.status
+    async def _delete(self) -> None:
+        with contextlib.suppress(NotFound):  # gone already
+            await self.api.delete(API_VERSION, KIND, self.cfg.name, self.cfg.namespace, timeout=TIMEOUT_S)
 
     async def register(self, healthy: bool) -> None:
         """Create the WorkloadEntry; one left by an earlier run of this instance (a crash) is replaced."""
         obj = workload_entry(self.cfg)
         obj["status"] = {"conditions": [health_condition(healthy)]}
-        status = await self._call("POST", self.collection, obj, ok=(200, 201, 409))
-        if status == 409:
-            await self._call("DELETE", self.item, ok=(200, 202, 404))
-            await self._call("POST", self.collection, obj)
+        try:
+            await self.api.create(obj, timeout=TIMEOUT_S)
+        except Conflict:
+            await self._delete()
+            await self.api.create(obj, timeout=TIMEOUT_S)
         self.registered = True
         await self.set_health(healthy, force=True)
         log.info("registered WorkloadEntry %s/%s (%s)", self.cfg.namespace, self.cfg.name, self.cfg.address)
@@ -118,13 +101,14 @@ class Registration:
         if not self.registered or (self.healthy == healthy and not force):
             return
         patch = {"status": {"conditions": [health_condition(healthy, message)]}}
-        await self._call("PATCH", self.item + "/status", patch, content_type="application/merge-patch+json")
+        await self.api.patch(API_VERSION, KIND, self.cfg.name, patch, self.cfg.namespace, subresource="status",
+                             timeout=TIMEOUT_S)
         self.healthy = healthy
         log.info("WorkloadEntry %s/%s healthy=%s %s", self.cfg.namespace, self.cfg.name, healthy, message)
 
     async def deregister(self) -> None:
         if not self.registered:
             return
-        await self._call("DELETE", self.item, ok=(200, 202, 404))
+        await self._delete()
         self.registered = False
         log.info("deleted WorkloadEntry %s/%s", self.cfg.namespace, self.cfg.name)

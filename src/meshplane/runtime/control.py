@@ -9,19 +9,17 @@ ready and every proxy SYNCED) or ``failed``.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from meshplane.agent.procs import record_for, stop_records, write_record
+from meshplane.client import ClientError, SyncClient
 from meshplane.runtime.home import Home
 from meshplane.runtime.manifest import Manifest, ManifestError, load_manifest
 
@@ -138,11 +136,10 @@ def _pid_alive(pid: Any) -> bool:
 
 def _proxies(api: str) -> list[dict[str, Any]]:
     try:
-        with urllib.request.urlopen(api + "/management/v1/proxies", timeout=3) as r:
-            items = json.loads(r.read()).get("items") or []
-    except (urllib.error.URLError, OSError, ValueError):
+        with SyncClient(api, timeout=3) as client:
+            return client.proxies()
+    except ClientError:
         return []
-    return [i for i in items if isinstance(i, dict)]
 
 
 def status(home: Home) -> dict[str, Any]:

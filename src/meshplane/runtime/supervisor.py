@@ -42,7 +42,7 @@ from meshplane.agent.procs import (
     write_json_atomic,
     write_record,
 )
-from meshplane.runtime.apiclient import ApiClient
+from meshplane.client import Client, ClientError
 from meshplane.runtime.home import Home
 from meshplane.runtime.manifest import ClusterSpec, Manifest, WorkloadSpec, expand, instance_address
 
@@ -177,7 +177,7 @@ class Supervisor:
         self.stop_event = asyncio.Event()
         self.wake = asyncio.Event()
         self._runtime_view: dict[str, Any] = {}
-        self.client: ApiClient | None = None
+        self.client: Client | None = None
         self.started = time.monotonic()
 
     # --- processes ---------------------------------------------------------------------------------------
@@ -221,8 +221,8 @@ class Supervisor:
             args += ["--ca-addr", "none"]
         args.append("--locality-lb" if self.manifest.mesh.locality_lb else "--no-locality-lb")
         self.server = await self.spawn("server", "control-plane", python_cmd(*args), self.home.logs / "server.log")
-        client = ApiClient(self.api, session)
-        while not await client.up():
+        client = Client(self.api, session=session)
+        while not await client.serving():
             if not self.server.running():
                 raise RuntimeError(f"meshplane server exited with {self.server.proc.returncode}; "
                                    f"see {self.home.logs / 'server.log'}")
@@ -315,7 +315,9 @@ class Supervisor:
         inst.agent = inst.app = None
         if self.client is not None and self.phase not in ("stopping", "failed"):
             # The agent deletes its WorkloadEntry when it stops; one that died hard could not.
-            await self.client.delete("networking.istio.io/v1", "WorkloadEntry", inst.workload.namespace, inst.name)
+            with contextlib.suppress(ClientError):  # not there (the usual case), or the API is gone
+                await self.client.delete("networking.istio.io/v1", "WorkloadEntry", inst.name,
+                                         inst.workload.namespace, timeout=5)
 
     def eastwest_pending(self, now: float) -> bool:
         """Whether an east-west gateway has not registered yet (for at most EASTWEST_WAIT_S after start). Its
@@ -421,12 +423,15 @@ class Supervisor:
             self._runtime_view = view
             self.home.write_runtime({**view, "updated": time.time()})
 
-    async def all_ready(self, client: ApiClient) -> bool:
+    async def all_ready(self, client: Client) -> bool:
         wanted = [i for i in self.instances.values() if i.wanted]
         for inst in wanted:
             if not self.home.read_instance_status(inst.name).get("ready"):
                 return False
-        proxies = await client.proxies()
+        try:
+            proxies = await client.proxies(timeout=3)
+        except ClientError:
+            proxies = []
         addresses = {i.address for i in wanted}
         synced = {str(p.get("nodeId", "")).split("~")[1] for p in proxies
                   if p.get("state") == "SYNCED" and str(p.get("nodeId", "")).count("~") == 3}
@@ -445,10 +450,9 @@ class Supervisor:
         code = 0
         cancelled = False
         async with aiohttp.ClientSession() as session:
-            client = ApiClient("http://unset", session)
             try:
                 await self.start_server(session)
-                client = self.client = ApiClient(self.api, session)
+                client = self.client = Client(self.api, session=session)
                 while not self.stop_event.is_set():
                     if self.server is not None and not self.server.running():
                         raise RuntimeError(f"meshplane server exited with {self.server.proc.returncode}")

@@ -14,7 +14,6 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from meshplane.agent.authzlog import AuthzLog
@@ -22,14 +21,15 @@ from meshplane.agent.certs import CertificateManager
 from meshplane.agent.config import AgentConfig
 from meshplane.agent.credentials import GatewayCredentials
 from meshplane.agent.opa import OpaPolicies
+from meshplane.client import Client
 from meshplane.rpc.sds import SdsServer
 from meshplane.security import SpiffeId
 
 ME = "spiffe://cluster.local/ns/default/sa/web"
 
-# (session, tmp dir, stop, turned) -> the loop's coroutine; ``turned`` is set by the stubbed work of each turn,
+# (API client, tmp dir, stop, turned) -> the loop's coroutine; ``turned`` is set by the stubbed work of each turn,
 # after which the loop's next await is its wait for ``stop``.
-Case = Callable[[aiohttp.ClientSession, Path, asyncio.Event, asyncio.Event], Coroutine[Any, Any, Any]]
+Case = Callable[[Client, Path, asyncio.Event, asyncio.Event], Coroutine[Any, Any, Any]]
 
 
 def _cfg() -> AgentConfig:
@@ -43,9 +43,9 @@ def _certs() -> CertificateManager:
     return CertificateManager(SpiffeId("cluster.local", "default", "web"), None, "", SdsServer())  # type: ignore[arg-type]
 
 
-def _authz_log(session: aiohttp.ClientSession, tmp: Path, stop: asyncio.Event,
+def _authz_log(api: Client, tmp: Path, stop: asyncio.Event,
                turned: asyncio.Event) -> Coroutine[Any, Any, Any]:
-    log = AuthzLog(_cfg(), session, tmp / "authz.log", ME)
+    log = AuthzLog(_cfg(), api, tmp / "authz.log", ME)
 
     async def flush() -> None:
         turned.set()
@@ -54,9 +54,9 @@ def _authz_log(session: aiohttp.ClientSession, tmp: Path, stop: asyncio.Event,
     return log.run(stop, period_s=60)
 
 
-def _credentials(session: aiohttp.ClientSession, tmp: Path, stop: asyncio.Event,
+def _credentials(api: Client, tmp: Path, stop: asyncio.Event,
                  turned: asyncio.Event) -> Coroutine[Any, Any, Any]:
-    creds = GatewayCredentials(_cfg(), session, SdsServer())
+    creds = GatewayCredentials(_cfg(), api, SdsServer())
 
     async def refresh() -> list[str]:
         turned.set()
@@ -66,9 +66,9 @@ def _credentials(session: aiohttp.ClientSession, tmp: Path, stop: asyncio.Event,
     return creds.run(stop)
 
 
-def _opa(session: aiohttp.ClientSession, tmp: Path, stop: asyncio.Event,
+def _opa(api: Client, tmp: Path, stop: asyncio.Event,
          turned: asyncio.Event) -> Coroutine[Any, Any, Any]:
-    opa = OpaPolicies(_cfg(), session, ME)
+    opa = OpaPolicies(_cfg(), api, ME)
 
     async def refresh() -> None:
         turned.set()
@@ -77,7 +77,7 @@ def _opa(session: aiohttp.ClientSession, tmp: Path, stop: asyncio.Event,
     return opa.run(stop)
 
 
-def _certs_obtain(session: aiohttp.ClientSession, tmp: Path, stop: asyncio.Event,
+def _certs_obtain(api: Client, tmp: Path, stop: asyncio.Event,
                   turned: asyncio.Event) -> Coroutine[Any, Any, Any]:
     mgr = _certs()
 
@@ -89,7 +89,7 @@ def _certs_obtain(session: aiohttp.ClientSession, tmp: Path, stop: asyncio.Event
     return mgr.obtain(stop)
 
 
-def _certs_run(session: aiohttp.ClientSession, tmp: Path, stop: asyncio.Event,
+def _certs_run(api: Client, tmp: Path, stop: asyncio.Event,
                turned: asyncio.Event) -> Coroutine[Any, Any, Any]:
     mgr = _certs()
 
@@ -112,9 +112,9 @@ CASES: dict[str, Case] = {"authz-log": _authz_log, "gateway-credentials": _crede
 
 @pytest.mark.parametrize("case", list(CASES.values()), ids=list(CASES))
 async def test_a_cancel_arriving_with_stop_ends_the_loop_cancelled(case: Case, tmp_path: Path) -> None:
-    async with aiohttp.ClientSession() as session:
+    async with Client(_cfg().api) as api:
         stop, turned = asyncio.Event(), asyncio.Event()
-        task = asyncio.create_task(case(session, tmp_path, stop, turned))
+        task = asyncio.create_task(case(api, tmp_path, stop, turned))
         await asyncio.wait_for(turned.wait(), 5)  # the loop now waits for stop
         # Stop and the cancel in one step.
         stop.set()
@@ -128,9 +128,9 @@ async def test_a_cancel_arriving_with_stop_ends_the_loop_cancelled(case: Case, t
 
 @pytest.mark.parametrize("case", list(CASES.values()), ids=list(CASES))
 async def test_stop_alone_still_ends_the_loop(case: Case, tmp_path: Path) -> None:
-    async with aiohttp.ClientSession() as session:
+    async with Client(_cfg().api) as api:
         stop, turned = asyncio.Event(), asyncio.Event()
-        task = asyncio.create_task(case(session, tmp_path, stop, turned))
+        task = asyncio.create_task(case(api, tmp_path, stop, turned))
         await asyncio.wait_for(turned.wait(), 5)
         stop.set()
         done, _ = await asyncio.wait([task], timeout=5)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from meshplane.agent.authzlog import AuthzLog, decisions
 from meshplane.agent.config import AgentConfig
+from meshplane.client import Client
 from meshplane.model.proxy import Locality, proxy_from_node
 from meshplane.translate.accesslog import authz_access_logs
 
@@ -38,8 +38,8 @@ def test_other_403s_are_not_rbac_decisions() -> None:
 async def test_tail_keeps_partial_lines(tmp_path: Path) -> None:
     cfg = AgentConfig.from_json({"name": "ratings", "namespace": "default", "workload": "ratings",
                                  "address": "127.0.0.1", "xds": "127.0.0.1:1", "api": "http://127.0.0.1:1"})
-    async with aiohttp.ClientSession() as session:
-        log = AuthzLog(cfg, session, tmp_path / "authz.log", ME)
+    async with Client(cfg.api) as api:
+        log = AuthzLog(cfg, api, tmp_path / "authz.log", ME)
         log.prepare()
         line = json.dumps({"code": "403", "details": "rbac_access_denied_matched_policy[p]", "principal": BAD})
         with open(log.path, "a") as f:
