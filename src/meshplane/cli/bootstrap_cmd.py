@@ -10,8 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +17,10 @@ import yaml
 
 from meshplane.agent.bootstrap import build_bootstrap
 from meshplane.cli import serverproc
+from meshplane.client import ClientError, SyncClient
 from meshplane.model.proxy import Locality
+
+TIMEOUT_S = 10.0
 
 
 def _pairs(text: str, flag: str) -> dict[str, str]:
@@ -63,22 +64,21 @@ def _bootstrap(args: argparse.Namespace) -> int:
     return 0
 
 
-def _api_url(args: argparse.Namespace) -> tuple[str, dict[str, str]]:
+def _api_url(args: argparse.Namespace) -> tuple[str, str]:
+    """(API URL, bearer token) from ``--server`` or the server state in ``--data-dir``."""
     if args.server:
-        return args.server.rstrip("/"), {}
+        return str(args.server), ""
     state = serverproc.read_state(Path(args.data_dir))
-    headers = {"Authorization": f"Bearer {state['token']}"} if state.get("token") else {}
-    return str(state["api"]), headers
+    return str(state["api"]), str(state.get("token") or "")
 
 
 def _proxy_status(args: argparse.Namespace) -> int:
-    url, headers = _api_url(args)
-    req = urllib.request.Request(url + "/management/v1/proxies", headers=headers)
+    url, token = _api_url(args)
     try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            items = json.loads(resp.read())["items"]
-    except (urllib.error.URLError, OSError) as e:
-        raise serverproc.ServerConfigError(f"cannot reach the control plane at {url}: {e}") from e
+        with SyncClient(url, token=token, timeout=TIMEOUT_S) as client:
+            items = client.proxies()
+    except ClientError as e:
+        raise serverproc.ServerConfigError(str(e)) from e
     if args.output == "json":
         print(json.dumps(items, indent=2))
         return 0

@@ -12,18 +12,19 @@ import argparse
 import json
 import sys
 import time
-import urllib.error
-import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-COLLECTION = "/apis/meshplane.io/v1/memberclusters"
+from meshplane.client import ClientError, SyncClient
+
+API_VERSION, KIND = "meshplane.io/v1", "MemberCluster"
+TIMEOUT_S = 30.0
 EXIT_FAILED = 1
 
 
 class _ApiError(Exception):
-    pass
+    """The command's arguments cannot make a request; the message says which."""
 
 
 def _endpoint(args: argparse.Namespace) -> tuple[str, str]:
@@ -35,27 +36,9 @@ def _endpoint(args: argparse.Namespace) -> tuple[str, str]:
     return str(state["api"]).rstrip("/"), str(args.token or state.get("token") or "")
 
 
-def _call(args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+def _client(args: argparse.Namespace) -> SyncClient:
     base, token = _endpoint(args)
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(base + path, data=data, method=method)
-    req.add_header("Accept", "application/json")
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            out = json.loads(resp.read() or b"{}")
-    except urllib.error.HTTPError as e:
-        try:
-            message = json.loads(e.read()).get("message") or e.reason
-        except ValueError:
-            message = e.reason
-        raise _ApiError(f"{method} {path}: {e.code}: {message}") from None
-    except urllib.error.URLError as e:
-        raise _ApiError(f"cannot reach the meshplane API at {base}: {e.reason}") from None
-    return out if isinstance(out, dict) else {}
+    return SyncClient(base, token=token, timeout=TIMEOUT_S)
 
 
 def _parse_selector(text: str) -> dict[str, str]:
@@ -88,7 +71,7 @@ def member_cluster(args: argparse.Namespace) -> dict[str, Any]:
             spec[key] = value
     if args.discovery_selector:
         spec["discoverySelectors"] = [{"matchLabels": _parse_selector(s)} for s in args.discovery_selector]
-    return {"apiVersion": "meshplane.io/v1", "kind": "MemberCluster", "metadata": {"name": args.name}, "spec": spec}
+    return {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": args.name}, "spec": spec}
 
 
 def _condition(obj: dict[str, Any], ctype: str) -> str:
@@ -131,7 +114,8 @@ def _print_table(table: list[list[str]]) -> None:
 
 def _add(args: argparse.Namespace) -> int:
     obj = member_cluster(args)
-    created = _call(args, "POST", COLLECTION, obj)
+    with _client(args) as api:
+        created = api.create(obj)
     spec = created.get("spec") or {}
     kind = "local" if spec.get("local") else "kubernetes"
     print(f"membercluster/{args.name} added ({kind}, network {spec.get('network') or '-'})")
@@ -139,7 +123,8 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    items = [i for i in _call(args, "GET", COLLECTION).get("items") or [] if isinstance(i, dict)]
+    with _client(args) as api:
+        items = api.list(API_VERSION, KIND)
     if args.output == "json":
         json.dump({"items": items}, sys.stdout, indent=2)
         print()
@@ -149,7 +134,8 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _remove(args: argparse.Namespace) -> int:
-    _call(args, "DELETE", f"{COLLECTION}/{args.name}")
+    with _client(args) as api:
+        api.delete(API_VERSION, KIND, args.name)
     print(f"membercluster/{args.name} removed")
     return 0
 
@@ -158,7 +144,7 @@ def _guard(func: Any) -> Any:
     def run(args: argparse.Namespace) -> int:
         try:
             code: int = func(args)
-        except _ApiError as e:
+        except (_ApiError, ClientError) as e:
             print(f"error: {e}", file=sys.stderr)
             return EXIT_FAILED
         return code

@@ -15,12 +15,14 @@ import json
 import os
 import re
 import sys
-import urllib.error
-import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from meshplane.client import ClientError, NotFound, SyncClient
+
 PAGE = 5000
+TIMEOUT_S = 10.0
 
 
 class AuditCommandError(Exception):
@@ -70,47 +72,41 @@ def api_url(args: argparse.Namespace) -> tuple[str, str]:
     return str(view["api"]), args.token or ""
 
 
-def _get(url: str, token: str) -> dict[str, Any]:
-    req = urllib.request.Request(url, headers={"Accept": "application/json",
-                                               **({"Authorization": f"Bearer {token}"} if token else {})})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            data = json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        if e.code == 404:
-            return {"items": []}  # a server without a CA has no security trail
-        raise AuditCommandError(f"GET {url}: HTTP {e.code}") from e
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        raise AuditCommandError(f"GET {url}: {e}") from e
-    return data if isinstance(data, dict) else {"items": []}
+def _pages(read: Callable[..., list[dict[str, Any]]], cursor: str) -> list[dict[str, Any]]:
+    """Every item of a paged trail, following ``cursor`` (the last item's position) from page to page."""
+    out: list[dict[str, Any]] = []
+    since = 0
+    while True:
+        try:
+            items = read(since=since, limit=PAGE)
+        except NotFound:
+            return out  # a server without a CA has no security trail
+        out += items
+        if len(items) < PAGE:
+            return out
+        since = int(items[-1][cursor])
 
 
 def read_trail(api: str, token: str) -> list[dict[str, Any]]:
     """Changes and security events, oldest first, in one shape."""
+    try:
+        with SyncClient(api, token=token, timeout=TIMEOUT_S) as client:
+            changes = _pages(client.audit, "resourceVersion")
+            events = _pages(client.security_audit, "seq")
+    except ClientError as err:
+        raise AuditCommandError(str(err)) from err
     out: list[dict[str, Any]] = []
-    since = 0
-    while True:
-        items = _get(f"{api}/management/v1/audit?since={since}&limit={PAGE}", token).get("items") or []
-        for r in items:
-            out.append({"timestamp": r.get("timestamp", ""), "kind": "change", "subject": r.get("user", ""),
-                        "target": f"{r.get('resource')}.{r.get('group') or 'core'} "
-                                  f"{r.get('namespace') + '/' if r.get('namespace') else ''}{r.get('name')}",
-                        "reason": r.get("verb", ""),
-                        "details": {"resourceVersion": str(r.get("resourceVersion", "")),
-                                    "generation": f"{r.get('oldGeneration')}->{r.get('newGeneration')}"}})
-        if len(items) < PAGE:
-            break
-        since = int(items[-1]["resourceVersion"])
-    seq = 0
-    while True:
-        items = _get(f"{api}/management/v1/security/audit?since={seq}&limit={PAGE}", token).get("items") or []
-        for e in items:
-            out.append({"timestamp": e.get("timestamp", ""), "kind": e.get("kind", ""),
-                        "subject": e.get("subject", ""), "target": e.get("target", ""),
-                        "reason": e.get("reason", ""), "details": dict(e.get("details") or {})})
-        if len(items) < PAGE:
-            break
-        seq = int(items[-1]["seq"])
+    for r in changes:
+        out.append({"timestamp": r.get("timestamp", ""), "kind": "change", "subject": r.get("user", ""),
+                    "target": f"{r.get('resource')}.{r.get('group') or 'core'} "
+                              f"{str(r['namespace']) + '/' if r.get('namespace') else ''}{r.get('name')}",
+                    "reason": r.get("verb", ""),
+                    "details": {"resourceVersion": str(r.get("resourceVersion", "")),
+                                "generation": f"{r.get('oldGeneration')}->{r.get('newGeneration')}"}})
+    for e in events:
+        out.append({"timestamp": e.get("timestamp", ""), "kind": e.get("kind", ""),
+                    "subject": e.get("subject", ""), "target": e.get("target", ""),
+                    "reason": e.get("reason", ""), "details": dict(e.get("details") or {})})
     epoch = datetime.datetime.min.replace(tzinfo=datetime.UTC)
     out.sort(key=lambda i: _time(str(i["timestamp"])) or epoch)
     return out
