@@ -169,7 +169,7 @@ class RequestLoop:
 
 
 async def cli(*argv: str) -> int:
-    """``meshplane ARGV`` through its real code path (urllib to the API), in a thread."""
+    """``meshplane ARGV`` through its real code path (meshplane.client to the API), in a thread."""
     code: int = await asyncio.to_thread(meshplane_cli, list(argv))
     return code
 
