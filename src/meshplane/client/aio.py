@@ -58,8 +58,8 @@ def _items(doc: Any, what: str) -> Objects:
 
 class Client:
     def __init__(self, base: str, *, token: str = "", timeout: float = 10.0, registry: KindRegistry | None = None,
-                 session: aiohttp.ClientSession | None = None) -> None:
-        self.transport = Transport(base, token=token, timeout=timeout, session=session)
+                 session: aiohttp.ClientSession | None = None, trust_env: bool = False) -> None:
+        self.transport = Transport(base, token=token, timeout=timeout, session=session, trust_env=trust_env)
         self.registry = registry or default_registry()
 
     def __repr__(self) -> str:

@@ -4,6 +4,7 @@ Why a facade and not a second client: a command makes a few calls and exits, so 
 on a private event loop (``asyncio.Runner``) that lives as long as the facade; the connection pool, paths,
 errors and timeouts are the asynchronous client's. Each method here only runs its namesake to completion. Not
 for code that already runs in an event loop (a Runner cannot start inside one): that code uses ``Client``.
+Like kubectl (and urllib, which the commands used before), it honours ``HTTP(S)_PROXY`` and ``NO_PROXY``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ T = TypeVar("T")
 class SyncClient:
     def __init__(self, base: str, *, token: str = "", timeout: float = 10.0,
                  registry: KindRegistry | None = None) -> None:
-        self.client = Client(base, token=token, timeout=timeout, registry=registry)
+        self.client = Client(base, token=token, timeout=timeout, registry=registry, trust_env=True)
         self._runner = asyncio.Runner()
 
     def __repr__(self) -> str:

@@ -4,7 +4,8 @@
 Why a session may be handed in: the agent already keeps one small connection pool for Envoy's admin interface,
 its readiness probe and the API; a client made with that session shares it and leaves closing it to its owner.
 Without one, the transport opens its own on first use (inside the running event loop) and closes it in
-:meth:`Transport.close`.
+:meth:`Transport.close`; ``trust_env`` then decides whether it honours ``HTTP(S)_PROXY`` / ``NO_PROXY`` (the
+CLI's commands do, as kubectl does; the agent and the supervisor never did).
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ JSON = "application/json"
 
 class Transport:
     def __init__(self, base: str, *, token: str = "", timeout: float = 10.0,
-                 session: aiohttp.ClientSession | None = None) -> None:
+                 session: aiohttp.ClientSession | None = None, trust_env: bool = False) -> None:
         self.base = base.rstrip("/")
         self.token = token
         self.timeout = timeout
+        self.trust_env = trust_env
         self._session = session
         self._owned = session is None
 
@@ -46,7 +48,7 @@ class Transport:
                    timeout: float | None = None, decode: bool = True) -> Any:
         """Send one request; the decoded JSON answer (None with ``decode=False``), or a ClientError."""
         if self._session is None:
-            self._session = aiohttp.ClientSession()
+            self._session = aiohttp.ClientSession(trust_env=self.trust_env)
         seconds = self.timeout if timeout is None else timeout
         data = json.dumps(body).encode() if body is not None else None
         try:

@@ -123,3 +123,24 @@ def test_the_facade_mirrors_every_call_of_the_client() -> None:
         sync, aio = inspect.signature(getattr(SyncClient, name)), inspect.signature(getattr(Client, name))
         assert sync.parameters == aio.parameters, name
         assert sync.return_annotation == aio.return_annotation, name
+
+
+async def test_only_the_blocking_facade_honours_the_proxy_environment(fake: tuple[str, Fake],
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The commands went through urllib, which honours HTTP_PROXY (as kubectl does); the agent and the supervisor
+    never did: an agent's environment may name its own sidecar as the proxy."""
+    proxy, f = fake  # plays the proxy: it answers whatever it is asked
+    for name in ("http_proxy", "HTTP_PROXY", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", proxy)
+    nowhere = "http://127.0.0.1:1"
+
+    def blocking() -> str:
+        with SyncClient(nowhere) as c:
+            return c.bootstrap_token("ns", "sa", 60)
+
+    assert await asyncio.to_thread(blocking) == "mpt.x"
+    assert f.seen[-1][2]["Host"] == "127.0.0.1:1"
+    async with Client(nowhere) as c:
+        with pytest.raises(Unreachable):
+            await c.bootstrap_token("ns", "sa", 60)
