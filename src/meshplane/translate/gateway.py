@@ -9,9 +9,7 @@ their Service. Route configurations are named as Istio names them: ``http.80`` f
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from envoy.config.core.v3 import address_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
@@ -19,7 +17,9 @@ from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 
+from meshplane.model import spec as istio
 from meshplane.model.proxy import Proxy
+from meshplane.model.spec import ServerTLSMode
 from meshplane.translate.clusters import known_cluster_names
 from meshplane.translate.common import pack, sds_secret
 from meshplane.translate.context import GatewayRec, PushContext, VirtualServiceRec
@@ -30,11 +30,15 @@ from meshplane.translate.httproute import RouteScope, http_routes
 from meshplane.translate.mesh import MeshSettings
 from meshplane.translate.tcproute import tcp_targets, tls_chains
 
+_NO_TLS = istio.ServerTLSSettings()
+_PASSTHROUGH = frozenset({ServerTLSMode.PASSTHROUGH, ServerTLSMode.AUTO_PASSTHROUGH})
+_HTTP_PROTOCOLS = frozenset({"HTTP", "HTTP2", "GRPC", "GRPC-WEB"})
+
 
 @dataclass(frozen=True, slots=True)
 class Server:
     gateway: GatewayRec
-    spec: Mapping[str, Any]
+    spec: istio.Server
     port: int  # the Service port the Gateway names
     listen_port: int
     protocol: str
@@ -42,21 +46,20 @@ class Server:
     hosts: tuple[tuple[str, str], ...]  # (namespace pattern, host pattern)
 
     @property
-    def tls(self) -> Mapping[str, Any]:
-        t = self.spec.get("tls")
-        return t if isinstance(t, Mapping) else {}
+    def tls(self) -> istio.ServerTLSSettings:
+        return self.spec.tls or _NO_TLS
 
     @property
-    def tls_mode(self) -> str:
-        return str(self.tls.get("mode") or "SIMPLE").upper()
+    def tls_mode(self) -> ServerTLSMode:
+        return self.tls.mode or ServerTLSMode.SIMPLE
 
     @property
     def is_passthrough(self) -> bool:
-        return self.protocol in ("TLS", "HTTPS") and self.tls_mode in ("PASSTHROUGH", "AUTO_PASSTHROUGH")
+        return self.protocol in ("TLS", "HTTPS") and self.tls_mode in _PASSTHROUGH
 
     @property
     def is_http(self) -> bool:
-        return self.protocol in ("HTTP", "HTTP2", "GRPC", "GRPC-WEB")
+        return self.protocol in _HTTP_PROTOCOLS
 
     @property
     def is_https(self) -> bool:
@@ -78,22 +81,31 @@ class Server:
         return None
 
 
+def _server_hosts(spec: istio.Server) -> tuple[tuple[str, str], ...]:
+    """``ns/host`` patterns as (namespace, host); a bare host is in any namespace; no hosts is ``*``."""
+    out = []
+    for h in spec.hosts or ("*",):
+        ns, sep, host = h.partition("/")
+        out.append((ns, host) if sep else ("*", ns))
+    return tuple(out)
+
+
+def _server(gw: GatewayRec, spec: istio.Server, proxy: Proxy) -> Server | None:
+    port = spec.port or istio.Port()
+    if not port.number:
+        return None
+    listen = port.target_port or proxy.gateway_listen_port(port.number)
+    return Server(gw, spec, port.number, listen, (port.protocol or "HTTP").upper(), port.name or str(port.number),
+                  _server_hosts(spec))
+
+
 def gateway_servers(proxy: Proxy, ctx: PushContext) -> dict[int, list[Server]]:
     out: dict[int, list[Server]] = {}
     for gw in ctx.scope(proxy).gateways:
-        for spec in gw.raw_servers:
-            port = spec.get("port") or {}
-            number = int(port.get("number") or 0)
-            if not number:
-                continue
-            hosts = []
-            for h in spec.get("hosts") or ["*"]:
-                ns, sep, host = str(h).partition("/")
-                hosts.append((ns, host) if sep else ("*", ns))
-            listen = int(port.get("targetPort") or 0) or proxy.gateway_listen_port(number)
-            out.setdefault(listen, []).append(Server(
-                gw, spec, number, listen, str(port.get("protocol") or "HTTP").upper(),
-                str(port.get("name") or number), tuple(hosts)))
+        for spec in gw.servers:
+            server = _server(gw, spec, proxy)
+            if server is not None:
+                out.setdefault(server.listen_port, []).append(server)
     return out
 
 
@@ -109,9 +121,9 @@ def _route_config(name: str, servers: list[Server], proxy: Proxy, ctx: PushConte
     seen_vs: set[tuple[str, str, str]] = set()
     for server in servers:
         scope = RouteScope(proxy, ctx, server.port, frozenset({server.gateway.key}), clusters)
-        redirect = server.is_http and bool(server.tls.get("httpsRedirect"))
+        redirect = server.is_http and bool(server.tls.https_redirect)
         for vs in _bound(ctx, server):
-            if not vs.raw_spec.get("http"):
+            if not vs.spec.http:
                 continue
             for host in vs.hosts:
                 domain = server.admits(vs, host)
@@ -145,29 +157,29 @@ def gateway_route_configs(proxy: Proxy, ctx: PushContext) -> list[route_pb2.Rout
     return [_route_config(name, servers, proxy, ctx) for name, servers in sorted(by_name.items())]
 
 
-def downstream_tls(tls: Mapping[str, Any], mesh: MeshSettings, alpn: list[str]) -> tls_pb2.DownstreamTlsContext:
+def downstream_tls(tls: istio.ServerTLSSettings, mesh: MeshSettings, alpn: list[str]) -> tls_pb2.DownstreamTlsContext:
     ctx = tls_pb2.DownstreamTlsContext()
     common = ctx.common_tls_context
     common.alpn_protocols.extend(alpn)
-    mode = str(tls.get("mode") or "SIMPLE").upper()
-    cred = tls.get("credentialName")
-    if mode == "ISTIO_MUTUAL":
+    mode = tls.mode or ServerTLSMode.SIMPLE
+    cred = tls.credential_name
+    if mode is ServerTLSMode.ISTIO_MUTUAL:
         common.tls_certificate_sds_secret_configs.append(sds_secret(mesh.workload_secret, mesh))
         common.validation_context_sds_secret_config.CopyFrom(sds_secret(mesh.root_secret, mesh))
         ctx.require_client_certificate.value = True
         return ctx
     if cred:
         common.tls_certificate_sds_secret_configs.append(sds_secret(f"kubernetes://{cred}", mesh))
-    elif tls.get("serverCertificate") and tls.get("privateKey"):
+    elif tls.server_certificate and tls.private_key:
         cert = common.tls_certificates.add()
-        cert.certificate_chain.filename = str(tls["serverCertificate"])
-        cert.private_key.filename = str(tls["privateKey"])
-    if mode in ("MUTUAL", "OPTIONAL_MUTUAL"):
-        ctx.require_client_certificate.value = mode == "MUTUAL"
+        cert.certificate_chain.filename = tls.server_certificate
+        cert.private_key.filename = tls.private_key
+    if mode in (ServerTLSMode.MUTUAL, ServerTLSMode.OPTIONAL_MUTUAL):
+        ctx.require_client_certificate.value = mode is ServerTLSMode.MUTUAL
         if cred:
             common.validation_context_sds_secret_config.CopyFrom(sds_secret(f"kubernetes://{cred}-cacert", mesh))
-        elif tls.get("caCertificates"):
-            common.validation_context.trusted_ca.filename = str(tls["caCertificates"])
+        elif tls.ca_certificates:
+            common.validation_context.trusted_ca.filename = tls.ca_certificates
     return ctx
 
 
@@ -192,7 +204,7 @@ def gateway_listeners(proxy: Proxy, ctx: PushContext) -> list[listener_pb2.Liste
         else:
             need_inspector = False
             for s in servers:
-                if s.tls_mode == "AUTO_PASSTHROUGH":
+                if s.tls_mode is ServerTLSMode.AUTO_PASSTHROUGH:
                     continue  # routed by SNI to sni-dnat clusters, not by VirtualServices (``eastwest``)
                 scope = RouteScope(proxy, ctx, s.port, frozenset({s.gateway.key}), clusters)
                 if s.is_https:
