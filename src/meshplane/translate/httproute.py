@@ -3,7 +3,8 @@ rewrites, retries, timeouts, faults, mirroring, headers, CORS, consistent-hash p
 
 Istio's semantics kept here: a route's ``match`` list is an OR (one Envoy route each), the first matching route
 wins, a match without ``uri`` matches every path, a destination names host (short names resolve in the
-VirtualService's namespace), optional port (required only when the service has several) and subset. Unlike
+VirtualService's namespace), optional port (required only when the service has several) and subset (read once,
+in ``destinations``). Unlike
 Istio, a destination the proxy has no cluster for (unknown host, port or subset) goes to ``BlackHoleCluster``
 instead of a cluster name Envoy does not know: the request fails the same way (503), the config stays valid.
 """
@@ -86,23 +87,23 @@ def string_match(sm: istio.StringMatch, ignore_case: bool = False) -> string_pb2
     return None
 
 
-def _header_matcher(name: str, sm: istio.StringMatch, invert: bool = False) -> rc.HeaderMatcher:
-    hm = rc.HeaderMatcher(name=name, invert_match=invert)
+def _set_string_match(target: rc.HeaderMatcher | rc.QueryParameterMatcher, sm: istio.StringMatch) -> None:
     matcher = string_match(sm)
     if matcher is None:
-        hm.present_match = True
+        target.present_match = True
     else:
-        hm.string_match.CopyFrom(matcher)
+        target.string_match.CopyFrom(matcher)
+
+
+def _header_matcher(name: str, sm: istio.StringMatch, invert: bool = False) -> rc.HeaderMatcher:
+    hm = rc.HeaderMatcher(name=name, invert_match=invert)
+    _set_string_match(hm, sm)
     return hm
 
 
 def _query_matcher(name: str, sm: istio.StringMatch) -> rc.QueryParameterMatcher:
     qp = rc.QueryParameterMatcher(name=name)
-    matcher = string_match(sm)
-    if matcher is None:
-        qp.present_match = True
-    else:
-        qp.string_match.CopyFrom(matcher)
+    _set_string_match(qp, sm)
     return qp
 
 
