@@ -76,12 +76,12 @@ def _regex(pattern: str) -> regex_pb2.RegexMatcher:
     return regex_pb2.RegexMatcher(regex=pattern)
 
 
-def string_match(sm: istio.StringMatch, ignore_case: bool = False) -> string_pb2.StringMatcher | None:
+def string_match(sm: istio.StringMatch) -> string_pb2.StringMatcher | None:
     """An Istio StringMatch as Envoy's; None when it sets no kind (``{}``: "present" where that means something)."""
     if sm.exact is not None:
-        return string_pb2.StringMatcher(exact=sm.exact, ignore_case=ignore_case)
+        return string_pb2.StringMatcher(exact=sm.exact)
     if sm.prefix is not None:
-        return string_pb2.StringMatcher(prefix=sm.prefix, ignore_case=ignore_case)
+        return string_pb2.StringMatcher(prefix=sm.prefix)
     if sm.regex is not None:
         return string_pb2.StringMatcher(safe_regex=_regex(sm.regex))
     return None
