@@ -15,20 +15,18 @@ from envoy.config.core.v3 import address_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
-from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 
 from meshplane.model import spec as istio
 from meshplane.model.proxy import Proxy
 from meshplane.model.spec import ServerTLSMode
 from meshplane.translate.clusters import known_cluster_names
-from meshplane.translate.common import pack, sds_secret
 from meshplane.translate.context import GatewayRec, PushContext, VirtualServiceRec
 from meshplane.translate.eastwest import sni_dnat_listeners
 from meshplane.translate.filters import http_connection_manager, tcp_proxy, tls_inspector
 from meshplane.translate.hosts import hosts_intersect, more_specific, namespace_matches
 from meshplane.translate.httproute import RouteScope, http_routes
-from meshplane.translate.mesh import MeshSettings
 from meshplane.translate.tcproute import tcp_targets, tls_chains
+from meshplane.translate.tls import gateway_server_tls, transport_socket
 
 _NO_TLS = istio.ServerTLSSettings()
 _PASSTHROUGH = frozenset({ServerTLSMode.PASSTHROUGH, ServerTLSMode.AUTO_PASSTHROUGH})
@@ -157,35 +155,39 @@ def gateway_route_configs(proxy: Proxy, ctx: PushContext) -> list[route_pb2.Rout
     return [_route_config(name, servers, proxy, ctx) for name, servers in sorted(by_name.items())]
 
 
-def downstream_tls(tls: istio.ServerTLSSettings, mesh: MeshSettings, alpn: list[str]) -> tls_pb2.DownstreamTlsContext:
-    ctx = tls_pb2.DownstreamTlsContext()
-    common = ctx.common_tls_context
-    common.alpn_protocols.extend(alpn)
-    mode = tls.mode or ServerTLSMode.SIMPLE
-    cred = tls.credential_name
-    if mode is ServerTLSMode.ISTIO_MUTUAL:
-        common.tls_certificate_sds_secret_configs.append(sds_secret(mesh.workload_secret, mesh))
-        common.validation_context_sds_secret_config.CopyFrom(sds_secret(mesh.root_secret, mesh))
-        ctx.require_client_certificate.value = True
-        return ctx
-    if cred:
-        common.tls_certificate_sds_secret_configs.append(sds_secret(f"kubernetes://{cred}", mesh))
-    elif tls.server_certificate and tls.private_key:
-        cert = common.tls_certificates.add()
-        cert.certificate_chain.filename = tls.server_certificate
-        cert.private_key.filename = tls.private_key
-    if mode in (ServerTLSMode.MUTUAL, ServerTLSMode.OPTIONAL_MUTUAL):
-        ctx.require_client_certificate.value = mode is ServerTLSMode.MUTUAL
-        if cred:
-            common.validation_context_sds_secret_config.CopyFrom(sds_secret(f"kubernetes://{cred}-cacert", mesh))
-        elif tls.ca_certificates:
-            common.validation_context.trusted_ca.filename = tls.ca_certificates
-    return ctx
-
-
 def _chain_key(chain: listener_components_pb2.FilterChain) -> tuple[object, ...]:
     m = chain.filter_chain_match
     return (tuple(m.server_names), m.transport_protocol, tuple(m.application_protocols))
+
+
+def _server_chains(s: Server, proxy: Proxy, ctx: PushContext, clusters: frozenset[str],
+                   stat: str) -> list[listener_components_pb2.FilterChain]:
+    """The filter chains of one non-HTTP server: terminated HTTPS to its route configuration, TLS passthrough by
+    the SNI of the bound ``tls`` routes, TCP (or TLS terminated here) by the first bound ``tcp`` route."""
+    scope = RouteScope(proxy, ctx, s.port, frozenset({s.gateway.key}), clusters)
+    if s.is_https:
+        chain = listener_components_pb2.FilterChain(
+            filters=[http_connection_manager(stat, rds=s.route_name(), gateway=True)],
+            transport_socket=transport_socket(gateway_server_tls(s.tls, ctx.mesh, ["h2", "http/1.1"])))
+        chain.filter_chain_match.server_names.extend(s.sni_names())
+        return [chain]
+    chains = []
+    if s.is_passthrough:
+        for vs in _bound(ctx, s):
+            for sni, targets in tls_chains(vs, scope):
+                chain = listener_components_pb2.FilterChain(filters=[tcp_proxy(stat, weighted=targets)])
+                chain.filter_chain_match.server_names.extend(sorted({h for h in sni if s.admits(vs, h) is not None}))
+                chains.append(chain)
+        return chains
+    for vs in _bound(ctx, s):
+        tcp_to = tcp_targets(vs, scope)
+        if tcp_to:
+            chain = listener_components_pb2.FilterChain(filters=[tcp_proxy(stat, weighted=tcp_to)])
+            if s.protocol == "TLS":
+                chain.filter_chain_match.server_names.extend(s.sni_names())
+                chain.transport_socket.CopyFrom(transport_socket(gateway_server_tls(s.tls, ctx.mesh)))
+            return [chain]
+    return []
 
 
 def gateway_listeners(proxy: Proxy, ctx: PushContext) -> list[listener_pb2.Listener]:
@@ -206,37 +208,10 @@ def gateway_listeners(proxy: Proxy, ctx: PushContext) -> list[listener_pb2.Liste
             for s in servers:
                 if s.tls_mode is ServerTLSMode.AUTO_PASSTHROUGH:
                     continue  # routed by SNI to sni-dnat clusters, not by VirtualServices (``eastwest``)
-                scope = RouteScope(proxy, ctx, s.port, frozenset({s.gateway.key}), clusters)
-                if s.is_https:
-                    need_inspector = True
-                    chain = listener_components_pb2.FilterChain(
-                        filters=[http_connection_manager(stat, rds=s.route_name(), gateway=True)])
-                    chain.filter_chain_match.server_names.extend(s.sni_names())
-                    chain.transport_socket.name = "envoy.transport_sockets.tls"
-                    chain.transport_socket.typed_config.CopyFrom(pack(downstream_tls(s.tls, ctx.mesh,
-                                                                                     ["h2", "http/1.1"])))
-                    chains.append(chain)
-                elif s.is_passthrough:
-                    need_inspector = True
-                    for vs in _bound(ctx, s):
-                        for sni, targets in tls_chains(vs, scope):
-                            names = sorted({h for h in sni if s.admits(vs, h) is not None})
-                            chain = listener_components_pb2.FilterChain(filters=[tcp_proxy(stat, weighted=targets)])
-                            chain.filter_chain_match.server_names.extend(names)
-                            chains.append(chain)
-                else:  # TCP, or TLS terminated here, then TCP routing
-                    for vs in _bound(ctx, s):
-                        tcp_to = tcp_targets(vs, scope)
-                        if tcp_to:
-                            chain = listener_components_pb2.FilterChain(filters=[tcp_proxy(stat, weighted=tcp_to)])
-                            if s.protocol == "TLS":
-                                need_inspector = True
-                                chain.filter_chain_match.server_names.extend(s.sni_names())
-                                chain.transport_socket.name = "envoy.transport_sockets.tls"
-                                chain.transport_socket.typed_config.CopyFrom(pack(downstream_tls(s.tls, ctx.mesh,
-                                                                                                 [])))
-                            chains.append(chain)
-                            break
+                server_chains = _server_chains(s, proxy, ctx, clusters, stat)
+                chains += server_chains
+                need_inspector = need_inspector or s.is_https or s.is_passthrough or (
+                    s.protocol == "TLS" and bool(server_chains))
             if need_inspector:
                 lst.listener_filters.append(tls_inspector())
         unique: dict[tuple[object, ...], listener_components_pb2.FilterChain] = {}
