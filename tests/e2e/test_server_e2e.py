@@ -2,7 +2,8 @@
 its Kubernetes-compatible API, a real Envoy connected to its xDS address, and real traffic.
 
 A configuration change applied through the API reaches the proxy while a request loop runs, without one failed
-request; ``meshplane proxy-status`` (the management API) shows the proxy SYNCED on every type.
+request; ``meshplane proxy-status`` (the management API) shows the proxy SYNCED on every type. Durations written
+in any of Go's forms (``.5s``) reach Envoy with the value admission read, and Envoy enforces them.
 """
 
 from __future__ import annotations
@@ -139,3 +140,49 @@ async def test_config_change_through_the_api_reaches_envoy_without_errors(
         check=True,
     )
     assert "client.default" in table.stdout and "SYNCED" in table.stdout
+
+
+def _route_of(dump: dict[str, Any], vhost: str) -> dict[str, Any] | None:
+    """The first route of virtual host ``vhost`` in an Envoy /config_dump (JSON), if Envoy has it."""
+    for section in dump["configs"]:
+        for cfg in section.get("dynamic_route_configs", []):
+            for vh in cfg["route_config"].get("virtual_hosts", []):
+                if vh["name"] == vhost:
+                    return dict(vh["routes"][0])
+    return None
+
+
+async def test_go_duration_forms_reach_envoy_and_time_out(server: ServerProcess, harness: Harness) -> None:
+    """``timeout: .5s`` and ``perTryTimeout: .25s`` (Go's forms of 500ms and 250ms) applied through the API are
+    Envoy's 0.5 s route timeout and 0.25 s per-try timeout: a backend that answers after 1.5 s gets Envoy's 504
+    well before it answers. (Before the typed model, ``.5s`` passed validation and reached Envoy as no timeout.)"""
+    delay = 1.5
+    slow = await harness.backend("reviews-v1")
+    async with aiohttp.ClientSession() as api:
+        await _write(api, server.url, "serviceentries", service_entry("reviews", REVIEWS, selector={"app": "reviews"}))
+        await _write(api, server.url, "workloadentries", workload_entry(
+            "reviews-v1", slow.host, {"app": "reviews", "version": "v1"}, ports={"http-80": slow.port}))
+        await _write(api, server.url, "virtualservices", virtual_service("reviews", [REVIEWS], [{
+            "route": [{"destination": {"host": REVIEWS}}], "timeout": ".5s",
+            "retries": {"attempts": 1, "perTryTimeout": ".25s"}}]))
+    client = await harness.envoy("client", server.xds, workload="client")
+    proxy = f"http://{client.listen_host}:15001"
+
+    async def live() -> bool:
+        return (await harness.get(f"{proxy}/quick", host=REVIEWS))[0] == 200
+
+    await wait_until(live, what="the route to reviews is live")
+    route = _route_of(await client.config_dump(), f"{REVIEWS}:80")
+    assert route is not None
+    assert route["route"]["timeout"] == "0.500s", route
+    assert route["route"]["retry_policy"]["per_try_timeout"] == "0.250s", route
+
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    status, _, headers = await harness.get(f"{proxy}/delay/{delay}", host=REVIEWS)
+    elapsed = loop.time() - start
+    assert status == 504, (status, dict(headers))
+    assert elapsed < delay, f"Envoy answered after {elapsed:.2f} s: it waited for the backend"
+    assert any(p == f"/delay/{delay}" for _, p, _ in slow.requests), "the request reached the backend"
+    stats = await client.stats("upstream_rq_per_try_timeout")
+    assert sum(v for k, v in stats.items() if REVIEWS in k) >= 1, stats

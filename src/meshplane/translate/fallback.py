@@ -18,16 +18,16 @@ directly; when the fallback does not exist, the primary.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping
-from typing import Any
+from collections.abc import Collection, Iterator
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.extensions.clusters.aggregate.v3 import cluster_pb2 as aggregate_pb2
 
+from meshplane.model import spec as istio
 from meshplane.model.proxy import Proxy, ProxyType
-from meshplane.translate.common import BLACKHOLE, cluster_name, duration, pack
+from meshplane.translate.common import BLACKHOLE, duration, pack
 from meshplane.translate.context import MESH_GATEWAY, PushContext, VirtualServiceRec
-from meshplane.translate.hosts import resolve_host
+from meshplane.translate.destinations import destination_host, subset_cluster
 
 AGGREGATE = "envoy.clusters.aggregate"
 PREFIX = "fallback"
@@ -37,39 +37,20 @@ def aggregate_name(primary: str, fallback: str) -> str:
     return f"{PREFIX}|{primary}|{fallback}"
 
 
-def target_cluster(dest: Mapping[str, Any], vs_namespace: str, ctx: PushContext, port: int) -> str | None:
-    """The subset cluster a destination (or fallback target) names, before checking the proxy has it."""
-    host = resolve_host(str(dest.get("host") or ""), vs_namespace, ctx.mesh.domain_suffix)
-    svc = ctx.service(host)
-    if svc is None:
-        return None
-    port_no = int((dest.get("port") or {}).get("number") or 0)
-    if not port_no:
-        if len(svc.ports) == 1:
-            port_no = svc.ports[0].number
-        elif port and svc.port(port) is not None:
-            port_no = port
-        elif svc.ports:
-            port_no = svc.ports[0].number
-    return cluster_name("outbound", port_no, str(dest.get("subset") or ""), host)
+def fallback_target(route_dest: istio.HTTPRouteDestination) -> istio.Destination | None:
+    """The ``fallback.target`` of a route destination, if it names a host."""
+    target = route_dest.fallback.target if route_dest.fallback is not None else None
+    return target if target is not None and target.host else None
 
 
-def fallback_target(route_dest: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    fb = route_dest.get("fallback")
-    if not isinstance(fb, Mapping):
-        return None
-    target = fb.get("target")
-    return target if isinstance(target, Mapping) and target.get("host") else None
-
-
-def choose(primary: str, route_dest: Mapping[str, Any], vs_namespace: str, ctx: PushContext, port: int,
+def choose(primary: str, route_dest: istio.HTTPRouteDestination, vs_namespace: str, ctx: PushContext, port: int,
            clusters: Collection[str]) -> str:
     """The cluster a route destination with (maybe) a ``fallback`` goes to; ``primary`` is what the destination
     alone resolved to (BlackHoleCluster when the proxy has no such cluster)."""
     target = fallback_target(route_dest)
     if target is None:
         return primary
-    fb = target_cluster(target, vs_namespace, ctx, port)
+    fb = subset_cluster(target, vs_namespace, ctx, port)
     if fb is None or fb not in clusters:
         return primary
     if primary == BLACKHOLE:
@@ -88,32 +69,31 @@ def _visible_virtual_services(proxy: Proxy, ctx: PushContext) -> Iterator[Virtua
                 yield vs
 
 
+def _fallback_pairs(route_dest: istio.HTTPRouteDestination, target: istio.Destination, vs: VirtualServiceRec,
+                    ctx: PushContext, known: Collection[str]) -> Iterator[tuple[str, str]]:
+    """(primary, fallback) cluster pairs of one route destination, on every port of its service.
+
+    Every subset of the destination's host gets its aggregate with the target, not only the one routed to now:
+    when a route stops using a fallback, its aggregate stays until the subset itself goes, so a route change never
+    races the removal of the cluster it left."""
+    svc = ctx.service(destination_host(route_dest.destination, vs.namespace, ctx))
+    for port in [p.number for p in svc.ports] if svc is not None else [0]:
+        primary = subset_cluster(route_dest.destination, vs.namespace, ctx, port)
+        fb = subset_cluster(target, vs.namespace, ctx, port)
+        for name in [primary, *_sibling_subsets(primary, known)]:
+            if name and fb and name != fb and name in known and fb in known:
+                yield name, fb
+
+
 def fallback_clusters(proxy: Proxy, ctx: PushContext, known: Collection[str]) -> list[cluster_pb2.Cluster]:
     """Aggregate clusters for every ``fallback`` in the VirtualServices this proxy sees whose two clusters it has."""
     pairs: dict[str, tuple[str, str]] = {}
     for vs in _visible_virtual_services(proxy, ctx):
-        for http in vs.raw_spec.get("http") or []:
-            for d in (http or {}).get("route") or []:
-                if not isinstance(d, Mapping):
-                    continue
+        for http in vs.spec.http:
+            for d in http.route:
                 target = fallback_target(d)
-                if target is None:
-                    continue
-                ports = [0]
-                host = resolve_host(str((d.get("destination") or {}).get("host") or ""), vs.namespace,
-                                    ctx.mesh.domain_suffix)
-                svc = ctx.service(host)
-                if svc is not None:
-                    ports = [p.number for p in svc.ports]
-                for port in ports:
-                    primary = target_cluster(d.get("destination") or {}, vs.namespace, ctx, port)
-                    fb = target_cluster(target, vs.namespace, ctx, port)
-                    # Every subset of the destination's host gets its aggregate with this target, not only the
-                    # one routed to now: when a route stops using a fallback, its aggregate stays until the
-                    # subset itself goes, so a route change never races the removal of the cluster it left.
-                    for name in [primary, *_sibling_subsets(primary, known)]:
-                        if name and fb and name != fb and name in known and fb in known:
-                            pairs[aggregate_name(name, fb)] = (name, fb)
+                if target is not None:
+                    pairs.update((aggregate_name(*pair), pair) for pair in _fallback_pairs(d, target, vs, ctx, known))
     return [aggregate_cluster(name, *pair, connect_timeout_s=ctx.mesh.connect_timeout_s)
             for name, pair in sorted(pairs.items())]
 

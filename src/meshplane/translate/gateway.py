@@ -9,32 +9,34 @@ their Service. Route configurations are named as Istio names them: ``http.80`` f
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from envoy.config.core.v3 import address_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
-from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 
+from meshplane.model import spec as istio
 from meshplane.model.proxy import Proxy
+from meshplane.model.spec import ServerTLSMode
 from meshplane.translate.clusters import known_cluster_names
-from meshplane.translate.common import pack, sds_secret
 from meshplane.translate.context import GatewayRec, PushContext, VirtualServiceRec
 from meshplane.translate.eastwest import sni_dnat_listeners
 from meshplane.translate.filters import http_connection_manager, tcp_proxy, tls_inspector
 from meshplane.translate.hosts import hosts_intersect, more_specific, namespace_matches
 from meshplane.translate.httproute import RouteScope, http_routes
-from meshplane.translate.mesh import MeshSettings
 from meshplane.translate.tcproute import tcp_targets, tls_chains
+from meshplane.translate.tls import gateway_server_tls, transport_socket
+
+_NO_TLS = istio.ServerTLSSettings()
+_PASSTHROUGH = frozenset({ServerTLSMode.PASSTHROUGH, ServerTLSMode.AUTO_PASSTHROUGH})
+_HTTP_PROTOCOLS = frozenset({"HTTP", "HTTP2", "GRPC", "GRPC-WEB"})
 
 
 @dataclass(frozen=True, slots=True)
 class Server:
     gateway: GatewayRec
-    spec: Mapping[str, Any]
+    spec: istio.Server
     port: int  # the Service port the Gateway names
     listen_port: int
     protocol: str
@@ -42,21 +44,20 @@ class Server:
     hosts: tuple[tuple[str, str], ...]  # (namespace pattern, host pattern)
 
     @property
-    def tls(self) -> Mapping[str, Any]:
-        t = self.spec.get("tls")
-        return t if isinstance(t, Mapping) else {}
+    def tls(self) -> istio.ServerTLSSettings:
+        return self.spec.tls or _NO_TLS
 
     @property
-    def tls_mode(self) -> str:
-        return str(self.tls.get("mode") or "SIMPLE").upper()
+    def tls_mode(self) -> ServerTLSMode:
+        return self.tls.mode or ServerTLSMode.SIMPLE
 
     @property
     def is_passthrough(self) -> bool:
-        return self.protocol in ("TLS", "HTTPS") and self.tls_mode in ("PASSTHROUGH", "AUTO_PASSTHROUGH")
+        return self.protocol in ("TLS", "HTTPS") and self.tls_mode in _PASSTHROUGH
 
     @property
     def is_http(self) -> bool:
-        return self.protocol in ("HTTP", "HTTP2", "GRPC", "GRPC-WEB")
+        return self.protocol in _HTTP_PROTOCOLS
 
     @property
     def is_https(self) -> bool:
@@ -78,22 +79,31 @@ class Server:
         return None
 
 
+def _server_hosts(spec: istio.Server) -> tuple[tuple[str, str], ...]:
+    """``ns/host`` patterns as (namespace, host); a bare host is in any namespace; no hosts is ``*``."""
+    out = []
+    for h in spec.hosts or ("*",):
+        ns, sep, host = h.partition("/")
+        out.append((ns, host) if sep else ("*", ns))
+    return tuple(out)
+
+
+def _server(gw: GatewayRec, spec: istio.Server, proxy: Proxy) -> Server | None:
+    port = spec.port or istio.Port()
+    if not port.number:
+        return None
+    listen = port.target_port or proxy.gateway_listen_port(port.number)
+    return Server(gw, spec, port.number, listen, (port.protocol or "HTTP").upper(), port.name or str(port.number),
+                  _server_hosts(spec))
+
+
 def gateway_servers(proxy: Proxy, ctx: PushContext) -> dict[int, list[Server]]:
     out: dict[int, list[Server]] = {}
     for gw in ctx.scope(proxy).gateways:
-        for spec in gw.raw_servers:
-            port = spec.get("port") or {}
-            number = int(port.get("number") or 0)
-            if not number:
-                continue
-            hosts = []
-            for h in spec.get("hosts") or ["*"]:
-                ns, sep, host = str(h).partition("/")
-                hosts.append((ns, host) if sep else ("*", ns))
-            listen = int(port.get("targetPort") or 0) or proxy.gateway_listen_port(number)
-            out.setdefault(listen, []).append(Server(
-                gw, spec, number, listen, str(port.get("protocol") or "HTTP").upper(),
-                str(port.get("name") or number), tuple(hosts)))
+        for spec in gw.servers:
+            server = _server(gw, spec, proxy)
+            if server is not None:
+                out.setdefault(server.listen_port, []).append(server)
     return out
 
 
@@ -109,9 +119,9 @@ def _route_config(name: str, servers: list[Server], proxy: Proxy, ctx: PushConte
     seen_vs: set[tuple[str, str, str]] = set()
     for server in servers:
         scope = RouteScope(proxy, ctx, server.port, frozenset({server.gateway.key}), clusters)
-        redirect = server.is_http and bool(server.tls.get("httpsRedirect"))
+        redirect = server.is_http and bool(server.tls.https_redirect)
         for vs in _bound(ctx, server):
-            if not vs.raw_spec.get("http"):
+            if not vs.spec.http:
                 continue
             for host in vs.hosts:
                 domain = server.admits(vs, host)
@@ -145,35 +155,39 @@ def gateway_route_configs(proxy: Proxy, ctx: PushContext) -> list[route_pb2.Rout
     return [_route_config(name, servers, proxy, ctx) for name, servers in sorted(by_name.items())]
 
 
-def downstream_tls(tls: Mapping[str, Any], mesh: MeshSettings, alpn: list[str]) -> tls_pb2.DownstreamTlsContext:
-    ctx = tls_pb2.DownstreamTlsContext()
-    common = ctx.common_tls_context
-    common.alpn_protocols.extend(alpn)
-    mode = str(tls.get("mode") or "SIMPLE").upper()
-    cred = tls.get("credentialName")
-    if mode == "ISTIO_MUTUAL":
-        common.tls_certificate_sds_secret_configs.append(sds_secret(mesh.workload_secret, mesh))
-        common.validation_context_sds_secret_config.CopyFrom(sds_secret(mesh.root_secret, mesh))
-        ctx.require_client_certificate.value = True
-        return ctx
-    if cred:
-        common.tls_certificate_sds_secret_configs.append(sds_secret(f"kubernetes://{cred}", mesh))
-    elif tls.get("serverCertificate") and tls.get("privateKey"):
-        cert = common.tls_certificates.add()
-        cert.certificate_chain.filename = str(tls["serverCertificate"])
-        cert.private_key.filename = str(tls["privateKey"])
-    if mode in ("MUTUAL", "OPTIONAL_MUTUAL"):
-        ctx.require_client_certificate.value = mode == "MUTUAL"
-        if cred:
-            common.validation_context_sds_secret_config.CopyFrom(sds_secret(f"kubernetes://{cred}-cacert", mesh))
-        elif tls.get("caCertificates"):
-            common.validation_context.trusted_ca.filename = str(tls["caCertificates"])
-    return ctx
-
-
 def _chain_key(chain: listener_components_pb2.FilterChain) -> tuple[object, ...]:
     m = chain.filter_chain_match
     return (tuple(m.server_names), m.transport_protocol, tuple(m.application_protocols))
+
+
+def _server_chains(s: Server, proxy: Proxy, ctx: PushContext, clusters: frozenset[str],
+                   stat: str) -> list[listener_components_pb2.FilterChain]:
+    """The filter chains of one non-HTTP server: terminated HTTPS to its route configuration, TLS passthrough by
+    the SNI of the bound ``tls`` routes, TCP (or TLS terminated here) by the first bound ``tcp`` route."""
+    scope = RouteScope(proxy, ctx, s.port, frozenset({s.gateway.key}), clusters)
+    if s.is_https:
+        chain = listener_components_pb2.FilterChain(
+            filters=[http_connection_manager(stat, rds=s.route_name(), gateway=True)],
+            transport_socket=transport_socket(gateway_server_tls(s.tls, ctx.mesh, ["h2", "http/1.1"])))
+        chain.filter_chain_match.server_names.extend(s.sni_names())
+        return [chain]
+    chains = []
+    if s.is_passthrough:
+        for vs in _bound(ctx, s):
+            for sni, targets in tls_chains(vs, scope):
+                chain = listener_components_pb2.FilterChain(filters=[tcp_proxy(stat, weighted=targets)])
+                chain.filter_chain_match.server_names.extend(sorted({h for h in sni if s.admits(vs, h) is not None}))
+                chains.append(chain)
+        return chains
+    for vs in _bound(ctx, s):
+        tcp_to = tcp_targets(vs, scope)
+        if tcp_to:
+            chain = listener_components_pb2.FilterChain(filters=[tcp_proxy(stat, weighted=tcp_to)])
+            if s.protocol == "TLS":
+                chain.filter_chain_match.server_names.extend(s.sni_names())
+                chain.transport_socket.CopyFrom(transport_socket(gateway_server_tls(s.tls, ctx.mesh)))
+            return [chain]
+    return []
 
 
 def gateway_listeners(proxy: Proxy, ctx: PushContext) -> list[listener_pb2.Listener]:
@@ -192,39 +206,12 @@ def gateway_listeners(proxy: Proxy, ctx: PushContext) -> list[listener_pb2.Liste
         else:
             need_inspector = False
             for s in servers:
-                if s.tls_mode == "AUTO_PASSTHROUGH":
+                if s.tls_mode is ServerTLSMode.AUTO_PASSTHROUGH:
                     continue  # routed by SNI to sni-dnat clusters, not by VirtualServices (``eastwest``)
-                scope = RouteScope(proxy, ctx, s.port, frozenset({s.gateway.key}), clusters)
-                if s.is_https:
-                    need_inspector = True
-                    chain = listener_components_pb2.FilterChain(
-                        filters=[http_connection_manager(stat, rds=s.route_name(), gateway=True)])
-                    chain.filter_chain_match.server_names.extend(s.sni_names())
-                    chain.transport_socket.name = "envoy.transport_sockets.tls"
-                    chain.transport_socket.typed_config.CopyFrom(pack(downstream_tls(s.tls, ctx.mesh,
-                                                                                     ["h2", "http/1.1"])))
-                    chains.append(chain)
-                elif s.is_passthrough:
-                    need_inspector = True
-                    for vs in _bound(ctx, s):
-                        for sni, targets in tls_chains(vs, scope):
-                            names = sorted({h for h in sni if s.admits(vs, h) is not None})
-                            chain = listener_components_pb2.FilterChain(filters=[tcp_proxy(stat, weighted=targets)])
-                            chain.filter_chain_match.server_names.extend(names)
-                            chains.append(chain)
-                else:  # TCP, or TLS terminated here, then TCP routing
-                    for vs in _bound(ctx, s):
-                        tcp_to = tcp_targets(vs, scope)
-                        if tcp_to:
-                            chain = listener_components_pb2.FilterChain(filters=[tcp_proxy(stat, weighted=tcp_to)])
-                            if s.protocol == "TLS":
-                                need_inspector = True
-                                chain.filter_chain_match.server_names.extend(s.sni_names())
-                                chain.transport_socket.name = "envoy.transport_sockets.tls"
-                                chain.transport_socket.typed_config.CopyFrom(pack(downstream_tls(s.tls, ctx.mesh,
-                                                                                                 [])))
-                            chains.append(chain)
-                            break
+                server_chains = _server_chains(s, proxy, ctx, clusters, stat)
+                chains += server_chains
+                need_inspector = need_inspector or s.is_https or s.is_passthrough or (
+                    s.protocol == "TLS" and bool(server_chains))
             if need_inspector:
                 lst.listener_filters.append(tls_inspector())
         unique: dict[tuple[object, ...], listener_components_pb2.FilterChain] = {}

@@ -3,7 +3,8 @@ rewrites, retries, timeouts, faults, mirroring, headers, CORS, consistent-hash p
 
 Istio's semantics kept here: a route's ``match`` list is an OR (one Envoy route each), the first matching route
 wins, a match without ``uri`` matches every path, a destination names host (short names resolve in the
-VirtualService's namespace), optional port (required only when the service has several) and subset. Unlike
+VirtualService's namespace), optional port (required only when the service has several) and subset (read once,
+in ``destinations``). Unlike
 Istio, a destination the proxy has no cluster for (unknown host, port or subset) goes to ``BlackHoleCluster``
 instead of a cluster name Envoy does not know: the request fails the same way (503), the config stays valid.
 """
@@ -11,9 +12,10 @@ instead of a cluster name Envoy does not know: the request fails the same way (5
 from __future__ import annotations
 
 import base64
-from collections.abc import Collection, Mapping
+import dataclasses
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
@@ -26,11 +28,12 @@ from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import percent_pb2
 
 from meshplane.model import spec as istio
+from meshplane.model.labels import labels_match
 from meshplane.model.proxy import Proxy
 from meshplane.translate import fallback
-from meshplane.translate.common import BLACKHOLE, cluster_name, duration, duration_of, fraction, pack, proto_duration
-from meshplane.translate.context import PushContext, VirtualServiceRec
-from meshplane.translate.hosts import resolve_host
+from meshplane.translate.common import BLACKHOLE, fraction, pack, proto_duration
+from meshplane.translate.context import MESH_GATEWAY, PushContext, VirtualServiceRec
+from meshplane.translate.destinations import destination_host, subset_cluster
 from meshplane.translate.policy import consistent_hash, effective_policy
 
 FAULT_FILTER = "envoy.filters.http.fault"
@@ -47,6 +50,12 @@ _REDIRECT_CODES = {
     307: rc.RedirectAction.TEMPORARY_REDIRECT,
     308: rc.RedirectAction.PERMANENT_REDIRECT,
 }
+_GRPC_CODES = {"CANCELLED": 1, "UNKNOWN": 2, "INVALID_ARGUMENT": 3, "DEADLINE_EXCEEDED": 4, "NOT_FOUND": 5,
+               "ALREADY_EXISTS": 6, "PERMISSION_DENIED": 7, "RESOURCE_EXHAUSTED": 8, "FAILED_PRECONDITION": 9,
+               "ABORTED": 10, "OUT_OF_RANGE": 11, "UNIMPLEMENTED": 12, "INTERNAL": 13, "UNAVAILABLE": 14,
+               "DATA_LOSS": 15, "UNAUTHENTICATED": 16}
+# Match maps a delegate's match adds to its parent's (other fields: the delegate's, when set, replace the parent's).
+_MERGED_MAPS = frozenset({"headers", "without_headers", "query_params", "source_labels"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,139 +69,179 @@ class RouteScope:
     clusters: Collection[str]
 
 
+# --- matches ---------------------------------------------------------------------------------------------------
+
+
 def _regex(pattern: str) -> regex_pb2.RegexMatcher:
     return regex_pb2.RegexMatcher(regex=pattern)
 
 
-def string_match(spec: Mapping[str, Any], ignore_case: bool = False) -> string_pb2.StringMatcher | None:
-    if "exact" in spec:
-        return string_pb2.StringMatcher(exact=str(spec["exact"]), ignore_case=ignore_case)
-    if "prefix" in spec:
-        return string_pb2.StringMatcher(prefix=str(spec["prefix"]), ignore_case=ignore_case)
-    if "regex" in spec:
-        return string_pb2.StringMatcher(safe_regex=_regex(str(spec["regex"])))
+def string_match(sm: istio.StringMatch) -> string_pb2.StringMatcher | None:
+    """An Istio StringMatch as Envoy's; None when it sets no kind (``{}``: "present" where that means something)."""
+    if sm.exact is not None:
+        return string_pb2.StringMatcher(exact=sm.exact)
+    if sm.prefix is not None:
+        return string_pb2.StringMatcher(prefix=sm.prefix)
+    if sm.regex is not None:
+        return string_pb2.StringMatcher(safe_regex=_regex(sm.regex))
     return None
 
 
-def _header_matcher(name: str, spec: Any, invert: bool = False) -> rc.HeaderMatcher:
-    hm = rc.HeaderMatcher(name=name, invert_match=invert)
-    sm = string_match(spec) if isinstance(spec, Mapping) else None
-    if sm is None:
-        hm.present_match = True
+def _set_string_match(target: rc.HeaderMatcher | rc.QueryParameterMatcher, sm: istio.StringMatch) -> None:
+    matcher = string_match(sm)
+    if matcher is None:
+        target.present_match = True
     else:
-        hm.string_match.CopyFrom(sm)
+        target.string_match.CopyFrom(matcher)
+
+
+def _header_matcher(name: str, sm: istio.StringMatch, invert: bool = False) -> rc.HeaderMatcher:
+    hm = rc.HeaderMatcher(name=name, invert_match=invert)
+    _set_string_match(hm, sm)
     return hm
 
 
-def route_match(m: Mapping[str, Any] | None) -> rc.RouteMatch:
-    m = m or {}
-    out = rc.RouteMatch()
-    uri = m.get("uri") or {}
-    ignore = bool(m.get("ignoreUriCase"))
-    if "exact" in uri:
-        out.path = str(uri["exact"])
-    elif "prefix" in uri:
-        out.prefix = str(uri["prefix"])
-    elif "regex" in uri:
-        out.safe_regex.CopyFrom(_regex(str(uri["regex"])))
+def _query_matcher(name: str, sm: istio.StringMatch) -> rc.QueryParameterMatcher:
+    qp = rc.QueryParameterMatcher(name=name)
+    _set_string_match(qp, sm)
+    return qp
+
+
+def _path_match(uri: istio.StringMatch | None, out: rc.RouteMatch) -> None:
+    """A match without ``uri`` matches every path."""
+    if uri is not None and uri.exact is not None:
+        out.path = uri.exact
+    elif uri is not None and uri.prefix is not None:
+        out.prefix = uri.prefix
+    elif uri is not None and uri.regex is not None:
+        out.safe_regex.CopyFrom(_regex(uri.regex))
     else:
         out.prefix = "/"
-    if ignore:
+
+
+def route_match(m: istio.HTTPMatchRequest | None) -> rc.RouteMatch:
+    m = m or istio.HTTPMatchRequest()
+    out = rc.RouteMatch()
+    _path_match(m.uri, out)
+    if m.ignore_uri_case:
         out.case_sensitive.value = False
-    for name, spec in sorted((m.get("headers") or {}).items()):
-        out.headers.append(_header_matcher(str(name).lower(), spec))
-    for name, spec in sorted((m.get("withoutHeaders") or {}).items()):
-        out.headers.append(_header_matcher(str(name).lower(), spec, invert=True))
-    for pseudo, key in ((":method", "method"), (":authority", "authority"), (":scheme", "scheme")):
-        if isinstance(m.get(key), Mapping):
-            out.headers.append(_header_matcher(pseudo, m[key]))
-    for name, spec in sorted((m.get("queryParams") or {}).items()):
-        qp = rc.QueryParameterMatcher(name=str(name))
-        sm = string_match(spec) if isinstance(spec, Mapping) else None
-        if sm is None:
-            qp.present_match = True
-        else:
-            qp.string_match.CopyFrom(sm)
-        out.query_parameters.append(qp)
+    for name, sm in sorted(m.headers.items()):
+        out.headers.append(_header_matcher(name.lower(), sm))
+    for name, sm in sorted(m.without_headers.items()):
+        out.headers.append(_header_matcher(name.lower(), sm, invert=True))
+    for pseudo, pseudo_sm in ((":method", m.method), (":authority", m.authority), (":scheme", m.scheme)):
+        if pseudo_sm is not None:
+            out.headers.append(_header_matcher(pseudo, pseudo_sm))
+    out.query_parameters.extend(_query_matcher(name, sm) for name, sm in sorted(m.query_params.items()))
     return out
 
 
-def _match_applies(m: Mapping[str, Any] | None, scope: RouteScope, vs_gateways: Collection[str]) -> bool:
-    if not m:
+class SourceMatch(Protocol):
+    """What HTTP, TCP and TLS matches share: conditions on the port and on the client, not on the request."""
+
+    @property
+    def port(self) -> int | None: ...
+    @property
+    def source_labels(self) -> Mapping[str, str]: ...
+    @property
+    def source_namespace(self) -> str | None: ...
+    @property
+    def gateways(self) -> tuple[str, ...]: ...
+
+
+def match_applies(m: SourceMatch | None, scope: RouteScope) -> bool:
+    """Whether a match's port, sourceLabels, sourceNamespace and gateways admit this proxy and port."""
+    if m is None:
         return True
-    port = m.get("port")
-    if port and scope.port and int(port) != scope.port:
+    if m.port and scope.port and m.port != scope.port:
         return False
-    labels = m.get("sourceLabels") or {}
-    if any(scope.proxy.labels.get(str(k)) != str(v) for k, v in labels.items()):
+    if not labels_match(m.source_labels, scope.proxy.labels):
         return False
-    src_ns = m.get("sourceNamespace")
-    if src_ns and src_ns != scope.proxy.namespace:
+    if m.source_namespace and m.source_namespace != scope.proxy.namespace:
         return False
-    gws = m.get("gateways")
-    if gws:
-        resolved = {g if g == "mesh" or "/" in g else f"{scope.proxy.namespace}/{g}" for g in gws}
+    if m.gateways:
         # Gateway names in a match resolve like the VirtualService's own; accept either resolution.
-        if not (scope.gateways & resolved) and not (scope.gateways & set(gws)):
+        resolved = {g if g == MESH_GATEWAY or "/" in g else f"{scope.proxy.namespace}/{g}" for g in m.gateways}
+        if not (scope.gateways & resolved) and not (scope.gateways & set(m.gateways)):
             return False
     return True
 
 
-def _header_options(spec: Mapping[str, Any] | None) -> tuple[list[base_pb2.HeaderValueOption], list[str]]:
-    adds: list[base_pb2.HeaderValueOption] = []
-    removes: list[str] = []
-    if not spec:
-        return adds, removes
-    for key, action in (("set", base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD),
-                        ("add", base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD)):
-        for name, value in sorted((spec.get(key) or {}).items()):
-            adds.append(base_pb2.HeaderValueOption(
-                header=base_pb2.HeaderValue(key=str(name), value=str(value)), append_action=action))
-    removes.extend(str(n) for n in spec.get("remove") or [])
-    return adds, removes
+def _merge_match(parent: istio.HTTPMatchRequest | None,
+                 child: istio.HTTPMatchRequest | None) -> istio.HTTPMatchRequest | None:
+    """A delegate's match narrowed by its parent's: the child's fields win where set, maps (headers, ...) combine."""
+    if parent is None:
+        return child
+    if child is None:
+        return parent
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(child):
+        value = getattr(child, f.name)
+        if f.name in _MERGED_MAPS:
+            changes[f.name] = {**getattr(parent, f.name), **value}
+        elif value is not None and value != ():
+            changes[f.name] = value
+    return dataclasses.replace(parent, **changes)
 
 
-def destination_cluster(dest: Mapping[str, Any], vs_namespace: str, scope: RouteScope) -> str:
+# --- actions ---------------------------------------------------------------------------------------------------
+
+
+def _header_options(ops: istio.HeaderOperations) -> list[base_pb2.HeaderValueOption]:
+    return [base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=name, value=value), append_action=action)
+            for values, action in ((ops.set, base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD),
+                                   (ops.add, base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD))
+            for name, value in sorted(values.items())]
+
+
+def add_headers(target: rc.Route | rc.WeightedCluster.ClusterWeight, headers: istio.Headers | None) -> None:
+    """Istio's header operations (``set``, ``add``, ``remove`` of requests and responses) on a route or on one
+    weighted destination: the one writer of header operations."""
+    if headers is None:
+        return
+    if headers.request is not None:
+        target.request_headers_to_add.extend(_header_options(headers.request))
+        target.request_headers_to_remove.extend(headers.request.remove)
+    if headers.response is not None:
+        target.response_headers_to_add.extend(_header_options(headers.response))
+        target.response_headers_to_remove.extend(headers.response.remove)
+
+
+def destination_cluster(dest: istio.Destination | None, vs_namespace: str, scope: RouteScope) -> str:
     """The cluster a destination names, or BlackHoleCluster when this proxy has no such cluster."""
-    ctx = scope.ctx
-    host = resolve_host(str(dest.get("host") or ""), vs_namespace, ctx.mesh.domain_suffix)
-    svc = ctx.service(host)
-    if svc is None:
-        return BLACKHOLE
-    port_no = int((dest.get("port") or {}).get("number") or 0)
-    if not port_no:
-        if len(svc.ports) == 1:
-            port_no = svc.ports[0].number
-        elif svc.port(scope.port) is not None:
-            port_no = scope.port
-        elif svc.ports:
-            port_no = svc.ports[0].number
-    name = cluster_name("outbound", port_no, str(dest.get("subset") or ""), host)
-    return name if name in scope.clusters else BLACKHOLE
+    name = subset_cluster(dest, vs_namespace, scope.ctx, scope.port)
+    return name if name is not None and name in scope.clusters else BLACKHOLE
 
 
-def _retry(retries: Mapping[str, Any] | None, scope: RouteScope) -> rc.RetryPolicy | None:
-    attempts = scope.ctx.mesh.default_retry_attempts
-    retry_on = DEFAULT_RETRY_ON
-    per_try = None
-    codes: list[int] = [503]
-    if retries is not None:
-        attempts = int(retries.get("attempts") or 0)
-        if retries.get("retryOn"):
-            parts = [p.strip() for p in str(retries["retryOn"]).split(",") if p.strip()]
-            codes = [int(p) for p in parts if p.isdigit()]
-            named = [p for p in parts if not p.isdigit()]
-            if codes and "retriable-status-codes" not in named:
-                named.append("retriable-status-codes")
-            retry_on = ",".join(named)
-        per_try = duration_of(retries.get("perTryTimeout"))
+def route_weights(weights: Sequence[int | None]) -> list[int]:
+    """Destination weights as Istio reads them: unset is 0, and all-zero sends everything to the first."""
+    out = [w or 0 for w in weights]
+    return out if sum(out) or not out else [100] + [0] * (len(out) - 1)
+
+
+def _retry_on(text: str) -> tuple[str, list[int]]:
+    """``retryOn`` as Envoy's retry_on and retriable status codes (a code turns on retriable-status-codes)."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    codes = [int(p) for p in parts if p.isdigit()]
+    named = [p for p in parts if not p.isdigit()]
+    if codes and "retriable-status-codes" not in named:
+        named.append("retriable-status-codes")
+    return ",".join(named), codes
+
+
+def _retry(retries: istio.HTTPRetry | None, scope: RouteScope) -> rc.RetryPolicy | None:
+    """Istio's retry policy; without ``retries`` the mesh default (2 attempts on connection-level failures)."""
+    attempts = scope.ctx.mesh.default_retry_attempts if retries is None else retries.attempts or 0
     if attempts <= 0:
         return None
+    retry_on, codes = DEFAULT_RETRY_ON, [503]
+    if retries is not None and retries.retry_on:
+        retry_on, codes = _retry_on(retries.retry_on)
     pol = rc.RetryPolicy(retry_on=retry_on, host_selection_retry_max_attempts=5)
     pol.num_retries.value = attempts
     pol.retriable_status_codes.extend(codes)
-    if per_try is not None:
-        pol.per_try_timeout.CopyFrom(per_try)
+    if retries is not None and retries.per_try_timeout is not None:
+        pol.per_try_timeout.CopyFrom(proto_duration(retries.per_try_timeout))
     pred = pol.retry_host_predicate.add()
     pred.name = "envoy.retry_host_predicates.previous_hosts"
     pred.typed_config.CopyFrom(pack(previous_hosts_pb2.PreviousHostsPredicate()))
@@ -207,65 +256,53 @@ def _retry(retries: Mapping[str, Any] | None, scope: RouteScope) -> rc.RetryPoli
     return pol
 
 
-def _percentage(spec: Mapping[str, Any], new: str, old: str) -> percent_pb2.FractionalPercent:
+def _percentage(percentage: istio.Percent | None, percent: int | None) -> percent_pb2.FractionalPercent:
     """Istio's ``percentage.value`` (0-100, fractional), else the deprecated integer ``percent``; 100 if none."""
-    p = spec.get(new)
-    if isinstance(p, Mapping) and p.get("value") is not None:
-        return fraction(float(p["value"]))
-    if spec.get(old) is not None:
-        return percent_pb2.FractionalPercent(numerator=int(spec[old]),
-                                             denominator=percent_pb2.FractionalPercent.HUNDRED)
+    if percentage is not None and percentage.value is not None:
+        return fraction(percentage.value)
+    if percent is not None:
+        return percent_pb2.FractionalPercent(numerator=percent, denominator=percent_pb2.FractionalPercent.HUNDRED)
     return fraction(100.0)
 
 
-def fault_config(fault: Mapping[str, Any]) -> fault_pb2.HTTPFault | None:
+def _grpc_code(status: str) -> int:
+    return int(status) if status.isdigit() else _GRPC_CODES.get(status, 2)
+
+
+def fault_config(fault: istio.HTTPFaultInjection) -> fault_pb2.HTTPFault | None:
     out = fault_pb2.HTTPFault()
-    delay = fault.get("delay")
-    if isinstance(delay, Mapping):
-        fixed = duration_of(delay.get("fixedDelay"))
-        if fixed is not None:
-            out.delay.CopyFrom(common_fault_pb2.FaultDelay(fixed_delay=fixed,
-                                                           percentage=_percentage(delay, "percentage", "percent")))
-    abort = fault.get("abort")
-    if isinstance(abort, Mapping):
-        fa = fault_pb2.FaultAbort(percentage=_percentage(abort, "percentage", "percent"))
-        if abort.get("httpStatus") is not None:
-            fa.http_status = int(abort["httpStatus"])
-            out.abort.CopyFrom(fa)
-        elif abort.get("grpcStatus") is not None:
-            grpc = abort["grpcStatus"]
-            fa.grpc_status = int(grpc) if str(grpc).isdigit() else _GRPC_CODES.get(str(grpc), 2)
-            out.abort.CopyFrom(fa)
+    delay = fault.delay
+    if delay is not None and delay.fixed_delay is not None:
+        out.delay.CopyFrom(common_fault_pb2.FaultDelay(fixed_delay=proto_duration(delay.fixed_delay),
+                                                       percentage=_percentage(delay.percentage, delay.percent)))
+    abort = fault.abort
+    if abort is not None and (abort.http_status is not None or abort.grpc_status is not None):
+        fa = fault_pb2.FaultAbort(percentage=_percentage(abort.percentage, abort.percent))
+        if abort.http_status is not None:
+            fa.http_status = abort.http_status
+        elif abort.grpc_status is not None:
+            fa.grpc_status = _grpc_code(abort.grpc_status)
+        out.abort.CopyFrom(fa)
     if not out.HasField("delay") and not out.HasField("abort"):
         return None
     return out
 
 
-_GRPC_CODES = {"CANCELLED": 1, "UNKNOWN": 2, "INVALID_ARGUMENT": 3, "DEADLINE_EXCEEDED": 4, "NOT_FOUND": 5,
-               "ALREADY_EXISTS": 6, "PERMISSION_DENIED": 7, "RESOURCE_EXHAUSTED": 8, "FAILED_PRECONDITION": 9,
-               "ABORTED": 10, "OUT_OF_RANGE": 11, "UNIMPLEMENTED": 12, "INTERNAL": 13, "UNAVAILABLE": 14,
-               "DATA_LOSS": 15, "UNAUTHENTICATED": 16}
-
-
-def cors_config(cors: Mapping[str, Any]) -> cors_pb2.CorsPolicy:
+def cors_config(cors: istio.CorsPolicy) -> cors_pb2.CorsPolicy:
     out = cors_pb2.CorsPolicy()
-    for o in cors.get("allowOrigins") or []:
-        sm = string_match(o) if isinstance(o, Mapping) else None
-        if sm is not None:
-            out.allow_origin_string_match.append(sm)
-    for o in cors.get("allowOrigin") or []:  # deprecated: exact strings
-        out.allow_origin_string_match.append(string_pb2.StringMatcher(exact=str(o)))
-    if cors.get("allowMethods"):
-        out.allow_methods = ",".join(map(str, cors["allowMethods"]))
-    if cors.get("allowHeaders"):
-        out.allow_headers = ",".join(map(str, cors["allowHeaders"]))
-    if cors.get("exposeHeaders"):
-        out.expose_headers = ",".join(map(str, cors["exposeHeaders"]))
-    age = duration_of(cors.get("maxAge"))
-    if age is not None:
-        out.max_age = str(age.seconds)
-    if cors.get("allowCredentials") is not None:
-        out.allow_credentials.value = bool(cors["allowCredentials"])
+    out.allow_origin_string_match.extend(m for m in map(string_match, cors.allow_origins) if m is not None)
+    # deprecated: exact strings
+    out.allow_origin_string_match.extend(string_pb2.StringMatcher(exact=o) for o in cors.allow_origin)
+    if cors.allow_methods:
+        out.allow_methods = ",".join(cors.allow_methods)
+    if cors.allow_headers:
+        out.allow_headers = ",".join(cors.allow_headers)
+    if cors.expose_headers:
+        out.expose_headers = ",".join(cors.expose_headers)
+    if cors.max_age is not None:
+        out.max_age = str(proto_duration(cors.max_age).seconds)
+    if cors.allow_credentials is not None:
+        out.allow_credentials.value = cors.allow_credentials
     return out
 
 
@@ -289,133 +326,165 @@ def _hash_policies(ch: istio.ConsistentHashLB) -> list[rc.RouteAction.HashPolicy
     return [hp]
 
 
-def _with_fallback(d: Mapping[str, Any], vs: VirtualServiceRec, scope: RouteScope) -> str:
+def _consistent_hash(host: str, port: int, subset: str, proxy: Proxy,
+                     ctx: PushContext) -> istio.ConsistentHashLB | None:
+    dr = ctx.destination_rule(host, proxy.namespace, proxy.labels)
+    if dr is None:
+        return None
+    return consistent_hash(effective_policy(dr, port, subset))
+
+
+def hash_policies(host: str, port: int, subset: str, proxy: Proxy, ctx: PushContext) -> list[rc.RouteAction.HashPolicy]:
+    """Consistent hashing is a route property in Envoy: the hash policy of the DestinationRule's loadBalancer for
+    this host, port and subset, as the proxy sees the rule (none without a consistentHash)."""
+    ch = _consistent_hash(host, port, subset, proxy, ctx)
+    return _hash_policies(ch) if ch is not None else []
+
+
+def _with_fallback(d: istio.HTTPRouteDestination, vs: VirtualServiceRec, scope: RouteScope) -> str:
     """The destination's cluster, or the aggregate of it and its ``fallback`` target (ASM; see ``fallback``)."""
-    primary = destination_cluster(d.get("destination") or {}, vs.namespace, scope)
+    primary = destination_cluster(d.destination, vs.namespace, scope)
     return fallback.choose(primary, d, vs.namespace, scope.ctx, scope.port, scope.clusters)
 
 
-def _route_action(http: Mapping[str, Any], vs: VirtualServiceRec, scope: RouteScope, route: rc.Route) -> None:
-    dests = [d for d in http.get("route") or [] if isinstance(d, Mapping)]
+def _destinations(http: istio.HTTPRoute, vs: VirtualServiceRec, scope: RouteScope, route: rc.Route) -> None:
+    """One destination: the route's cluster (its headers on the route); several: weighted clusters."""
+    dests = http.route
     action = route.route
     if len(dests) == 1:
-        d = dests[0]
-        action.cluster = _with_fallback(d, vs, scope)
-        adds, removes = _header_options((d.get("headers") or {}).get("request"))
-        route.request_headers_to_add.extend(adds)
-        route.request_headers_to_remove.extend(removes)
-        adds, removes = _header_options((d.get("headers") or {}).get("response"))
-        route.response_headers_to_add.extend(adds)
-        route.response_headers_to_remove.extend(removes)
-    else:
-        weights = [int(d.get("weight") or 0) for d in dests]
-        if sum(weights) == 0:
-            weights = [100] + [0] * (len(dests) - 1)
-        for d, w in zip(dests, weights, strict=True):
-            cw = action.weighted_clusters.clusters.add()
-            cw.name = _with_fallback(d, vs, scope)
-            cw.weight.value = w
-            adds, removes = _header_options((d.get("headers") or {}).get("request"))
-            cw.request_headers_to_add.extend(adds)
-            cw.request_headers_to_remove.extend(removes)
-            adds, removes = _header_options((d.get("headers") or {}).get("response"))
-            cw.response_headers_to_add.extend(adds)
-            cw.response_headers_to_remove.extend(removes)
-    timeout = duration_of(http.get("timeout"))
-    action.timeout.CopyFrom(timeout if timeout is not None else duration(0))
-    retry = _retry(http.get("retries"), scope)
+        action.cluster = _with_fallback(dests[0], vs, scope)
+        add_headers(route, dests[0].headers)
+        return
+    for d, w in zip(dests, route_weights([d.weight for d in dests]), strict=True):
+        cw = action.weighted_clusters.clusters.add()
+        cw.name = _with_fallback(d, vs, scope)
+        cw.weight.value = w
+        add_headers(cw, d.headers)
+
+
+def _rewrite(rw: istio.HTTPRewrite | None, action: rc.RouteAction) -> None:
+    if rw is None:
+        return
+    if rw.uri is not None:
+        action.prefix_rewrite = rw.uri
+    if rw.authority:
+        action.host_rewrite_literal = rw.authority
+    urr = rw.uri_regex_rewrite
+    if urr is not None and urr.match:
+        action.regex_rewrite.pattern.regex = urr.match
+        action.regex_rewrite.substitution = urr.rewrite or ""
+
+
+def _mirror_fraction(percentage: istio.Percent | None, percent: int | None) -> percent_pb2.FractionalPercent:
+    if percentage is not None and percentage.value is not None:
+        return fraction(percentage.value)
+    return fraction(float(percent) if percent is not None else 100.0)
+
+
+def _mirrors(http: istio.HTTPRoute) -> list[tuple[istio.Destination | None, percent_pb2.FractionalPercent]]:
+    """``mirrors``, after the deprecated single ``mirror`` (with ``mirrorPercentage`` or ``mirrorPercent``)."""
+    out = [(m.destination, _mirror_fraction(m.percentage, None)) for m in http.mirrors]
+    if http.mirror is not None:
+        out.insert(0, (http.mirror, _mirror_fraction(http.mirror_percentage, http.mirror_percent)))
+    return out
+
+
+def _route_action(http: istio.HTTPRoute, vs: VirtualServiceRec, scope: RouteScope, route: rc.Route) -> None:
+    _destinations(http, vs, scope, route)
+    action = route.route
+    action.timeout.CopyFrom(proto_duration(http.timeout or 0))  # Istio: no timeout unless one is set
+    retry = _retry(http.retries, scope)
     if retry is not None:
         action.retry_policy.CopyFrom(retry)
-    rw = http.get("rewrite") or {}
-    if rw.get("uri") is not None:
-        action.prefix_rewrite = str(rw["uri"])
-    if rw.get("authority"):
-        action.host_rewrite_literal = str(rw["authority"])
-    urr = http.get("rewrite", {}).get("uriRegexRewrite") if isinstance(http.get("rewrite"), Mapping) else None
-    if isinstance(urr, Mapping) and urr.get("match"):
-        action.regex_rewrite.pattern.regex = str(urr["match"])
-        action.regex_rewrite.substitution = str(urr.get("rewrite") or "")
-    mirrors = list(http.get("mirrors") or [])
-    if isinstance(http.get("mirror"), Mapping):
-        mirrors.insert(0, {"destination": http["mirror"], "percentage": http.get("mirrorPercentage"),
-                           "percent": http.get("mirrorPercent", http.get("mirror_percent"))})
-    for m in mirrors:
-        if not isinstance(m, Mapping):
-            continue
-        cname = destination_cluster(m.get("destination") or {}, vs.namespace, scope)
-        if cname == BLACKHOLE:
-            continue
-        mp = action.request_mirror_policies.add()
-        mp.cluster = cname
-        pct = m.get("percentage")
-        if isinstance(pct, Mapping) and pct.get("value") is not None:
-            mp.runtime_fraction.default_value.CopyFrom(fraction(float(pct["value"])))
-        elif m.get("percent") is not None:
-            mp.runtime_fraction.default_value.CopyFrom(fraction(float(m["percent"])))
-        else:
-            mp.runtime_fraction.default_value.CopyFrom(fraction(100.0))
-    # Consistent hashing is a route property in Envoy: take it from the (first) destination's policy.
-    if dests:
-        d0 = dests[0].get("destination") or {}
-        host = resolve_host(str(d0.get("host") or ""), vs.namespace, scope.ctx.mesh.domain_suffix)
-        dr = scope.ctx.destination_rule(host, scope.proxy.namespace, scope.proxy.labels)
-        if dr is not None:
-            port_no = int((d0.get("port") or {}).get("number") or scope.port)
-            ch = consistent_hash(effective_policy(dr, port_no, str(d0.get("subset") or "")))
-            if ch is not None:
-                action.hash_policy.extend(_hash_policies(ch))
+    _rewrite(http.rewrite, action)
+    for dest, share in _mirrors(http):
+        cname = destination_cluster(dest, vs.namespace, scope)
+        if cname != BLACKHOLE:
+            action.request_mirror_policies.add(cluster=cname).runtime_fraction.default_value.CopyFrom(share)
+    if http.route:  # from the (first) destination's DestinationRule
+        d0 = http.route[0].destination
+        port = d0.port.number if d0 is not None and d0.port is not None and d0.port.number else scope.port
+        subset = (d0.subset or "") if d0 is not None else ""
+        action.hash_policy.extend(hash_policies(destination_host(d0, vs.namespace, scope.ctx), port, subset,
+                                                scope.proxy, scope.ctx))
 
 
-def _merge_match(parent: Mapping[str, Any] | None, child: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
-    """A delegate's match narrowed by its parent's: the child's fields win, maps (headers, ...) combine."""
-    if not parent:
-        return child
-    if not child:
-        return parent
-    out = dict(parent)
-    for k, v in child.items():
-        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) and k in (
-                "headers", "withoutHeaders", "queryParams", "sourceLabels"):
-            out[k] = {**out[k], **v}
-        else:
-            out[k] = v
-    return out
+def _redirect(redirect: istio.HTTPRedirect, ra: rc.RedirectAction) -> None:
+    if redirect.uri:
+        ra.path_redirect = redirect.uri
+    if redirect.authority:
+        ra.host_redirect = redirect.authority
+    if redirect.scheme:
+        ra.scheme_redirect = redirect.scheme
+    if redirect.port:
+        ra.port_redirect = redirect.port
+    ra.response_code = _REDIRECT_CODES.get(redirect.redirect_code or 301, rc.RedirectAction.MOVED_PERMANENTLY)
+
+
+def _direct_response(direct: istio.HTTPDirectResponse, out: rc.DirectResponseAction) -> None:
+    out.status = direct.status or 200
+    body = direct.body
+    if body is not None and body.string is not None:
+        out.body.inline_string = body.string
+    elif body is not None and body.bytes is not None:
+        out.body.inline_bytes = base64.b64decode(body.bytes)
+
+
+def _fill_action(http: istio.HTTPRoute, vs: VirtualServiceRec, scope: RouteScope, r: rc.Route) -> None:
+    if http.redirect is not None:
+        _redirect(http.redirect, r.redirect)
+    elif http.direct_response is not None:
+        _direct_response(http.direct_response, r.direct_response)
+    else:
+        _route_action(http, vs, scope, r)
+    add_headers(r, http.headers)
+    if http.fault is not None:
+        fc = fault_config(http.fault)
+        if fc is not None:
+            r.typed_per_filter_config[FAULT_FILTER].CopyFrom(pack(fc))
+    if http.cors_policy is not None:
+        r.typed_per_filter_config[CORS_FILTER].CopyFrom(pack(cors_config(http.cors_policy)))
+
+
+# --- routes ----------------------------------------------------------------------------------------------------
 
 
 def http_routes(vs: VirtualServiceRec, scope: RouteScope, depth: int = 0) -> list[rc.Route]:
     """All Envoy routes of one VirtualService for this scope, in order."""
     out: list[rc.Route] = []
-    for http in vs.raw_spec.get("http") or []:
-        if isinstance(http, Mapping):
-            out.extend(_one_http(http, vs, scope, depth, None))
+    for http in vs.spec.http:
+        out.extend(_one_http(http, vs, scope, depth, None))
     return out
 
 
-def _one_http(http: Mapping[str, Any], vs: VirtualServiceRec, scope: RouteScope, depth: int,
-              parent_matches: list[Mapping[str, Any] | None] | None) -> list[rc.Route]:
-    matches: list[Mapping[str, Any] | None] = list(http.get("match") or []) or [None]
+def _delegated(delegate: istio.Delegate, vs: VirtualServiceRec, scope: RouteScope, depth: int,
+               matches: list[istio.HTTPMatchRequest | None]) -> list[rc.Route]:
+    """The routes of the delegate VirtualService, each narrowed by the delegating route's matches."""
+    if depth > 0:
+        return []  # Istio allows one level of delegation
+    child = scope.ctx.index.delegates.get((delegate.namespace or vs.namespace, delegate.name or ""))
+    if child is None or not child.visible_in(vs.namespace):
+        return []
+    out: list[rc.Route] = []
+    for chttp in child.spec.http:
+        out.extend(_one_http(chttp, child, scope, depth + 1, matches))
+    return out
+
+
+def _one_http(http: istio.HTTPRoute, vs: VirtualServiceRec, scope: RouteScope, depth: int,
+              parent_matches: list[istio.HTTPMatchRequest | None] | None) -> list[rc.Route]:
+    matches: list[istio.HTTPMatchRequest | None] = list(http.match) or [None]
     if parent_matches is not None:
         matches = [_merge_match(p, c) for p in parent_matches for c in matches]
-    matches = [m for m in matches if _match_applies(m, scope, vs.gateways)]
+    matches = [m for m in matches if match_applies(m, scope)]
     if not matches:
         return []
-    delegate = http.get("delegate")
-    if isinstance(delegate, Mapping):
-        if depth > 0:
-            return []  # Istio allows one level of delegation
-        ns = str(delegate.get("namespace") or vs.namespace)
-        child = scope.ctx.index.delegates.get((ns, str(delegate.get("name") or "")))
-        if child is None or not child.visible_in(vs.namespace):
-            return []
-        out: list[rc.Route] = []
-        for chttp in child.raw_spec.get("http") or []:
-            if isinstance(chttp, Mapping):
-                out.extend(_one_http(chttp, child, scope, depth + 1, matches))
-        return out
+    if http.delegate is not None:
+        return _delegated(http.delegate, vs, scope, depth, matches)
     routes: list[rc.Route] = []
     for i, m in enumerate(matches):
-        r = rc.Route(name=str(http.get("name") or (m or {}).get("name") or f"{vs.namespace}/{vs.name}"))
-        if len(matches) > 1 and not http.get("name"):
+        r = rc.Route(name=http.name or (m.name if m is not None else None) or vs.key)
+        if len(matches) > 1 and not http.name:
             r.name = f"{r.name}#{i}"
         r.match.CopyFrom(route_match(m))
         _fill_action(http, vs, scope, r)
@@ -423,53 +492,12 @@ def _one_http(http: Mapping[str, Any], vs: VirtualServiceRec, scope: RouteScope,
     return routes
 
 
-def _fill_action(http: Mapping[str, Any], vs: VirtualServiceRec, scope: RouteScope, r: rc.Route) -> None:
-    redirect = http.get("redirect")
-    direct = http.get("directResponse")
-    if isinstance(redirect, Mapping):
-        ra = r.redirect
-        if redirect.get("uri"):
-            ra.path_redirect = str(redirect["uri"])
-        if redirect.get("authority"):
-            ra.host_redirect = str(redirect["authority"])
-        if redirect.get("scheme"):
-            ra.scheme_redirect = str(redirect["scheme"])
-        if redirect.get("port"):
-            ra.port_redirect = int(redirect["port"])
-        ra.response_code = _REDIRECT_CODES.get(int(redirect.get("redirectCode") or 301),
-                                               rc.RedirectAction.MOVED_PERMANENTLY)
-    elif isinstance(direct, Mapping):
-        r.direct_response.status = int(direct.get("status") or 200)
-        body = direct.get("body") or {}
-        if body.get("string") is not None:
-            r.direct_response.body.inline_string = str(body["string"])
-        elif body.get("bytes") is not None:
-            r.direct_response.body.inline_bytes = base64.b64decode(str(body["bytes"]))
-    else:
-        _route_action(http, vs, scope, r)
-    headers = http.get("headers") or {}
-    adds, removes = _header_options(headers.get("request"))
-    r.request_headers_to_add.extend(adds)
-    r.request_headers_to_remove.extend(removes)
-    adds, removes = _header_options(headers.get("response"))
-    r.response_headers_to_add.extend(adds)
-    r.response_headers_to_remove.extend(removes)
-    fault = http.get("fault")
-    if isinstance(fault, Mapping):
-        fc = fault_config(fault)
-        if fc is not None:
-            r.typed_per_filter_config[FAULT_FILTER].CopyFrom(pack(fc))
-    cors = http.get("corsPolicy")
-    if isinstance(cors, Mapping):
-        r.typed_per_filter_config[CORS_FILTER].CopyFrom(pack(cors_config(cors)))
-
-
 def default_route(cluster: str, scope: RouteScope, name: str = "default") -> rc.Route:
     """A service without a VirtualService: everything to its cluster, Istio's default retries, no timeout."""
     r = rc.Route(name=name)
     r.match.prefix = "/"
     r.route.cluster = cluster
-    r.route.timeout.CopyFrom(duration(0))
+    r.route.timeout.CopyFrom(proto_duration(0))
     retry = _retry(None, scope)
     if retry is not None:
         r.route.retry_policy.CopyFrom(retry)

@@ -17,11 +17,10 @@ from meshplane.model.proxy import Proxy, ProxyType
 from meshplane.model.service import Service, ServicePort
 from meshplane.translate import trafficlabel
 from meshplane.translate.clusters import known_cluster_names
-from meshplane.translate.common import BLACKHOLE, PASSTHROUGH, cluster_name, duration
+from meshplane.translate.common import BLACKHOLE, PASSTHROUGH, cluster_name, proto_duration
 from meshplane.translate.context import MESH_GATEWAY, PushContext
 from meshplane.translate.hosts import service_domains
-from meshplane.translate.httproute import RouteScope, _hash_policies, default_route, http_routes
-from meshplane.translate.policy import consistent_hash, effective_policy
+from meshplane.translate.httproute import RouteScope, default_route, hash_policies, http_routes
 from meshplane.translate.tcproute import service_connect_targets
 
 HTTP_PROXY_ROUTE = "http_proxy"
@@ -30,14 +29,10 @@ HTTP_PROXY_ROUTE = "http_proxy"
 def _service_routes(svc: Service, port: ServicePort, proxy: Proxy, ctx: PushContext,
                     scope: RouteScope) -> list[rc.Route]:
     vs = ctx.virtual_service_for(svc.hostname, proxy.namespace)
-    if vs is not None and vs.raw_spec.get("http"):
+    if vs is not None and vs.spec.http:
         return http_routes(vs, scope)
     route = default_route(cluster_name("outbound", port.number, "", svc.hostname), scope)
-    dr = ctx.destination_rule(svc.hostname, proxy.namespace, proxy.labels)
-    if dr is not None:
-        ch = consistent_hash(effective_policy(dr, port.number))
-        if ch is not None:
-            route.route.hash_policy.extend(_hash_policies(ch))
+    route.route.hash_policy.extend(hash_policies(svc.hostname, port.number, "", proxy, ctx))
     return [route]
 
 
@@ -51,7 +46,7 @@ def connect_route(name: str, cluster: str, weighted: list[tuple[str, int]] | Non
             r.route.weighted_clusters.clusters.add(name=target).weight.value = weight
     else:
         r.route.cluster = cluster
-    r.route.timeout.CopyFrom(duration(0))
+    r.route.timeout.CopyFrom(proto_duration(0))
     up = r.route.upgrade_configs.add(upgrade_type="CONNECT")
     up.connect_config.SetInParent()
     return r
@@ -65,7 +60,7 @@ def catch_all(policy: str, connect: bool = False) -> rc.VirtualHost:
     r = vh.routes.add(name="allow_any" if allow else "block_all")
     r.match.prefix = "/"
     r.route.cluster = PASSTHROUGH if allow else BLACKHOLE
-    r.route.timeout.CopyFrom(duration(0))
+    r.route.timeout.CopyFrom(proto_duration(0))
     return vh
 
 

@@ -2,49 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
-from typing import Any
+from collections.abc import Sequence
 
+from meshplane.model import spec as istio
 from meshplane.model.proxy import Proxy
 from meshplane.model.service import Service, ServicePort
 from meshplane.translate.common import cluster_name
 from meshplane.translate.context import MESH_GATEWAY, PushContext, VirtualServiceRec
 from meshplane.translate.hosts import host_matches
-from meshplane.translate.httproute import RouteScope, destination_cluster
+from meshplane.translate.httproute import RouteScope, destination_cluster, match_applies, route_weights
 
 
-def _source_ok(m: Mapping[str, Any], proxy: Proxy, port: int, gateways: Collection[str]) -> bool:
-    if m.get("port") and int(m["port"]) != port:
-        return False
-    if any(proxy.labels.get(str(k)) != str(v) for k, v in (m.get("sourceLabels") or {}).items()):
-        return False
-    if m.get("sourceNamespace") and m["sourceNamespace"] != proxy.namespace:
-        return False
-    gws = m.get("gateways")
-    return not gws or bool(set(gws) & set(gateways)) or any(
-        f"{proxy.namespace}/{g}" in gateways for g in gws)
-
-
-def weighted_targets(route: list[Any], vs: VirtualServiceRec, scope: RouteScope) -> list[tuple[str, int]]:
-    dests = [d for d in route if isinstance(d, Mapping)]
-    weights = [int(d.get("weight") or 0) for d in dests]
-    if sum(weights) == 0:
-        weights = [100] + [0] * (len(dests) - 1)
+def weighted_targets(route: Sequence[istio.RouteDestination], vs: VirtualServiceRec,
+                     scope: RouteScope) -> list[tuple[str, int]]:
+    """(cluster, weight) of each destination; destinations naming the same cluster add up, zero weights drop."""
     merged: dict[str, int] = {}
-    for d, w in zip(dests, weights, strict=True):
-        name = destination_cluster(d.get("destination") or {}, vs.namespace, scope)
+    for d, w in zip(route, route_weights([d.weight for d in route]), strict=True):
+        name = destination_cluster(d.destination, vs.namespace, scope)
         merged[name] = merged.get(name, 0) + w
     return [(n, w) for n, w in merged.items() if w > 0 or len(merged) == 1]
 
 
 def tcp_targets(vs: VirtualServiceRec, scope: RouteScope) -> list[tuple[str, int]] | None:
     """The first ``tcp`` route of ``vs`` that applies on this port (matches: port, sourceLabels, gateways)."""
-    for tcp in vs.raw_spec.get("tcp") or []:
-        if not isinstance(tcp, Mapping):
-            continue
-        matches = [m for m in tcp.get("match") or [] if isinstance(m, Mapping)] or [{}]
-        if any(_source_ok(m, scope.proxy, scope.port, scope.gateways) for m in matches):
-            return weighted_targets(list(tcp.get("route") or []), vs, scope)
+    for tcp in vs.spec.tcp:
+        if not tcp.match or any(match_applies(m, scope) for m in tcp.match):
+            return weighted_targets(tcp.route, vs, scope)
     return None
 
 
@@ -64,13 +47,10 @@ def service_tcp_targets(svc: Service, port: ServicePort, proxy: Proxy, ctx: Push
 def tls_chains(vs: VirtualServiceRec, scope: RouteScope) -> list[tuple[list[str], list[tuple[str, int]]]]:
     """(SNI names, targets) for every ``tls`` route of ``vs`` that applies on this port."""
     out = []
-    for tls in vs.raw_spec.get("tls") or []:
-        if not isinstance(tls, Mapping):
-            continue
-        for m in tls.get("match") or []:
-            if isinstance(m, Mapping) and _source_ok(m, scope.proxy, scope.port, scope.gateways):
-                sni = [str(h) for h in m.get("sniHosts") or []]
-                out.append((sni, weighted_targets(list(tls.get("route") or []), vs, scope)))
+    for tls in vs.spec.tls:
+        for m in tls.match:
+            if match_applies(m, scope):
+                out.append((list(m.sni_hosts), weighted_targets(tls.route, vs, scope)))
     return out
 
 

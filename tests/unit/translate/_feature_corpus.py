@@ -4,27 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from _translate_helpers import NS, fqdn, service_entry, workload_entry
+from _translate_helpers import NS, fqdn, istio_object, service_entry, workload_entry
 
 
 def vs(name: str, spec: dict[str, Any], ns: str = NS) -> dict[str, Any]:
-    return {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
-            "metadata": {"name": name, "namespace": ns}, "spec": spec}
+    return istio_object("VirtualService", name, ns, spec)
 
 
 def dr(name: str, spec: dict[str, Any], ns: str = NS) -> dict[str, Any]:
-    return {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
-            "metadata": {"name": name, "namespace": ns}, "spec": spec}
+    return istio_object("DestinationRule", name, ns, spec)
 
 
 def gw(name: str, spec: dict[str, Any], ns: str = "istio-system") -> dict[str, Any]:
-    return {"apiVersion": "networking.istio.io/v1", "kind": "Gateway",
-            "metadata": {"name": name, "namespace": ns}, "spec": spec}
+    return istio_object("Gateway", name, ns, spec)
 
 
 def sidecar_cr(name: str, spec: dict[str, Any], ns: str = NS) -> dict[str, Any]:
-    return {"apiVersion": "networking.istio.io/v1", "kind": "Sidecar",
-            "metadata": {"name": name, "namespace": ns}, "spec": spec}
+    return istio_object("Sidecar", name, ns, spec)
 
 
 def feature_objects(certs: str = "/certs") -> list[dict[str, Any]]:

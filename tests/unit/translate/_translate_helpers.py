@@ -35,6 +35,13 @@ def fqdn(short: str, ns: str = NS) -> str:
     return f"{short}.{ns}.svc.cluster.local"
 
 
+def istio_object(kind: str, name: str, ns: str, spec: dict[str, Any], **optional: Any) -> dict[str, Any]:
+    """A networking.istio.io/v1 object; the ``optional`` spec fields that are None or "" are left out."""
+    present = {k: v for k, v in optional.items() if v is not None and v != ""}
+    return {"apiVersion": "networking.istio.io/v1", "kind": kind, "metadata": {"name": name, "namespace": ns},
+            "spec": {**spec, **present}}
+
+
 def service_entry(name: str, *, ns: str = NS, hosts: list[str] | None = None, ports: list[dict[str, Any]] | None = None,
                   resolution: str = "STATIC", location: str = "MESH_INTERNAL", selector: dict[str, str] | None = None,
                   endpoints: list[dict[str, Any]] | None = None, addresses: list[str] | None = None,
@@ -45,29 +52,15 @@ def service_entry(name: str, *, ns: str = NS, hosts: list[str] | None = None, po
         "resolution": resolution,
         "location": location,
     }
-    if selector is not None:
-        spec["workloadSelector"] = {"labels": selector}
-    if endpoints is not None:
-        spec["endpoints"] = endpoints
-    if addresses:
-        spec["addresses"] = addresses
-    if export_to:
-        spec["exportTo"] = export_to
-    return {"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
-            "metadata": {"name": name, "namespace": ns}, "spec": spec}
+    return istio_object("ServiceEntry", name, ns, spec, endpoints=endpoints, addresses=addresses or None,
+                        exportTo=export_to or None,
+                        workloadSelector={"labels": selector} if selector is not None else None)
 
 
 def workload_entry(name: str, address: str, labels: dict[str, str], *, ns: str = NS, sa: str = "",
                    locality: str = "", ports: dict[str, int] | None = None) -> dict[str, Any]:
-    spec: dict[str, Any] = {"address": address, "labels": labels}
-    if sa:
-        spec["serviceAccount"] = sa
-    if locality:
-        spec["locality"] = locality
-    if ports:
-        spec["ports"] = ports
-    return {"apiVersion": "networking.istio.io/v1", "kind": "WorkloadEntry",
-            "metadata": {"name": name, "namespace": ns}, "spec": spec}
+    return istio_object("WorkloadEntry", name, ns, {"address": address, "labels": labels}, serviceAccount=sa,
+                        locality=locality, ports=ports or None)
 
 
 BOOKINFO_IPS = {

@@ -67,16 +67,21 @@ def test_fallback_is_an_aggregate_cluster() -> None:
     assert _vhost_route(proxy, ctx, host, "lane-v2").route.cluster == fb
 
 
-def test_fallback_without_primary_subset_uses_target() -> None:
+def _one_fallback(primary: str, target: str) -> list[dict[str, Any]]:
+    """mockb's route "only" to subset ``primary`` falling back to ``target``; the rule defines v1 only."""
     vs = {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
           "metadata": {"name": "b", "namespace": "default"},
           "spec": {"hosts": ["mockb"], "http": [{"name": "only", "route": [
-              {"destination": {"host": "mockb", "subset": "v9"}, "fallback": {"target": {"host": "mockb",
-                                                                                         "subset": "v1"}}}]}]}}
+              {"destination": {"host": "mockb", "subset": primary},
+               "fallback": {"target": {"host": "mockb", "subset": target}}}]}]}}
     dr = {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
           "metadata": {"name": "b", "namespace": "default"},
           "spec": {"host": "mockb", "subsets": [{"name": "v1", "labels": {"version": "v1"}}]}}
-    ctx = context([*mock_registry(), vs, dr])
+    return [*mock_registry(), vs, dr]
+
+
+def test_fallback_without_primary_subset_uses_target() -> None:
+    ctx = context(_one_fallback("v9", "v1"))
     r = _vhost_route(mock_sidecar("mocka", "v1"), ctx, "mockb.default.svc.cluster.local", "only")
     assert r.route.cluster == "outbound|8000|v1|mockb.default.svc.cluster.local"
 
@@ -87,3 +92,11 @@ def test_lane_config_validates(trace: str, tmp_path: Path) -> None:
     ctx = context(mock_registry() + lane_objects(trace_header=trace))
     envoy_validate(mock_sidecar("mocka", "v2"), ctx, tmp_path)
     envoy_validate(gateway(), ctx, tmp_path)
+
+
+def test_fallback_to_a_subset_no_rule_defines_keeps_the_primary() -> None:
+    ctx = context(_one_fallback("v1", "v9"))
+    proxy = mock_sidecar("mocka", "v1")
+    r = _vhost_route(proxy, ctx, "mockb.default.svc.cluster.local", "only")
+    assert r.route.cluster == "outbound|8000|v1|mockb.default.svc.cluster.local"
+    assert not [n for n in clusters(proxy, ctx) if n.startswith("fallback|")]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from _feature_corpus import feature_objects, vs
+from _feature_corpus import dr, feature_objects, vs
 from _translate_helpers import bookinfo_file, bookinfo_registry, context, fqdn, routes, sidecar
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
@@ -216,3 +216,101 @@ def test_connect_tunnels_through_the_http_proxy(cert_dir: Path) -> None:
     assert d is not None and d.cluster == "outbound|443||api.example.com"
     d = simulate(rs, "http_proxy", "elsewhere.org:443", "", {":method": "CONNECT"})
     assert d is not None and d.cluster == "PassthroughCluster" and d.route == "connect"
+
+
+def _route(rs: list, path: str, headers: dict[str, str] | None = None, **kw: Any) -> Any:
+    d = simulate(rs, "9080", "reviews", path, headers, **kw)
+    assert d is not None and d.route_proto is not None, path
+    return d.route_proto
+
+
+def _to(subset: str) -> list[dict[str, Any]]:
+    return [{"destination": {"host": "reviews", "subset": subset}}]
+
+
+def _prefix(p: str) -> list[dict[str, Any]]:
+    return [{"uri": {"prefix": p}}]
+
+
+def test_deprecated_mirror_percents_redirect_parts_bytes_body_and_default_fault_percentage() -> None:
+    mirror = {"host": "reviews", "subset": "v2"}
+    objs = [*_bookinfo(), vs("reviews", {"hosts": ["reviews"], "http": [
+        {"match": _prefix("/m1"), "route": _to("v1"), "mirror": mirror, "mirrorPercent": 30},
+        {"match": _prefix("/m2"), "route": _to("v1"), "mirror": mirror, "mirror_percent": 40},
+        {"match": _prefix("/m3"), "route": _to("v1"), "mirror": mirror},
+        {"match": _prefix("/redir"), "redirect": {"scheme": "https", "port": 8443, "redirectCode": 302}},
+        {"match": _prefix("/bytes"), "directResponse": {"status": 503, "body": {"bytes": "aGVsbG8="}}},
+        {"match": _prefix("/abort"), "route": _to("v1"), "fault": {"abort": {"httpStatus": 503}}},
+    ]})]
+    rs = routes(k8s_sidecar(), context(objs))
+    for path, share in (("/m1", 300_000), ("/m2", 400_000), ("/m3", 1_000_000)):
+        (policy,) = _route(rs, path).route.request_mirror_policies
+        assert policy.cluster == f"outbound|9080|v2|{REVIEWS}", path
+        assert policy.runtime_fraction.default_value.numerator == share, path
+    redirect = _route(rs, "/redir").redirect
+    assert (redirect.scheme_redirect, redirect.port_redirect, redirect.response_code) == (
+        "https", 8443, redirect.FOUND)
+    direct = _route(rs, "/bytes").direct_response
+    assert (direct.status, direct.body.inline_bytes) == (503, b"hello")
+    fault = fault_pb2.HTTPFault()
+    assert _route(rs, "/abort").typed_per_filter_config["envoy.filters.http.fault"].Unpack(fault)
+    assert (fault.abort.percentage.numerator, fault.abort.percentage.denominator) == (
+        1_000_000, percent_pb2.FractionalPercent.MILLION)
+
+
+def test_source_namespace_and_port_conditions_pick_the_proxies_and_ports_a_route_is_for() -> None:
+    objs = [*_bookinfo(), vs("reviews", {"hosts": ["reviews"], "http": [
+        {"match": [{"sourceNamespace": "other"}], "route": _to("v3")},
+        {"match": [{"port": 9999}], "route": _to("v2")},
+        {"route": _to("v1")},
+    ]})]
+    ctx = context(objs)
+    mine = simulate(routes(k8s_sidecar(), ctx), "9080", "reviews", "/")
+    theirs = simulate(routes(k8s_sidecar(ns="other"), ctx), "9080", "reviews.default", "/")
+    assert mine is not None and mine.cluster == f"outbound|9080|v1|{REVIEWS}"
+    assert theirs is not None and theirs.cluster == f"outbound|9080|v3|{REVIEWS}"
+
+
+def test_delegation_one_level_deep_and_only_to_delegates_exported_to_the_parent() -> None:
+    objs = [*_bookinfo(), vs("reviews", {"hosts": ["reviews"], "http": [
+        {"match": _prefix("/hidden"), "delegate": {"name": "hidden", "namespace": "team"}},
+        {"delegate": {"name": "child"}},  # no match of its own: the child's matches stand as they are
+    ]}), vs("child", {"http": [
+        {"match": _prefix("/again"), "delegate": {"name": "grandchild"}},
+        {"match": [{"uri": {"prefix": "/a"}, "headers": {"x-c": {"exact": "1"}}}], "route": _to("v2")},
+        {"route": _to("v3")},
+    ]}), vs("grandchild", {"http": [{"route": _to("v1")}]}),
+        vs("hidden", {"exportTo": ["."], "http": [{"route": _to("v1")}]}, ns="team")]
+    rs = routes(k8s_sidecar(), context(objs))
+    assert simulate(rs, "9080", "reviews", "/a", {"x-c": "1"}).cluster == f"outbound|9080|v2|{REVIEWS}"  # type: ignore[union-attr]
+    for path in ("/again", "/hidden", "/"):  # neither the grandchild nor the unexported delegate routes anything
+        assert simulate(rs, "9080", "reviews", path).cluster == f"outbound|9080|v3|{REVIEWS}", path  # type: ignore[union-attr]
+
+
+def test_hash_policies_of_every_consistent_hash_kind() -> None:
+    def subset(name: str, ch: dict[str, Any]) -> dict[str, Any]:
+        return {"name": name, "labels": {"version": "v1"}, "trafficPolicy": {"loadBalancer": {"consistentHash": ch}}}
+
+    rule = dr("reviews", {"host": "reviews", "subsets": [
+        subset("cookie", {"httpCookie": {"name": "c", "path": "/p", "ttl": "1.5s"}}),
+        subset("ip", {"useSourceIp": True}), subset("query", {"httpQueryParameterName": "u"}),
+        subset("ring", {"ringHash": {"minimumRingSize": 1024}})]})
+    objs = [*bookinfo_registry(), rule, vs("reviews", {"hosts": ["reviews"], "http": [
+        {"match": _prefix(f"/{s}"), "route": _to(s)} for s in ("cookie", "ip", "query", "ring")]})]
+    rs = routes(k8s_sidecar(), context(objs))
+    (cookie,) = _route(rs, "/cookie").route.hash_policy
+    assert (cookie.cookie.name, cookie.cookie.path, cookie.cookie.ttl.seconds, cookie.cookie.ttl.nanos) == (
+        "c", "/p", 1, 500_000_000)
+    (ip,) = _route(rs, "/ip").route.hash_policy
+    assert ip.connection_properties.source_ip is True
+    (query,) = _route(rs, "/query").route.hash_policy
+    assert query.query_parameter.name == "u"
+    assert not _route(rs, "/ring").route.hash_policy  # a ring without a hash key: nothing to hash on
+
+
+def test_destination_without_port_on_a_service_of_several_ports(cert_dir: Path) -> None:
+    """The route's own port when the service has it, else the service's first port."""
+    objs = [*bookinfo_registry(), *feature_objects(str(cert_dir)), vs("reviews", {"hosts": ["reviews"], "http": [
+        {"route": [{"destination": {"host": "httpbin"}}]}]})]
+    d = simulate(routes(k8s_sidecar(), context(objs)), "9080", "reviews", "/")
+    assert d is not None and d.cluster == f"outbound|8000||{fqdn('httpbin')}"
