@@ -24,6 +24,7 @@ from meshplane.model.service import (
     Service,
     ServicePort,
     ShardKey,
+    export_namespaces,
     parse_protocol,
 )
 from meshplane.model.spec import ConfigObject, ServiceEntry, WorkloadEntry, condition_status
@@ -69,12 +70,6 @@ def _port(p: ms.ServicePort) -> ServicePort:
     name = p.name or ""
     return ServicePort(name=name or f"port-{p.number}", number=p.number or 0,
                        protocol=parse_protocol(p.protocol or "", name), target_port=p.target_port or 0)
-
-
-def _export_to(names: Sequence[str], namespace: str) -> frozenset[str]:
-    if not names:
-        return frozenset({"*"})
-    return frozenset(namespace if x == "." else x for x in names)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -296,7 +291,7 @@ class ServiceEntrySource:
         resolution = _RESOLUTIONS[spec.resolution] if spec.resolution is not None else Resolution.NONE
         location = _LOCATIONS[spec.location] if spec.location is not None else Location.MESH_EXTERNAL
         inline = (_endpoint(we, cluster_id=self._cluster_id, namespace=namespace) for we in spec.endpoints)
-        export_to = _export_to(spec.export_to, namespace)
+        export_to = export_namespaces(spec.export_to, namespace)
         hosts = tuple(dict.fromkeys(spec.hosts))
         services = tuple(Service(
             hostname=host,
