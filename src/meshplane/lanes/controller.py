@@ -310,6 +310,9 @@ class LanesController:
         stored = self._store.get(LANE_GROUPS, group.meta.namespace, group.meta.name)
         if stored is None:
             return 0
+        if object_meta(stored["metadata"]).resource_version != group.meta.resource_version:
+            self._dirty.set()  # changed since it was compiled: the next pass speaks for the new version
+            return 0
         old = stored.get("status")
         status = render_status(old, group, verdict)
         if status == old:
