@@ -27,12 +27,23 @@ compiler no longer produces.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from meshplane.model.resources import GroupResource
+from meshplane.model.spec import (
+    ASMSwimLane,
+    ASMSwimLaneGroup,
+    ASMSwimLaneGroupIngressGateway,
+    ASMSwimLaneGroupServices,
+    ASMSwimLaneIngressRules,
+    ConfigObject,
+    StringMatch,
+)
 
 JSON = dict[str, Any]
+Group = ConfigObject[ASMSwimLaneGroup]
+Lane = ConfigObject[ASMSwimLane]
 
 ASM = "istio.alibabacloud.com"
 NET = "networking.istio.io"
@@ -78,40 +89,32 @@ class Generated:
         return self.gr, str(md["namespace"]), str(md["name"])
 
 
-def _refs(raw: Any, default_ns: str) -> list[ServiceRef]:
-    out = []
-    for s in raw or []:
-        if isinstance(s, Mapping) and s.get("name"):
-            cluster = (s.get("cluster") or {}).get("name") if isinstance(s.get("cluster"), Mapping) else ""
-            out.append(ServiceRef(str(s["name"]), str(s.get("namespace") or default_ns), str(cluster or "")))
-    return out
+def _refs(services: Sequence[ASMSwimLaneGroupServices], default_ns: str) -> list[ServiceRef]:
+    return [ServiceRef(s.name, s.namespace or default_ns, (s.cluster.name if s.cluster else None) or "")
+            for s in services if s.name]
 
 
-def _md(obj: Mapping[str, Any]) -> Mapping[str, Any]:
-    md = obj.get("metadata")
-    return md if isinstance(md, Mapping) else {}
+def group_key(group: Group) -> str:
+    return f"{group.meta.namespace}.{group.meta.name}"
 
 
-def group_key(group: Mapping[str, Any]) -> str:
-    md = _md(group)
-    return f"{md.get('namespace') or 'default'}.{md.get('name')}"
-
-
-def lanes_of(group: Mapping[str, Any], lanes: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+def lanes_of(group: Group, lanes: Iterable[Lane]) -> list[Lane]:
     """The lanes linked to ``group`` (label ``swimlane-group``, same namespace), by name."""
-    md = _md(group)
-    ns, name = md.get("namespace") or "default", md.get("name")
-    out = [lane for lane in lanes if (_md(lane).get("namespace") or "default") == ns
-           and (_md(lane).get("labels") or {}).get(GROUP_LINK_LABEL) == name]
-    return sorted(out, key=lambda lane: str(_md(lane).get("name")))
+    ns, name = group.meta.namespace, group.meta.name
+    out = [lane for lane in lanes if lane.meta.namespace == ns and lane.meta.labels.get(GROUP_LINK_LABEL) == name]
+    return sorted(out, key=lambda lane: lane.meta.name)
 
 
-def _owner(obj: Mapping[str, Any], kind: str, controller: bool) -> JSON:
-    md = _md(obj)
-    ref: JSON = {"apiVersion": f"{ASM}/v1", "kind": kind, "name": str(md.get("name")), "uid": str(md.get("uid") or "")}
+def _owner(obj: ConfigObject[Any], controller: bool) -> JSON:
+    ref: JSON = {"apiVersion": f"{ASM}/v1", "kind": obj.kind, "name": obj.meta.name, "uid": obj.meta.uid}
     if controller:
         ref["controller"] = True
     return ref
+
+
+def subset(name: str, labels: Mapping[str, str]) -> JSON:
+    """A DestinationRule subset as the lanes write it."""
+    return {"name": name, "labels": dict(labels)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,37 +123,37 @@ class _Lane:
     selector: Mapping[str, str]
     services: frozenset[tuple[str, str]]  # (namespace, name); empty in strict mode = every service
     clusters: Mapping[tuple[str, str], str]  # (namespace, name) -> member cluster named by the lane
-    rules: tuple[Mapping[str, Any], ...]
-    weight: int
+    rules: tuple[ASMSwimLaneIngressRules, ...]  # the rules that are online
+    weight: int  # -1: the lane sets no ingressWeight
 
 
-def _lane(obj: Mapping[str, Any], group_services: Sequence[ServiceRef]) -> _Lane:
-    spec = obj.get("spec") or {}
-    refs = _refs(spec.get("services"), str(_md(obj).get("namespace") or "default"))
+def _lane(obj: Lane, group_services: Sequence[ServiceRef]) -> _Lane:
+    spec = obj.spec
+    refs = _refs(spec.services, obj.meta.namespace)
     clusters = {(s.namespace, s.name): s.cluster for s in refs if s.cluster}
     for s in group_services:
         if s.cluster and (s.namespace, s.name) not in clusters:
             clusters[(s.namespace, s.name)] = s.cluster
-    weight = spec.get("ingressWeight")
     return _Lane(
-        name=str(_md(obj).get("name")),
-        selector={str(k): str(v) for k, v in (spec.get("labelSelector") or {}).items()},
+        name=obj.meta.name,
+        selector=dict(spec.label_selector),
         services=frozenset((s.namespace, s.name) for s in refs),
         clusters=clusters,
-        rules=tuple(r for r in spec.get("ingressRules") or [] if isinstance(r, Mapping) and r.get("online", True)),
-        weight=int(weight) if weight is not None else -1,
+        rules=tuple(r for r in spec.ingress_rules if r.online is not False),
+        weight=spec.ingress_weight if spec.ingress_weight is not None else -1,
     )
 
 
 @dataclass(frozen=True, slots=True)
 class _Plan:
-    group: Mapping[str, Any]
+    group: Group
     lanes: tuple[_Lane, ...]
     services: tuple[ServiceRef, ...]
     permissive: bool
     route_header: str
     trace_header: str
     base: str
+    owners: tuple[JSON, ...] = field(default=())  # the group (controller), then its lanes
 
     def has(self, lane: _Lane, svc: ServiceRef) -> bool:
         return not self.permissive or not lane.services or (svc.namespace, svc.name) in lane.services
@@ -159,31 +162,38 @@ class _Plan:
     def base_lane(self) -> _Lane | None:
         return next((lane for lane in self.lanes if lane.name == self.base), None)
 
+    @property
+    def gateway(self) -> ASMSwimLaneGroupIngressGateway | None:
+        ingress = self.group.spec.ingress
+        return ingress.gateway if ingress is not None else None
 
-def _plan(group: Mapping[str, Any], lane_objs: Sequence[Mapping[str, Any]]) -> _Plan:
-    spec = group.get("spec") or {}
-    ns = str(_md(group).get("namespace") or "default")
-    services = tuple(_refs(spec.get("services"), ns))
+
+def _plan(group: Group, lane_objs: Sequence[Lane]) -> _Plan:
+    spec = group.spec
+    services = tuple(_refs(spec.services, group.meta.namespace))
     lanes = tuple(_lane(obj, services) for obj in lane_objs)
-    pmc = spec.get("permissiveModeConfiguration") or {}
-    permissive = bool(spec.get("isPermissive"))
-    base = str(pmc.get("fallbackTarget") or "") if permissive else ""
+    pmc = spec.permissive_mode_configuration
+    fallback = (pmc.fallback_target if pmc else None) or ""
+    route_header = (pmc.route_header if pmc else None) or DEFAULT_ROUTE_HEADER
+    trace_header = (pmc.trace_header if pmc else None) or ""
+    permissive = bool(spec.is_permissive)
+    base = fallback if permissive else ""
     if not base or base not in {lane.name for lane in lanes}:
-        base = str(pmc.get("fallbackTarget") or "") or (lanes[0].name if lanes else "")
-    return _Plan(group, lanes, services, permissive, str(pmc.get("routeHeader") or DEFAULT_ROUTE_HEADER).lower(),
-                 str(pmc.get("traceHeader") or "").lower() if permissive else "", base)
+        base = fallback or (lanes[0].name if lanes else "")
+    owners = (_owner(group, True), *(_owner(o, False) for o in lane_objs))
+    return _Plan(group, lanes, services, permissive, route_header.lower(),
+                 trace_header.lower() if permissive else "", base, owners)
 
 
-def _meta(plan: _Plan, name: str, namespace: str, lane_objs: Sequence[Mapping[str, Any]]) -> JSON:
-    owners = [_owner(plan.group, "ASMSwimLaneGroup", True)] + [_owner(o, "ASMSwimLane", False) for o in lane_objs]
+def _meta(plan: _Plan, name: str, namespace: str) -> JSON:
     return {"name": name, "namespace": namespace,
             "labels": {GENERATED_BY: "lanes", LANE_GROUP_LABEL: group_key(plan.group)},
-            "ownerReferences": owners}
+            "ownerReferences": list(plan.owners)}
 
 
-def _object(gr: GroupResource, meta: JSON, spec: JSON) -> Generated:
-    return Generated(gr, {"apiVersion": _API_VERSIONS[gr.group], "kind": _KINDS[gr], "metadata": meta,
-                          "spec": spec})
+def _object(gr: GroupResource, plan: _Plan, name: str, namespace: str, spec: JSON) -> Generated:
+    return Generated(gr, {"apiVersion": _API_VERSIONS[gr.group], "kind": _KINDS[gr],
+                          "metadata": _meta(plan, name, namespace), "spec": spec})
 
 
 def _dest(svc: ServiceRef, subset: str) -> JSON:
@@ -212,9 +222,8 @@ def _with_headers(plan: _Plan, route: JSON) -> JSON:
     return route
 
 
-def _service_objects(plan: _Plan, svc: ServiceRef, lane_objs: Sequence[Mapping[str, Any]]) -> list[Generated]:
-    name = f"lanes-{_md(plan.group).get('name')}-{svc.name}"
-    subsets = []
+def _subsets(plan: _Plan, svc: ServiceRef) -> list[JSON]:
+    out = []
     for lane in plan.lanes:
         if not plan.has(lane, svc):
             continue
@@ -222,11 +231,11 @@ def _service_objects(plan: _Plan, svc: ServiceRef, lane_objs: Sequence[Mapping[s
         cluster = lane.clusters.get((svc.namespace, svc.name))
         if cluster:
             labels[CLUSTER_LABEL] = cluster
-        subsets.append({"name": lane.name, "labels": labels})
-    if not subsets:
-        return []
-    out = [_object(DESTINATION_RULES, _meta(plan, name, svc.namespace, lane_objs),
-                   {"host": svc.host, "subsets": subsets})]
+        out.append(subset(lane.name, labels))
+    return out
+
+
+def _service_routes(plan: _Plan, svc: ServiceRef) -> list[JSON]:
     http: list[JSON] = []
     base = plan.base_lane
     for lane in plan.lanes:
@@ -245,19 +254,37 @@ def _service_objects(plan: _Plan, svc: ServiceRef, lane_objs: Sequence[Mapping[s
                          "route": [{"destination": _dest(svc, lane.name)}]})
     if base is not None and plan.has(base, svc):
         http.append(_with_headers(plan, {"name": f"lane-{base.name}-default", "route": [_to_lane(plan, svc, base)]}))
-    out.append(_object(VIRTUAL_SERVICES, _meta(plan, name, svc.namespace, lane_objs),
-                       {"hosts": [svc.host], "http": http}))
-    return out
+    return http
 
 
-def _rule_matches(rule: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> list[JSON]:
+def _service_objects(plan: _Plan, svc: ServiceRef) -> list[Generated]:
+    subsets = _subsets(plan, svc)
+    if not subsets:
+        return []
+    name = f"lanes-{plan.group.meta.name}-{svc.name}"
+    return [_object(DESTINATION_RULES, plan, name, svc.namespace, {"host": svc.host, "subsets": subsets}),
+            _object(VIRTUAL_SERVICES, plan, name, svc.namespace,
+                    {"hosts": [svc.host], "http": _service_routes(plan, svc)})]
+
+
+def _string_match(sm: StringMatch | None) -> JSON:
+    if sm is None:
+        return {}
+    return {k: v for k, v in (("exact", sm.exact), ("prefix", sm.prefix), ("regex", sm.regex)) if v is not None}
+
+
+def _uri(rule: ASMSwimLaneIngressRules) -> StringMatch | None:
+    return rule.match.uri if rule.match is not None else None
+
+
+def _rule_matches(rule: ASMSwimLaneIngressRules, extra: Mapping[str, Any] | None = None) -> list[JSON]:
     base: JSON = {}
-    uri = (rule.get("match") or {}).get("uri")
-    if isinstance(uri, Mapping) and uri:
-        base["uri"] = dict(uri)
+    uri = _string_match(_uri(rule))
+    if uri:
+        base["uri"] = uri
     if extra:
         base["headers"] = dict(extra)
-    hosts = [str(h) for h in rule.get("hosts") or [] if str(h) != "*"]
+    hosts = [h for h in rule.hosts if h != "*"]
     if not hosts:
         return [base]
     out = []
@@ -271,8 +298,9 @@ def _rule_matches(rule: Mapping[str, Any], extra: Mapping[str, Any] | None = Non
     return out
 
 
-def _entry(plan: _Plan, rule: Mapping[str, Any]) -> ServiceRef | None:
-    host = str(((rule.get("route") or {}).get("destination") or {}).get("host") or "")
+def _entry(plan: _Plan, rule: ASMSwimLaneIngressRules) -> ServiceRef | None:
+    dest = rule.route.destination if rule.route is not None else None
+    host = (dest.host if dest is not None else None) or ""
     short = host.split(".")[0]
     for s in plan.services:
         if host in (s.name, s.host, f"{s.name}.{s.namespace}") or (short == s.name and "." not in host):
@@ -287,94 +315,106 @@ def _lane_headers(plan: _Plan, lane: str) -> JSON:
     return {"request": {"set": {plan.route_header: lane}}}
 
 
-def _ingress_objects(plan: _Plan, lane_objs: Sequence[Mapping[str, Any]]) -> list[Generated]:
-    gw = ((plan.group.get("spec") or {}).get("ingress") or {}).get("gateway") or {}
-    if not gw.get("name") or not plan.lanes:
+def _lane_dest(plan: _Plan, svc: ServiceRef, lane: _Lane) -> JSON:
+    """A gateway destination into ``lane``: it also writes the lane into the request, so the choice sticks."""
+    dest = _to_lane(plan, svc, lane)
+    dest["headers"] = _lane_headers(plan, lane.name)
+    return dest
+
+
+_Split = tuple[ASMSwimLaneIngressRules, ServiceRef, list[tuple[_Lane, int]]]
+
+
+def _split_route(plan: _Plan, split: _Split) -> JSON:
+    rule, svc, members = split
+    weighted = [(lane, w) for lane, w in members if w > 0]
+    if not weighted:
+        base = next((lane for lane, _ in members if lane.name == plan.base), members[0][0])
+        weighted = [(base, 100)]
+    route = []
+    for lane, w in weighted:
+        dest = _lane_dest(plan, svc, lane)
+        if len(weighted) > 1:
+            dest["weight"] = w
+        route.append(dest)
+    return {"name": f"split-{rule.name or 'rule'}", "match": _rule_matches(rule), "route": route}
+
+
+def _ingress_objects(plan: _Plan) -> list[Generated]:
+    gw = plan.gateway
+    if gw is None or not gw.name or not plan.lanes:
         return []
-    gw_ns = str(gw.get("namespace") or _md(plan.group).get("namespace") or "default")
-    gw_ref = f"{gw_ns}/{gw['name']}"
+    gw_ns = gw.namespace or plan.group.meta.namespace
     http: list[JSON] = []
     hosts: set[str] = set()
     # Rules that differ only by lane (same hosts, uri and entry service) form one weighted split.
-    splits: dict[str, tuple[Mapping[str, Any], ServiceRef, list[tuple[_Lane, int]]]] = {}
+    splits: dict[tuple[tuple[str, ...], StringMatch | None, str], _Split] = {}
     for lane in plan.lanes:
         for rule in lane.rules:
             svc = _entry(plan, rule)
             if svc is None:
                 continue
-            hosts.update(str(h) for h in rule.get("hosts") or ["*"])
-            dest = _to_lane(plan, svc, lane)
-            dest["headers"] = _lane_headers(plan, lane.name)
-            http.append({"name": f"{lane.name}-{rule.get('name') or 'rule'}",
+            hosts.update(rule.hosts or ("*",))
+            http.append({"name": f"{lane.name}-{rule.name or 'rule'}",
                          "match": _rule_matches(rule, {plan.route_header: {"exact": lane.name}}),
-                         "route": [dest]})
-            key = repr((sorted(str(h) for h in rule.get("hosts") or []), (rule.get("match") or {}).get("uri"),
-                        svc.host))
-            weight = int(rule["weight"]) if rule.get("weight") is not None else lane.weight
-            entry = splits.setdefault(key, (rule, svc, []))
+                         "route": [_lane_dest(plan, svc, lane)]})
+            weight = rule.weight if rule.weight is not None else lane.weight
+            entry = splits.setdefault((tuple(sorted(rule.hosts)), _uri(rule), svc.host), (rule, svc, []))
             entry[2].append((lane, weight))
-    for rule, svc, members in splits.values():
-        weighted = [(lane, w) for lane, w in members if w > 0]
-        if not weighted:
-            base = next((lane for lane, _ in members if lane.name == plan.base), members[0][0])
-            weighted = [(base, 100)]
-        route = []
-        for lane, w in weighted:
-            dest = _to_lane(plan, svc, lane)
-            dest["headers"] = _lane_headers(plan, lane.name)
-            if len(weighted) > 1:
-                dest["weight"] = w
-            route.append(dest)
-        http.append({"name": f"split-{rule.get('name') or 'rule'}", "match": _rule_matches(rule), "route": route})
+    http.extend(_split_route(plan, split) for split in splits.values())
     if not http:
         return []
-    name = f"lanes-{_md(plan.group).get('name')}-ingress"
-    return [_object(VIRTUAL_SERVICES, _meta(plan, name, gw_ns, lane_objs),
-                    {"hosts": sorted(hosts) or ["*"], "gateways": [gw_ref], "http": http})]
+    return [_object(VIRTUAL_SERVICES, plan, f"lanes-{plan.group.meta.name}-ingress", gw_ns,
+                    {"hosts": sorted(hosts) or ["*"], "gateways": [f"{gw_ns}/{gw.name}"], "http": http})]
 
 
-def _propagation_objects(plan: _Plan, lane_objs: Sequence[Mapping[str, Any]]) -> list[Generated]:
+def _propagation_objects(plan: _Plan) -> list[Generated]:
     if not plan.permissive or not plan.trace_header or plan.trace_header == plan.route_header:
         return []
     namespaces = sorted({s.namespace for s in plan.services})
-    gw = ((plan.group.get("spec") or {}).get("ingress") or {}).get("gateway") or {}
-    gw_ns = str(gw.get("namespace") or "")
+    gw = plan.gateway
+    gw_ns = (gw.namespace if gw is not None else None) or ""
     out = []
-    name = f"lanes-{_md(plan.group).get('name')}"
+    name = f"lanes-{plan.group.meta.name}"
     for ns in namespaces + ([gw_ns] if gw_ns and gw_ns not in namespaces else []):
         if plan.trace_header == "baggage":
-            out.append(_object(HEADER_PROPAGATIONS, _meta(plan, name, ns, lane_objs),
-                               {"headers": [plan.route_header]}))
+            out.append(_object(HEADER_PROPAGATIONS, plan, name, ns, {"headers": [plan.route_header]}))
         elif ns != gw_ns or ns in namespaces:
             source = f"$getExternalInboundRequestHeader({plan.route_header}, {plan.trace_header})"
-            out.append(_object(TRAFFIC_LABELS, _meta(plan, name, ns, lane_objs), {"rules": [{"labels": [
+            out.append(_object(TRAFFIC_LABELS, plan, name, ns, {"rules": [{"labels": [
                 {"name": plan.route_header,
                  "valueFrom": [f"$getLocalOutboundRequestHeader({plan.route_header})", source]}]}]}))
     return out
 
 
-def compile_group(group: Mapping[str, Any], lanes: Iterable[Mapping[str, Any]]) -> list[Generated]:
+def compile_group(group: Group, lanes: Iterable[Lane]) -> list[Generated]:
     """Every object one lane group needs (``lanes``: any lanes; those of other groups are ignored)."""
-    lane_objs = lanes_of(group, lanes)
-    plan = _plan(group, lane_objs)
+    plan = _plan(group, lanes_of(group, lanes))
     if not plan.lanes:
         return []
     out: list[Generated] = []
     for svc in plan.services:
-        out.extend(_service_objects(plan, svc, lane_objs))
-    out.extend(_ingress_objects(plan, lane_objs))
-    out.extend(_propagation_objects(plan, lane_objs))
+        out.extend(_service_objects(plan, svc))
+    out.extend(_ingress_objects(plan))
+    out.extend(_propagation_objects(plan))
     return out
 
 
-def compile_lanes(groups: Iterable[Mapping[str, Any]], lanes: Iterable[Mapping[str, Any]]) -> list[Generated]:
-    """Every object every lane group needs; on a name clash the first group (by namespace/name) wins."""
+def compile_groups(groups: Iterable[Group], lanes: Iterable[Lane]) -> list[tuple[Group, list[Generated]]]:
+    """Each lane group (by namespace/name) with the objects it needs; on a name clash the first group wins."""
     lanes = list(lanes)
     seen: set[tuple[GroupResource, str, str]] = set()
     out = []
     for group in sorted(groups, key=group_key):
+        mine = []
         for g in compile_group(group, lanes):
             if g.key not in seen:
                 seen.add(g.key)
-                out.append(g)
+                mine.append(g)
+        out.append((group, mine))
     return out
+
+
+def compile_lanes(groups: Iterable[Group], lanes: Iterable[Lane]) -> list[Generated]:
+    """Every object every lane group needs; on a name clash the first group (by namespace/name) wins."""
+    return [g for _, mine in compile_groups(groups, lanes) for g in mine]

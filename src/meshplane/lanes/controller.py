@@ -6,24 +6,46 @@ create what is missing, update what differs, delete generated objects no group p
 gone). The store has no garbage collector for ``ownerReferences``, so that last step is what removes them. Writes
 that change nothing are skipped here (and would be no-ops in the store anyway), so a reconcile of an unchanged
 world touches nothing and triggers no xDS push.
+
+Generated objects go through the API's admission (:func:`meshplane.api.validation.validate`, which ends with the
+typed decode translation relies on) before they are written: the controller writes to the store directly, and
+nothing may reach the store that the API would refuse. When any object a lane group generates is refused, none of
+that group's objects is written and none of its stored ones is deleted: the group stays as it last worked (make
+before break), and its status says why (condition ``Reconciled=False``, reason ``InvalidGenerated``, naming the
+object and field). A group or lane the store holds but that does not decode (written by an older version) holds
+its group the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
+import functools
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
+from meshplane.api.errors import InvalidObject, StrictDecodingError
+from meshplane.api.kinds import KindRegistry, default_registry
+from meshplane.api.validation import validate
 from meshplane.lanes.compile import (
     DESTINATION_RULES,
     GENERATED_BY,
     GENERATED_KINDS,
+    GROUP_LINK_LABEL,
+    LANE_GROUP_LABEL,
     LANE_GROUPS,
     LANES,
     Generated,
-    compile_lanes,
+    Group,
+    compile_groups,
+    group_key,
+    subset,
 )
+from meshplane.model.spec import ConfigObject, DecodeError, decode_resource, object_meta
 from meshplane.store.errors import AlreadyExists, Conflict, Expired, NotFound
 from meshplane.store.interface import Store
 from meshplane.store.types import GroupResource, JSONObject
@@ -32,25 +54,103 @@ log = logging.getLogger("meshplane.lanes")
 
 ACTOR = "system:controller:lanes"
 _WATCHED = frozenset({LANE_GROUPS, LANES, *GENERATED_KINDS})
+RECONCILED = "Reconciled"
+INVALID_GENERATED = "InvalidGenerated"
+UNDECODABLE = "Undecodable"
+_MESSAGE_MAX = 1024
+_LANE_KINDS = {LANE_GROUPS: "ASMSwimLaneGroup", LANES: "ASMSwimLane"}
+
+Key = tuple[GroupResource, str, str]
+
+
+def _labels(obj: JSONObject) -> Mapping[str, str]:
+    return object_meta(obj["metadata"]).labels
 
 
 def _is_generated(obj: JSONObject) -> bool:
-    return ((obj.get("metadata") or {}).get("labels") or {}).get(GENERATED_BY) == "lanes"
+    return _labels(obj).get(GENERATED_BY) == "lanes"
+
+
+def _key(gr: GroupResource, obj: JSONObject) -> Key:
+    meta = object_meta(obj["metadata"])
+    return gr, meta.namespace, meta.name
 
 
 def _union_subsets(old: JSONObject, want: JSONObject) -> JSONObject:
     """``want`` keeping the subsets of ``old`` it drops (phase 1 of a reconcile)."""
-    names = {s.get("name") for s in want["spec"].get("subsets") or []}
-    kept = [s for s in (old.get("spec") or {}).get("subsets") or [] if s.get("name") not in names]
+    subsets = want["spec"]["subsets"]
+    names = {s["name"] for s in subsets}
+    try:
+        stored = decode_resource(DESTINATION_RULES, old).spec.subsets
+    except DecodeError:
+        stored = ()
+    kept = [subset(s.name or "", s.labels) for s in stored if s.name not in names]
     if not kept:
         return want
-    return {**want, "spec": {**want["spec"], "subsets": [*want["spec"].get("subsets", []), *kept]}}
+    return {**want, "spec": {**want["spec"], "subsets": [*subsets, *kept]}}
 
 
-def _same(existing: JSONObject, want: JSONObject) -> bool:
-    md, wmd = existing.get("metadata") or {}, want["metadata"]
-    return bool(existing.get("spec") == want["spec"] and (md.get("labels") or {}) == wmd["labels"]
-                and (md.get("ownerReferences") or []) == wmd["ownerReferences"])
+def _updated(existing: JSONObject, want: JSONObject) -> JSONObject:
+    """``existing`` with the spec, labels and owners of ``want`` (the rest of its metadata and its status stay)."""
+    md = {**existing["metadata"], "labels": want["metadata"]["labels"],
+          "ownerReferences": want["metadata"]["ownerReferences"]}
+    return {**existing, "spec": want["spec"], "metadata": md}
+
+
+@functools.cache
+def _kinds() -> KindRegistry:
+    return default_registry()
+
+
+def refusal(g: Generated) -> str:
+    """Why the API's admission would refuse ``g`` (every bad field), or "" when it accepts it."""
+    info = _kinds().by_gr(g.gr)
+    if info is None:  # pragma: no cover - the compiler only generates served kinds
+        return f"generated {g.obj['kind']}: not a served kind"
+    name = f"{g.key[1]}/{g.key[2]}"
+    try:
+        validate(info, copy.deepcopy(g.obj), field_validation="Strict")
+    except InvalidObject as e:
+        return f"generated {info.kind} {name} is invalid: " + "; ".join(f"{c.field}: {c.message}" for c in e.causes)
+    except StrictDecodingError as e:
+        return f"generated {info.kind} {name} is invalid: {e}"
+    return ""
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """Whether a lane group's objects were taken: ``reason`` is "" when they were, else why not (``message``)."""
+
+    reason: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Desired:
+    """What one reconcile aims at."""
+
+    want: dict[Key, Generated]  # the objects to store
+    held: frozenset[str]  # lane-group label values whose stored objects stay as they are
+    verdicts: tuple[tuple[Group, Verdict], ...]  # each decoded group's
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def render_status(old: Any, group: Group, verdict: Verdict) -> dict[str, Any]:
+    """The group's ``status`` with its ``Reconciled`` condition for ``verdict`` (other conditions and fields
+    stay); the condition's lastTransitionTime moves only when its status changes."""
+    previous = old if isinstance(old, Mapping) else {}
+    others = [c for c in previous.get("conditions") or [] if isinstance(c, Mapping) and c.get("type") != RECONCILED]
+    before = next((c for c in previous.get("conditions") or []
+                   if isinstance(c, Mapping) and c.get("type") == RECONCILED), None)
+    status = "False" if verdict.reason else "True"
+    cond = {"type": RECONCILED, "status": status, "reason": verdict.reason or RECONCILED,
+            "message": verdict.message[:_MESSAGE_MAX] or "every generated object passed validation and is stored",
+            "lastTransitionTime": str(before.get("lastTransitionTime"))
+            if before is not None and before.get("status") == status else _now()}
+    return {**previous, "conditions": [*others, cond], "observedGeneration": group.meta.generation}
 
 
 class LanesController:
@@ -75,10 +175,40 @@ class LanesController:
                 await self._task
             self._task = None
 
-    def desired(self) -> list[Generated]:
-        groups, _ = self._store.list(LANE_GROUPS)
-        lanes, _ = self._store.list(LANES)
-        return compile_lanes(groups, lanes)
+    def _decoded(self, gr: GroupResource, held: dict[str, Verdict]) -> list[ConfigObject[Any]]:
+        """The collection's objects, decoded; an undecodable one holds its lane group (added to ``held``)."""
+        items, _ = self._store.list(gr)
+        out: list[ConfigObject[Any]] = []
+        for raw in items:
+            try:
+                out.append(decode_resource(gr, raw))
+            except DecodeError as e:
+                meta = object_meta(raw["metadata"])
+                group = meta.name if gr == LANE_GROUPS else meta.labels.get(GROUP_LINK_LABEL, "")
+                what = f"{_LANE_KINDS[gr]} {meta.key}"
+                held[f"{meta.namespace}.{group}"] = Verdict(UNDECODABLE, f"{what} does not decode: {e}")
+                log.warning("lanes: %s does not decode (%s); its lane group's objects are left as stored", what, e)
+        return out
+
+    def desired(self) -> Desired:
+        """Compile every lane group; a group any of whose objects admission refuses contributes none."""
+        held: dict[str, Verdict] = {}
+        groups = self._decoded(LANE_GROUPS, held)
+        lanes = self._decoded(LANES, held)
+        want: dict[Key, Generated] = {}
+        verdicts: list[tuple[Group, Verdict]] = []
+        for group, out in compile_groups(groups, lanes):
+            key = group_key(group)
+            verdict = held.get(key) or Verdict()
+            if not verdict.reason:
+                refused = "; ".join(r for r in map(refusal, out) if r)
+                verdict = Verdict(INVALID_GENERATED, refused) if refused else verdict
+            if verdict.reason:
+                held[key] = verdict
+            else:
+                want.update((g.key, g) for g in out)
+            verdicts.append((group, verdict))
+        return Desired(want, frozenset(held), tuple(verdicts))
 
     async def reconcile(self) -> int:
         """One pass; returns the number of writes made.
@@ -87,19 +217,23 @@ class LanesController:
         the ones old routes still use), then routes change, then DestinationRules lose what nothing routes to any
         more. A phase that wrote something is followed by ``phase_delay_s`` so proxies receive it (the xDS push is
         debounced) before the next phase depends on it: no request meets a route to a subset cluster its proxy
-        does not have yet, or that was just removed."""
+        does not have yet, or that was just removed. Last, each lane group's status says whether its objects
+        were accepted."""
         self.reconciles += 1
-        want = {g.key: g for g in self.desired()}
-        have: dict[tuple[GroupResource, str, str], JSONObject] = {}
+        desired = self.desired()
+        want = dict(desired.want)
+        have: dict[Key, JSONObject] = {}
         for gr in GENERATED_KINDS:
             items, _ = self._store.list(gr)
-            for obj in items:
-                md = obj.get("metadata") or {}
-                have[(gr, str(md.get("namespace") or "default"), str(md.get("name") or ""))] = obj
+            have.update((_key(gr, obj), obj) for obj in items)
         for key, obj in have.items():
             if key in want and not _is_generated(obj):
                 log.warning("lanes: %s %s/%s exists and is not generated; left alone", *[str(k) for k in key])
                 del want[key]
+
+        def stale(key: Key, obj: JSONObject) -> bool:  # generated, wanted by no group, and its group not held
+            return key not in want and _is_generated(obj) and _labels(obj).get(LANE_GROUP_LABEL) not in desired.held
+
         writes = 0
         # Phase 1: DestinationRules gain subsets.
         phase = 0
@@ -110,9 +244,7 @@ class LanesController:
             if old is None:
                 phase += await self._create(g.gr, g.obj)
                 continue
-            merged = _union_subsets(old, g.obj)
-            if not _same(old, merged):
-                phase += await self._update(g.gr, old, merged)
+            phase += await self._update(g.gr, old, _union_subsets(old, g.obj))
         writes += await self._pause_after(phase)
         # Phase 2: routes (and everything but DestinationRules).
         phase = 0
@@ -122,10 +254,10 @@ class LanesController:
             old = have.get(key)
             if old is None:
                 phase += await self._create(g.gr, g.obj)
-            elif not _same(old, g.obj):
+            else:
                 phase += await self._update(g.gr, old, g.obj)
         for key, obj in have.items():
-            if key[0] != DESTINATION_RULES and key not in want and _is_generated(obj):
+            if key[0] != DESTINATION_RULES and stale(key, obj):
                 phase += await self._delete(*key)
         writes += await self._pause_after(phase)
         # Phase 3: DestinationRules lose what nothing routes to.
@@ -134,12 +266,14 @@ class LanesController:
                 continue
             final = want.get(key)
             if final is None:
-                if _is_generated(obj):
+                if stale(key, obj):
                     writes += await self._delete(*key)
                 continue
             current = self._store.get(*key)
-            if current is not None and not _same(current, final.obj):
+            if current is not None:
                 writes += await self._update(final.gr, current, final.obj)
+        for group, verdict in desired.verdicts:
+            writes += await self._write_status(group, verdict)
         return writes
 
     async def _pause_after(self, writes: int) -> int:
@@ -156,16 +290,37 @@ class LanesController:
         return 1
 
     async def _update(self, gr: GroupResource, existing: JSONObject, want: JSONObject) -> int:
-        obj: dict[str, Any] = {**existing, "spec": want["spec"]}
-        obj["metadata"] = {**(existing.get("metadata") or {}), "labels": want["metadata"]["labels"],
-                           "ownerReferences": want["metadata"]["ownerReferences"]}
-        rv = (existing.get("metadata") or {}).get("resourceVersion")
+        """Give ``existing`` the spec, labels and owners of ``want``; no write when it has them already."""
+        obj = _updated(existing, want)
+        if obj == existing:
+            return 0
+        return await self._replace(gr, existing, obj)
+
+    async def _replace(self, gr: GroupResource, existing: JSONObject, obj: JSONObject) -> int:
+        rv = object_meta(existing["metadata"]).resource_version
         try:
             await self._store.update(gr, obj, actor=ACTOR, expected_rv=int(rv) if rv else None)
         except (Conflict, NotFound):
             self._dirty.set()
             return 0
         return 1
+
+    async def _write_status(self, group: Group, verdict: Verdict) -> int:
+        """Write the group's ``Reconciled`` condition when it changed (a refusal is logged once, then)."""
+        stored = self._store.get(LANE_GROUPS, group.meta.namespace, group.meta.name)
+        if stored is None:
+            return 0
+        if object_meta(stored["metadata"]).resource_version != group.meta.resource_version:
+            self._dirty.set()  # changed since it was compiled: the next pass speaks for the new version
+            return 0
+        old = stored.get("status")
+        status = render_status(old, group, verdict)
+        if status == old:
+            return 0
+        if verdict.reason == INVALID_GENERATED:
+            log.warning("lanes: lane group %s not applied (its stored objects stay): %s", group.meta.key,
+                        verdict.message)
+        return await self._replace(LANE_GROUPS, stored, {**stored, "status": status})
 
     async def _delete(self, gr: GroupResource, namespace: str, name: str) -> int:
         try:

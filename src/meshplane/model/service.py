@@ -238,3 +238,10 @@ class RegistrySnapshot:
             cur = shards.setdefault(host, {})
             cur[shard] = cur.get(shard, ()) + tuple(eps)
         return RegistrySnapshot(by_host, shards, version)
+
+
+def export_namespaces(names: Iterable[str], namespace: str) -> frozenset[str]:
+    """The namespaces an object's ``exportTo`` makes it visible in (Istio's rule): empty means everywhere
+    (``*``), ``.`` is the object's own ``namespace``."""
+    out = frozenset(namespace if x == "." else x for x in names)
+    return out or frozenset({"*"})

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import compress
-from operator import is_not
-from typing import Any
+from operator import attrgetter, is_not
 
-from meshplane.model.config import ConfigSnapshot, JSONObject
+from meshplane.model import spec as ms
+from meshplane.model.config import ConfigSnapshot
 from meshplane.model.proxy import Locality
 from meshplane.model.resources import GroupResource
 from meshplane.model.service import (
@@ -24,13 +24,20 @@ from meshplane.model.service import (
     Service,
     ServicePort,
     ShardKey,
+    export_namespaces,
     parse_protocol,
 )
+from meshplane.model.spec import ConfigObject, ServiceEntry, WorkloadEntry, condition_status
 
 SERVICE_ENTRIES = GroupResource("networking.istio.io", "serviceentries")
 WORKLOAD_ENTRIES = GroupResource("networking.istio.io", "workloadentries")
 SOURCE = "ServiceEntry"
 CLUSTER_LABEL = "topology.istio.io/cluster"
+
+# The registry's enums of the spec's (the same values; a value missing here fails at import, not at run time).
+_RESOLUTIONS = {r: Resolution(r.value) for r in ms.Resolution}
+_LOCATIONS = {loc: Location(loc.value) for loc in ms.Location}
+_order = attrgetter("order")
 
 
 def parse_locality(text: str) -> Locality:
@@ -39,71 +46,30 @@ def parse_locality(text: str) -> Locality:
     return Locality(parts[0], parts[1], parts[2])
 
 
-def _meta(obj: JSONObject) -> tuple[str, str]:
-    md = obj.get("metadata") or {}
-    return str(md.get("namespace") or "default"), str(md.get("name") or "")
-
-
-def _order(obj: JSONObject) -> tuple[str, str, str]:
-    md = obj.get("metadata") or {}
-    ns, name = _meta(obj)
-    return (str(md.get("creationTimestamp") or ""), ns, name)
-
-
-def _str_map(raw: Any) -> dict[str, str]:
-    if not isinstance(raw, Mapping):
-        return {}
-    return {str(k): str(v) for k, v in raw.items()}
-
-
-def _int_map(raw: Any) -> dict[str, int]:
-    if not isinstance(raw, Mapping):
-        return {}
-    out: dict[str, int] = {}
-    for k, v in raw.items():
-        try:
-            out[str(k)] = int(v)
-        except (TypeError, ValueError):
-            continue
-    return out
-
-
-def _healthy(obj: JSONObject) -> bool:
-    """A WorkloadEntry is unhealthy when its status carries condition Healthy=False (set by health checks)."""
-    for cond in (obj.get("status") or {}).get("conditions") or []:
-        if isinstance(cond, Mapping) and cond.get("type") == "Healthy":
-            return str(cond.get("status")) != "False"
-    return True
-
-
-def _endpoint(spec: Mapping[str, Any], *, cluster_id: str, namespace: str, healthy: bool = True,
+def _endpoint(we: WorkloadEntry, *, cluster_id: str, namespace: str, healthy: bool = True,
               workload: str = "") -> Endpoint | None:
-    address = str(spec.get("address") or "")
-    if not address:
+    """The endpoint a WorkloadEntry (an object's spec, or a ServiceEntry's inline entry) declares."""
+    if not we.address:
         return None
-    try:
-        weight = int(spec.get("weight") or 1)
-    except (TypeError, ValueError):
-        weight = 1
     return Endpoint(
-        address=address,
-        ports=_int_map(spec.get("ports")),
-        labels=_str_map(spec.get("labels")),
-        service_account=str(spec.get("serviceAccount") or ""),
+        address=we.address,
+        ports=we.ports,
+        labels=we.labels,
+        service_account=we.service_account or "",
         cluster_id=cluster_id,
-        network=str(spec.get("network") or ""),
-        locality=parse_locality(str(spec.get("locality") or "")),
+        network=we.network or "",
+        locality=parse_locality(we.locality or ""),
         healthy=healthy,
-        weight=max(weight, 1),
+        weight=max(we.weight or 1, 1),
         workload_name=workload,
         namespace=namespace,
     )
 
 
-def _export_to(raw: Any, namespace: str) -> frozenset[str]:
-    if not raw:
-        return frozenset({"*"})
-    return frozenset(namespace if str(x) == "." else str(x) for x in raw)
+def _port(p: ms.ServicePort) -> ServicePort:
+    name = p.name or ""
+    return ServicePort(name=name or f"port-{p.number}", number=p.number or 0,
+                       protocol=parse_protocol(p.protocol or "", name), target_port=p.target_port or 0)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -121,10 +87,12 @@ class _SERec:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class _WERec:
+    """One WorkloadEntry, read once: its endpoint is built when the entry arrives, not per selection."""
+
     key: tuple[str, str]
     order: tuple[str, str, str]
-    obj: JSONObject
     labels: Mapping[str, str]
+    endpoint: Endpoint | None  # None: the entry has no address
     ident: int  # id() of the snapshot's object, whose identity tells an unchanged entry
 
 
@@ -171,15 +139,15 @@ class ServiceEntrySource:
         self._we_index: dict[tuple[str, str, str], set[tuple[str, str]]] = {}
         self._we_by_ns: dict[str, set[tuple[str, str]]] = {}
         for we in self._we_objs:
-            self._add_we(we.raw, id(we))
+            self._add_we(we)
         self._se: dict[tuple[str, str], _SERec] = {}
         self._se_index: dict[tuple[str, str, str], set[tuple[str, str]]] = {}
         self._se_select_all: dict[str, set[tuple[str, str]]] = {}
         self._host_ses: dict[str, list[tuple[str, str]]] = {}
         self._services: list[Service] = []
         seen: set[str] = set()
-        for se in sorted(self._se_objs, key=lambda o: _order(o.raw)):
-            rec = self._parse_se(se.raw)
+        for se in sorted(self._se_objs, key=_order):
+            rec = self._parse_se(se)
             if rec.key in self._se:
                 continue
             self._se[rec.key] = rec
@@ -231,7 +199,7 @@ class ServiceEntrySource:
             if rec is not None:
                 touched.append((key[0], rec.labels))
         for obj in added:
-            rec = self._add_we(obj.raw, id(obj))
+            rec = self._add_we(obj)
             touched.append((rec.key[0], rec.labels))
         affected: set[tuple[str, str]] = set()
         for ns, labels in touched:
@@ -253,14 +221,19 @@ class ServiceEntrySource:
 
     # --- indexes ---------------------------------------------------------------------------------------------
 
-    def _add_we(self, obj: JSONObject, ident: int) -> _WERec:
-        key = _meta(obj)
+    def _add_we(self, obj: ConfigObject[WorkloadEntry]) -> _WERec:
+        key = (obj.meta.namespace, obj.meta.name)
         old = self._we.get(key)
         if old is not None:  # same name listed twice: the later one wins, as it did before
             self._remove_we(key)
-        rec = _WERec(key, _order(obj), obj, _str_map((obj.get("spec") or {}).get("labels")), ident)
+        labels = obj.spec.labels
+        # A WorkloadEntry labelled with Istio's topology.istio.io/cluster belongs to that member cluster (the
+        # local runtime's instances, auto-registered VMs); others belong to this source's cluster.
+        endpoint = _endpoint(obj.spec, cluster_id=labels.get(CLUSTER_LABEL) or self._cluster_id, namespace=key[0],
+                             healthy=condition_status(obj, "Healthy") != "False", workload=key[1])
+        rec = _WERec(key, obj.order, labels, endpoint, id(obj))
         self._we[key] = rec
-        self._we_ids[ident] = key
+        self._we_ids[rec.ident] = key
         self._we_by_ns.setdefault(key[0], set()).add(key)
         for k, v in rec.labels.items():
             self._we_index.setdefault((key[0], k, v), set()).add(key)
@@ -301,19 +274,10 @@ class ServiceEntrySource:
             keys = [k for k in smallest if all(k in p for p in pools if p is not smallest)]
         else:
             keys = list(self._we_by_ns.get(ns, ()))
-        chosen = sorted((self._we[k] for k in keys), key=lambda r: r.order)
+        chosen = sorted((self._we[k] for k in keys), key=_order)
         out = list(rec.inline)
-        for we in chosen:
-            ep = self._we_endpoint(we, ns)
-            if ep is not None:
-                out.append(ep)
+        out.extend(we.endpoint for we in chosen if we.endpoint is not None)
         return tuple(out)
-
-    def _we_endpoint(self, we: _WERec, namespace: str) -> Endpoint | None:
-        # A WorkloadEntry labelled with Istio's topology.istio.io/cluster belongs to that member cluster (the
-        # local runtime's instances, auto-registered VMs); others belong to this source's cluster.
-        return _endpoint(we.obj.get("spec") or {}, cluster_id=we.labels.get(CLUSTER_LABEL) or self._cluster_id,
-                         namespace=namespace, healthy=_healthy(we.obj), workload=we.key[1])
 
     def _merge_host(self, host: str) -> tuple[Endpoint, ...]:
         out: list[Endpoint] = []
@@ -321,51 +285,30 @@ class ServiceEntrySource:
             out.extend(self._se_eps.get(key, ()))
         return tuple(out)
 
-    def _parse_se(self, se: JSONObject) -> _SERec:
-        namespace, name = _meta(se)
-        spec = se.get("spec") or {}
-        ports = tuple(
-            ServicePort(
-                name=str(p.get("name") or f"port-{p.get('number')}"),
-                number=int(p.get("number") or 0),
-                protocol=parse_protocol(str(p.get("protocol") or ""), str(p.get("name") or "")),
-                target_port=int(p.get("targetPort") or 0),
-            )
-            for p in spec.get("ports") or []
-            if isinstance(p, Mapping) and p.get("number")
-        )
-        try:
-            resolution = Resolution(str(spec.get("resolution") or "NONE").upper())
-        except ValueError:
-            resolution = Resolution.NONE
-        try:
-            location = Location(str(spec.get("location") or "MESH_EXTERNAL").upper())
-        except ValueError:
-            location = Location.MESH_EXTERNAL
-        inline: list[Endpoint] = []
-        for raw in spec.get("endpoints") or []:
-            if isinstance(raw, Mapping):
-                ep = _endpoint(raw, cluster_id=self._cluster_id, namespace=namespace)
-                if ep is not None:
-                    inline.append(ep)
-        selector = spec.get("workloadSelector")
-        export_to = _export_to(spec.get("exportTo"), namespace)
-        hosts = tuple(dict.fromkeys(str(h) for h in spec.get("hosts") or []))
+    def _parse_se(self, obj: ConfigObject[ServiceEntry]) -> _SERec:
+        namespace, spec = obj.meta.namespace, obj.spec
+        ports = tuple(_port(p) for p in spec.ports if p.number)
+        resolution = _RESOLUTIONS[spec.resolution] if spec.resolution is not None else Resolution.NONE
+        location = _LOCATIONS[spec.location] if spec.location is not None else Location.MESH_EXTERNAL
+        inline = (_endpoint(we, cluster_id=self._cluster_id, namespace=namespace) for we in spec.endpoints)
+        export_to = export_namespaces(spec.export_to, namespace)
+        hosts = tuple(dict.fromkeys(spec.hosts))
         services = tuple(Service(
             hostname=host,
             namespace=namespace,
             ports=ports,
-            addresses=tuple(str(a) for a in spec.get("addresses") or []),
+            addresses=spec.addresses,
             resolution=resolution,
             location=location,
-            labels=_str_map((se.get("metadata") or {}).get("labels")),
+            labels=obj.meta.labels,
             export_to=export_to,
-            source=f"ServiceEntry/{namespace}/{name}",
+            source=f"ServiceEntry/{namespace}/{obj.meta.name}",
         ) for host in hosts)
+        selector = spec.workload_selector
         return _SERec(
-            key=(namespace, name), order=_order(se), namespace=namespace, hosts=hosts, services=services,
-            selector=_str_map(selector.get("labels")) if isinstance(selector, Mapping) else None,
-            inline=tuple(inline))
+            key=(namespace, obj.meta.name), order=obj.order, namespace=namespace, hosts=hosts, services=services,
+            selector=selector.labels if selector is not None else None,
+            inline=tuple(ep for ep in inline if ep is not None))
 
 
 def registry_from_config(config: ConfigSnapshot, cluster_id: str = "") -> RegistrySnapshot:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from meshplane.lanes.compile import LANE_GROUPS, LANES, Generated, compile_group
+from meshplane.model.spec import decode_resource
+
 
 def group(*, permissive: bool, trace_header: str = "", name: str = "mock") -> dict[str, Any]:
     spec: dict[str, Any] = {
@@ -36,3 +39,8 @@ def lane(version: str, services: tuple[str, ...] = ("mocka", "mockb", "mockc"), 
 def permissive_lanes(weights: tuple[int, int, int] | None = None) -> list[dict[str, Any]]:
     w = weights or (None, None, None)
     return [lane("v1", weight=w[0]), lane("v2", ("mocka", "mockc"), weight=w[1]), lane("v3", weight=w[2])]
+
+
+def compiled(group_obj: dict[str, Any], lane_objs: list[dict[str, Any]]) -> list[Generated]:
+    """What the compiler makes of a group and lanes as a user writes them (decoded as the controller does)."""
+    return compile_group(decode_resource(LANE_GROUPS, group_obj), [decode_resource(LANES, o) for o in lane_objs])

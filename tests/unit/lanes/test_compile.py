@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from lane_objects import group, lane, permissive_lanes
+from lane_objects import compiled, group, lane, permissive_lanes
 
 from meshplane.api.kinds import default_registry
 from meshplane.api.validation import validate
-from meshplane.lanes import GENERATED_BY, compile_group
+from meshplane.lanes import GENERATED_BY
 from meshplane.lanes.compile import DESTINATION_RULES, VIRTUAL_SERVICES, Generated
 
 
@@ -18,7 +18,7 @@ def _by_name(out: list[Generated]) -> dict[tuple[str, str], dict[str, Any]]:
 
 
 def test_permissive_routes_on_header_and_falls_back() -> None:
-    objs = _by_name(compile_group(group(permissive=True), permissive_lanes()))
+    objs = _by_name(compiled(group(permissive=True), permissive_lanes()))
     dr = objs[("destinationrules", "lanes-mock-mockb")]
     assert [s["name"] for s in dr["spec"]["subsets"]] == ["v1", "v3"]  # mockb is not in lane v2
     vs = objs[("virtualservices", "lanes-mock-mockb")]["spec"]["http"]
@@ -34,14 +34,14 @@ def test_permissive_routes_on_header_and_falls_back() -> None:
 
 def test_strict_routes_on_source_labels() -> None:
     lanes = [lane("v1"), lane("v2"), lane("v3")]
-    objs = _by_name(compile_group(group(permissive=False), lanes))
+    objs = _by_name(compiled(group(permissive=False), lanes))
     vs = objs[("virtualservices", "lanes-mock-mockc")]["spec"]["http"]
     assert [r["match"][0]["sourceLabels"] for r in vs[:3]] == [{"version": v} for v in ("v1", "v2", "v3")]
     assert all("fallback" not in d for r in vs for d in r["route"])
 
 
 def test_ingress_weighted_split_sets_lane_header() -> None:
-    objs = _by_name(compile_group(group(permissive=True), permissive_lanes((80, 10, 10))))
+    objs = _by_name(compiled(group(permissive=True), permissive_lanes((80, 10, 10))))
     vs = objs[("virtualservices", "lanes-mock-ingress")]
     assert vs["metadata"]["namespace"] == "istio-system"
     assert vs["spec"]["gateways"] == ["istio-system/istio-ingressgateway"]
@@ -51,16 +51,16 @@ def test_ingress_weighted_split_sets_lane_header() -> None:
 
 
 def test_trace_header_generates_propagation() -> None:
-    out = _by_name(compile_group(group(permissive=True, trace_header="baggage"), permissive_lanes()))
+    out = _by_name(compiled(group(permissive=True, trace_header="baggage"), permissive_lanes()))
     assert out[("asmheaderpropagations", "lanes-mock")]["spec"] == {"headers": ["x-asm-prefer-tag"]}
-    out = _by_name(compile_group(group(permissive=True, trace_header="my-request-id"), permissive_lanes()))
+    out = _by_name(compiled(group(permissive=True, trace_header="my-request-id"), permissive_lanes()))
     tl = out[("trafficlabels", "lanes-mock")]["spec"]["rules"][0]["labels"][0]
     assert tl["valueFrom"][-1] == "$getExternalInboundRequestHeader(x-asm-prefer-tag, my-request-id)"
 
 
 def test_generated_objects_are_owned_labelled_and_valid() -> None:
     reg = default_registry()
-    out = compile_group(group(permissive=True, trace_header="baggage"), permissive_lanes((80, 10, 10)))
+    out = compiled(group(permissive=True, trace_header="baggage"), permissive_lanes((80, 10, 10)))
     assert {g.gr for g in out} >= {VIRTUAL_SERVICES, DESTINATION_RULES}
     for g in out:
         md = g.obj["metadata"]
@@ -74,5 +74,5 @@ def test_generated_objects_are_owned_labelled_and_valid() -> None:
 
 
 def test_no_lanes_no_objects() -> None:
-    assert compile_group(group(permissive=True), []) == []
-    assert compile_group(group(permissive=True), [lane("v1", group_name="other")]) == []
+    assert compiled(group(permissive=True), []) == []
+    assert compiled(group(permissive=True), [lane("v1", group_name="other")]) == []

@@ -1,16 +1,20 @@
 """The lanes controller against a real (in-memory) store: generated objects appear, follow changes, are not
-rewritten when nothing changed, and disappear with their owner."""
+rewritten when nothing changed, and disappear with their owner; what admission would refuse is never stored,
+the group keeps what it had and says why in its status."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from lane_objects import group, lane, permissive_lanes
 
 from meshplane.lanes import GENERATED_BY, LanesController
-from meshplane.lanes.compile import DESTINATION_RULES, LANE_GROUPS, LANES, VIRTUAL_SERVICES
+from meshplane.lanes import controller as lanes_controller
+from meshplane.lanes.compile import DESTINATION_RULES, GENERATED_KINDS, LANE_GROUPS, LANES, VIRTUAL_SERVICES
 from meshplane.store import MemoryStore
 
 
@@ -35,6 +39,39 @@ async def until(check: object, timeout: float = 5.0) -> None:
     raise AssertionError("never happened")
 
 
+def reconciled(store: MemoryStore, name: str = "mock") -> dict[str, Any] | None:
+    """The group's Reconciled condition (status and reason), None before the controller wrote one."""
+    obj = store.get(LANE_GROUPS, "istio-system", name)
+    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if cond["type"] == "Reconciled":
+            return {k: cond[k] for k in ("status", "reason")}
+    return None
+
+
+def message(store: MemoryStore) -> str:
+    obj = store.get(LANE_GROUPS, "istio-system", "mock")
+    assert obj is not None
+    return str(next(c for c in obj["status"]["conditions"] if c["type"] == "Reconciled")["message"])
+
+
+def generated(store: MemoryStore) -> dict[tuple[str, str, str], Any]:
+    out = {}
+    for gr in GENERATED_KINDS:
+        items, _ = store.list(gr)
+        out.update({(gr.resource, o["metadata"]["namespace"], o["metadata"]["name"]): o["spec"] for o in items})
+    return out
+
+
+async def put_lanes(store: MemoryStore, lanes: list[dict[str, Any]]) -> None:
+    for obj in lanes:
+        md = obj["metadata"]
+        live = store.get(LANES, md["namespace"], md["name"])
+        if live is None:
+            await store.create(LANES, obj, actor="t")
+        else:
+            await store.update(LANES, {**obj, "metadata": live["metadata"]}, actor="t")
+
+
 async def test_lifecycle(store: MemoryStore) -> None:
     ctl = LanesController(store, settle_s=0.01, phase_delay_s=0.0)
     await ctl.start()
@@ -42,7 +79,9 @@ async def test_lifecycle(store: MemoryStore) -> None:
         await store.create(LANE_GROUPS, group(permissive=True), actor="t")
         for obj in permissive_lanes():
             await store.create(LANES, obj, actor="t")
-        await until(lambda: "lanes-mock-ingress" in names(store, VIRTUAL_SERVICES))
+        await until(lambda: "lanes-mock-ingress" in names(store, VIRTUAL_SERVICES)
+                    and reconciled(store) is not None)
+        assert reconciled(store) == {"status": "True", "reason": "Reconciled"}
         assert names(store, DESTINATION_RULES) == {"lanes-mock-mocka", "lanes-mock-mockb", "lanes-mock-mockc"}
         vs = store.get(VIRTUAL_SERVICES, "default", "lanes-mock-mockb")
         assert vs is not None and vs["metadata"]["labels"][GENERATED_BY] == "lanes"
@@ -74,3 +113,105 @@ async def test_foreign_objects_are_left_alone(store: MemoryStore) -> None:
     await ctl.reconcile()
     kept = store.get(VIRTUAL_SERVICES, "default", "lanes-mock-mocka")
     assert kept is not None and kept["spec"] == {"hosts": ["x"]}
+
+
+async def test_invalid_generated_object_is_never_stored(store: MemoryStore, caplog: pytest.LogCaptureFixture) -> None:
+    """Lane weights that do not add up to 100 pass the lane schema, but the ingress split they make is a
+    VirtualService admission refuses: nothing of the group is stored, its status names the object and field."""
+    await store.create(LANE_GROUPS, group(permissive=True), actor="t")
+    await put_lanes(store, permissive_lanes((30, 30, 30)))
+    ctl = LanesController(store, phase_delay_s=0.0)
+    with caplog.at_level(logging.WARNING, logger="meshplane.lanes"):
+        assert await ctl.reconcile() == 1  # the status only
+        assert await ctl.reconcile() == 0
+    assert generated(store) == {}
+    assert reconciled(store) == {"status": "False", "reason": "InvalidGenerated"}
+    text = message(store)
+    assert "VirtualService istio-system/lanes-mock-ingress" in text and "spec.http[3].route" in text, text
+    assert "total destination weight 90 != 100" in text
+    assert len([r for r in caplog.records if "lanes-mock-ingress" in r.getMessage()]) == 1
+
+
+async def test_invalid_change_keeps_what_was_stored_then_recovers(store: MemoryStore) -> None:
+    await store.create(LANE_GROUPS, group(permissive=True), actor="t")
+    await put_lanes(store, permissive_lanes((80, 10, 10)))
+    ctl = LanesController(store, phase_delay_s=0.0)
+    await ctl.reconcile()
+    before = generated(store)
+    assert ("virtualservices", "istio-system", "lanes-mock-ingress") in before
+    assert reconciled(store) == {"status": "True", "reason": "Reconciled"}
+    ok_since = store.get(LANE_GROUPS, "istio-system", "mock")["status"]["conditions"][0]["lastTransitionTime"]
+
+    # Lane v2 gains mockb (would add a subset and change routes) and the weights break: nothing moves.
+    broken = permissive_lanes((30, 30, 30))
+    broken[1] = lane("v2", weight=30)
+    await put_lanes(store, broken)
+    assert await ctl.reconcile() == 1
+    assert generated(store) == before
+    assert reconciled(store) == {"status": "False", "reason": "InvalidGenerated"}
+
+    # Fixed: the group's objects follow, the condition turns True again.
+    fixed = permissive_lanes((80, 10, 10))
+    fixed[1] = lane("v2", weight=10)
+    await put_lanes(store, fixed)
+    assert await ctl.reconcile() > 1
+    after = generated(store)
+    assert [s["name"] for s in after[("destinationrules", "default", "lanes-mock-mockb")]["subsets"]] == [
+        "v1", "v2", "v3"]
+    assert reconciled(store) == {"status": "True", "reason": "Reconciled"}
+    status = store.get(LANE_GROUPS, "istio-system", "mock")["status"]
+    assert status["observedGeneration"] == 1 and status["conditions"][0]["lastTransitionTime"] >= ok_since
+    assert await ctl.reconcile() == 0
+
+
+async def test_a_refused_group_does_not_hold_the_others(store: MemoryStore) -> None:
+    bad = group(permissive=True, name="bad")
+    bad["spec"]["ingress"]["gateway"]["name"] = "Ingress_GW"  # the lane schema takes it; a gateway name cannot be
+    await store.create(LANE_GROUPS, bad, actor="t")
+    await store.create(LANE_GROUPS, group(permissive=True), actor="t")
+    await put_lanes(store, permissive_lanes())
+    await put_lanes(store, [lane("b1", group_name="bad"), lane("b2", group_name="bad")])
+    await LanesController(store, phase_delay_s=0.0).reconcile()
+    assert reconciled(store, "bad") == {"status": "False", "reason": "InvalidGenerated"}
+    assert reconciled(store) == {"status": "True", "reason": "Reconciled"}
+    assert {n for n in names(store, VIRTUAL_SERVICES) if n.startswith("lanes-bad")} == set()
+    assert "lanes-mock-ingress" in names(store, VIRTUAL_SERVICES)
+
+
+async def test_guard_checks_every_generated_object(store: MemoryStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever the compiler makes passes admission first: an injected DestinationRule with an invalid subset
+    name is refused with the group, and the group's stored objects stay."""
+    await store.create(LANE_GROUPS, group(permissive=True), actor="t")
+    await put_lanes(store, permissive_lanes())
+    ctl = LanesController(store, phase_delay_s=0.0)
+    await ctl.reconcile()
+    before = generated(store)
+    real = lanes_controller.compile_groups
+
+    def broken(groups: Any, lanes: Any) -> Any:
+        out = real(groups, lanes)
+        for _, objs in out:
+            for g in objs:
+                if g.gr == DESTINATION_RULES:
+                    g.obj["spec"]["subsets"][0]["name"] = "Not A Name"
+        return out
+
+    monkeypatch.setattr(lanes_controller, "compile_groups", broken)
+    assert await ctl.reconcile() == 1
+    assert generated(store) == before
+    assert "DestinationRule default/lanes-mock-mocka is invalid: spec.subsets[0].name" in message(store)
+
+
+async def test_a_stored_lane_that_does_not_decode_holds_its_group(store: MemoryStore) -> None:
+    await store.create(LANE_GROUPS, group(permissive=True), actor="t")
+    await put_lanes(store, permissive_lanes())
+    ctl = LanesController(store, phase_delay_s=0.0)
+    await ctl.reconcile()
+    before = generated(store)
+    bad = lane("v3")
+    bad["spec"]["ingressWeight"] = "ten"  # written past admission (the store itself does not validate)
+    await put_lanes(store, [bad])
+    assert await ctl.reconcile() == 1
+    assert generated(store) == before
+    assert reconciled(store) == {"status": "False", "reason": "Undecodable"}
+    assert "ASMSwimLane istio-system/v3 does not decode: spec.ingressWeight" in message(store)

@@ -100,3 +100,37 @@ def test_aggregate_merges_sources_by_host_and_shards_endpoints() -> None:
     assert set(snap.shards[fqdn("a")]) == {ShardKey("c1", "ServiceEntry"), ShardKey("c2", "Kubernetes")}
     assert sorted(e.address for e in snap.endpoints_of(fqdn("a"))) == ["10.0.0.1", "10.1.0.1"]
     assert snap.version and snap.version == aggregate([se, other]).version
+
+
+def test_defaults_of_absent_fields_follow_istio() -> None:
+    """Absent resolution is NONE and absent location MESH_EXTERNAL (Istio's defaults); a port without a number is
+    skipped and one without a name is named after its number; an endpoint without an address is no endpoint;
+    a weight of 0 counts as 1."""
+    se = service_entry("ext", hosts=["a.example.com", "a.example.com"],
+                       ports=[{"number": 8080, "protocol": "HTTP"}, {"name": "nonum", "protocol": "TCP"}],
+                       endpoints=[{"address": "10.0.0.1", "weight": 0, "network": "n1", "locality": "r/z"},
+                                  {"labels": {"app": "x"}}])
+    del se["spec"]["resolution"], se["spec"]["location"]
+    se["metadata"]["labels"] = {"team": "a"}
+    reg = registry_from_config(snapshot([se]), "c1")
+    svc = reg.service("a.example.com")
+    assert svc is not None and len(reg.services) == 1
+    assert svc.resolution is Resolution.NONE and svc.location is Location.MESH_EXTERNAL
+    assert [(p.name, p.number, p.protocol) for p in svc.ports] == [("port-8080", 8080, Protocol.HTTP)]
+    assert svc.labels == {"team": "a"} and svc.export_to == frozenset({"*"})
+    assert svc.source == f"ServiceEntry/{NS}/ext"
+    (ep,) = reg.endpoints_of("a.example.com")
+    assert (ep.weight, ep.network, ep.locality, ep.cluster_id) == (1, "n1", Locality("r", "z", ""), "c1")
+
+
+def test_workload_entry_cluster_label_and_health_condition() -> None:
+    """A WorkloadEntry labelled topology.istio.io/cluster belongs to that cluster; Healthy=True (or no Healthy
+    condition) is healthy, only Healthy=False is not."""
+    local = workload_entry("r1", "10.0.0.1", {"app": "reviews", "topology.istio.io/cluster": "local-1"})
+    local["status"] = {"conditions": [{"type": "Ready", "status": "False"}, {"type": "Healthy", "status": "True"}]}
+    plain = workload_entry("r2", "10.0.0.2", {"app": "reviews"}, ports={"http": 19080})
+    reg = registry_from_config(snapshot([service_entry("reviews", selector={"app": "reviews"}), local, plain]), "c1")
+    eps = {e.address: e for e in reg.endpoints_of(fqdn("reviews"))}
+    assert eps["10.0.0.1"].cluster_id == "local-1" and eps["10.0.0.1"].healthy
+    assert eps["10.0.0.2"].cluster_id == "c1" and eps["10.0.0.2"].ports == {"http": 19080}
+    assert eps["10.0.0.1"].workload_name == "r1" and eps["10.0.0.1"].namespace == NS

@@ -19,8 +19,7 @@ from _translate_helpers import (
 )
 from envoy.extensions.clusters.aggregate.v3 import cluster_pb2 as aggregate_pb2
 
-from meshplane.lanes import compile_group
-from tests.unit.lanes.lane_objects import group, permissive_lanes
+from tests.unit.lanes.lane_objects import compiled, group, permissive_lanes
 
 MOCKS = {("mocka", "v1"): "127.0.3.1", ("mockb", "v1"): "127.0.3.2", ("mockc", "v1"): "127.0.3.3",
          ("mocka", "v2"): "127.0.3.4", ("mockc", "v2"): "127.0.3.5", ("mocka", "v3"): "127.0.3.6",
@@ -36,7 +35,7 @@ def mock_registry() -> list[dict[str, Any]]:
 
 
 def lane_objects(**kw: Any) -> list[dict[str, Any]]:
-    return [g.obj for g in compile_group(group(permissive=True, **kw), permissive_lanes((80, 10, 10)))]
+    return [g.obj for g in compiled(group(permissive=True, **kw), permissive_lanes((80, 10, 10)))]
 
 
 def mock_sidecar(svc: str, v: str) -> Any:

@@ -44,3 +44,7 @@ __all__ = [
     "spec_class",
 ]
 __all__ += _types.__all__
+
+from meshplane.model.spec._object import condition_status  # noqa: E402
+
+__all__ += ["condition_status"]

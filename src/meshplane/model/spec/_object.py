@@ -118,3 +118,15 @@ __all__ = [
     "object_meta",
     "spec_class",
 ]
+
+
+def condition_status(obj: ConfigObject[Any], ctype: str) -> str | None:
+    """The ``status`` (``True``, ``False``, ``Unknown``) of the object's ``status.conditions`` entry of type
+    ``ctype``, None when it has none: the one reading of stored conditions past admission (a WorkloadEntry's
+    ``Healthy``, which health checks write; ``status`` is not part of the typed spec)."""
+    status = obj.raw.get("status")
+    conditions = status.get("conditions") if isinstance(status, Mapping) else None
+    for cond in conditions if isinstance(conditions, list) else ():
+        if isinstance(cond, Mapping) and cond.get("type") == ctype:
+            return str(cond.get("status"))
+    return None
