@@ -39,9 +39,10 @@ from meshplane.translate.filters import http_connection_manager, tcp_proxy, tls_
 from meshplane.translate.httproute import RouteScope
 from meshplane.translate.jwt import jwt_filter
 from meshplane.translate.memo import Slot
-from meshplane.translate.peerauthn import downstream_tls, inbound_mtls_mode
+from meshplane.translate.peerauthn import inbound_mtls_mode
 from meshplane.translate.routes import HTTP_PROXY_ROUTE
 from meshplane.translate.tcproute import service_tcp_targets, tls_chains
+from meshplane.translate.tls import mesh_inbound_tls
 from meshplane.translate.trafficlabel import TRAFFIC_LABELS, attach, inbound_script
 
 
@@ -127,7 +128,7 @@ def _inbound_chains(proxy: Proxy, ip: InboundPort, ctx: PushContext,
         return [listener_components_pb2.FilterChain(name=cluster, filters=filters)]
     mtls = listener_components_pb2.FilterChain(name=f"{cluster}-mtls", filters=filters)
     mtls.transport_socket.name = "envoy.transport_sockets.tls"
-    mtls.transport_socket.typed_config.CopyFrom(pack(downstream_tls(ctx.mesh, proto.is_http)))
+    mtls.transport_socket.typed_config.CopyFrom(pack(mesh_inbound_tls(ctx.mesh, http=proto.is_http)))
     if mode is MutualTLSMode.STRICT:
         return [mtls]  # a plaintext client fails the TLS handshake
     mtls.filter_chain_match.transport_protocol = "tls"
