@@ -28,6 +28,7 @@ from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
 from meshplane.model.proxy import InboundPort, Proxy, ProxyType
+from meshplane.model.resources import TRAFFIC_LABELS
 from meshplane.model.service import Protocol, Service, ServicePort, parse_protocol
 from meshplane.model.spec import MutualTLSMode
 from meshplane.translate.accesslog import authz_access_logs
@@ -43,7 +44,7 @@ from meshplane.translate.peerauthn import inbound_mtls_mode
 from meshplane.translate.routes import HTTP_PROXY_ROUTE
 from meshplane.translate.tcproute import service_tcp_targets, tls_chains
 from meshplane.translate.tls import mesh_inbound_tls
-from meshplane.translate.trafficlabel import TRAFFIC_LABELS, attach, inbound_script
+from meshplane.translate.trafficlabel import attach, inbound_script
 
 
 def _address(ip: str, port: int) -> address_pb2.Address:

@@ -20,12 +20,13 @@ from typing import Generic, NamedTuple, Protocol, TypeVar, cast
 from meshplane.model import spec as istio
 from meshplane.model.labels import labels_match
 from meshplane.model.proxy import InboundPort, Proxy
-from meshplane.model.resources import GroupResource
+from meshplane.model.resources import (
+    PEER_AUTHENTICATIONS,
+    GroupResource,
+)
 from meshplane.model.spec import ConfigObject, MutualTLSMode
 from meshplane.translate.context import PushContext
 from meshplane.translate.memo import Slot
-
-PEER_AUTHENTICATIONS = GroupResource("security.istio.io", "peerauthentications")
 
 
 class Selecting(Protocol):
