@@ -37,10 +37,10 @@ from meshplane.apiserver.request import (
 )
 from meshplane.apiserver.selectors import parse_field_selector, parse_label_selector
 from meshplane.apiserver.status import ApiError, bad_request, invalid, not_found, status_object
+from meshplane.model.resources import NAMESPACES
 from meshplane.store import (
     AlreadyExists,
     Conflict,
-    GroupResource,
     NotFound,
     StorageFailure,
     Store,
@@ -57,7 +57,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 USER = web.RequestKey("user", str)  # who is asking (the audit trail's actor)
 DRY_RUN_BODY = web.RequestKey("dry_run_body", bool)  # a DELETE whose DeleteOptions asked for dryRun=All
 
-NAMESPACES = GroupResource("", "namespaces")
 IMPLICIT_NAMESPACES = ("default", "istio-system")
 _CONFLICT_RETRIES = 5
 

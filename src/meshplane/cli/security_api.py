@@ -30,13 +30,11 @@ from aiohttp import web
 
 from meshplane.apiserver.app import STORE_KEY, USER
 from meshplane.apiserver.status import ApiError, bad_request
-from meshplane.model.resources import GroupResource
+from meshplane.model.resources import GATEWAYS, SECRETS
 from meshplane.rpc.ca_service import SecurityPlane
 from meshplane.security import InvalidIdentity, TokenRejected
 from meshplane.store import Store
 
-GATEWAYS = GroupResource("networking.istio.io", "gateways")
-SECRETS = GroupResource("", "secrets")
 TOKEN_HEADER = "X-Bootstrap-Token"
 
 MAX_TOKEN_TTL = datetime.timedelta(days=30)

@@ -6,8 +6,8 @@ server only through the small :class:`RegistryHooks` Protocol and the Kubernetes
 ``meshplane.kube.KubeSourceFactory``).
 """
 
+from meshplane.model.resources import MEMBER_CLUSTERS
 from meshplane.multicluster.controller import (
-    MEMBER_CLUSTERS,
     MemberClusterController,
     MemberState,
     RegistryHooks,

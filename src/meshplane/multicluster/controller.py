@@ -38,7 +38,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from meshplane.model.proxy import Locality
-from meshplane.model.resources import GroupResource, JSONObject
+from meshplane.model.resources import MEMBER_CLUSTERS, WORKLOAD_ENTRIES, JSONObject
 from meshplane.registry.aggregate import ServiceRegistry
 from meshplane.registry.kube_convert import ClusterDefaults
 from meshplane.registry.kube_source import SourceStatus
@@ -48,9 +48,7 @@ from meshplane.store.types import EventType
 
 log = logging.getLogger(__name__)
 
-MEMBER_CLUSTERS = GroupResource("meshplane.io", "memberclusters")
 ACTOR = "system:meshplane:multicluster"
-WORKLOAD_ENTRIES = GroupResource("networking.istio.io", "workloadentries")
 CLUSTER_LABEL = "topology.istio.io/cluster"
 
 

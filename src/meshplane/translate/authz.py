@@ -48,9 +48,10 @@ from envoy.type.matcher.v3 import metadata_pb2, path_pb2, regex_pb2, string_pb2,
 
 from meshplane.model import spec as istio
 from meshplane.model.proxy import Proxy
+from meshplane.model.resources import AUTHORIZATION_POLICIES
 from meshplane.model.spec import AuthorizationAction, ConfigObject
 from meshplane.translate.common import duration, pack
-from meshplane.translate.context import AUTHORIZATION_POLICIES, PushContext
+from meshplane.translate.context import PushContext
 from meshplane.translate.jwt import JWT_FILTER, PAYLOAD_KEY
 from meshplane.translate.memo import Slot
 from meshplane.translate.mesh import ExtAuthzProvider

@@ -20,22 +20,18 @@ from meshplane.model import spec as istio
 from meshplane.model.config import ConfigSnapshot
 from meshplane.model.labels import labels_match
 from meshplane.model.proxy import Proxy, ProxyType
-from meshplane.model.resources import GroupResource
+from meshplane.model.resources import (
+    DESTINATION_RULES,
+    GATEWAYS,
+    SIDECARS,
+    TRAFFIC_LABELS,
+    VIRTUAL_SERVICES,
+)
 from meshplane.model.service import RegistrySnapshot, Service
 from meshplane.model.spec import ConfigObject
 from meshplane.translate.hosts import host_matches, namespace_matches, resolve_host
 from meshplane.translate.memo import PushMemo, Slot
 from meshplane.translate.mesh import MeshSettings
-
-_NET = "networking.istio.io"
-VIRTUAL_SERVICES = GroupResource(_NET, "virtualservices")
-DESTINATION_RULES = GroupResource(_NET, "destinationrules")
-GATEWAYS = GroupResource(_NET, "gateways")
-SIDECARS = GroupResource(_NET, "sidecars")
-SERVICE_ENTRIES = GroupResource(_NET, "serviceentries")
-WORKLOAD_ENTRIES = GroupResource(_NET, "workloadentries")
-AUTHORIZATION_POLICIES = GroupResource("security.istio.io", "authorizationpolicies")
-TRAFFIC_LABELS = GroupResource("istio.alibabacloud.com", "trafficlabels")
 
 MESH_GATEWAY = "mesh"
 

@@ -32,19 +32,17 @@ from meshplane.model import xdstypes
 from meshplane.model.config import ConfigKey
 from meshplane.model.proxy import Proxy, ProxyType
 from meshplane.model.push import PushRequest
-from meshplane.translate.clusters import build_clusters, eds_cluster_names, uses_dynamic_forward_proxy
-from meshplane.translate.common import BLACKHOLE, PASSTHROUGH
-from meshplane.translate.context import (
+from meshplane.model.resources import (
     DESTINATION_RULES,
     GATEWAYS,
-    MESH_GATEWAY,
     SERVICE_ENTRIES,
     SIDECARS,
     VIRTUAL_SERVICES,
     WORKLOAD_ENTRIES,
-    ProxyScope,
-    PushContext,
 )
+from meshplane.translate.clusters import build_clusters, eds_cluster_names, uses_dynamic_forward_proxy
+from meshplane.translate.common import BLACKHOLE, PASSTHROUGH
+from meshplane.translate.context import MESH_GATEWAY, ProxyScope, PushContext
 from meshplane.translate.endpoints import build_load_assignment
 from meshplane.translate.filters import http_connection_manager, tcp_proxy
 from meshplane.translate.hosts import host_matches, resolve_host

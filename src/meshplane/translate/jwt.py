@@ -21,12 +21,13 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 
 from meshplane.model import spec as istio
 from meshplane.model.proxy import Proxy
-from meshplane.model.resources import GroupResource
+from meshplane.model.resources import (
+    REQUEST_AUTHENTICATIONS,
+    )
 from meshplane.translate.common import duration, pack
 from meshplane.translate.context import PushContext
 from meshplane.translate.peerauthn import selected_policies
 
-REQUEST_AUTHENTICATIONS = GroupResource("security.istio.io", "requestauthentications")
 JWT_FILTER = "envoy.filters.http.jwt_authn"
 PAYLOAD_KEY = "payload"
 

@@ -28,6 +28,7 @@ from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
 from meshplane.model.proxy import InboundPort, Proxy, ProxyType
+from meshplane.model.resources import TRAFFIC_LABELS
 from meshplane.model.service import Protocol, Service, ServicePort, parse_protocol
 from meshplane.model.spec import MutualTLSMode
 from meshplane.translate.accesslog import authz_access_logs
@@ -39,10 +40,11 @@ from meshplane.translate.filters import http_connection_manager, tcp_proxy, tls_
 from meshplane.translate.httproute import RouteScope
 from meshplane.translate.jwt import jwt_filter
 from meshplane.translate.memo import Slot
-from meshplane.translate.peerauthn import downstream_tls, inbound_mtls_mode
+from meshplane.translate.peerauthn import inbound_mtls_mode
 from meshplane.translate.routes import HTTP_PROXY_ROUTE
 from meshplane.translate.tcproute import service_tcp_targets, tls_chains
-from meshplane.translate.trafficlabel import TRAFFIC_LABELS, attach, inbound_script
+from meshplane.translate.tls import mesh_inbound_tls
+from meshplane.translate.trafficlabel import attach, inbound_script
 
 
 def _address(ip: str, port: int) -> address_pb2.Address:
@@ -127,7 +129,7 @@ def _inbound_chains(proxy: Proxy, ip: InboundPort, ctx: PushContext,
         return [listener_components_pb2.FilterChain(name=cluster, filters=filters)]
     mtls = listener_components_pb2.FilterChain(name=f"{cluster}-mtls", filters=filters)
     mtls.transport_socket.name = "envoy.transport_sockets.tls"
-    mtls.transport_socket.typed_config.CopyFrom(pack(downstream_tls(ctx.mesh, proto.is_http)))
+    mtls.transport_socket.typed_config.CopyFrom(pack(mesh_inbound_tls(ctx.mesh, http=proto.is_http)))
     if mode is MutualTLSMode.STRICT:
         return [mtls]  # a plaintext client fails the TLS handshake
     mtls.filter_chain_match.transport_protocol = "tls"

@@ -19,12 +19,13 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 
 from meshplane.model import spec as istio
 from meshplane.model.proxy import Proxy
-from meshplane.model.resources import GroupResource
+from meshplane.model.resources import (
+    OPA_POLICIES,
+    )
 from meshplane.model.spec import ConfigObject
 from meshplane.translate.common import duration, pack, selects_workload
 from meshplane.translate.context import PushContext
 
-OPA_POLICIES = GroupResource("istio.alibabacloud.com", "asmopapolicies")
 METADATA_KEY = "OPA_EXTAUTHZ"
 FILTER_NAME = "meshplane.opa.ext_authz"
 

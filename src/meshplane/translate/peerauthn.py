@@ -17,20 +17,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Generic, NamedTuple, Protocol, TypeVar, cast
 
-from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
-from envoy.type.matcher.v3 import string_pb2
-
 from meshplane.model import spec as istio
 from meshplane.model.labels import labels_match
 from meshplane.model.proxy import InboundPort, Proxy
-from meshplane.model.resources import GroupResource
+from meshplane.model.resources import (
+    PEER_AUTHENTICATIONS,
+    GroupResource,
+)
 from meshplane.model.spec import ConfigObject, MutualTLSMode
-from meshplane.translate.common import sds_secret
 from meshplane.translate.context import PushContext
 from meshplane.translate.memo import Slot
-from meshplane.translate.mesh import MeshSettings
-
-PEER_AUTHENTICATIONS = GroupResource("security.istio.io", "peerauthentications")
 
 
 class Selecting(Protocol):
@@ -124,21 +120,3 @@ def _effective_mode(proxy: Proxy, port: InboundPort, ctx: PushContext) -> Mutual
         if m is not None:
             mode = m
     return mode
-
-
-def downstream_tls(mesh: MeshSettings, http: bool) -> tls_pb2.DownstreamTlsContext:
-    """Server side of ISTIO_MUTUAL: our certificate ``default`` and a client certificate that chains to ``ROOTCA``
-    with a URI SAN in our trust domain."""
-    tls = tls_pb2.DownstreamTlsContext()
-    tls.require_client_certificate.value = True
-    common = tls.common_tls_context
-    common.tls_params.tls_minimum_protocol_version = common_pb2.TlsParameters.TLSv1_2
-    common.tls_certificate_sds_secret_configs.append(sds_secret(mesh.workload_secret, mesh))
-    combined = common.combined_validation_context
-    combined.validation_context_sds_secret_config.CopyFrom(sds_secret(mesh.root_secret, mesh))
-    combined.default_validation_context.match_typed_subject_alt_names.append(common_pb2.SubjectAltNameMatcher(
-        san_type=common_pb2.SubjectAltNameMatcher.URI,
-        matcher=string_pb2.StringMatcher(prefix=f"spiffe://{mesh.trust_domain}/")))
-    if http:
-        common.alpn_protocols.extend(["h2", "http/1.1"])
-    return tls

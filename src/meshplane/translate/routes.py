@@ -14,6 +14,7 @@ from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 
 from meshplane.model.proxy import Proxy, ProxyType
+from meshplane.model.resources import HEADER_PROPAGATIONS, TRAFFIC_LABELS
 from meshplane.model.service import Service, ServicePort
 from meshplane.translate import trafficlabel
 from meshplane.translate.clusters import known_cluster_names
@@ -144,6 +145,5 @@ def build_route_configs(proxy: Proxy, ctx: PushContext) -> list[route_pb2.RouteC
     else:
         out = sidecar_route_configs(proxy, ctx)
     trafficlabel.attach_outbound(out, proxy,  # ASM's request labels
-                                 ctx.config.of(trafficlabel.TRAFFIC_LABELS),
-                                 ctx.config.of(trafficlabel.HEADER_PROPAGATIONS))
+                                 ctx.config.of(TRAFFIC_LABELS), ctx.config.of(HEADER_PROPAGATIONS))
     return out

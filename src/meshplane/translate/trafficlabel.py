@@ -40,13 +40,10 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 
 from meshplane.model import spec as istio
 from meshplane.model.proxy import Proxy, ProxyType
-from meshplane.model.resources import GroupResource
 from meshplane.model.spec import ConfigObject
 from meshplane.translate.common import pack, selects_workload
 
 LUA = "envoy.filters.http.lua"
-TRAFFIC_LABELS = GroupResource("istio.alibabacloud.com", "trafficlabels")
-HEADER_PROPAGATIONS = GroupResource("istio.alibabacloud.com", "asmheaderpropagations")
 _VARIABLE = re.compile(r"^\s*\$(\w+)\((.*)\)\s*$")
 
 Source = tuple[str, ...]  # ("h", header) | ("x", header, context header) | ("c", constant)

@@ -18,6 +18,7 @@ from typing import Any
 from meshplane.api.kinds import default_registry
 from meshplane.model.config import ConfigKey, ConfigSnapshot, JSONObject
 from meshplane.model.push import PushRequest
+from meshplane.model.resources import SECRETS
 from meshplane.model.spec import RESOURCES, ConfigObject, DecodeError, decode_resource
 from meshplane.store.errors import Expired
 from meshplane.store.interface import Store
@@ -25,10 +26,8 @@ from meshplane.store.types import EventType, GroupResource, WatchEvent
 
 log = logging.getLogger(__name__)
 
-WORKLOAD_ENTRIES = GroupResource("networking.istio.io", "workloadentries")
 # Not mesh configuration: Secrets reach gateways through their agents (key material stays out of translation and
 # a changed certificate costs no xDS push).
-SECRETS = GroupResource("", "secrets")
 
 
 def _key(gr: GroupResource, obj: JSONObject) -> ConfigKey:

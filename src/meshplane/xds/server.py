@@ -32,12 +32,13 @@ import grpc
 
 from meshplane.model.config import ConfigSnapshot
 from meshplane.model.push import PushRequest
+from meshplane.model.resources import WORKLOAD_ENTRIES
 from meshplane.model.service import RegistrySnapshot
 from meshplane.registry import RegistryAggregator, ServiceRegistry
 from meshplane.store.interface import Store
 from meshplane.xds.ads import AdsHandler
 from meshplane.xds.connection import Connection, PushState, WriteBudget
-from meshplane.xds.controller import WORKLOAD_ENTRIES, ConfigController
+from meshplane.xds.controller import ConfigController
 from meshplane.xds.debounce import Debouncer
 from meshplane.xds.encoding import Encoder
 from meshplane.xds.pushqueue import PushQueue

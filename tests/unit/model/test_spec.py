@@ -105,3 +105,13 @@ def test_a_proto_field_name_is_the_same_field_as_its_json_name() -> None:
     assert both.jwt_rules[0].jwks_uri == "https://new"
     route = spec.decode_spec(NET, "VirtualService", {"http": [{"mirror_percent": 5}]}).http[0]
     assert route.mirror_percent == 5
+
+
+def test_the_named_collections_are_the_served_kinds() -> None:
+    """``model.resources`` names each collection once for every layer; it must agree with the API's kind table."""
+    from meshplane.api.kinds import default_registry
+    from meshplane.model import resources
+
+    served = {k.gr for k in default_registry()}
+    named = {v for k, v in vars(resources).items() if k.isupper() and isinstance(v, GroupResource)}
+    assert named - {resources.NAMESPACES} == served

@@ -15,10 +15,10 @@ from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2
 
 from meshplane.model import spec as istio
 from meshplane.model.proxy import InboundPort
+from meshplane.model.resources import AUTHORIZATION_POLICIES
 from meshplane.model.spec import AuthorizationAction, MutualTLSMode
 from meshplane.translate import MeshSettings
 from meshplane.translate.authz import rule_policy
-from meshplane.translate.context import AUTHORIZATION_POLICIES
 from meshplane.translate.mesh import ExtAuthzProvider
 from meshplane.translate.opa import selecting_policies
 from meshplane.translate.peerauthn import inbound_mtls_mode, selected_policies
