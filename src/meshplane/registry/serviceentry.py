@@ -15,7 +15,8 @@ from operator import attrgetter, is_not
 from meshplane.model import spec as ms
 from meshplane.model.config import ConfigSnapshot
 from meshplane.model.proxy import Locality
-from meshplane.model.resources import GroupResource
+from meshplane.model.resources import SERVICE_ENTRIES as SERVICE_ENTRIES
+from meshplane.model.resources import WORKLOAD_ENTRIES as WORKLOAD_ENTRIES
 from meshplane.model.service import (
     Endpoint,
     Location,
@@ -29,8 +30,6 @@ from meshplane.model.service import (
 )
 from meshplane.model.spec import ConfigObject, ServiceEntry, WorkloadEntry, condition_status
 
-SERVICE_ENTRIES = GroupResource("networking.istio.io", "serviceentries")
-WORKLOAD_ENTRIES = GroupResource("networking.istio.io", "workloadentries")
 SOURCE = "ServiceEntry"
 CLUSTER_LABEL = "topology.istio.io/cluster"
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from envoy.config.core.v3 import config_source_pb2, grpc_service_pb2
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from envoy.type.v3 import percent_pb2
@@ -12,23 +10,12 @@ from google.protobuf.message import Message
 
 from meshplane.model.labels import labels_match
 from meshplane.model.proxy import Proxy
-from meshplane.model.spec import Duration, ObjectMeta, ServiceEntryWorkloadSelector, parse_duration
+from meshplane.model.spec import Duration, ObjectMeta, ServiceEntryWorkloadSelector
 from meshplane.translate.mesh import MeshSettings
 
 
 class TranslationError(ValueError):
     """A config value cannot be translated; the message names the object and field."""
-
-
-def seconds(text: Any) -> float | None:
-    """Transitional, for builders still reading stored JSON: duration text to seconds through the product's one
-    parser (:func:`meshplane.model.spec.parse_duration`); None if absent or malformed."""
-    if text is None or text == "":
-        return None
-    if isinstance(text, int | float):
-        return float(text)
-    ns = parse_duration(str(text))
-    return ns / 1e9 if ns is not None else None
 
 
 def proto_duration(ns: Duration | int) -> duration_pb2.Duration:
@@ -44,11 +31,6 @@ def duration(value: float) -> duration_pb2.Duration:
     d.seconds = whole
     d.nanos = round((value - whole) * 1e9)
     return d
-
-
-def duration_of(text: Any) -> duration_pb2.Duration | None:
-    s = seconds(text)
-    return duration(s) if s is not None else None
 
 
 def fraction(value: float) -> percent_pb2.FractionalPercent:

@@ -27,19 +27,13 @@ from meshplane.model.resources import (
     TRAFFIC_LABELS,
     VIRTUAL_SERVICES,
 )
-from meshplane.model.service import RegistrySnapshot, Service
+from meshplane.model.service import RegistrySnapshot, Service, export_namespaces
 from meshplane.model.spec import ConfigObject
 from meshplane.translate.hosts import host_matches, namespace_matches, resolve_host
 from meshplane.translate.memo import PushMemo, Slot
 from meshplane.translate.mesh import MeshSettings
 
 MESH_GATEWAY = "mesh"
-
-
-def _export_to(raw: Sequence[str], namespace: str) -> frozenset[str]:
-    if not raw:
-        return frozenset({"*"})
-    return frozenset(namespace if x == "." else x for x in raw)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -64,10 +58,6 @@ class _Rec:
     def order(self) -> tuple[str, str, str]:
         return self.obj.order
 
-    @property
-    def raw_spec(self) -> Mapping[str, Any]:
-        """The stored JSON spec: only for builders not yet reading the typed ``spec``."""
-        return self.obj.raw.get("spec") or {}
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -101,12 +91,6 @@ class DestinationRuleRec(_Rec):
                 return s
         return None
 
-    def raw_subset(self, name: str) -> Mapping[str, Any] | None:
-        """The stored JSON of a subset: only for builders not yet reading :meth:`subset`."""
-        for s in self.raw_spec.get("subsets") or []:
-            if isinstance(s, Mapping) and s.get("name") == name:
-                return s
-        return None
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -117,10 +101,6 @@ class GatewayRec(_Rec):
     def servers(self) -> tuple[istio.Server, ...]:
         return cast(istio.Gateway, self.obj.spec).servers
 
-    @property
-    def raw_servers(self) -> tuple[Mapping[str, Any], ...]:
-        """The stored JSON of the servers: only for builders not yet reading :attr:`servers`."""
-        return tuple(s for s in self.raw_spec.get("servers") or [] if isinstance(s, Mapping))
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -178,7 +158,7 @@ def _vs_rec(obj: ConfigObject[istio.VirtualService], suffix: str) -> VirtualServ
     ns, vs = obj.meta.namespace, obj.spec
     hosts = tuple(resolve_host(h, ns, suffix) for h in vs.hosts)
     gateways = tuple(_resolve_gateway(g, ns, suffix) for g in vs.gateways or (MESH_GATEWAY,))
-    return VirtualServiceRec(obj, hosts, gateways, _export_to(vs.export_to, ns), _uses_source_labels(vs))
+    return VirtualServiceRec(obj, hosts, gateways, export_namespaces(vs.export_to, ns), _uses_source_labels(vs))
 
 
 def build_index(config: ConfigSnapshot, mesh: MeshSettings, previous: ConfigIndex | None = None) -> ConfigIndex:
@@ -221,7 +201,7 @@ def build_index(config: ConfigSnapshot, mesh: MeshSettings, previous: ConfigInde
         if not host:
             continue
         ws = dr.workload_selector
-        rec2 = DestinationRuleRec(obj, host, _export_to(dr.export_to, ns),
+        rec2 = DestinationRuleRec(obj, host, export_namespaces(dr.export_to, ns),
                                   dict(ws.match_labels) if ws is not None else None)
         if host.startswith("*"):
             wild.append(rec2)
