@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from meshplane.client import ClientError, NotFound, SyncClient
+from meshplane.model.spec import parse_duration
 
 PAGE = 5000
 TIMEOUT_S = 10.0
@@ -30,12 +31,14 @@ class AuditCommandError(Exception):
 
 
 def parse_since(text: str, now: datetime.datetime | None = None) -> datetime.datetime:
-    """``30s``, ``5m``, ``2h``, ``1d`` (that long ago) or an RFC 3339 time."""
+    """A duration that long ago (``30s``, ``5m``, ``1h30m``, read by the product's one duration parser, plus days:
+    ``1d``) or an RFC 3339 time."""
     now = now or datetime.datetime.now(datetime.UTC)
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text.strip())
-    if m:
-        unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
-        return now - datetime.timedelta(seconds=float(m.group(1)) * unit)
+    text = text.strip()
+    days = re.fullmatch(r"(\d+(?:\.\d+)?)d", text)
+    ns = int(float(days.group(1)) * 86400 * 10**9) if days else parse_duration(text)
+    if ns is not None and ns >= 0:
+        return now - datetime.timedelta(microseconds=ns / 1000)
     try:
         t = datetime.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError as e:
