@@ -23,6 +23,7 @@ from typing import Any
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
+from meshplane.rpc._serve import serve
 from meshplane.security import AuditTrail, CertificateAuthority, CsrRejected, TokenIssuer, TokenRejected
 from meshplane.security.audit import CERT_ISSUED, CERT_REFUSED
 from meshplane.security.ca import csr_uris
@@ -117,10 +118,7 @@ class CaServer:
         self._server: grpc.aio.Server | None = None
 
     async def start(self, address: str) -> int:
-        self._server = grpc.aio.server()
-        self._server.add_generic_rpc_handlers((self.service.generic_handler(),))
-        port = self._server.add_insecure_port(address)
-        await self._server.start()
+        self._server, port = await serve(self.service.generic_handler(), address)
         return port
 
     async def stop(self, grace: float = 0.5) -> None:

@@ -18,6 +18,7 @@ from envoy.service.auth.v3 import external_auth_pb2
 from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2  # type: ignore[import-untyped,unused-ignore]
 
+from meshplane.rpc._serve import serve
 from meshplane.security.opa import Decision, opa_input
 
 log = logging.getLogger(__name__)
@@ -76,10 +77,7 @@ class ExtAuthzServer:
 
     async def start(self, address: str) -> int:
         """Serve on ``address`` (``unix:/path/extauthz.sock`` next to a sidecar; ``127.0.0.1:0`` in tests)."""
-        self._server = grpc.aio.server()
-        self._server.add_generic_rpc_handlers((self.generic_handler(),))
-        port = self._server.add_insecure_port(address)
-        await self._server.start()
+        self._server, port = await serve(self.generic_handler(), address)
         return port
 
     async def stop(self, grace: float = 0.2) -> None:

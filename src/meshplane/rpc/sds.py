@@ -30,6 +30,8 @@ from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 
+from meshplane.rpc._serve import serve
+
 log = logging.getLogger(__name__)
 
 SECRET_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
@@ -129,10 +131,7 @@ class SdsServer:
 
     async def start(self, address: str) -> int:
         """Serve on ``address`` (``unix:/path/sds.sock`` for a sidecar; ``127.0.0.1:0`` in tests)."""
-        self._server = grpc.aio.server()
-        self._server.add_generic_rpc_handlers((self.generic_handler(),))
-        port = self._server.add_insecure_port(address)
-        await self._server.start()
+        self._server, port = await serve(self.generic_handler(), address)
         return port
 
     async def stop(self, grace: float = 0.2) -> None:
