@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,3 +72,20 @@ def start_server(data_dir: Path, *extra: str) -> ServerProcess:
     proc.wait()
     raise RuntimeError("server did not become ready in 30 s")
 
+
+
+@contextlib.asynccontextmanager
+async def in_process_api(tokens: dict[str, str]) -> AsyncIterator[str]:
+    """The real API server on a free loopback port over a MemoryStore, in this process; yields its base URL."""
+    from meshplane.api.kinds import default_registry
+    from meshplane.apiserver.app import ApiServer, ApiServerSettings, serve
+    from meshplane.store import MemoryStore
+
+    store = MemoryStore()
+    await store.start()
+    runner = await serve(ApiServer(store, default_registry(), ApiServerSettings(tokens=tokens)).app(), "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+        await store.close()

@@ -14,10 +14,8 @@ from aiohttp import web
 from meshplane.agent.authzlog import AuthzLog
 from meshplane.agent.config import AgentConfig
 from meshplane.agent.registration import Registration, workload_entry
-from meshplane.api.kinds import default_registry
-from meshplane.apiserver.app import ApiServer, ApiServerSettings, serve
 from meshplane.client import Client, NotFound
-from meshplane.store import MemoryStore
+from tests.support.server import in_process_api
 
 TOKEN = "agent-token"
 WE = ("networking.istio.io/v1", "WorkloadEntry")
@@ -25,15 +23,8 @@ WE = ("networking.istio.io/v1", "WorkloadEntry")
 
 @pytest.fixture
 async def api() -> AsyncIterator[str]:
-    store = MemoryStore()
-    await store.start()
-    runner = await serve(ApiServer(store, default_registry(), ApiServerSettings(tokens={TOKEN: "agent"})).app(),
-                         "127.0.0.1", 0)
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
-        await store.close()
+    async with in_process_api({TOKEN: "agent"}) as url:
+        yield url
 
 
 def _cfg(api: str) -> AgentConfig:

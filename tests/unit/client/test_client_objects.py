@@ -11,10 +11,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from meshplane.api.kinds import default_registry
-from meshplane.apiserver.app import ApiServer, ApiServerSettings, serve
 from meshplane.client import Client, Conflict, InvalidRequest, NotFound, Refused, Unreachable
-from meshplane.store import MemoryStore
+from tests.support.server import in_process_api
 
 TOKEN = "client-test-token"
 WE = ("networking.istio.io/v1", "WorkloadEntry")
@@ -22,15 +20,8 @@ WE = ("networking.istio.io/v1", "WorkloadEntry")
 
 @pytest.fixture
 async def api() -> AsyncIterator[str]:
-    store = MemoryStore()
-    await store.start()
-    runner = await serve(ApiServer(store, default_registry(), ApiServerSettings(tokens={TOKEN: "admin"})).app(),
-                         "127.0.0.1", 0)
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
-        await store.close()
+    async with in_process_api({TOKEN: "admin"}) as url:
+        yield url
 
 
 def workload_entry(name: str, address: str = "127.0.0.5", namespace: str = "default") -> dict[str, Any]:
