@@ -188,9 +188,9 @@ def _metadata(path: Sequence[str], value: value_pb2.ValueMatcher) -> rbac_pb2.Pr
         filter=JWT_FILTER, path=[metadata_pb2.MetadataMatcher.PathSegment(key=k) for k in path], value=value))
 
 
-def _claim(name: str, value: str) -> rbac_pb2.Principal:
-    """A JWT claim equal to ``value`` whether the claim is a string or a list of strings."""
-    path = [PAYLOAD_KEY, *name.split(".")]
+def _claim(names: Sequence[str], value: str) -> rbac_pb2.Principal:
+    """The (nested) JWT claim ``names`` equal to ``value`` whether the claim is a string or a list of strings."""
+    path = [PAYLOAD_KEY, *names]
     sm = _string(value)
     return _principal_any([
         _metadata(path, value_pb2.ValueMatcher(string_match=sm)),
@@ -297,7 +297,9 @@ def _operation(op: istio.Operation) -> rbac_pb2.Permission:
         (op.ports, op.not_ports, _port))))
 
 
-_CLAIMS = re.compile(r"^request\.auth\.claims\[(.+)\]$")
+# ``request.auth.claims[a][b]`` is the claim ``b`` nested in ``a``; ``request.auth.claims[foo.bar]`` is the one
+# claim named ``foo.bar`` (Istio splits on brackets only, never on dots).
+_CLAIMS = re.compile(r"^request\.auth\.claims((?:\[[^\[\]]+\])+)$")
 _HEADERS = re.compile(r"^request\.headers\[(.+)\]$")
 _PRINCIPAL_KEYS: dict[str, Callable[[str], rbac_pb2.Principal]] = {
     "source.ip": _direct_remote_ip,
@@ -305,8 +307,8 @@ _PRINCIPAL_KEYS: dict[str, Callable[[str], rbac_pb2.Principal]] = {
     "source.namespace": _source_namespace,
     "source.principal": _source_principal,
     "request.auth.principal": _request_principal,
-    "request.auth.audiences": lambda v: _claim("aud", v),
-    "request.auth.presenter": lambda v: _claim("azp", v),
+    "request.auth.audiences": lambda v: _claim(["aud"], v),
+    "request.auth.presenter": lambda v: _claim(["azp"], v),
 }
 _PERMISSION_KEYS: dict[str, Callable[[str], rbac_pb2.Permission]] = {
     "destination.ip": lambda v: rbac_pb2.Permission(destination_ip=_cidr(v)),
@@ -321,8 +323,8 @@ def _principal_key(key: str) -> Callable[[str], rbac_pb2.Principal] | None:
         name = m.group(1)
         return lambda v: _header(name, v)
     if m := _CLAIMS.match(key):
-        claim = m.group(1).replace("][", ".")
-        return lambda v: _claim(claim, v)
+        claims = m.group(1)[1:-1].split("][")
+        return lambda v: _claim(claims, v)
     return _PRINCIPAL_KEYS.get(key)
 
 
