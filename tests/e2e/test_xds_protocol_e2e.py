@@ -11,9 +11,11 @@ from e2e_objects import service_entry, workload_entry
 from envoy_harness import Envoy, Harness, wait_until
 from minimesh import BREAK, MiniTranslator
 
+from meshplane.metrics import ControlPlaneMetrics
 from meshplane.model import xdstypes
 from meshplane.store import GroupResource, MemoryStore
 from meshplane.xds import SyncState, XdsServer
+from tests.support.promtext import value
 
 pytestmark = pytest.mark.envoy
 
@@ -140,7 +142,8 @@ async def test_nack_is_recorded_and_isolated(store: MemoryStore, harness: Harnes
                                              delta: bool) -> None:
     b1, b2 = await harness.backend("b1"), await harness.backend("b2")
     await _mesh(store, ("b1", b1.host, b1.port))
-    server, address = await xds(MiniTranslator())
+    metrics = ControlPlaneMetrics()
+    server, address = await xds(MiniTranslator(), metrics=metrics)
     bad = await harness.envoy("bad", address, delta=delta)
     good = await harness.envoy("good", address, delta=delta)
     for e in (bad, good):
@@ -178,6 +181,19 @@ async def test_nack_is_recorded_and_isolated(store: MemoryStore, harness: Harnes
     assert (await _get(harness, bad))[0] == 200
     rejected = await bad.stats("cluster_manager.cds.update_rejected")
     assert rejected["cluster_manager.cds.update_rejected"] == 1
+
+    # The control plane's metrics say the same: one CDS reject, two proxies, every type pushed, and the two
+    # config changes made while they were connected converged (one observation per proxy and push).
+    text = metrics.render().decode()
+    assert value(text, "pilot_total_xds_rejects", type="cds") == 1
+    assert value(text, "pilot_total_xds_rejects", type="eds") is None
+    assert value(text, "pilot_xds") == 2
+    for kind in ("cds", "eds", "lds", "rds"):
+        assert (value(text, "pilot_xds_pushes", type=kind) or 0) >= 2, kind
+    converged = value(text, "pilot_proxy_convergence_time_count")
+    assert converged is not None and converged >= 3, text
+    assert value(text, "meshplane_xds_flushes_total", kind="full") == 1
+    assert value(text, "meshplane_xds_flushes_total", kind="eds") == 1
 
     # Fixing the config brings the proxy back to SYNCED.
     fixed = store.get(SE, "default", "echo")

@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 
 import pytest
 
+from tests.support.promtext import value
 from tests.support.server import ServerProcess, start_server
 
 VS_PATH = "/apis/networking.istio.io/v1/namespaces/default/virtualservices"
@@ -183,6 +184,36 @@ def test_audit_trail_records_every_change(server: ServerProcess) -> None:
     rows = [(r["verb"], r["name"], r["oldGeneration"], r["newGeneration"]) for r in audit["items"]]
     assert rows == [("create", "a", None, 1), ("update", "a", 1, 2), ("update", "a", 2, 2), ("delete", "a", 2, None)]
     assert all(r["user"].startswith("system:anonymous") and r["timestamp"] for r in audit["items"])
+
+
+def test_metrics_count_requests_by_verb_resource_and_code_and_store_writes(server: ServerProcess) -> None:
+    url = server.url
+    assert call(url, "POST", VS_PATH, vs("a"), JSON)[0] == 201
+    assert call(url, "POST", VS_PATH, vs("bad", hosts=[], http="x"), JSON)[0] == 422
+    assert call(url, "GET", VS_PATH + "/a")[0] == 200
+    assert call(url, "GET", VS_PATH)[0] == 200
+    merge = {"Content-Type": "application/merge-patch+json"}
+    assert call(url, "PATCH", VS_PATH + "/a", json.dumps({"spec": {"gateways": ["mesh"]}}), merge)[0] == 200
+    assert call(url, "DELETE", VS_PATH + "/a")[0] == 200
+    assert call(url, "GET", "/apis/networking.istio.io/v1/namespaces/default/no-such-things")[0] == 404
+    code, headers, text = call(url, "GET", "/metrics")
+    assert code == 200 and headers["content-type"].startswith("text/plain; version=0.0.4"), headers
+    vsr = "virtualservices"
+
+    def requests(verb: str, resource: str, code: int) -> float | None:
+        return value(text, "apiserver_request_total", verb=verb, resource=resource, code=str(code))
+
+    assert requests("create", vsr, 201) == 1
+    assert requests("create", vsr, 422) == 1
+    assert requests("get", vsr, 200) == 1 and requests("list", vsr, 200) == 1
+    assert requests("patch", vsr, 200) == 1 and requests("delete", vsr, 200) == 1
+    assert requests("list", "unknown", 404) == 1  # an unknown plural does not become a label value
+    assert value(text, "apiserver_request_duration_seconds_count", verb="create", resource=vsr) == 2
+    writes = "networking.istio.io/virtualservices"
+    assert value(text, "meshplane_store_writes_total", resource=writes, verb="create") == 1
+    assert value(text, "meshplane_store_writes_total", resource=writes, verb="update") == 1
+    assert value(text, "meshplane_store_writes_total", resource=writes, verb="delete") == 1
+    assert value(text, "pilot_xds") == 0  # no proxy connected
 
 
 def test_non_loopback_without_tokens_refuses_to_start(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import base64
 import copy
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,11 +33,13 @@ from meshplane.apiserver.request import (
     dry_run,
     field_validation,
     flag,
+    metric_labels,
     parse_resource_path,
     read_body,
 )
 from meshplane.apiserver.selectors import parse_field_selector, parse_label_selector
 from meshplane.apiserver.status import ApiError, bad_request, invalid, not_found, status_object
+from meshplane.metrics import ControlPlaneMetrics
 from meshplane.model.resources import NAMESPACES
 from meshplane.store import (
     AlreadyExists,
@@ -68,6 +71,8 @@ class ApiServerSettings:
     tokens: dict[str, str] = field(default_factory=dict)
     max_body_bytes: int = 3 * 1024 * 1024
     bookmark_interval: float = 5.0
+    # Where request counts and latencies are recorded; None: not recorded.
+    metrics: ControlPlaneMetrics | None = None
 
 
 def _default_validate(info: KindInfo, obj: dict[str, Any], mode: str) -> list[str]:
@@ -113,7 +118,7 @@ class ApiServer:
     def app(self) -> web.Application:
         app = web.Application(
             client_max_size=self.settings.max_body_bytes + 1,
-            middlewares=[self._errors, self._auth],
+            middlewares=[self._measure, self._errors, self._auth],
         )
         app[STORE_KEY] = self.store
         app.add_routes(
@@ -137,6 +142,27 @@ class ApiServer:
             ]
         )
         return app
+
+    @web.middleware
+    async def _measure(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        metrics = self.settings.metrics
+        if metrics is None:
+            return await handler(request)
+        start = time.monotonic()
+        code = 500
+        try:
+            response = await handler(request)
+            code = response.status
+            return response
+        except web.HTTPException as e:
+            code = e.status
+            raise
+        finally:
+            verb, resource = metric_labels(
+                request, lambda g, v, p: self.registry.by_resource(g, v, p) is not None)
+            # Like Kubernetes, a watch (long-running by design) is counted but kept out of the latency histogram.
+            metrics.record_api_request(verb, resource, code,
+                                       None if verb == "watch" else time.monotonic() - start)
 
     @web.middleware
     async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:

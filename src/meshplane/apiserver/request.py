@@ -7,6 +7,7 @@ Content-Type); this module absorbs that, and turns anything undecodable into a 4
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,3 +99,36 @@ def decode_object(data: bytes, content_type: str, *, allow_yaml: bool = False) -
 
 def _short(text: str) -> str:
     return text if len(text) < 300 else text[:300] + "..."
+
+
+_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+
+
+def metric_labels(request: web.Request, known: Callable[[str, str, str], bool]) -> tuple[str, str]:
+    """Kubernetes' ``verb`` and ``resource`` labels of a request, for ``apiserver_request_total``.
+
+    GET is ``get`` with a name, else ``list`` (``watch`` with ``?watch``); a path outside the resource API is
+    labelled by its first segment (``management``, ``openapi``, ``apis`` for discovery), so the label set stays
+    bounded whatever paths clients try; a resource path of a kind ``known(group, version, plural)`` denies is
+    ``unknown``."""
+    segments = [s for s in request.path.split("/") if s]
+    resource = segments[0] if segments else ""
+    named = False
+    parts: list[str] | None = None
+    group = version = ""
+    if len(segments) >= 3 and segments[0] == "apis":
+        group, version, parts = segments[1], segments[2], segments[3:]
+    elif len(segments) >= 2 and segments[0] == "api":
+        version, parts = segments[1], segments[2:]
+    if parts:
+        path = parse_resource_path(parts, group, version)
+        if path is None or not known(group, version, path.plural):
+            resource = "unknown"
+        else:
+            resource = path.plural if path.subresource is None else f"{path.plural}/{path.subresource}"
+            named = path.name is not None
+    if request.method == "GET":
+        verb = "watch" if flag(request, "watch") else ("get" if named else "list")
+    else:
+        verb = _VERBS.get(request.method, request.method.lower())
+    return verb, resource

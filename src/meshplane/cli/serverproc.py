@@ -29,6 +29,8 @@ from meshplane.apiserver.app import ApiServer, ApiServerSettings, serve
 from meshplane.cli.security_api import security_routes
 from meshplane.kube import KubeSourceFactory, SourceSettings
 from meshplane.lanes import LanesController
+from meshplane.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from meshplane.metrics import ControlPlaneMetrics
 from meshplane.multicluster import MemberClusterController
 from meshplane.rpc.ca_service import SecurityPlane
 from meshplane.store.sqlite import SqliteStore
@@ -124,6 +126,8 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
     opts.data_dir.mkdir(parents=True, exist_ok=True)
     store = SqliteStore(opts.data_dir / "store.db", history_limit=opts.history_limit)
     await store.start()
+    metrics = ControlPlaneMetrics()
+    metrics.watch_store_writes(lambda: store.committed_writes)
     _tune_gc()
     lanes = LanesController(store)
     await lanes.start()
@@ -142,7 +146,7 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
         mesh = MeshSettings(trust_domain=opts.trust_domain, inbound_mtls=opts.inbound_mtls,
                             locality_lb_enabled=opts.locality_lb)
         xds = XdsServer(store, XdsSettings(debounce_quiet=opts.debounce_quiet, debounce_max=opts.debounce_max,
-                                           translator=DefaultTranslator(mesh)))
+                                           translator=DefaultTranslator(mesh), metrics=metrics))
         xds_port = await xds.start(f"{_url_host(opts.xds_host)}:{opts.xds_port}")
         xds_url = f"{_url_host(opts.xds_host)}:{xds_port}"
         log.info("xDS serving on %s", xds_url)
@@ -152,7 +156,8 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
         members = MemberClusterController(store, xds, backoff_max=15.0, source_factory=KubeSourceFactory(
             SourceSettings(request_timeout=10.0, backoff_max=15.0)))
         await members.start()
-    api = ApiServer(store, default_registry(), ApiServerSettings(tokens=dict(opts.tokens or {})))
+    api = ApiServer(store, default_registry(), ApiServerSettings(tokens=dict(opts.tokens or {}), metrics=metrics))
+    api.extra_routes.append(web.get("/metrics", _metrics_handler(metrics)))
     if xds is not None:
         api.extra_routes.append(web.get("/management/v1/proxies", _proxy_status_handler(xds)))
     if security is not None:
@@ -229,6 +234,13 @@ def proxy_status_json(statuses: list[ProxyStatus]) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def _metrics_handler(metrics: ControlPlaneMetrics) -> Any:
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=metrics.render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+    return handler
 
 
 def _proxy_status_handler(xds: XdsServer) -> Any:

@@ -18,11 +18,16 @@ class PushRequest:
     config_updated: frozenset[ConfigKey] = field(default_factory=frozenset)
     endpoints_updated: frozenset[str] = field(default_factory=frozenset)  # service host names
     reasons: tuple[str, ...] = ()
+    # When the oldest change this request carries arrived (the event loop's clock), for the convergence-time
+    # metric; None when unknown. Not part of what the request asks for, so not compared.
+    started: float | None = field(default=None, compare=False)
 
     def merge(self, other: PushRequest) -> PushRequest:
+        starts = [t for t in (self.started, other.started) if t is not None]
         return PushRequest(
             full=self.full or other.full,
             config_updated=self.config_updated | other.config_updated,
             endpoints_updated=self.endpoints_updated | other.endpoints_updated,
             reasons=self.reasons + tuple(r for r in other.reasons if r not in self.reasons),
+            started=min(starts) if starts else None,
         )

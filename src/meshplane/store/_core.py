@@ -36,6 +36,7 @@ import json
 import logging
 import uuid
 from bisect import bisect_left, bisect_right, insort
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -79,6 +80,13 @@ def _as_utc(moment: datetime) -> datetime:
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+_VERBS = {EventType.ADDED: "create", EventType.MODIFIED: "update", EventType.DELETED: "delete"}
+
+
+def _resource_label(gr: GroupResource) -> str:
+    return f"{gr.group}/{gr.resource}" if gr.group else gr.resource
 
 
 def copy_json(obj: JSONObject) -> JSONObject:
@@ -195,6 +203,8 @@ class CoreStore(abc.ABC):
         self._history: list[WatchEvent] = []  # committed events in rv order, at most history_limit of them
         self._compacted_rv = 0  # every event with rv > this is in _history
         self._hub = WatchHub()
+        # Committed writes per (group/resource, verb), for the server's metrics (read, never reset).
+        self.committed_writes: Counter[tuple[str, ...]] = Counter()
 
         self._pending: dict[ObjectKey, Change] = {}  # the newest not-yet-committed change of each object
         self._queue: list[Change] = []  # accepted, not yet handed to _persist
@@ -523,7 +533,9 @@ class CoreStore(abc.ABC):
             del self._history[: bisect_right(self._history, compacted_rv, key=lambda e: e.rv)]
             self._compacted_rv = compacted_rv
         for change in batch:
-            self._hub.publish(change.event)
+            event = change.event
+            self.committed_writes[(_resource_label(event.gr), _VERBS[event.type])] += 1
+            self._hub.publish(event)
             if not change.future.done():
                 change.future.set_result(None)
 

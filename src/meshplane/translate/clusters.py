@@ -359,9 +359,9 @@ def build_clusters(proxy: Proxy, ctx: PushContext) -> list[cluster_pb2.Cluster]:
     if proxy.type is ProxyType.SIDECAR:
         for ip in proxy.inbound_ports:
             out.append(inbound_cluster(proxy, ip.port, ip.app_port, ctx.mesh))
-        if proxy.inbound_ports:
-            out.extend(jwks_clusters(proxy, ctx))
-            out.extend(ext_authz_clusters(proxy, ctx))
+    if proxy.type is ProxyType.ROUTER or proxy.inbound_ports:  # where security_http_filters are (httpsecurity)
+        out.extend(jwks_clusters(proxy, ctx))
+        out.extend(ext_authz_clusters(proxy, ctx))
     out.extend(special_clusters(proxy, ctx.mesh))
     seen: set[str] = set()
     unique = []

@@ -25,6 +25,7 @@ from meshplane.translate.eastwest import sni_dnat_listeners
 from meshplane.translate.filters import http_connection_manager, tcp_proxy, tls_inspector
 from meshplane.translate.hosts import hosts_intersect, more_specific, namespace_matches
 from meshplane.translate.httproute import RouteScope, http_routes
+from meshplane.translate.httpsecurity import security_http_filters
 from meshplane.translate.tcproute import tcp_targets, tls_chains
 from meshplane.translate.tls import gateway_server_tls, transport_socket
 
@@ -167,7 +168,8 @@ def _server_chains(s: Server, proxy: Proxy, ctx: PushContext, clusters: frozense
     scope = RouteScope(proxy, ctx, s.port, frozenset({s.gateway.key}), clusters)
     if s.is_https:
         chain = listener_components_pb2.FilterChain(
-            filters=[http_connection_manager(stat, rds=s.route_name(), gateway=True)],
+            filters=[http_connection_manager(stat, rds=s.route_name(), gateway=True,
+                                             security_filters=security_http_filters(proxy, ctx))],
             transport_socket=transport_socket(gateway_server_tls(s.tls, ctx.mesh, ["h2", "http/1.1"])))
         chain.filter_chain_match.server_names.extend(s.sni_names())
         return [chain]
@@ -202,7 +204,8 @@ def gateway_listeners(proxy: Proxy, ctx: PushContext) -> list[listener_pb2.Liste
         first = servers[0]
         if first.is_http:
             chains.append(listener_components_pb2.FilterChain(
-                filters=[http_connection_manager(stat, rds=first.route_name(), gateway=True)]))
+                filters=[http_connection_manager(stat, rds=first.route_name(), gateway=True,
+                                                 security_filters=security_http_filters(proxy, ctx))]))
         else:
             need_inspector = False
             for s in servers:

@@ -25,20 +25,19 @@ from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
-from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
 from meshplane.model.proxy import InboundPort, Proxy, ProxyType
 from meshplane.model.resources import TRAFFIC_LABELS
 from meshplane.model.service import Protocol, Service, ServicePort, parse_protocol
 from meshplane.model.spec import MutualTLSMode
 from meshplane.translate.accesslog import authz_access_logs
-from meshplane.translate.authz import authz_http_filters
+from meshplane.translate.authz import authz_tcp_filters
 from meshplane.translate.clusters import known_cluster_names, uses_dynamic_forward_proxy
 from meshplane.translate.common import BLACKHOLE, PASSTHROUGH, cluster_name, duration, pack
 from meshplane.translate.context import MESH_GATEWAY, PushContext
 from meshplane.translate.filters import http_connection_manager, tcp_proxy, tls_inspector
 from meshplane.translate.httproute import RouteScope
-from meshplane.translate.jwt import jwt_filter
+from meshplane.translate.httpsecurity import security_http_filters
 from meshplane.translate.memo import Slot
 from meshplane.translate.peerauthn import inbound_mtls_mode
 from meshplane.translate.routes import HTTP_PROXY_ROUTE
@@ -60,9 +59,9 @@ def _listener(name: str, ip: str, port: int, bind: bool = True) -> listener_pb2.
 
 # (endpoint address, port) -> protocol: from endpoints, so rebuilt after every push.
 _INBOUND_PROTOCOLS: Slot[None, Mapping[tuple[str, int], Protocol]] = Slot("inbound-protocols")
-# Inbound HTTP security filters of a workload (by namespace and labels).
-_SECURITY_FILTERS: Slot[tuple[str, tuple[tuple[str, str], ...]], list[hcm_pb2.HttpFilter]] = Slot(
-    "inbound-security-filters")
+# Inbound TCP authorization filters of a workload (by namespace and labels).
+_TCP_SECURITY_FILTERS: Slot[tuple[str, tuple[tuple[str, str], ...]], list[listener_components_pb2.Filter]] = Slot(
+    "inbound-tcp-security-filters")
 
 
 def _inbound_protocols(ctx: PushContext) -> Mapping[tuple[str, int], Protocol]:
@@ -96,13 +95,10 @@ def inbound_protocol(proxy: Proxy, ip: InboundPort, ctx: PushContext) -> Protoco
     return Protocol.TCP
 
 
-def security_http_filters(proxy: Proxy, ctx: PushContext) -> list[hcm_pb2.HttpFilter]:
-    """jwt_authn (RequestAuthentication), then ext_authz / RBAC (AuthorizationPolicy) for inbound HTTP."""
-    def build() -> list[hcm_pb2.HttpFilter]:
-        jwt = jwt_filter(proxy, ctx)
-        return ([jwt] if jwt is not None else []) + authz_http_filters(proxy, ctx)
-
-    return ctx.memo.get_or_build(_SECURITY_FILTERS, (proxy.namespace, tuple(sorted(proxy.labels.items()))), build)
+def security_tcp_filters(proxy: Proxy, ctx: PushContext) -> list[listener_components_pb2.Filter]:
+    """Network RBAC / ext_authz (AuthorizationPolicy) for inbound TCP, before ``tcp_proxy``."""
+    return ctx.memo.get_or_build(_TCP_SECURITY_FILTERS, (proxy.namespace, tuple(sorted(proxy.labels.items()))),
+                                 lambda: authz_tcp_filters(proxy, ctx))
 
 
 def _inbound_chains(proxy: Proxy, ip: InboundPort, ctx: PushContext,
@@ -123,7 +119,7 @@ def _inbound_chains(proxy: Proxy, ip: InboundPort, ctx: PushContext,
         filters = [http_connection_manager(stat, route_config=rcfg, security_filters=security_http_filters(proxy, ctx),
                                            access_logs=authz_access_logs(proxy))]  # RBAC decisions, for the audit
     else:
-        filters = [tcp_proxy(stat, cluster)]
+        filters = [*security_tcp_filters(proxy, ctx), tcp_proxy(stat, cluster)]
     mode = inbound_mtls_mode(proxy, ip, ctx)
     if mode is MutualTLSMode.DISABLE:
         return [listener_components_pb2.FilterChain(name=cluster, filters=filters)]

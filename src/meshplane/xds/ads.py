@@ -19,6 +19,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
+from meshplane.metrics import ControlPlaneMetrics
 from meshplane.model.proxy import Locality
 from meshplane.xds.connection import Connection, PushState
 from meshplane.xds.protocol import WatchedType, XdsRequest
@@ -37,6 +38,9 @@ class Hub(Protocol):
 
     @property
     def state(self) -> PushState: ...
+
+    @property
+    def metrics(self) -> ControlPlaneMetrics | None: ...
 
     def register(self, conn: Connection) -> None: ...
 
@@ -216,7 +220,8 @@ class AdsHandler:
     async def _serve(self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any], *,
                      delta: bool) -> None:
         hub = self._hub
-        conn = Connection(delta=delta, peer=context.peer(), translator=hub.translator, send=context.write)
+        conn = Connection(delta=delta, peer=context.peer(), translator=hub.translator, send=context.write,
+                          metrics=hub.metrics)
         problem: list[tuple[grpc.StatusCode, str]] = []
         last_names: LastNames = {}
 

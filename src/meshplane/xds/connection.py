@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from envoy.config.cluster.v3 import cluster_pb2
 
+from meshplane.metrics import ControlPlaneMetrics
 from meshplane.model import xdstypes
 from meshplane.model.proxy import Proxy
 from meshplane.model.push import PushRequest
@@ -76,7 +77,7 @@ class Connection:
     _ids = itertools.count(1)
 
     def __init__(self, *, delta: bool, peer: str, translator: Translator,
-                 send: Callable[[bytes], Awaitable[None]]) -> None:
+                 send: Callable[[bytes], Awaitable[None]], metrics: ControlPlaneMetrics | None = None) -> None:
         self.id = f"{'delta' if delta else 'sotw'}-{next(self._ids)}"
         self.delta = delta
         self.peer = peer
@@ -96,6 +97,7 @@ class Connection:
         self.responses_sent = 0
         self.generate_errors: dict[str, str] = {}  # type URL -> why the last generation failed
         self._last_good: dict[str, Sequence[ResourceLike]] = {}
+        self._metrics = metrics
 
     # --- requests -------------------------------------------------------------------------------------------
 
@@ -107,6 +109,8 @@ class Connection:
             if decision.verdict is Verdict.NACK and wt.last_nack is not None:
                 log.warning("%s %s NACKed %s nonce %s: %s", self.id, self.node_id,
                             xdstypes.SHORT_NAMES.get(req.type_url, req.type_url), req.nonce, wt.last_nack.error)
+                if self._metrics is not None:
+                    self._metrics.record_reject(_metric_type(req.type_url))
             if decision.respond:
                 if self.delta:
                     await self._send_delta(wt, state, only=decision.names,
@@ -190,6 +194,8 @@ class Connection:
         # A shared list is sent by many streams: its response bytes are too (built once per nonce).
         respond = state.encoder.sotw_response if shared else encoding.sotw_response
         await self._write(len(blob) + 256, lambda: respond(key, wt.type_url, nonce, blob))
+        if self._metrics is not None:
+            self._metrics.record_push(_metric_type(wt.type_url))
         # Resource warming: after CDS (LDS), Envoy re-requests EDS (RDS) with unchanged names, version and
         # nonce; that request must be answered (see should_respond, rule 4).
         follower = {xdstypes.CLUSTER: xdstypes.ENDPOINT, xdstypes.LISTENER: xdstypes.ROUTE}.get(wt.type_url)
@@ -245,6 +251,8 @@ class Connection:
         version = str(state.config_version)
         await self._write(sum(map(len, parts)) + 256 + sum(len(n) + 4 for n in removed),
                           lambda: encoding.delta_response(version, wt.type_url, nonce, b"".join(parts), removed))
+        if self._metrics is not None:
+            self._metrics.record_push(_metric_type(wt.type_url))
         if wt.type_url == xdstypes.CLUSTER:
             replaced_set = set(replaced)
             self._replaced_clusters = [r for r in to_send if r.name in replaced_set]
@@ -349,3 +357,9 @@ def _eds_service_name(r: ResourceLike) -> str:
     if r.resource.Unpack(cluster) and cluster.eds_cluster_config.service_name:
         return str(cluster.eds_cluster_config.service_name)
     return r.name
+
+
+def _metric_type(type_url: str) -> str:
+    """istiod's ``type`` label: ``cds``, ``eds``, ``lds``, ``rds``, ``sds``; other types by their message name."""
+    short = xdstypes.SHORT_NAMES.get(type_url)
+    return short.lower() if short is not None else type_url.rsplit(".", 1)[-1]

@@ -34,6 +34,8 @@ class Debouncer:
         self._idle.set()
         self.flushes = 0
         self.merged = 0
+        # The loop time of the first change of the burst being flushed (read by the flush, for metrics).
+        self.burst_started: float | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="xds-debounce")
@@ -78,6 +80,7 @@ class Debouncer:
                 self._changed.clear()
                 last = loop.time()
             request, self._pending = self._pending, None
+            self.burst_started = start
             if request is not None:
                 self.flushes += 1
                 try:

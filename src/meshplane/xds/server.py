@@ -86,6 +86,10 @@ class XdsServer:
         self.eds_pushes = 0
         self.context_builds = 0  # full PushContext builds
         self.deferred_flushes = 0  # flushes with no proxy connected: nothing built
+        self.metrics = self.settings.metrics
+        if self.metrics is not None:
+            self.metrics.watch_connections(
+                lambda: sum(1 for c in self._connections.values() if c.proxy is not None and not c.closed.is_set()))
 
     # --- lifecycle ---------------------------------------------------------------------------------------
 
@@ -265,11 +269,14 @@ class XdsServer:
         if request is None:
             return
         request = PushRequest(full=request.full, config_updated=merged.config_updated,
-                              endpoints_updated=request.endpoints_updated, reasons=merged.reasons)
+                              endpoints_updated=request.endpoints_updated, reasons=merged.reasons,
+                              started=self._debouncer.burst_started)
         if request.full:
             self.full_pushes += 1
         else:
             self.eds_pushes += 1
+        if self.metrics is not None:
+            self.metrics.record_flush(full=request.full)
         ctx = self.state.ctx
         for conn in list(self._connections.values()):
             if conn.proxy is None or conn.closed.is_set():
@@ -296,6 +303,8 @@ class XdsServer:
             try:
                 self.pushes_started += 1
                 await conn.push(request, self.state)
+                if self.metrics is not None and request.started is not None:
+                    self.metrics.record_convergence(loop.time() - request.started)
             except asyncio.CancelledError:
                 expired = me in self._expired
                 self._expired.discard(me)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from meshplane.metrics import ControlPlaneMetrics
 from meshplane.xds.translator import Translator
 
 
@@ -25,3 +26,5 @@ class XdsSettings:
     # Translation; None: meshplane.translate with default MeshSettings.
     translator: Translator | None = None
     max_message_bytes: int = 64 * 1024 * 1024
+    # Where pushes, rejects, convergence times and connected proxies are counted; None: not counted.
+    metrics: ControlPlaneMetrics | None = None
