@@ -117,6 +117,7 @@ def _inbound_chains(proxy: Proxy, ip: InboundPort, ctx: PushContext,
         r.route.timeout.CopyFrom(duration(0))
         r.route.max_stream_duration.grpc_timeout_header_max.CopyFrom(duration(0))
         filters = [http_connection_manager(stat, route_config=rcfg, security_filters=security_http_filters(proxy, ctx),
+                                           sidecar_inbound=True,
                                            access_logs=authz_access_logs(proxy))]  # RBAC decisions, for the audit
     else:
         filters = [*security_tcp_filters(proxy, ctx), tcp_proxy(stat, cluster)]
