@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from meshplane.api import _common as c
+from meshplane.api import _common_json as c
 from meshplane.api import _formats as fmt
 from meshplane.api._meta import check_labels
 from meshplane.api._report import Report

@@ -12,7 +12,7 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from meshplane.api import _common as c
+from meshplane.api import _common_json as c
 from meshplane.api import _formats as fmt
 from meshplane.api._report import Report
 
