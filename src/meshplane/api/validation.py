@@ -56,13 +56,13 @@ _TYPED_RULES: dict[tuple[str, str], TypedRule] = {
     (NETWORKING, "WorkloadGroup"): _networking.workload_group,
     (NETWORKING, "Sidecar"): _networking.sidecar,
     (NETWORKING, "EnvoyFilter"): _networking.envoy_filter,
-}
-
-_RULES: dict[tuple[str, str], Rule] = {
     (SECURITY, "AuthorizationPolicy"): _security.authorization_policy,
     (SECURITY, "PeerAuthentication"): _security.peer_authentication,
     (SECURITY, "RequestAuthentication"): _security.request_authentication,
     (TELEMETRY, "Telemetry"): _security.telemetry,
+}
+
+_RULES: dict[tuple[str, str], Rule] = {
     (ASM, "TrafficLabel"): _asm.traffic_label,
     (ASM, "ASMSwimLaneGroup"): _asm.swim_lane_group,
     (ASM, "ASMSwimLane"): _asm.swim_lane,
@@ -130,6 +130,7 @@ def _decode(info: KindInfo, obj: dict[str, Any], report: Report) -> Any:
             report.add(err.path, "FieldValueInvalid", err.message)
     report.aliases = log.aliases
     report.durations = log.durations
+    report.empty = log.empty
     return spec
 
 
