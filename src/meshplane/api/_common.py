@@ -106,18 +106,22 @@ def subset_name(name: str, path: str, r: Report) -> None:
         r.invalid(path, name, err)
 
 
-def destination(dest: Destination | None, path: str, r: Report) -> None:
-    if dest is None:
-        return
-    host = dest.host
+def destination_host(host: str | None, path: str, r: Report) -> None:
+    """A destination's ``host`` (``path`` names the field): required, a (wildcard) domain, not ``*``."""
     if host is None:
-        r.required(f"{path}.host")
+        r.required(path)
     elif host == "*":
-        r.invalid(f"{path}.host", host, "invalid destination host: '*' is not a service")
+        r.invalid(path, host, "invalid destination host: '*' is not a service")
     else:
         err = fmt.wildcard_domain(host)
         if err:
-            r.invalid(f"{path}.host", host, err)
+            r.invalid(path, host, err)
+
+
+def destination(dest: Destination | None, path: str, r: Report) -> None:
+    if dest is None:
+        return
+    destination_host(dest.host, f"{path}.host", r)
     if dest.subset is not None:
         subset_name(dest.subset, f"{path}.subset", r)
     if dest.port is not None:

@@ -44,7 +44,7 @@ __all__ = ["FIELD_VALIDATION_MODES", "validate"]
 FIELD_VALIDATION_MODES = ("Strict", "Warn", "Ignore")
 
 TypedRule = Callable[[ObjectMeta, Any, Report], None]
-Rule = Callable[[dict[str, Any], Report], None]
+JsonRule = Callable[[dict[str, Any], Report], None]
 
 # Rules on the typed spec: (metadata, the kind's decoded spec class, report).
 _TYPED_RULES: dict[tuple[str, str], TypedRule] = {
@@ -60,15 +60,16 @@ _TYPED_RULES: dict[tuple[str, str], TypedRule] = {
     (SECURITY, "PeerAuthentication"): _security.peer_authentication,
     (SECURITY, "RequestAuthentication"): _security.request_authentication,
     (TELEMETRY, "Telemetry"): _security.telemetry,
-}
-
-_RULES: dict[tuple[str, str], Rule] = {
     (ASM, "TrafficLabel"): _asm.traffic_label,
     (ASM, "ASMSwimLaneGroup"): _asm.swim_lane_group,
     (ASM, "ASMSwimLane"): _asm.swim_lane,
     (ASM, "ASMHeaderPropagation"): _asm.header_propagation,
     (ASM, "ASMOPAPolicy"): _asm.opa_policy,
     (MESHPLANE, "MemberCluster"): _asm.member_cluster,
+}
+
+# Core kinds have no typed spec: their rules read the JSON.
+_CORE_RULES: dict[tuple[str, str], JsonRule] = {
     (CORE, "Secret"): lambda obj, r: _secret(obj, r),
 }
 
@@ -173,7 +174,7 @@ def validate(info: KindInfo, obj: dict[str, Any], *, field_validation: str = "Wa
             typed_rule = _TYPED_RULES.get(key)
             if typed_rule is not None:
                 typed_rule(_rule_meta(obj), spec, report)
-        rule = _RULES.get(key)
+        rule = _CORE_RULES.get(key)
         if rule is not None:
             rule(obj, report)
         if info.group in _ISTIO_GROUPS and info.kind != "AuthorizationPolicy":
