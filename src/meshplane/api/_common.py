@@ -12,7 +12,14 @@ from collections.abc import Mapping, Sequence
 from meshplane.api import _formats as fmt
 from meshplane.api._meta import check_labels
 from meshplane.api._report import Report
-from meshplane.model.spec import Destination, Headers, StringMatch, format_duration
+from meshplane.model.spec import (
+    Destination,
+    Headers,
+    PolicyTargetReference,
+    StringMatch,
+    WorkloadSelector,
+    format_duration,
+)
 
 # Protocols Istio understands on ports (pkg/config/protocol), upper-cased.
 PROTOCOLS = {"HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "HTTP_PROXY", "TCP", "TLS", "UDP", "MONGO", "REDIS", "MYSQL"}
@@ -99,18 +106,22 @@ def subset_name(name: str, path: str, r: Report) -> None:
         r.invalid(path, name, err)
 
 
-def destination(dest: Destination | None, path: str, r: Report) -> None:
-    if dest is None:
-        return
-    host = dest.host
+def destination_host(host: str | None, path: str, r: Report) -> None:
+    """A destination's ``host`` (``path`` names the field): required, a (wildcard) domain, not ``*``."""
     if host is None:
-        r.required(f"{path}.host")
+        r.required(path)
     elif host == "*":
-        r.invalid(f"{path}.host", host, "invalid destination host: '*' is not a service")
+        r.invalid(path, host, "invalid destination host: '*' is not a service")
     else:
         err = fmt.wildcard_domain(host)
         if err:
-            r.invalid(f"{path}.host", host, err)
+            r.invalid(path, host, err)
+
+
+def destination(dest: Destination | None, path: str, r: Report) -> None:
+    if dest is None:
+        return
+    destination_host(dest.host, f"{path}.host", r)
     if dest.subset is not None:
         subset_name(dest.subset, f"{path}.subset", r)
     if dest.port is not None:
@@ -204,7 +215,43 @@ def non_empty_strings(values: Sequence[str], path: str, r: Report) -> None:
             r.invalid(f"{path}[{i}]", value, "empty value not allowed")
 
 
+def present(values: object, path: str, r: Report) -> bool:
+    """Whether the list or map at ``path`` was in the object: not empty, or given empty (``rules: []``)."""
+    return bool(values) or path in r.empty
+
+
 def given(message: object | None) -> bool:
     """Whether a message field is set and not empty: what the truthiness of its JSON object said (``{}`` is not
     given; a decoded message equals a default-constructed one exactly when every field is absent)."""
     return message is not None and message != type(message)()
+
+
+_ALLOWED_TARGETS = {("", "Service"), ("core", "Service"), ("networking.istio.io", "ServiceEntry"),
+                    ("gateway.networking.k8s.io", "Gateway")}
+
+
+def target_ref(ref: PolicyTargetReference | None, path: str, r: Report) -> None:
+    if ref is None:
+        return
+    if not ref.name:
+        r.required(f"{path}.name")
+    if ref.namespace:
+        r.forbidden(f"{path}.namespace", "cross namespace referencing is not supported")
+    group, kind = ref.group or "", ref.kind or ""
+    if (group, kind) not in _ALLOWED_TARGETS:
+        r.not_supported(f"{path}.kind", f"{group}/{kind}" if group else kind,
+                        ["Service", "networking.istio.io/ServiceEntry", "gateway.networking.k8s.io/Gateway"])
+
+
+def selector_or_targets(selector: WorkloadSelector | None, ref: PolicyTargetReference | None,
+                        refs: Sequence[PolicyTargetReference], r: Report, *, selector_key: str = "selector") -> None:
+    """At most one of the workload selector, targetRef and targetRefs; each well-formed."""
+    has_selector = given(selector) or f"spec.{selector_key}.matchLabels" in r.empty  # matchLabels: {} counts
+    present = [k for k, v in ((selector_key, has_selector), ("targetRef", given(ref)), ("targetRefs", bool(refs)))
+               if v]
+    for extra in present[1:]:
+        r.forbidden(f"spec.{extra}", f"only one of {selector_key}, targetRef or targetRefs may be set")
+    workload_selector(None if selector is None else selector.match_labels, f"spec.{selector_key}.matchLabels", r)
+    target_ref(ref, "spec.targetRef", r)
+    for i, one in enumerate(refs):
+        target_ref(one, f"spec.targetRefs[{i}]", r)

@@ -578,7 +578,8 @@ def _traffic_policy(tp: TrafficPolicy | PortTrafficPolicy, path: str, r: Report)
     parts: dict[str, object] = {"outlierDetection": tp.outlier_detection, "connectionPool": tp.connection_pool,
                                 "loadBalancer": tp.load_balancer, "tls": tp.tls}
     if isinstance(tp, TrafficPolicy):
-        parts |= {"portLevelSettings": tp.port_level_settings or None, "tunnel": tp.tunnel,
+        listed = c.present(tp.port_level_settings, f"{path}.portLevelSettings", r)
+        parts |= {"portLevelSettings": True if listed else None, "tunnel": tp.tunnel,
                   "proxyProtocol": tp.proxy_protocol}
     if not _set(parts):
         r.required(path, "traffic policy must have at least one field")
@@ -835,7 +836,7 @@ def service_entry(meta: ObjectMeta, spec: ServiceEntry, r: Report) -> None:
             r.not_supported(f"{p}.protocol", port.protocol, sorted(c.PROTOCOLS))
     endpoints = spec.endpoints
     selector = spec.workload_selector
-    if selector is not None and endpoints:
+    if selector is not None and c.present(endpoints, "spec.endpoints", r):
         r.forbidden("spec.endpoints", "only one of workloadSelector or endpoints may be set")
     c.workload_selector(None if selector is None else selector.labels, "spec.workloadSelector.labels", r)
     if resolution == "NONE" and endpoints:

@@ -47,10 +47,10 @@ def render(value: Any) -> str:
 class Report:
     """``undecoded`` holds the paths the typed decode reported as invalid: rules see those fields as absent, and a
     field that is there with a bad value is never also reported missing. ``aliases`` holds the paths where the user
-    spelled a field by its alias, ``durations`` each duration's text as the user wrote it (see
-    :class:`~meshplane.model.spec.DecodeLog`)."""
+    spelled a field by its alias, ``durations`` each duration's text as the user wrote it, ``empty`` the lists and
+    maps given empty (see :class:`~meshplane.model.spec.DecodeLog`)."""
 
-    __slots__ = ("aliases", "causes", "durations", "undecoded", "warnings")
+    __slots__ = ("aliases", "causes", "durations", "empty", "undecoded", "warnings")
 
     def __init__(self) -> None:
         self.causes: list[FieldCause] = []
@@ -58,6 +58,7 @@ class Report:
         self.undecoded: set[str] = set()
         self.aliases: set[str] = set()
         self.durations: dict[str, str] = {}
+        self.empty: set[str] = set()
 
     def add(self, path: str, reason: str, message: str) -> None:
         self.causes.append(FieldCause(path, reason, message))

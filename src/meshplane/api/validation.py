@@ -44,7 +44,7 @@ __all__ = ["FIELD_VALIDATION_MODES", "validate"]
 FIELD_VALIDATION_MODES = ("Strict", "Warn", "Ignore")
 
 TypedRule = Callable[[ObjectMeta, Any, Report], None]
-Rule = Callable[[dict[str, Any], Report], None]
+JsonRule = Callable[[dict[str, Any], Report], None]
 
 # Rules on the typed spec: (metadata, the kind's decoded spec class, report).
 _TYPED_RULES: dict[tuple[str, str], TypedRule] = {
@@ -56,9 +56,6 @@ _TYPED_RULES: dict[tuple[str, str], TypedRule] = {
     (NETWORKING, "WorkloadGroup"): _networking.workload_group,
     (NETWORKING, "Sidecar"): _networking.sidecar,
     (NETWORKING, "EnvoyFilter"): _networking.envoy_filter,
-}
-
-_RULES: dict[tuple[str, str], Rule] = {
     (SECURITY, "AuthorizationPolicy"): _security.authorization_policy,
     (SECURITY, "PeerAuthentication"): _security.peer_authentication,
     (SECURITY, "RequestAuthentication"): _security.request_authentication,
@@ -69,6 +66,10 @@ _RULES: dict[tuple[str, str], Rule] = {
     (ASM, "ASMHeaderPropagation"): _asm.header_propagation,
     (ASM, "ASMOPAPolicy"): _asm.opa_policy,
     (MESHPLANE, "MemberCluster"): _asm.member_cluster,
+}
+
+# Core kinds have no typed spec: their rules read the JSON.
+_CORE_RULES: dict[tuple[str, str], JsonRule] = {
     (CORE, "Secret"): lambda obj, r: _secret(obj, r),
 }
 
@@ -130,6 +131,7 @@ def _decode(info: KindInfo, obj: dict[str, Any], report: Report) -> Any:
             report.add(err.path, "FieldValueInvalid", err.message)
     report.aliases = log.aliases
     report.durations = log.durations
+    report.empty = log.empty
     return spec
 
 
@@ -172,7 +174,7 @@ def validate(info: KindInfo, obj: dict[str, Any], *, field_validation: str = "Wa
             typed_rule = _TYPED_RULES.get(key)
             if typed_rule is not None:
                 typed_rule(_rule_meta(obj), spec, report)
-        rule = _RULES.get(key)
+        rule = _CORE_RULES.get(key)
         if rule is not None:
             rule(obj, report)
         if info.group in _ISTIO_GROUPS and info.kind != "AuthorizationPolicy":

@@ -115,11 +115,13 @@ def format_duration(ns: int) -> str:
 class DecodeLog:
     """What admission's decode noticed: the fields it could not decode; the paths where a field's value came under
     its alias (``spec.http[0].mirror_percent``), for rules that name the field as the user spelled it; and each
-    duration's text as written, for messages that quote the value (``Invalid value: "0.0005s"``)."""
+    duration's text as written, for messages that quote the value (``Invalid value: "0.0005s"``); and the lists
+    and maps given empty (``rules: []``), which decode like absent ones but which Istio's webhook tells apart."""
 
     errors: list[DecodeError] = field(default_factory=list)
     aliases: set[str] = field(default_factory=set)
     durations: dict[str, str] = field(default_factory=dict)
+    empty: set[str] = field(default_factory=set)
 
 
 # --- the decoder -----------------------------------------------------------------------------------------------
@@ -210,11 +212,15 @@ def _value(ft: FieldType, value: Any, path: str, log: DecodeLog | None) -> Any:
     if tag == "l":
         if not isinstance(value, list | tuple):
             raise _bad(path, "array", value)
+        if log is not None and not value:
+            log.empty.add(path)
         inner = ft[1]
         return tuple(_value(inner, v, f"{path}[{i}]", log) for i, v in enumerate(value))
     if tag == "M":
         if not isinstance(value, Mapping):
             raise _bad(path, "object", value)
+        if log is not None and not value:
+            log.empty.add(path)
         inner = ft[1]
         return {str(k): _value(inner, v, f"{path}[{k}]", log) for k, v in value.items()}
     raise AssertionError(f"unknown field type {tag!r}")  # pragma: no cover - the generator writes the tags
