@@ -24,8 +24,8 @@ chain. The TLS chain requires a client certificate that chains to ``ROOTCA`` and
 domain; which identities may call is AuthorizationPolicy's business (``authz``).
 
 The client side (auto mTLS, ``endpoints``): a client originates mTLS to an endpoint with a sidecar only if that
-endpoint's composed mode for the port it is reached on is not DISABLE. Istio decides this per namespace and
-workload as well; deciding it per endpoint and port is finer and follows the server's chains exactly.
+endpoint's composed mode for the port it is reached on is not DISABLE (as Istio's EDS ``mtlsChecker`` does), so
+the client follows the server's chains exactly.
 """
 
 from __future__ import annotations

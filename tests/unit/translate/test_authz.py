@@ -166,7 +166,7 @@ def _security_objects() -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("mode", ["NONE", "REDIRECT"])
 def test_security_config_validates(mode: str, tmp_path: Path) -> None:
-    mesh = MeshSettings(ext_authz_providers=(ExtAuthzProvider("opa", "127.0.0.1:9191"),))
+    mesh = MeshSettings(ext_authz_providers=(ExtAuthzProvider("opa", "127.0.0.1", 9191),))
     ctx = context(bookinfo_registry() + _security_objects(), mesh)
     proxy = sidecar("reviews", INTERCEPTION_MODE=mode, INBOUND_PORTS="http:9080,9090/TCP")
     cs = clusters(proxy, ctx)
