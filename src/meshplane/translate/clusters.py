@@ -212,8 +212,9 @@ def _tcp_keepalive(c: cluster_pb2.Cluster, ka: istio.TcpKeepalive) -> None:
 
 
 def _auto_mtls(c: cluster_pb2.Cluster, tctx: tls_pb2.UpstreamTlsContext | None) -> None:
-    """Istio's auto mTLS: endpoints whose metadata says ``tlsMode: istio`` (a sidecar runs there; see
-    ``endpoints``) get ISTIO_MUTUAL, the others plaintext; one cluster serves both during a migration."""
+    """Istio's auto mTLS: endpoints whose metadata says ``tlsMode: istio`` (a sidecar runs there and its
+    PeerAuthentication accepts mTLS on the port; see ``endpoints``) get ISTIO_MUTUAL, the others plaintext; one
+    cluster serves both during a migration."""
     if tctx is None:
         return
     m = c.transport_socket_matches.add(name="tlsMode-istio")
