@@ -18,6 +18,16 @@ with ``shadow_rules_stat_prefix`` ``istio_dry_run_deny_`` / ``istio_dry_run_allo
 Envoy counts what it would have done (``http.<stat_prefix>.rbac.istio_dry_run_deny_.shadow_denied``) and writes the
 would-be decision to dynamic metadata for access logs.
 
+TCP ports (``authz_tcp_filters``: an ``envoy.filters.network.rbac`` filter before ``tcp_proxy``, same order
+CUSTOM, DENY, ALLOW, AUDIT): fields that exist only in HTTP (``requestPrincipals``, ``hosts``, ``methods``,
+``paths`` and their ``not*`` forms; ``when`` keys ``request.headers[...]`` and ``request.auth.*``) follow Istio's
+fail-closed reading: in an ALLOW policy a rule using one matches nothing (an ALLOW policy whose every rule uses
+one denies the port), in a DENY (and AUDIT, CUSTOM) policy those fields are dropped and the rest of the rule kept,
+so it denies more, never less. AUDIT becomes a network RBAC filter with action LOG, as Istio builds it (it blocks
+nothing; Envoy only marks the connection). CUSTOM on TCP: the provider must be a gRPC one
+(``envoy.filters.network.ext_authz``, called once per connection); an HTTP provider cannot check a TCP
+connection, so where Istio skips the policy (the port stays open) we deny what its rules match (fail closed).
+
 Rule semantics (Istio): a rule matches if any ``from`` source matches, any ``to`` operation matches, and every
 ``when`` condition holds; within a source or operation, every field must match and one value of a field
 suffices; ``not*`` fields exclude. Values with ``*`` are prefix / suffix / presence matches. Envoy policy names
@@ -32,17 +42,20 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import address_pb2, config_source_pb2
+from envoy.config.listener.v3 import listener_components_pb2
 from envoy.config.rbac.v3 import rbac_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2
+from envoy.extensions.filters.network.ext_authz.v3 import ext_authz_pb2 as tcp_ext_authz_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as tcp_rbac_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.matcher.v3 import metadata_pb2, path_pb2, regex_pb2, string_pb2, value_pb2
 
@@ -60,6 +73,9 @@ from meshplane.translate.peerauthn import selected_policies
 
 RBAC_FILTER = "envoy.filters.http.rbac"
 EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
+TCP_RBAC_FILTER = "envoy.filters.network.rbac"
+TCP_EXT_AUTHZ_FILTER = "envoy.filters.network.ext_authz"
+TCP_RBAC_STAT = "tcp."
 DRY_RUN = "istio.io/dry-run"
 EXT_AUTHZ_PREFIX = "istio-ext-authz"
 EXT_AUTHZ_SHADOW_STAT = "istio_ext_authz_"
@@ -78,10 +94,18 @@ class Policy:
     provider: str = ""
 
 
+# Go's strconv.ParseBool, which Istio reads the annotation with; any other value is not a dry run (enforced).
+_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
+
+
+def is_dry_run(annotations: Mapping[str, str]) -> bool:
+    return annotations.get(DRY_RUN, "") in _TRUE
+
+
 def _policy(obj: ConfigObject[istio.AuthorizationPolicy]) -> Policy:
     spec = obj.spec
     return Policy(obj.meta.namespace, obj.meta.name, spec.action or AuthorizationAction.ALLOW,
-                  obj.meta.annotations.get(DRY_RUN, "").lower() == "true", spec.rules,
+                  is_dry_run(obj.meta.annotations), spec.rules,
                   (spec.provider.name if spec.provider is not None else None) or "")
 
 
@@ -164,9 +188,9 @@ def _metadata(path: Sequence[str], value: value_pb2.ValueMatcher) -> rbac_pb2.Pr
         filter=JWT_FILTER, path=[metadata_pb2.MetadataMatcher.PathSegment(key=k) for k in path], value=value))
 
 
-def _claim(name: str, value: str) -> rbac_pb2.Principal:
-    """A JWT claim equal to ``value`` whether the claim is a string or a list of strings."""
-    path = [PAYLOAD_KEY, *name.split(".")]
+def _claim(names: Sequence[str], value: str) -> rbac_pb2.Principal:
+    """The (nested) JWT claim ``names`` equal to ``value`` whether the claim is a string or a list of strings."""
+    path = [PAYLOAD_KEY, *names]
     sm = _string(value)
     return _principal_any([
         _metadata(path, value_pb2.ValueMatcher(string_match=sm)),
@@ -273,7 +297,9 @@ def _operation(op: istio.Operation) -> rbac_pb2.Permission:
         (op.ports, op.not_ports, _port))))
 
 
-_CLAIMS = re.compile(r"^request\.auth\.claims\[(.+)\]$")
+# ``request.auth.claims[a][b]`` is the claim ``b`` nested in ``a``; ``request.auth.claims[foo.bar]`` is the one
+# claim named ``foo.bar`` (Istio splits on brackets only, never on dots).
+_CLAIMS = re.compile(r"^request\.auth\.claims((?:\[[^\[\]]+\])+)$")
 _HEADERS = re.compile(r"^request\.headers\[(.+)\]$")
 _PRINCIPAL_KEYS: dict[str, Callable[[str], rbac_pb2.Principal]] = {
     "source.ip": _direct_remote_ip,
@@ -281,8 +307,8 @@ _PRINCIPAL_KEYS: dict[str, Callable[[str], rbac_pb2.Principal]] = {
     "source.namespace": _source_namespace,
     "source.principal": _source_principal,
     "request.auth.principal": _request_principal,
-    "request.auth.audiences": lambda v: _claim("aud", v),
-    "request.auth.presenter": lambda v: _claim("azp", v),
+    "request.auth.audiences": lambda v: _claim(["aud"], v),
+    "request.auth.presenter": lambda v: _claim(["azp"], v),
 }
 _PERMISSION_KEYS: dict[str, Callable[[str], rbac_pb2.Permission]] = {
     "destination.ip": lambda v: rbac_pb2.Permission(destination_ip=_cidr(v)),
@@ -297,8 +323,8 @@ def _principal_key(key: str) -> Callable[[str], rbac_pb2.Principal] | None:
         name = m.group(1)
         return lambda v: _header(name, v)
     if m := _CLAIMS.match(key):
-        claim = m.group(1).replace("][", ".")
-        return lambda v: _claim(claim, v)
+        claims = m.group(1)[1:-1].split("][")
+        return lambda v: _claim(claims, v)
     return _PRINCIPAL_KEYS.get(key)
 
 
@@ -314,9 +340,39 @@ def _when(cond: istio.Condition) -> tuple[list[rbac_pb2.Principal], list[rbac_pb
     return None
 
 
-def rule_policy(rule: istio.Rule, action: AuthorizationAction) -> rbac_pb2.Policy | None:
+_HTTP_WHEN = re.compile(r"^(request\.headers\[.+\]|request\.auth\..+)$")
+
+
+def tcp_rule(rule: istio.Rule) -> tuple[istio.Rule, bool]:
+    """``rule`` without the fields a TCP connection does not have (see the module docstring), and whether it had
+    any."""
+    had = False
+    froms = []
+    for f in rule.from_:
+        src = f.source
+        if src is not None and (src.request_principals or src.not_request_principals):
+            had = True
+            src = replace(src, request_principals=(), not_request_principals=())
+        froms.append(replace(f, source=src))
+    tos = []
+    for t in rule.to:
+        op = t.operation
+        if op is not None and (op.hosts or op.not_hosts or op.methods or op.not_methods or op.paths or op.not_paths):
+            had = True
+            op = replace(op, hosts=(), not_hosts=(), methods=(), not_methods=(), paths=(), not_paths=())
+        tos.append(replace(t, operation=op))
+    when = tuple(c for c in rule.when if not _HTTP_WHEN.match(c.key or ""))
+    had = had or len(when) != len(rule.when)
+    return istio.Rule(from_=tuple(froms), to=tuple(tos), when=when), had
+
+
+def rule_policy(rule: istio.Rule, action: AuthorizationAction, *, tcp: bool = False) -> rbac_pb2.Policy | None:
     """One AuthorizationPolicy rule as one Envoy RBAC policy; None when the rule can never be proven (ALLOW with an
-    unsupported condition)."""
+    unsupported condition, or on TCP with a field only HTTP has)."""
+    if tcp:
+        rule, had_http = tcp_rule(rule)
+        if had_http and action is AuthorizationAction.ALLOW:
+            return None
     principals: list[rbac_pb2.Principal] = []
     permissions: list[rbac_pb2.Permission] = []
     if rule.from_:
@@ -334,13 +390,14 @@ def rule_policy(rule: istio.Rule, action: AuthorizationAction) -> rbac_pb2.Polic
     return rbac_pb2.Policy(principals=[_principal_all(principals)], permissions=[_permission_all(permissions)])
 
 
-def _rbac_policies(pols: Sequence[Policy], name_prefix: str = "") -> dict[str, rbac_pb2.Policy]:
+def _rbac_policies(pols: Sequence[Policy], name_prefix: str = "", *,
+                   tcp: bool = False) -> dict[str, rbac_pb2.Policy]:
     out: dict[str, rbac_pb2.Policy] = {}
     for p in pols:
         # A CUSTOM rule's conditions are read as a DENY rule's: an unprovable condition widens the match.
         action = AuthorizationAction.DENY if p.action is AuthorizationAction.CUSTOM else p.action
         for i, rule in enumerate(p.rules):
-            built = rule_policy(rule, action)
+            built = rule_policy(rule, action, tcp=tcp)
             if built is not None:
                 out[f"{name_prefix}ns[{p.namespace}]-policy[{p.name}]-rule[{i}]"] = built
     return out
@@ -431,3 +488,65 @@ def ext_authz_clusters(proxy: Proxy, ctx: PushContext) -> list[cluster_pb2.Clust
     opts.explicit_http_config.http2_protocol_options.SetInParent()
     c.typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].CopyFrom(pack(opts))
     return [c]
+
+
+# ---- TCP ports ----------------------------------------------------------------------------------------------
+
+
+def _rbac_rules(action: AuthorizationAction, pols: Sequence[Policy], *, tcp: bool,
+                name_prefix: str = "") -> rbac_pb2.RBAC:
+    out = rbac_pb2.RBAC(action=_ACTIONS[action])
+    for name, pol in _rbac_policies(pols, name_prefix, tcp=tcp).items():
+        out.policies[name].CopyFrom(pol)
+    return out
+
+
+def _tcp_rbac(cfg: tcp_rbac_pb2.RBAC) -> listener_components_pb2.Filter:
+    return listener_components_pb2.Filter(name=TCP_RBAC_FILTER, typed_config=pack(cfg))
+
+
+def _tcp_rbac_filter(action: AuthorizationAction, enforced: Sequence[Policy],
+                     shadow: Sequence[Policy]) -> listener_components_pb2.Filter:
+    cfg = tcp_rbac_pb2.RBAC(stat_prefix=TCP_RBAC_STAT)
+    if enforced:
+        cfg.rules.CopyFrom(_rbac_rules(action, enforced, tcp=True))
+    if shadow:
+        cfg.shadow_rules.CopyFrom(_rbac_rules(action, shadow, tcp=True))
+        cfg.shadow_rules_stat_prefix = DRY_RUN_STAT.get(action, "istio_dry_run_")
+    return _tcp_rbac(cfg)
+
+
+def _tcp_custom_filters(custom: Sequence[Policy], provider: ExtAuthzProvider) -> list[listener_components_pb2.Filter]:
+    marker = tcp_rbac_pb2.RBAC(stat_prefix=TCP_RBAC_STAT, shadow_rules_stat_prefix=EXT_AUTHZ_SHADOW_STAT)
+    marker.shadow_rules.CopyFrom(_rbac_rules(AuthorizationAction.ALLOW, custom, tcp=True,
+                                             name_prefix=f"{EXT_AUTHZ_PREFIX}-"))
+    ea = tcp_ext_authz_pb2.ExtAuthz(stat_prefix="tcp.", transport_api_version=config_source_pb2.V3,
+                                    failure_mode_allow=provider.fail_open)
+    ea.grpc_service.envoy_grpc.cluster_name = ext_authz_cluster_name(provider)
+    ea.grpc_service.timeout.CopyFrom(duration(provider.timeout_s))
+    ea.filter_enabled_metadata.filter = TCP_RBAC_FILTER
+    ea.filter_enabled_metadata.path.add(key=f"{EXT_AUTHZ_SHADOW_STAT}shadow_effective_policy_id")
+    ea.filter_enabled_metadata.value.string_match.prefix = EXT_AUTHZ_PREFIX
+    return [_tcp_rbac(marker),
+            listener_components_pb2.Filter(name=TCP_EXT_AUTHZ_FILTER, typed_config=pack(ea))]
+
+
+def authz_tcp_filters(proxy: Proxy, ctx: PushContext) -> list[listener_components_pb2.Filter]:
+    """The network RBAC / ext_authz filters for ``proxy``'s inbound TCP chains, CUSTOM then DENY, ALLOW, AUDIT
+    (placed before ``tcp_proxy``)."""
+    pols = policies_for(proxy, ctx)
+    out: list[listener_components_pb2.Filter] = []
+    custom = _custom(pols)
+    if custom:
+        provider = ctx.mesh.ext_authz_provider(custom[0].provider)
+        if provider is not None and provider.grpc:
+            out.extend(_tcp_custom_filters([p for p in custom if p.provider == provider.name], provider))
+        else:
+            # Unknown provider, or an HTTP one (it cannot check a connection): deny what the CUSTOM rules match.
+            out.append(_tcp_rbac_filter(AuthorizationAction.DENY, custom, []))
+    for action in (AuthorizationAction.DENY, AuthorizationAction.ALLOW, AuthorizationAction.AUDIT):
+        enforced = [p for p in pols if p.action is action and not p.dry_run]
+        shadow = [p for p in pols if p.action is action and p.dry_run and action is not AuthorizationAction.AUDIT]
+        if enforced or shadow:
+            out.append(_tcp_rbac_filter(action, enforced, shadow))
+    return out

@@ -18,13 +18,14 @@ from urllib.parse import urlsplit
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from google.protobuf import duration_pb2
 
 from meshplane.model import spec as istio
 from meshplane.model.proxy import Proxy
 from meshplane.model.resources import (
     REQUEST_AUTHENTICATIONS,
     )
-from meshplane.translate.common import duration, pack
+from meshplane.translate.common import duration, pack, proto_duration
 from meshplane.translate.context import PushContext
 from meshplane.translate.peerauthn import selected_policies
 
@@ -50,16 +51,28 @@ def _jwks_target(rule: istio.JWTRule) -> tuple[str, str, int] | None:
     return f"jwks|{parts.hostname}|{port}", parts.hostname, port
 
 
+DEFAULT_JWKS_TIMEOUT_S = 5.0  # Istio's default ``timeout`` of a JWKS fetch
+
+
 def _provider(rule: istio.JWTRule) -> jwt_pb2.JwtProvider | None:
-    """One rule as a jwt_authn provider; None when it has no usable key source (it could verify nothing)."""
+    """One rule as a jwt_authn provider, every JWTRule field applied; None when it has no usable key source (it
+    could verify nothing)."""
     prov = jwt_pb2.JwtProvider(issuer=rule.issuer or "")
     prov.audiences.extend(rule.audiences)
+    # Istio's default: the token is removed before the request is forwarded, unless forwardOriginalToken.
     prov.forward = bool(rule.forward_original_token)
     prov.payload_in_metadata = PAYLOAD_KEY
     for h in rule.from_headers:
         if h.name:
             prov.from_headers.add(name=h.name, value_prefix=h.prefix or "")
     prov.from_params.extend(rule.from_params)
+    prov.from_cookies.extend(rule.from_cookies)
+    if rule.output_payload_to_header:
+        prov.forward_payload_header = rule.output_payload_to_header  # base64url of the verified payload
+    for c in rule.output_claim_to_headers:
+        if c.header and c.claim:
+            # Envoy reads a claim name with '.' as a path into nested claims (``nested.key1``), as Istio documents.
+            prov.claim_to_headers.add(header_name=c.header, claim_name=c.claim)
     if rule.jwks:
         prov.local_jwks.inline_string = rule.jwks
         return prov
@@ -69,10 +82,17 @@ def _provider(rule: istio.JWTRule) -> jwt_pb2.JwtProvider | None:
     remote = prov.remote_jwks
     remote.http_uri.uri = rule.jwks_uri or ""
     remote.http_uri.cluster = target[0]
-    remote.http_uri.timeout.CopyFrom(duration(5))
+    remote.http_uri.timeout.CopyFrom(_timeout(rule))
     remote.cache_duration.CopyFrom(duration(300))
     remote.async_fetch.fast_listener = False
     return prov
+
+
+def _timeout(rule: istio.JWTRule) -> duration_pb2.Duration:
+    """The rule's JWKS fetch ``timeout`` (Istio's default: 5 s)."""
+    if rule.timeout is not None and rule.timeout > 0:
+        return proto_duration(rule.timeout)
+    return duration(DEFAULT_JWKS_TIMEOUT_S)
 
 
 def jwt_filter(proxy: Proxy, ctx: PushContext) -> hcm_pb2.HttpFilter | None:

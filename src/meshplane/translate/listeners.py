@@ -31,6 +31,7 @@ from meshplane.model.resources import TRAFFIC_LABELS
 from meshplane.model.service import Protocol, Service, ServicePort, parse_protocol
 from meshplane.model.spec import MutualTLSMode
 from meshplane.translate.accesslog import authz_access_logs
+from meshplane.translate.authz import authz_tcp_filters
 from meshplane.translate.clusters import known_cluster_names, uses_dynamic_forward_proxy
 from meshplane.translate.common import BLACKHOLE, PASSTHROUGH, cluster_name, duration, pack
 from meshplane.translate.context import MESH_GATEWAY, PushContext
@@ -58,6 +59,9 @@ def _listener(name: str, ip: str, port: int, bind: bool = True) -> listener_pb2.
 
 # (endpoint address, port) -> protocol: from endpoints, so rebuilt after every push.
 _INBOUND_PROTOCOLS: Slot[None, Mapping[tuple[str, int], Protocol]] = Slot("inbound-protocols")
+# Inbound TCP authorization filters of a workload (by namespace and labels).
+_TCP_SECURITY_FILTERS: Slot[tuple[str, tuple[tuple[str, str], ...]], list[listener_components_pb2.Filter]] = Slot(
+    "inbound-tcp-security-filters")
 
 
 def _inbound_protocols(ctx: PushContext) -> Mapping[tuple[str, int], Protocol]:
@@ -91,6 +95,12 @@ def inbound_protocol(proxy: Proxy, ip: InboundPort, ctx: PushContext) -> Protoco
     return Protocol.TCP
 
 
+def security_tcp_filters(proxy: Proxy, ctx: PushContext) -> list[listener_components_pb2.Filter]:
+    """Network RBAC / ext_authz (AuthorizationPolicy) for inbound TCP, before ``tcp_proxy``."""
+    return ctx.memo.get_or_build(_TCP_SECURITY_FILTERS, (proxy.namespace, tuple(sorted(proxy.labels.items()))),
+                                 lambda: authz_tcp_filters(proxy, ctx))
+
+
 def _inbound_chains(proxy: Proxy, ip: InboundPort, ctx: PushContext,
                     stat: str) -> list[listener_components_pb2.FilterChain]:
     """The chains of one inbound port, by its PeerAuthentication mode (see ``peerauthn``)."""
@@ -109,7 +119,7 @@ def _inbound_chains(proxy: Proxy, ip: InboundPort, ctx: PushContext,
         filters = [http_connection_manager(stat, route_config=rcfg, security_filters=security_http_filters(proxy, ctx),
                                            access_logs=authz_access_logs(proxy))]  # RBAC decisions, for the audit
     else:
-        filters = [tcp_proxy(stat, cluster)]
+        filters = [*security_tcp_filters(proxy, ctx), tcp_proxy(stat, cluster)]
     mode = inbound_mtls_mode(proxy, ip, ctx)
     if mode is MutualTLSMode.DISABLE:
         return [listener_components_pb2.FilterChain(name=cluster, filters=filters)]

@@ -19,6 +19,11 @@ class ExtAuthzProvider:
     # Headers of the request sent to the authorizer (all when empty).
     include_request_headers: tuple[str, ...] = ()
 
+    @property
+    def grpc(self) -> bool:
+        """Whether the authorizer speaks gRPC (the only kind a TCP connection can be checked with)."""
+        return True
+
 
 @dataclass(frozen=True, slots=True)
 class MeshSettings:

@@ -1,0 +1,100 @@
+"""RequestAuthentication translation: every JWTRule field on the jwt_authn provider, the filter on gateways as on
+sidecars (before RBAC), and claim names in AuthorizationPolicy conditions split as Istio splits them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from _translate_helpers import bookinfo_registry, context, gateway, hcm_of, listeners, sidecar
+from envoy.config.rbac.v3 import rbac_pb2
+from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
+
+from meshplane.model import spec as istio
+from meshplane.model.spec import AuthorizationAction
+from meshplane.translate.authz import rule_policy
+
+SEC = "security.istio.io/v1"
+JWKS = '{"keys":[{"kty":"EC","crv":"P-256","kid":"k1","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",' \
+       '"y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0","alg":"ES256"}]}'
+JWT = "envoy.filters.http.jwt_authn"
+
+
+def obj(kind: str, name: str, spec: dict[str, Any], ns: str = "default") -> dict[str, Any]:
+    return {"apiVersion": SEC, "kind": kind, "metadata": {"name": name, "namespace": ns}, "spec": spec}
+
+
+def _filters(lst: Any) -> list[Any]:
+    h = hcm_of(lst.filter_chains[0])
+    assert h is not None
+    return list(h.http_filters)
+
+
+def _jwt_config(filters: list[Any]) -> jwt_pb2.JwtAuthentication:
+    cfg = jwt_pb2.JwtAuthentication()
+    assert next(f for f in filters if f.name == JWT).typed_config.Unpack(cfg)
+    return cfg
+
+
+def test_every_jwt_rule_field() -> None:
+    ctx = context([*bookinfo_registry(), obj("RequestAuthentication", "jwt", {"jwtRules": [
+        {"issuer": "a", "jwks": JWKS, "audiences": ["x"], "fromCookies": ["session"], "fromParams": ["tok"],
+         "fromHeaders": [{"name": "x-jwt", "prefix": "Bearer "}],
+         "outputPayloadToHeader": "x-jwt-payload",
+         "outputClaimToHeaders": [{"header": "x-jwt-claim-foo", "claim": "foo"},
+                                  {"header": "x-jwt-nested", "claim": "nested.key1"}]},
+        {"issuer": "b", "jwks": JWKS, "forwardOriginalToken": True},
+    ]})])
+    cfg = _jwt_config(_filters(listeners(sidecar("reviews"), ctx)["inbound_127.0.1.3_9080"]))
+    a, b = cfg.providers["origins-0"], cfg.providers["origins-1"]
+    assert not a.forward and b.forward  # Istio strips the token unless forwardOriginalToken
+    assert list(a.from_cookies) == ["session"] and list(a.from_params) == ["tok"]
+    assert [(h.name, h.value_prefix) for h in a.from_headers] == [("x-jwt", "Bearer ")]
+    assert a.forward_payload_header == "x-jwt-payload" and not b.forward_payload_header
+    assert [(c.header_name, c.claim_name) for c in a.claim_to_headers] == [
+        ("x-jwt-claim-foo", "foo"), ("x-jwt-nested", "nested.key1")]
+    assert list(a.audiences) == ["x"] and a.payload_in_metadata == "payload"
+
+
+def test_remote_jwks_timeout() -> None:
+    ctx = context([*bookinfo_registry(), obj("RequestAuthentication", "jwt", {"jwtRules": [
+        {"issuer": "r", "jwksUri": "http://127.0.0.1:8181/k.json", "timeout": "1.5s"},
+        {"issuer": "d", "jwksUri": "http://127.0.0.1:8181/d.json"}]})])
+    cfg = _jwt_config(_filters(listeners(sidecar("reviews"), ctx)["inbound_127.0.1.3_9080"]))
+    assert cfg.providers["origins-0"].remote_jwks.http_uri.timeout.ToMilliseconds() == 1500
+    assert cfg.providers["origins-1"].remote_jwks.http_uri.timeout.ToMilliseconds() == 5000
+
+
+def test_gateway_gets_jwt_then_rbac_on_its_http_chains() -> None:
+    gw = {"apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+          "metadata": {"name": "gw", "namespace": "istio-system"},
+          "spec": {"selector": {"istio": "ingressgateway"},
+                   "servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]}]}}
+    sel = {"matchLabels": {"istio": "ingressgateway"}}
+    ctx = context([*bookinfo_registry(), gw,
+                   obj("RequestAuthentication", "jwt", {"selector": sel, "jwtRules": [{"issuer": "i", "jwks": JWKS}]},
+                       ns="istio-system"),
+                   obj("AuthorizationPolicy", "deny", {"selector": sel, "action": "DENY", "rules": [
+                       {"from": [{"source": {"notRequestPrincipals": ["*"]}}]}]}, ns="istio-system")])
+    names = [f.name for f in _filters(listeners(gateway(), ctx)["127.0.2.1_8080"])]
+    assert names.index(JWT) < names.index("envoy.filters.http.rbac") < names.index("envoy.filters.http.router")
+
+
+def _claim_paths(p: rbac_pb2.Principal) -> list[list[str]]:
+    """The metadata paths of every matcher under ``p``."""
+    out: list[list[str]] = []
+    if p.HasField("metadata"):
+        out.append([s.key for s in p.metadata.path])
+    for child in [*p.or_ids.ids, *p.and_ids.ids]:
+        out += _claim_paths(child)
+    return out
+
+
+def test_claim_names_split_on_brackets_only() -> None:
+    def paths(key: str) -> list[list[str]]:
+        pol = rule_policy(istio.Rule(when=(istio.Condition(key=key, values=("v",)),)), AuthorizationAction.ALLOW)
+        assert pol is not None
+        return _claim_paths(pol.principals[0])
+
+    assert paths("request.auth.claims[foo.bar]") == [["payload", "foo.bar"]] * 2  # string or list of strings
+    assert paths("request.auth.claims[nested][key1]") == [["payload", "nested", "key1"]] * 2
+    assert paths("request.auth.claims[groups]") == [["payload", "groups"]] * 2
