@@ -185,7 +185,7 @@ def _http_log(tags: dict[str, str], protocol: str) -> accesslog_pb2.AccessLog:
     tags = {**tags, "request_protocol": protocol, "response_code": "%RESPONSE_CODE%",
             "response_flags": "%RESPONSE_FLAGS%"}
     cfg = stats_pb2.Config()
-    cfg.counters.add(stat=_stat("requests_total", tags), value_fixed=1)
+    cfg.counters.add(stat=_stat("requests_total", tags), value_fixed={"value": 1})
     ms = stats_pb2.Config.Histogram.Milliseconds
     size = stats_pb2.Config.Histogram.Bytes
     cfg.histograms.add(stat=_stat("request_duration_milliseconds", tags), unit=ms, value_format="%DURATION%")
@@ -212,9 +212,9 @@ def _tcp_logs(tags: dict[str, str]) -> list[accesslog_pb2.AccessLog]:
     """Opened on the upstream connect, closed and bytes at the end (the TCP proxy must flush on connect)."""
     tags = {**tags, "request_protocol": "tcp", "response_flags": "%RESPONSE_FLAGS%"}
     opened = stats_pb2.Config()
-    opened.counters.add(stat=_stat("tcp_connections_opened_total", tags), value_fixed=1)
+    opened.counters.add(stat=_stat("tcp_connections_opened_total", tags), value_fixed={"value": 1})
     ended = stats_pb2.Config()
-    ended.counters.add(stat=_stat("tcp_connections_closed_total", tags), value_fixed=1)
+    ended.counters.add(stat=_stat("tcp_connections_closed_total", tags), value_fixed={"value": 1})
     ended.counters.add(stat=_stat("tcp_sent_bytes_total", tags), value_format="%BYTES_SENT%")
     ended.counters.add(stat=_stat("tcp_received_bytes_total", tags), value_format="%BYTES_RECEIVED%")
     return [_log(opened, _log_type("TcpUpstreamConnected")), _log(ended, _log_type("TcpConnectionEnd"))]
