@@ -76,6 +76,7 @@ class Workload:
     sds: SdsServer
     key: WorkloadKey
     backend: Backend | None
+    chain: bytes = b""  # the certificate chain (PEM) it was last issued, leaf first
 
 
 class SecurityMesh:
@@ -113,12 +114,16 @@ class SecurityMesh:
         token = self.tokens.issue(w.namespace, sa)
         chain, bundle = await self.ca_client.create_certificate(key.csr_pem(), token, self.ttl_s)
         assert key.public_key_matches(chain)
-        w.key = key
+        w.key, w.chain = key, chain
         return w.sds.update(cert_chain_pem=chain, private_key_pem=key.private_key_pem(), trust_bundle_pem=bundle)
 
     async def workload(self, name: str, *, namespace: str = "default", service_account: str | None = None,
-                       serve: bool = True, labels: dict[str, str] | None = None) -> Workload:
+                       serve: bool = True, labels: dict[str, str] | None = None,
+                       ports: dict[int, int] | None = None) -> Workload:
+        """``ports``: service port -> workload port (the sidecar's inbound port), default {80: 8080}; every
+        workload port forwards to the one backend."""
         sa = service_account or name
+        ports = ports or {80: 8080}
         sds = SdsServer()
         path = str(self.sockdir / f"{name}.sock")
         await sds.start(f"unix:{path}")
@@ -129,7 +134,8 @@ class SecurityMesh:
                               "LABELS": {"app": name, **(labels or {})}, "INSTANCE_IPS": host, "CLUSTER_ID": "local",
                               "SERVICE_ACCOUNT": sa}
         if backend is not None:
-            md.update({"INBOUND_PORTS": f"http:8080={backend.port}", "APP_ADDRESS": backend.host})
+            md.update({"INBOUND_PORTS": ",".join(f"http-{sp}:{wp}={backend.port}" for sp, wp in ports.items()),
+                       "APP_ADDRESS": backend.host})
         envoy = SdsEnvoy(name, sidecar_node_id(host, name, namespace), md, self.xds_address, self.h.workdir,
                          listen_host=host)
         envoy.sds_path = path
@@ -144,9 +150,12 @@ class SecurityMesh:
                 "apiVersion": "networking.istio.io/v1", "kind": "WorkloadEntry",
                 "metadata": {"name": name, "namespace": namespace},
                 "spec": {"address": host, "labels": {"app": name, "security.istio.io/tlsMode": "istio"},
-                         "ports": {"http-80": 8080}, "serviceAccount": sa}}, actor="test")
-            await self.store.create(SE, service_entry(name, f"{name}.{namespace}.svc.cluster.local",
-                                                      namespace=namespace, selector={"app": name}), actor="test")
+                         "ports": {f"http-{sp}": wp for sp, wp in ports.items()}, "serviceAccount": sa}},
+                actor="test")
+            se = service_entry(name, f"{name}.{namespace}.svc.cluster.local", namespace=namespace,
+                               selector={"app": name})
+            se["spec"]["ports"] = [{"number": sp, "name": f"http-{sp}", "protocol": "HTTP"} for sp in ports]
+            await self.store.create(SE, se, actor="test")
             # One request per connection: every request makes a new TLS handshake with the current certificates.
             await self.store.create(DR, {
                 "apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
@@ -182,11 +191,12 @@ class SecurityMesh:
                                         method=method)
         return status
 
-    async def plaintext(self, server: str, path: str = "/") -> int:
-        """Status of a plaintext request straight to ``server``'s inbound port (0: connection refused/reset)."""
+    async def plaintext(self, server: str, path: str = "/", *, port: int = 8080,
+                        headers: dict[str, str] | None = None) -> int:
+        """Status of a plaintext request straight to ``server``'s inbound ``port`` (0: connection refused/reset)."""
         e = self.workloads[server].envoy
         try:
-            status, _, _ = await self.h.get(f"http://{e.listen_host}:8080{path}")
+            status, _, _ = await self.h.get(f"http://{e.listen_host}:{port}{path}", headers=headers)
             return status
         except Exception:
             return 0

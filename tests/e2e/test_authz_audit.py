@@ -3,8 +3,9 @@ AuthorizationPolicy DENY for one caller's principal and a dry-run (``istio.io/dr
 
 Checked with real processes and real Envoys: the denied caller gets 403 and an ``authz.deny`` record; the dry-run
 caller still gets 200 and an ``authz.shadow_deny`` record; both carry the caller's SPIFFE id, the callee's id,
-method, path and policy, readable through ``meshplane audit -o json``. Waiting is bounded by generous deadlines;
-nothing asserts how long anything took.
+method, path and policy, and the reporting agent's SPIFFE id (``details.reportedBy``: the agent authenticates
+with its bootstrap token), readable through ``meshplane audit -o json``; a report without a token is refused.
+Waiting is bounded by generous deadlines; nothing asserts how long anything took.
 """
 
 from __future__ import annotations
@@ -115,5 +116,17 @@ def test_rbac_deny_and_dry_run_deny_are_audited(mesh: tuple[Path, dict[str, Any]
     assert deny["details"]["method"] == "GET"
     assert shadow["subject"] == "spiffe://cluster.local/ns/default/sa/probe" and shadow["target"] == ratings
     assert "would-deny-probe" in shadow["details"]["policy"] and shadow["details"]["dryRun"] == "true"
+    # Reported by ratings' agent under its own identity (its bootstrap token), not anonymously.
+    assert deny["details"]["reportedBy"] == ratings and shadow["details"]["reportedBy"] == ratings
+    # Nobody can forge a record: a report without a workload's token is refused, and that is audited.
+    forged = {"kind": "authz.deny", "subject": "spiffe://cluster.local/ns/default/sa/probe", "target": ratings,
+              "reason": "forged", "details": {"path": "/forged"}}
+    req = urllib.request.Request(f"{st['api']}/management/v1/security/audit", data=json.dumps(forged).encode(),
+                                 headers={"Content-Type": "application/json"}, method="POST")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(req, timeout=10)
+    assert refused.value.code == 401
+    assert not [e for e in audit(home, "authz.deny") if e["details"].get("path") == "/forged"]
+    assert audit(home, "audit.refused")
     # bad's requests are never reported as shadow denies of probe's policy, and probe is never denied.
     assert not [e for e in audit(home, "authz.deny") if e["subject"].endswith("/sa/probe")]

@@ -167,3 +167,26 @@ async def test_gateway_filter_order_jwt_before_rbac(ingress: Ingress) -> None:
                     names = [h["name"] for h in f.get("typed_config", {}).get("http_filters", [])]
     assert names.index("envoy.filters.http.jwt_authn") < names.index("envoy.filters.http.rbac") \
         < names.index("envoy.filters.http.router"), names
+
+
+async def test_jwt_claim_based_routing(ingress: Ingress) -> None:
+    """Istio's "JWT claim based routing": ``/headers`` is routed only for a verified token whose ``groups`` claim
+    holds ``group1``; anything else finds no route (404); an invalid token is refused (401)."""
+    issuer = Issuer(ISSUER)
+    for doc in task_objects("jwt-claim-routing.yaml"):
+        await ingress.apply(doc)
+    [ra] = task_objects("ingress-jwt.yaml")
+    await ingress.apply(with_jwks(ra, issuer.jwks()))
+    await ingress.synced()
+    await ingress.eventually("/headers", 404)
+    groups = issuer.token(ISSUER, groups=["group1", "group2"], scope=["scope1", "scope2"])
+    await ingress.eventually("/headers", 200, groups)
+    assert ingress.httpbin.requests[-1][1] == "/headers"
+    assert await ingress.status("/headers", issuer.token(ISSUER, foo="bar")) == 404  # no groups claim
+    assert await ingress.status("/headers", issuer.token(ISSUER, groups=["group2"])) == 404
+    assert await ingress.status("/headers", "deadbeef") == 401
+    # The claim must be verified: the same payload signed by another key is refused, a forged header is no claim.
+    forged = Issuer(ISSUER).token(ISSUER, groups=["group1"])
+    assert await ingress.status("/headers", forged) == 401
+    status, _ = await ingress.get("/headers", headers={"@request.auth.claims.groups": "group1"})
+    assert status in (400, 404)

@@ -1,23 +1,28 @@
 """Zero trust through real Envoys: certificates from meshplane's CA (CSR signed over gRPC with a bootstrap token)
 delivered over SDS on Unix sockets; PeerAuthentication STRICT / PERMISSIVE; a server presenting the wrong SPIFFE id
 is refused; rotation of certificates and of the root under a continuous request loop loses no request; a CSR
-for someone else's identity is refused and audited; private keys appear in no log and not in the store."""
+for someone else's identity is refused and audited; private keys appear in no log and not in the store;
+the server's application sees the caller in ``x-forwarded-client-cert`` exactly as Istio's auto mTLS task shows."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime
+import hashlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from envoy_harness import Harness
 from security_mesh import DR, PA, SE, WE, SecurityMesh
 
 from meshplane.security import WorkloadKey
 from meshplane.store import MemoryStore
+from meshplane.translate import MeshSettings
 from meshplane.xds.default_translator import DefaultTranslator
 
 pytestmark = pytest.mark.envoy
@@ -148,3 +153,40 @@ async def test_csr_for_another_identity_is_refused_and_audited(sec: SecurityMesh
         "spiffe://cluster.local/ns/default/sa/sleep"]
     for k in (victim, own):
         assert k.private_key_pem().decode().splitlines()[1] not in caplog.text
+
+
+@pytest.fixture
+async def permissive(store: MemoryStore, harness: Harness, xds, tmp_path: Path) -> AsyncIterator[SecurityMesh]:  # type: ignore[no-untyped-def]
+    """A mesh with Istio's defaults: no PeerAuthentication means PERMISSIVE, clients use auto mTLS."""
+    server, address = await xds(DefaultTranslator(MeshSettings(inbound_mtls=True)))
+    m = await SecurityMesh(store, harness, server, address, tmp_path).start()
+    yield m
+    await m.close()
+
+
+def _leaf_sha256(chain_pem: bytes) -> str:
+    leaf = x509.load_pem_x509_certificates(chain_pem)[0]
+    return hashlib.sha256(leaf.public_bytes(Encoding.DER)).hexdigest()
+
+
+async def test_xfcc_names_both_ends_of_auto_mtls(permissive: SecurityMesh) -> None:
+    """Istio's auto mTLS task: httpbin sees ``By=<its own id>;Hash=<sha256 of sleep's certificate>;Subject="";
+    URI=<sleep's id>``. A forged header from the client application is replaced (its sidecar sanitizes), and a
+    plaintext client cannot hand one to the server's application either."""
+    sec = permissive
+    httpbin = await sec.workload("httpbin", namespace="foo")
+    sleep = await sec.workload("sleep", namespace="foo", serve=False)
+    await sec.synced()
+    target = "httpbin.foo.svc.cluster.local"
+    await sec.eventually("sleep", "/headers", 200, host=target)
+    backend = httpbin.backend
+    assert backend is not None
+    want = (f"By=spiffe://cluster.local/ns/foo/sa/httpbin;Hash={_leaf_sha256(sleep.chain)};Subject=\"\";"
+            "URI=spiffe://cluster.local/ns/foo/sa/sleep")
+    assert backend.requests[-1][2].get("x-forwarded-client-cert") == want
+    forged = "By=spiffe://cluster.local/ns/foo/sa/httpbin;URI=spiffe://cluster.local/ns/foo/sa/admin"
+    assert await sec.call("sleep", "/forged", host=target, headers={"x-forwarded-client-cert": forged}) == 200
+    assert backend.requests[-1][1] == "/forged" and backend.requests[-1][2].get("x-forwarded-client-cert") == want
+    # PERMISSIVE also takes plaintext: Envoy drops the header of a request that did not come over mTLS.
+    assert await sec.plaintext("httpbin", "/plain", headers={"x-forwarded-client-cert": forged}) == 200
+    assert backend.requests[-1][1] == "/plain" and "x-forwarded-client-cert" not in backend.requests[-1][2]

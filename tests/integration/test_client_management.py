@@ -43,11 +43,14 @@ def test_management_calls_through_the_blocking_facade(server: ServerProcess) -> 
             c.bootstrap_token("", "gw", 600)
         assert str(bad.value) == "bootstrap token for /gw: HTTP 400: namespace and serviceAccount are required strings"
 
-        c.report_security_events([{"kind": "opa.deny", "subject": "s", "target": "t", "reason": "r"},
-                                  {"kind": "authz.deny", "subject": "s2", "target": "t", "reason": "r"}])
+        web = c.bootstrap_token("default", "web", 600)
+        me = "spiffe://cluster.local/ns/default/sa/web"
+        c.report_security_events([{"kind": "opa.deny", "subject": "s", "target": me, "reason": "r"},
+                                  {"kind": "authz.deny", "subject": "s2", "target": me, "reason": "r"}],
+                                 bootstrap_token=web)
         assert [e["subject"] for e in c.security_audit(kind="opa.")] == ["s"]
         with pytest.raises(Refused) as refused:  # only authorization decisions may be reported
-            c.report_security_events([{"kind": "certificate.issued"}])
+            c.report_security_events([{"kind": "certificate.issued", "target": me}], bootstrap_token=web)
         assert refused.value.code == 400 and "kind must start with" in refused.value.message
 
         changes = c.audit()

@@ -5,6 +5,8 @@ under the instance dir that the agent names in node metadata ``AUTHZ_LOG`` (``tr
 tails that file and reports each decision to ``POST /management/v1/security/audit`` as ``authz.deny`` or
 ``authz.shadow_deny`` with the caller's SPIFFE id (from the mTLS handshake), this workload's id, method, path and
 policy, several per request (``{"items": [...]}``) so a burst of denies costs one request per tick, not one each.
+Each report carries the agent's bootstrap token (``X-Bootstrap-Token``): the API records only events a workload
+reports about itself, so nobody can forge another workload's audit records.
 A bounded backlog drops (and counts) what the control plane cannot take; the file is truncated once read
 past ``MAX_FILE_BYTES`` so it never grows without bound. Envoy's 403s from anything but RBAC (ext_authz/OPA
 reports itself, applications) are ignored.
@@ -110,7 +112,7 @@ class AuthzLog:
         while self.backlog:
             batch = self.backlog[:BATCH]
             try:
-                await self.api.report_security_events(batch, timeout=TIMEOUT_S)
+                await self.api.report_security_events(batch, bootstrap_token=self.cfg.ca_token, timeout=TIMEOUT_S)
             except Refused as e:
                 log.warning("authz audit reports refused: %s", e)
                 if 400 <= e.code < 500:

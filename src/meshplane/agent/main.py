@@ -191,7 +191,7 @@ class Agent:
         await self.start_opa(api)
         if self.opa is not None:
             background.append(asyncio.create_task(self.opa.run(self.stop_event)))
-        if cfg.api and not cfg.gateway:
+        if cfg.api and not cfg.gateway and cfg.ca_token:  # reports need the workload's identity (its token)
             identity = SpiffeId(cfg.trust_domain, cfg.namespace, cfg.service_account).uri
             self.authz_log = AuthzLog(cfg, api, self.work / "authz.log", identity)
             self.authz_log.prepare()

@@ -104,7 +104,8 @@ class OpaPolicies:
         while True:
             event = await self._reports.get()
             try:
-                await self.api.report_security_events([event], timeout=TIMEOUT_S)
+                await self.api.report_security_events([event], bootstrap_token=self.cfg.ca_token,
+                                                      timeout=TIMEOUT_S)
             except Refused as e:
                 log.warning("audit report refused: %s", e)
             except ClientError as e:

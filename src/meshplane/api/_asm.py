@@ -3,20 +3,32 @@
 ASM documents these kinds by example; the rules below are the ones a user would expect from those examples:
 a TrafficLabel's value sources must be one of ASM's four variables with the right number of arguments, a
 permissive lane group needs the header it routes on and the lane it falls back to, a MemberCluster is reached
-either through a kubeconfig or run locally, never both.
+either through a kubeconfig or run locally, never both. Each rule takes the object's metadata and its decoded
+spec (:mod:`meshplane.model.spec`).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Sequence
 
 from meshplane.api import _common as c
 from meshplane.api import _formats as fmt
 from meshplane.api._meta import check_labels
 from meshplane.api._report import Report
-
-J = dict[str, Any]
+from meshplane.model.spec import (
+    ASMHeaderPropagation,
+    ASMOPAPolicy,
+    ASMSwimLane,
+    ASMSwimLaneGroup,
+    ASMSwimLaneGroupIngressGateway,
+    ASMSwimLaneGroupPermissiveModeConfiguration,
+    ASMSwimLaneGroupServices,
+    MemberCluster,
+    ObjectMeta,
+    ServiceEntryWorkloadSelector,
+    TrafficLabel,
+)
 
 # ASM's value sources: name -> number of arguments.
 TRAFFIC_LABEL_VARIABLES = {
@@ -46,126 +58,111 @@ def _value_from(entry: str, path: str, r: Report) -> None:
             r.invalid(path, entry, f"argument {arg!r}: {err}")
 
 
-def traffic_label(obj: J, r: Report) -> None:
-    spec: J = obj.get("spec") or {}
-    selector = spec.get("workloadSelector")
-    if selector is not None:
-        c.workload_selector(selector, "spec.workloadSelector", r, key="labels")
-    rules = spec.get("rules") or []
-    if not rules:
+def _selector(selector: ServiceEntryWorkloadSelector | None, r: Report) -> None:
+    c.workload_selector(None if selector is None else selector.labels, "spec.workloadSelector.labels", r)
+
+
+def traffic_label(meta: ObjectMeta, spec: TrafficLabel, r: Report) -> None:
+    _selector(spec.workload_selector, r)
+    if not spec.rules:
         r.required("spec.rules", "a TrafficLabel needs at least one rule")
-    for i, rule in enumerate(rules):
-        labels = rule.get("labels") or []
-        if not labels:
+    for i, rule in enumerate(spec.rules):
+        if not rule.labels:
             r.required(f"spec.rules[{i}].labels")
-        for j, label in enumerate(labels):
+        for j, label in enumerate(rule.labels):
             p = f"spec.rules[{i}].labels[{j}]"
-            err = fmt.header_name(label.get("name", ""))
+            err = fmt.header_name(label.name or "")
             if err:
-                r.invalid(f"{p}.name", label.get("name", ""), err)
-            sources = label.get("valueFrom") or []
-            if not sources:
+                r.invalid(f"{p}.name", label.name or "", err)
+            if not label.value_from:
                 r.required(f"{p}.valueFrom", "at least one value source is required")
-            for k, entry in enumerate(sources):
+            for k, entry in enumerate(label.value_from):
                 _value_from(entry, f"{p}.valueFrom[{k}]", r)
 
 
-def _service_refs(services: list[J], path: str, r: Report) -> None:
+def _service_refs(services: Sequence[ASMSwimLaneGroupServices], path: str, r: Report) -> None:
     seen: set[tuple[str, str, str]] = set()
     for i, svc in enumerate(services):
         p = f"{path}[{i}]"
-        for key in ("name", "namespace"):
-            value = svc.get(key)
+        for key, value in (("name", svc.name), ("namespace", svc.namespace)):
             if not value:
                 r.required(f"{p}.{key}")
             else:
                 err = fmt.dns1123_label(value)
                 if err:
                     r.invalid(f"{p}.{key}", value, err)
-        ident = (svc.get("name", ""), svc.get("namespace", ""), (svc.get("cluster") or {}).get("name", ""))
+        cluster = "" if svc.cluster is None else svc.cluster.name or ""
+        ident = (svc.name or "", svc.namespace or "", cluster)
         if ident in seen:
             r.duplicate(p, f"{ident[1]}/{ident[0]}")
         seen.add(ident)
 
 
-def swim_lane_group(obj: J, r: Report) -> None:
-    spec: J = obj.get("spec") or {}
-    services = spec.get("services") or []
-    if not services:
+def swim_lane_group(meta: ObjectMeta, spec: ASMSwimLaneGroup, r: Report) -> None:
+    if not spec.services:
         r.required("spec.services", "a lane group needs the services of its call chain")
-    _service_refs(services, "spec.services", r)
-    ingress = spec.get("ingress")
-    if ingress is not None:
-        gateway = ingress.get("gateway") or {}
-        if not gateway.get("name"):
+    _service_refs(spec.services, "spec.services", r)
+    if spec.ingress is not None:
+        gateway = spec.ingress.gateway or ASMSwimLaneGroupIngressGateway()
+        if not gateway.name:
             r.required("spec.ingress.gateway.name", "the ingress gateway routing requests into the lanes")
-        ns = gateway.get("namespace")
+        ns = gateway.namespace
         if ns:
             err = fmt.dns1123_label(ns)
             if err:
                 r.invalid("spec.ingress.gateway.namespace", ns, err)
-    pmc = spec.get("permissiveModeConfiguration") or {}
-    if spec.get("isPermissive"):
+    pmc = spec.permissive_mode_configuration or ASMSwimLaneGroupPermissiveModeConfiguration()
+    if spec.is_permissive:
         p = "spec.permissiveModeConfiguration"
-        if not pmc.get("routeHeader"):
+        if not pmc.route_header:
             r.required(f"{p}.routeHeader", "permissive mode routes on a request header, e.g. x-asm-prefer-tag")
-        if not pmc.get("fallbackTarget"):
+        if not pmc.fallback_target:
             r.required(f"{p}.fallbackTarget", "permissive mode needs the base lane to fall back to")
-    elif spec.get("permissiveModeConfiguration") is not None:
+    elif spec.permissive_mode_configuration is not None:
         r.warn("spec.permissiveModeConfiguration: ignored unless isPermissive is true")
-    for key in ("routeHeader", "traceHeader"):
-        value = pmc.get(key)
+    for key, value in (("routeHeader", pmc.route_header), ("traceHeader", pmc.trace_header)):
         if value:
             err = fmt.header_name(value)
             if err:
                 r.invalid(f"spec.permissiveModeConfiguration.{key}", value, err)
-    target = pmc.get("fallbackTarget")
+    target = pmc.fallback_target
     if target:
         err = fmt.dns1123_subdomain(target)
         if err:
             r.invalid("spec.permissiveModeConfiguration.fallbackTarget", target, "must name a lane: " + err)
 
 
-def swim_lane(obj: J, r: Report) -> None:
-    spec: J = obj.get("spec") or {}
-    selector = spec.get("labelSelector") or {}
-    if not selector:
+def swim_lane(meta: ObjectMeta, spec: ASMSwimLane, r: Report) -> None:
+    if not spec.label_selector:
         r.required("spec.labelSelector", "a lane selects its versions by workload labels, e.g. {version: v2}")
-    check_labels(selector, "spec.labelSelector", r)
-    _service_refs(spec.get("services") or [], "spec.services", r)
+    check_labels(spec.label_selector, "spec.labelSelector", r)
+    _service_refs(spec.services, "spec.services", r)
     names: set[str] = set()
-    for i, rule in enumerate(spec.get("ingressRules") or []):
+    for i, rule in enumerate(spec.ingress_rules):
         p = f"spec.ingressRules[{i}]"
-        name = rule.get("name")
+        name = rule.name
         if name:
             if name in names:
                 r.duplicate(f"{p}.name", name)
             names.add(name)
-        for j, host in enumerate(rule.get("hosts") or []):
+        for j, host in enumerate(rule.hosts):
             err = fmt.wildcard_domain(host)
             if err:
                 r.invalid(f"{p}.hosts[{j}]", host, err)
-        uri = (rule.get("match") or {}).get("uri")
-        c.string_match(uri, f"{p}.match.uri", r, allow_empty=False)
-        route = rule.get("route")
-        if route is not None:
-            dest = route.get("destination")
+        c.string_match(None if rule.match is None else rule.match.uri, f"{p}.match.uri", r, allow_empty=False)
+        if rule.route is not None:
+            dest = rule.route.destination
             if dest is None:
                 r.required(f"{p}.route.destination")
             else:
-                c.destination(dest, f"{p}.route.destination", r)
-    labels = (obj.get("metadata") or {}).get("labels") or {}
-    if "swimlane-group" not in labels:
+                c.destination_host(dest.host, f"{p}.route.destination.host", r)
+    if "swimlane-group" not in meta.labels:
         r.warn("metadata.labels: no swimlane-group label: this lane belongs to no lane group")
 
 
-def header_propagation(obj: J, r: Report) -> None:
-    spec: J = obj.get("spec") or {}
-    selector = spec.get("workloadSelector")
-    if selector is not None:
-        c.workload_selector(selector, "spec.workloadSelector", r, key="labels")
-    headers = spec.get("headers") or []
-    prefix = spec.get("headerPrefix")
+def header_propagation(meta: ObjectMeta, spec: ASMHeaderPropagation, r: Report) -> None:
+    _selector(spec.workload_selector, r)
+    headers, prefix = spec.headers, spec.header_prefix
     if not headers and not prefix:
         r.required("spec.headers", "one of headers or headerPrefix is required")
     if headers and prefix:
@@ -204,13 +201,10 @@ def rego_error(policy: str) -> str:
     return errors[0]
 
 
-def opa_policy(obj: J, r: Report) -> None:
-    spec: J = obj.get("spec") or {}
-    selector = spec.get("workloadSelector")
-    if selector is not None:
-        c.workload_selector(selector, "spec.workloadSelector", r, key="labels")
-    policy = spec.get("policy")
-    if not isinstance(policy, str) or not policy.strip():
+def opa_policy(meta: ObjectMeta, spec: ASMOPAPolicy, r: Report) -> None:
+    _selector(spec.workload_selector, r)
+    policy = spec.policy
+    if policy is None or not policy.strip():
         r.required("spec.policy", "Rego text is required")
         return
     err = rego_error(policy)
@@ -218,29 +212,27 @@ def opa_policy(obj: J, r: Report) -> None:
         r.invalid("spec.policy", "<rego>", f"does not compile: {err}")
 
 
-def member_cluster(obj: J, r: Report) -> None:
-    spec: J = obj.get("spec") or {}
-    kubeconfig, local = spec.get("kubeconfig"), spec.get("local") is True
+def member_cluster(meta: ObjectMeta, spec: MemberCluster, r: Report) -> None:
+    kubeconfig, local = spec.kubeconfig, spec.local is True
     if kubeconfig and local:
         r.forbidden("spec.kubeconfig", "may not be set when local is true: a cluster is either local or reached "
                     "through its kubeconfig")
     elif not kubeconfig and not local:
         r.required("spec.kubeconfig", "one of kubeconfig or local: true is required")
-    for key in ("network", "region", "zone"):
-        value = spec.get(key)
+    for key, value in (("network", spec.network), ("region", spec.region), ("zone", spec.zone)):
         if value:
             err = fmt.label_value(value)
             if err:
                 r.invalid(f"spec.{key}", value, err)
-    for i, selector in enumerate(spec.get("discoverySelectors") or []):
+    for i, selector in enumerate(spec.discovery_selectors):
         p = f"spec.discoverySelectors[{i}]"
-        check_labels(selector.get("matchLabels"), f"{p}.matchLabels", r)
-        for j, expr in enumerate(selector.get("matchExpressions") or []):
+        check_labels(selector.match_labels, f"{p}.matchLabels", r)
+        for j, expr in enumerate(selector.match_expressions):
             q = f"{p}.matchExpressions[{j}]"
-            err = fmt.qualified_name(expr.get("key", ""))
+            err = fmt.qualified_name(expr.key or "")
             if err:
-                r.invalid(f"{q}.key", expr.get("key", ""), err)
-            op, values = expr.get("operator"), expr.get("values") or []
+                r.invalid(f"{q}.key", expr.key or "", err)
+            op, values = expr.operator, expr.values
             if op in ("In", "NotIn") and not values:
                 r.required(f"{q}.values", "must be specified when `operator` is 'In' or 'NotIn'")
             elif op in ("Exists", "DoesNotExist") and values:

@@ -1,18 +1,25 @@
-"""Checks shared by several Istio kinds: selectors, target references, string matches, destinations, exportTo.
+"""Checks shared by several Istio kinds, on the typed spec: selectors, string matches, destinations, exportTo.
 
-Semantic rules only run on objects that passed structural validation, so field types here are the schema's;
-the helpers still tolerate absent fields (``None``) everywhere.
+The rules read the objects :func:`meshplane.model.spec.decode` made (absent = ``None``/``()``/``{}``, durations in
+nanoseconds, enums as :class:`~meshplane.model.spec.SpecEnum`), so they check meaning only: the decode already
+refused values of the wrong shape. Every helper takes the field's full path for its messages.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 from meshplane.api import _formats as fmt
 from meshplane.api._meta import check_labels
 from meshplane.api._report import Report
-
-J = dict[str, Any]
+from meshplane.model.spec import (
+    Destination,
+    Headers,
+    PolicyTargetReference,
+    StringMatch,
+    WorkloadSelector,
+    format_duration,
+)
 
 # Protocols Istio understands on ports (pkg/config/protocol), upper-cased.
 PROTOCOLS = {"HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "HTTP_PROXY", "TCP", "TLS", "UDP", "MONGO", "REDIS", "MYSQL"}
@@ -26,99 +33,68 @@ def protocol_error(value: str) -> str | None:
     return "unsupported protocol; supported protocols are " + ", ".join(sorted(PROTOCOLS))
 
 
-def duration_at(obj: J | None, key: str, path: str, r: Report, *, minimum_ms: int = 1) -> None:
-    if not obj:
+def duration(ns: int | None, path: str, r: Report, *, minimum_ms: int = 1) -> None:
+    """A decoded duration of at least ``minimum_ms``, in whole milliseconds (Istio's CRD rules)."""
+    if ns is None:
         return
-    value = obj.get(key)
-    if isinstance(value, str):
-        err = fmt.duration(value, minimum_ms=minimum_ms)
-        if err:
-            r.invalid(f"{path}.{key}", value, err)
+    err = fmt.duration_ns(ns, minimum_ms=minimum_ms)
+    if err:
+        r.invalid(path, duration_text(ns, path, r), err)
 
 
-def percent_at(obj: J | None, key: str, path: str, r: Report) -> None:
+def duration_text(ns: int, path: str, r: Report) -> str:
+    """The duration at ``path`` as the user wrote it, for messages (normalised if admission did not decode it)."""
+    return r.durations.get(path) or format_duration(ns)
+
+
+def percent(value: int | float | None, path: str, r: Report) -> None:
     """An integer percentage 0..100."""
-    if not obj:
+    if value is not None and not 0 <= value <= 100:
+        r.invalid(path, value, "must be in the range 0..100")
+
+
+def port(value: int | None, path: str, r: Report) -> None:
+    if value is None:
         return
-    value = obj.get(key)
-    if isinstance(value, int | float) and not 0 <= value <= 100:
-        r.invalid(f"{path}.{key}", value, "must be in the range 0..100")
+    err = fmt.port(value)
+    if err:
+        r.invalid(path, value, err)
 
 
-def port_at(obj: J | None, key: str, path: str, r: Report) -> None:
-    if not obj:
-        return
-    value = obj.get(key)
-    if isinstance(value, int | float):
-        err = fmt.port(int(value))
-        if err:
-            r.invalid(f"{path}.{key}", value, err)
-
-
-def non_negative(obj: J | None, keys: tuple[str, ...], path: str, r: Report) -> None:
-    if not obj:
-        return
-    for key in keys:
-        value = obj.get(key)
-        if isinstance(value, int | float) and value < 0:
+def non_negative(path: str, r: Report, **values: int | None) -> None:
+    """Each keyword (the field's JSON name) must be absent or >= 0."""
+    for key, value in values.items():
+        if value is not None and value < 0:
             r.invalid(f"{path}.{key}", value, "must be greater than or equal to 0")
 
 
-def workload_selector(selector: J | None, path: str, r: Report, *, key: str = "matchLabels") -> None:
-    """Istio's workload selectors: no wildcards, labels well-formed, a warning when empty."""
-    if selector is None:
+def workload_selector(labels: Mapping[str, str] | None, path: str, r: Report) -> None:
+    """Istio's workload selectors (``path`` names the label map): no wildcards, labels well-formed, a warning when
+    empty. ``labels`` is None when there is no selector at all."""
+    if labels is None:
         return
-    labels = selector.get(key) or {}
     for k, v in labels.items():
-        if "*" in k or (isinstance(v, str) and "*" in v):
-            r.invalid(f"{path}.{key}", f"{k}={v}", "wildcard is not supported in selector")
-    check_labels(labels, f"{path}.{key}", r)
+        if "*" in k or "*" in v:
+            r.invalid(path, f"{k}={v}", "wildcard is not supported in selector")
+    check_labels(labels, path, r)
     if not labels:
-        r.warn(f"{path}: workload selector specified without labels: it selects every workload of the namespace")
+        r.warn(f"{path.rsplit('.', 1)[0]}: workload selector specified without labels: it selects every workload "
+               "of the namespace")
 
 
-_ALLOWED_TARGETS = {("", "Service"), ("core", "Service"), ("networking.istio.io", "ServiceEntry"),
-                    ("gateway.networking.k8s.io", "Gateway")}
-
-
-def target_ref(ref: J | None, path: str, r: Report) -> None:
-    if ref is None:
-        return
-    if not ref.get("name"):
-        r.required(f"{path}.name")
-    if ref.get("namespace"):
-        r.forbidden(f"{path}.namespace", "cross namespace referencing is not supported")
-    group, kind = ref.get("group") or "", ref.get("kind") or ""
-    if (group, kind) not in _ALLOWED_TARGETS:
-        r.not_supported(f"{path}.kind", f"{group}/{kind}" if group else kind,
-                        ["Service", "networking.istio.io/ServiceEntry", "gateway.networking.k8s.io/Gateway"])
-
-
-def selector_or_targets(spec: J, r: Report, *, selector_key: str = "selector") -> None:
-    """At most one of the workload selector, targetRef and targetRefs; each well-formed."""
-    present = [k for k in (selector_key, "targetRef", "targetRefs") if spec.get(k)]
-    for extra in present[1:]:
-        r.forbidden(f"spec.{extra}", f"only one of {selector_key}, targetRef or targetRefs may be set")
-    workload_selector(spec.get(selector_key), f"spec.{selector_key}", r)
-    target_ref(spec.get("targetRef"), "spec.targetRef", r)
-    for i, ref in enumerate(spec.get("targetRefs") or []):
-        target_ref(ref, f"spec.targetRefs[{i}]", r)
-
-
-def string_match(sm: J | None, path: str, r: Report, *, allow_empty: bool) -> None:
+def string_match(sm: StringMatch | None, path: str, r: Report, *, allow_empty: bool) -> None:
     """Istio's StringMatch: at most one (or exactly one, unless ``allow_empty``) of exact, prefix, regex."""
     if sm is None:
         return
-    kinds = [k for k in ("exact", "prefix", "regex") if k in sm]
+    kinds = [k for k, v in (("exact", sm.exact), ("prefix", sm.prefix), ("regex", sm.regex)) if v is not None]
     if len(kinds) > 1:
         r.invalid(path, sm, "exactly one of exact, prefix or regex may be set, found " + ", ".join(kinds))
     elif not kinds and not allow_empty:
         r.required(path, "one of exact, prefix or regex is required")
-    regex = sm.get("regex")
-    if isinstance(regex, str):
-        err = "regex string match should not be empty" if not regex else fmt.re2(regex)
+    if sm.regex is not None:
+        err = "regex string match should not be empty" if not sm.regex else fmt.re2(sm.regex)
         if err:
-            r.invalid(f"{path}.regex", regex, err)
+            r.invalid(f"{path}.regex", sm.regex, err)
 
 
 def subset_name(name: str, path: str, r: Report) -> None:
@@ -130,27 +106,29 @@ def subset_name(name: str, path: str, r: Report) -> None:
         r.invalid(path, name, err)
 
 
-def destination(dest: J | None, path: str, r: Report) -> None:
-    if dest is None:
-        return
-    host = dest.get("host")
+def destination_host(host: str | None, path: str, r: Report) -> None:
+    """A destination's ``host`` (``path`` names the field): required, a (wildcard) domain, not ``*``."""
     if host is None:
-        r.required(f"{path}.host")
+        r.required(path)
     elif host == "*":
-        r.invalid(f"{path}.host", host, "invalid destination host: '*' is not a service")
+        r.invalid(path, host, "invalid destination host: '*' is not a service")
     else:
         err = fmt.wildcard_domain(host)
         if err:
-            r.invalid(f"{path}.host", host, err)
-    subset = dest.get("subset")
-    if subset is not None:
-        subset_name(subset, f"{path}.subset", r)
-    port = dest.get("port")
-    if port is not None:
-        port_at(port, "number", f"{path}.port", r)
+            r.invalid(path, host, err)
 
 
-def export_to(values: list[str] | None, path: str, r: Report, *, namespace: str, service_entry: bool) -> None:
+def destination(dest: Destination | None, path: str, r: Report) -> None:
+    if dest is None:
+        return
+    destination_host(dest.host, f"{path}.host", r)
+    if dest.subset is not None:
+        subset_name(dest.subset, f"{path}.subset", r)
+    if dest.port is not None:
+        port(dest.port.number, f"{path}.port.number", r)
+
+
+def export_to(values: Sequence[str], path: str, r: Report, *, namespace: str, service_entry: bool) -> None:
     if not values:
         return
     seen: set[str] = set()
@@ -167,9 +145,9 @@ def export_to(values: list[str] | None, path: str, r: Report, *, namespace: str,
             r.invalid(f"{path}[{i}]", value, "must be '.', '*'" + (", '~'" if service_entry else "")
                       + " or a namespace name")
     if "*" in values and len(values) > 1:
-        r.invalid(path, values, "cannot have both public (*) and non-public exportTo values for a resource")
+        r.invalid(path, list(values), "cannot have both public (*) and non-public exportTo values for a resource")
     if "~" in values and len(values) > 1 and service_entry:
-        r.invalid(path, values, "cannot export service entry to no one (~) and someone")
+        r.invalid(path, list(values), "cannot export service entry to no one (~) and someone")
 
 
 def _header_op_name(name: str, path: str, r: Report, *, allow_authority: bool) -> None:
@@ -182,27 +160,26 @@ def _header_op_name(name: str, path: str, r: Report, *, allow_authority: bool) -
         r.invalid(path, name, 'header cannot have ":" prefix')
 
 
-def header_operations(headers: J | None, path: str, r: Report) -> None:
+def header_operations(headers: Headers | None, path: str, r: Report) -> None:
     """``headers: {request|response: {set, add, remove}}`` of routes and destinations."""
-    if not headers:
+    if headers is None:
         return
-    for side in ("request", "response"):
-        ops = headers.get(side)
-        if not ops:
+    for side, ops in (("request", headers.request), ("response", headers.response)):
+        if ops is None:
             continue
         base = f"{path}.{side}"
-        for op in ("set", "add"):
-            for name, value in (ops.get(op) or {}).items():
+        for op, values in (("set", ops.set), ("add", ops.add)):
+            for name, value in values.items():
                 _header_op_name(name, f"{base}.{op}[{name}]", r, allow_authority=side == "request")
                 err = fmt.header_value(value)
                 if err:
                     r.invalid(f"{base}.{op}[{name}]", value, err)
-        for i, name in enumerate(ops.get("remove") or []):
+        for i, name in enumerate(ops.remove):
             _header_op_name(name, f"{base}.remove[{i}]", r, allow_authority=False)
 
 
-def gateway_names(names: list[str] | None, path: str, r: Report) -> None:
-    for i, name in enumerate(names or []):
+def gateway_names(names: Sequence[str], path: str, r: Report) -> None:
+    for i, name in enumerate(names):
         p = f"{path}[{i}]"
         if name == "mesh":
             continue
@@ -225,14 +202,56 @@ def gateway_names(names: list[str] | None, path: str, r: Report) -> None:
             r.invalid(p, name, err)
 
 
-def ip_list(values: list[str] | None, path: str, r: Report) -> None:
-    for i, value in enumerate(values or []):
+def ip_list(values: Sequence[str], path: str, r: Report) -> None:
+    for i, value in enumerate(values):
         err = fmt.ip_or_cidr(value)
         if err:
             r.invalid(f"{path}[{i}]", value, err)
 
 
-def non_empty_strings(values: list[str] | None, path: str, r: Report) -> None:
-    for i, value in enumerate(values or []):
+def non_empty_strings(values: Sequence[str], path: str, r: Report) -> None:
+    for i, value in enumerate(values):
         if value == "":
             r.invalid(f"{path}[{i}]", value, "empty value not allowed")
+
+
+def present(values: object, path: str, r: Report) -> bool:
+    """Whether the list or map at ``path`` was in the object: not empty, or given empty (``rules: []``)."""
+    return bool(values) or path in r.empty
+
+
+def given(message: object | None) -> bool:
+    """Whether a message field is set and not empty: what the truthiness of its JSON object said (``{}`` is not
+    given; a decoded message equals a default-constructed one exactly when every field is absent)."""
+    return message is not None and message != type(message)()
+
+
+_ALLOWED_TARGETS = {("", "Service"), ("core", "Service"), ("networking.istio.io", "ServiceEntry"),
+                    ("gateway.networking.k8s.io", "Gateway")}
+
+
+def target_ref(ref: PolicyTargetReference | None, path: str, r: Report) -> None:
+    if ref is None:
+        return
+    if not ref.name:
+        r.required(f"{path}.name")
+    if ref.namespace:
+        r.forbidden(f"{path}.namespace", "cross namespace referencing is not supported")
+    group, kind = ref.group or "", ref.kind or ""
+    if (group, kind) not in _ALLOWED_TARGETS:
+        r.not_supported(f"{path}.kind", f"{group}/{kind}" if group else kind,
+                        ["Service", "networking.istio.io/ServiceEntry", "gateway.networking.k8s.io/Gateway"])
+
+
+def selector_or_targets(selector: WorkloadSelector | None, ref: PolicyTargetReference | None,
+                        refs: Sequence[PolicyTargetReference], r: Report, *, selector_key: str = "selector") -> None:
+    """At most one of the workload selector, targetRef and targetRefs; each well-formed."""
+    has_selector = given(selector) or f"spec.{selector_key}.matchLabels" in r.empty  # matchLabels: {} counts
+    present = [k for k, v in ((selector_key, has_selector), ("targetRef", given(ref)), ("targetRefs", bool(refs)))
+               if v]
+    for extra in present[1:]:
+        r.forbidden(f"spec.{extra}", f"only one of {selector_key}, targetRef or targetRefs may be set")
+    workload_selector(None if selector is None else selector.match_labels, f"spec.{selector_key}.matchLabels", r)
+    target_ref(ref, "spec.targetRef", r)
+    for i, one in enumerate(refs):
+        target_ref(one, f"spec.targetRefs[{i}]", r)

@@ -13,6 +13,7 @@ import re
 import warnings
 
 # The product's one duration parser (re-exported for the checks here and in _networking).
+from meshplane.model.spec import DURATION_FORMS
 from meshplane.model.spec import parse_duration as parse_duration
 
 DNS1123_LABEL_MAX = 63
@@ -199,7 +200,12 @@ def duration(text: str, *, minimum_ms: int = 1) -> str | None:
     """A Go-style duration of at least ``minimum_ms`` (1ms by default, as Istio's CRDs demand), in whole ms."""
     ns = parse_duration(text)
     if ns is None:
-        return "must be a valid duration, e.g. 1s, 0.5s, 100ms or 1m30s"
+        return DURATION_FORMS
+    return duration_ns(ns, minimum_ms=minimum_ms)
+
+
+def duration_ns(ns: int, *, minimum_ms: int = 1) -> str | None:
+    """:func:`duration`'s rules on a decoded duration (nanoseconds)."""
     if ns < minimum_ms * 1_000_000:
         return f"must be a valid duration greater than {minimum_ms}ms" if minimum_ms else "must not be negative"
     if ns % 1_000_000:

@@ -7,11 +7,13 @@ Every check reports here instead of raising, so one pass returns every bad field
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable
 from typing import Any
 
 from meshplane.api.errors import FieldCause
+from meshplane.model.spec import encode
 
 INVALID = "FieldValueInvalid"
 REQUIRED = "FieldValueRequired"
@@ -24,11 +26,14 @@ TOO_MANY = "FieldValueTooMany"
 
 
 def render(value: Any) -> str:
-    """A value as kube's field errors print it: strings quoted, numbers bare, large objects by type."""
+    """A value as kube's field errors print it: strings quoted, numbers bare, large objects by type (a typed spec
+    object as its JSON)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if value is None:
         return "null"
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = encode(value)
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     if isinstance(value, str | int | float):
@@ -40,11 +45,20 @@ def render(value: Any) -> str:
 
 
 class Report:
-    __slots__ = ("causes", "warnings")
+    """``undecoded`` holds the paths the typed decode reported as invalid: rules see those fields as absent, and a
+    field that is there with a bad value is never also reported missing. ``aliases`` holds the paths where the user
+    spelled a field by its alias, ``durations`` each duration's text as the user wrote it, ``empty`` the lists and
+    maps given empty (see :class:`~meshplane.model.spec.DecodeLog`)."""
+
+    __slots__ = ("aliases", "causes", "durations", "empty", "undecoded", "warnings")
 
     def __init__(self) -> None:
         self.causes: list[FieldCause] = []
         self.warnings: list[str] = []
+        self.undecoded: set[str] = set()
+        self.aliases: set[str] = set()
+        self.durations: dict[str, str] = {}
+        self.empty: set[str] = set()
 
     def add(self, path: str, reason: str, message: str) -> None:
         self.causes.append(FieldCause(path, reason, message))
@@ -53,6 +67,8 @@ class Report:
         self.add(path, INVALID, f"Invalid value: {render(value)}: {detail}")
 
     def required(self, path: str, detail: str = "") -> None:
+        if path in self.undecoded:
+            return
         self.add(path, REQUIRED, f"Required value: {detail}" if detail else "Required value")
 
     def forbidden(self, path: str, detail: str) -> None:

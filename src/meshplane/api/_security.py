@@ -1,22 +1,31 @@
-"""Semantic validation of security.istio.io and telemetry.istio.io kinds, after Istio's webhook rules.
+"""Semantic validation of security.istio.io and telemetry.istio.io kinds on the typed spec, after Istio's webhook.
 
 Authorization policies are where a typo silently opens or closes a door, so the rules here are strict about
 what Istio rejects: empty sources and operations, unknown ``when`` keys, malformed IPs and ports, path wildcards
-Envoy cannot express, and the action/provider combinations that do nothing.
+Envoy cannot express, and the action/provider combinations that do nothing. Each rule takes the object's metadata
+and its decoded spec (:mod:`meshplane.model.spec`), the objects translation reads.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from meshplane.api import _common as c
 from meshplane.api import _formats as fmt
 from meshplane.api._report import Report
-
-J = dict[str, Any]
+from meshplane.model.spec import (
+    AuthorizationPolicy,
+    ObjectMeta,
+    Operation,
+    PeerAuthentication,
+    RequestAuthentication,
+    Rule,
+    Source,
+    Telemetry,
+)
 
 _SOURCE_FIELDS = ("principals", "notPrincipals", "requestPrincipals", "notRequestPrincipals", "namespaces",
                   "notNamespaces", "ipBlocks", "notIpBlocks", "remoteIpBlocks", "notRemoteIpBlocks")
@@ -34,14 +43,29 @@ _KEY_WITH_NAME = re.compile(r"^[^\[\]]+\[[^\[\]]+\]$")
 _UNSUPPORTED_TEMPLATE = re.compile(r"/\{\w+=\*\*?\}|\{\w*\}|/\*\*?|\*\*?/")
 
 
-def _ports(values: list[str] | None, path: str, r: Report) -> None:
-    for i, value in enumerate(values or []):
+def _source_fields(src: Source) -> dict[str, tuple[str, ...]]:
+    """A source's fields by JSON name."""
+    return {"principals": src.principals, "notPrincipals": src.not_principals,
+            "requestPrincipals": src.request_principals, "notRequestPrincipals": src.not_request_principals,
+            "namespaces": src.namespaces, "notNamespaces": src.not_namespaces, "ipBlocks": src.ip_blocks,
+            "notIpBlocks": src.not_ip_blocks, "remoteIpBlocks": src.remote_ip_blocks,
+            "notRemoteIpBlocks": src.not_remote_ip_blocks}
+
+
+def _operation_fields(op: Operation) -> dict[str, tuple[str, ...]]:
+    """An operation's fields by JSON name."""
+    return {"hosts": op.hosts, "notHosts": op.not_hosts, "ports": op.ports, "notPorts": op.not_ports,
+            "methods": op.methods, "notMethods": op.not_methods, "paths": op.paths, "notPaths": op.not_paths}
+
+
+def _ports(values: Sequence[str], path: str, r: Report) -> None:
+    for i, value in enumerate(values):
         if not value.isdigit() or int(value) > 65535:
             r.invalid(f"{path}[{i}]", value, "must be a port number between 0 and 65535")
 
 
-def _paths(values: list[str] | None, path: str, r: Report) -> None:
-    for i, value in enumerate(values or []):
+def _paths(values: Sequence[str], path: str, r: Report) -> None:
+    for i, value in enumerate(values):
         p = f"{path}[{i}]"
         if "{*}" in value or "{**}" in value:
             if _UNSUPPORTED_TEMPLATE.search(value):
@@ -55,7 +79,7 @@ def _paths(values: list[str] | None, path: str, r: Report) -> None:
                       "templates")
 
 
-def _when(key: str, values: list[str], not_values: list[str], path: str, r: Report) -> None:
+def _when(key: str, values: Sequence[str], not_values: Sequence[str], path: str, r: Report) -> None:
     """A ``when`` condition: a supported key, and values of the key's form (IPs, ports)."""
     if key in _PLAIN_KEYS:
         for name, vals in (("values", values), ("notValues", not_values)):
@@ -82,83 +106,79 @@ def _when(key: str, values: list[str], not_values: list[str], path: str, r: Repo
     r.invalid(f"{path}.key", key, why)
 
 
-def authorization_policy(obj: J, r: Report) -> None:
-    spec: J = obj.get("spec") or {}
-    c.selector_or_targets(spec, r)
-    action = spec.get("action", "ALLOW")
-    rules = spec.get("rules")
-    provider = spec.get("provider")
+def authorization_policy(meta: ObjectMeta, spec: AuthorizationPolicy, r: Report) -> None:
+    c.selector_or_targets(spec.selector, spec.target_ref, spec.target_refs, r)
+    action = spec.action or "ALLOW"
+    has_rules = c.present(spec.rules, "spec.rules", r)
+    provider = spec.provider
     if action == "CUSTOM":
-        if rules is None:
+        if not has_rules:
             r.required("spec.rules", "CUSTOM action without rules is never triggered; add an empty rule {} to "
                        "trigger it for every request")
-        if not (provider or {}).get("name"):
+        if provider is None or not provider.name:
             r.required("spec.provider.name", "CUSTOM action needs the name of an extension provider")
     elif provider is not None:
         r.forbidden("spec.provider", f"provider may only be set with action CUSTOM, found {action}")
-    if action == "DENY" and rules is None:
+    if action == "DENY" and not has_rules:
         r.required("spec.rules", "DENY action without rules is never triggered; add an empty rule {} to trigger it "
                    "for every request")
-    annotations = (obj.get("metadata") or {}).get("annotations") or {}
-    dry_run = annotations.get("istio.io/dry-run")
+    dry_run = meta.annotations.get("istio.io/dry-run")
     if dry_run is not None:
         p = "metadata.annotations[istio.io/dry-run]"
         if action not in ("ALLOW", "DENY"):
             r.invalid(p, dry_run, f"dry-run only supports action ALLOW or DENY, found {action}")
         elif dry_run.lower() not in ("true", "false", "1", "0", "t", "f"):
             r.invalid(p, dry_run, "must be true or false")
-    for i, rule in enumerate(rules or []):
-        p = f"spec.rules[{i}]"
-        _rule(rule, p, r, action=action)
+    for i, rule in enumerate(spec.rules):
+        _rule(rule, f"spec.rules[{i}]", r, action=action)
 
 
-def _rule(rule: J, path: str, r: Report, *, action: str) -> None:
-    sources = rule.get("from")
-    if sources is not None and not sources:
+def _rule(rule: Rule, path: str, r: Report, *, action: str) -> None:
+    if not rule.from_ and f"{path}.from" in r.empty:
         r.required(f"{path}.from", "from, if present, must not be empty")
     tcp_from = has_from = False
-    for j, frm in enumerate(sources or []):
+    for j, frm in enumerate(rule.from_):
         p = f"{path}.from[{j}]"
-        src = frm.get("source")
-        if not src or not any(src.get(k) for k in _SOURCE_FIELDS):
+        fields = {} if frm.source is None else _source_fields(frm.source)
+        if not any(fields.values()):
             r.required(f"{p}.source", "source must set at least one of " + ", ".join(_SOURCE_FIELDS))
             continue
         has_from = True
-        tcp_from = tcp_from or any(src.get(k) for k in _TCP_SOURCE_FIELDS)
+        tcp_from = tcp_from or any(fields[k] for k in _TCP_SOURCE_FIELDS)
         for key in _SOURCE_FIELDS:
-            c.non_empty_strings(src.get(key), f"{p}.source.{key}", r)
+            c.non_empty_strings(fields[key], f"{p}.source.{key}", r)
         for key in _IP_FIELDS:
-            c.ip_list([v for v in src.get(key) or [] if v], f"{p}.source.{key}", r)
+            c.ip_list([v for v in fields[key] if v], f"{p}.source.{key}", r)
         if action == "CUSTOM":
             for key in ("principals", "notPrincipals", "requestPrincipals", "notRequestPrincipals", "namespaces",
                         "notNamespaces"):
-                if src.get(key):
+                if fields[key]:
                     r.forbidden(f"{p}.source.{key}", "not supported with CUSTOM action")
-    targets = rule.get("to")
-    if targets is not None and not targets:
+    if not rule.to and f"{path}.to" in r.empty:
         r.required(f"{path}.to", "to, if present, must not be empty")
     tcp_to = has_to = False
-    for j, to in enumerate(targets or []):
+    for j, to in enumerate(rule.to):
         p = f"{path}.to[{j}]"
-        op = to.get("operation")
-        if not op or not any(op.get(k) for k in _OPERATION_FIELDS):
+        op = to.operation
+        ops = {} if op is None else _operation_fields(op)
+        if op is None or not any(ops.values()):
             r.required(f"{p}.operation", "operation must set at least one of " + ", ".join(_OPERATION_FIELDS))
             continue
         has_to = True
-        tcp_to = tcp_to or bool(op.get("ports") or op.get("notPorts"))
+        tcp_to = tcp_to or bool(op.ports or op.not_ports)
         for key in _OPERATION_FIELDS:
-            c.non_empty_strings(op.get(key), f"{p}.operation.{key}", r)
-        _ports(op.get("ports"), f"{p}.operation.ports", r)
-        _ports(op.get("notPorts"), f"{p}.operation.notPorts", r)
-        _paths(op.get("paths"), f"{p}.operation.paths", r)
-        _paths(op.get("notPaths"), f"{p}.operation.notPaths", r)
-    for k, cond in enumerate(rule.get("when") or []):
+            c.non_empty_strings(ops[key], f"{p}.operation.{key}", r)
+        _ports(op.ports, f"{p}.operation.ports", r)
+        _ports(op.not_ports, f"{p}.operation.notPorts", r)
+        _paths(op.paths, f"{p}.operation.paths", r)
+        _paths(op.not_paths, f"{p}.operation.notPaths", r)
+    for k, cond in enumerate(rule.when):
         p = f"{path}.when[{k}]"
-        key = cond.get("key", "")
+        key = cond.key or ""
         if not key:
             r.required(f"{p}.key")
             continue
-        values, not_values = cond.get("values") or [], cond.get("notValues") or []
+        values, not_values = cond.values, cond.not_values
         if not values and not not_values:
             r.required(f"{p}.values", f"at least one of values or notValues must be set for key {key}")
             continue
@@ -173,16 +193,15 @@ def _rule(rule: J, path: str, r: Report, *, action: str) -> None:
                "scope; specify the port explicitly")
 
 
-def peer_authentication(obj: J, r: Report) -> None:
-    spec: J = obj.get("spec") or {}
-    selector = spec.get("selector")
-    c.workload_selector(selector, "spec.selector", r)
-    port_level = spec.get("portLevelMtls")
-    if port_level is None:
+def peer_authentication(meta: ObjectMeta, spec: PeerAuthentication, r: Report) -> None:
+    selector = spec.selector
+    c.workload_selector(None if selector is None else selector.match_labels, "spec.selector.matchLabels", r)
+    port_level = spec.port_level_mtls
+    if not c.present(port_level, "spec.portLevelMtls", r):
         return
     if not port_level:
         r.required("spec.portLevelMtls", "port level mTLS, if defined, must have at least one element")
-    if not (selector or {}).get("matchLabels"):
+    if selector is None or not selector.match_labels:
         r.forbidden("spec.portLevelMtls", "port level mTLS needs a workload selector (spec.selector.matchLabels): "
                     "mesh- and namespace-wide policies cannot have it")
     for port in port_level:
@@ -190,75 +209,73 @@ def peer_authentication(obj: J, r: Report) -> None:
             r.invalid(f"spec.portLevelMtls[{port}]", port, "port must be a number in range 1..65535")
 
 
-def request_authentication(obj: J, r: Report) -> None:
-    spec: J = obj.get("spec") or {}
-    c.selector_or_targets(spec, r)
-    for i, rule in enumerate(spec.get("jwtRules") or []):
+def request_authentication(meta: ObjectMeta, spec: RequestAuthentication, r: Report) -> None:
+    c.selector_or_targets(spec.selector, spec.target_ref, spec.target_refs, r)
+    for i, rule in enumerate(spec.jwt_rules):
         p = f"spec.jwtRules[{i}]"
-        if not rule.get("issuer"):
+        if not rule.issuer:
             r.required(f"{p}.issuer", "issuer must be set")
-        c.non_empty_strings(rule.get("audiences"), f"{p}.audiences", r)
-        uri = rule.get("jwksUri") or rule.get("jwks_uri")
+        c.non_empty_strings(rule.audiences, f"{p}.audiences", r)
+        uri = rule.jwks_uri
         if uri:
-            key = "jwksUri" if rule.get("jwksUri") else "jwks_uri"
+            key = "jwks_uri" if f"{p}.jwks_uri" in r.aliases else "jwksUri"
             parts = urlsplit(uri)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 r.invalid(f"{p}.{key}", uri, "must be an http or https URL")
-        jwks = rule.get("jwks")
-        if jwks:
+        if rule.jwks:
             if uri:
                 r.forbidden(f"{p}.jwks", "may not be set together with jwksUri")
             try:
-                keys = json.loads(jwks)
+                keys = json.loads(rule.jwks)
             except ValueError as e:
                 r.invalid(f"{p}.jwks", "<jwks>", f"jwks parse error: {e}")
             else:
                 if not isinstance(keys, dict) or not isinstance(keys.get("keys", keys.get("kty")), list | str):
                     r.invalid(f"{p}.jwks", "<jwks>", "jwks must be a JSON Web Key or Key Set")
-        for j, header in enumerate(rule.get("fromHeaders") or []):
-            if not header.get("name"):
+        for j, header in enumerate(rule.from_headers):
+            if not header.name:
                 r.required(f"{p}.fromHeaders[{j}].name")
-        c.non_empty_strings(rule.get("fromParams"), f"{p}.fromParams", r)
-        c.non_empty_strings(rule.get("fromCookies"), f"{p}.fromCookies", r)
-        for j, out in enumerate(rule.get("outputClaimToHeaders") or []):
+        c.non_empty_strings(rule.from_params, f"{p}.fromParams", r)
+        c.non_empty_strings(rule.from_cookies, f"{p}.fromCookies", r)
+        for j, out in enumerate(rule.output_claim_to_headers):
             q = f"{p}.outputClaimToHeaders[{j}]"
-            if not out.get("claim"):
+            if not out.claim:
                 r.required(f"{q}.claim")
-            err = fmt.header_name(out.get("header", ""))
+            err = fmt.header_name(out.header or "")
             if err:
-                r.invalid(f"{q}.header", out.get("header", ""), err)
-        c.duration_at(rule, "timeout", p, r)
+                r.invalid(f"{q}.header", out.header or "", err)
+        c.duration(rule.timeout, f"{p}.timeout", r)
 
 
-def telemetry(obj: J, r: Report) -> None:
-    spec: J = obj.get("spec") or {}
-    c.selector_or_targets(spec, r)
-    for section in ("metrics", "accessLogging", "tracing"):
-        for i, item in enumerate(spec.get(section) or []):
-            for j, provider in enumerate(item.get("providers") or []):
-                if not provider.get("name"):
-                    r.required(f"spec.{section}[{i}].providers[{j}].name")
-    tracing = spec.get("tracing") or []
-    if len(tracing) > 1:
+def telemetry(meta: ObjectMeta, spec: Telemetry, r: Report) -> None:
+    c.selector_or_targets(spec.selector, spec.target_ref, spec.target_refs, r)
+    providers = ([("metrics", i, m.providers) for i, m in enumerate(spec.metrics)]
+                 + [("accessLogging", i, a.providers) for i, a in enumerate(spec.access_logging)]
+                 + [("tracing", i, t.providers) for i, t in enumerate(spec.tracing)])
+    for section, i, listed in providers:
+        for j, provider in enumerate(listed):
+            if not provider.name:
+                r.required(f"spec.{section}[{i}].providers[{j}].name")
+    if len(spec.tracing) > 1:
         r.warn("spec.tracing: multiple tracing configurations are not supported; only the first applies")
-    for i, tr in enumerate(tracing):
+    for i, tr in enumerate(spec.tracing):
         p = f"spec.tracing[{i}]"
-        pct = tr.get("randomSamplingPercentage")
-        if isinstance(pct, int | float) and not 0 <= pct <= 100:
+        pct = tr.random_sampling_percentage
+        if pct is not None and not 0 <= pct <= 100:
             r.invalid(f"{p}.randomSamplingPercentage", pct, "must be in range [0.0, 100.0]")
-        for name, tag in (tr.get("customTags") or {}).items():
-            q = f"{p}.customTags[{name}]"
-            kinds = [k for k in ("literal", "environment", "header") if tag.get(k) is not None]
+        for name, tag in tr.custom_tags.items():
+            kinds = [k for k, v in (("literal", tag.literal), ("environment", tag.environment),
+                                    ("header", tag.header)) if v is not None]
             if len(kinds) != 1:
-                r.invalid(q, tag, "exactly one of literal, environment or header must be set")
-    for i, metrics in enumerate(spec.get("metrics") or []):
+                r.invalid(f"{p}.customTags[{name}]", tag, "exactly one of literal, environment or header must be set")
+    for i, metrics in enumerate(spec.metrics):
         p = f"spec.metrics[{i}]"
-        c.duration_at(metrics, "reportingInterval", p, r)
-        for j, override in enumerate(metrics.get("overrides") or []):
-            for name, tag in (override.get("tagOverrides") or {}).items():
+        c.duration(metrics.reporting_interval, f"{p}.reportingInterval", r)
+        for j, override in enumerate(metrics.overrides):
+            for name, tag_override in override.tag_overrides.items():
                 q = f"{p}.overrides[{j}].tagOverrides[{name}]"
-                op = tag.get("operation", "UPSERT")
-                if op == "UPSERT" and not tag.get("value"):
+                op = tag_override.operation or "UPSERT"
+                if op == "UPSERT" and not tag_override.value:
                     r.required(f"{q}.value", "value must be set when operation is UPSERT")
-                elif op == "REMOVE" and tag.get("value"):
+                elif op == "REMOVE" and tag_override.value:
                     r.forbidden(f"{q}.value", "value may only be set when operation is UPSERT")

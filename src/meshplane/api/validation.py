@@ -1,17 +1,21 @@
 """Validation of an object a user sends, before it is stored: what kube-apiserver plus Istio's webhook would say.
 
-One entry point, :func:`validate`, runs three passes over the decoded JSON:
+One entry point, :func:`validate`, runs these passes:
 
-1. structural, against the kind's schema (:mod:`meshplane.api.schemas`): types, enums, required fields, bounds;
-   unknown fields are handled per ``fieldValidation`` (Strict: refused with 400; Warn: dropped with a warning;
-   Ignore: dropped silently), and nulls of non-nullable fields are dropped, as kube-apiserver prunes CRDs;
+1. structural, on the JSON against the kind's schema (:mod:`meshplane.api.schemas`): types, enums, required
+   fields, bounds; unknown fields are handled per ``fieldValidation`` (Strict: refused with 400; Warn: dropped
+   with a warning; Ignore: dropped silently), and nulls of non-nullable fields are dropped, as kube-apiserver
+   prunes CRDs;
 2. metadata, as kube-apiserver checks every object (name, namespace, labels, annotations);
-3. semantic, per kind, after Istio's own validation (``pkg/config/validation``) and the ASM documents;
-4. the typed decode (:func:`meshplane.model.spec.decode_spec`) that everything past admission reads, so an
-   object that is stored decodes, with the values validation saw (one duration parser, one enum table).
+3. the typed decode (:func:`meshplane.model.spec.decode_spec`) that everything past admission reads: a value the
+   schema admits but that does not read as its field's type (``timeout: 5``, not a duration) is an error naming
+   the field, and the field is left absent for the next pass;
+4. semantic, per kind, on the typed spec (not the JSON), after Istio's own validation (``pkg/config/validation``,
+   which also judges the typed protos) and the ASM documents: the rules see exactly the values translation will
+   read (one duration parser, one enum table). Only Secret, a core kind without a typed spec, is judged on JSON.
 
-Semantic rules run only when the structure is right, as Istio's webhook only sees objects that passed the CRD
-schema; every error of a pass is collected, none stops the others. Errors are raised together as
+Decoding and semantic rules run only when the structure is right, as Istio's webhook only sees objects that
+passed the CRD schema; every error of a pass is collected, none stops the others. Errors are raised together as
 :class:`~meshplane.api.errors.InvalidObject` (422) with one cause per field; warnings are returned, ready for
 ``Warning:`` headers.
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import functools
 import re
 from collections.abc import Callable
@@ -32,15 +37,17 @@ from meshplane.api._structural import Node, StructuralCheck, compile_schema
 from meshplane.api.errors import FieldCause, InvalidObject, StrictDecodingError
 from meshplane.api.kinds import ASM, CORE, MESHPLANE, NETWORKING, SECURITY, TELEMETRY, KindInfo
 from meshplane.api.schemas import openapi_schema, spec_schema
-from meshplane.model.spec import KINDS, DecodeError, decode_spec
+from meshplane.model.spec import KINDS, DecodeError, DecodeLog, ObjectMeta, decode_spec, object_meta
 
 __all__ = ["FIELD_VALIDATION_MODES", "validate"]
 
 FIELD_VALIDATION_MODES = ("Strict", "Warn", "Ignore")
 
-Rule = Callable[[dict[str, Any], Report], None]
+TypedRule = Callable[[ObjectMeta, Any, Report], None]
+JsonRule = Callable[[dict[str, Any], Report], None]
 
-_RULES: dict[tuple[str, str], Rule] = {
+# Rules on the typed spec: (metadata, the kind's decoded spec class, report).
+_TYPED_RULES: dict[tuple[str, str], TypedRule] = {
     (NETWORKING, "VirtualService"): _networking.virtual_service,
     (NETWORKING, "DestinationRule"): _networking.destination_rule,
     (NETWORKING, "Gateway"): _networking.gateway,
@@ -59,6 +66,10 @@ _RULES: dict[tuple[str, str], Rule] = {
     (ASM, "ASMHeaderPropagation"): _asm.header_propagation,
     (ASM, "ASMOPAPolicy"): _asm.opa_policy,
     (MESHPLANE, "MemberCluster"): _asm.member_cluster,
+}
+
+# Core kinds have no typed spec: their rules read the JSON.
+_CORE_RULES: dict[tuple[str, str], JsonRule] = {
     (CORE, "Secret"): lambda obj, r: _secret(obj, r),
 }
 
@@ -104,6 +115,35 @@ def _object_name(obj: dict[str, Any]) -> str:
     return ""
 
 
+def _decode(info: KindInfo, obj: dict[str, Any], report: Report) -> Any:
+    """The spec as translation will decode it, every field that does not decode reported (and left absent)."""
+    log = DecodeLog()
+    try:
+        spec = decode_spec(info.group, info.kind, obj.get("spec"), log=log)
+    except DecodeError as e:  # the spec itself is not an object: structural validation refuses that first
+        log.errors.append(e)
+        spec = decode_spec(info.group, info.kind, None)
+    for err in log.errors:
+        report.undecoded.add(err.path)
+        if err.detail:
+            report.invalid(err.path, err.value, err.detail)
+        else:
+            report.add(err.path, "FieldValueInvalid", err.message)
+    report.aliases = log.aliases
+    report.durations = log.durations
+    report.empty = log.empty
+    return spec
+
+
+def _rule_meta(obj: dict[str, Any]) -> ObjectMeta:
+    """The metadata rules read; the namespace stays empty when the object names none (the request's namespace is
+    filled in later), so ``exportTo: ["."]`` is judged against what the user sent."""
+    meta = obj.get("metadata")
+    namespace = meta.get("namespace") if isinstance(meta, dict) else None
+    return dataclasses.replace(object_meta(meta if isinstance(meta, dict) else None),
+                               namespace=namespace if isinstance(namespace, str) else "")
+
+
 def validate(info: KindInfo, obj: dict[str, Any], *, field_validation: str = "Warn") -> list[str]:
     """Validate ``obj`` (decoded JSON) as an object of ``info``; return warnings, raise on errors.
 
@@ -128,7 +168,13 @@ def validate(info: KindInfo, obj: dict[str, Any], *, field_validation: str = "Wa
     structure_ok = not report.causes
     check_metadata(obj.get("metadata"), namespaced=info.namespaced, r=report)
     if structure_ok:
-        rule = _RULES.get((info.group, info.kind))
+        key = (info.group, info.kind)
+        if key in KINDS:
+            spec = _decode(info, obj, report)
+            typed_rule = _TYPED_RULES.get(key)
+            if typed_rule is not None:
+                typed_rule(_rule_meta(obj), spec, report)
+        rule = _CORE_RULES.get(key)
         if rule is not None:
             rule(obj, report)
         if info.group in _ISTIO_GROUPS and info.kind != "AuthorizationPolicy":
@@ -136,12 +182,6 @@ def validate(info: KindInfo, obj: dict[str, Any], *, field_validation: str = "Wa
             if _DRY_RUN in annotations:
                 report.invalid(f"metadata.annotations[{_DRY_RUN}]", annotations[_DRY_RUN],
                                f"the {_DRY_RUN} annotation is only supported on AuthorizationPolicy")
-    if not report.causes and (info.group, info.kind) in KINDS:
-        # The last pass is the decode translation will do: what is stored always decodes, with the same values.
-        try:
-            decode_spec(info.group, info.kind, obj.get("spec"))
-        except DecodeError as e:
-            report.add(e.path, "FieldValueInvalid", e.message)
     if report.causes:
         causes = list(dict.fromkeys(report.causes))
         raise InvalidObject(info.kind, _object_name(obj), causes)

@@ -9,8 +9,11 @@ authentication middleware like every other request.
 |---|---|
 | ``POST /management/v1/tokens`` ``{"namespace", "serviceAccount", "ttlSeconds"?}`` | a bootstrap token (201) |
 | ``GET /management/v1/security/audit?since=SEQ&kind=PREFIX&limit=N`` | ``SecurityAuditEventList`` |
-| ``POST /management/v1/security/audit`` ``{"kind", "subject", "target", "reason", "details"}`` | an agent reports
-  an authorization decision (kinds ``authz.*`` and ``opa.*`` only); ``{"items": [...]}`` reports a batch |
+| ``POST /management/v1/security/audit`` ``{"kind", "subject", "target", "reason", "details"}`` (header
+  ``X-Bootstrap-Token``) | an agent reports an authorization decision (kinds ``authz.*`` and ``opa.*`` only);
+  ``{"items": [...]}`` reports a batch. The token is the agent's identity: without a valid one 401, an event
+  whose ``target`` is not the token's SPIFFE id 403 (both recorded as ``audit.refused``); accepted events carry
+  ``details.reportedBy`` = that SPIFFE id |
 | ``GET /management/v1/trust-bundle`` | ``{"trustDomain", "pem"}``: every root workloads should trust now |
 | ``GET /management/v1/gateway-credentials`` (header ``X-Bootstrap-Token``) | the TLS credentials (core Secrets
   of the token's namespace) that Gateways name in ``credentialName``: for the gateway's agent, which serves them
@@ -122,6 +125,32 @@ def security_routes(plane: SecurityPlane) -> list[web.RouteDef]:
         kind = request.query.get("kind") or None
         return web.json_response(plane.audit.to_json(since=since, kind=kind, limit=limit))
 
+    def _reporter(request: web.Request) -> tuple[str, str]:
+        """The reporting workload's (SPIFFE id, namespace) from its bootstrap token; 401 (recorded) without one.
+
+        Why a bootstrap token and not the API's own authentication: the events speak for a workload, so the
+        credential must name one; it is the one the agent already holds for the CA (and gateway credentials)."""
+        try:
+            namespace, service_account = plane.tokens.verify(request.headers.get(TOKEN_HEADER, ""))
+        except TokenRejected as e:
+            plane.audit.record("audit.refused", subject=str(request.get(USER, "")), target="security-audit",
+                               reason=f"unauthenticated report: {e}")
+            raise ApiError(401, "Unauthorized", "a valid bootstrap token (X-Bootstrap-Token) is required") from e
+        return plane.ca.identity(namespace, service_account).uri, namespace
+
+    def _check_claims(reporter: tuple[str, str], events: list[dict[str, Any]], user: str) -> None:
+        """Every event must speak for the token's workload (``target``, ``details.workload``'s namespace)."""
+        spiffe, namespace = reporter
+        for e in events:
+            workload = e["details"].get("workload", "")
+            if e["target"] != spiffe or (workload and workload.partition("/")[0] != namespace):
+                claimed = e["target"] or "nobody"
+                plane.audit.record("audit.refused", subject=spiffe, target="security-audit",
+                                   reason=f"{spiffe} reported an event for {claimed}",
+                                   details={"kind": e["kind"], "claimed": claimed, "workload": workload, "user": user})
+                raise ApiError(403, "Forbidden", f"{spiffe} may report events only for itself, not for {claimed}")
+            e["details"]["reportedBy"] = spiffe
+
     def _report_one(request: web.Request, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise bad_request("each report must be a JSON object")
@@ -132,21 +161,22 @@ def security_routes(plane: SecurityPlane) -> list[web.RouteDef]:
         if not isinstance(details, dict):
             raise bad_request("details must be a map of strings")
         details = {str(k): str(v) for k, v in details.items()}
-        details["reportedBy"] = str(request.get(USER, ""))
         return {"kind": kind, "subject": str(body.get("subject") or ""), "target": str(body.get("target") or ""),
                 "reason": str(body.get("reason") or ""), "details": details}
 
     async def report(request: web.Request) -> web.Response:
+        reporter = _reporter(request)  # before reading the body: nothing of an anonymous report is trusted
         body = await _body(request)
-        if isinstance(body.get("items"), list):  # a batch (agents tailing Envoy's decisions): all or nothing
-            if len(body["items"]) > MAX_BATCH:
-                raise bad_request(f"at most {MAX_BATCH} reports per request")
-            checked = [_report_one(request, item) for item in body["items"]]
-            events = [plane.audit.record(e.pop("kind"), **e).to_json() for e in checked]
-            return web.json_response({"kind": "SecurityAuditEventList", "apiVersion": "meshplane.io/v1",
-                                      "items": events}, status=201)
-        e = _report_one(request, body)
-        return web.json_response(plane.audit.record(e.pop("kind"), **e).to_json(), status=201)
+        batch = isinstance(body.get("items"), list)  # a batch (agents tailing Envoy's decisions): all or nothing
+        if batch and len(body["items"]) > MAX_BATCH:
+            raise bad_request(f"at most {MAX_BATCH} reports per request")
+        checked = [_report_one(request, item) for item in body["items"]] if batch else [_report_one(request, body)]
+        _check_claims(reporter, checked, str(request.get(USER, "")))
+        events = [plane.audit.record(e.pop("kind"), **e).to_json() for e in checked]
+        if not batch:
+            return web.json_response(events[0], status=201)
+        return web.json_response({"kind": "SecurityAuditEventList", "apiVersion": "meshplane.io/v1",
+                                  "items": events}, status=201)
 
     async def bundle(request: web.Request) -> web.Response:
         return web.json_response({"trustDomain": plane.ca.trust_domain,

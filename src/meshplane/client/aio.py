@@ -37,7 +37,7 @@ from meshplane.client.transport import Transport
 
 MERGE_PATCH = "application/merge-patch+json"
 MANAGEMENT = "/management/v1"
-TOKEN_HEADER = "X-Bootstrap-Token"  # the gateway agent's proof of identity for its credentials
+TOKEN_HEADER = "X-Bootstrap-Token"  # a workload's proof of identity (gateway credentials, audit reports)
 
 Object = dict[str, Any]
 Objects = list[dict[str, Any]]
@@ -177,12 +177,13 @@ class Client:
                                      timeout=timeout)
         return _items(doc, "GET /management/v1/gateway-credentials")
 
-    async def report_security_events(self, events: Sequence[Mapping[str, Any]], *,
+    async def report_security_events(self, events: Sequence[Mapping[str, Any]], *, bootstrap_token: str,
                                      timeout: float | None = None) -> None:
         """Report authorization decisions (kinds ``authz.*``, ``opa.*``) to the security audit trail, as one batch
-        (the API takes all of them or none)."""
+        (the API takes all of them or none). ``bootstrap_token`` is the reporting workload's identity: every event's
+        ``target`` must be its SPIFFE id (else Refused 403; no valid token: Refused 401)."""
         await self._management("POST", "/security/audit", body={"items": list(events)}, timeout=timeout,
-                               decode=False)
+                               headers={TOKEN_HEADER: bootstrap_token}, decode=False)
 
     async def security_audit(self, *, since: int = 0, limit: int = 500, kind: str = "",
                              timeout: float | None = None) -> Objects:

@@ -91,8 +91,9 @@ class SyncClient:
     def gateway_credentials(self, bootstrap_token: str, *, timeout: float | None = None) -> Objects:
         return self._run(self.client.gateway_credentials(bootstrap_token, timeout=timeout))
 
-    def report_security_events(self, events: Sequence[Mapping[str, Any]], *, timeout: float | None = None) -> None:
-        self._run(self.client.report_security_events(events, timeout=timeout))
+    def report_security_events(self, events: Sequence[Mapping[str, Any]], *, bootstrap_token: str,
+                               timeout: float | None = None) -> None:
+        self._run(self.client.report_security_events(events, bootstrap_token=bootstrap_token, timeout=timeout))
 
     def security_audit(self, *, since: int = 0, limit: int = 500, kind: str = "",
                        timeout: float | None = None) -> Objects:

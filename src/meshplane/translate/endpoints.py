@@ -18,9 +18,11 @@ from meshplane.model import spec as istio
 from meshplane.model.labels import labels_match
 from meshplane.model.proxy import Locality, Proxy
 from meshplane.model.service import Endpoint
+from meshplane.model.spec import MutualTLSMode
 from meshplane.translate.common import parse_cluster_name
 from meshplane.translate.context import PushContext
 from meshplane.translate.eastwest import through_gateways
+from meshplane.translate.peerauthn import endpoint_mtls_mode
 from meshplane.translate.policy import effective_policy, subset_labels
 from meshplane.translate.tls import TLS_MODE_LABEL, TRANSPORT_SOCKET_MATCH
 
@@ -139,6 +141,7 @@ def build_load_assignment(name: str, proxy: Proxy, ctx: PushContext) -> endpoint
         if labels is None:
             return cla
     eps = [e for e in ctx.registry.endpoints_of(host) if labels is None or labels_match(labels, e.labels)]
+    workloads = {id(e) for e in eps}  # the endpoints themselves, not east-west gateways standing in for them
     eps = through_gateways(proxy, eps, port, ctx)  # multi-network: other networks via their east-west gateway
     policy = effective_policy(dr, port_no, subset)
     use_locality = ctx.mesh.locality_lb_enabled and (
@@ -158,13 +161,17 @@ def build_load_assignment(name: str, proxy: Proxy, ctx: PushContext) -> endpoint
         lle.priority = compact[prio]
         lle.load_balancing_weight.value = weights[loc] if weights is not None else sum(m.weight for m in members)
         for m in members:
+            ep_port = m.port_for(port)
             lbe = lle.lb_endpoints.add(
                 endpoint=endpoint_components_pb2.Endpoint(address=address_pb2.Address(
-                    socket_address=address_pb2.SocketAddress(address=m.address, port_value=m.port_for(port)))),
+                    socket_address=address_pb2.SocketAddress(address=m.address, port_value=ep_port))),
                 health_status=health_check_pb2.HEALTHY if m.healthy else health_check_pb2.UNHEALTHY,
                 load_balancing_weight=wrappers_pb2.UInt32Value(value=max(m.weight, 1)),
             )
-            if m.labels.get(TLS_MODE_LABEL) == "istio":
-                # Auto mTLS (see clusters._auto_mtls): this endpoint has a sidecar that accepts ISTIO_MUTUAL.
+            if m.labels.get(TLS_MODE_LABEL) == "istio" and (
+                    id(m) not in workloads  # an east-west gateway passes mTLS through by SNI: always mTLS
+                    or endpoint_mtls_mode(ctx, m, svc.namespace, ep_port) is not MutualTLSMode.DISABLE):
+                # Auto mTLS (see clusters._auto_mtls): this endpoint has a sidecar whose PeerAuthentication accepts
+                # ISTIO_MUTUAL on this port (see peerauthn); without the match the plaintext socket is chosen.
                 lbe.metadata.filter_metadata[TRANSPORT_SOCKET_MATCH].update({"tlsMode": "istio"})
     return cla

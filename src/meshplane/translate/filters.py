@@ -32,6 +32,7 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from meshplane.translate.common import ads_source, pack
 from meshplane.translate.dfp import dns_cache_config
+from meshplane.translate.tls import forward_client_cert
 from meshplane.translate.trafficlabel import lua_filter
 
 HCM = "envoy.filters.network.http_connection_manager"
@@ -63,13 +64,16 @@ def http_connection_manager(
     rds: str | None = None,
     route_config: route_pb2.RouteConfiguration | None = None,
     gateway: bool = False,
+    sidecar_inbound: bool = False,
     explicit_proxy: bool = False,
     dynamic_forward_proxy: bool = False,
     security_filters: list[hcm_pb2.HttpFilter] | None = None,
     access_logs: list[accesslog_pb2.AccessLog] | None = None,
     peer_filters: list[hcm_pb2.HttpFilter] | None = None,
 ) -> listener_components_pb2.Filter:
-    """``peer_filters`` (the identity exchange of ``telemetry``) run first, before any filter can answer."""
+    """``gateway``: a gateway's (the edge: the client's address is the remote address, XFCC sanitized and set);
+    ``sidecar_inbound``: a sidecar's inbound chain (XFCC appended, see ``tls.forward_client_cert``);
+    ``peer_filters`` (the identity exchange of ``telemetry``) run first, before any filter can answer."""
     hcm = hcm_pb2.HttpConnectionManager(stat_prefix=stat_prefix, codec_type=hcm_pb2.HttpConnectionManager.AUTO)
     hcm.access_log.extend(access_logs or [])
     if rds is not None:
@@ -79,6 +83,7 @@ def http_connection_manager(
         hcm.route_config.CopyFrom(route_config)
     hcm.http_filters.extend([*(peer_filters or []), *http_filters(dynamic_forward_proxy, security_filters)])
     hcm.use_remote_address.value = gateway
+    forward_client_cert(hcm, sidecar_inbound=sidecar_inbound, gateway=gateway)
     hcm.normalize_path.value = True
     hcm.merge_slashes = gateway
     hcm.path_with_escaped_slashes_action = hcm_pb2.HttpConnectionManager.KEEP_UNCHANGED

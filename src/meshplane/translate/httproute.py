@@ -34,6 +34,7 @@ from meshplane.translate import fallback
 from meshplane.translate.common import BLACKHOLE, fraction, pack, proto_duration
 from meshplane.translate.context import MESH_GATEWAY, PushContext, VirtualServiceRec
 from meshplane.translate.destinations import destination_host, subset_cluster
+from meshplane.translate.jwt import claim_route_matcher, routing_claim
 from meshplane.translate.policy import consistent_hash, effective_policy
 
 FAULT_FILTER = "envoy.filters.http.fault"
@@ -125,10 +126,13 @@ def route_match(m: istio.HTTPMatchRequest | None) -> rc.RouteMatch:
     _path_match(m.uri, out)
     if m.ignore_uri_case:
         out.case_sensitive.value = False
-    for name, sm in sorted(m.headers.items()):
-        out.headers.append(_header_matcher(name.lower(), sm))
-    for name, sm in sorted(m.without_headers.items()):
-        out.headers.append(_header_matcher(name.lower(), sm, invert=True))
+    for invert, headers in ((False, m.headers), (True, m.without_headers)):
+        for name, sm in sorted(headers.items()):
+            claim = routing_claim(name)
+            if claim is not None:  # a verified JWT claim, on a gateway (see ``jwt``)
+                out.dynamic_metadata.append(claim_route_matcher(claim, string_match(sm), invert))
+            else:
+                out.headers.append(_header_matcher(name.lower(), sm, invert=invert))
     for pseudo, pseudo_sm in ((":method", m.method), (":authority", m.authority), (":scheme", m.scheme)):
         if pseudo_sm is not None:
             out.headers.append(_header_matcher(pseudo, pseudo_sm))

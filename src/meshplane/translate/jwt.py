@@ -18,10 +18,11 @@ from urllib.parse import urlsplit
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.type.matcher.v3 import metadata_pb2, string_pb2, value_pb2
 from google.protobuf import duration_pb2
 
 from meshplane.model import spec as istio
-from meshplane.model.proxy import Proxy
+from meshplane.model.proxy import Proxy, ProxyType
 from meshplane.model.resources import (
     REQUEST_AUTHENTICATIONS,
     )
@@ -31,6 +32,8 @@ from meshplane.translate.peerauthn import selected_policies
 
 JWT_FILTER = "envoy.filters.http.jwt_authn"
 PAYLOAD_KEY = "payload"
+# A VirtualService header match on this prefix is a match on a verified JWT claim (Istio's claim based routing).
+ROUTING_CLAIM = "@request.auth.claims"
 
 
 def jwt_rules(proxy: Proxy, ctx: PushContext) -> list[istio.JWTRule]:
@@ -54,7 +57,7 @@ def _jwks_target(rule: istio.JWTRule) -> tuple[str, str, int] | None:
 DEFAULT_JWKS_TIMEOUT_S = 5.0  # Istio's default ``timeout`` of a JWKS fetch
 
 
-def _provider(rule: istio.JWTRule) -> jwt_pb2.JwtProvider | None:
+def _provider(rule: istio.JWTRule, router: bool) -> jwt_pb2.JwtProvider | None:
     """One rule as a jwt_authn provider, every JWTRule field applied; None when it has no usable key source (it
     could verify nothing)."""
     prov = jwt_pb2.JwtProvider(issuer=rule.issuer or "")
@@ -62,6 +65,9 @@ def _provider(rule: istio.JWTRule) -> jwt_pb2.JwtProvider | None:
     # Istio's default: the token is removed before the request is forwarded, unless forwardOriginalToken.
     prov.forward = bool(rule.forward_original_token)
     prov.payload_in_metadata = PAYLOAD_KEY
+    # A gateway's routes may match on claims (``routing_claim``): the route is chosen again once the payload is in
+    # metadata. Only gateways (as in Istio; admission refuses claim matches in VirtualServices bound to the mesh).
+    prov.clear_route_cache = router
     for h in rule.from_headers:
         if h.name:
             prov.from_headers.add(name=h.name, value_prefix=h.prefix or "")
@@ -99,7 +105,7 @@ def jwt_filter(proxy: Proxy, ctx: PushContext) -> hcm_pb2.HttpFilter | None:
     cfg = jwt_pb2.JwtAuthentication()
     names: list[str] = []
     for i, rule in enumerate(jwt_rules(proxy, ctx)):
-        prov = _provider(rule)
+        prov = _provider(rule, proxy.type is ProxyType.ROUTER)
         if prov is None:
             continue
         name = f"origins-{i}"
@@ -130,3 +136,31 @@ def jwks_clusters(proxy: Proxy, ctx: PushContext) -> list[cluster_pb2.Cluster]:
         sa.address, sa.port_value = host, port
         out[name] = c
     return [out[k] for k in sorted(out)]
+
+
+def routing_claim(name: str) -> list[str] | None:
+    """The claim path a VirtualService header match names (``@request.auth.claims.groups``, nested with ``.``:
+    ``@request.auth.claims.nested.key1``; or ``@request.auth.claims[nested][key1]``); None for a real header."""
+    if not name.startswith(ROUTING_CLAIM):
+        return None
+    rest = name[len(ROUTING_CLAIM):]
+    bracketed = rest.startswith("[") and rest.endswith("]")
+    parts = rest[1:-1].split("][") if bracketed else rest.removeprefix(".").split(".")
+    # A name that names no claim (``@request.auth.claims``) matches no verified payload: fail closed.
+    return [p for p in parts if p] or ["@request.auth.claims"]
+
+
+def claim_route_matcher(claim: list[str], match: string_pb2.StringMatcher | None,
+                        invert: bool = False) -> metadata_pb2.MetadataMatcher:
+    """A route's dynamic-metadata matcher on a verified claim (``jwt_authn``'s payload): the claim equals ``match``
+    whether it is a string or a list of strings (``groups: [group1, group2]``); ``match`` None: it is present."""
+    if match is None:
+        value = value_pb2.ValueMatcher(present_match=True)
+    else:
+        value = value_pb2.ValueMatcher(or_match=value_pb2.OrMatcher(value_matchers=[
+            value_pb2.ValueMatcher(string_match=match),
+            value_pb2.ValueMatcher(list_match=value_pb2.ListMatcher(one_of=value_pb2.ValueMatcher(
+                string_match=match)))]))
+    return metadata_pb2.MetadataMatcher(
+        filter=JWT_FILTER, path=[metadata_pb2.MetadataMatcher.PathSegment(key=k) for k in [PAYLOAD_KEY, *claim]],
+        value=value, invert=invert)

@@ -149,7 +149,8 @@ def _inbound_chains(proxy: Proxy, ip: InboundPort, ctx: PushContext,
             logs = [*authz_access_logs(proxy),  # RBAC decisions, for the audit
                     telemetry.inbound_http_log(service, mtls=mtls, grpc=proto is Protocol.GRPC)]
             return [http_connection_manager(stat, route_config=rcfg, security_filters=security_http_filters(proxy, ctx),
-                                            access_logs=logs, peer_filters=telemetry.inbound_peer_filters(mtls=mtls))]
+                                            sidecar_inbound=True, access_logs=logs,
+                                            peer_filters=telemetry.inbound_peer_filters(mtls=mtls))]
         return [*security_tcp_filters(proxy, ctx),
                 tcp_proxy(stat, cluster, access_logs=telemetry.inbound_tcp_logs(service, mtls=mtls))]
 

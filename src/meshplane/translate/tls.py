@@ -5,6 +5,9 @@ Certificates come from the agent's SDS server (see ``common.sds_secret``): ``def
 and ``ROOTCA`` (the mesh trust bundle) for ISTIO_MUTUAL, ``kubernetes://NAME`` and ``kubernetes://NAME-cacert`` for
 a ``credentialName``; or from files the proxy reads (``clientCertificate``/``serverCertificate``, ``privateKey``,
 ``caCertificates``), as in Istio.
+
+Also here: what an HTTP connection manager tells the application about the client certificate
+(``x-forwarded-client-cert``, :func:`forward_client_cert`), since it is a decision about the TLS peer.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from envoy.config.core.v3 import base_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from envoy.type.matcher.v3 import string_pb2
 from google.protobuf.message import Message
@@ -132,3 +136,33 @@ def gateway_server_tls(tls: istio.ServerTLSSettings | None, mesh: MeshSettings,
         elif tls.ca_certificates:
             common.validation_context.trusted_ca.filename = tls.ca_certificates
     return ctx
+
+
+_HCM = hcm_pb2.HttpConnectionManager
+
+
+def forward_client_cert(hcm: hcm_pb2.HttpConnectionManager, *, sidecar_inbound: bool = False,
+                        gateway: bool = False) -> None:
+    """``x-forwarded-client-cert`` (XFCC) handling of one HTTP connection manager, Istio's defaults:
+
+    * a sidecar's inbound chains: APPEND_FORWARD with the current client's Subject, URI and DNS SANs, so the
+      application sees ``By=<our SPIFFE id>;Hash=<sha256 of the client certificate>;Subject="";URI=<the
+      client's SPIFFE id>`` for an mTLS request. Envoy removes the header of a request that did not arrive
+      over mTLS (a plaintext client of a PERMISSIVE or DISABLE port cannot forge one);
+    * a gateway: SANITIZE_SET, the edge: whatever the client sent is dropped and only the details of the
+      certificate the client presented to the gateway (with the certificate itself) are set;
+    * everything else (a sidecar's outbound side): SANITIZE, Envoy's default: an application cannot hand a
+      forged XFCC to its sidecar to forward.
+    """
+    if gateway:
+        hcm.forward_client_cert_details = _HCM.SANITIZE_SET
+        details = hcm.set_current_client_cert_details
+        details.subject.value = True
+        details.cert = details.uri = details.dns = True
+    elif sidecar_inbound:
+        hcm.forward_client_cert_details = _HCM.APPEND_FORWARD
+        details = hcm.set_current_client_cert_details
+        details.subject.value = True
+        details.uri = details.dns = True
+    else:
+        hcm.forward_client_cert_details = _HCM.SANITIZE

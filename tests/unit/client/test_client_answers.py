@@ -91,12 +91,13 @@ async def test_management_calls_send_what_the_endpoints_take(fake: tuple[str, Fa
         creds = await c.gateway_credentials("mpt.bootstrap")
         assert creds == [{"name": "gw"}]  # items that are not objects are dropped
         assert await c.bootstrap_token("ns", "sa", 60) == "mpt.x"
-        await c.report_security_events([{"kind": "authz.deny"}, {"kind": "opa.deny"}])
+        await c.report_security_events([{"kind": "authz.deny"}, {"kind": "opa.deny"}], bootstrap_token="mpt.me")
         assert await c.security_audit(since=7, limit=9, kind="opa.") == [{"seq": 1}]
-    (m1, _, h1, _), (m2, _, _, b2), (m3, _, _, b3), (_, qs4, _, _) = f.seen
+    (m1, _, h1, _), (m2, _, _, b2), (m3, _, h3, b3), (_, qs4, _, _) = f.seen
     assert m1 == "GET" and h1["X-Bootstrap-Token"] == "mpt.bootstrap" and h1["Authorization"] == "Bearer tok"
     assert m2 == "POST" and b2 == {"namespace": "ns", "serviceAccount": "sa", "ttlSeconds": 60}
     assert m3 == "POST" and b3 == {"items": [{"kind": "authz.deny"}, {"kind": "opa.deny"}]}
+    assert h3["X-Bootstrap-Token"] == "mpt.me"  # the reporting workload's identity
     assert qs4 == "/management/v1/security/audit?since=7&limit=9&kind=opa."
 
 

@@ -12,6 +12,8 @@ from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
 from meshplane.model import spec as istio
 from meshplane.model.spec import AuthorizationAction
 from meshplane.translate.authz import rule_policy
+from meshplane.translate.httproute import route_match
+from meshplane.translate.jwt import routing_claim
 
 SEC = "security.istio.io/v1"
 JWKS = '{"keys":[{"kty":"EC","crv":"P-256","kid":"k1","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",' \
@@ -98,3 +100,31 @@ def test_claim_names_split_on_brackets_only() -> None:
     assert paths("request.auth.claims[foo.bar]") == [["payload", "foo.bar"]] * 2  # string or list of strings
     assert paths("request.auth.claims[nested][key1]") == [["payload", "nested", "key1"]] * 2
     assert paths("request.auth.claims[groups]") == [["payload", "groups"]] * 2
+
+
+def test_routing_claim_names() -> None:
+    assert routing_claim("x-user") is None
+    assert routing_claim("@request.auth.claims.groups") == ["groups"]
+    assert routing_claim("@request.auth.claims.nested.key1") == ["nested", "key1"]
+    assert routing_claim("@request.auth.claims[nested][key1]") == ["nested", "key1"]
+    assert routing_claim("@request.auth.claims") == ["@request.auth.claims"]  # names no claim: never matches
+
+
+def test_claim_route_match_on_gateway_only_clears_route_cache() -> None:
+    m = route_match(istio.HTTPMatchRequest(headers={"@request.auth.claims.groups": istio.StringMatch(exact="g1")},
+                                           without_headers={"@request.auth.claims.banned": istio.StringMatch()}))
+    assert not m.headers
+    want, banned = m.dynamic_metadata
+    assert want.filter == JWT and [s.key for s in want.path] == ["payload", "groups"] and not want.invert
+    string, listed = want.value.or_match.value_matchers  # a string claim or a list of strings
+    assert string.string_match.exact == "g1" and listed.list_match.one_of.string_match.exact == "g1"
+    assert banned.invert and banned.value.present_match
+    gw = {"apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+          "metadata": {"name": "gw", "namespace": "istio-system"},
+          "spec": {"selector": {"istio": "ingressgateway"},
+                   "servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]}]}}
+    ctx = context([*bookinfo_registry(), gw, obj("RequestAuthentication", "jwt", {"jwtRules": [
+        {"issuer": "i", "jwks": JWKS}]}, ns="istio-system")])
+    on_gw = _jwt_config(_filters(listeners(gateway(), ctx)["127.0.2.1_8080"])).providers["origins-0"]
+    on_sidecar = _jwt_config(_filters(listeners(sidecar("reviews"), ctx)["inbound_127.0.1.3_9080"]))
+    assert on_gw.clear_route_cache and not on_sidecar.providers["origins-0"].clear_route_cache

@@ -8,11 +8,14 @@ Errors: :class:`DecodeError` (a ``ValueError``) is the only one; its ``path`` na
 
 from meshplane.model.spec import _types
 from meshplane.model.spec._base import (
+    DURATION_FORMS,
     DecodeError,
+    DecodeLog,
     Duration,
     Json,
     SpecEnum,
     decode,
+    encode,
     format_duration,
     parse_duration,
 )
@@ -28,8 +31,10 @@ from meshplane.model.spec._object import (
 from meshplane.model.spec._types import *  # noqa: F403
 
 __all__ = [
+    "DURATION_FORMS",
     "ConfigObject",
     "DecodeError",
+    "DecodeLog",
     "Duration",
     "Json",
     "ObjectMeta",
@@ -38,6 +43,7 @@ __all__ = [
     "decode_object",
     "decode_resource",
     "decode_spec",
+    "encode",
     "format_duration",
     "object_meta",
     "parse_duration",

@@ -15,15 +15,19 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, NewType, TypeVar
 
 __all__ = [
+    "DURATION_FORMS",
     "DecodeError",
+    "DecodeLog",
     "Duration",
     "FieldTable",
     "Json",
     "SpecEnum",
     "decode",
+    "encode",
     "format_duration",
     "parse_duration",
 ]
@@ -40,15 +44,23 @@ class SpecEnum(enum.StrEnum):
 
 
 class DecodeError(ValueError):
-    """A JSON value does not have the shape its schema gives; ``path`` names the field."""
+    """A JSON value does not have the shape its schema gives; ``path`` names the field.
 
-    def __init__(self, path: str, message: str) -> None:
+    ``value`` and ``detail`` are set when the value has the right JSON type but does not read as the field's type
+    (a duration): admission then reports it as kube reports an invalid value (``Invalid value: "5": <detail>``).
+    """
+
+    def __init__(self, path: str, message: str, *, value: Any = None, detail: str = "") -> None:
         self.path = path
         self.message = message
+        self.value = value
+        self.detail = detail
         super().__init__(f"{path}: {message}")
 
 
 # --- durations -------------------------------------------------------------------------------------------------
+
+DURATION_FORMS = "must be a valid duration, e.g. 1s, 0.5s, 100ms or 1m30s"
 
 _UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000, "s": 10**9, "m": 60 * 10**9,
           "h": 3600 * 10**9}
@@ -99,6 +111,19 @@ def format_duration(ns: int) -> str:
     return f"{sign}{whole}.{frac:09d}".rstrip("0") + "s"
 
 
+@dataclass(slots=True)
+class DecodeLog:
+    """What admission's decode noticed: the fields it could not decode; the paths where a field's value came under
+    its alias (``spec.http[0].mirror_percent``), for rules that name the field as the user spelled it; and each
+    duration's text as written, for messages that quote the value (``Invalid value: "0.0005s"``); and the lists
+    and maps given empty (``rules: []``), which decode like absent ones but which Istio's webhook tells apart."""
+
+    errors: list[DecodeError] = field(default_factory=list)
+    aliases: set[str] = field(default_factory=set)
+    durations: dict[str, str] = field(default_factory=dict)
+    empty: set[str] = field(default_factory=set)
+
+
 # --- the decoder -----------------------------------------------------------------------------------------------
 
 # A field's type, as the generator writes it:
@@ -137,7 +162,7 @@ def _bad(path: str, expected: str, value: Any) -> DecodeError:
     return DecodeError(path, f"must be of type {expected}, not {_type_name(value)}")
 
 
-def _value(ft: FieldType, value: Any, path: str) -> Any:
+def _value(ft: FieldType, value: Any, path: str, log: DecodeLog | None) -> Any:
     tag = ft[0]
     if tag == "s":
         if isinstance(value, str):
@@ -161,8 +186,11 @@ def _value(ft: FieldType, value: Any, path: str) -> Any:
         if not isinstance(value, str):
             raise _bad(path, "string (a duration)", value)
         ns = parse_duration(value)
+        if log is not None:
+            log.durations[path] = value
         if ns is None:
-            raise DecodeError(path, f"{value!r} is not a valid duration, e.g. 1s, 0.5s, 100ms or 1m30s")
+            raise DecodeError(path, f"{value!r} is not a valid duration, e.g. 1s, 0.5s, 100ms or 1m30s",
+                              value=value, detail=DURATION_FORMS)
         return ns
     if tag == "is":
         if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
@@ -180,27 +208,36 @@ def _value(ft: FieldType, value: Any, path: str) -> Any:
             allowed = ", ".join(m.value for m in cls)
             raise DecodeError(path, f"unsupported value {value!r}: supported values are {allowed}") from None
     if tag == "m":
-        return decode(ft[1], value, path)
+        return decode(ft[1], value, path, log)
     if tag == "l":
         if not isinstance(value, list | tuple):
             raise _bad(path, "array", value)
+        if log is not None and not value:
+            log.empty.add(path)
         inner = ft[1]
-        return tuple(_value(inner, v, f"{path}[{i}]") for i, v in enumerate(value))
+        return tuple(_value(inner, v, f"{path}[{i}]", log) for i, v in enumerate(value))
     if tag == "M":
         if not isinstance(value, Mapping):
             raise _bad(path, "object", value)
+        if log is not None and not value:
+            log.empty.add(path)
         inner = ft[1]
-        return {str(k): _value(inner, v, f"{path}[{k}]") for k, v in value.items()}
+        return {str(k): _value(inner, v, f"{path}[{k}]", log) for k, v in value.items()}
     raise AssertionError(f"unknown field type {tag!r}")  # pragma: no cover - the generator writes the tags
 
 
-def decode(cls: Callable[..., T], data: Any, path: str = "spec") -> T:
+def decode(cls: Callable[..., T], data: Any, path: str = "spec", log: DecodeLog | None = None) -> T:
     """``data`` (decoded JSON) as an instance of the generated spec class ``cls``.
 
     Unknown keys are ignored (structural validation prunes or refuses them before storage; objects stored by an
     older version keep decoding). ``null`` is the same as absent, as in protobuf JSON.
 
-    :raises DecodeError: a value of the wrong type, or a string that is not a valid duration or enum value.
+    With ``log`` (admission's decode), decoding does not stop at a bad field: its error goes to ``log.errors``,
+    the field is left absent and the rest decodes, so every bad field is reported at once and the rules run on
+    what did decode; a value given under a field's alias (its proto name) is noted in ``log.aliases``.
+
+    :raises DecodeError: a value of the wrong type, or a string that is not a valid duration or enum value
+        (without ``log``; with it, only when ``data`` itself is not an object).
     """
     if data is None:
         data = {}
@@ -208,9 +245,61 @@ def decode(cls: Callable[..., T], data: Any, path: str = "spec") -> T:
         raise _bad(path, "object", data)
     fields = _FIELDS[cls]  # type: ignore[index]
     kwargs: dict[str, Any] = {}
+    if log is None:
+        for json_name, attr, ft in fields:
+            value = data.get(json_name)
+            if value is None or attr in kwargs:  # an alias (proto name) after its JSON name: the JSON name wins
+                continue
+            kwargs[attr] = _value(ft, value, f"{path}.{json_name}", None)
+        return cls(**kwargs)
+    named: set[str] = set()
     for json_name, attr, ft in fields:
+        alias = attr in named
+        named.add(attr)
         value = data.get(json_name)
-        if value is None or attr in kwargs:  # an alias (proto name) after its JSON name: the JSON name wins
+        if value is None or attr in kwargs:
             continue
-        kwargs[attr] = _value(ft, value, f"{path}.{json_name}")
+        field_path = f"{path}.{json_name}"
+        if alias:
+            log.aliases.add(field_path)
+        try:
+            kwargs[attr] = _value(ft, value, field_path, log)
+        except DecodeError as e:
+            log.errors.append(e)
     return cls(**kwargs)
+
+
+def _json(ft: FieldType, value: Any) -> Any:
+    tag = ft[0]
+    if tag == "d":
+        return format_duration(value)
+    if tag == "f":
+        return int(value) if float(value).is_integer() else value
+    if tag == "e":
+        return value.value
+    if tag == "m":
+        return encode(value)
+    if tag == "l":
+        return [_json(ft[1], v) for v in value]
+    if tag == "M":
+        return {k: _json(ft[1], v) for k, v in value.items()}
+    return value
+
+
+def encode(obj: Any) -> dict[str, Any]:
+    """A decoded spec object back as JSON (its JSON field names, durations as :func:`format_duration` writes them).
+
+    For messages that quote a whole value (``Invalid value: {"httpStatus":500,"grpcStatus":"UNAVAILABLE"}``); the
+    store keeps the JSON the user sent, never this.
+    """
+    out: dict[str, Any] = {}
+    seen: set[str] = set()
+    for json_name, attr, ft in _FIELDS[type(obj)]:
+        if attr in seen:
+            continue
+        seen.add(attr)
+        value = getattr(obj, attr)
+        if value is None or value == () or (isinstance(value, Mapping) and not value):
+            continue
+        out[json_name] = _json(ft, value)
+    return out

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from meshplane.model.resources import GroupResource
-from meshplane.model.spec._base import DecodeError, decode
+from meshplane.model.spec._base import DecodeError, DecodeLog, decode
 from meshplane.model.spec._types import KINDS, RESOURCES
 
 S = TypeVar("S")
@@ -82,9 +82,10 @@ def spec_class(group: str, kind: str) -> type:
     return KINDS[(group, kind)]
 
 
-def decode_spec(group: str, kind: str, spec: Any, path: str = "spec") -> Any:
-    """Decode one kind's ``spec`` JSON; :class:`DecodeError` names the bad field."""
-    return decode(spec_class(group, kind), spec, path)
+def decode_spec(group: str, kind: str, spec: Any, path: str = "spec", log: DecodeLog | None = None) -> Any:
+    """Decode one kind's ``spec`` JSON; :class:`DecodeError` names the bad field (with ``log``: see
+    :func:`~meshplane.model.spec.decode`)."""
+    return decode(spec_class(group, kind), spec, path, log)
 
 
 def decode_object(group: str, kind: str, raw: dict[str, Any]) -> ConfigObject[Any]:
