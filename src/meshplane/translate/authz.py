@@ -7,7 +7,10 @@ match its labels. The HTTP filters are, in order (Istio's precedence CUSTOM, DEN
 1. CUSTOM: an RBAC filter with only *shadow* rules (one Envoy policy per CUSTOM rule, named ``istio-ext-authz-...``)
    marks the requests a CUSTOM rule matches in dynamic metadata, and the ``ext_authz`` filter that follows runs only
    for them (``filter_enabled_metadata``), calling the provider named in ``spec.provider.name``
-   (``MeshSettings.ext_authz_providers``). One provider per workload, as in Istio.
+   (``MeshSettings.ext_authz_providers``, from the MeshConfig's ``extensionProviders``: ``envoyExtAuthzHttp`` as
+   ``http_service``, ``envoyExtAuthzGrpc`` as ``grpc_service``; ``ext_authz_config``). One provider per workload,
+   as in Istio: CUSTOM policies naming several, a provider the mesh config does not declare, or one whose service
+   is not in the registry make the CUSTOM rules a DENY filter (fail closed).
 2. DENY: an RBAC filter with action DENY.
 3. ALLOW: an RBAC filter with action ALLOW. If any ALLOW policy applies, a request must match one; an ALLOW policy
    without rules allows nothing.
@@ -63,7 +66,7 @@ from meshplane.model import spec as istio
 from meshplane.model.proxy import Proxy
 from meshplane.model.resources import AUTHORIZATION_POLICIES
 from meshplane.model.spec import AuthorizationAction, ConfigObject
-from meshplane.translate.common import duration, pack
+from meshplane.translate.common import cluster_name, duration, pack
 from meshplane.translate.context import PushContext
 from meshplane.translate.jwt import JWT_FILTER, PAYLOAD_KEY
 from meshplane.translate.memo import Slot
@@ -426,23 +429,87 @@ def ext_authz_cluster_name(provider: ExtAuthzProvider) -> str:
     return f"extauthz|{provider.name}"
 
 
-def _custom_filters(custom: Sequence[Policy], provider: ExtAuthzProvider) -> list[hcm_pb2.HttpFilter]:
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def provider_cluster(provider: ExtAuthzProvider, ctx: PushContext) -> str | None:
+    """The cluster the authorizer is reached through: a mesh service's ``outbound|port||host`` (as Istio), a static
+    ``extauthz|<name>`` for an IP address; None when the service is unknown (the CUSTOM rules then deny)."""
+    if _is_ip(provider.service):
+        return ext_authz_cluster_name(provider)
+    svc = ctx.service(provider.service)
+    if svc is None or not any(sp.number == provider.port for sp in svc.ports):
+        return None
+    return cluster_name("outbound", provider.port, "", provider.service)
+
+
+def _patterns(values: Iterable[str]) -> list[string_pb2.StringMatcher]:
+    """Header names with Istio's wildcards (``abc``, ``abc*``, ``*abc``), case-insensitive."""
+    return [_string(v, ignore_case=True) for v in values]
+
+
+def ext_authz_config(provider: ExtAuthzProvider, cluster: str) -> ext_authz_pb2.ExtAuthz:
+    """The HTTP ext_authz filter's configuration: every field of the provider applied (``model.mesh``)."""
+    ea = ext_authz_pb2.ExtAuthz(transport_api_version=config_source_pb2.V3, failure_mode_allow=provider.fail_open,
+                                clear_route_cache=provider.clear_route_cache)
+    if provider.http:
+        hs = ea.http_service
+        hs.server_uri.uri = f"http://{provider.service}:{provider.port}"
+        hs.server_uri.cluster = cluster
+        hs.server_uri.timeout.CopyFrom(duration(provider.timeout_s))
+        hs.path_prefix = provider.path_prefix
+        for key, value in provider.include_additional_headers:
+            hs.authorization_request.headers_to_add.add(key=key, value=value)
+        ar = hs.authorization_response
+        # A list matcher must not be empty (Envoy refuses it): each is set only when the provider names headers.
+        for matcher, values in ((ar.allowed_upstream_headers, provider.headers_to_upstream_on_allow),
+                                (ar.allowed_client_headers, provider.headers_to_downstream_on_deny),
+                                (ar.allowed_client_headers_on_success, provider.headers_to_downstream_on_allow),
+                                (ea.allowed_headers, provider.include_request_headers)):
+            if values:
+                matcher.patterns.extend(_patterns(values))
+    else:
+        ea.grpc_service.envoy_grpc.cluster_name = cluster
+        ea.grpc_service.timeout.CopyFrom(duration(provider.timeout_s))
+    if provider.status_on_error:
+        ea.status_on_error.code = provider.status_on_error
+    if provider.body is not None:
+        ea.with_request_body.max_request_bytes = provider.body.max_request_bytes
+        ea.with_request_body.allow_partial_message = provider.body.allow_partial_message
+        ea.with_request_body.pack_as_bytes = provider.body.pack_as_bytes
+    ea.filter_enabled_metadata.filter = RBAC_FILTER
+    ea.filter_enabled_metadata.path.add(key=f"{EXT_AUTHZ_SHADOW_STAT}shadow_effective_policy_id")
+    ea.filter_enabled_metadata.value.string_match.prefix = EXT_AUTHZ_PREFIX
+    return ea
+
+
+def _custom_filters(custom: Sequence[Policy], provider: ExtAuthzProvider,
+                    cluster: str) -> list[hcm_pb2.HttpFilter]:
     marker = http_rbac_pb2.RBAC(shadow_rules_stat_prefix=EXT_AUTHZ_SHADOW_STAT)
     marker.shadow_rules.action = rbac_pb2.RBAC.ALLOW
     for name, pol in _rbac_policies(custom, f"{EXT_AUTHZ_PREFIX}-").items():
         marker.shadow_rules.policies[name].CopyFrom(pol)
-    ea = ext_authz_pb2.ExtAuthz(transport_api_version=config_source_pb2.V3)
-    ea.grpc_service.envoy_grpc.cluster_name = ext_authz_cluster_name(provider)
-    ea.grpc_service.timeout.CopyFrom(duration(provider.timeout_s))
-    ea.failure_mode_allow = provider.fail_open
-    ea.filter_enabled_metadata.filter = RBAC_FILTER
-    ea.filter_enabled_metadata.path.add(key=f"{EXT_AUTHZ_SHADOW_STAT}shadow_effective_policy_id")
-    ea.filter_enabled_metadata.value.string_match.prefix = EXT_AUTHZ_PREFIX
-    if provider.include_request_headers:
-        for h in provider.include_request_headers:
-            ea.allowed_headers.patterns.add(exact=h, ignore_case=True)
     return [hcm_pb2.HttpFilter(name=RBAC_FILTER, typed_config=pack(marker)),
-            hcm_pb2.HttpFilter(name=EXT_AUTHZ_FILTER, typed_config=pack(ea))]
+            hcm_pb2.HttpFilter(name=EXT_AUTHZ_FILTER, typed_config=pack(ext_authz_config(provider, cluster)))]
+
+
+def custom_provider(custom: Sequence[Policy], ctx: PushContext) -> tuple[ExtAuthzProvider, str] | None:
+    """The one provider the workload's CUSTOM policies name and its cluster; None (deny what they match) when it
+    is not declared in the mesh config, its service is unknown, or the policies name several providers (Istio
+    does the same without its multi-provider feature flag)."""
+    names = {p.provider for p in custom}
+    if len(names) != 1:
+        return None
+    provider = ctx.mesh.ext_authz_provider(names.pop())
+    if provider is None:
+        return None
+    cluster = provider_cluster(provider, ctx)
+    return (provider, cluster) if cluster is not None else None
 
 
 def _custom(pols: Sequence[Policy]) -> list[Policy]:
@@ -456,11 +523,11 @@ def authz_http_filters(proxy: Proxy, ctx: PushContext) -> list[hcm_pb2.HttpFilte
     out: list[hcm_pb2.HttpFilter] = []
     custom = _custom(pols)
     if custom:
-        provider = ctx.mesh.ext_authz_provider(custom[0].provider)
-        if provider is not None:
-            out.extend(_custom_filters([p for p in custom if p.provider == provider.name], provider))
+        found = custom_provider(custom, ctx)
+        if found is not None:
+            out.extend(_custom_filters(custom, *found))
         else:
-            # An unknown provider must not silently open the door: deny what the CUSTOM rules match.
+            # An unusable provider must not silently open the door: deny what the CUSTOM rules match.
             out.append(_rbac_filter(AuthorizationAction.DENY, custom, []))
     for action in (AuthorizationAction.DENY, AuthorizationAction.ALLOW, AuthorizationAction.AUDIT):
         enforced = [p for p in pols if p.action is action and not p.dry_run]
@@ -473,20 +540,22 @@ def authz_http_filters(proxy: Proxy, ctx: PushContext) -> list[hcm_pb2.HttpFilte
 
 
 def ext_authz_clusters(proxy: Proxy, ctx: PushContext) -> list[cluster_pb2.Cluster]:
-    """A static HTTP/2 cluster for the CUSTOM provider ``proxy`` uses (if any)."""
+    """A static cluster for the CUSTOM provider ``proxy`` uses when it is an IP address (HTTP/2 for gRPC); a mesh
+    service's cluster is already among the outbound ones."""
     custom = _custom(policies_for(proxy, ctx))
-    provider = ctx.mesh.ext_authz_provider(custom[0].provider) if custom else None
-    if provider is None:
+    found = custom_provider(custom, ctx) if custom else None
+    if found is None or found[1] != ext_authz_cluster_name(found[0]):
         return []
-    host, _, port = provider.address.rpartition(":")
-    name = ext_authz_cluster_name(provider)
+    provider, name = found
     c = cluster_pb2.Cluster(name=name, type=cluster_pb2.Cluster.STATIC, connect_timeout=duration(1))
     c.load_assignment.cluster_name = name
     sa = c.load_assignment.endpoints.add().lb_endpoints.add().endpoint.address.socket_address
-    sa.address, sa.port_value = host.strip("[]"), int(port)
-    opts = http_protocol_options_pb2.HttpProtocolOptions()
-    opts.explicit_http_config.http2_protocol_options.SetInParent()
-    c.typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].CopyFrom(pack(opts))
+    sa.address, sa.port_value = provider.service.strip("[]"), provider.port
+    if provider.grpc:
+        opts = http_protocol_options_pb2.HttpProtocolOptions()
+        opts.explicit_http_config.http2_protocol_options.SetInParent()
+        c.typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].CopyFrom(
+            pack(opts))
     return [c]
 
 
@@ -516,13 +585,14 @@ def _tcp_rbac_filter(action: AuthorizationAction, enforced: Sequence[Policy],
     return _tcp_rbac(cfg)
 
 
-def _tcp_custom_filters(custom: Sequence[Policy], provider: ExtAuthzProvider) -> list[listener_components_pb2.Filter]:
+def _tcp_custom_filters(custom: Sequence[Policy], provider: ExtAuthzProvider,
+                        cluster: str) -> list[listener_components_pb2.Filter]:
     marker = tcp_rbac_pb2.RBAC(stat_prefix=TCP_RBAC_STAT, shadow_rules_stat_prefix=EXT_AUTHZ_SHADOW_STAT)
     marker.shadow_rules.CopyFrom(_rbac_rules(AuthorizationAction.ALLOW, custom, tcp=True,
                                              name_prefix=f"{EXT_AUTHZ_PREFIX}-"))
     ea = tcp_ext_authz_pb2.ExtAuthz(stat_prefix="tcp.", transport_api_version=config_source_pb2.V3,
                                     failure_mode_allow=provider.fail_open)
-    ea.grpc_service.envoy_grpc.cluster_name = ext_authz_cluster_name(provider)
+    ea.grpc_service.envoy_grpc.cluster_name = cluster
     ea.grpc_service.timeout.CopyFrom(duration(provider.timeout_s))
     ea.filter_enabled_metadata.filter = TCP_RBAC_FILTER
     ea.filter_enabled_metadata.path.add(key=f"{EXT_AUTHZ_SHADOW_STAT}shadow_effective_policy_id")
@@ -538,11 +608,11 @@ def authz_tcp_filters(proxy: Proxy, ctx: PushContext) -> list[listener_component
     out: list[listener_components_pb2.Filter] = []
     custom = _custom(pols)
     if custom:
-        provider = ctx.mesh.ext_authz_provider(custom[0].provider)
-        if provider is not None and provider.grpc:
-            out.extend(_tcp_custom_filters([p for p in custom if p.provider == provider.name], provider))
+        found = custom_provider(custom, ctx)
+        if found is not None and found[0].grpc:
+            out.extend(_tcp_custom_filters(custom, *found))
         else:
-            # Unknown provider, or an HTTP one (it cannot check a connection): deny what the CUSTOM rules match.
+            # Unusable provider, or an HTTP one (it cannot check a connection): deny what the CUSTOM rules match.
             out.append(_tcp_rbac_filter(AuthorizationAction.DENY, custom, []))
     for action in (AuthorizationAction.DENY, AuthorizationAction.ALLOW, AuthorizationAction.AUDIT):
         enforced = [p for p in pols if p.action is action and not p.dry_run]

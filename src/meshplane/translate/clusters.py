@@ -38,7 +38,6 @@ from meshplane.translate.context import DestinationRuleRec, PushContext
 from meshplane.translate.dfp import dns_cache_config
 from meshplane.translate.eastwest import is_sni_dnat, sni_dnat_clusters, sni_name
 from meshplane.translate.fallback import fallback_clusters
-from meshplane.translate.jwt import jwks_clusters
 from meshplane.translate.memo import Slot
 from meshplane.translate.mesh import MeshSettings
 from meshplane.translate.policy import effective_policy, subset_labels
@@ -362,7 +361,6 @@ def build_clusters(proxy: Proxy, ctx: PushContext) -> list[cluster_pb2.Cluster]:
         for ip in proxy.inbound_ports:
             out.append(inbound_cluster(proxy, ip.port, ip.app_port, ctx.mesh))
     if proxy.type is ProxyType.ROUTER or proxy.inbound_ports:  # where security_http_filters are (httpsecurity)
-        out.extend(jwks_clusters(proxy, ctx))
         out.extend(ext_authz_clusters(proxy, ctx))
     out.extend(special_clusters(proxy, ctx.mesh))
     seen: set[str] = set()

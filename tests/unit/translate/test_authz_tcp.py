@@ -116,7 +116,7 @@ def test_custom_on_tcp() -> None:
     (deny, _) = _tcp_filters([custom])
     assert deny.rules.action == rbac_pb2.RBAC.DENY and list(deny.rules.policies) == [
         "ns[default]-policy[ext]-rule[0]"]
-    mesh = MeshSettings(ext_authz_providers=(ExtAuthzProvider("opa", "127.0.0.1:9191", fail_open=False),))
+    mesh = MeshSettings(ext_authz_providers=(ExtAuthzProvider("opa", "127.0.0.1", 9191, fail_open=False),))
     marker, ea, _ = _tcp_filters([custom], mesh)
     assert not marker.HasField("rules") and list(marker.shadow_rules.policies) == [
         "istio-ext-authz-ns[default]-policy[ext]-rule[0]"]
@@ -126,7 +126,7 @@ def test_custom_on_tcp() -> None:
 
 @pytest.mark.parametrize("mode", ["NONE", "REDIRECT"])
 def test_tcp_authz_config_validates(mode: str, tmp_path: Path) -> None:
-    mesh = MeshSettings(ext_authz_providers=(ExtAuthzProvider("opa", "127.0.0.1:9191"),))
+    mesh = MeshSettings(ext_authz_providers=(ExtAuthzProvider("opa", "127.0.0.1", 9191),))
     ctx = context([*bookinfo_registry(),
                    ap("ext", {"action": "CUSTOM", "provider": {"name": "opa"}, "rules": [{}]}),
                    ap("deny", {"action": "DENY", "rules": [{"to": [{"operation": {"methods": ["GET"]}}]}]}),
