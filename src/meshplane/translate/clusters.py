@@ -23,6 +23,7 @@ from meshplane.model import spec as istio
 from meshplane.model.labels import labels_match
 from meshplane.model.proxy import Proxy, ProxyType
 from meshplane.model.service import Endpoint, Location, Protocol, Resolution, Service, ServicePort
+from meshplane.translate import telemetry
 from meshplane.translate.authz import ext_authz_clusters
 from meshplane.translate.common import (
     BLACKHOLE,
@@ -312,6 +313,7 @@ def outbound_cluster(ctx: PushContext, svc: Service, port: ServicePort, subset: 
     _cluster_tls(c, ctx, svc, port, subset, policy.tls, _speaks_h2(port, pool.http), auto_mtls)
     if pool.tcp is not None and pool.tcp.tcp_keepalive is not None:
         _tcp_keepalive(c, pool.tcp.tcp_keepalive)
+    telemetry.cluster_metadata(c, svc)  # destination_service of the source-reported metrics
     return c
 
 
