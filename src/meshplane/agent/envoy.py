@@ -49,11 +49,15 @@ class EnvoyProcess:
     """One Envoy process with its admin API on ``admin_host:admin_port``."""
 
     def __init__(self, binary: str, bootstrap: Path, admin_host: str, admin_port: int, log_path: Path, *,
-                 concurrency: int = 1, log_level: str = "warning", drain_s: float = 1.0) -> None:
+                 concurrency: int = 1, log_level: str = "warning", drain_s: float = 1.0,
+                 access_log_path: Path | None = None) -> None:
+        """Envoy logs to standard error (``log_path``); its standard output is what access logs write to
+        ``/dev/stdout`` (Istio's default sink), kept apart in ``access_log_path`` (default: the same file)."""
         self.binary = binary
         self.bootstrap = bootstrap
         self.admin = f"http://{admin_host}:{admin_port}"
         self.log_path = log_path
+        self.access_log_path = access_log_path or log_path
         self.concurrency = concurrency
         self.log_level = log_level
         self.drain_s = drain_s
@@ -75,10 +79,9 @@ class EnvoyProcess:
                 "--drain-time-s", str(max(1, round(self.drain_s))), "--drain-strategy", "immediate",
                 "--file-flush-interval-msec", "500"]  # access logs (authz decisions) reach the agent promptly
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as out:
+        with open(self.log_path, "ab") as err, open(self.access_log_path, "ab") as out:
             self.proc = await asyncio.create_subprocess_exec(
-                *args, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=asyncio.subprocess.STDOUT,
-                env={**os.environ, **self.env})
+                *args, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=err, env={**os.environ, **self.env})
         log.info("envoy started (pid %d)", self.proc.pid)
         return self.proc.pid
 

@@ -72,7 +72,7 @@ class Agent:
         self.envoy = EnvoyProcess(
             find_envoy(cfg.envoy_path), self.work / "bootstrap.json", cfg.address, cfg.admin_port,
             self.work / "envoy.log", concurrency=cfg.concurrency, log_level=cfg.envoy_log_level,
-            drain_s=cfg.drain_s)
+            drain_s=cfg.drain_s, access_log_path=self.work / "access.log")
 
     def write_bootstrap(self) -> Path:
         cfg = self.cfg

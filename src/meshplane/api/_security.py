@@ -26,6 +26,7 @@ from meshplane.model.spec import (
     Source,
     Telemetry,
 )
+from meshplane.model.telemetry import cel_to_format, code_filter
 
 _SOURCE_FIELDS = ("principals", "notPrincipals", "requestPrincipals", "notRequestPrincipals", "namespaces",
                   "notNamespaces", "ipBlocks", "notIpBlocks", "remoteIpBlocks", "notRemoteIpBlocks")
@@ -294,3 +295,33 @@ def telemetry(meta: ObjectMeta, spec: Telemetry, r: Report) -> None:
                     r.required(f"{q}.value", "value must be set when operation is UPSERT")
                 elif op == "REMOVE" and tag_override.value:
                     r.forbidden(f"{q}.value", "value may only be set when operation is UPSERT")
+    _telemetry_support(spec, r)
+
+
+def _telemetry_support(spec: Telemetry, r: Report) -> None:
+    """Warnings for what the mesh accepts (Istio does) but does not carry out, each naming its field: a stored
+    object must not look as if it acted when part of it does not."""
+    if spec.target_ref is not None or spec.target_refs:
+        r.warn("spec.targetRefs: not applied yet (Telemetry applies through spec.selector or to its namespace)")
+    for i, metrics in enumerate(spec.metrics):
+        p = f"spec.metrics[{i}]"
+        for j, provider in enumerate(metrics.providers):
+            if provider.name and provider.name != "prometheus":
+                r.warn(f"{p}.providers[{j}]: '{provider.name}' is not applied (metrics are served to Prometheus only)")
+        if metrics.reporting_interval is not None:
+            r.warn(f"{p}.reportingInterval: not applied (proxies publish their metrics at each scrape)")
+        for j, override in enumerate(metrics.overrides):
+            if override.match is not None and override.match.custom_metric:
+                r.warn(f"{p}.overrides[{j}].match.customMetric: custom metrics are not served; the override is ignored")
+            for name, change in override.tag_overrides.items():
+                if change.value and (change.operation or "UPSERT") == "UPSERT" and cel_to_format(change.value) is None:
+                    r.warn(f"{p}.overrides[{j}].tagOverrides[{name}].value: {change.value!r} is not an attribute "
+                           "meshplane translates (see docs/observability.md); the tag keeps its default value")
+    for i, logging in enumerate(spec.access_logging):
+        p = f"spec.accessLogging[{i}]"
+        expr = logging.filter.expression if logging.filter is not None else None
+        if expr and code_filter(expr) is None:
+            r.warn(f"{p}.filter.expression: {expr!r} is not translated (only comparisons of response.code are); "
+                   "every request is logged")
+    for i, _ in enumerate(spec.tracing):
+        r.warn(f"spec.tracing[{i}]: tracing is not applied yet")

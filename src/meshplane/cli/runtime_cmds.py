@@ -232,7 +232,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser("logs", help="logs of an instance, a workload's instances, 'server' or 'supervisor'")
     p.add_argument("name")
     p.add_argument("--cluster")
-    p.add_argument("-c", "--component", choices=["app", "agent", "envoy"])
+    p.add_argument("-c", "--component", choices=["app", "agent", "envoy", "access"])
     p.add_argument("-f", "--follow", action="store_true")
     p.add_argument("--tail", type=int, default=0, help="only the last N lines of each file")
     _add_home(p)

@@ -6,12 +6,12 @@ for a later consumer with a warning, or are refused; a reader says which, naming
 (``extensionProviders[1].envoyExtAuthzHttp.port``). Field names are Istio's (camelCase).
 
 - Applied: ``rootNamespace``, ``trustDomain``, ``outboundTrafficPolicy.mode``, ``connectTimeout``,
-  ``enableAutoMtls``, ``localityLbSetting.enabled``, ``defaultHttpRetryPolicy.attempts`` and the ext_authz
-  ``extensionProviders`` (``envoyExtAuthzHttp``, ``envoyExtAuthzGrpc``: every field applied, see ``ExtAuthzProvider``).
-- Kept, with a warning (nothing in translation reads them yet): ``accessLogFile``, ``accessLogFormat``,
-  ``accessLogEncoding``, ``enableTracing``, the ``defaultConfig`` subset below, and the Telemetry API's providers
-  (``opentelemetry``, ``zipkin``, ``envoyFileAccessLog``, ``prometheus``, ...; the Telemetry API work, issue 18,
-  consumes ``MeshSettings.telemetry_providers``).
+  ``enableAutoMtls``, ``localityLbSetting.enabled``, ``defaultHttpRetryPolicy.attempts``, the ext_authz
+  ``extensionProviders`` (``envoyExtAuthzHttp``, ``envoyExtAuthzGrpc``: every field applied, see ``ExtAuthzProvider``),
+  the mesh-wide access log (``accessLogFile``, ``accessLogFormat``, ``accessLogEncoding``) and ``envoyFileAccessLog``
+  providers (``translate.telemetryapi``).
+- Kept, with a warning (nothing in translation reads them yet): ``enableTracing``, the ``defaultConfig`` subset
+  below, and the other Telemetry API providers (``opentelemetry``, ``zipkin``, ...).
 - Warned and ignored: the other MeshConfig fields Istio has (``IGNORED``). Refused: anything else.
 """
 
@@ -218,7 +218,8 @@ def _providers(value: Any, warnings: list[str]) -> tuple[tuple[ExtAuthzProvider,
             authz.append(_ext_authz(name, body, kind == "envoyExtAuthzHttp", field))
         elif kind in TELEMETRY_KINDS:
             telemetry.append(_telemetry(name, kind, body, field))
-            warnings.append(f"{field}: kept for the Telemetry API; not applied yet")
+            if kind != "envoyFileAccessLog":
+                warnings.append(f"{field}: kept for the Telemetry API; not applied yet")
         else:
             raise MeshConfigError(field, "unknown provider kind")
     return tuple(authz), tuple(telemetry)
@@ -264,13 +265,11 @@ def parse_mesh_config(doc: Any, base: MeshSettings | None = None) -> MeshConfig:
             changes["ext_authz_providers"], changes["telemetry_providers"] = _providers(value, warnings)
         elif key in ("accessLogFile", "accessLogFormat"):
             changes["access_log_file" if key == "accessLogFile" else "access_log_format"] = _str(value, key)
-            warnings.append(f"{key}: kept; the mesh-wide access log is not applied yet")
         elif key == "accessLogEncoding":
             enc = _str(value, key)
             if enc not in ("TEXT", "JSON"):
                 raise MeshConfigError(key, "must be TEXT or JSON")
             changes["access_log_encoding"] = enc
-            warnings.append(f"{key}: kept; the mesh-wide access log is not applied yet")
         elif key == "enableTracing":
             changes["enable_tracing"] = _bool(value, key)
             warnings.append(f"{key}: kept; tracing is not applied yet")

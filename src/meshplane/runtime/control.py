@@ -255,7 +255,7 @@ def wait_scaled(home: Home, keys: list[str], replicas: int, timeout_s: float = 1
     return False
 
 
-COMPONENTS = ("app", "agent", "envoy")
+COMPONENTS = ("app", "agent", "envoy", "access")  # access: the sidecar's access log (Envoy's standard output)
 
 
 def log_files(home: Home, name: str, *, cluster: str | None = None, component: str | None = None) -> list[Path]:

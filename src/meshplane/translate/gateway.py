@@ -28,6 +28,7 @@ from meshplane.translate.hosts import hosts_intersect, more_specific, namespace_
 from meshplane.translate.httproute import RouteScope, http_routes
 from meshplane.translate.httpsecurity import security_http_filters
 from meshplane.translate.tcproute import tcp_targets, tls_chains
+from meshplane.translate.telemetryapi import telemetry_policy
 from meshplane.translate.tls import gateway_server_tls, transport_socket
 
 _NO_TLS = istio.ServerTLSSettings()
@@ -171,7 +172,7 @@ def _server_chains(s: Server, proxy: Proxy, ctx: PushContext, clusters: frozense
         chain = listener_components_pb2.FilterChain(
             filters=[http_connection_manager(stat, rds=s.route_name(), gateway=True,
                                              security_filters=security_http_filters(proxy, ctx),
-                                             access_logs=[telemetry.outbound_http_log()],
+                                             access_logs=telemetry.outbound_http_logs(telemetry_policy(proxy, ctx)),
                                              peer_filters=telemetry.outbound_peer_filters())],
             transport_socket=transport_socket(gateway_server_tls(s.tls, ctx.mesh, ["h2", "http/1.1"])))
         chain.filter_chain_match.server_names.extend(s.sni_names())
@@ -180,16 +181,16 @@ def _server_chains(s: Server, proxy: Proxy, ctx: PushContext, clusters: frozense
     if s.is_passthrough:
         for vs in _bound(ctx, s):
             for sni, targets in tls_chains(vs, scope):
-                chain = listener_components_pb2.FilterChain(filters=[tcp_proxy(stat, weighted=targets,
-                                                                                access_logs=telemetry.outbound_tcp_logs())])
+                chain = listener_components_pb2.FilterChain(filters=[tcp_proxy(
+                    stat, weighted=targets, access_logs=telemetry.outbound_tcp_logs(telemetry_policy(proxy, ctx)))])
                 chain.filter_chain_match.server_names.extend(sorted({h for h in sni if s.admits(vs, h) is not None}))
                 chains.append(chain)
         return chains
     for vs in _bound(ctx, s):
         tcp_to = tcp_targets(vs, scope)
         if tcp_to:
-            chain = listener_components_pb2.FilterChain(filters=[tcp_proxy(stat, weighted=tcp_to,
-                                                                                access_logs=telemetry.outbound_tcp_logs())])
+            chain = listener_components_pb2.FilterChain(filters=[tcp_proxy(
+                stat, weighted=tcp_to, access_logs=telemetry.outbound_tcp_logs(telemetry_policy(proxy, ctx)))])
             if s.protocol == "TLS":
                 chain.filter_chain_match.server_names.extend(s.sni_names())
                 chain.transport_socket.CopyFrom(transport_socket(gateway_server_tls(s.tls, ctx.mesh)))
@@ -211,7 +212,7 @@ def gateway_listeners(proxy: Proxy, ctx: PushContext) -> list[listener_pb2.Liste
             chains.append(listener_components_pb2.FilterChain(
                 filters=[http_connection_manager(stat, rds=first.route_name(), gateway=True,
                                                  security_filters=security_http_filters(proxy, ctx),
-                                                 access_logs=[telemetry.outbound_http_log()],
+                                                 access_logs=telemetry.outbound_http_logs(telemetry_policy(proxy, ctx)),
                                                  peer_filters=telemetry.outbound_peer_filters())]))
         else:
             need_inspector = False

@@ -46,6 +46,7 @@ from meshplane.translate.hosts import host_matches, resolve_host
 from meshplane.translate.listeners import build_listeners, head_listener, inbound_listeners, outbound_port_listeners
 from meshplane.translate.memo import Slot
 from meshplane.translate.routes import build_route_configs
+from meshplane.translate.telemetryapi import telemetry_policy
 
 
 class Resource(NamedTuple):
@@ -146,15 +147,17 @@ def _clusters(proxy: Proxy, ctx: PushContext, scope: ProxyScope) -> Resources:
 def _listeners(proxy: Proxy, ctx: PushContext, scope: ProxyScope) -> Resources:
     t = xdstypes.LISTENER
     if proxy.type is ProxyType.ROUTER:
-        key = (t, "gateway", scope.key, proxy.listen_address, tuple(sorted(proxy.gateway_ports.items())))
+        key = (t, "gateway", scope.key, proxy.listen_address, tuple(sorted(proxy.gateway_ports.items())),
+               telemetry_policy(proxy, ctx))
         return _memo(ctx, key, lambda: _pack_all(ctx, t, build_listeners(proxy, ctx)))
-    shared_key = (t, "shared", scope.key, proxy.interception_mode, uses_dynamic_forward_proxy(proxy))
+    policy = telemetry_policy(proxy, ctx)  # equal policies share listeners (it is hashable)
+    shared_key = (t, "shared", scope.key, proxy.interception_mode, uses_dynamic_forward_proxy(proxy), policy)
     shared = _memo(ctx, shared_key, lambda: _pack_all(ctx, t, outbound_port_listeners(_unbound(proxy), ctx)))
     local_key = (t, "local", shared_key, proxy.listen_address, proxy.outbound_port, proxy.inbound_ports,
                  proxy.app_address, proxy.ip_addresses, proxy.namespace, _labels_key(proxy))
 
     def build() -> Resources:
-        head = _pack_all(ctx, t, [head_listener(proxy, scope.outbound_policy)])
+        head = _pack_all(ctx, t, [head_listener(proxy, scope.outbound_policy, policy)])
         return head + shared + _pack_all(ctx, t, inbound_listeners(proxy, ctx))
 
     return _memo(ctx, local_key, build)

@@ -43,6 +43,7 @@ from meshplane.translate.memo import Slot
 from meshplane.translate.peerauthn import inbound_mtls_mode
 from meshplane.translate.routes import HTTP_PROXY_ROUTE
 from meshplane.translate.tcproute import service_tcp_targets, tls_chains
+from meshplane.translate.telemetryapi import TelemetryPolicy, telemetry_policy
 from meshplane.translate.tls import mesh_inbound_tls
 from meshplane.translate.trafficlabel import attach, inbound_script
 
@@ -142,17 +143,18 @@ def _inbound_chains(proxy: Proxy, ip: InboundPort, ctx: PushContext,
         r.route.timeout.CopyFrom(duration(0))
         r.route.max_stream_duration.grpc_timeout_header_max.CopyFrom(duration(0))
     service = telemetry.ServiceLabels.of(inbound_service(proxy, ip, ctx))
+    policy = telemetry_policy(proxy, ctx)
 
     def filters(mtls: bool) -> list[listener_components_pb2.Filter]:
         """The chain's filters; the metrics say whether the connection was mutual TLS, so two variants."""
         if proto.is_http:
             logs = [*authz_access_logs(proxy),  # RBAC decisions, for the audit
-                    telemetry.inbound_http_log(service, mtls=mtls, grpc=proto is Protocol.GRPC)]
+                    *telemetry.inbound_http_logs(service, policy, mtls=mtls, grpc=proto is Protocol.GRPC)]
             return [http_connection_manager(stat, route_config=rcfg, security_filters=security_http_filters(proxy, ctx),
                                             sidecar_inbound=True, access_logs=logs,
                                             peer_filters=telemetry.inbound_peer_filters(mtls=mtls))]
         return [*security_tcp_filters(proxy, ctx),
-                tcp_proxy(stat, cluster, access_logs=telemetry.inbound_tcp_logs(service, mtls=mtls))]
+                tcp_proxy(stat, cluster, access_logs=telemetry.inbound_tcp_logs(service, policy, mtls=mtls))]
 
     mode = inbound_mtls_mode(proxy, ip, ctx)
     if mode is MutualTLSMode.DISABLE:
@@ -207,6 +209,7 @@ def outbound_port_listeners(proxy: Proxy, ctx: PushContext) -> list[listener_pb2
     if proxy.interception_mode == "NONE":
         return []
     scope = ctx.scope(proxy)
+    policy = telemetry_policy(proxy, ctx)
     clusters = known_cluster_names(proxy, ctx)
     dfp = uses_dynamic_forward_proxy(proxy)
     http_ports: set[int] = set()
@@ -226,7 +229,7 @@ def outbound_port_listeners(proxy: Proxy, ctx: PushContext) -> list[listener_pb2
         lst = _listener(name, "0.0.0.0", number, bind=False)
         lst.filter_chains.add(filters=[http_connection_manager(
             f"outbound_0.0.0.0_{number}", rds=str(number), dynamic_forward_proxy=dfp,
-            access_logs=[telemetry.outbound_http_log()], peer_filters=telemetry.outbound_peer_filters())])
+            access_logs=telemetry.outbound_http_logs(policy), peer_filters=telemetry.outbound_peer_filters())])
         out[name] = lst
     fallback = _fallback_cluster(scope.outbound_policy)
     for number, members in sorted(tls_ports.items()):
@@ -248,7 +251,8 @@ def outbound_port_listeners(proxy: Proxy, ctx: PushContext) -> list[listener_pb2
                     continue
                 used.update(names)
                 chain = lst.filter_chains.add(filters=[tcp_proxy(
-                    f"outbound|{number}||{names[0]}", weighted=targets, access_logs=telemetry.outbound_tcp_logs())])
+                    f"outbound|{number}||{names[0]}", weighted=targets,
+                    access_logs=telemetry.outbound_tcp_logs(policy))])
                 chain.filter_chain_match.server_names.extend(names)
         lst.default_filter_chain.CopyFrom(listener_components_pb2.FilterChain(
             name="fallback", filters=[tcp_proxy(fallback, fallback)]))
@@ -262,12 +266,12 @@ def outbound_port_listeners(proxy: Proxy, ctx: PushContext) -> list[listener_pb2
                 continue
             lst = _listener(name, ip, p.number, bind=False)
             lst.filter_chains.add(filters=[tcp_proxy(f"outbound|{p.number}||{svc.hostname}", weighted=targets,
-                                                     access_logs=telemetry.outbound_tcp_logs())])
+                                                     access_logs=telemetry.outbound_tcp_logs(policy))])
             out[name] = lst
     return [out[k] for k in sorted(out)]
 
 
-def head_listener(proxy: Proxy, outbound_policy: str) -> listener_pb2.Listener:
+def head_listener(proxy: Proxy, outbound_policy: str, policy: TelemetryPolicy) -> listener_pb2.Listener:
     """The sidecar's entry listener: the explicit HTTP proxy on the instance's own address (NONE mode), or
     ``virtualOutbound`` (REDIRECT), which hands connections to the per-port listeners."""
     if proxy.interception_mode == "NONE":
@@ -275,7 +279,7 @@ def head_listener(proxy: Proxy, outbound_policy: str) -> listener_pb2.Listener:
         lst = _listener(name, proxy.listen_address, proxy.outbound_port)
         lst.filter_chains.add(filters=[http_connection_manager(
             f"outbound_http_proxy_{proxy.outbound_port}", rds=HTTP_PROXY_ROUTE, explicit_proxy=True,
-            dynamic_forward_proxy=True, access_logs=[telemetry.outbound_http_log()],
+            dynamic_forward_proxy=True, access_logs=telemetry.outbound_http_logs(policy),
             peer_filters=telemetry.outbound_peer_filters())])
         return lst
     fallback = _fallback_cluster(outbound_policy)
@@ -287,7 +291,7 @@ def head_listener(proxy: Proxy, outbound_policy: str) -> listener_pb2.Listener:
 
 
 def sidecar_listeners(proxy: Proxy, ctx: PushContext) -> list[listener_pb2.Listener]:
-    out = [head_listener(proxy, ctx.scope(proxy).outbound_policy)]
+    out = [head_listener(proxy, ctx.scope(proxy).outbound_policy, telemetry_policy(proxy, ctx))]
     out.extend(outbound_port_listeners(proxy, ctx))
     out.extend(inbound_listeners(proxy, ctx))
     return out

@@ -28,16 +28,20 @@ from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2
 from envoy.data.accesslog.v3 import accesslog_pb2 as accesslog_data_pb2
+from envoy.extensions.access_loggers.file.v3 import file_pb2
 from envoy.extensions.access_loggers.stats.v3 import stats_pb2
 from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
 from envoy.extensions.filters.http.header_to_metadata.v3 import header_to_metadata_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from google.protobuf import struct_pb2
 
 from meshplane.model.peer import PEER_FIELDS, UNKNOWN, env_name, header_name
 from meshplane.model.service import Service
 from meshplane.translate.common import pack
+from meshplane.translate.telemetryapi import AccessLogSink, TelemetryPolicy
 
 STATS_LOGGER = "envoy.access_loggers.stats"
+FILE_LOGGER = "envoy.access_loggers.file"
 STAT_PREFIX = "istio"  # Envoy exports <prefix>.<name> as envoy_istio_<name>
 PEER_METADATA = "meshplane.peer"  # dynamic metadata namespace of the peer's identity
 CLUSTER_METADATA = "meshplane.telemetry"  # outbound clusters: the service they reach
@@ -181,25 +185,49 @@ def _log(cfg: stats_pb2.Config, log_filter: accesslog_pb2.AccessLogFilter | None
     return log
 
 
-def _http_log(tags: dict[str, str], protocol: str) -> accesslog_pb2.AccessLog:
+def _tagged(tags: Mapping[str, str], changes: Mapping[str, str | None]) -> dict[str, str]:
+    """The Telemetry API's tag overrides: None removes a tag, a format string sets (or adds) it."""
+    out = dict(tags)
+    for tag, value in changes.items():
+        if value is None:
+            out.pop(tag, None)
+        else:
+            out[tag] = value
+    return out
+
+
+def _http_stats(tags: dict[str, str], protocol: str, policy: TelemetryPolicy,
+                client: bool) -> list[accesslog_pb2.AccessLog]:
     tags = {**tags, "request_protocol": protocol, "response_code": "%RESPONSE_CODE%",
             "response_flags": "%RESPONSE_FLAGS%"}
     cfg = stats_pb2.Config()
-    cfg.counters.add(stat=_stat("requests_total", tags), value_fixed={"value": 1})
     ms = stats_pb2.Config.Histogram.Milliseconds
     size = stats_pb2.Config.Histogram.Bytes
-    cfg.histograms.add(stat=_stat("request_duration_milliseconds", tags), unit=ms, value_format="%DURATION%")
-    cfg.histograms.add(stat=_stat("request_bytes", tags), unit=size, value_format="%BYTES_RECEIVED%")
-    cfg.histograms.add(stat=_stat("response_bytes", tags), unit=size, value_format="%BYTES_SENT%")
-    return _log(cfg)
+    for metric, name, unit, value in (("REQUEST_COUNT", "requests_total", None, None),
+                                      ("REQUEST_DURATION", "request_duration_milliseconds", ms, "%DURATION%"),
+                                      ("REQUEST_SIZE", "request_bytes", size, "%BYTES_RECEIVED%"),
+                                      ("RESPONSE_SIZE", "response_bytes", size, "%BYTES_SENT%")):
+        enabled, changes = policy.metric(metric, client=client)
+        if not enabled:
+            continue
+        stat = _stat(name, _tagged(tags, changes))
+        if unit is None:
+            cfg.counters.add(stat=stat, value_fixed={"value": 1})
+        else:
+            cfg.histograms.add(stat=stat, unit=unit, value_format=value)
+    return [_log(cfg)] if cfg.counters or cfg.histograms else []
 
 
-def inbound_http_log(service: ServiceLabels, *, mtls: bool, grpc: bool = False) -> accesslog_pb2.AccessLog:
-    return _http_log(_destination_tags(service, mtls=mtls, http=True), "grpc" if grpc else "http")
+def inbound_http_logs(service: ServiceLabels, policy: TelemetryPolicy, *, mtls: bool,
+                      grpc: bool = False) -> list[accesslog_pb2.AccessLog]:
+    """The server side's metrics (``reporter="destination"``) and access logs."""
+    return [*_http_stats(_destination_tags(service, mtls=mtls, http=True), "grpc" if grpc else "http", policy,
+                         client=False), *access_logs(policy, client=False)]
 
 
-def outbound_http_log() -> accesslog_pb2.AccessLog:
-    return _http_log(_source_tags(), "http")
+def outbound_http_logs(policy: TelemetryPolicy) -> list[accesslog_pb2.AccessLog]:
+    """The client side's metrics (``reporter="source"``) and access logs: sidecars' outbound, gateways."""
+    return [*_http_stats(_source_tags(), "http", policy, client=True), *access_logs(policy, client=True)]
 
 
 def _log_type(kind: str) -> accesslog_pb2.AccessLogFilter:
@@ -208,24 +236,85 @@ def _log_type(kind: str) -> accesslog_pb2.AccessLogFilter:
     return f
 
 
-def _tcp_logs(tags: dict[str, str]) -> list[accesslog_pb2.AccessLog]:
+def _tcp_stats(tags: dict[str, str], policy: TelemetryPolicy, client: bool) -> list[accesslog_pb2.AccessLog]:
     """Opened on the upstream connect, closed and bytes at the end (the TCP proxy must flush on connect)."""
     tags = {**tags, "request_protocol": "tcp", "response_flags": "%RESPONSE_FLAGS%"}
     opened = stats_pb2.Config()
-    opened.counters.add(stat=_stat("tcp_connections_opened_total", tags), value_fixed={"value": 1})
     ended = stats_pb2.Config()
-    ended.counters.add(stat=_stat("tcp_connections_closed_total", tags), value_fixed={"value": 1})
-    ended.counters.add(stat=_stat("tcp_sent_bytes_total", tags), value_format="%BYTES_SENT%")
-    ended.counters.add(stat=_stat("tcp_received_bytes_total", tags), value_format="%BYTES_RECEIVED%")
-    return [_log(opened, _log_type("TcpUpstreamConnected")), _log(ended, _log_type("TcpConnectionEnd"))]
+    for metric, cfg, name, value in (
+            ("TCP_OPENED_CONNECTIONS", opened, "tcp_connections_opened_total", None),
+            ("TCP_CLOSED_CONNECTIONS", ended, "tcp_connections_closed_total", None),
+            ("TCP_SENT_BYTES", ended, "tcp_sent_bytes_total", "%BYTES_SENT%"),
+            ("TCP_RECEIVED_BYTES", ended, "tcp_received_bytes_total", "%BYTES_RECEIVED%")):
+        enabled, changes = policy.metric(metric, client=client)
+        if not enabled:
+            continue
+        stat = _stat(name, _tagged(tags, changes))
+        if value is None:
+            cfg.counters.add(stat=stat, value_fixed={"value": 1})
+        else:
+            cfg.counters.add(stat=stat, value_format=value)
+    out = []
+    if opened.counters:
+        out.append(_log(opened, _log_type("TcpUpstreamConnected")))
+    if ended.counters:
+        out.append(_log(ended, _log_type("TcpConnectionEnd")))
+    return out
 
 
-def inbound_tcp_logs(service: ServiceLabels, *, mtls: bool) -> list[accesslog_pb2.AccessLog]:
-    return _tcp_logs(_destination_tags(service, mtls=mtls, http=False))
+def inbound_tcp_logs(service: ServiceLabels, policy: TelemetryPolicy, *,
+                     mtls: bool) -> list[accesslog_pb2.AccessLog]:
+    return [*_tcp_stats(_destination_tags(service, mtls=mtls, http=False), policy, client=False),
+            *access_logs(policy, client=False, tcp=True)]
 
 
-def outbound_tcp_logs() -> list[accesslog_pb2.AccessLog]:
-    return _tcp_logs(_source_tags())
+def outbound_tcp_logs(policy: TelemetryPolicy) -> list[accesslog_pb2.AccessLog]:
+    return [*_tcp_stats(_source_tags(), policy, client=True), *access_logs(policy, client=True, tcp=True)]
+
+
+# --- access logs (the Telemetry API's accessLogging, MeshConfig's accessLogFile) ---------------------------------
+
+
+def _code_filter(op: str, code: int) -> accesslog_pb2.AccessLogFilter:
+    def compare(cmp: int, value: int) -> accesslog_pb2.AccessLogFilter:
+        f = accesslog_pb2.AccessLogFilter()
+        f.status_code_filter.comparison.op = cmp
+        f.status_code_filter.comparison.value.default_value = value
+        f.status_code_filter.comparison.value.runtime_key = "meshplane.access_log.status"
+        return f
+
+    c = accesslog_pb2.ComparisonFilter
+    if op == "!=":
+        either = accesslog_pb2.AccessLogFilter()
+        either.or_filter.filters.extend([compare(c.LE, code - 1), compare(c.GE, code + 1)])
+        return either
+    return {">=": compare(c.GE, code), ">": compare(c.GE, code + 1), "<=": compare(c.LE, code),
+            "<": compare(c.LE, code - 1), "==": compare(c.EQ, code)}[op]
+
+
+def _file_log(sink: AccessLogSink, log_filter: accesslog_pb2.AccessLogFilter | None) -> accesslog_pb2.AccessLog:
+    cfg = file_pb2.FileAccessLog(path=sink.path)
+    if sink.json:
+        fmt = struct_pb2.Struct()
+        fmt.update(dict(sink.json))
+        cfg.log_format.json_format.CopyFrom(fmt)
+    else:
+        cfg.log_format.text_format_source.inline_string = sink.text
+    log = accesslog_pb2.AccessLog(name=FILE_LOGGER, typed_config=pack(cfg))
+    if log_filter is not None:
+        log.filter.CopyFrom(log_filter)
+    return log
+
+
+def access_logs(policy: TelemetryPolicy, *, client: bool, tcp: bool = False) -> list[accesslog_pb2.AccessLog]:
+    out: list[accesslog_pb2.AccessLog] = []
+    for rule in policy.access_logs(client=client):
+        log_filter = _code_filter(*rule.code) if rule.code is not None and not tcp else None
+        if tcp:
+            # A TCP proxy logs each connection once, at its end (not at the connect the metrics count).
+            log_filter = _log_type("TcpConnectionEnd")
+        out.extend(_file_log(sink, log_filter) for sink in rule.sinks)
+    return out
 
 
 def metric_names() -> Iterable[str]:
@@ -235,6 +324,6 @@ def metric_names() -> Iterable[str]:
                                    "tcp_sent_bytes_total", "tcp_received_bytes_total"))
 
 
-__all__ = ["CLUSTER_METADATA", "PEER_METADATA", "ServiceLabels", "cluster_metadata", "inbound_http_log",
-           "inbound_peer_filters", "inbound_tcp_logs", "metric_names", "outbound_http_log", "outbound_peer_filters",
-           "outbound_tcp_logs"]
+__all__ = ["CLUSTER_METADATA", "PEER_METADATA", "ServiceLabels", "access_logs", "cluster_metadata",
+           "inbound_http_logs", "inbound_peer_filters", "inbound_tcp_logs", "metric_names", "outbound_http_logs",
+           "outbound_peer_filters", "outbound_tcp_logs"]

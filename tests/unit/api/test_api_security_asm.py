@@ -294,3 +294,20 @@ def test_peer_authentication_with_selector_in_root_namespace_warns() -> None:
     assert any(w.startswith("spec.selector:") and "applies to no workload" in w for w in warnings)
     assert not ok("PeerAuthentication", spec, namespace="foo")
     assert not ok("PeerAuthentication", {"mtls": {"mode": "STRICT"}}, namespace="istio-system")
+
+
+def test_telemetry_parts_not_carried_out_are_warned_about_by_field() -> None:
+    spec = {"metrics": [{"providers": [{"name": "stackdriver"}], "overrides": [
+        {"match": {"customMetric": "my_metric"}},
+        {"tagOverrides": {"ok": {"value": "request.host"}, "cel": {"value": "request.size > 10"}}}]}],
+        "accessLogging": [{"filter": {"expression": "response.code >= 500"}},
+                          {"filter": {"expression": "request.method == 'GET'"}}],
+        "tracing": [{"randomSamplingPercentage": 10}]}
+    warnings = ok("Telemetry", spec)
+    assert {w.split(":")[0] for w in warnings} == {
+        "spec.metrics[0].providers[0]", "spec.metrics[0].overrides[0].match.customMetric",
+        "spec.metrics[0].overrides[1].tagOverrides[cel].value", "spec.accessLogging[1].filter.expression",
+        "spec.tracing[0]"}
+    applied = {"accessLogging": [{"providers": [{"name": "envoy"}]}],
+               "metrics": [{"overrides": [{"match": {"metric": "REQUEST_COUNT"}, "disabled": True}]}]}
+    assert ok("Telemetry", applied) == []

@@ -1,0 +1,254 @@
+"""The Telemetry API (telemetry.istio.io) for one proxy: which metrics, which tags, which access logs.
+
+Why a resolver of its own: Istio's rule is hierarchical per field, and the listener builders only want the
+answer. For each of ``metrics`` and ``accessLogging`` the most specific Telemetry that sets the field wins it
+whole (Istio's "any fields specified in the namespace configuration completely override the field from the
+parent"): a workload's (selector, or targetRefs naming it), then its namespace's (no selector), then the root
+namespace's (mesh-wide; a root-namespace resource with a selector applies to nothing). Several at one level: the
+oldest wins, as Istio's conflict rule. MeshConfig's ``accessLogFile`` is the mesh-wide access log when no
+Telemetry says anything about access logging.
+
+Istio's tag values are CEL expressions; the attributes translated to Envoy format strings are listed in
+``model.telemetry.CEL_ATTRIBUTES`` (and string literals). Admission warns about any other expression naming its field
+(``api._security``), and the tag then keeps its default value. An access-log ``filter`` understands comparisons
+of ``response.code`` (``response.code >= 400``); others are warned about and log everything.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from meshplane.model.labels import labels_match
+from meshplane.model.mesh import MeshSettings, TelemetryProvider
+from meshplane.model.proxy import Proxy
+from meshplane.model.resources import TELEMETRIES
+from meshplane.model.spec import Telemetry, TelemetryAccessLogging, TelemetryMetrics
+from meshplane.model.telemetry import cel_to_format, code_filter
+from meshplane.translate.context import PushContext
+from meshplane.translate.memo import Slot
+
+# Built-in providers, as Istio ships them: Prometheus metrics and Envoy's access log to standard output.
+PROMETHEUS = "prometheus"
+ENVOY = "envoy"
+STDOUT = "/dev/stdout"
+
+# Istio's default text format of the ``envoy`` provider and of ``accessLogFile``.
+DEFAULT_TEXT_FORMAT = (
+    '[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE% '
+    '%RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS% '
+    '"%UPSTREAM_TRANSPORT_FAILURE_REASON%" %BYTES_RECEIVED% %BYTES_SENT% %DURATION% '
+    '%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% "%REQ(X-FORWARDED-FOR)%" "%REQ(USER-AGENT)%" "%REQ(X-REQUEST-ID)%" '
+    '"%REQ(:AUTHORITY)%" "%UPSTREAM_HOST%" %UPSTREAM_CLUSTER_RAW% %UPSTREAM_LOCAL_ADDRESS% '
+    '%DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% %REQUESTED_SERVER_NAME% %ROUTE_NAME%\n')
+
+# Istio's JSON encoding of the default access log: the same fields by name.
+DEFAULT_JSON_FIELDS = (
+    ("start_time", "%START_TIME%"), ("method", "%REQ(:METHOD)%"),
+    ("path", "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%"), ("protocol", "%PROTOCOL%"), ("response_code", "%RESPONSE_CODE%"),
+    ("response_flags", "%RESPONSE_FLAGS%"), ("response_code_details", "%RESPONSE_CODE_DETAILS%"),
+    ("connection_termination_details", "%CONNECTION_TERMINATION_DETAILS%"),
+    ("upstream_transport_failure_reason", "%UPSTREAM_TRANSPORT_FAILURE_REASON%"),
+    ("bytes_received", "%BYTES_RECEIVED%"), ("bytes_sent", "%BYTES_SENT%"), ("duration", "%DURATION%"),
+    ("upstream_service_time", "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%"),
+    ("x_forwarded_for", "%REQ(X-FORWARDED-FOR)%"), ("user_agent", "%REQ(USER-AGENT)%"),
+    ("request_id", "%REQ(X-REQUEST-ID)%"), ("authority", "%REQ(:AUTHORITY)%"), ("upstream_host", "%UPSTREAM_HOST%"),
+    ("upstream_cluster", "%UPSTREAM_CLUSTER_RAW%"), ("upstream_local_address", "%UPSTREAM_LOCAL_ADDRESS%"),
+    ("downstream_local_address", "%DOWNSTREAM_LOCAL_ADDRESS%"),
+    ("downstream_remote_address", "%DOWNSTREAM_REMOTE_ADDRESS%"),
+    ("requested_server_name", "%REQUESTED_SERVER_NAME%"), ("route_name", "%ROUTE_NAME%"))
+
+METRICS = ("REQUEST_COUNT", "REQUEST_DURATION", "REQUEST_SIZE", "RESPONSE_SIZE", "TCP_OPENED_CONNECTIONS",
+           "TCP_CLOSED_CONNECTIONS", "TCP_SENT_BYTES", "TCP_RECEIVED_BYTES")
+
+
+@dataclass(frozen=True, slots=True)
+class MetricRule:
+    """One ``overrides`` entry, in order: which metric on which side, disabled or not, tag changes
+    (value None: remove the tag)."""
+
+    metric: str  # one of METRICS, or ALL_METRICS
+    client: bool
+    server: bool
+    disabled: bool | None
+    tags: tuple[tuple[str, str | None], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AccessLogSink:
+    path: str
+    text: str = DEFAULT_TEXT_FORMAT  # the text format, when ``json`` is empty
+    json: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AccessLogRule:
+    client: bool
+    server: bool
+    sinks: tuple[AccessLogSink, ...]
+    code: tuple[str, int] | None = None  # only responses whose code compares so
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryPolicy:
+    """What one proxy reports. Hashable: listeners shared by proxies with equal policies stay shared."""
+
+    metrics: bool = True  # Prometheus metrics at all
+    rules: tuple[MetricRule, ...] = ()
+    logs: tuple[AccessLogRule, ...] = ()
+
+    def metric(self, name: str, *, client: bool) -> tuple[bool, dict[str, str | None]]:
+        """Whether ``name`` (one of METRICS) is reported on this side, and its tag changes."""
+        enabled = self.metrics
+        tags: dict[str, str | None] = {}
+        for rule in self.rules:
+            if rule.metric not in (name, "ALL_METRICS") or not (rule.client if client else rule.server):
+                continue
+            if rule.disabled is not None:
+                enabled = not rule.disabled
+            tags.update(rule.tags)
+        return enabled, tags
+
+    def access_logs(self, *, client: bool) -> tuple[AccessLogRule, ...]:
+        return tuple(r for r in self.logs if (r.client if client else r.server))
+
+
+DEFAULT = TelemetryPolicy()
+
+_POLICIES: Slot[tuple[str, tuple[tuple[str, str], ...]], TelemetryPolicy] = Slot("telemetry-policy",
+                                                                                  endpoint_free=True)
+
+
+def _sides(mode: str | None) -> tuple[bool, bool]:
+    return (mode in (None, "CLIENT_AND_SERVER", "CLIENT"), mode in (None, "CLIENT_AND_SERVER", "SERVER"))
+
+
+def _provider_names(entry: TelemetryMetrics | TelemetryAccessLogging) -> tuple[str, ...]:
+    return tuple(p.name for p in entry.providers if p.name)
+
+
+def _metric_rules(entries: tuple[TelemetryMetrics, ...]) -> tuple[bool, tuple[MetricRule, ...]]:
+    enabled = False
+    rules: list[MetricRule] = []
+    for entry in entries:
+        names = _provider_names(entry) or (PROMETHEUS,)
+        if PROMETHEUS not in names:
+            continue  # a provider meshplane does not serve (admission warned)
+        enabled = True
+        for o in entry.overrides:
+            match = o.match
+            if match is not None and match.custom_metric:
+                continue  # custom metrics: not served (admission warned)
+            metric = str(match.metric) if match is not None and match.metric is not None else "ALL_METRICS"
+            client, server = _sides(str(match.mode) if match is not None and match.mode is not None else None)
+            tags: list[tuple[str, str | None]] = []
+            for tag, change in sorted(o.tag_overrides.items()):
+                if change.operation is not None and str(change.operation) == "REMOVE":
+                    tags.append((tag, None))
+                elif change.value is not None:
+                    fmt = cel_to_format(change.value)
+                    if fmt is not None:
+                        tags.append((tag, fmt))
+            rules.append(MetricRule(metric, client, server, o.disabled, tuple(tags)))
+    return enabled, tuple(rules)
+
+
+def _sinks(names: tuple[str, ...], mesh: MeshSettings) -> tuple[AccessLogSink, ...]:
+    sinks = []
+    for name in names:
+        if name == ENVOY:
+            sinks.append(AccessLogSink(STDOUT))
+            continue
+        provider = next((p for p in mesh.telemetry_providers if p.name == name), None)
+        if provider is not None and provider.kind == "envoyFileAccessLog":
+            sinks.append(_file_sink(provider))
+    return tuple(sinks)
+
+
+def _file_sink(provider: TelemetryProvider) -> AccessLogSink:
+    """An ``envoyFileAccessLog`` provider: ``path``, ``logFormat`` ``text`` or ``labels`` (JSON lines)."""
+    fields = dict(provider.fields)
+    path = fields.get("path") or STDOUT
+    try:
+        fmt = json.loads(fields.get("logFormat", "{}"))
+    except ValueError:
+        fmt = {}
+    if isinstance(fmt, dict) and isinstance(fmt.get("text"), str):
+        text = fmt["text"]
+        return AccessLogSink(path, text if text.endswith("\n") else text + "\n")
+    labels = fmt.get("labels") if isinstance(fmt, dict) else None
+    if isinstance(labels, dict) and labels:
+        return AccessLogSink(path, json=tuple(sorted((str(k), str(v)) for k, v in labels.items())))
+    return AccessLogSink(path)
+
+
+def _log_rules(entries: tuple[TelemetryAccessLogging, ...], mesh: MeshSettings) -> tuple[AccessLogRule, ...]:
+    rules = []
+    for entry in entries:
+        client, server = _sides(str(entry.match.mode) if entry.match is not None and entry.match.mode else None)
+        if entry.disabled:
+            continue
+        sinks = _sinks(_provider_names(entry) or (ENVOY,), mesh)
+        if not sinks:
+            continue
+        code = code_filter(entry.filter.expression) if entry.filter is not None and entry.filter.expression else None
+        rules.append(AccessLogRule(client, server, sinks, code))
+    return tuple(rules)
+
+
+def _mesh_access_log(mesh: MeshSettings) -> tuple[AccessLogRule, ...]:
+    """MeshConfig ``accessLogFile`` (+ ``accessLogFormat``, ``accessLogEncoding``): Istio's mesh-wide log."""
+    if not mesh.access_log_file:
+        return ()
+    if mesh.access_log_encoding.upper() == "JSON":
+        sink = AccessLogSink(mesh.access_log_file, json=DEFAULT_JSON_FIELDS)
+    else:
+        fmt = mesh.access_log_format or DEFAULT_TEXT_FORMAT
+        sink = AccessLogSink(mesh.access_log_file, fmt if fmt.endswith("\n") else fmt + "\n")
+    return (AccessLogRule(True, True, (sink,)),)
+
+
+def _levels(proxy: Proxy, ctx: PushContext) -> list[Telemetry]:
+    """The Telemetry specs that apply, most specific first (workload, namespace, root), oldest first within one."""
+    root = ctx.mesh.root_namespace
+    workload: list[tuple[str, str, Telemetry]] = []
+    namespace: list[tuple[str, str, Telemetry]] = []
+    mesh: list[tuple[str, str, Telemetry]] = []
+    for obj in ctx.config.of(TELEMETRIES):
+        spec = obj.spec
+        assert isinstance(spec, Telemetry)
+        meta = obj.meta
+        order = (meta.creation_timestamp or "", meta.name)
+        targeted = spec.selector is not None or bool(spec.target_refs) or spec.target_ref is not None
+        if targeted:
+            # targetRefs (Services, Gateways) are not resolved yet (admission warns); a selector in the root
+            # namespace applies to nothing (Istio ignores it).
+            if (meta.namespace == proxy.namespace != root and spec.selector is not None
+                    and labels_match(spec.selector.match_labels, proxy.labels)):
+                workload.append((*order, spec))
+        elif meta.namespace == proxy.namespace and meta.namespace != root:
+            namespace.append((*order, spec))
+        elif meta.namespace == root:
+            mesh.append((*order, spec))
+    return [s for level in (workload, namespace, mesh) for *_, s in sorted(level, key=lambda t: (t[0], t[1]))]
+
+
+def telemetry_policy(proxy: Proxy, ctx: PushContext) -> TelemetryPolicy:
+    """The Telemetry API's answer for ``proxy`` (memoised per namespace and labels)."""
+    key = (proxy.namespace, tuple(sorted(proxy.labels.items())))
+
+    def build() -> TelemetryPolicy:
+        levels = _levels(proxy, ctx)
+        metrics = next((s.metrics for s in levels if s.metrics), None)
+        logging = next((s.access_logging for s in levels if s.access_logging), None)
+        enabled, rules = _metric_rules(metrics) if metrics is not None else (True, ())
+        logs = _log_rules(logging, ctx.mesh) if logging is not None else _mesh_access_log(ctx.mesh)
+        return TelemetryPolicy(enabled, rules, logs)
+
+    if not ctx.config.of(TELEMETRIES) and not ctx.mesh.access_log_file:
+        return DEFAULT
+    return ctx.memo.get_or_build(_POLICIES, key, build)
+
+
+__all__ = ["DEFAULT", "DEFAULT_TEXT_FORMAT", "METRICS", "AccessLogRule", "AccessLogSink", "MetricRule",
+           "TelemetryPolicy", "telemetry_policy"]

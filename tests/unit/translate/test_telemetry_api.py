@@ -1,0 +1,114 @@
+"""The Telemetry API resolver (``translate.telemetryapi``): Istio's per-field hierarchy, the CEL attributes it
+translates, MeshConfig's mesh-wide access log, and what the listeners then carry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from _translate_helpers import bookinfo_registry, context, envoy_validate, hcm_of, istio_object, listeners, sidecar
+from envoy.extensions.access_loggers.file.v3 import file_pb2
+from envoy.extensions.access_loggers.stats.v3 import stats_pb2
+
+from meshplane.model.mesh import MeshSettings, TelemetryProvider
+from meshplane.model.telemetry import cel_to_format, code_filter
+from meshplane.translate.telemetryapi import DEFAULT, DEFAULT_TEXT_FORMAT, telemetry_policy
+
+
+def _telemetry(name: str, ns: str, spec: dict[str, Any], created: str = "2026-01-01T00:00:00Z") -> dict[str, Any]:
+    obj = istio_object("Telemetry", name, ns, spec)
+    obj["apiVersion"] = "telemetry.istio.io/v1"
+    obj["metadata"]["creationTimestamp"] = created
+    return obj
+
+
+def _disable(metric: str, mode: str = "CLIENT_AND_SERVER") -> dict[str, Any]:
+    return {"metrics": [{"overrides": [{"match": {"metric": metric, "mode": mode}, "disabled": True}]}]}
+
+
+def test_cel_attributes_headers_and_literals() -> None:
+    assert cel_to_format("request.host") == "%REQ(:AUTHORITY)%"
+    assert cel_to_format(" request.headers['x-user'] ") == "%REQ(x-user)%"
+    assert cel_to_format('response.headers["server"]') == "%RESP(server)%"
+    assert cel_to_format("'fixed'") == "fixed"
+    assert cel_to_format("request.headers['a'] + 'b'") is None
+    assert cel_to_format("'50%'") is None  # a % would be read as an Envoy command
+    assert code_filter("response.code >= 400") == (">=", 400)
+    assert code_filter("response.code >= 400 && request.method == 'GET'") is None
+
+
+def test_most_specific_field_wins_and_oldest_within_a_level() -> None:
+    objs = [*bookinfo_registry(),
+            _telemetry("mesh", "istio-system", _disable("REQUEST_COUNT")),
+            _telemetry("ns-old", "default", _disable("REQUEST_DURATION"), "2026-01-01T00:00:00Z"),
+            _telemetry("ns-new", "default", _disable("REQUEST_SIZE"), "2026-02-01T00:00:00Z"),
+            _telemetry("reviews", "default", {"selector": {"matchLabels": {"app": "reviews"}},
+                                              **_disable("RESPONSE_SIZE", "SERVER")}),
+            # A root-namespace Telemetry with a selector applies to nothing (Istio ignores it).
+            _telemetry("root-selector", "istio-system", {"selector": {"matchLabels": {"app": "ratings"}},
+                                                         **_disable("ALL_METRICS")})]
+    ctx = context(objs)
+    reviews = telemetry_policy(sidecar("reviews", "v1"), ctx)
+    assert reviews.metric("RESPONSE_SIZE", client=False)[0] is False
+    assert reviews.metric("RESPONSE_SIZE", client=True)[0] is True  # mode SERVER only
+    assert reviews.metric("REQUEST_COUNT", client=False)[0] is True, "the workload's metrics replace the parents'"
+    ratings = telemetry_policy(sidecar("ratings", "v1"), ctx)
+    assert ratings.metric("REQUEST_DURATION", client=True)[0] is False  # the namespace's oldest
+    assert ratings.metric("REQUEST_SIZE", client=True)[0] is True
+    assert ratings.metric("REQUEST_COUNT", client=True)[0] is True
+    other_ns = telemetry_policy(sidecar("ratings", "v1", ns="other"), ctx)
+    assert other_ns.metric("REQUEST_COUNT", client=True)[0] is False  # the mesh default
+    assert context(bookinfo_registry()) and telemetry_policy(sidecar(), context(bookinfo_registry())) is DEFAULT
+
+
+def test_tag_overrides_reach_the_stats_logger(tmp_path: Path) -> None:
+    spec = {"metrics": [{"overrides": [{"match": {"metric": "REQUEST_COUNT", "mode": "SERVER"}, "tagOverrides": {
+        "request_host": {"value": "request.host"}, "request_protocol": {"operation": "REMOVE"},
+        "custom": {"value": "request.headers['a'] + 'b'"}}}]}]}
+    ctx = context([*bookinfo_registry(), _telemetry("t", "default", spec)])
+    proxy = sidecar("reviews", "v1")
+    h = hcm_of(listeners(proxy, ctx)["inbound_127.0.1.3_9080"].filter_chains[0])
+    assert h is not None
+    stats = [log for log in h.access_log if log.name == "envoy.access_loggers.stats"]
+    cfg = stats_pb2.Config()
+    stats[0].typed_config.Unpack(cfg)
+    (count,) = [c for c in cfg.counters if c.stat.name == "requests_total"]
+    tags = {t.name: t.value_format for t in count.stat.tags}
+    assert tags["request_host"] == "%REQ(:AUTHORITY)%" and "request_protocol" not in tags and "custom" not in tags
+    (duration,) = [h for h in cfg.histograms if h.stat.name == "request_duration_milliseconds"]
+    assert "request_protocol" in {t.name for t in duration.stat.tags}, "only REQUEST_COUNT was overridden"
+    envoy_validate(proxy, ctx, tmp_path)
+
+
+def _file_logs(proxy: Any, ctx: Any) -> list[file_pb2.FileAccessLog]:
+    h = hcm_of(listeners(proxy, ctx)["inbound_127.0.1.3_9080"].filter_chains[0])
+    assert h is not None
+    out = []
+    for log in h.access_log:
+        if log.name == "envoy.access_loggers.file":
+            f = file_pb2.FileAccessLog()
+            log.typed_config.Unpack(f)
+            out.append(f)
+    return out
+
+
+def test_mesh_access_log_file_and_file_providers(tmp_path: Path) -> None:
+    proxy = sidecar("reviews", "v1")
+    assert _file_logs(proxy, context(bookinfo_registry())) == []
+    mesh = MeshSettings(access_log_file="/dev/stdout", access_log_encoding="JSON")
+    (json_log,) = _file_logs(proxy, context(bookinfo_registry(), mesh))
+    assert json_log.path == "/dev/stdout" and json_log.log_format.json_format.fields["method"].string_value
+    provider = TelemetryProvider("file", "envoyFileAccessLog", (("logFormat", '{"text": "%REQ(:PATH)%"}'),
+                                                                 ("path", str(tmp_path / "a.log"))))
+    spec = {"accessLogging": [{"providers": [{"name": "file"}, {"name": "envoy"}]}]}
+    ctx = context([*bookinfo_registry(), _telemetry("t", "default", spec)],
+                  MeshSettings(access_log_file="/dev/null", telemetry_providers=(provider,)))
+    file_log, envoy_log = _file_logs(proxy, ctx)  # the Telemetry replaces the mesh-wide log
+    assert (file_log.path, file_log.log_format.text_format_source.inline_string) == (
+        str(tmp_path / "a.log"), "%REQ(:PATH)%\n")
+    assert (envoy_log.path, envoy_log.log_format.text_format_source.inline_string) == (
+        "/dev/stdout", DEFAULT_TEXT_FORMAT)
+    off = context([*bookinfo_registry(), _telemetry("t", "default", {"accessLogging": [{"disabled": True}]})],
+                  MeshSettings(access_log_file="/dev/stdout"))
+    assert _file_logs(proxy, off) == []
+    envoy_validate(proxy, ctx, tmp_path)
