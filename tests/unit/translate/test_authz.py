@@ -174,7 +174,10 @@ def test_security_config_validates(mode: str, tmp_path: Path) -> None:
     h = hcm_of(listeners(proxy, ctx)[("inbound_127.0.1.3_9080" if mode == "NONE" else "virtualInbound")]
                .filter_chains[0])
     assert h is not None
-    assert [f.name for f in h.http_filters][:5] == [
+    names = [f.name for f in h.http_filters]
+    # The metrics' peer-identity exchange moves headers first; the security filters come next, before the rest.
+    assert names[:2] == ["envoy.filters.http.header_to_metadata", "envoy.filters.http.header_mutation"]
+    assert names[2:7] == [
         "envoy.filters.http.jwt_authn", "envoy.filters.http.rbac", "envoy.filters.http.ext_authz",
         "envoy.filters.http.rbac", "envoy.filters.http.rbac"]
     envoy_validate(proxy, ctx, tmp_path)
