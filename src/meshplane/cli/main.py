@@ -45,6 +45,7 @@ def _server(args: argparse.Namespace) -> int:
         cert_ttl_s=args.cert_ttl,
         inbound_mtls=args.inbound_mtls,
         locality_lb=args.locality_lb,
+        mesh_config=Path(args.mesh_config) if args.mesh_config else None,
     )
     asyncio.run(serverproc.run_server(opts))
     return 0
@@ -93,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--locality-lb", action=argparse.BooleanOptionalAction, default=True,
                    help="mesh-wide locality load balancing: same zone first, failover to the next zone, region, "
                         "with retries and a passive health check that need no outlierDetection (default on)")
+    s.add_argument("--mesh-config", metavar="FILE",
+                   help="Istio MeshConfig (YAML: extensionProviders, rootNamespace, ...), published as ConfigMap "
+                        "istio-system/istio and reloaded when the file or the ConfigMap changes")
     s.set_defaults(func=_server)
 
     k = sub.add_parser("kubeconfig", help="print a kubeconfig for the running server")

@@ -18,6 +18,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,11 +27,15 @@ from aiohttp import web
 
 from meshplane.api.kinds import default_registry
 from meshplane.apiserver.app import ApiServer, ApiServerSettings, serve
+from meshplane.cli.meshconfig_sync import MeshConfigFileError, MeshConfigSync
 from meshplane.cli.security_api import security_routes
 from meshplane.kube import KubeSourceFactory, SourceSettings
 from meshplane.lanes import LanesController
 from meshplane.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from meshplane.metrics import ControlPlaneMetrics
+from meshplane.model.config import ConfigKey
+from meshplane.model.meshconfig import MESH_CONFIGMAP
+from meshplane.model.resources import CONFIGMAPS
 from meshplane.multicluster import MemberClusterController
 from meshplane.rpc.ca_service import SecurityPlane
 from meshplane.store.sqlite import SqliteStore
@@ -73,6 +78,8 @@ class ServerOptions:
     # Mesh-wide locality load balancing (same zone first, failover by priority, with a default passive health
     # check): on by default, as ASM offers same-zone routing out of the box. See docs/multicluster.md.
     locality_lb: bool = True
+    # Istio's MeshConfig (YAML), published as ConfigMap istio-system/istio and followed (cli.meshconfig_sync).
+    mesh_config: Path | None = None
 
 
 def is_loopback(host: str) -> bool:
@@ -132,6 +139,7 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
     lanes = LanesController(store)
     await lanes.start()
     xds: XdsServer | None = None
+    mesh_sync: MeshConfigSync | None = None
     xds_url = ""
     security: SecurityPlane | None = None
     ca_url = ""
@@ -145,11 +153,19 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
     if opts.xds_host is not None:
         mesh = MeshSettings(trust_domain=opts.trust_domain, inbound_mtls=opts.inbound_mtls,
                             locality_lb_enabled=opts.locality_lb)
+        translator = DefaultTranslator(mesh)
         xds = XdsServer(store, XdsSettings(debounce_quiet=opts.debounce_quiet, debounce_max=opts.debounce_max,
-                                           translator=DefaultTranslator(mesh), metrics=metrics))
+                                           translator=translator, metrics=metrics))
+        mesh_sync = MeshConfigSync(store, mesh, _mesh_applier(translator, xds), file=opts.mesh_config)
+        try:
+            await mesh_sync.start()  # before the first push context: proxies start with the mesh config's settings
+        except MeshConfigFileError as e:
+            raise ServerConfigError(str(e)) from e
         xds_port = await xds.start(f"{_url_host(opts.xds_host)}:{opts.xds_port}")
         xds_url = f"{_url_host(opts.xds_host)}:{xds_port}"
         log.info("xDS serving on %s", xds_url)
+    elif opts.mesh_config is not None:
+        raise ServerConfigError("--mesh-config needs the xDS server (it configures translation)")
     members: MemberClusterController | None = None
     if xds is not None:
         # Each member's requests time out after 10 s; failures back off up to 15 s.
@@ -160,6 +176,13 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
     api.extra_routes.append(web.get("/metrics", _metrics_handler(metrics)))
     if xds is not None:
         api.extra_routes.append(web.get("/management/v1/proxies", _proxy_status_handler(xds)))
+    if mesh_sync is not None:
+        sync = mesh_sync
+
+        async def mesh_status(request: web.Request) -> web.Response:
+            return web.json_response(sync.status())
+
+        api.extra_routes.append(web.get("/management/v1/mesh-config", mesh_status))
     if security is not None:
         api.extra_routes.extend(security_routes(security))
     runner = await serve(api.app(), opts.api_host, opts.api_port)
@@ -185,6 +208,8 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
         await lanes.stop()
         if members is not None:
             await members.stop()
+        if mesh_sync is not None:
+            await mesh_sync.stop()
         if xds is not None:
             await xds.stop(grace=1.0)
         if security is not None:
@@ -192,6 +217,14 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
         await store.close()
         with contextlib.suppress(FileNotFoundError):
             (opts.data_dir / STATE_FILE).unlink()
+
+
+def _mesh_applier(translator: DefaultTranslator, xds: XdsServer) -> Callable[[MeshSettings], None]:
+    def apply(settings: MeshSettings) -> None:
+        translator.set_mesh(settings)
+        xds.mesh_changed(ConfigKey(CONFIGMAPS, *MESH_CONFIGMAP))
+
+    return apply
 
 
 def _tune_gc() -> None:

@@ -30,7 +30,7 @@ import logging
 
 import grpc
 
-from meshplane.model.config import ConfigSnapshot
+from meshplane.model.config import ConfigKey, ConfigSnapshot
 from meshplane.model.push import PushRequest
 from meshplane.model.resources import WORKLOAD_ENTRIES
 from meshplane.model.service import RegistrySnapshot
@@ -172,6 +172,11 @@ class XdsServer:
         """A source's services or endpoints changed. Endpoint-only unless services differ: what changed is asked
         of the sources at the flush (``take_changes``); a source that cannot tell is re-merged whole."""
         self._debouncer.add(PushRequest(full=False, reasons=(reason,)))
+
+    def mesh_changed(self, key: ConfigKey, reason: str = "mesh config") -> None:
+        """The mesh settings changed (the translator already has them): a full push to every proxy, debounced.
+        ``key`` names the object they came from (an unknown kind to ``proxy_affected``: every proxy)."""
+        self._debouncer.add(PushRequest(full=True, config_updated=frozenset({key}), reasons=(reason,)))
 
     # --- status ------------------------------------------------------------------------------------------
 
