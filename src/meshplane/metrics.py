@@ -116,6 +116,12 @@ class ControlPlaneMetrics:
             "meshplane_store_writes", "Committed store writes, by resource (group/resource) and verb.",
             ("resource", "verb"), read))
 
+    def watch_jwks_fetch_failures(self, read: Callable[[], Mapping[tuple[str, ...], int]]) -> None:
+        """``meshplane_jwks_fetch_failures_total{issuer}`` reads the JWKS resolver's failed fetches by issuer."""
+        self.registry.register(_CountsCollector(
+            "meshplane_jwks_fetch_failures", "Failed fetches of RequestAuthentication jwksUri keys, by issuer.",
+            ("issuer",), read))
+
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return generate_latest(self.registry)

@@ -26,6 +26,7 @@ import aiohttp
 from aiohttp import web
 
 from meshplane.agent import build_bootstrap
+from meshplane.model.peer import peer_environment
 from meshplane.model.proxy import Locality
 
 _next_host = itertools.count(30)
@@ -146,13 +147,15 @@ class Envoy:
     listen_host: str = field(default_factory=loopback_host)
     locality: Locality = field(default_factory=Locality)
     admin: str = ""
+    stats_address: str = ""  # host:port of the Prometheus listener (Istio's 15090)
     process: asyncio.subprocess.Process | None = None
     log_path: Path | None = None
 
     async def start(self) -> Envoy:
         self.admin = self.admin or f"{self.listen_host}:{free_port(self.listen_host)}"
+        self.stats_address = self.stats_address or f"{self.listen_host}:{free_port(self.listen_host)}"
         bootstrap = build_bootstrap(self.node_id, self.metadata, self.locality, self.xds_address, self.admin,
-                                    delta=self.delta)
+                                    delta=self.delta, stats_address=self.stats_address)
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / f"{self.name}.json"
         config.write_text(json.dumps(bootstrap))
@@ -163,6 +166,7 @@ class Envoy:
                 envoy_binary(), "-c", str(config), "--concurrency", "1", "--base-id", str(next(_base_ids)),
                 "-l", "warning", "--drain-time-s", "1", "--parent-shutdown-time-s", "2",
                 stdout=log, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL,
+                env={**os.environ, **peer_environment(self.metadata)},
             )
         finally:
             log.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from e2e_objects import service_entry
 from envoy_harness import Backend, Envoy, Harness, _base_ids, envoy_binary, loopback_host, sidecar_node_id, wait_until
 
 from meshplane.agent import build_bootstrap
+from meshplane.model.peer import peer_environment
 from meshplane.rpc.ca_service import CaClient, CaServer, CaService
 from meshplane.rpc.sds import SdsServer
 from meshplane.security import AuditTrail, CertificateAuthority, TokenIssuer, WorkloadKey
@@ -43,8 +45,9 @@ class SdsEnvoy(Envoy):
 
     async def start(self) -> Envoy:
         self.admin = self.admin or f"{self.listen_host}:{_free(self.listen_host)}"
+        self.stats_address = self.stats_address or f"{self.listen_host}:{_free(self.listen_host)}"
         bs = build_bootstrap(self.node_id, self.metadata, self.locality, self.xds_address, self.admin,
-                             sds_socket=self.sds_path)
+                             sds_socket=self.sds_path, stats_address=self.stats_address)
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / f"{self.name}.json"
         config.write_text(json.dumps(bs))
@@ -53,7 +56,8 @@ class SdsEnvoy(Envoy):
             self.process = await asyncio.create_subprocess_exec(
                 envoy_binary(), "-c", str(config), "--concurrency", "1", "--base-id", str(next(_base_ids)),
                 "-l", "warning", "--drain-time-s", "1", "--parent-shutdown-time-s", "2",
-                stdout=log, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL)
+                stdout=log, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL,
+                env={**os.environ, **peer_environment(self.metadata)})
         return self
 
 

@@ -26,9 +26,7 @@ from envoy_harness import Harness, loopback_host, wait_until
 from security_mesh import AP, PA, SE, SecurityMesh
 
 from meshplane.cli.meshconfig_sync import MeshConfigSync
-from meshplane.model.config import ConfigKey
 from meshplane.model.mesh import MeshSettings
-from meshplane.model.meshconfig import MESH_CONFIGMAP
 from meshplane.model.resources import CONFIGMAPS
 from meshplane.store import MemoryStore
 from meshplane.xds.default_translator import DefaultTranslator
@@ -56,7 +54,7 @@ async def sec(store: MemoryStore, harness: Harness, xds, tmp_path: Path) -> Asyn
 
     def apply(settings: MeshSettings) -> None:
         translator.set_mesh(settings)
-        server.mesh_changed(ConfigKey(CONFIGMAPS, *MESH_CONFIGMAP))
+        server.config_changed("mesh config")
 
     sync = MeshConfigSync(store, MeshSettings(), apply)
     await sync.start()

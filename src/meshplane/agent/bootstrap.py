@@ -20,6 +20,20 @@ from meshplane.model.proxy import Locality
 XDS_CLUSTER = "xds-grpc"
 SDS_CLUSTER = "sds-grpc"  # MeshSettings.sds_cluster: what the translated TLS contexts fetch secrets from
 EXTAUTHZ_CLUSTER = "opa-extauthz"  # translate.opa: the agent's ext_authz server evaluating ASMOPAPolicies
+STATS_CLUSTER = "prometheus_stats"
+STATS_PORT = 15090  # Istio's port for a proxy's Prometheus metrics
+
+# Envoy exports the stats access logger's metrics (translate.telemetry) as envoy_istio_*; Prometheus scrapes them
+# under Istio's names from the metrics listener, which renames them on the way out (only at scrape time).
+_RENAME_LUA = """
+function envoy_on_response(handle)
+  local body = handle:body()
+  if body == nil or body:length() == 0 then return end
+  local text = body:getBytes(0, body:length())
+  local renamed = text:gsub("envoy_istio_", "istio_")
+  body:setBytes(renamed)
+end
+"""
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -59,11 +73,14 @@ def build_bootstrap(
     xds_connect_timeout_s: float = 1.0,
     sds_socket: str | None = None,
     extauthz_socket: str | None = None,
+    stats_address: str | None = None,
 ) -> dict[str, Any]:
     """A complete Envoy v3 bootstrap: ADS to ``xds_address`` for listeners and clusters, admin on
     ``admin_address``. ``metadata`` becomes ``node.metadata`` (see docs/proxy-metadata.md for the keys).
     ``sds_socket``: the agent's SDS server (Unix socket path), as the static cluster ``sds-grpc``;
-    ``extauthz_socket``: the agent's ext_authz server, as the static cluster ``opa-extauthz``."""
+    ``extauthz_socket``: the agent's ext_authz server, as the static cluster ``opa-extauthz``;
+    ``stats_address``: where Prometheus scrapes the proxy (``/stats/prometheus``, Istio's port 15090), with the
+    mesh metrics under Istio's names (``istio_requests_total``; see ``translate.telemetry``)."""
     node_locality = {k: v for k, v in (("region", locality.region), ("zone", locality.zone),
                                        ("sub_zone", locality.subzone)) if v}
     node: dict[str, Any] = {
@@ -78,6 +95,10 @@ def build_bootstrap(
     ads_source = {"ads": {}, "resource_api_version": "V3"}
     local = [_pipe_cluster(name, path) for name, path in ((SDS_CLUSTER, sds_socket),
                                                           (EXTAUTHZ_CLUSTER, extauthz_socket)) if path]
+    listeners: list[dict[str, Any]] = []
+    if stats_address:
+        listeners.append(_stats_listener(stats_address))
+        local.append(_static_cluster(STATS_CLUSTER, _socket(admin_address)))
     return {
         "node": node,
         "admin": {"address": _socket(admin_address)},
@@ -110,6 +131,7 @@ def build_bootstrap(
                     "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket(xds_address)}}]}],
                 },
             }, *local],
+            "listeners": listeners,
         },
         "layered_runtime": {
             "layers": [
@@ -131,6 +153,34 @@ def build_bootstrap(
             }],
         },
     }
+
+
+def _stats_listener(address: str) -> dict[str, Any]:
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
+                 "HttpConnectionManager",
+        "stat_prefix": "prometheus_stats",
+        "route_config": {"virtual_hosts": [{
+            "name": "stats", "domains": ["*"],
+            "routes": [{"match": {"prefix": "/stats/prometheus"}, "route": {"cluster": STATS_CLUSTER}}],
+        }]},
+        "http_filters": [
+            {"name": "envoy.filters.http.lua", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+                "default_source_code": {"inline_string": _RENAME_LUA}}},
+            {"name": "envoy.filters.http.router", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
+        ],
+    }
+    return {"name": "prometheus_stats", "address": _socket(address),
+            "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
+                                            "typed_config": hcm}]}]}
+
+
+def _static_cluster(name: str, address: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "type": "STATIC", "connect_timeout": "1s",
+            "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
+                "address": address}}]}]}}
 
 
 def _pipe_cluster(name: str, path: str) -> dict[str, Any]:

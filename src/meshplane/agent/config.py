@@ -63,6 +63,7 @@ class AgentConfig:
     gateway: bool = False  # proxy type router (an ingress/egress gateway) instead of sidecar
     gateway_ports: Mapping[int, int] = field(default_factory=dict)  # Gateway (Service) port -> listen port
     admin_port: int = 15000
+    stats_port: int = 15090  # Prometheus scrapes /stats/prometheus here (Istio's port); 0 = no metrics listener
     outbound_port: int = 15001
     readiness: Readiness = field(default_factory=Readiness)
     register: bool = True

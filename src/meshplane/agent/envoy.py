@@ -19,6 +19,7 @@ import os
 import shutil
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import aiohttp
@@ -59,6 +60,7 @@ class EnvoyProcess:
         self.proc: asyncio.subprocess.Process | None = None
         self.restarts = 0
         self.last_exit: int | None = None
+        self.env: Mapping[str, str] = {}  # added to Envoy's environment (the proxy's identity: model.peer)
 
     @property
     def pid(self) -> int | None:
@@ -75,7 +77,8 @@ class EnvoyProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as out:
             self.proc = await asyncio.create_subprocess_exec(
-                *args, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=asyncio.subprocess.STDOUT)
+                *args, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=asyncio.subprocess.STDOUT,
+                env={**os.environ, **self.env})
         log.info("envoy started (pid %d)", self.proc.pid)
         return self.proc.pid
 

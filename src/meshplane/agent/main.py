@@ -39,6 +39,7 @@ from meshplane.agent.procs import record_for, write_json_atomic, write_record
 from meshplane.agent.registration import Registration
 from meshplane.agent.waits import pause
 from meshplane.client import Client, ClientError
+from meshplane.model.peer import peer_environment
 from meshplane.model.proxy import Locality
 from meshplane.rpc.ca_service import CaClient
 from meshplane.rpc.extauthz import ExtAuthzServer
@@ -83,7 +84,9 @@ class Agent:
         doc = build_bootstrap(cfg.node_id, md, Locality(cfg.region, cfg.zone, cfg.subzone), cfg.xds,
                               f"{cfg.address}:{cfg.admin_port}", delta=cfg.delta,
                               sds_socket=str(self.sds_path) if self.sds_path else None,
-                              extauthz_socket=str(self.extauthz_path) if self.extauthz_path else None)
+                              extauthz_socket=str(self.extauthz_path) if self.extauthz_path else None,
+                              stats_address=f"{cfg.address}:{cfg.stats_port}" if cfg.stats_port else None)
+        self.envoy.env = peer_environment(md)  # who this proxy is, in its metrics (translate.telemetry)
         self.work.mkdir(parents=True, exist_ok=True)
         path = self.work / "bootstrap.json"
         path.write_text(json.dumps(doc, indent=1))

@@ -196,6 +196,7 @@ def _rule(rule: Rule, path: str, r: Report, *, action: str) -> None:
 def peer_authentication(meta: ObjectMeta, spec: PeerAuthentication, r: Report) -> None:
     selector = spec.selector
     c.workload_selector(None if selector is None else selector.match_labels, "spec.selector.matchLabels", r)
+    _root_namespace_selector(meta, spec, r)
     port_level = spec.port_level_mtls
     if not c.present(port_level, "spec.portLevelMtls", r):
         return
@@ -207,6 +208,20 @@ def peer_authentication(meta: ObjectMeta, spec: PeerAuthentication, r: Report) -
     for port in port_level:
         if not port.isdigit() or not 1 <= int(port) <= 65535:
             r.invalid(f"spec.portLevelMtls[{port}]", port, "port must be a number in range 1..65535")
+
+
+# The mesh's root namespace unless the mesh configuration's ``rootNamespace`` says otherwise (admission does not
+# read the mesh configuration).
+_DEFAULT_ROOT_NAMESPACE = "istio-system"
+
+
+def _root_namespace_selector(meta: ObjectMeta, spec: PeerAuthentication, r: Report) -> None:
+    """Istio ignores a PeerAuthentication with a workload selector in the root namespace (so does
+    ``translate.peerauthn``): accepted, as Istio does, but said."""
+    if spec.selector is not None and spec.selector.match_labels and meta.namespace == _DEFAULT_ROOT_NAMESPACE:
+        r.warn(f"spec.selector: a PeerAuthentication with a workload selector in the root namespace "
+               f"({_DEFAULT_ROOT_NAMESPACE} unless the mesh configuration's rootNamespace names another) applies "
+               "to no workload, as in Istio; create it in the namespace of the workloads it selects")
 
 
 def request_authentication(meta: ObjectMeta, spec: RequestAuthentication, r: Report) -> None:

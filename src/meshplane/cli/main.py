@@ -10,9 +10,18 @@ from pathlib import Path
 from typing import Any
 
 from meshplane.cli import bootstrap_cmd, cluster_cmds, runtime_cmds, security_cmds, serverproc
+from meshplane.model.spec import parse_duration
 
 # Modules that add their own subcommands: each has ``register(subparsers)``; each subcommand sets ``func``.
 _EXTENSIONS: list[Any] = [bootstrap_cmd, runtime_cmds, cluster_cmds, security_cmds]
+
+
+def _seconds(flag: str, text: str) -> float:
+    """A positive duration flag (``20m``, ``1.5s``: the product's one duration parser) in seconds."""
+    ns = parse_duration(text)
+    if ns is None or ns <= 0:
+        raise serverproc.ServerConfigError(f"{flag}: {text!r} is not a positive duration (e.g. 20m, 30s)")
+    return ns / 1e9
 
 
 def _server(args: argparse.Namespace) -> int:
@@ -45,6 +54,8 @@ def _server(args: argparse.Namespace) -> int:
         cert_ttl_s=args.cert_ttl,
         inbound_mtls=args.inbound_mtls,
         locality_lb=args.locality_lb,
+        jwks_ca_bundle=Path(args.jwks_ca_bundle) if args.jwks_ca_bundle else None,
+        jwks_refresh_s=_seconds("--jwks-refresh-interval", args.jwks_refresh_interval),
         mesh_config=Path(args.mesh_config) if args.mesh_config else None,
     )
     asyncio.run(serverproc.run_server(opts))
@@ -94,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--locality-lb", action=argparse.BooleanOptionalAction, default=True,
                    help="mesh-wide locality load balancing: same zone first, failover to the next zone, region, "
                         "with retries and a passive health check that need no outlierDetection (default on)")
+    s.add_argument("--jwks-ca-bundle", metavar="FILE",
+                   help="PEM CA certificates that https jwksUri servers are verified against (default: the "
+                        "system's)")
+    s.add_argument("--jwks-refresh-interval", default="20m", metavar="DURATION",
+                   help="how often the keys of each RequestAuthentication jwksUri are fetched again (default 20m)")
     s.add_argument("--mesh-config", metavar="FILE",
                    help="Istio MeshConfig (YAML: extensionProviders, rootNamespace, ...), published as ConfigMap "
                         "istio-system/istio and reloaded when the file or the ConfigMap changes")

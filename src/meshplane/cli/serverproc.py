@@ -29,13 +29,11 @@ from meshplane.api.kinds import default_registry
 from meshplane.apiserver.app import ApiServer, ApiServerSettings, serve
 from meshplane.cli.meshconfig_sync import MeshConfigFileError, MeshConfigSync
 from meshplane.cli.security_api import security_routes
+from meshplane.jwks import JwksResolver, JwksSettings
 from meshplane.kube import KubeSourceFactory, SourceSettings
 from meshplane.lanes import LanesController
 from meshplane.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from meshplane.metrics import ControlPlaneMetrics
-from meshplane.model.config import ConfigKey
-from meshplane.model.meshconfig import MESH_CONFIGMAP
-from meshplane.model.resources import CONFIGMAPS
 from meshplane.multicluster import MemberClusterController
 from meshplane.rpc.ca_service import SecurityPlane
 from meshplane.store.sqlite import SqliteStore
@@ -78,6 +76,10 @@ class ServerOptions:
     # Mesh-wide locality load balancing (same zone first, failover by priority, with a default passive health
     # check): on by default, as ASM offers same-zone routing out of the box. See docs/multicluster.md.
     locality_lb: bool = True
+    # RequestAuthentication jwksUri keys, fetched by the control plane (meshplane.jwks): the CA bundle https servers
+    # are verified against (None: the system's) and how often keys are fetched again (istiod's default, 20 min).
+    jwks_ca_bundle: Path | None = None
+    jwks_refresh_s: float = 20 * 60.0
     # Istio's MeshConfig (YAML), published as ConfigMap istio-system/istio and followed (cli.meshconfig_sync).
     mesh_config: Path | None = None
 
@@ -150,18 +152,26 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
         ca_port = await security.start(f"{_url_host(opts.ca_host)}:{opts.ca_port}")
         ca_url = f"{_url_host(opts.ca_host)}:{ca_port}"
         log.info("certificate signing service on %s (trust domain %s)", ca_url, opts.trust_domain)
+    jwks: JwksResolver | None = None
     if opts.xds_host is not None:
         mesh = MeshSettings(trust_domain=opts.trust_domain, inbound_mtls=opts.inbound_mtls,
                             locality_lb_enabled=opts.locality_lb)
-        translator = DefaultTranslator(mesh)
+        if opts.jwks_ca_bundle is not None and not opts.jwks_ca_bundle.is_file():
+            raise ServerConfigError(f"--jwks-ca-bundle: {opts.jwks_ca_bundle} is not a file")
+        jwks = resolver = JwksResolver(store, JwksSettings(refresh_interval=opts.jwks_refresh_s,
+                                                          ca_bundle=opts.jwks_ca_bundle))
+        metrics.watch_jwks_fetch_failures(resolver.failures)
+        translator = DefaultTranslator(mesh, jwks=resolver.jwks)
         xds = XdsServer(store, XdsSettings(debounce_quiet=opts.debounce_quiet, debounce_max=opts.debounce_max,
                                            translator=translator, metrics=metrics))
+        resolver.on_change = xds.config_changed  # new keys: a full push
         mesh_sync = MeshConfigSync(store, mesh, _mesh_applier(translator, xds), file=opts.mesh_config)
         try:
             await mesh_sync.start()  # before the first push context: proxies start with the mesh config's settings
         except MeshConfigFileError as e:
             raise ServerConfigError(str(e)) from e
         xds_port = await xds.start(f"{_url_host(opts.xds_host)}:{opts.xds_port}")
+        await resolver.start()
         xds_url = f"{_url_host(opts.xds_host)}:{xds_port}"
         log.info("xDS serving on %s", xds_url)
     elif opts.mesh_config is not None:
@@ -210,6 +220,8 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
             await members.stop()
         if mesh_sync is not None:
             await mesh_sync.stop()
+        if jwks is not None:
+            await jwks.stop()
         if xds is not None:
             await xds.stop(grace=1.0)
         if security is not None:
@@ -222,7 +234,7 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
 def _mesh_applier(translator: DefaultTranslator, xds: XdsServer) -> Callable[[MeshSettings], None]:
     def apply(settings: MeshSettings) -> None:
         translator.set_mesh(settings)
-        xds.mesh_changed(ConfigKey(CONFIGMAPS, *MESH_CONFIGMAP))
+        xds.config_changed("mesh config")
 
     return apply
 

@@ -39,6 +39,7 @@ from meshplane.registry.kube_convert import (
     SERVICES,
     ClusterDefaults,
     ClusterIndex,
+    DiscoverySelector,
 )
 from meshplane.registry.kube_source import KubeRegistry, SourceStatus
 
@@ -80,7 +81,7 @@ class KubeClusterSource:
         defaults: ClusterDefaults,
         kubeconfig: str,
         *,
-        discovery_selectors: Sequence[Mapping[str, Any]] = (),
+        discovery_selectors: Sequence[DiscoverySelector] = (),
         on_change: Callable[[str], None] | None = None,
         on_status: Callable[[SourceStatus], None] | None = None,
         settings: SourceSettings | None = None,
@@ -298,7 +299,7 @@ class KubeSourceFactory:
 
     settings: SourceSettings = field(default_factory=SourceSettings)
 
-    def __call__(self, defaults: ClusterDefaults, kubeconfig: str, selectors: list[Mapping[str, Any]],
+    def __call__(self, defaults: ClusterDefaults, kubeconfig: str, selectors: Sequence[DiscoverySelector],
                  on_change: Callable[[str], None], on_status: Callable[[SourceStatus], None]) -> KubeClusterSource:
         return KubeClusterSource(defaults, kubeconfig, discovery_selectors=selectors, on_change=on_change,
                                  on_status=on_status, settings=self.settings)

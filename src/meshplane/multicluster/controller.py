@@ -32,15 +32,23 @@ import copy
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from meshplane.model.proxy import Locality
 from meshplane.model.resources import MEMBER_CLUSTERS, WORKLOAD_ENTRIES, JSONObject
+from meshplane.model.spec import (
+    DecodeError,
+    MemberCluster,
+    ObjectMeta,
+    WorkloadEntry,
+    decode_resource,
+    object_meta,
+)
 from meshplane.registry.aggregate import ServiceRegistry
-from meshplane.registry.kube_convert import ClusterDefaults
+from meshplane.registry.kube_convert import ClusterDefaults, DiscoverySelector
 from meshplane.registry.kube_source import SourceStatus
 from meshplane.store.errors import Conflict, Expired, NotFound, StoreError
 from meshplane.store.interface import Store
@@ -69,7 +77,7 @@ class SourceFactory(Protocol):
     Production wires ``meshplane.kube.KubeSourceFactory`` in ``cli.serverproc``, so this package knows no
     Kubernetes client; tests may pass their own."""
 
-    def __call__(self, defaults: ClusterDefaults, kubeconfig: str, selectors: list[Mapping[str, Any]],
+    def __call__(self, defaults: ClusterDefaults, kubeconfig: str, selectors: Sequence[DiscoverySelector],
                  on_change: Callable[[str], None], on_status: Callable[[SourceStatus], None]) -> Any: ...
 
 
@@ -101,6 +109,15 @@ def _fingerprint(obj: Mapping[str, Any]) -> str:
     """A digest of the spec (credentials included, so a rotated kubeconfig restarts the source)."""
     spec = obj.get("spec") or {}
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _entry_labels(obj: JSONObject) -> tuple[ObjectMeta, Mapping[str, str]]:
+    """A stored WorkloadEntry's metadata and (typed) labels; no labels if it does not decode."""
+    try:
+        entry: WorkloadEntry = decode_resource(WORKLOAD_ENTRIES, obj).spec
+    except DecodeError:
+        return object_meta(obj.get("metadata")), {}
+    return object_meta(obj.get("metadata")), entry.labels
 
 
 def _now() -> str:
@@ -234,30 +251,33 @@ class MemberClusterController:
             return
 
     def _reconcile(self, obj: JSONObject) -> None:
-        name = str(obj["metadata"]["name"])
+        meta = object_meta(obj.get("metadata"))
+        name = meta.name
         fp = _fingerprint(obj)
         current = self._members.get(name)
         if current is not None and current.fingerprint == fp:
             return  # a status write of ours, or metadata only
         if current is not None:
             self._withdraw(name, reason=f"member cluster {name} changed")
-        generation = int(obj["metadata"].get("generation") or 0)
-        member = _Member(name, fp, generation)
+        member = _Member(name, fp, meta.generation)
         self._members[name] = member
-        spec = obj.get("spec") or {}
-        if spec.get("local"):
+        try:
+            spec: MemberCluster = decode_resource(MEMBER_CLUSTERS, obj).spec
+        except DecodeError as e:  # admission decodes every stored object: only an object stored before it can
+            self._set_state(member, MemberState(False, False, str(e), "InvalidSpec", "InvalidSpec"))
+            return
+        if spec.local:
             member.local = True
             self._set_state(member, MemberState(True, True, "", "Local", "Local"))
             log.info("multicluster: local member cluster %s", name)
             return
-        kubeconfig = str(spec.get("kubeconfig") or "")
+        kubeconfig = spec.kubeconfig or ""
         if not kubeconfig:
             self._set_state(member, MemberState(False, False, "spec.kubeconfig is empty (or use spec.local)",
                                                 "InvalidSpec", "InvalidSpec"))
             return
-        defaults = ClusterDefaults(name, str(spec.get("network") or ""),
-                                   Locality(str(spec.get("region") or ""), str(spec.get("zone") or "")))
-        selectors = [s for s in spec.get("discoverySelectors") or [] if isinstance(s, Mapping)]
+        defaults = ClusterDefaults(name, spec.network or "", Locality(spec.region or "", spec.zone or ""))
+        selectors = spec.discovery_selectors
         member.source = self._make_source(member, defaults, kubeconfig, selectors)
         self._hooks.add_registry(member.source)
         member.task = asyncio.create_task(self._run_member(member), name=f"member-{name}")
@@ -265,7 +285,7 @@ class MemberClusterController:
                  defaults.network, defaults.locality.region, defaults.locality.zone)
 
     def _make_source(self, member: _Member, defaults: ClusterDefaults, kubeconfig: str,
-                     selectors: list[Mapping[str, Any]]) -> Any:
+                     selectors: Sequence[DiscoverySelector]) -> Any:
         def on_change(reason: str) -> None:
             if self._members.get(member.name) is member:
                 self._hooks.registry_changed(reason)
@@ -329,19 +349,17 @@ class MemberClusterController:
 
     async def _delete_local_entries(self, name: str) -> None:
         objs, _ = self._store.list(WORKLOAD_ENTRIES)
-        mine = [o for o in objs if ((o.get("spec") or {}).get("labels") or {}).get(CLUSTER_LABEL) == name]
-        for obj in mine:
-            md = obj["metadata"]
+        mine = [meta for meta, labels in map(_entry_labels, objs) if labels.get(CLUSTER_LABEL) == name]
+        for md in mine:
             if name in self._members:
                 return  # added again meanwhile: its entries stay
             try:
-                await self._store.delete(WORKLOAD_ENTRIES, str(md.get("namespace") or ""), str(md["name"]),
-                                         actor=ACTOR)
+                await self._store.delete(WORKLOAD_ENTRIES, md.namespace, md.name, actor=ACTOR)
             except NotFound:
                 continue
             except StoreError as e:
-                log.warning("multicluster: cannot delete WorkloadEntry %s/%s of removed cluster %s: %s",
-                            md.get("namespace"), md.get("name"), name, e)
+                log.warning("multicluster: cannot delete WorkloadEntry %s of removed cluster %s: %s",
+                            md.key, name, e)
         if mine:
             log.info("multicluster: deleted %d WorkloadEntries of removed local cluster %s", len(mine), name)
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from meshplane.model.proxy import Locality
 from meshplane.model.service import Endpoint, Resolution, Service, ServicePort, parse_protocol
+from meshplane.model.spec import MemberClusterDiscoverySelectors, MemberClusterDiscoverySelectorsMatchExpressions
 
 KubeObject = Mapping[str, Any]
 
@@ -66,10 +67,14 @@ def hostname(name: str, namespace: str, domain: str = DEFAULT_DOMAIN) -> str:
 
 # --- discovery selectors ----------------------------------------------------------------------------------------
 
-def _requirement_holds(labels: Mapping[str, str], req: Mapping[str, Any]) -> bool:
-    key = str(req.get("key") or "")
-    op = str(req.get("operator") or "")
-    values = {str(v) for v in req.get("values") or []}
+DiscoverySelector = MemberClusterDiscoverySelectors
+"""One of a MemberCluster's ``spec.discoverySelectors``, as the typed model decodes it."""
+
+
+def _requirement_holds(labels: Mapping[str, str], req: MemberClusterDiscoverySelectorsMatchExpressions) -> bool:
+    key = req.key or ""
+    values = set(req.values)
+    op = req.operator
     if op == "In":
         return key in labels and labels[key] in values
     if op == "NotIn":
@@ -78,21 +83,17 @@ def _requirement_holds(labels: Mapping[str, str], req: Mapping[str, Any]) -> boo
         return key in labels
     if op == "DoesNotExist":
         return key not in labels
-    return False  # an unknown operator selects nothing, as Kubernetes rejects it
+    return False  # no operator selects nothing, as Kubernetes rejects it
 
 
-def selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+def selector_matches(selector: DiscoverySelector, labels: Mapping[str, str]) -> bool:
     """A Kubernetes LabelSelector (matchLabels + matchExpressions); an empty selector matches everything."""
-    match = selector.get("matchLabels")
-    if isinstance(match, dict) and any(labels.get(str(k)) != str(v) for k, v in match.items()):
+    if any(labels.get(k) != v for k, v in selector.match_labels.items()):
         return False
-    exprs = selector.get("matchExpressions")
-    if isinstance(exprs, list):
-        return all(isinstance(r, dict) and _requirement_holds(labels, r) for r in exprs)
-    return True
+    return all(_requirement_holds(labels, r) for r in selector.match_expressions)
 
 
-def namespace_selected(selectors: Sequence[Mapping[str, Any]], namespace_labels: Mapping[str, str]) -> bool:
+def namespace_selected(selectors: Sequence[DiscoverySelector], namespace_labels: Mapping[str, str]) -> bool:
     """Istio's discoverySelectors: no selectors means every namespace; otherwise any selector may match."""
     if not selectors:
         return True
@@ -288,7 +289,7 @@ class ClusterIndex:
     a node: the hosts with endpoints on it; a namespace or service: the hosts of that namespace / service).
     """
 
-    def __init__(self, defaults: ClusterDefaults, discovery_selectors: Sequence[Mapping[str, Any]] = (),
+    def __init__(self, defaults: ClusterDefaults, discovery_selectors: Sequence[DiscoverySelector] = (),
                  domain: str = DEFAULT_DOMAIN) -> None:
         self.defaults = defaults
         self.selectors = tuple(discovery_selectors)

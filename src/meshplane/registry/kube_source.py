@@ -17,10 +17,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from meshplane.model.service import Endpoint, Service
-from meshplane.registry.kube_convert import KINDS, Change, ClusterDefaults, ClusterIndex, KubeObject
+from meshplane.registry.kube_convert import KINDS, Change, ClusterDefaults, ClusterIndex, DiscoverySelector, KubeObject
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +43,7 @@ class KubeRegistry:
     def __init__(
         self,
         defaults: ClusterDefaults,
-        discovery_selectors: Sequence[Mapping[str, Any]] = (),
+        discovery_selectors: Sequence[DiscoverySelector] = (),
         *,
         on_change: Callable[[str], None] | None = None,
         on_status: Callable[[SourceStatus], None] | None = None,

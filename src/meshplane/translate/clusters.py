@@ -23,6 +23,7 @@ from meshplane.model import spec as istio
 from meshplane.model.labels import labels_match
 from meshplane.model.proxy import Proxy, ProxyType
 from meshplane.model.service import Endpoint, Location, Protocol, Resolution, Service, ServicePort
+from meshplane.translate import telemetry
 from meshplane.translate.authz import ext_authz_clusters
 from meshplane.translate.common import (
     BLACKHOLE,
@@ -37,7 +38,6 @@ from meshplane.translate.context import DestinationRuleRec, PushContext
 from meshplane.translate.dfp import dns_cache_config
 from meshplane.translate.eastwest import is_sni_dnat, sni_dnat_clusters, sni_name
 from meshplane.translate.fallback import fallback_clusters
-from meshplane.translate.jwt import jwks_clusters
 from meshplane.translate.memo import Slot
 from meshplane.translate.mesh import MeshSettings
 from meshplane.translate.policy import effective_policy, subset_labels
@@ -312,6 +312,7 @@ def outbound_cluster(ctx: PushContext, svc: Service, port: ServicePort, subset: 
     _cluster_tls(c, ctx, svc, port, subset, policy.tls, _speaks_h2(port, pool.http), auto_mtls)
     if pool.tcp is not None and pool.tcp.tcp_keepalive is not None:
         _tcp_keepalive(c, pool.tcp.tcp_keepalive)
+    telemetry.cluster_metadata(c, svc)  # destination_service of the source-reported metrics
     return c
 
 
@@ -360,7 +361,6 @@ def build_clusters(proxy: Proxy, ctx: PushContext) -> list[cluster_pb2.Cluster]:
         for ip in proxy.inbound_ports:
             out.append(inbound_cluster(proxy, ip.port, ip.app_port, ctx.mesh))
     if proxy.type is ProxyType.ROUTER or proxy.inbound_ports:  # where security_http_filters are (httpsecurity)
-        out.extend(jwks_clusters(proxy, ctx))
         out.extend(ext_authz_clusters(proxy, ctx))
     out.extend(special_clusters(proxy, ctx.mesh))
     seen: set[str] = set()

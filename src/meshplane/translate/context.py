@@ -277,6 +277,8 @@ class PushContext:
     mesh: MeshSettings
     index: ConfigIndex
     version: str
+    # JWKS documents the control plane fetched (``jwksUri`` -> JWKS JSON; see ``jwt``), fixed for this context.
+    jwks: Mapping[str, str] = field(default_factory=dict)
     # Memo of generated resources and proxy scopes (translate.memo); private, never changes what the context means.
     memo: PushMemo = field(default_factory=PushMemo, repr=False, compare=False)
 
@@ -288,7 +290,8 @@ class PushContext:
         one moved endpoint rebuilds only its own host's assignments, not the mesh's (an assignment depends on its
         host's endpoints, the config and the proxy's view only; east-west gateway moves are full pushes)."""
         memo = self.memo.after_endpoint_push(changed) if registry.services is self.registry.services else PushMemo()
-        return PushContext(self.config, registry, self.mesh, self.index, _version(self.config, registry), memo)
+        return PushContext(self.config, registry, self.mesh, self.index, _version(self.config, registry, self.jwks),
+                           self.jwks, memo)
 
     # ---- lookups -------------------------------------------------------------------------------------------
 
@@ -373,15 +376,19 @@ class PushContext:
         return visible[0] if visible else None
 
 
-def _version(config: ConfigSnapshot, registry: RegistrySnapshot) -> str:
+def _version(config: ConfigSnapshot, registry: RegistrySnapshot, jwks: Mapping[str, str]) -> str:
     h = hashlib.blake2b(digest_size=8)
     h.update(str(config.version).encode())
     h.update(registry.version.encode() or str(id(registry)).encode())
+    for uri in sorted(jwks):
+        h.update(f"{uri}\0{jwks[uri]}\0".encode())
     return h.hexdigest()
 
 
 def build_push_context(config: ConfigSnapshot, registry: RegistrySnapshot, mesh: MeshSettings,
-                       previous: PushContext | None = None) -> PushContext:
-    """A new context; ``previous`` (the last one built) lends the config records of unchanged objects."""
+                       previous: PushContext | None = None, jwks: Mapping[str, str] | None = None) -> PushContext:
+    """A new context; ``previous`` (the last one built) lends the config records of unchanged objects. ``jwks``:
+    the keys the control plane resolved for ``jwksUri``s (``jwks`` module of the server), copied."""
     index = build_index(config, mesh, previous.index if previous is not None else None)
-    return PushContext(config, registry, mesh, index, _version(config, registry))
+    keys = dict(jwks or {})
+    return PushContext(config, registry, mesh, index, _version(config, registry, keys), keys)

@@ -69,9 +69,11 @@ def http_connection_manager(
     dynamic_forward_proxy: bool = False,
     security_filters: list[hcm_pb2.HttpFilter] | None = None,
     access_logs: list[accesslog_pb2.AccessLog] | None = None,
+    peer_filters: list[hcm_pb2.HttpFilter] | None = None,
 ) -> listener_components_pb2.Filter:
     """``gateway``: a gateway's (the edge: the client's address is the remote address, XFCC sanitized and set);
-    ``sidecar_inbound``: a sidecar's inbound chain (XFCC appended, see ``tls.forward_client_cert``)."""
+    ``sidecar_inbound``: a sidecar's inbound chain (XFCC appended, see ``tls.forward_client_cert``);
+    ``peer_filters`` (the identity exchange of ``telemetry``) run first, before any filter can answer."""
     hcm = hcm_pb2.HttpConnectionManager(stat_prefix=stat_prefix, codec_type=hcm_pb2.HttpConnectionManager.AUTO)
     hcm.access_log.extend(access_logs or [])
     if rds is not None:
@@ -79,7 +81,7 @@ def http_connection_manager(
         hcm.rds.config_source.CopyFrom(ads_source())
     elif route_config is not None:
         hcm.route_config.CopyFrom(route_config)
-    hcm.http_filters.extend(http_filters(dynamic_forward_proxy, security_filters))
+    hcm.http_filters.extend([*(peer_filters or []), *http_filters(dynamic_forward_proxy, security_filters)])
     hcm.use_remote_address.value = gateway
     forward_client_cert(hcm, sidecar_inbound=sidecar_inbound, gateway=gateway)
     hcm.normalize_path.value = True
@@ -96,8 +98,13 @@ def http_connection_manager(
 
 
 def tcp_proxy(stat_prefix: str, cluster: str | None = None,
-              weighted: list[tuple[str, int]] | None = None) -> listener_components_pb2.Filter:
+              weighted: list[tuple[str, int]] | None = None,
+              access_logs: list[accesslog_pb2.AccessLog] | None = None) -> listener_components_pb2.Filter:
     tp = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix)
+    if access_logs:
+        tp.access_log.extend(access_logs)
+        # The connection metrics count the upstream connect too (``telemetry``), not only the close.
+        tp.access_log_options.flush_access_log_on_connected = True
     if weighted and len(weighted) > 1:
         for name, weight in weighted:
             tp.weighted_clusters.clusters.add(name=name, weight=max(weight, 0))

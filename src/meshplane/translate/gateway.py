@@ -19,6 +19,7 @@ from envoy.config.route.v3 import route_pb2
 from meshplane.model import spec as istio
 from meshplane.model.proxy import Proxy
 from meshplane.model.spec import ServerTLSMode
+from meshplane.translate import telemetry
 from meshplane.translate.clusters import known_cluster_names
 from meshplane.translate.context import GatewayRec, PushContext, VirtualServiceRec
 from meshplane.translate.eastwest import sni_dnat_listeners
@@ -169,7 +170,9 @@ def _server_chains(s: Server, proxy: Proxy, ctx: PushContext, clusters: frozense
     if s.is_https:
         chain = listener_components_pb2.FilterChain(
             filters=[http_connection_manager(stat, rds=s.route_name(), gateway=True,
-                                             security_filters=security_http_filters(proxy, ctx))],
+                                             security_filters=security_http_filters(proxy, ctx),
+                                             access_logs=[telemetry.outbound_http_log()],
+                                             peer_filters=telemetry.outbound_peer_filters())],
             transport_socket=transport_socket(gateway_server_tls(s.tls, ctx.mesh, ["h2", "http/1.1"])))
         chain.filter_chain_match.server_names.extend(s.sni_names())
         return [chain]
@@ -177,14 +180,16 @@ def _server_chains(s: Server, proxy: Proxy, ctx: PushContext, clusters: frozense
     if s.is_passthrough:
         for vs in _bound(ctx, s):
             for sni, targets in tls_chains(vs, scope):
-                chain = listener_components_pb2.FilterChain(filters=[tcp_proxy(stat, weighted=targets)])
+                chain = listener_components_pb2.FilterChain(filters=[tcp_proxy(stat, weighted=targets,
+                                                                                access_logs=telemetry.outbound_tcp_logs())])
                 chain.filter_chain_match.server_names.extend(sorted({h for h in sni if s.admits(vs, h) is not None}))
                 chains.append(chain)
         return chains
     for vs in _bound(ctx, s):
         tcp_to = tcp_targets(vs, scope)
         if tcp_to:
-            chain = listener_components_pb2.FilterChain(filters=[tcp_proxy(stat, weighted=tcp_to)])
+            chain = listener_components_pb2.FilterChain(filters=[tcp_proxy(stat, weighted=tcp_to,
+                                                                                access_logs=telemetry.outbound_tcp_logs())])
             if s.protocol == "TLS":
                 chain.filter_chain_match.server_names.extend(s.sni_names())
                 chain.transport_socket.CopyFrom(transport_socket(gateway_server_tls(s.tls, ctx.mesh)))
@@ -205,7 +210,9 @@ def gateway_listeners(proxy: Proxy, ctx: PushContext) -> list[listener_pb2.Liste
         if first.is_http:
             chains.append(listener_components_pb2.FilterChain(
                 filters=[http_connection_manager(stat, rds=first.route_name(), gateway=True,
-                                                 security_filters=security_http_filters(proxy, ctx))]))
+                                                 security_filters=security_http_filters(proxy, ctx),
+                                                 access_logs=[telemetry.outbound_http_log()],
+                                                 peer_filters=telemetry.outbound_peer_filters())]))
         else:
             need_inspector = False
             for s in servers:

@@ -23,7 +23,6 @@ import hashlib
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any, NamedTuple
 
-from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
@@ -41,14 +40,12 @@ from meshplane.model.resources import (
     WORKLOAD_ENTRIES,
 )
 from meshplane.translate.clusters import build_clusters, eds_cluster_names, uses_dynamic_forward_proxy
-from meshplane.translate.common import BLACKHOLE, PASSTHROUGH
 from meshplane.translate.context import MESH_GATEWAY, ProxyScope, PushContext
 from meshplane.translate.endpoints import build_load_assignment
-from meshplane.translate.filters import http_connection_manager, tcp_proxy
 from meshplane.translate.hosts import host_matches, resolve_host
-from meshplane.translate.listeners import build_listeners, inbound_listeners, outbound_port_listeners
+from meshplane.translate.listeners import build_listeners, head_listener, inbound_listeners, outbound_port_listeners
 from meshplane.translate.memo import Slot
-from meshplane.translate.routes import HTTP_PROXY_ROUTE, build_route_configs
+from meshplane.translate.routes import build_route_configs
 
 
 class Resource(NamedTuple):
@@ -146,28 +143,6 @@ def _clusters(proxy: Proxy, ctx: PushContext, scope: ProxyScope) -> Resources:
 # --- LDS -------------------------------------------------------------------------------------------------------
 
 
-def _head_listener(proxy: Proxy, policy: str) -> listener_pb2.Listener:
-    """The sidecar's entry listener, as ``listeners.sidecar_listeners`` builds it: the explicit HTTP proxy on
-    the instance's own address (NONE), or ``virtualOutbound`` (REDIRECT)."""
-    if proxy.interception_mode == "NONE":
-        name = f"{proxy.listen_address}_{proxy.outbound_port}"
-        lst = listener_pb2.Listener(name=name)
-        lst.address.socket_address.address = proxy.listen_address
-        lst.address.socket_address.port_value = proxy.outbound_port
-        lst.filter_chains.add(filters=[http_connection_manager(
-            f"outbound_http_proxy_{proxy.outbound_port}", rds=HTTP_PROXY_ROUTE, explicit_proxy=True,
-            dynamic_forward_proxy=True)])
-        return lst
-    fallback = BLACKHOLE if policy == "REGISTRY_ONLY" else PASSTHROUGH
-    lst = listener_pb2.Listener(name="virtualOutbound")
-    lst.address.socket_address.address = "0.0.0.0"
-    lst.address.socket_address.port_value = proxy.outbound_port
-    lst.use_original_dst.value = True
-    lst.default_filter_chain.CopyFrom(listener_components_pb2.FilterChain(
-        name=fallback, filters=[tcp_proxy(fallback, fallback)]))
-    return lst
-
-
 def _listeners(proxy: Proxy, ctx: PushContext, scope: ProxyScope) -> Resources:
     t = xdstypes.LISTENER
     if proxy.type is ProxyType.ROUTER:
@@ -179,7 +154,7 @@ def _listeners(proxy: Proxy, ctx: PushContext, scope: ProxyScope) -> Resources:
                  proxy.app_address, proxy.ip_addresses, proxy.namespace, _labels_key(proxy))
 
     def build() -> Resources:
-        head = _pack_all(ctx, t, [_head_listener(proxy, scope.outbound_policy)])
+        head = _pack_all(ctx, t, [head_listener(proxy, scope.outbound_policy)])
         return head + shared + _pack_all(ctx, t, inbound_listeners(proxy, ctx))
 
     return _memo(ctx, local_key, build)

@@ -1,32 +1,31 @@
-"""RequestAuthentication -> Envoy's ``jwt_authn`` HTTP filter (and a cluster per remote JWKS).
+"""RequestAuthentication -> Envoy's ``jwt_authn`` HTTP filter, and VirtualService matches on its verified claims.
 
 Istio's semantics: a request without a token passes this filter (AuthorizationPolicy ``requestPrincipals`` decides
 whether a token was required); a request with a token that does not verify against any rule is refused with 401.
 That is ``requires_any: [<every provider>, allow_missing]``. The verified payload is written to dynamic metadata
 (``envoy.filters.http.jwt_authn`` / ``payload``), where the RBAC principals built by ``authz`` read ``iss``,
-``sub`` and claims. All RequestAuthentications that select a workload (mesh, namespace and workload level)
-contribute their rules, as in Istio.
+``sub`` and claims, and a gateway's routes match claims (``routing_claim``). All RequestAuthentications that
+select a workload (mesh, namespace and workload level) contribute their rules, as in Istio.
 
-JWKS: inline (``jwks``) or fetched by Envoy from ``jwksUri`` through a static cluster ``jwks|HOST|PORT``
-(plain HTTP, meant for a loopback issuer; translation does no I/O, so the control plane never fetches keys).
+JWKS: always inline (``local_jwks``), as istiod sends it. A rule's own ``jwks`` as written; a ``jwksUri`` as the
+control plane fetched it (``meshplane.jwks`` resolves, caches and refreshes the keys and hands them to the push
+context: translation does no I/O). Fail closed: a rule whose keys are not (yet) known gets ``UNAVAILABLE_JWKS``, a
+well-formed key set of a key nobody holds, so every token for that issuer is refused (401) instead of the rule
+being dropped, which would let a malformed token through unverified.
 """
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from collections.abc import Mapping
 
-from envoy.config.cluster.v3 import cluster_pb2
 from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.type.matcher.v3 import metadata_pb2, string_pb2, value_pb2
-from google.protobuf import duration_pb2
 
 from meshplane.model import spec as istio
 from meshplane.model.proxy import Proxy, ProxyType
-from meshplane.model.resources import (
-    REQUEST_AUTHENTICATIONS,
-    )
-from meshplane.translate.common import duration, pack, proto_duration
+from meshplane.model.resources import REQUEST_AUTHENTICATIONS
+from meshplane.translate.common import pack
 from meshplane.translate.context import PushContext
 from meshplane.translate.peerauthn import selected_policies
 
@@ -42,24 +41,25 @@ def jwt_rules(proxy: Proxy, ctx: PushContext) -> list[istio.JWTRule]:
     return [rule for obj in levels.all() for rule in obj.spec.jwt_rules]
 
 
-def _jwks_target(rule: istio.JWTRule) -> tuple[str, str, int] | None:
-    """(cluster, host, port) Envoy fetches the rule's remote JWKS through; None when its keys are inline, or it has
-    no ``jwksUri``, or the URI is not plain HTTP."""
-    if rule.jwks or not rule.jwks_uri:
-        return None
-    parts = urlsplit(rule.jwks_uri)
-    if parts.scheme != "http" or not parts.hostname:
-        return None
-    port = parts.port or 80
-    return f"jwks|{parts.hostname}|{port}", parts.hostname, port
+# The public half of a P-256 key whose private half was discarded when it was made: no token verifies against it.
+UNAVAILABLE_JWKS = (
+    '{"keys":[{"kty":"EC","crv":"P-256","kid":"meshplane-jwks-unavailable","alg":"ES256","use":"sig",'
+    '"x":"WWcQlmtJx76wvNlXjfwJfJhoPe0AuLZx9pYPzUOp1cc","y":"jYRT7ZE7BEv38BtL4AmNznBAuCfBVIUAYxLQf2NZ4ic"}]}')
 
 
-DEFAULT_JWKS_TIMEOUT_S = 5.0  # Istio's default ``timeout`` of a JWKS fetch
+def rule_jwks(rule: istio.JWTRule, resolved: Mapping[str, str]) -> str:
+    """The key set a rule verifies with: its ``jwks``, else what the control plane fetched from its ``jwksUri``,
+    else (not fetched, fetch failed, no key source) ``UNAVAILABLE_JWKS``."""
+    if rule.jwks:
+        return rule.jwks
+    if rule.jwks_uri:
+        return resolved.get(rule.jwks_uri) or UNAVAILABLE_JWKS
+    return UNAVAILABLE_JWKS
 
 
-def _provider(rule: istio.JWTRule, router: bool) -> jwt_pb2.JwtProvider | None:
-    """One rule as a jwt_authn provider, every JWTRule field applied; None when it has no usable key source (it
-    could verify nothing)."""
+def _provider(rule: istio.JWTRule, router: bool, resolved: Mapping[str, str]) -> jwt_pb2.JwtProvider:
+    """One rule as a jwt_authn provider, every JWTRule field applied (``timeout`` is the control plane's fetch
+    timeout, see ``meshplane.jwks``)."""
     prov = jwt_pb2.JwtProvider(issuer=rule.issuer or "")
     prov.audiences.extend(rule.audiences)
     # Istio's default: the token is removed before the request is forwarded, unless forwardOriginalToken.
@@ -79,35 +79,15 @@ def _provider(rule: istio.JWTRule, router: bool) -> jwt_pb2.JwtProvider | None:
         if c.header and c.claim:
             # Envoy reads a claim name with '.' as a path into nested claims (``nested.key1``), as Istio documents.
             prov.claim_to_headers.add(header_name=c.header, claim_name=c.claim)
-    if rule.jwks:
-        prov.local_jwks.inline_string = rule.jwks
-        return prov
-    target = _jwks_target(rule)
-    if target is None:
-        return None
-    remote = prov.remote_jwks
-    remote.http_uri.uri = rule.jwks_uri or ""
-    remote.http_uri.cluster = target[0]
-    remote.http_uri.timeout.CopyFrom(_timeout(rule))
-    remote.cache_duration.CopyFrom(duration(300))
-    remote.async_fetch.fast_listener = False
+    prov.local_jwks.inline_string = rule_jwks(rule, resolved)
     return prov
-
-
-def _timeout(rule: istio.JWTRule) -> duration_pb2.Duration:
-    """The rule's JWKS fetch ``timeout`` (Istio's default: 5 s)."""
-    if rule.timeout is not None and rule.timeout > 0:
-        return proto_duration(rule.timeout)
-    return duration(DEFAULT_JWKS_TIMEOUT_S)
 
 
 def jwt_filter(proxy: Proxy, ctx: PushContext) -> hcm_pb2.HttpFilter | None:
     cfg = jwt_pb2.JwtAuthentication()
     names: list[str] = []
     for i, rule in enumerate(jwt_rules(proxy, ctx)):
-        prov = _provider(rule, proxy.type is ProxyType.ROUTER)
-        if prov is None:
-            continue
+        prov = _provider(rule, proxy.type is ProxyType.ROUTER, ctx.jwks)
         name = f"origins-{i}"
         cfg.providers[name].CopyFrom(prov)
         names.append(name)
@@ -120,22 +100,6 @@ def jwt_filter(proxy: Proxy, ctx: PushContext) -> hcm_pb2.HttpFilter | None:
         any_of.requirements.add(provider_name=n)
     any_of.requirements.add().allow_missing.SetInParent()
     return hcm_pb2.HttpFilter(name=JWT_FILTER, typed_config=pack(cfg))
-
-
-def jwks_clusters(proxy: Proxy, ctx: PushContext) -> list[cluster_pb2.Cluster]:
-    out: dict[str, cluster_pb2.Cluster] = {}
-    for rule in jwt_rules(proxy, ctx):
-        target = _jwks_target(rule)
-        if target is None or target[0] in out:
-            continue
-        name, host, port = target
-        c = cluster_pb2.Cluster(name=name, type=cluster_pb2.Cluster.STRICT_DNS, connect_timeout=duration(5))
-        c.dns_lookup_family = cluster_pb2.Cluster.V4_ONLY
-        c.load_assignment.cluster_name = name
-        sa = c.load_assignment.endpoints.add().lb_endpoints.add().endpoint.address.socket_address
-        sa.address, sa.port_value = host, port
-        out[name] = c
-    return [out[k] for k in sorted(out)]
 
 
 def routing_claim(name: str) -> list[str] | None:

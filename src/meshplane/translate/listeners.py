@@ -30,6 +30,7 @@ from meshplane.model.proxy import InboundPort, Proxy, ProxyType
 from meshplane.model.resources import TRAFFIC_LABELS
 from meshplane.model.service import Protocol, Service, ServicePort, parse_protocol
 from meshplane.model.spec import MutualTLSMode
+from meshplane.translate import telemetry
 from meshplane.translate.accesslog import authz_access_logs
 from meshplane.translate.authz import authz_tcp_filters
 from meshplane.translate.clusters import known_cluster_names, uses_dynamic_forward_proxy
@@ -59,6 +60,8 @@ def _listener(name: str, ip: str, port: int, bind: bool = True) -> listener_pb2.
 
 # (endpoint address, port) -> protocol: from endpoints, so rebuilt after every push.
 _INBOUND_PROTOCOLS: Slot[None, Mapping[tuple[str, int], Protocol]] = Slot("inbound-protocols")
+# (endpoint address, port) -> the service selecting it, for the metrics' destination_service.
+_INBOUND_SERVICES: Slot[None, Mapping[tuple[str, int], Service]] = Slot("inbound-services")
 # Inbound TCP authorization filters of a workload (by namespace and labels).
 _TCP_SECURITY_FILTERS: Slot[tuple[str, tuple[tuple[str, str], ...]], list[listener_components_pb2.Filter]] = Slot(
     "inbound-tcp-security-filters")
@@ -78,6 +81,28 @@ def _inbound_protocols(ctx: PushContext) -> Mapping[tuple[str, int], Protocol]:
         return table
 
     return ctx.memo.get_or_build(_INBOUND_PROTOCOLS, None, build)
+
+
+def inbound_service(proxy: Proxy, ip: InboundPort, ctx: PushContext) -> Service | None:
+    """The service that selects this workload on this port (the first by host name when several do): Istio's
+    ``destination_service`` of what arrives there."""
+    def build() -> Mapping[tuple[str, int], Service]:
+        table: dict[tuple[str, int], Service] = {}
+        for host in sorted(ctx.registry.endpoints):
+            svc = ctx.service(host)
+            if svc is None:
+                continue
+            for sp in svc.ports:
+                for e in ctx.registry.endpoints[host]:
+                    table.setdefault((e.address, e.port_for(sp)), svc)
+        return table
+
+    table = ctx.memo.get_or_build(_INBOUND_SERVICES, None, build)
+    for addr in proxy.ip_addresses:
+        svc = table.get((addr, ip.port))
+        if svc is not None:
+            return svc
+    return None
 
 
 def inbound_protocol(proxy: Proxy, ip: InboundPort, ctx: PushContext) -> Protocol:
@@ -116,21 +141,29 @@ def _inbound_chains(proxy: Proxy, ip: InboundPort, ctx: PushContext,
         r.route.cluster = cluster
         r.route.timeout.CopyFrom(duration(0))
         r.route.max_stream_duration.grpc_timeout_header_max.CopyFrom(duration(0))
-        filters = [http_connection_manager(stat, route_config=rcfg, security_filters=security_http_filters(proxy, ctx),
-                                           sidecar_inbound=True,
-                                           access_logs=authz_access_logs(proxy))]  # RBAC decisions, for the audit
-    else:
-        filters = [*security_tcp_filters(proxy, ctx), tcp_proxy(stat, cluster)]
+    service = telemetry.ServiceLabels.of(inbound_service(proxy, ip, ctx))
+
+    def filters(mtls: bool) -> list[listener_components_pb2.Filter]:
+        """The chain's filters; the metrics say whether the connection was mutual TLS, so two variants."""
+        if proto.is_http:
+            logs = [*authz_access_logs(proxy),  # RBAC decisions, for the audit
+                    telemetry.inbound_http_log(service, mtls=mtls, grpc=proto is Protocol.GRPC)]
+            return [http_connection_manager(stat, route_config=rcfg, security_filters=security_http_filters(proxy, ctx),
+                                            sidecar_inbound=True, access_logs=logs,
+                                            peer_filters=telemetry.inbound_peer_filters(mtls=mtls))]
+        return [*security_tcp_filters(proxy, ctx),
+                tcp_proxy(stat, cluster, access_logs=telemetry.inbound_tcp_logs(service, mtls=mtls))]
+
     mode = inbound_mtls_mode(proxy, ip, ctx)
     if mode is MutualTLSMode.DISABLE:
-        return [listener_components_pb2.FilterChain(name=cluster, filters=filters)]
-    mtls = listener_components_pb2.FilterChain(name=f"{cluster}-mtls", filters=filters)
+        return [listener_components_pb2.FilterChain(name=cluster, filters=filters(False))]
+    mtls = listener_components_pb2.FilterChain(name=f"{cluster}-mtls", filters=filters(True))
     mtls.transport_socket.name = "envoy.transport_sockets.tls"
     mtls.transport_socket.typed_config.CopyFrom(pack(mesh_inbound_tls(ctx.mesh, http=proto.is_http)))
     if mode is MutualTLSMode.STRICT:
         return [mtls]  # a plaintext client fails the TLS handshake
     mtls.filter_chain_match.transport_protocol = "tls"
-    plain = listener_components_pb2.FilterChain(name=cluster, filters=list(filters))
+    plain = listener_components_pb2.FilterChain(name=cluster, filters=filters(False))
     plain.filter_chain_match.transport_protocol = "raw_buffer"
     return [mtls, plain]
 
@@ -191,8 +224,9 @@ def outbound_port_listeners(proxy: Proxy, ctx: PushContext) -> list[listener_pb2
     for number in sorted(http_ports):
         name = f"0.0.0.0_{number}"
         lst = _listener(name, "0.0.0.0", number, bind=False)
-        lst.filter_chains.add(filters=[http_connection_manager(f"outbound_0.0.0.0_{number}", rds=str(number),
-                                                               dynamic_forward_proxy=dfp)])
+        lst.filter_chains.add(filters=[http_connection_manager(
+            f"outbound_0.0.0.0_{number}", rds=str(number), dynamic_forward_proxy=dfp,
+            access_logs=[telemetry.outbound_http_log()], peer_filters=telemetry.outbound_peer_filters())])
         out[name] = lst
     fallback = _fallback_cluster(scope.outbound_policy)
     for number, members in sorted(tls_ports.items()):
@@ -213,8 +247,8 @@ def outbound_port_listeners(proxy: Proxy, ctx: PushContext) -> list[listener_pb2
                 if not names:
                     continue
                 used.update(names)
-                chain = lst.filter_chains.add(filters=[tcp_proxy(f"outbound|{number}||{names[0]}",
-                                                                 weighted=targets)])
+                chain = lst.filter_chains.add(filters=[tcp_proxy(
+                    f"outbound|{number}||{names[0]}", weighted=targets, access_logs=telemetry.outbound_tcp_logs())])
                 chain.filter_chain_match.server_names.extend(names)
         lst.default_filter_chain.CopyFrom(listener_components_pb2.FilterChain(
             name="fallback", filters=[tcp_proxy(fallback, fallback)]))
@@ -227,28 +261,33 @@ def outbound_port_listeners(proxy: Proxy, ctx: PushContext) -> list[listener_pb2
             if name in out or (ip == "0.0.0.0" and p.number in http_ports):
                 continue
             lst = _listener(name, ip, p.number, bind=False)
-            lst.filter_chains.add(filters=[tcp_proxy(f"outbound|{p.number}||{svc.hostname}", weighted=targets)])
+            lst.filter_chains.add(filters=[tcp_proxy(f"outbound|{p.number}||{svc.hostname}", weighted=targets,
+                                                     access_logs=telemetry.outbound_tcp_logs())])
             out[name] = lst
     return [out[k] for k in sorted(out)]
 
 
-def sidecar_listeners(proxy: Proxy, ctx: PushContext) -> list[listener_pb2.Listener]:
-    scope = ctx.scope(proxy)
-    out: list[listener_pb2.Listener] = []
-    fallback = _fallback_cluster(scope.outbound_policy)
+def head_listener(proxy: Proxy, outbound_policy: str) -> listener_pb2.Listener:
+    """The sidecar's entry listener: the explicit HTTP proxy on the instance's own address (NONE mode), or
+    ``virtualOutbound`` (REDIRECT), which hands connections to the per-port listeners."""
     if proxy.interception_mode == "NONE":
         name = f"{proxy.listen_address}_{proxy.outbound_port}"
         lst = _listener(name, proxy.listen_address, proxy.outbound_port)
         lst.filter_chains.add(filters=[http_connection_manager(
             f"outbound_http_proxy_{proxy.outbound_port}", rds=HTTP_PROXY_ROUTE, explicit_proxy=True,
-            dynamic_forward_proxy=True)])
-        out.append(lst)
-    else:
-        lst = _listener("virtualOutbound", "0.0.0.0", proxy.outbound_port)
-        lst.use_original_dst.value = True
-        lst.default_filter_chain.CopyFrom(listener_components_pb2.FilterChain(
-            name=fallback, filters=[tcp_proxy(fallback, fallback)]))
-        out.append(lst)
+            dynamic_forward_proxy=True, access_logs=[telemetry.outbound_http_log()],
+            peer_filters=telemetry.outbound_peer_filters())])
+        return lst
+    fallback = _fallback_cluster(outbound_policy)
+    lst = _listener("virtualOutbound", "0.0.0.0", proxy.outbound_port)
+    lst.use_original_dst.value = True
+    lst.default_filter_chain.CopyFrom(listener_components_pb2.FilterChain(
+        name=fallback, filters=[tcp_proxy(fallback, fallback)]))
+    return lst
+
+
+def sidecar_listeners(proxy: Proxy, ctx: PushContext) -> list[listener_pb2.Listener]:
+    out = [head_listener(proxy, ctx.scope(proxy).outbound_policy)]
     out.extend(outbound_port_listeners(proxy, ctx))
     out.extend(inbound_listeners(proxy, ctx))
     return out
@@ -262,4 +301,5 @@ def build_listeners(proxy: Proxy, ctx: PushContext) -> list[listener_pb2.Listene
     return sidecar_listeners(proxy, ctx)
 
 
-__all__ = ["build_listeners", "inbound_listeners", "outbound_port_listeners", "rc", "sidecar_listeners"]
+__all__ = ["build_listeners", "head_listener", "inbound_listeners", "outbound_port_listeners", "rc",
+           "sidecar_listeners"]

@@ -8,7 +8,7 @@ API (its ``__init__``), as ``lint-imports`` checks; the package is imported whol
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, cast
 
 from meshplane import translate
@@ -20,8 +20,11 @@ from meshplane.xds.translator import ResourceLike
 
 
 class DefaultTranslator:
-    def __init__(self, mesh: translate.MeshSettings | None = None) -> None:
+    def __init__(self, mesh: translate.MeshSettings | None = None,
+                 jwks: Callable[[], Mapping[str, str]] | None = None) -> None:
+        """``jwks``: what the control plane's JWKS resolver holds (``jwksUri`` -> JWKS), read at each build."""
         self.mesh = mesh or translate.MeshSettings()
+        self._jwks = jwks
         # The last context built: it lends the next one the records of unchanged config objects.
         self._last: translate.PushContext | None = None
 
@@ -35,7 +38,8 @@ class DefaultTranslator:
         return proxy_from_node(node_id, metadata, locality)
 
     def build_context(self, config: ConfigSnapshot, registry: RegistrySnapshot) -> object:
-        self._last = translate.build_push_context(config, registry, self.mesh, self._last)
+        keys = self._jwks() if self._jwks is not None else None
+        self._last = translate.build_push_context(config, registry, self.mesh, self._last, keys)
         return self._last
 
     def with_registry(self, ctx: object, registry: RegistrySnapshot, changed: frozenset[str]) -> object:

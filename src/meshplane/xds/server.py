@@ -30,7 +30,7 @@ import logging
 
 import grpc
 
-from meshplane.model.config import ConfigKey, ConfigSnapshot
+from meshplane.model.config import ConfigSnapshot
 from meshplane.model.push import PushRequest
 from meshplane.model.resources import WORKLOAD_ENTRIES
 from meshplane.model.service import RegistrySnapshot
@@ -74,6 +74,7 @@ class XdsServer:
         self._registries = RegistryAggregator(self.settings.cluster_id)
         self._config = ConfigSnapshot(0)
         self._state: PushState | None = None
+        self._force_full = False  # ``config_changed`` asked for a new push context
         self._stale = True  # config changed since ``_state`` was built (built on demand when no proxy is connected)
         self._epoch = 0
         self._server: grpc.aio.Server | None = None
@@ -173,10 +174,11 @@ class XdsServer:
         of the sources at the flush (``take_changes``); a source that cannot tell is re-merged whole."""
         self._debouncer.add(PushRequest(full=False, reasons=(reason,)))
 
-    def mesh_changed(self, key: ConfigKey, reason: str = "mesh config") -> None:
-        """The mesh settings changed (the translator already has them): a full push to every proxy, debounced.
-        ``key`` names the object they came from (an unknown kind to ``proxy_affected``: every proxy)."""
-        self._debouncer.add(PushRequest(full=True, config_updated=frozenset({key}), reasons=(reason,)))
+    def config_changed(self, reason: str) -> None:
+        """Something translation reads besides the store and the registry changed (e.g. JWKS keys the control
+        plane fetched): a full push, once debounced."""
+        self._force_full = True  # even when merged with WorkloadEntry changes only (see ``_flush``)
+        self._debouncer.add(PushRequest(full=True, reasons=(reason,)))
 
     # --- status ------------------------------------------------------------------------------------------
 
@@ -264,7 +266,8 @@ class XdsServer:
         # Only WorkloadEntries changed (or a registry source reported a change): endpoint-only, unless the
         # services themselves differ (``_rebuild`` checks). Anything else, or a relist, is a full push.
         full = any(k.gr != WORKLOAD_ENTRIES for k in merged.config_updated) or (
-            merged.full and not merged.config_updated)
+            merged.full and not merged.config_updated) or self._force_full
+        self._force_full = False
         if not self._has_proxies():
             # Nobody to push to: build nothing now; the first proxy's request builds the state (``state``).
             self._stale = True

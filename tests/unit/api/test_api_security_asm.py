@@ -285,3 +285,12 @@ def test_lane_without_group_label_warns() -> None:
 
 def test_membercluster_needs_no_namespace() -> None:
     assert ok("MemberCluster", {"local": True}, namespace=None) == []
+
+
+def test_peer_authentication_with_selector_in_root_namespace_warns() -> None:
+    """Accepted (Istio accepts it) but it applies to nothing: the warning names the field."""
+    spec = {"selector": {"matchLabels": {"app": "httpbin"}}, "mtls": {"mode": "STRICT"}}
+    warnings = ok("PeerAuthentication", spec, namespace="istio-system")
+    assert any(w.startswith("spec.selector:") and "applies to no workload" in w for w in warnings)
+    assert not ok("PeerAuthentication", spec, namespace="foo")
+    assert not ok("PeerAuthentication", {"mtls": {"mode": "STRICT"}}, namespace="istio-system")

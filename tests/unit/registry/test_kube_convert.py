@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from meshplane.model.proxy import Locality
 from meshplane.model.service import Protocol
+from meshplane.model.spec import MemberClusterDiscoverySelectors, decode
 from meshplane.registry.kube_convert import (
     ClusterDefaults,
     ClusterIndex,
@@ -84,18 +87,24 @@ def test_endpoints_carry_pod_node_and_cluster_facts() -> None:
     assert e4.locality == DEFAULTS.locality and e4.network == "net-east"
 
 
+def _sel(raw: dict[str, Any]) -> MemberClusterDiscoverySelectors:
+    """A discovery selector as the controller hands it over: decoded from the MemberCluster's JSON."""
+    return decode(MemberClusterDiscoverySelectors, raw, "spec.discoverySelectors[0]")
+
+
 def test_discovery_selectors() -> None:
-    sel = {"matchLabels": {"mesh": "on"}, "matchExpressions": [{"key": "env", "operator": "NotIn", "values": ["x"]}]}
+    sel = _sel({"matchLabels": {"mesh": "on"},
+                "matchExpressions": [{"key": "env", "operator": "NotIn", "values": ["x"]}]})
     assert selector_matches(sel, {"mesh": "on", "env": "prod"})
     assert not selector_matches(sel, {"mesh": "on", "env": "x"})
-    assert selector_matches({"matchExpressions": [{"key": "a", "operator": "Exists"}]}, {"a": ""})
-    assert not selector_matches({"matchExpressions": [{"key": "a", "operator": "Bogus"}]}, {"a": ""})
+    assert selector_matches(_sel({"matchExpressions": [{"key": "a", "operator": "Exists"}]}), {"a": ""})
+    assert not selector_matches(_sel({"matchExpressions": [{"key": "a"}]}), {"a": ""})
     assert namespace_selected([], {}) and not namespace_selected([sel], {})
-    assert namespace_selected([{"matchLabels": {"x": "1"}}, sel], {"mesh": "on"})
+    assert namespace_selected([_sel({"matchLabels": {"x": "1"}}), sel], {"mesh": "on"})
 
 
-def _index(selectors: list[dict[str, object]] | None = None) -> ClusterIndex:
-    idx = ClusterIndex(DEFAULTS, selectors or [])
+def _index(selectors: list[dict[str, Any]] | None = None) -> ClusterIndex:
+    idx = ClusterIndex(DEFAULTS, [_sel(s) for s in selectors or []])
     idx.replace("namespaces", [namespace("default"), namespace("other", {"mesh": "on"})])
     idx.replace("nodes", [node("n1", "us-east", "us-east-1a")])
     idx.replace("pods", [pod("default", "r1", "n1", {"app": "reviews"}), pod("other", "o1", "n1")])

@@ -19,6 +19,7 @@ from meshplane.model.resources import AUTHORIZATION_POLICIES
 from meshplane.model.spec import AuthorizationAction, MutualTLSMode
 from meshplane.translate import MeshSettings
 from meshplane.translate.authz import rule_policy
+from meshplane.translate.jwt import UNAVAILABLE_JWKS
 from meshplane.translate.mesh import ExtAuthzProvider
 from meshplane.translate.opa import selecting_policies
 from meshplane.translate.peerauthn import inbound_mtls_mode, selected_policies
@@ -169,11 +170,14 @@ def test_security_config_validates(mode: str, tmp_path: Path) -> None:
     ctx = context(bookinfo_registry() + _security_objects(), mesh)
     proxy = sidecar("reviews", INTERCEPTION_MODE=mode, INBOUND_PORTS="http:9080,9090/TCP")
     cs = clusters(proxy, ctx)
-    assert "extauthz|opa" in cs and "jwks|127.0.0.1|8181" in cs
+    assert "extauthz|opa" in cs and not [n for n in cs if n.startswith("jwks|")]  # keys are inline (jwt)
     h = hcm_of(listeners(proxy, ctx)[("inbound_127.0.1.3_9080" if mode == "NONE" else "virtualInbound")]
                .filter_chains[0])
     assert h is not None
-    assert [f.name for f in h.http_filters][:5] == [
+    names = [f.name for f in h.http_filters]
+    # The metrics' peer-identity exchange moves headers first; the security filters come next, before the rest.
+    assert names[:2] == ["envoy.filters.http.header_to_metadata", "envoy.filters.http.header_mutation"]
+    assert names[2:7] == [
         "envoy.filters.http.jwt_authn", "envoy.filters.http.rbac", "envoy.filters.http.ext_authz",
         "envoy.filters.http.rbac", "envoy.filters.http.rbac"]
     envoy_validate(proxy, ctx, tmp_path)
@@ -228,23 +232,22 @@ def test_jwt_providers_from_typed_rules() -> None:
     ctx = context([*bookinfo_registry(), obj("RequestAuthentication", "jwt", {"jwtRules": [
         {"issuer": "inline", "jwks": JWKS, "audiences": ["a", "b"], "forwardOriginalToken": True,
          "fromHeaders": [{"name": "x-jwt", "prefix": "Bearer "}, {"name": "x-raw"}], "fromParams": ["token"]},
-        {"issuer": "tls-only", "jwksUri": "https://keys.example/jwks.json"},  # not fetchable by plain HTTP
-        {"issuer": "remote", "jwksUri": "http://127.0.0.1:8181/a.json"},
-        {"issuer": "same-host", "jwksUri": "http://127.0.0.1:8181/b.json"}]})])
-    proxy = sidecar("reviews")
+        {"issuer": "tls", "jwksUri": "https://keys.example/jwks.json"},
+        {"issuer": "remote", "jwksUri": "http://127.0.0.1:8181/a.json"}]})])
     jwt = next(f for f in _http_filters(ctx) if f.name == "envoy.filters.http.jwt_authn")
     cfg = jwt_pb2.JwtAuthentication()
     assert jwt.typed_config.Unpack(cfg)
-    assert sorted(cfg.providers) == ["origins-0", "origins-2", "origins-3"]
+    # Every rule is a provider: one whose keys the control plane has not fetched verifies nothing (fail closed).
+    assert sorted(cfg.providers) == ["origins-0", "origins-1", "origins-2"]
     inline = cfg.providers["origins-0"]
     assert inline.issuer == "inline" and list(inline.audiences) == ["a", "b"] and inline.forward
     assert [(h.name, h.value_prefix) for h in inline.from_headers] == [("x-jwt", "Bearer "), ("x-raw", "")]
     assert list(inline.from_params) == ["token"] and inline.local_jwks.inline_string == JWKS
-    remote = cfg.providers["origins-2"].remote_jwks
-    assert remote.http_uri.uri == "http://127.0.0.1:8181/a.json" and remote.http_uri.cluster == "jwks|127.0.0.1|8181"
+    for name in ("origins-1", "origins-2"):
+        p = cfg.providers[name]
+        assert not p.HasField("remote_jwks") and p.local_jwks.inline_string == UNAVAILABLE_JWKS
     assert [r.provider_name or "allow_missing" for r in cfg.rules[0].requires.requires_any.requirements] == [
-        "origins-0", "origins-2", "origins-3", "allow_missing"]
-    assert [n for n in clusters(proxy, ctx) if n.startswith("jwks|")] == ["jwks|127.0.0.1|8181"]
+        "origins-0", "origins-1", "origins-2", "allow_missing"]
 
 
 def test_dry_run_annotation_and_unknown_custom_provider() -> None:

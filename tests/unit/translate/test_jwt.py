@@ -5,15 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from _translate_helpers import bookinfo_registry, context, gateway, hcm_of, listeners, sidecar
+from _translate_helpers import bookinfo_registry, clusters, context, gateway, hcm_of, listeners, sidecar, snapshot
 from envoy.config.rbac.v3 import rbac_pb2
 from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
 
 from meshplane.model import spec as istio
 from meshplane.model.spec import AuthorizationAction
+from meshplane.registry import registry_from_config
+from meshplane.translate import MeshSettings, build_push_context
 from meshplane.translate.authz import rule_policy
 from meshplane.translate.httproute import route_match
-from meshplane.translate.jwt import routing_claim
+from meshplane.translate.jwt import UNAVAILABLE_JWKS, routing_claim
 
 SEC = "security.istio.io/v1"
 JWKS = '{"keys":[{"kty":"EC","crv":"P-256","kid":"k1","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",' \
@@ -57,13 +59,19 @@ def test_every_jwt_rule_field() -> None:
     assert list(a.audiences) == ["x"] and a.payload_in_metadata == "payload"
 
 
-def test_remote_jwks_timeout() -> None:
-    ctx = context([*bookinfo_registry(), obj("RequestAuthentication", "jwt", {"jwtRules": [
-        {"issuer": "r", "jwksUri": "http://127.0.0.1:8181/k.json", "timeout": "1.5s"},
-        {"issuer": "d", "jwksUri": "http://127.0.0.1:8181/d.json"}]})])
+def test_jwks_uri_keys_from_the_push_context_else_unavailable() -> None:
+    objs = [*bookinfo_registry(), obj("RequestAuthentication", "jwt", {"jwtRules": [
+        {"issuer": "r", "jwksUri": "https://keys.example/r.json"},
+        {"issuer": "d", "jwksUri": "https://keys.example/down.json"},
+        {"issuer": "none"}]})]
+    snap = snapshot(objs)
+    ctx = build_push_context(snap, registry_from_config(snap, "cluster-1"), MeshSettings(),
+                             jwks={"https://keys.example/r.json": JWKS})
     cfg = _jwt_config(_filters(listeners(sidecar("reviews"), ctx)["inbound_127.0.1.3_9080"]))
-    assert cfg.providers["origins-0"].remote_jwks.http_uri.timeout.ToMilliseconds() == 1500
-    assert cfg.providers["origins-1"].remote_jwks.http_uri.timeout.ToMilliseconds() == 5000
+    assert cfg.providers["origins-0"].local_jwks.inline_string == JWKS
+    assert cfg.providers["origins-1"].local_jwks.inline_string == UNAVAILABLE_JWKS  # not fetched: refuse all
+    assert cfg.providers["origins-2"].local_jwks.inline_string == UNAVAILABLE_JWKS  # no key source at all
+    assert not [c for c in clusters(sidecar("reviews"), ctx) if c.startswith("jwks|")]
 
 
 def test_gateway_gets_jwt_then_rbac_on_its_http_chains() -> None:

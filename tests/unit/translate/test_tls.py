@@ -1,12 +1,14 @@
 """TLS contexts (``tls``): the client side of DestinationRule ``tls`` modes, the server side of mesh mTLS and of
-Gateway server ``tls`` modes."""
+Gateway server ``tls`` modes; what each HTTP connection manager does with ``x-forwarded-client-cert``."""
 
 from __future__ import annotations
 
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 
 from meshplane.model import spec as istio
 from meshplane.translate import MeshSettings
+from meshplane.translate.filters import http_connection_manager
 from meshplane.translate.tls import (
     gateway_server_tls,
     mesh_inbound_tls,
@@ -121,3 +123,26 @@ def test_san_matchers_and_transport_socket() -> None:
     back = tls_pb2.DownstreamTlsContext()
     assert ts.name == "envoy.transport_sockets.tls" and ts.typed_config.Unpack(back)
     assert back == mesh_inbound_tls(MESH, http=False)
+
+
+def _hcm(**kw: bool) -> hcm_pb2.HttpConnectionManager:
+    hcm = hcm_pb2.HttpConnectionManager()
+    assert http_connection_manager("x", rds="r", **kw).typed_config.Unpack(hcm)
+    return hcm
+
+
+def test_forward_client_cert_by_role() -> None:
+    """Istio's defaults: sidecar inbound APPEND_FORWARD (subject, URI, DNS), gateway SANITIZE_SET (also the
+    certificate), sidecar outbound SANITIZE."""
+    H = hcm_pb2.HttpConnectionManager
+    inbound = _hcm(sidecar_inbound=True)
+    assert inbound.forward_client_cert_details == H.APPEND_FORWARD
+    d = inbound.set_current_client_cert_details
+    assert (d.subject.value, d.uri, d.dns, d.cert, d.chain) == (True, True, True, False, False)
+    gw = _hcm(gateway=True)
+    assert gw.forward_client_cert_details == H.SANITIZE_SET
+    d = gw.set_current_client_cert_details
+    assert (d.subject.value, d.uri, d.dns, d.cert, d.chain) == (True, True, True, True, False)
+    outbound = _hcm()
+    assert outbound.forward_client_cert_details == H.SANITIZE and not outbound.HasField(
+        "set_current_client_cert_details")

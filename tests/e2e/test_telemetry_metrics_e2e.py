@@ -1,0 +1,125 @@
+"""Istio's standard metrics on real Envoys: ``istio_requests_total`` and its labels, as Istio documents them.
+
+Two sidecars with certificates from the CA (productpage calls reviews over auto mTLS under STRICT), each serving
+``/stats/prometheus`` on its metrics listener (Istio's 15090): the destination reports the caller's workload, app,
+version and SPIFFE id with ``connection_security_policy="mutual_tls"``; the source reports who answered. The
+identity headers that carry this never reach either application, and a plaintext caller (PERMISSIVE) is
+reported as ``none`` with an unknown source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from envoy_harness import Harness, wait_until
+from security_mesh import PA, REVIEWS, SecurityMesh
+
+from meshplane.store import MemoryStore
+from meshplane.xds.default_translator import DefaultTranslator
+from tests.support.promtext import samples
+
+pytestmark = pytest.mark.envoy
+
+SPIFFE = "spiffe://cluster.local/ns/default/sa/"
+N = 7
+
+
+@pytest.fixture
+async def sec(store: MemoryStore, harness: Harness, xds, tmp_path: Path) -> AsyncIterator[SecurityMesh]:  # type: ignore[no-untyped-def]
+    server, address = await xds(DefaultTranslator())
+    m = await SecurityMesh(store, harness, server, address, tmp_path).start()
+    yield m
+    await m.close()
+
+
+async def _scrape(address: str) -> str:
+    async with aiohttp.ClientSession() as s, s.get(f"http://{address}/stats/prometheus") as r:
+        assert r.status == 200
+        return await r.text()
+
+
+def _find(text: str, name: str, **labels: str) -> list[tuple[dict[str, str], float]]:
+    """Samples of ``name`` whose labels include ``labels``."""
+    return [(dict(lbls), v) for (n, lbls), v in samples(text).items()
+            if n == name and labels.items() <= dict(lbls).items()]
+
+
+async def test_requests_total_with_istio_labels_under_strict_mtls(sec: SecurityMesh) -> None:
+    reviews = await sec.workload("reviews", labels={"version": "v2"})
+    productpage = await sec.workload("productpage", serve=False, labels={"version": "v1"})
+    await sec.apply(PA, "PeerAuthentication", "default", {"mtls": {"mode": "STRICT"}})
+    await sec.synced()
+    await sec.eventually("productpage", "/warm", 200)
+    assert reviews.backend is not None
+    reviews.backend.requests.clear()
+    before = await _scrape(reviews.envoy.stats_address)
+    warm = sum(v for _, v in _find(before, "istio_requests_total", reporter="destination"))
+
+    for i in range(N):
+        status, _, headers = await sec.h.get(f"http://{productpage.envoy.listen_host}:15001/p/{i}", host=REVIEWS)
+        assert status == 200
+        assert not [h for h in headers if h.lower().startswith("x-meshplane-peer")], headers  # stripped for the app
+    assert len(reviews.backend.requests) == N
+    for _, _, seen in reviews.backend.requests:
+        assert not [h for h in seen if h.startswith("x-meshplane-peer")], seen  # stripped for the server app too
+
+    dest = await _scrape(reviews.envoy.stats_address)
+    assert "envoy_istio_" not in dest, "served under Istio's names"
+    (labels, count), = _find(dest, "istio_requests_total", reporter="destination", response_code="200",
+                             connection_security_policy="mutual_tls")
+    assert count - warm == N
+    assert labels == {
+        "reporter": "destination", "response_code": "200", "response_flags": "-", "request_protocol": "http",
+        "connection_security_policy": "mutual_tls",
+        "source_workload": "productpage", "source_workload_namespace": "default", "source_app": "productpage",
+        "source_version": "v1", "source_cluster": "local", "source_principal": SPIFFE + "productpage",
+        "destination_workload": "reviews", "destination_workload_namespace": "default", "destination_app": "reviews",
+        "destination_version": "v2", "destination_cluster": "local", "destination_principal": SPIFFE + "reviews",
+        "destination_service": REVIEWS, "destination_service_name": "reviews",
+        "destination_service_namespace": "default"}
+
+    async def histograms_flushed() -> bool:
+        # Envoy publishes histograms at its stats flush (every 5 s), counters at once.
+        text = await _scrape(reviews.envoy.stats_address)
+        return all(sum(v for _, v in _find(text, f"istio_{h}_count", reporter="destination")) == warm + N
+                   for h in ("request_duration_milliseconds", "request_bytes", "response_bytes"))
+
+    await wait_until(histograms_flushed, timeout=20, what="request histograms flushed")
+
+    src = await _scrape(productpage.envoy.stats_address)
+    (labels, count), = _find(src, "istio_requests_total", reporter="source", response_code="200")
+    assert count - warm == N
+    assert {k: labels[k] for k in ("source_workload", "source_version", "source_principal", "destination_workload",
+                                   "destination_version", "destination_principal", "destination_service",
+                                   "destination_service_name", "connection_security_policy")} == {
+        "source_workload": "productpage", "source_version": "v1", "source_principal": SPIFFE + "productpage",
+        "destination_workload": "reviews", "destination_version": "v2", "destination_principal": SPIFFE + "reviews",
+        "destination_service": REVIEWS, "destination_service_name": "reviews",
+        "connection_security_policy": "unknown"}  # Istio's source reporter does not know the server's policy
+
+
+async def test_plaintext_caller_is_reported_as_none_and_cannot_forge_an_identity(sec: SecurityMesh) -> None:
+    reviews = await sec.workload("reviews")
+    await sec.apply(PA, "PeerAuthentication", "default", {"mtls": {"mode": "PERMISSIVE"}})
+    await sec.synced()
+
+    async def answered() -> bool:
+        return await sec.plaintext("reviews") == 200
+
+    await wait_until(answered, what="plaintext answered")
+    forged = {"x-meshplane-peer-workload": "admin-tool", "x-meshplane-peer-namespace": "kube-system"}
+    status, _, headers = await sec.h.get(f"http://{reviews.envoy.listen_host}:8080/forged", headers=forged)
+    assert status == 200
+    assert not [h for h in headers if h.lower().startswith("x-meshplane-peer")], "a plaintext caller is not told"
+    assert reviews.backend is not None
+    _, _, seen = reviews.backend.requests[-1]
+    assert "x-meshplane-peer-workload" not in seen
+    text = await _scrape(reviews.envoy.stats_address)
+    rows = _find(text, "istio_requests_total", reporter="destination", connection_security_policy="none")
+    assert rows and all(lbls["source_principal"] == "unknown" for lbls, _ in rows)
+    # A plaintext caller's headers are taken as it sent them (Istio trusts its peer-metadata headers the same way),
+    # but never as a principal: only the certificate gives one.
+    assert {lbls["source_workload"] for lbls, _ in rows} == {"unknown", "admin-tool"}
