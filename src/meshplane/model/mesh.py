@@ -90,8 +90,8 @@ class MeshSettings:
     workload_secret: str = "default"
     root_secret: str = "ROOTCA"
     # Auto mTLS (Istio's enableAutoMtls): clusters of MESH_INTERNAL services without DestinationRule TLS use
-    # ISTIO_MUTUAL for endpoints labelled ``security.istio.io/tlsMode: istio`` (they have a sidecar), plaintext for
-    # the others, through Envoy's transport_socket_matches.
+    # ISTIO_MUTUAL for endpoints labelled ``security.istio.io/tlsMode: istio`` (they have a sidecar) unless their
+    # PeerAuthentication makes the port DISABLE, plaintext for the others, through Envoy's transport_socket_matches.
     auto_mtls: bool = True
     # AuthorizationPolicy CUSTOM providers by name.
     ext_authz_providers: tuple[ExtAuthzProvider, ...] = ()

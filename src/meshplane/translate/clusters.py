@@ -21,6 +21,7 @@ from google.protobuf import wrappers_pb2
 
 from meshplane.model import spec as istio
 from meshplane.model.labels import labels_match
+from meshplane.model.names import Hostname
 from meshplane.model.proxy import Proxy, ProxyType
 from meshplane.model.service import Endpoint, Location, Protocol, Resolution, Service, ServicePort
 from meshplane.translate import telemetry
@@ -213,8 +214,9 @@ def _tcp_keepalive(c: cluster_pb2.Cluster, ka: istio.TcpKeepalive) -> None:
 
 
 def _auto_mtls(c: cluster_pb2.Cluster, tctx: tls_pb2.UpstreamTlsContext | None) -> None:
-    """Istio's auto mTLS: endpoints whose metadata says ``tlsMode: istio`` (a sidecar runs there; see
-    ``endpoints``) get ISTIO_MUTUAL, the others plaintext; one cluster serves both during a migration."""
+    """Istio's auto mTLS: endpoints whose metadata says ``tlsMode: istio`` (a sidecar runs there and its
+    PeerAuthentication accepts mTLS on the port; see ``endpoints``) get ISTIO_MUTUAL, the others plaintext; one
+    cluster serves both during a migration."""
     if tctx is None:
         return
     m = c.transport_socket_matches.add(name="tlsMode-istio")
@@ -225,7 +227,7 @@ def _auto_mtls(c: cluster_pb2.Cluster, tctx: tls_pb2.UpstreamTlsContext | None) 
     plain.transport_socket.typed_config.CopyFrom(pack(raw_buffer_pb2.RawBuffer()))
 
 
-def _endpoint_sans(ctx: PushContext, host: str) -> list[str]:
+def _endpoint_sans(ctx: PushContext, host: Hostname) -> list[str]:
     sas = sorted({e.service_account for e in ctx.registry.endpoints_of(host) if e.service_account})
     svc = ctx.service(host)
     ns_of = {e.service_account: e.namespace or (svc.namespace if svc else "") for e in
