@@ -13,6 +13,7 @@ from typing import Any, cast
 
 from meshplane import translate
 from meshplane.model.config import ConfigSnapshot
+from meshplane.model.names import Hostname
 from meshplane.model.proxy import Locality, Proxy, proxy_from_node
 from meshplane.model.push import PushRequest
 from meshplane.model.service import RegistrySnapshot
@@ -36,7 +37,7 @@ class DefaultTranslator:
         self._last = translate.build_push_context(config, registry, self.mesh, self._last, keys)
         return self._last
 
-    def with_registry(self, ctx: object, registry: RegistrySnapshot, changed: frozenset[str]) -> object:
+    def with_registry(self, ctx: object, registry: RegistrySnapshot, changed: frozenset[Hostname]) -> object:
         return cast(translate.PushContext, ctx).with_registry(registry, changed)
 
     def generate(
