@@ -29,6 +29,12 @@ class DefaultTranslator:
         # The last context built: it lends the next one the records of unchanged config objects.
         self._last: translate.PushContext | None = None
 
+    def set_mesh(self, mesh: translate.MeshSettings) -> None:
+        """New mesh settings (a reloaded MeshConfig): the next context is built with them, from scratch (records
+        of the previous context may depend on the old settings); the caller asks the server for a full push."""
+        self.mesh = mesh
+        self._last = None
+
     def proxy_from_node(self, node_id: str, metadata: Mapping[str, Any], locality: Locality) -> Proxy:
         return proxy_from_node(node_id, metadata, locality)
 
