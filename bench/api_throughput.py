@@ -7,8 +7,12 @@ against each, while a watch opened before the first create counts the events it 
 
     python bench/api_throughput.py            # N=10,000, C=32
     python bench/api_throughput.py -n 1000    # quick
+    python bench/api_throughput.py -n 2000 --against ../wt-base --rounds 3   # this checkout vs another's server
 
-Prints the figures and the ratio meshplane/baseline. Loopback only; everything it starts is stopped by PID.
+Prints the figures and the ratio meshplane/baseline; with ``--against TREE``, the server of another checkout (e.g.
+a worktree at an older commit, its own ``src`` on PYTHONPATH) is measured in the same run, alternated with this
+one ``--rounds`` times, and the medians and their ratios (this/that) are printed. Loopback only; everything it
+starts is stopped by PID.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import asyncio
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -172,59 +177,85 @@ def rss_mb(pid: int) -> float:
 XDS_ADDR = "127.0.0.1:0"
 
 
+HERE = Path(__file__).resolve().parents[1]
+
+
+def measure_baseline(n: int, c: int) -> float:
+    """Seconds the bare aiohttp server takes to answer the same N creates (the HTTP floor)."""
+    port = free_port()
+    base = subprocess.Popen([sys.executable, "-c", BASELINE_SERVER, str(port)])
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", base)
+        return asyncio.run(create_all(f"http://127.0.0.1:{port}", n, c))
+    finally:
+        base.terminate()
+        base.wait(10)
+
+
+def measure_server(n: int, c: int, tree: Path = HERE) -> dict[str, float]:
+    """One ``meshplane server`` of checkout ``tree`` (its ``src`` first on PYTHONPATH), fresh data dir."""
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        pythonpath = os.pathsep.join([str(tree / "src"), *filter(None, [os.environ.get("PYTHONPATH")])])
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": pythonpath}
+        srv = subprocess.Popen(
+            [sys.executable, "-m", "meshplane.cli.main", "server", "--data-dir", tmp,
+             "--api-addr", f"127.0.0.1:{port}", "--xds-addr", XDS_ADDR],
+            env=env, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_ready(url, srv)
+            cpu0 = _cpu(srv.pid)
+            res = asyncio.run(run_meshplane(url, n, c))
+            res["server_cpu_s"] = _cpu(srv.pid) - cpu0
+            res["server_peak_rss_mb"] = rss_mb(srv.pid)
+            res["creates_per_s"] = n / res["create_s"]
+            return res
+        finally:
+            srv.terminate()
+            srv.wait(10)
+
+
+def against_tree(args: argparse.Namespace) -> None:
+    """This checkout's server against another's, alternated ``--rounds`` times in one run (same client, same
+    machine load): medians of each metric and their ratio (this / that)."""
+    tree = Path(args.against).resolve()
+    ours: list[dict[str, float]] = []
+    theirs: list[dict[str, float]] = []
+    for _ in range(max(1, args.rounds)):
+        theirs.append(measure_server(args.n, args.c, tree))
+        ours.append(measure_server(args.n, args.c))
+    med = {k: statistics.median(r[k] for r in ours) for k in ours[0]}
+    other = {k: statistics.median(r[k] for r in theirs) for k in theirs[0]}
+    ratio = {k: round(med[k] / other[k], 3) if other[k] else None for k in med}
+    print(json.dumps({"n": args.n, "concurrency": args.c, "rounds": args.rounds, "against": str(tree),
+                      "load_average": [round(x, 2) for x in os.getloadavg()],
+                      "this": {k: round(v, 3) for k, v in med.items()},
+                      "that": {k: round(v, 3) for k, v in other.items()}, "this_over_that": ratio}, indent=2))
+
+
 def main() -> None:
     global XDS_ADDR
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", type=int, default=10_000, help="objects to create (default 10000)")
     ap.add_argument("-c", type=int, default=32, help="concurrent connections (default 32)")
     ap.add_argument("--no-xds", action="store_true", help="run the server without its xDS pipeline")
+    ap.add_argument("--against", metavar="TREE",
+                    help="also measure the server of another checkout (e.g. a worktree at an older commit) in this "
+                    "run, alternating with this one --rounds times, and print this/that ratios")
+    ap.add_argument("--rounds", type=int, default=1, help="with --against: measurements of each, alternated")
     args = ap.parse_args()
     if args.no_xds:
         XDS_ADDR = "none"
+    if args.against:
+        against_tree(args)
+        return
 
-    with tempfile.TemporaryDirectory() as tmp:
-        port = free_port()
-        base = subprocess.Popen([sys.executable, "-c", BASELINE_SERVER, str(port)])
-        try:
-            wait_ready(f"http://127.0.0.1:{port}", base)
-            baseline_s = asyncio.run(create_all(f"http://127.0.0.1:{port}", args.n, args.c))
-        finally:
-            base.terminate()
-            base.wait(10)
-
-        port = free_port()
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        srv = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "meshplane.cli.main",
-                "server",
-                "--data-dir",
-                tmp,
-                "--api-addr",
-                f"127.0.0.1:{port}",
-                "--xds-addr",
-                XDS_ADDR,
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            wait_ready(url, srv)
-            cpu0 = _cpu(srv.pid)
-            res = asyncio.run(run_meshplane(url, args.n, args.c))
-            res["server_cpu_s"] = _cpu(srv.pid) - cpu0
-            res["server_peak_rss_mb"] = rss_mb(srv.pid)
-        finally:
-            srv.terminate()
-            srv.wait(10)
-
+    baseline_s = measure_baseline(args.n, args.c)
+    res = measure_server(args.n, args.c)
     res["baseline_create_s"] = baseline_s
     res["create_ratio_vs_baseline"] = res["create_s"] / baseline_s
-    res["creates_per_s"] = args.n / res["create_s"]
     print(json.dumps({"n": args.n, "concurrency": args.c, **{k: round(v, 3) for k, v in res.items()}}, indent=2))
 
 

@@ -1,8 +1,9 @@
 """Istio's "External Authorization" task on real Envoys: a CUSTOM AuthorizationPolicy calling an ext-authz server
 declared in the mesh config's ``extensionProviders``, over gRPC and over HTTP.
 
-What is real: meshplane's xDS server and ``DefaultTranslator`` with the settings read from the task's ``istio``
-ConfigMap (tests/data/authz-custom, unchanged), the CA signing the workloads' certificates (mesh-wide STRICT mTLS),
+What is real: meshplane's xDS server and ``DefaultTranslator`` following the ``istio`` ConfigMap as the server
+does (``cli.meshconfig_sync``: the task's ConfigMap, tests/data/authz-custom, unchanged, is stored mid-test and
+hot-reloaded into a full push), the CA signing the workloads' certificates (mesh-wide STRICT mTLS),
 Envoy sidecars for ``httpbin`` and ``sleep`` in namespace ``foo``, and our own sample authorizer
 (tests/support/extauthz_sample.py: ``x-ext-authz: allow`` is allowed, anything else 403 with a body) reached as the
 mesh service ``ext-authz.foo.svc.cluster.local`` (ports 9000 gRPC, 8000 HTTP), as in the task.
@@ -21,10 +22,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from envoy_harness import Harness, loopback_host
+from envoy_harness import Harness, loopback_host, wait_until
 from security_mesh import AP, PA, SE, SecurityMesh
 
-from meshplane.model.meshconfig import parse_mesh_yaml
+from meshplane.cli.meshconfig_sync import MeshConfigSync
+from meshplane.model.mesh import MeshSettings
+from meshplane.model.resources import CONFIGMAPS
 from meshplane.store import MemoryStore
 from meshplane.xds.default_translator import DefaultTranslator
 from tests.support.extauthz_sample import DENY_BODY, ExtAuthzSample
@@ -45,13 +48,21 @@ async def authorizer() -> AsyncIterator[ExtAuthzSample]:
 
 @pytest.fixture
 async def sec(store: MemoryStore, harness: Harness, xds, tmp_path: Path) -> AsyncIterator[SecurityMesh]:  # type: ignore[no-untyped-def]
-    configmap = yaml.safe_load((DATA / "istio-configmap.yaml").read_text())
-    mesh = parse_mesh_yaml(configmap["data"]["mesh"]).settings
-    server, address = await xds(DefaultTranslator(mesh))
+    """A mesh whose translator follows the ``istio`` ConfigMap (the server's own wiring, ``cli.serverproc``)."""
+    translator = DefaultTranslator(MeshSettings())
+    server, address = await xds(translator)
+
+    def apply(settings: MeshSettings) -> None:
+        translator.set_mesh(settings)
+        server.config_changed("mesh config")
+
+    sync = MeshConfigSync(store, MeshSettings(), apply)
+    await sync.start()
     m = await SecurityMesh(store, harness, server, address, tmp_path).start()
     await m.apply(PA, "PeerAuthentication", "default", {"mtls": {"mode": "STRICT"}}, namespace="istio-system")
     yield m
     await m.close()
+    await sync.stop()
 
 
 async def _get(sec: SecurityMesh, path: str, header: str | None) -> tuple[int, str]:
@@ -77,8 +88,6 @@ async def _policy(sec: SecurityMesh, provider: str) -> None:
 async def _task(sec: SecurityMesh, authorizer: ExtAuthzSample, protocol: str) -> None:
     async def checked() -> bool:
         return (await _get(sec, "/headers", "deny"))[0] == 403 and (await _get(sec, "/headers", "allow"))[0] == 200
-
-    from envoy_harness import wait_until
 
     await wait_until(checked, what=f"the {protocol} authorizer decides /headers")
     status, body = await _get(sec, "/headers", "deny")
@@ -107,6 +116,13 @@ async def test_external_authorization_task(sec: SecurityMesh, authorizer: ExtAut
     await sec.eventually("sleep", "/headers", 200, host=HTTPBIN)  # no policy yet
 
     await _policy(sec, "sample-ext-authz-grpc")
+    # No mesh config yet: the provider is unknown, so the CUSTOM rule denies (fail closed), whatever the header.
+    await sec.eventually("sleep", "/headers", 403, host=HTTPBIN, headers={"x-ext-authz": "allow"})
+    assert await sec.call("sleep", "/ip", host=HTTPBIN) == 200
+    assert authorizer.checks == []
+
+    # The task's `kubectl edit configmap istio -n istio-system`: hot-reloaded into a full push.
+    await sec.store.create(CONFIGMAPS, yaml.safe_load((DATA / "istio-configmap.yaml").read_text()), actor="test")
     await _task(sec, authorizer, "grpc")
 
     await _policy(sec, "sample-ext-authz-http")

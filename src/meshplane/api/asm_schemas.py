@@ -266,3 +266,12 @@ def secret_fields() -> Schema:
         "stringData": _map(_str(), "Write-only plain-text values, merged into data on write."),
         "immutable": _bool("If true, the data cannot be updated."),
     }
+
+
+def configmap_fields() -> Schema:
+    """The top-level fields of Kubernetes' core ``v1`` ConfigMap (it has no ``spec``)."""
+    return {
+        "data": _map(_str(), "Configuration data by key (the mesh configuration: key mesh, MeshConfig YAML)."),
+        "binaryData": _map(_str(format="byte"), "Binary data by key, base64-encoded."),
+        "immutable": _bool("If true, the data cannot be updated."),
+    }

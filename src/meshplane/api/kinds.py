@@ -112,7 +112,7 @@ SECURITY = "security.istio.io"
 TELEMETRY = "telemetry.istio.io"
 ASM = "istio.alibabacloud.com"
 MESHPLANE = "meshplane.io"
-CORE = ""  # Kubernetes' core group (/api/v1): only Secret is a registry kind; Namespace is served apart
+CORE = ""  # Kubernetes' core group (/api/v1): Secret and ConfigMap are registry kinds; Namespace is served apart
 
 _NET_VERSIONS = ("v1", "v1beta1", "v1alpha3")
 _NET_CATS = ("istio-io", "networking-istio-io")
@@ -260,6 +260,9 @@ def builtin_kinds() -> list[KindInfo]:
             has_secrets=True,
             columns=(_col("Type", ".type", "The type of the secret's data"), AGE),
         ),
+        # The mesh configuration as Istio users know it: ConfigMap ``istio`` in the root namespace, key ``mesh``
+        # (``model.meshconfig``; admission refuses a MeshConfig the server could not load).
+        KindInfo(CORE, "ConfigMap", "configmaps", ("v1",), short_names=("cm",), columns=(AGE,)),
     ]
     return [*net, *sec, *tel, *asm, *own, *core]
 

@@ -209,6 +209,14 @@ def _object_schema(group: str, kind: str, versions: tuple[str, ...]) -> Schema:
                            "metadata": object_meta_schema(), **asm.secret_fields()},
             "x-kubernetes-group-version-kind": [{"group": group, "version": v, "kind": kind} for v in versions],
         }
+    if (group, kind) == (CORE, "ConfigMap"):
+        return {
+            "type": "object",
+            "description": "ConfigMap holds configuration data (istio-system/istio: the mesh configuration).",
+            "properties": {"apiVersion": _s("APIVersion of the object."), "kind": _s("Kind of the object."),
+                           "metadata": object_meta_schema(), **asm.configmap_fields()},
+            "x-kubernetes-group-version-kind": [{"group": group, "version": v, "kind": kind} for v in versions],
+        }
     spec, status = _spec_and_status(group, kind)
     return {
         "type": "object",

@@ -37,6 +37,7 @@ from meshplane.api._structural import Node, StructuralCheck, compile_schema
 from meshplane.api.errors import FieldCause, InvalidObject, StrictDecodingError
 from meshplane.api.kinds import ASM, CORE, MESHPLANE, NETWORKING, SECURITY, TELEMETRY, KindInfo
 from meshplane.api.schemas import openapi_schema, spec_schema
+from meshplane.model.meshconfig import MESH_CONFIGMAP, MESH_KEY, MeshConfigError, parse_mesh_yaml
 from meshplane.model.spec import KINDS, DecodeError, DecodeLog, ObjectMeta, decode_spec, object_meta
 
 __all__ = ["FIELD_VALIDATION_MODES", "validate"]
@@ -71,6 +72,7 @@ _TYPED_RULES: dict[tuple[str, str], TypedRule] = {
 # Core kinds have no typed spec: their rules read the JSON.
 _CORE_RULES: dict[tuple[str, str], JsonRule] = {
     (CORE, "Secret"): lambda obj, r: _secret(obj, r),
+    (CORE, "ConfigMap"): lambda obj, r: _configmap(obj, r),
 }
 
 _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
@@ -97,6 +99,33 @@ def _secret(obj: dict[str, Any], r: Report) -> None:
         for key in ("tls.crt", "tls.key"):
             if key not in keys:
                 r.required(f"data[{key}]")
+
+def _configmap(obj: dict[str, Any], r: Report) -> None:
+    """Kubernetes' ConfigMap key rules; and the mesh configuration (``istio-system/istio``, key ``mesh``) must be a
+    MeshConfig the server can load: refused naming its field, its warnings returned as the API's warnings."""
+    for field in ("data", "binaryData"):
+        for key, value in (obj.get(field) or {}).items():
+            if not _SECRET_KEY.fullmatch(key) or len(key) > 253:
+                r.add(f"{field}[{key}]", "FieldValueInvalid",
+                      "a valid config key must consist of alphanumeric characters, '-', '_' or '.'")
+            if field == "binaryData":
+                try:
+                    base64.b64decode(str(value), validate=True)
+                except (binascii.Error, ValueError):
+                    r.add(f"binaryData[{key}]", "FieldValueInvalid", "illegal base64 data")
+    meta = obj.get("metadata") or {}
+    if (meta.get("namespace"), meta.get("name")) != MESH_CONFIGMAP:
+        return
+    mesh = (obj.get("data") or {}).get(MESH_KEY)
+    if mesh is None:
+        return
+    try:
+        cfg = parse_mesh_yaml(str(mesh))
+    except MeshConfigError as e:
+        r.add(f"data[{MESH_KEY}]", "FieldValueInvalid", f"MeshConfig {e}")
+        return
+    r.warnings.extend(f"data[{MESH_KEY}]: {w}" for w in cfg.warnings)
+
 
 _ISTIO_GROUPS = (NETWORKING, SECURITY, TELEMETRY)
 _DRY_RUN = "istio.io/dry-run"

@@ -313,8 +313,8 @@ class ApiServer:
 
     async def _core(self, request: web.Request) -> web.StreamResponse:
         parts = request.match_info["tail"].strip("/").split("/")
-        if parts[0] == "secrets" or (parts[0] == "namespaces" and len(parts) > 2):
-            return await self._resource(request, core_parts=parts)  # Secrets: a registry kind like the others
+        if parts[0] in ("secrets", "configmaps") or (parts[0] == "namespaces" and len(parts) > 2):
+            return await self._resource(request, core_parts=parts)  # registry kinds like the others
         if parts[0] != "namespaces" or len(parts) > 2:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         name = parts[1] if len(parts) == 2 else None
@@ -736,8 +736,8 @@ class ApiServer:
     async def _patch(self, request: web.Request, info: KindInfo, path: ResourcePath) -> web.Response:
         assert path.name is not None
         ctype = request.content_type
-        if ctype == patch.STRATEGIC and (info.group, info.kind) == ("", "Secret"):
-            ctype = patch.MERGE  # kubectl patches built-in kinds strategically; a Secret has no merge-keyed lists
+        if ctype == patch.STRATEGIC and (info.group, info.kind) in (("", "Secret"), ("", "ConfigMap")):
+            ctype = patch.MERGE  # kubectl patches built-in kinds strategically; these have no merge-keyed lists
         if ctype == patch.STRATEGIC:
             raise ApiError(
                 415,

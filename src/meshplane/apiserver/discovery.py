@@ -1,5 +1,5 @@
 """API discovery documents: aggregated (apidiscovery.k8s.io/v2, what kubectl 1.26+ asks for) and legacy
-(APIGroupList / APIResourceList, what older clients ask for), plus the core group with namespaces and secrets.
+(APIGroupList / APIResourceList, what older clients ask for), plus the core group: namespaces, secrets, configmaps.
 
 Both forms are derived from the one kind registry, so they cannot disagree.
 """
@@ -74,12 +74,21 @@ def aggregated_core(content_type: str) -> dict[str, Any]:
         "verbs": VERBS,
         "responseKind": {"group": "", "version": "v1", "kind": "Secret"},
     }
+    configmaps = {
+        "resource": "configmaps",
+        "singularResource": "configmap",
+        "scope": "Namespaced",
+        "shortNames": ["cm"],
+        "verbs": VERBS,
+        "responseKind": {"group": "", "version": "v1", "kind": "ConfigMap"},
+    }
     return {
         "kind": "APIGroupDiscoveryList",
         "apiVersion": _api_version(content_type),
         "metadata": {},
         "items": [
-            {"metadata": {}, "versions": [{"version": "v1", "resources": [ns, secrets], "freshness": "Current"}]}
+            {"metadata": {}, "versions": [{"version": "v1", "resources": [ns, secrets, configmaps],
+                                          "freshness": "Current"}]}
         ],
     }
 
@@ -107,6 +116,8 @@ def legacy_core_resources() -> dict[str, Any]:
                 "shortNames": ["ns"],
             },
             {"name": "secrets", "singularName": "secret", "namespaced": True, "kind": "Secret", "verbs": VERBS},
+            {"name": "configmaps", "singularName": "configmap", "namespaced": True, "kind": "ConfigMap",
+             "verbs": VERBS, "shortNames": ["cm"]},
         ],
     }
 

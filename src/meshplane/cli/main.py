@@ -56,6 +56,7 @@ def _server(args: argparse.Namespace) -> int:
         locality_lb=args.locality_lb,
         jwks_ca_bundle=Path(args.jwks_ca_bundle) if args.jwks_ca_bundle else None,
         jwks_refresh_s=_seconds("--jwks-refresh-interval", args.jwks_refresh_interval),
+        mesh_config=Path(args.mesh_config) if args.mesh_config else None,
     )
     asyncio.run(serverproc.run_server(opts))
     return 0
@@ -109,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "system's)")
     s.add_argument("--jwks-refresh-interval", default="20m", metavar="DURATION",
                    help="how often the keys of each RequestAuthentication jwksUri are fetched again (default 20m)")
+    s.add_argument("--mesh-config", metavar="FILE",
+                   help="Istio MeshConfig (YAML: extensionProviders, rootNamespace, ...), published as ConfigMap "
+                        "istio-system/istio and reloaded when the file or the ConfigMap changes")
     s.set_defaults(func=_server)
 
     k = sub.add_parser("kubeconfig", help="print a kubeconfig for the running server")

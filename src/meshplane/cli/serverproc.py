@@ -18,6 +18,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from aiohttp import web
 
 from meshplane.api.kinds import default_registry
 from meshplane.apiserver.app import ApiServer, ApiServerSettings, serve
+from meshplane.cli.meshconfig_sync import MeshConfigFileError, MeshConfigSync
 from meshplane.cli.security_api import security_routes
 from meshplane.jwks import JwksResolver, JwksSettings
 from meshplane.kube import KubeSourceFactory, SourceSettings
@@ -78,6 +80,8 @@ class ServerOptions:
     # are verified against (None: the system's) and how often keys are fetched again (istiod's default, 20 min).
     jwks_ca_bundle: Path | None = None
     jwks_refresh_s: float = 20 * 60.0
+    # Istio's MeshConfig (YAML), published as ConfigMap istio-system/istio and followed (cli.meshconfig_sync).
+    mesh_config: Path | None = None
 
 
 def is_loopback(host: str) -> bool:
@@ -137,6 +141,7 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
     lanes = LanesController(store)
     await lanes.start()
     xds: XdsServer | None = None
+    mesh_sync: MeshConfigSync | None = None
     xds_url = ""
     security: SecurityPlane | None = None
     ca_url = ""
@@ -156,13 +161,21 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
         jwks = resolver = JwksResolver(store, JwksSettings(refresh_interval=opts.jwks_refresh_s,
                                                           ca_bundle=opts.jwks_ca_bundle))
         metrics.watch_jwks_fetch_failures(resolver.failures)
+        translator = DefaultTranslator(mesh, jwks=resolver.jwks)
         xds = XdsServer(store, XdsSettings(debounce_quiet=opts.debounce_quiet, debounce_max=opts.debounce_max,
-                                           translator=DefaultTranslator(mesh, jwks=resolver.jwks), metrics=metrics))
+                                           translator=translator, metrics=metrics))
         resolver.on_change = xds.config_changed  # new keys: a full push
+        mesh_sync = MeshConfigSync(store, mesh, _mesh_applier(translator, xds), file=opts.mesh_config)
+        try:
+            await mesh_sync.start()  # before the first push context: proxies start with the mesh config's settings
+        except MeshConfigFileError as e:
+            raise ServerConfigError(str(e)) from e
         xds_port = await xds.start(f"{_url_host(opts.xds_host)}:{opts.xds_port}")
         await resolver.start()
         xds_url = f"{_url_host(opts.xds_host)}:{xds_port}"
         log.info("xDS serving on %s", xds_url)
+    elif opts.mesh_config is not None:
+        raise ServerConfigError("--mesh-config needs the xDS server (it configures translation)")
     members: MemberClusterController | None = None
     if xds is not None:
         # Each member's requests time out after 10 s; failures back off up to 15 s.
@@ -173,6 +186,13 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
     api.extra_routes.append(web.get("/metrics", _metrics_handler(metrics)))
     if xds is not None:
         api.extra_routes.append(web.get("/management/v1/proxies", _proxy_status_handler(xds)))
+    if mesh_sync is not None:
+        sync = mesh_sync
+
+        async def mesh_status(request: web.Request) -> web.Response:
+            return web.json_response(sync.status())
+
+        api.extra_routes.append(web.get("/management/v1/mesh-config", mesh_status))
     if security is not None:
         api.extra_routes.extend(security_routes(security))
     runner = await serve(api.app(), opts.api_host, opts.api_port)
@@ -198,6 +218,8 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
         await lanes.stop()
         if members is not None:
             await members.stop()
+        if mesh_sync is not None:
+            await mesh_sync.stop()
         if jwks is not None:
             await jwks.stop()
         if xds is not None:
@@ -207,6 +229,14 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
         await store.close()
         with contextlib.suppress(FileNotFoundError):
             (opts.data_dir / STATE_FILE).unlink()
+
+
+def _mesh_applier(translator: DefaultTranslator, xds: XdsServer) -> Callable[[MeshSettings], None]:
+    def apply(settings: MeshSettings) -> None:
+        translator.set_mesh(settings)
+        xds.config_changed("mesh config")
+
+    return apply
 
 
 def _tune_gc() -> None:

@@ -29,6 +29,7 @@ from kubernetes_asyncio import client as kclient
 from kubernetes_asyncio import config as kconfig
 
 from meshplane.kube.kubeconfig import KubeSourceError, parse_kubeconfig, secrets_of
+from meshplane.model.names import Hostname
 from meshplane.model.service import Endpoint, Service
 from meshplane.registry.kube_convert import (
     ENDPOINT_SLICES,
@@ -113,10 +114,10 @@ class KubeClusterSource:
     def services(self) -> Sequence[Service]:
         return self.registry.services()
 
-    def endpoints(self) -> Mapping[str, Sequence[Endpoint]]:
+    def endpoints(self) -> Mapping[Hostname, Sequence[Endpoint]]:
         return self.registry.endpoints()
 
-    def take_changes(self) -> frozenset[str] | None:
+    def take_changes(self) -> frozenset[Hostname] | None:
         return self.registry.take_changes()
 
     # --- state ---------------------------------------------------------------------------------------------

@@ -28,6 +28,10 @@ import yaml
 from meshplane.model.mesh import BodyInCheck, ExtAuthzProvider, MeshSettings, TelemetryProvider
 from meshplane.model.spec import parse_duration
 
+# Where Istio users keep it: ConfigMap ``istio`` in ``istio-system``, key ``mesh``.
+MESH_CONFIGMAP = ("istio-system", "istio")
+MESH_KEY = "mesh"
+
 # MeshConfig fields Istio has that meshplane does not apply (warned, not refused: a config written for Istio loads).
 IGNORED = frozenset({
     "proxyListenPort", "proxyInboundListenPort", "proxyHttpPort", "protocolDetectionTimeout", "tcpKeepalive",
@@ -298,4 +302,5 @@ def parse_mesh_yaml(text: str, base: MeshSettings | None = None) -> MeshConfig:
     return parse_mesh_config(doc, base)
 
 
-__all__ = ["IGNORED", "MeshConfig", "MeshConfigError", "parse_mesh_config", "parse_mesh_yaml"]
+__all__ = ["IGNORED", "MESH_CONFIGMAP", "MESH_KEY", "MeshConfig", "MeshConfigError", "parse_mesh_config",
+           "parse_mesh_yaml"]

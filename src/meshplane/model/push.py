@@ -10,13 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from meshplane.model.config import ConfigKey
+from meshplane.model.names import Hostname
 
 
 @dataclass(frozen=True, slots=True)
 class PushRequest:
     full: bool
     config_updated: frozenset[ConfigKey] = field(default_factory=frozenset)
-    endpoints_updated: frozenset[str] = field(default_factory=frozenset)  # service host names
+    endpoints_updated: frozenset[Hostname] = field(default_factory=frozenset)  # service host names
     reasons: tuple[str, ...] = ()
     # When the oldest change this request carries arrived (the event loop's clock), for the convergence-time
     # metric; None when unknown. Not part of what the request asks for, so not compared.

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 
+from meshplane.model.names import Hostname, Namespace
 from meshplane.model.proxy import Locality
 
 
@@ -82,8 +83,8 @@ class ServicePort:
 
 @dataclass(frozen=True, slots=True)
 class Service:
-    hostname: str
-    namespace: str
+    hostname: Hostname
+    namespace: Namespace
     ports: tuple[ServicePort, ...] = ()
     addresses: tuple[str, ...] = ()  # virtual IPs, if any
     resolution: Resolution = Resolution.STATIC
@@ -175,13 +176,13 @@ EndpointShards = Mapping[ShardKey, tuple[Endpoint, ...]]
 class RegistrySnapshot:
     """Services merged by host across clusters and sources; endpoints by host and by shard. Immutable."""
 
-    services: Mapping[str, Service] = field(default_factory=dict)
-    shards: Mapping[str, EndpointShards] = field(default_factory=dict)
+    services: Mapping[Hostname, Service] = field(default_factory=dict)
+    shards: Mapping[Hostname, EndpointShards] = field(default_factory=dict)
     version: str = ""
-    endpoints: Mapping[str, tuple[Endpoint, ...]] = field(default_factory=dict, init=False, compare=False)
+    endpoints: Mapping[Hostname, tuple[Endpoint, ...]] = field(default_factory=dict, init=False, compare=False)
 
     def __post_init__(self) -> None:
-        merged: dict[str, tuple[Endpoint, ...]] = {}
+        merged: dict[Hostname, tuple[Endpoint, ...]] = {}
         for host, by_shard in self.shards.items():
             eps: list[Endpoint] = []
             for key in sorted(by_shard):
@@ -192,13 +193,13 @@ class RegistrySnapshot:
                                                              self.shards.items()}))
         object.__setattr__(self, "endpoints", MappingProxyType(merged))
 
-    def service(self, host: str) -> Service | None:
+    def service(self, host: Hostname) -> Service | None:
         return self.services.get(host)
 
-    def endpoints_of(self, host: str) -> tuple[Endpoint, ...]:
+    def endpoints_of(self, host: Hostname) -> tuple[Endpoint, ...]:
         return self.endpoints.get(host, ())
 
-    def with_shard(self, shard: ShardKey, endpoints: Mapping[str, Iterable[Endpoint]],
+    def with_shard(self, shard: ShardKey, endpoints: Mapping[Hostname, Iterable[Endpoint]],
                    version: str = "") -> RegistrySnapshot:
         """A copy in which ``shard``'s endpoints of the hosts in ``endpoints`` are replaced (empty: removed).
         Services and every other host are shared with this snapshot, so the cost is proportional to the hosts
@@ -227,13 +228,14 @@ class RegistrySnapshot:
 
     @staticmethod
     def build(
-        services: Iterable[Service], endpoints: Iterable[tuple[ShardKey, str, Iterable[Endpoint]]], version: str = ""
+        services: Iterable[Service], endpoints: Iterable[tuple[ShardKey, Hostname, Iterable[Endpoint]]],
+        version: str = ""
     ) -> RegistrySnapshot:
         """Merge services (first wins per host) and (shard, host, endpoints) triples into a snapshot."""
-        by_host: dict[str, Service] = {}
+        by_host: dict[Hostname, Service] = {}
         for svc in services:
             by_host.setdefault(svc.hostname, svc)
-        shards: dict[str, dict[ShardKey, tuple[Endpoint, ...]]] = {}
+        shards: dict[Hostname, dict[ShardKey, tuple[Endpoint, ...]]] = {}
         for shard, host, eps in endpoints:
             cur = shards.setdefault(host, {})
             cur[shard] = cur.get(shard, ()) + tuple(eps)

@@ -14,6 +14,7 @@ import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
+from meshplane.model.names import Hostname
 from meshplane.model.service import Endpoint, RegistrySnapshot, Service, ShardKey
 
 
@@ -31,7 +32,7 @@ class ServiceRegistry(Protocol):
 
     def services(self) -> Sequence[Service]: ...
 
-    def endpoints(self) -> Mapping[str, Sequence[Endpoint]]:
+    def endpoints(self) -> Mapping[Hostname, Sequence[Endpoint]]:
         """Endpoints by service host name."""
         ...
 
@@ -40,13 +41,13 @@ class ServiceRegistry(Protocol):
 class IncrementalRegistry(ServiceRegistry, Protocol):
     """A source that reports what changed since the last call, so a change costs O(changed), not O(mesh)."""
 
-    def take_changes(self) -> frozenset[str] | None:
+    def take_changes(self) -> frozenset[Hostname] | None:
         """Hosts whose endpoints changed since the previous call (and forget them); None when services may have
         changed too (or the source cannot tell), which calls for a full :func:`aggregate`."""
         ...
 
 
-def take_changes(registry: ServiceRegistry) -> frozenset[str] | None:
+def take_changes(registry: ServiceRegistry) -> frozenset[Hostname] | None:
     """``registry.take_changes()`` for an incremental source; None (re-aggregate) for any other."""
     if isinstance(registry, IncrementalRegistry):
         return registry.take_changes()
@@ -55,7 +56,7 @@ def take_changes(registry: ServiceRegistry) -> frozenset[str] | None:
 
 def aggregate(registries: Iterable[ServiceRegistry]) -> RegistrySnapshot:
     services: list[Service] = []
-    triples: list[tuple[ShardKey, str, Iterable[Endpoint]]] = []
+    triples: list[tuple[ShardKey, Hostname, Iterable[Endpoint]]] = []
     for reg in registries:
         services.extend(reg.services())
         shard = ShardKey(reg.cluster_id, reg.source)
@@ -66,7 +67,7 @@ def aggregate(registries: Iterable[ServiceRegistry]) -> RegistrySnapshot:
 
 
 def update_shard(previous: RegistrySnapshot, shard: ShardKey,
-                 endpoints: Mapping[str, Sequence[Endpoint]]) -> RegistrySnapshot:
+                 endpoints: Mapping[Hostname, Sequence[Endpoint]]) -> RegistrySnapshot:
     """``previous`` with one source's endpoints of some hosts replaced; services unchanged. O(hosts given).
 
     The version chains the previous one with the change (not a digest of the whole mesh, which would cost
@@ -79,7 +80,7 @@ def update_shard(previous: RegistrySnapshot, shard: ShardKey,
     return previous.with_shard(shard, endpoints, h.hexdigest())
 
 
-def _endpoint_set(snap: RegistrySnapshot, host: str) -> frozenset[tuple[object, ...]]:
+def _endpoint_set(snap: RegistrySnapshot, host: Hostname) -> frozenset[tuple[object, ...]]:
     return frozenset(e.key() for e in snap.endpoints_of(host))
 
 
@@ -93,9 +94,9 @@ def _version(snap: RegistrySnapshot) -> str:
     return h.hexdigest()
 
 
-def diff_endpoints(old: RegistrySnapshot, new: RegistrySnapshot) -> frozenset[str]:
+def diff_endpoints(old: RegistrySnapshot, new: RegistrySnapshot) -> frozenset[Hostname]:
     """Hosts whose endpoints differ between two snapshots (order of endpoints does not matter)."""
-    changed: set[str] = set()
+    changed: set[Hostname] = set()
     for host in set(old.endpoints) | set(new.endpoints):
         if old.endpoints.get(host) is new.endpoints.get(host):
             continue

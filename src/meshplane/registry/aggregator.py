@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from meshplane.model.config import ConfigSnapshot
+from meshplane.model.names import Hostname
 from meshplane.model.service import EASTWEST_LABEL, RegistrySnapshot, ShardKey
 from meshplane.registry.aggregate import ServiceRegistry, aggregate, diff_endpoints, take_changes, update_shard
 from meshplane.registry.serviceentry import ServiceEntrySource
@@ -32,7 +33,7 @@ class RegistryUpdate:
     through it changes, not only the gateway's host) or a full update was asked for: a new push context."""
 
     snapshot: RegistrySnapshot
-    hosts: frozenset[str] | None
+    hosts: frozenset[Hostname] | None
 
 
 class RegistryAggregator:
@@ -73,10 +74,10 @@ class RegistryAggregator:
             return RegistryUpdate(snapshot, None)
         return RegistryUpdate(snapshot, hosts)
 
-    def _merge(self, config: ConfigSnapshot) -> tuple[RegistrySnapshot, frozenset[str] | None]:
+    def _merge(self, config: ConfigSnapshot) -> tuple[RegistrySnapshot, frozenset[Hostname] | None]:
         """The snapshot for ``config`` and the hosts whose endpoints changed, computed from what changed: None
         when services may have changed (a full aggregate was needed)."""
-        hosts: frozenset[str] | None = None  # None: the ServiceEntry source is new, or cannot tell
+        hosts: frozenset[Hostname] | None = None  # None: the ServiceEntry source is new, or cannot tell
         if self._service_entries is None:
             self._service_entries = ServiceEntrySource(config, self.cluster_id)
         else:
@@ -102,7 +103,7 @@ class RegistryAggregator:
         return aggregate([entries, *self._sources]), None
 
 
-def _moves_a_gateway(old: RegistrySnapshot, new: RegistrySnapshot, hosts: frozenset[str]) -> bool:
+def _moves_a_gateway(old: RegistrySnapshot, new: RegistrySnapshot, hosts: frozenset[Hostname]) -> bool:
     """Whether any of ``hosts`` has (or had) an east-west gateway among its endpoints."""
     key, value = EASTWEST_LABEL
     return any(

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from meshplane.model.names import Hostname, Namespace
 from meshplane.model.proxy import Locality
 from meshplane.model.service import Endpoint, Resolution, Service, ServicePort, parse_protocol
 from meshplane.model.spec import MemberClusterDiscoverySelectors, MemberClusterDiscoverySelectorsMatchExpressions
@@ -61,8 +62,8 @@ def object_key(obj: KubeObject) -> tuple[str, str]:
     return str(md.get("namespace") or ""), str(md.get("name") or "")
 
 
-def hostname(name: str, namespace: str, domain: str = DEFAULT_DOMAIN) -> str:
-    return f"{name}.{namespace}.svc.{domain}"
+def hostname(name: str, namespace: str, domain: str = DEFAULT_DOMAIN) -> Hostname:
+    return Hostname(f"{name}.{namespace}.svc.{domain}")
 
 
 # --- discovery selectors ----------------------------------------------------------------------------------------
@@ -167,7 +168,7 @@ def convert_service(svc: KubeObject, domain: str = DEFAULT_DOMAIN) -> Service | 
     addresses = tuple(a for a in [cluster_ip] if a and a != "None")
     return Service(
         hostname=hostname(name, namespace, domain),
-        namespace=namespace,
+        namespace=Namespace(namespace),
         ports=tuple(ports),
         addresses=addresses,
         # A headless Service (clusterIP None) still gets EDS endpoints here; STATIC either way.
@@ -271,7 +272,7 @@ def endpoints_from_slice(
 class Change:
     """What one applied event changed: hosts whose endpoints differ, and whether the service list differs."""
 
-    hosts: frozenset[str] = frozenset()
+    hosts: frozenset[Hostname] = frozenset()
     services: bool = False
 
     def __bool__(self) -> bool:
@@ -302,16 +303,16 @@ class ClusterIndex:
         self._service_of_slice: dict[tuple[str, str], tuple[str, str]] = {}
         self._hosts_by_pod: dict[tuple[str, str], set[tuple[str, str]]] = {}
         self._hosts_by_node: dict[str, set[tuple[str, str]]] = {}
-        self._endpoints: dict[str, tuple[Endpoint, ...]] = {}
+        self._endpoints: dict[Hostname, tuple[Endpoint, ...]] = {}
         self._service_list: tuple[Service, ...] = ()
-        self._endpoint_view: Mapping[str, tuple[Endpoint, ...]] = MappingProxyType({})
+        self._endpoint_view: Mapping[Hostname, tuple[Endpoint, ...]] = MappingProxyType({})
 
     # --- views ---
 
     def services(self) -> tuple[Service, ...]:
         return self._service_list
 
-    def endpoints(self) -> Mapping[str, tuple[Endpoint, ...]]:
+    def endpoints(self) -> Mapping[Hostname, tuple[Endpoint, ...]]:
         return self._endpoint_view
 
     def count(self, kind: str) -> int:
@@ -421,7 +422,7 @@ class ClusterIndex:
             self._services[key] = svc
         return True
 
-    def _refresh_endpoints(self, svc_key: tuple[str, str]) -> str | None:
+    def _refresh_endpoints(self, svc_key: tuple[str, str]) -> Hostname | None:
         """Recompute one host's endpoints; the host name if they changed."""
         host = hostname(svc_key[1], svc_key[0], self.domain)
         eps: list[Endpoint] = []

@@ -18,6 +18,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from meshplane.model.names import Hostname
 from meshplane.model.service import Endpoint, Service
 from meshplane.registry.kube_convert import KINDS, Change, ClusterDefaults, ClusterIndex, DiscoverySelector, KubeObject
 
@@ -58,7 +59,7 @@ class KubeRegistry:
         self._status = SourceStatus()
         # What changed since ``take_changes`` was last called: hosts whose endpoints moved, or "services may
         # differ" (first sync, a Service or Namespace change), which calls for a full re-merge.
-        self._changed_hosts: set[str] = set()
+        self._changed_hosts: set[Hostname] = set()
         self._services_changed = True
 
     # --- ServiceRegistry -----------------------------------------------------------------------------------
@@ -74,10 +75,10 @@ class KubeRegistry:
     def services(self) -> Sequence[Service]:
         return self._index.services() if self._status.synced else ()
 
-    def endpoints(self) -> Mapping[str, Sequence[Endpoint]]:
+    def endpoints(self) -> Mapping[Hostname, Sequence[Endpoint]]:
         return self._index.endpoints() if self._status.synced else {}
 
-    def take_changes(self) -> frozenset[str] | None:
+    def take_changes(self) -> frozenset[Hostname] | None:
         """:class:`~meshplane.registry.aggregate.IncrementalRegistry`: hosts whose endpoints changed since the
         last call, or None when services may have changed (the pipeline then re-merges everything)."""
         services, hosts = self._services_changed, frozenset(self._changed_hosts)

@@ -14,6 +14,7 @@ from operator import attrgetter, is_not
 
 from meshplane.model import spec as ms
 from meshplane.model.config import ConfigSnapshot
+from meshplane.model.names import Hostname, Namespace
 from meshplane.model.proxy import Locality
 from meshplane.model.resources import SERVICE_ENTRIES as SERVICE_ENTRIES
 from meshplane.model.resources import WORKLOAD_ENTRIES as WORKLOAD_ENTRIES
@@ -78,7 +79,7 @@ class _SERec:
     key: tuple[str, str]
     order: tuple[str, str, str]
     namespace: str
-    hosts: tuple[str, ...]
+    hosts: tuple[Hostname, ...]
     services: tuple[Service, ...]  # one per host, in ``hosts`` order
     selector: Mapping[str, str] | None  # None: no workloadSelector
     inline: tuple[Endpoint, ...]
@@ -122,10 +123,10 @@ class ServiceEntrySource:
     def services(self) -> Sequence[Service]:
         return tuple(self._services)
 
-    def endpoints(self) -> Mapping[str, Sequence[Endpoint]]:
+    def endpoints(self) -> Mapping[Hostname, Sequence[Endpoint]]:
         return {h: e for h, e in self._endpoints.items() if e}
 
-    def endpoints_of(self, host: str) -> tuple[Endpoint, ...]:
+    def endpoints_of(self, host: Hostname) -> tuple[Endpoint, ...]:
         return self._endpoints.get(host, ())
 
     # --- building ---------------------------------------------------------------------------------------------
@@ -142,7 +143,7 @@ class ServiceEntrySource:
         self._se: dict[tuple[str, str], _SERec] = {}
         self._se_index: dict[tuple[str, str, str], set[tuple[str, str]]] = {}
         self._se_select_all: dict[str, set[tuple[str, str]]] = {}
-        self._host_ses: dict[str, list[tuple[str, str]]] = {}
+        self._host_ses: dict[Hostname, list[tuple[str, str]]] = {}
         self._services: list[Service] = []
         seen: set[str] = set()
         for se in sorted(self._se_objs, key=_order):
@@ -165,11 +166,11 @@ class ServiceEntrySource:
         for key in self._se:
             self._se_eps[key] = self._select(self._se[key])
         self.recomputed = len(self._se)
-        self._endpoints: dict[str, tuple[Endpoint, ...]] = {}
+        self._endpoints: dict[Hostname, tuple[Endpoint, ...]] = {}
         for host in self._host_ses:
             self._endpoints[host] = self._merge_host(host)
 
-    def update(self, config: ConfigSnapshot) -> frozenset[str] | None:
+    def update(self, config: ConfigSnapshot) -> frozenset[Hostname] | None:
         """Move to ``config``. Returns the hosts whose endpoints changed when only WorkloadEntries changed
         (the services are then unchanged), or None after a full recompute (ServiceEntries changed)."""
         if config.of(SERVICE_ENTRIES) is not self._se_objs:
@@ -203,14 +204,14 @@ class ServiceEntrySource:
         affected: set[tuple[str, str]] = set()
         for ns, labels in touched:
             affected |= self._selecting(ns, labels)
-        hosts: set[str] = set()
+        hosts: set[Hostname] = set()
         for key in affected:
             eps = self._select(self._se[key])
             if eps != self._se_eps.get(key):
                 self._se_eps[key] = eps
                 hosts.update(self._se[key].hosts)
         self.recomputed = len(affected)
-        changed: set[str] = set()
+        changed: set[Hostname] = set()
         for host in hosts:
             merged = self._merge_host(host)
             if merged != self._endpoints.get(host, ()):
@@ -278,7 +279,7 @@ class ServiceEntrySource:
         out.extend(we.endpoint for we in chosen if we.endpoint is not None)
         return tuple(out)
 
-    def _merge_host(self, host: str) -> tuple[Endpoint, ...]:
+    def _merge_host(self, host: Hostname) -> tuple[Endpoint, ...]:
         out: list[Endpoint] = []
         for key in self._host_ses.get(host, ()):
             out.extend(self._se_eps.get(key, ()))
@@ -291,10 +292,10 @@ class ServiceEntrySource:
         location = _LOCATIONS[spec.location] if spec.location is not None else Location.MESH_EXTERNAL
         inline = (_endpoint(we, cluster_id=self._cluster_id, namespace=namespace) for we in spec.endpoints)
         export_to = export_namespaces(spec.export_to, namespace)
-        hosts = tuple(dict.fromkeys(spec.hosts))
+        hosts = tuple(Hostname(h) for h in dict.fromkeys(spec.hosts))
         services = tuple(Service(
             hostname=host,
-            namespace=namespace,
+            namespace=Namespace(namespace),
             ports=ports,
             addresses=spec.addresses,
             resolution=resolution,

@@ -63,6 +63,7 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.matcher.v3 import metadata_pb2, path_pb2, regex_pb2, string_pb2, value_pb2
 
 from meshplane.model import spec as istio
+from meshplane.model.names import Hostname
 from meshplane.model.proxy import Proxy
 from meshplane.model.resources import AUTHORIZATION_POLICIES
 from meshplane.model.spec import AuthorizationAction, ConfigObject
@@ -442,7 +443,7 @@ def provider_cluster(provider: ExtAuthzProvider, ctx: PushContext) -> str | None
     ``extauthz|<name>`` for an IP address; None when the service is unknown (the CUSTOM rules then deny)."""
     if _is_ip(provider.service):
         return ext_authz_cluster_name(provider)
-    svc = ctx.service(provider.service)
+    svc = ctx.service(Hostname(provider.service))
     if svc is None or not any(sp.number == provider.port for sp in svc.ports):
         return None
     return cluster_name("outbound", provider.port, "", provider.service)

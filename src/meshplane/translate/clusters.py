@@ -21,6 +21,7 @@ from google.protobuf import wrappers_pb2
 
 from meshplane.model import spec as istio
 from meshplane.model.labels import labels_match
+from meshplane.model.names import Hostname
 from meshplane.model.proxy import Proxy, ProxyType
 from meshplane.model.service import Endpoint, Location, Protocol, Resolution, Service, ServicePort
 from meshplane.translate import telemetry
@@ -226,7 +227,7 @@ def _auto_mtls(c: cluster_pb2.Cluster, tctx: tls_pb2.UpstreamTlsContext | None) 
     plain.transport_socket.typed_config.CopyFrom(pack(raw_buffer_pb2.RawBuffer()))
 
 
-def _endpoint_sans(ctx: PushContext, host: str) -> list[str]:
+def _endpoint_sans(ctx: PushContext, host: Hostname) -> list[str]:
     sas = sorted({e.service_account for e in ctx.registry.endpoints_of(host) if e.service_account})
     svc = ctx.service(host)
     ns_of = {e.service_account: e.namespace or (svc.namespace if svc else "") for e in

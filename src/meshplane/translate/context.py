@@ -19,6 +19,7 @@ from typing import Any, cast
 from meshplane.model import spec as istio
 from meshplane.model.config import ConfigSnapshot
 from meshplane.model.labels import labels_match
+from meshplane.model.names import Hostname
 from meshplane.model.proxy import Proxy, ProxyType
 from meshplane.model.resources import (
     DESTINATION_RULES,
@@ -62,7 +63,7 @@ class _Rec:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class VirtualServiceRec(_Rec):
-    hosts: tuple[str, ...]  # resolved (FQDN or wildcard); empty for a delegate
+    hosts: tuple[Hostname, ...]  # resolved (FQDN or wildcard); empty for a delegate
     gateways: tuple[str, ...]  # "mesh" or "ns/name"
     export_to: frozenset[str]
     source_labels: bool = False  # some route matches on sourceLabels (the view is label-sensitive)
@@ -77,7 +78,7 @@ class VirtualServiceRec(_Rec):
 
 @dataclass(frozen=True, slots=True, eq=False)
 class DestinationRuleRec(_Rec):
-    host: str  # resolved
+    host: Hostname  # resolved
     export_to: frozenset[str]
     selector: Mapping[str, str] | None
 
@@ -125,14 +126,14 @@ class ConfigIndex:
     """Everything derived from the config alone (reused by :meth:`PushContext.with_registry`)."""
 
     mesh_virtual_services: tuple[VirtualServiceRec, ...]
-    mesh_vs_by_host: Mapping[str, tuple[VirtualServiceRec, ...]]  # exact hosts; wildcards in mesh_vs_wildcards
+    mesh_vs_by_host: Mapping[Hostname, tuple[VirtualServiceRec, ...]]  # exact hosts; wildcards in mesh_vs_wildcards
     mesh_vs_wildcards: tuple[VirtualServiceRec, ...]
     # Whether any config depends on a proxy's labels (sourceLabels, workloadSelector): if not, proxies of a
     # namespace share one view whatever their labels.
     label_sensitive: bool
     gateway_virtual_services: Mapping[str, tuple[VirtualServiceRec, ...]]  # "ns/name" -> VSs bound to it
     delegates: Mapping[tuple[str, str], VirtualServiceRec]
-    destination_rules: Mapping[str, tuple[DestinationRuleRec, ...]]  # resolved host -> rules, oldest first
+    destination_rules: Mapping[Hostname, tuple[DestinationRuleRec, ...]]  # resolved host -> rules, oldest first
     wildcard_destination_rules: tuple[DestinationRuleRec, ...]
     gateways: tuple[GatewayRec, ...]
     sidecars: Mapping[str, tuple[SidecarRec, ...]]  # namespace -> sidecars
@@ -183,7 +184,7 @@ def build_index(config: ConfigSnapshot, mesh: MeshSettings, previous: ConfigInde
             else:
                 gw_vs.setdefault(g, []).append(rec)
     mesh_vs.sort(key=lambda r: r.order)
-    by_host: dict[str, list[VirtualServiceRec]] = {}
+    by_host: dict[Hostname, list[VirtualServiceRec]] = {}
     wild_vs: list[VirtualServiceRec] = []
     for r in mesh_vs:
         for h in r.hosts:
@@ -193,7 +194,7 @@ def build_index(config: ConfigSnapshot, mesh: MeshSettings, previous: ConfigInde
             else:
                 by_host.setdefault(h, []).append(r)
     label_sensitive = any(r.source_labels for r in recs.values())
-    drs: dict[str, list[DestinationRuleRec]] = {}
+    drs: dict[Hostname, list[DestinationRuleRec]] = {}
     wild: list[DestinationRuleRec] = []
     for obj in config.of(DESTINATION_RULES):
         ns, dr = obj.meta.namespace, obj.spec
@@ -259,9 +260,9 @@ class ProxyScope:
     services: tuple[Service, ...]
     outbound_policy: str
     gateways: tuple[GatewayRec, ...]
-    hostnames: frozenset[str] = frozenset()  # of ``services``: O(1) "does this change concern me"
+    hostnames: frozenset[Hostname] = frozenset()  # of ``services``: O(1) "does this change concern me"
 
-    def sees_any(self, hosts: frozenset[str]) -> bool:
+    def sees_any(self, hosts: frozenset[Hostname]) -> bool:
         small, large = (hosts, self.hostnames) if len(hosts) <= len(self.hostnames) else (self.hostnames, hosts)
         return any(h in large for h in small)
 
@@ -282,7 +283,7 @@ class PushContext:
     # Memo of generated resources and proxy scopes (translate.memo); private, never changes what the context means.
     memo: PushMemo = field(default_factory=PushMemo, repr=False, compare=False)
 
-    def with_registry(self, registry: RegistrySnapshot, changed: frozenset[str] | None = None) -> PushContext:
+    def with_registry(self, registry: RegistrySnapshot, changed: frozenset[Hostname] | None = None) -> PushContext:
         """The same config with new endpoints/services: the config indexes are reused; of the memo, what does
         not depend on endpoints (proxy scopes, cluster names) is kept when the services are the same object
         (an endpoint-only update), so an EDS push costs what changed, not a new scope per proxy. When the hosts
@@ -295,7 +296,7 @@ class PushContext:
 
     # ---- lookups -------------------------------------------------------------------------------------------
 
-    def service(self, host: str) -> Service | None:
+    def service(self, host: Hostname) -> Service | None:
         return self.registry.service(host)
 
     def sidecar_for(self, proxy: Proxy) -> SidecarRec | None:
@@ -339,7 +340,7 @@ class PushContext:
             hostnames=frozenset(svc.hostname for svc in services))
         return self.memo.put(SCOPES, key, scope)
 
-    def virtual_service_for(self, host: str, proxy_namespace: str,
+    def virtual_service_for(self, host: Hostname, proxy_namespace: str,
                             candidates: Sequence[VirtualServiceRec] | None = None) -> VirtualServiceRec | None:
         """The VirtualService that routes ``host``: an exact host match (oldest first) beats the most specific
         wildcard; only those exported to the proxy's namespace count."""
@@ -359,7 +360,7 @@ class PushContext:
                     best = (len(h), vs)
         return best[1] if best else None
 
-    def destination_rule(self, host: str, proxy_namespace: str,
+    def destination_rule(self, host: Hostname, proxy_namespace: str,
                          proxy_labels: Mapping[str, str] | None = None) -> DestinationRuleRec | None:
         """Istio's precedence: a rule in the proxy's namespace, then in the service's namespace, then the root
         namespace, then any exported one; exact host beats wildcard."""

@@ -9,13 +9,14 @@ else its first port); the subset names a DestinationRule subset. HTTP, TCP and T
 from __future__ import annotations
 
 from meshplane.model import spec as istio
+from meshplane.model.names import Hostname
 from meshplane.model.service import Service
 from meshplane.translate.common import cluster_name
 from meshplane.translate.context import PushContext
 from meshplane.translate.hosts import resolve_host
 
 
-def destination_host(dest: istio.Destination | None, vs_namespace: str, ctx: PushContext) -> str:
+def destination_host(dest: istio.Destination | None, vs_namespace: str, ctx: PushContext) -> Hostname:
     """The destination's host, resolved (``reviews`` -> ``reviews.NS.svc.cluster.local``); "" if it has none."""
     return resolve_host((dest.host or "") if dest is not None else "", vs_namespace, ctx.mesh.domain_suffix)
 

@@ -16,6 +16,7 @@ from google.protobuf import wrappers_pb2
 
 from meshplane.model import spec as istio
 from meshplane.model.labels import labels_match
+from meshplane.model.names import Hostname
 from meshplane.model.proxy import Locality, Proxy
 from meshplane.model.service import Endpoint
 from meshplane.model.spec import MutualTLSMode
@@ -126,7 +127,8 @@ def build_load_assignment(name: str, proxy: Proxy, ctx: PushContext) -> endpoint
     parsed = parse_cluster_name(name)
     if parsed is None or parsed[0] != "outbound":
         return None
-    _, port_no, subset, host = parsed
+    _, port_no, subset, name_host = parsed
+    host = Hostname(name_host)
     cla = endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
     svc = ctx.service(host)
     if svc is None:

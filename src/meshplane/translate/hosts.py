@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from meshplane.model.names import Hostname
 
-def resolve_host(host: str, namespace: str, domain_suffix: str) -> str:
-    """``reviews`` in ``default`` -> ``reviews.default.svc.cluster.local``; names with a dot or ``*`` stay."""
+
+def resolve_host(host: str, namespace: str, domain_suffix: str) -> Hostname:
+    """``reviews`` in ``default`` -> ``reviews.default.svc.cluster.local``; names with a dot or ``*`` stay: where a
+    host a user wrote becomes a registry/translation host key (a wildcard stays a pattern, "" stays empty)."""
     if host == "*" or "." in host or not host:
-        return host
-    return f"{host}.{namespace}.svc.{domain_suffix}"
+        return Hostname(host)
+    return Hostname(f"{host}.{namespace}.svc.{domain_suffix}")
 
 
 def host_matches(pattern: str, host: str) -> bool:

@@ -29,6 +29,7 @@ from envoy.type.v3 import percent_pb2
 
 from meshplane.model import spec as istio
 from meshplane.model.labels import labels_match
+from meshplane.model.names import Hostname
 from meshplane.model.proxy import Proxy
 from meshplane.translate import fallback
 from meshplane.translate.common import BLACKHOLE, fraction, pack, proto_duration
@@ -330,7 +331,7 @@ def _hash_policies(ch: istio.ConsistentHashLB) -> list[rc.RouteAction.HashPolicy
     return [hp]
 
 
-def _consistent_hash(host: str, port: int, subset: str, proxy: Proxy,
+def _consistent_hash(host: Hostname, port: int, subset: str, proxy: Proxy,
                      ctx: PushContext) -> istio.ConsistentHashLB | None:
     dr = ctx.destination_rule(host, proxy.namespace, proxy.labels)
     if dr is None:
@@ -338,7 +339,8 @@ def _consistent_hash(host: str, port: int, subset: str, proxy: Proxy,
     return consistent_hash(effective_policy(dr, port, subset))
 
 
-def hash_policies(host: str, port: int, subset: str, proxy: Proxy, ctx: PushContext) -> list[rc.RouteAction.HashPolicy]:
+def hash_policies(host: Hostname, port: int, subset: str, proxy: Proxy,
+                  ctx: PushContext) -> list[rc.RouteAction.HashPolicy]:
     """Consistent hashing is a route property in Envoy: the hash policy of the DestinationRule's loadBalancer for
     this host, port and subset, as the proxy sees the rule (none without a consistentHash)."""
     ch = _consistent_hash(host, port, subset, proxy, ctx)

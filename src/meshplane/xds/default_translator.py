@@ -13,6 +13,7 @@ from typing import Any, cast
 
 from meshplane import translate
 from meshplane.model.config import ConfigSnapshot
+from meshplane.model.names import Hostname
 from meshplane.model.proxy import Locality, Proxy, proxy_from_node
 from meshplane.model.push import PushRequest
 from meshplane.model.service import RegistrySnapshot
@@ -28,6 +29,12 @@ class DefaultTranslator:
         # The last context built: it lends the next one the records of unchanged config objects.
         self._last: translate.PushContext | None = None
 
+    def set_mesh(self, mesh: translate.MeshSettings) -> None:
+        """New mesh settings (a reloaded MeshConfig): the next context is built with them, from scratch (records
+        of the previous context may depend on the old settings); the caller asks the server for a full push."""
+        self.mesh = mesh
+        self._last = None
+
     def proxy_from_node(self, node_id: str, metadata: Mapping[str, Any], locality: Locality) -> Proxy:
         return proxy_from_node(node_id, metadata, locality)
 
@@ -36,7 +43,7 @@ class DefaultTranslator:
         self._last = translate.build_push_context(config, registry, self.mesh, self._last, keys)
         return self._last
 
-    def with_registry(self, ctx: object, registry: RegistrySnapshot, changed: frozenset[str]) -> object:
+    def with_registry(self, ctx: object, registry: RegistrySnapshot, changed: frozenset[Hostname]) -> object:
         return cast(translate.PushContext, ctx).with_registry(registry, changed)
 
     def generate(

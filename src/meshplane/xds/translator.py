@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from google.protobuf import any_pb2
 
 from meshplane.model.config import ConfigSnapshot
+from meshplane.model.names import Hostname
 from meshplane.model.proxy import Locality, Proxy
 from meshplane.model.push import PushRequest
 from meshplane.model.service import RegistrySnapshot
@@ -43,7 +44,7 @@ class Translator(Protocol):
         """An immutable push context for one config version."""
         ...
 
-    def with_registry(self, ctx: object, registry: RegistrySnapshot, changed: frozenset[str]) -> object:
+    def with_registry(self, ctx: object, registry: RegistrySnapshot, changed: frozenset[Hostname]) -> object:
         """The same config with new endpoints (endpoint-only updates); only ``changed`` hosts' endpoints differ
         from ``ctx``'s registry, so what was generated for any other host may be kept."""
         ...

@@ -36,7 +36,8 @@ def test_schema_is_structural(kind: str) -> None:
     text = json.dumps(schema)
     assert "$ref" not in text and "anyOf" not in text and "oneOf" not in text and '"title"' not in text
     assert schema["type"] == "object"
-    top = {"type", "data", "stringData", "immutable"} if kind == "Secret" else {"spec", "status"}  # core v1 Secret
+    core = {"Secret": {"type", "data", "stringData", "immutable"}, "ConfigMap": {"data", "binaryData", "immutable"}}
+    top = core.get(kind, {"spec", "status"})  # core v1 kinds have no spec
     assert set(schema["properties"]) == {"apiVersion", "kind", "metadata", *top}
     for path, node in _walk(schema):
         typed = "type" in node or node.get("x-kubernetes-int-or-string") or node.get(
@@ -46,7 +47,7 @@ def test_schema_is_structural(kind: str) -> None:
             assert "properties" not in node, f"{kind}{path}: properties on a non-object"
 
 
-@pytest.mark.parametrize("kind", [k for k in ALL if k != "Secret"])  # core v1 Secret has no spec
+@pytest.mark.parametrize("kind", [k for k in ALL if k not in ("Secret", "ConfigMap")])  # core v1: no spec
 def test_spec_is_described_and_not_empty(kind: str) -> None:
     spec = openapi_schema(KINDS[kind])["properties"]["spec"]
     assert spec["type"] == "object" and len(spec["properties"]) >= 2
@@ -118,7 +119,7 @@ def test_deprecated_fields_istio_accepts_are_in_the_schema() -> None:
 
 def test_every_registered_kind_has_a_schema_of_its_own() -> None:
     for info in REGISTRY:
-        if info.kind == "Secret":  # core v1: type/data, no spec
+        if info.kind in ("Secret", "ConfigMap"):  # core v1: data, no spec
             continue
         spec = openapi_schema(info)["properties"]["spec"]
         assert not spec.get("x-kubernetes-preserve-unknown-fields"), info.kind

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from _translate_helpers import BOOKINFO_IPS, bookinfo_registry, context, fqdn, sidecar
+from _translate_helpers import BOOKINFO_IPS, bookinfo_registry, clusters, context, fqdn, sidecar
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
@@ -150,6 +150,21 @@ def test_clients_send_plaintext_to_a_disable_endpoint_only() -> None:
     plain = context([o for o in with_tls if o["kind"] != "PeerAuthentication"])
     cla = build_load_assignment(f"outbound|9080||{fqdn('reviews')}", sidecar("productpage"), plain)
     assert cla is not None and set(_tls_modes(cla).values()) == {None}
+
+
+def test_destination_rule_tls_wins_over_auto_mtls() -> None:
+    """An explicit DestinationRule ``tls`` is the cluster's one transport socket, whatever the endpoints' modes
+    (as in Istio: ISTIO_MUTUAL to a DISABLE server then fails, DISABLE to a STRICT one too)."""
+    name = f"outbound|9080||{fqdn('reviews')}"
+    for mode, pa_mode in (("ISTIO_MUTUAL", "DISABLE"), ("DISABLE", "STRICT")):
+        objs = _registry_with_policies(
+            _pa_json("default", {"mtls": {"mode": pa_mode}}),
+            {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+             "metadata": {"name": "reviews", "namespace": "default"},
+             "spec": {"host": fqdn("reviews"), "trafficPolicy": {"tls": {"mode": mode}}}})
+        c = clusters(sidecar("productpage"), context(objs, MeshSettings(inbound_mtls=True)))[name]
+        assert not c.transport_socket_matches
+        assert (c.transport_socket.name == "envoy.transport_sockets.tls") is (mode == "ISTIO_MUTUAL")
 
 
 def _inbound_hcms(ctx: Any) -> list[hcm_pb2.HttpConnectionManager]:
