@@ -30,13 +30,17 @@ from meshplane.model.peer import peer_environment
 from meshplane.model.proxy import Locality
 
 _next_host = itertools.count(30)
+# Each test process takes its own block of 127.0.X.0/24 networks (8 of them, 2,000 addresses), so test runs side by
+# side on one machine never reach each other's Envoys (Envoy binds with SO_REUSEPORT: a shared IP:port would split
+# connections between two runs). The local runtime's meshes use 127.10-249.x.x (runtime.supervisor).
+_HOST_BLOCK = 1 + (os.getpid() % 30) * 8
 _base_ids = itertools.count(os.getpid() % 1000 * 50 + 1000)
 
 
 def loopback_host() -> str:
     """A fresh 127.0.0.x address for this test run (one per Envoy / backend, so ports never clash)."""
-    n = next(_next_host)
-    return f"127.0.{1 + n // 250}.{1 + n % 250}"
+    n = next(_next_host) % 2000
+    return f"127.0.{_HOST_BLOCK + n // 250}.{1 + n % 250}"
 
 
 def free_port(host: str) -> int:
