@@ -7,7 +7,9 @@ its result (``jwks()``: ``jwksUri`` -> JWKS JSON) through the translator (``xds.
 puts a key set nobody can sign for in place of keys that are not known (``translate.jwt.UNAVAILABLE_JWKS``), so a
 failure never opens the door.
 
-What it does, per URI named by any RequestAuthentication (followed with a list + watch of the store):
+What it does, per URI named by any RequestAuthentication (followed with a list + watch of the store): a rule's
+``jwksUri``, or for a rule with neither ``jwks`` nor ``jwksUri`` its issuer's OpenID discovery document, as
+Istio (``translate.jwt.jwks_source``):
 
 * fetch (``https`` verified against ``JwksSettings.ca_bundle`` or the system's CAs; ``http`` for loopback tests),
   with the smallest ``timeout`` of the rules naming the URI (Istio's default 5 s);
@@ -44,6 +46,7 @@ from meshplane.model.spec import DecodeError, RequestAuthentication, decode_reso
 from meshplane.store import Conflict, Expired, NotFound, Store
 from meshplane.store.errors import StoreError
 from meshplane.store.types import EventType, JSONObject
+from meshplane.translate.jwt import OPENID_CONFIGURATION, jwks_source
 
 log = logging.getLogger("meshplane.jwks")
 
@@ -196,8 +199,8 @@ class JwksResolver:
             self._policies.pop(key, None)
             return
         assert isinstance(spec, RequestAuthentication)
-        self._policies[key] = tuple((r.jwks_uri, r.issuer or "", r.timeout) for r in spec.jwt_rules
-                                    if r.jwks_uri and not r.jwks)
+        self._policies[key] = tuple((source, r.issuer or "", r.timeout) for r in spec.jwt_rules
+                                    for source in [jwks_source(r)] if source is not None)
 
     def _retarget(self) -> None:
         """Start fetching new URIs, stop fetching those no longer named; update issuers and timeouts."""
@@ -261,7 +264,21 @@ class JwksResolver:
             await asyncio.sleep(self.settings.refresh_interval)
 
     async def fetch(self, uri: str, timeout: float) -> str:
-        """One GET of ``uri``: the JWKS text, or ``JwksFetchError``."""
+        """The JWKS text of ``uri`` (one GET; two for an issuer's OpenID discovery document, whose ``jwks_uri``
+        names the key set), or ``JwksFetchError``."""
+        if not uri.endswith(OPENID_CONFIGURATION):
+            return validate_jwks(uri, await self._get(uri, timeout))
+        try:
+            doc = json.loads(await self._get(uri, timeout))
+        except ValueError as e:
+            raise JwksFetchError(f"{uri}: not JSON: {e}") from None
+        keys_uri = doc.get("jwks_uri") if isinstance(doc, dict) else None
+        if not isinstance(keys_uri, str) or not keys_uri.startswith(("https://", "http://")):
+            raise JwksFetchError(f"{uri}: the OpenID configuration has no http(s) \"jwks_uri\"")
+        return validate_jwks(keys_uri, await self._get(keys_uri, timeout))
+
+    async def _get(self, uri: str, timeout: float) -> str:
+        """One GET of ``uri``: its body as text, or ``JwksFetchError``."""
         assert self._session is not None, "start() first"
         self.fetches += 1
         try:
@@ -277,19 +294,19 @@ class JwksResolver:
         if len(body) > MAX_JWKS_BYTES:
             raise JwksFetchError(f"{uri}: larger than {MAX_JWKS_BYTES} bytes")
         try:
-            text = body.decode()
+            return body.decode()
         except UnicodeDecodeError:
             raise JwksFetchError(f"{uri}: not UTF-8") from None
-        return validate_jwks(uri, text)
 
     # --- status -------------------------------------------------------------------------------------------
 
     def condition(self, uris: tuple[str, ...]) -> tuple[str, str, str]:
         """(status, reason, message) of ``JwksResolved`` for a policy naming ``uris``."""
-        failed = [(u, self._targets[u].error) for u in uris if u in self._targets and self._targets[u].error]
+        failed = [self._targets[u] for u in uris if u in self._targets and self._targets[u].error]
         if failed:
-            return "False", "FetchFailed", "; ".join(f"{e}" for _, e in failed) + \
-                " (tokens of these issuers are refused until the keys are fetched)"
+            return "False", "FetchFailed", "; ".join(
+                t.error + (" (the keys fetched before are still used)" if t.jwks is not None else
+                           " (tokens of this issuer are refused until its keys are fetched)") for t in failed)
         pending = [u for u in uris if u not in self._targets or self._targets[u].jwks is None]
         if pending:
             return "False", "Pending", f"keys not fetched yet: {', '.join(pending)}"

@@ -5,6 +5,7 @@ failures by issuer, and tells the xDS side when keys change."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
@@ -113,3 +114,36 @@ async def test_not_a_jwks_document_is_a_failure(store: MemoryStore) -> None:
     finally:
         await resolver.stop()
         await runner.cleanup()
+
+
+async def test_issuer_openid_discovery_without_jwks_uri(store: MemoryStore) -> None:
+    """A rule with neither jwks nor jwksUri: the keys named by the issuer's OpenID configuration (as Istio)."""
+    from aiohttp import web
+
+    keys = await JwksServer([Issuer("x")]).start()
+
+    async def openid(_: web.Request) -> web.Response:
+        return web.json_response({"issuer": "...", "jwks_uri": keys.url})
+
+    app = web.Application()
+    app.router.add_get("/.well-known/openid-configuration", openid)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    issuer = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    resolver = JwksResolver(store, JwksSettings(retry_initial=0.05))
+    try:
+        await store.create(REQUEST_AUTHENTICATIONS, _ra("oidc", [{"issuer": issuer}]), actor="test")
+        await resolver.start()
+        source = f"{issuer}/.well-known/openid-configuration"
+        await _until(lambda: source in resolver.jwks(), "keys found by discovery")
+        assert resolver.jwks()[source] == keys_text(keys) and keys.requests >= 1
+        await _until(lambda: _condition(store, "oidc").get("status") == "True", "JwksResolved True")
+    finally:
+        await resolver.stop()
+        await runner.cleanup()
+        await keys.stop()
+
+
+def keys_text(server: JwksServer) -> str:
+    return json.dumps({"keys": [i.jwk() for i in server.issuers]})

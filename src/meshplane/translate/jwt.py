@@ -47,14 +47,30 @@ UNAVAILABLE_JWKS = (
     '"x":"WWcQlmtJx76wvNlXjfwJfJhoPe0AuLZx9pYPzUOp1cc","y":"jYRT7ZE7BEv38BtL4AmNznBAuCfBVIUAYxLQf2NZ4ic"}]}')
 
 
+OPENID_CONFIGURATION = "/.well-known/openid-configuration"
+
+
+def jwks_source(rule: istio.JWTRule) -> str | None:
+    """Where the control plane gets a rule's keys (the key of ``PushContext.jwks``): its ``jwksUri``, else, as
+    Istio, the issuer's OpenID discovery document (``<issuer>/.well-known/openid-configuration``, whose
+    ``jwks_uri`` is then fetched); None for inline keys, or an issuer that is not an http(s) URL."""
+    if rule.jwks:
+        return None
+    if rule.jwks_uri:
+        return rule.jwks_uri
+    issuer = rule.issuer or ""
+    if issuer.startswith(("https://", "http://")):
+        return issuer.rstrip("/") + OPENID_CONFIGURATION
+    return None
+
+
 def rule_jwks(rule: istio.JWTRule, resolved: Mapping[str, str]) -> str:
-    """The key set a rule verifies with: its ``jwks``, else what the control plane fetched from its ``jwksUri``,
-    else (not fetched, fetch failed, no key source) ``UNAVAILABLE_JWKS``."""
+    """The key set a rule verifies with: its ``jwks``, else what the control plane fetched for it
+    (``jwks_source``), else (not fetched, fetch failed, no key source) ``UNAVAILABLE_JWKS``."""
     if rule.jwks:
         return rule.jwks
-    if rule.jwks_uri:
-        return resolved.get(rule.jwks_uri) or UNAVAILABLE_JWKS
-    return UNAVAILABLE_JWKS
+    source = jwks_source(rule)
+    return (resolved.get(source) if source else None) or UNAVAILABLE_JWKS
 
 
 def _provider(rule: istio.JWTRule, router: bool, resolved: Mapping[str, str]) -> jwt_pb2.JwtProvider:

@@ -63,14 +63,16 @@ def test_jwks_uri_keys_from_the_push_context_else_unavailable() -> None:
     objs = [*bookinfo_registry(), obj("RequestAuthentication", "jwt", {"jwtRules": [
         {"issuer": "r", "jwksUri": "https://keys.example/r.json"},
         {"issuer": "d", "jwksUri": "https://keys.example/down.json"},
-        {"issuer": "none"}]})]
+        {"issuer": "none"},
+        {"issuer": "https://oidc.example/"}]})]
     snap = snapshot(objs)
-    ctx = build_push_context(snap, registry_from_config(snap, "cluster-1"), MeshSettings(),
-                             jwks={"https://keys.example/r.json": JWKS})
+    ctx = build_push_context(snap, registry_from_config(snap, "cluster-1"), MeshSettings(), jwks={
+        "https://keys.example/r.json": JWKS, "https://oidc.example/.well-known/openid-configuration": JWKS})
     cfg = _jwt_config(_filters(listeners(sidecar("reviews"), ctx)["inbound_127.0.1.3_9080"]))
     assert cfg.providers["origins-0"].local_jwks.inline_string == JWKS
     assert cfg.providers["origins-1"].local_jwks.inline_string == UNAVAILABLE_JWKS  # not fetched: refuse all
     assert cfg.providers["origins-2"].local_jwks.inline_string == UNAVAILABLE_JWKS  # no key source at all
+    assert cfg.providers["origins-3"].local_jwks.inline_string == JWKS  # the issuer's OpenID discovery
     assert not [c for c in clusters(sidecar("reviews"), ctx) if c.startswith("jwks|")]
 
 
