@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from _api_helpers import assert_cause, causes, ok
 
-from meshplane.model.spec import DecodeLog, HTTPRoute, VirtualService, decode, decode_spec
+from meshplane.model.spec import DecodeLog, HTTPRoute, VirtualService, decode, decode_spec, encode
 
 
 def _vs(**http: Any) -> dict[str, Any]:
@@ -71,3 +71,27 @@ def test_collecting_decode_keeps_going_and_leaves_bad_fields_absent() -> None:
 def test_decode_without_a_log_still_stops_at_the_first_bad_field() -> None:
     with pytest.raises(ValueError, match=r"spec\.timeout"):
         decode(HTTPRoute, {"timeout": "x"})
+
+
+def test_lists_given_empty_keep_istio_presence_rules() -> None:
+    """Istio's webhook tells ``rules: []`` / ``from: []`` from absent ones; the typed spec cannot, the decode log
+    can: the rules still say what they said on the JSON."""
+    assert_cause(causes("AuthorizationPolicy", {"action": "DENY"}), "spec.rules", "FieldValueRequired",
+                 "DENY action without rules")
+    ok("AuthorizationPolicy", {"action": "DENY", "rules": []})  # given, as it was on the JSON
+    assert_cause(causes("AuthorizationPolicy", {"rules": [{"from": []}]}), "spec.rules[0].from",
+                 "FieldValueRequired", "must not be empty")
+    ok("AuthorizationPolicy", {"rules": [{}]})
+    found = causes("Telemetry", {"selector": {"matchLabels": {}}, "targetRefs": [{"kind": "Service", "name": "a"}]})
+    assert_cause(found, "spec.targetRefs", "FieldValueForbidden", "only one of selector, targetRef or targetRefs")
+    ok("DestinationRule", {"host": "reviews", "trafficPolicy": {"portLevelSettings": []}})
+    assert_cause(causes("DestinationRule", {"host": "reviews", "trafficPolicy": {}}), "spec.trafficPolicy",
+                 "FieldValueRequired", "at least one field")
+
+
+def test_encode_is_the_json_of_a_decoded_spec() -> None:
+    raw = {"hosts": ["a"], "http": [{"timeout": "1.5s", "mirror_percent": 5, "fault": {"abort": {"percentage":
+           {"value": 50}, "httpStatus": 503}}}]}
+    spec = decode_spec("networking.istio.io", "VirtualService", raw)
+    assert encode(spec) == {"hosts": ["a"], "http": [{"timeout": "1500ms", "mirrorPercent": 5, "fault": {"abort": {
+        "percentage": {"value": 50}, "httpStatus": 503}}}]}
