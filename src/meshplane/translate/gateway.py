@@ -20,6 +20,7 @@ from meshplane.model import spec as istio
 from meshplane.model.proxy import Proxy
 from meshplane.model.spec import ServerTLSMode
 from meshplane.translate import telemetry
+from meshplane.translate.authz import authz_tcp_filters
 from meshplane.translate.clusters import known_cluster_names
 from meshplane.translate.context import GatewayRec, PushContext, VirtualServiceRec
 from meshplane.translate.eastwest import sni_dnat_listeners
@@ -180,16 +181,16 @@ def _server_chains(s: Server, proxy: Proxy, ctx: PushContext, clusters: frozense
     if s.is_passthrough:
         for vs in _bound(ctx, s):
             for sni, targets in tls_chains(vs, scope):
-                chain = listener_components_pb2.FilterChain(filters=[tcp_proxy(stat, weighted=targets,
-                                                                                access_logs=telemetry.outbound_tcp_logs())])
+                chain = listener_components_pb2.FilterChain(filters=[*authz_tcp_filters(proxy, ctx), tcp_proxy(
+                    stat, weighted=targets, access_logs=telemetry.outbound_tcp_logs())])
                 chain.filter_chain_match.server_names.extend(sorted({h for h in sni if s.admits(vs, h) is not None}))
                 chains.append(chain)
         return chains
     for vs in _bound(ctx, s):
         tcp_to = tcp_targets(vs, scope)
         if tcp_to:
-            chain = listener_components_pb2.FilterChain(filters=[tcp_proxy(stat, weighted=tcp_to,
-                                                                                access_logs=telemetry.outbound_tcp_logs())])
+            chain = listener_components_pb2.FilterChain(filters=[*authz_tcp_filters(proxy, ctx), tcp_proxy(
+                stat, weighted=tcp_to, access_logs=telemetry.outbound_tcp_logs())])
             if s.protocol == "TLS":
                 chain.filter_chain_match.server_names.extend(s.sni_names())
                 chain.transport_socket.CopyFrom(transport_socket(gateway_server_tls(s.tls, ctx.mesh)))
