@@ -147,3 +147,31 @@ async def test_issuer_openid_discovery_without_jwks_uri(store: MemoryStore) -> N
 
 def keys_text(server: JwksServer) -> str:
     return json.dumps({"keys": [i.jwk() for i in server.issuers]})
+
+
+async def test_rule_timeout_bounds_the_fetch(store: MemoryStore) -> None:
+    """The smallest ``timeout`` of the rules naming a URI bounds its fetch (a server that never answers in time)."""
+    from aiohttp import web
+
+    async def slow(_: web.Request) -> web.Response:
+        await asyncio.sleep(5)
+        return web.json_response({"keys": []})
+
+    app = web.Application()
+    app.router.add_get("/jwks.json", slow)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    uri = f"http://127.0.0.1:{runner.addresses[0][1]}/jwks.json"
+    resolver = JwksResolver(store, JwksSettings(retry_initial=0.05, retry_max=0.1))
+    try:
+        await store.create(REQUEST_AUTHENTICATIONS, _ra("slow", [{"issuer": "a", "jwksUri": uri, "timeout": "2s"},
+                                                                 {"issuer": "b", "jwksUri": uri, "timeout": "200ms"}]),
+                           actor="test")
+        await resolver.start()
+        await _until(lambda: uri in resolver.errors(), "timed out")
+        assert resolver.errors()[uri].endswith("no answer within 0.2s")
+        assert resolver.failures()[("a",)] >= 1 and resolver.failures()[("b",)] >= 1
+    finally:
+        await resolver.stop()
+        await runner.cleanup()

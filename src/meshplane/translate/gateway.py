@@ -20,6 +20,7 @@ from meshplane.model import spec as istio
 from meshplane.model.proxy import Proxy
 from meshplane.model.spec import ServerTLSMode
 from meshplane.translate import telemetry
+from meshplane.translate.authz import authz_tcp_filters
 from meshplane.translate.clusters import known_cluster_names
 from meshplane.translate.context import GatewayRec, PushContext, VirtualServiceRec
 from meshplane.translate.eastwest import sni_dnat_listeners
@@ -168,11 +169,12 @@ def _server_chains(s: Server, proxy: Proxy, ctx: PushContext, clusters: frozense
     """The filter chains of one non-HTTP server: terminated HTTPS to its route configuration, TLS passthrough by
     the SNI of the bound ``tls`` routes, TCP (or TLS terminated here) by the first bound ``tcp`` route."""
     scope = RouteScope(proxy, ctx, s.port, frozenset({s.gateway.key}), clusters)
+    policy = telemetry_policy(proxy, ctx)
     if s.is_https:
         chain = listener_components_pb2.FilterChain(
             filters=[http_connection_manager(stat, rds=s.route_name(), gateway=True,
                                              security_filters=security_http_filters(proxy, ctx),
-                                             access_logs=telemetry.outbound_http_logs(telemetry_policy(proxy, ctx)),
+                                             access_logs=telemetry.outbound_http_logs(policy),
                                              peer_filters=telemetry.outbound_peer_filters())],
             transport_socket=transport_socket(gateway_server_tls(s.tls, ctx.mesh, ["h2", "http/1.1"])))
         chain.filter_chain_match.server_names.extend(s.sni_names())
@@ -181,16 +183,16 @@ def _server_chains(s: Server, proxy: Proxy, ctx: PushContext, clusters: frozense
     if s.is_passthrough:
         for vs in _bound(ctx, s):
             for sni, targets in tls_chains(vs, scope):
-                chain = listener_components_pb2.FilterChain(filters=[tcp_proxy(
-                    stat, weighted=targets, access_logs=telemetry.outbound_tcp_logs(telemetry_policy(proxy, ctx)))])
+                chain = listener_components_pb2.FilterChain(filters=[*authz_tcp_filters(proxy, ctx), tcp_proxy(
+                    stat, weighted=targets, access_logs=telemetry.outbound_tcp_logs(policy))])
                 chain.filter_chain_match.server_names.extend(sorted({h for h in sni if s.admits(vs, h) is not None}))
                 chains.append(chain)
         return chains
     for vs in _bound(ctx, s):
         tcp_to = tcp_targets(vs, scope)
         if tcp_to:
-            chain = listener_components_pb2.FilterChain(filters=[tcp_proxy(
-                stat, weighted=tcp_to, access_logs=telemetry.outbound_tcp_logs(telemetry_policy(proxy, ctx)))])
+            chain = listener_components_pb2.FilterChain(filters=[*authz_tcp_filters(proxy, ctx), tcp_proxy(
+                stat, weighted=tcp_to, access_logs=telemetry.outbound_tcp_logs(policy))])
             if s.protocol == "TLS":
                 chain.filter_chain_match.server_names.extend(s.sni_names())
                 chain.transport_socket.CopyFrom(transport_socket(gateway_server_tls(s.tls, ctx.mesh)))

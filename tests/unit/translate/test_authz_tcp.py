@@ -134,3 +134,32 @@ def test_tcp_authz_config_validates(mode: str, tmp_path: Path) -> None:
                    ap("dry", {"action": "ALLOW", "rules": [{}]}, annotations={"istio.io/dry-run": "true"}),
                    ap("audit", {"action": "AUDIT", "rules": [{}]})], mesh)
     envoy_validate(sidecar("reviews", INTERCEPTION_MODE=mode, INBOUND_PORTS="http:9080,9000/TCP"), ctx, tmp_path)
+
+
+def test_gateway_tcp_servers_get_the_network_rbac_filter(tmp_path: Path) -> None:
+    """A gateway's TCP server (routed by a VirtualService ``tcp`` route) is authorized like a sidecar's TCP port."""
+    from _feature_corpus import gw, vs
+    from _translate_helpers import gateway
+
+    objs = [*bookinfo_registry(),
+            gw("edge", {"selector": {"istio": "ingressgateway"}, "servers": [
+                {"port": {"number": 31400, "name": "tcp", "protocol": "TCP"}, "hosts": ["*"]}]}),
+            vs("tcp-route", {"hosts": ["*"], "gateways": ["istio-system/edge"],
+                             "tcp": [{"route": [{"destination": {"host": "ratings"}}]}]}),
+            {"apiVersion": SEC, "kind": "AuthorizationPolicy",
+             "metadata": {"name": "gw-deny", "namespace": "istio-system"},
+             "spec": {"selector": {"matchLabels": {"istio": "ingressgateway"}}, "action": "DENY",
+                      "rules": [{"from": [{"source": {"ipBlocks": ["10.0.0.0/8"]}}],
+                                 "to": [{"operation": {"methods": ["GET"]}}]}]}}]
+    ctx = context(objs)
+    proxy = gateway()
+    chains = [c for lst in listeners(proxy, ctx).values() for c in lst.filter_chains
+              if any(f.name == "envoy.filters.network.tcp_proxy" for f in c.filters)]
+    assert chains
+    for chain in chains:
+        assert [f.name for f in chain.filters] == ["envoy.filters.network.rbac", "envoy.filters.network.tcp_proxy"]
+        r = tcp_rbac_pb2.RBAC()
+        assert chain.filters[0].typed_config.Unpack(r)
+        pol = r.rules.policies["ns[istio-system]-policy[gw-deny]-rule[0]"]
+        assert r.rules.action == rbac_pb2.RBAC.DENY and pol.permissions[0].any  # methods: HTTP-only, dropped
+    envoy_validate(proxy, ctx, tmp_path)

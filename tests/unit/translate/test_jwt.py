@@ -89,6 +89,14 @@ def test_gateway_gets_jwt_then_rbac_on_its_http_chains() -> None:
                        {"from": [{"source": {"notRequestPrincipals": ["*"]}}]}]}, ns="istio-system")])
     names = [f.name for f in _filters(listeners(gateway(), ctx)["127.0.2.1_8080"])]
     assert names.index(JWT) < names.index("envoy.filters.http.rbac") < names.index("envoy.filters.http.router")
+    # A terminated HTTPS server's chain too.
+    gw["spec"]["servers"] = [{"port": {"number": 443, "name": "https", "protocol": "HTTPS"}, "hosts": ["*"],
+                              "tls": {"mode": "SIMPLE", "credentialName": "cred"}}]
+    ctx = context([*bookinfo_registry(), gw,
+                   obj("RequestAuthentication", "jwt", {"selector": sel, "jwtRules": [{"issuer": "i", "jwks": JWKS}]},
+                       ns="istio-system")])
+    names = [f.name for f in _filters(listeners(gateway(), ctx)["127.0.2.1_8443"])]
+    assert names.index(JWT) < names.index("envoy.filters.http.router")
 
 
 def _claim_paths(p: rbac_pb2.Principal) -> list[list[str]]:
