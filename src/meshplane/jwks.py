@@ -78,7 +78,6 @@ class _Target:
     timeout: float
     jwks: str | None = None  # the last good key set
     error: str = ""  # the last fetch's error ("" after a success)
-    attempted: bool = False
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
@@ -241,12 +240,12 @@ class JwksResolver:
         while True:
             try:
                 text = await self.fetch(target.uri, target.timeout)
-            except JwksFetchError as e:
-                target.attempted = True
-                if target.error != str(e):
-                    log.warning("jwks: %s (issuers %s); retrying in %.1fs", e, ", ".join(sorted(target.issuers)),
+            except Exception as e:  # any failed fetch is status and a retry, never a dead task
+                error = str(e) if isinstance(e, JwksFetchError) else f"{target.uri}: {e!r}"
+                if target.error != error:
+                    log.warning("jwks: %s (issuers %s); retrying in %.1fs", error, ", ".join(sorted(target.issuers)),
                                 delay)
-                target.error = str(e)
+                target.error = error
                 for issuer in target.issuers:
                     self._failures[(issuer,)] = self._failures.get((issuer,), 0) + 1
                 self._status_dirty.set()
@@ -254,7 +253,6 @@ class JwksResolver:
                 delay = min(delay * 2, self.settings.retry_max)
                 continue
             delay = self.settings.retry_initial
-            target.attempted = True
             was_failing, target.error = bool(target.error), ""
             if text != target.jwks:
                 target.jwks = text
