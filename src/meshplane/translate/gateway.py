@@ -175,7 +175,7 @@ def _server_chains(s: Server, proxy: Proxy, ctx: PushContext, clusters: frozense
             filters=[http_connection_manager(stat, rds=s.route_name(), gateway=True,
                                              security_filters=security_http_filters(proxy, ctx),
                                              access_logs=telemetry.outbound_http_logs(policy),
-                                             peer_filters=telemetry.outbound_peer_filters())],
+                                             peer_filters=telemetry.outbound_peer_filters(policy))],
             transport_socket=transport_socket(gateway_server_tls(s.tls, ctx.mesh, ["h2", "http/1.1"])))
         chain.filter_chain_match.server_names.extend(s.sni_names())
         return [chain]
@@ -211,11 +211,12 @@ def gateway_listeners(proxy: Proxy, ctx: PushContext) -> list[listener_pb2.Liste
         chains: list[listener_components_pb2.FilterChain] = []
         first = servers[0]
         if first.is_http:
+            policy = telemetry_policy(proxy, ctx)
             chains.append(listener_components_pb2.FilterChain(
                 filters=[http_connection_manager(stat, rds=first.route_name(), gateway=True,
                                                  security_filters=security_http_filters(proxy, ctx),
-                                                 access_logs=telemetry.outbound_http_logs(telemetry_policy(proxy, ctx)),
-                                                 peer_filters=telemetry.outbound_peer_filters())]))
+                                                 access_logs=telemetry.outbound_http_logs(policy),
+                                                 peer_filters=telemetry.outbound_peer_filters(policy))]))
         else:
             need_inspector = False
             for s in servers:

@@ -152,7 +152,7 @@ def _inbound_chains(proxy: Proxy, ip: InboundPort, ctx: PushContext,
                     *telemetry.inbound_http_logs(service, policy, mtls=mtls, grpc=proto is Protocol.GRPC)]
             return [http_connection_manager(stat, route_config=rcfg, security_filters=security_http_filters(proxy, ctx),
                                             sidecar_inbound=True, access_logs=logs,
-                                            peer_filters=telemetry.inbound_peer_filters(mtls=mtls))]
+                                            peer_filters=telemetry.inbound_peer_filters(policy, mtls=mtls))]
         return [*security_tcp_filters(proxy, ctx),
                 tcp_proxy(stat, cluster, access_logs=telemetry.inbound_tcp_logs(service, policy, mtls=mtls))]
 
@@ -229,7 +229,7 @@ def outbound_port_listeners(proxy: Proxy, ctx: PushContext) -> list[listener_pb2
         lst = _listener(name, "0.0.0.0", number, bind=False)
         lst.filter_chains.add(filters=[http_connection_manager(
             f"outbound_0.0.0.0_{number}", rds=str(number), dynamic_forward_proxy=dfp,
-            access_logs=telemetry.outbound_http_logs(policy), peer_filters=telemetry.outbound_peer_filters())])
+            access_logs=telemetry.outbound_http_logs(policy), peer_filters=telemetry.outbound_peer_filters(policy))])
         out[name] = lst
     fallback = _fallback_cluster(scope.outbound_policy)
     for number, members in sorted(tls_ports.items()):
@@ -280,7 +280,7 @@ def head_listener(proxy: Proxy, outbound_policy: str, policy: TelemetryPolicy) -
         lst.filter_chains.add(filters=[http_connection_manager(
             f"outbound_http_proxy_{proxy.outbound_port}", rds=HTTP_PROXY_ROUTE, explicit_proxy=True,
             dynamic_forward_proxy=True, access_logs=telemetry.outbound_http_logs(policy),
-            peer_filters=telemetry.outbound_peer_filters())])
+            peer_filters=telemetry.outbound_peer_filters(policy))])
         return lst
     fallback = _fallback_cluster(outbound_policy)
     lst = _listener("virtualOutbound", "0.0.0.0", proxy.outbound_port)

@@ -107,9 +107,12 @@ def _mutation(*, request: bool) -> hcm_pb2.HttpFilter:
     return hcm_pb2.HttpFilter(name=HEADER_MUTATION, typed_config=pack(cfg))
 
 
-def inbound_peer_filters(*, mtls: bool) -> list[hcm_pb2.HttpFilter]:
+def inbound_peer_filters(policy: TelemetryPolicy, *, mtls: bool) -> list[hcm_pb2.HttpFilter]:
     """First filters of a sidecar's inbound HCM: take the caller's identity out of its headers (always: a
-    plaintext caller must not reach the application with them either) and, on mTLS chains, answer with ours."""
+    plaintext caller must not reach the application with them either) and, on mTLS chains, answer with ours.
+    With every metric disabled the headers are still removed, but nothing is read or sent."""
+    if not policy.peer_exchange:
+        return [_remove_peer_headers()]
     take = header_to_metadata_pb2.Config()
     take.request_rules.extend(_metadata_rules())
     filters = [hcm_pb2.HttpFilter(name=HEADER_TO_METADATA, typed_config=pack(take))]
@@ -118,9 +121,18 @@ def inbound_peer_filters(*, mtls: bool) -> list[hcm_pb2.HttpFilter]:
     return filters
 
 
-def outbound_peer_filters() -> list[hcm_pb2.HttpFilter]:
+def _remove_peer_headers() -> hcm_pb2.HttpFilter:
+    cfg = header_mutation_pb2.HeaderMutation()
+    for f in PEER_FIELDS:
+        cfg.mutations.request_mutations.add().remove = header_name(f)
+    return hcm_pb2.HttpFilter(name=HEADER_MUTATION, typed_config=pack(cfg))
+
+
+def outbound_peer_filters(policy: TelemetryPolicy) -> list[hcm_pb2.HttpFilter]:
     """First filters of an outbound HCM (sidecar or gateway): send our identity, take the answering sidecar's
-    out of the response."""
+    out of the response. None when every metric is disabled."""
+    if not policy.peer_exchange:
+        return []
     take = header_to_metadata_pb2.Config()
     take.response_rules.extend(_metadata_rules())
     return [hcm_pb2.HttpFilter(name=HEADER_TO_METADATA, typed_config=pack(take)), _mutation(request=True)]
