@@ -57,6 +57,7 @@ def _server(args: argparse.Namespace) -> int:
         jwks_ca_bundle=Path(args.jwks_ca_bundle) if args.jwks_ca_bundle else None,
         jwks_refresh_s=_seconds("--jwks-refresh-interval", args.jwks_refresh_interval),
         mesh_config=Path(args.mesh_config) if args.mesh_config else None,
+        console_scrape=not args.no_console_scrape,
     )
     asyncio.run(serverproc.run_server(opts))
     return 0
@@ -113,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--mesh-config", metavar="FILE",
                    help="Istio MeshConfig (YAML: extensionProviders, rootNamespace, ...), published as ConfigMap "
                         "istio-system/istio and reloaded when the file or the ConfigMap changes")
+    s.add_argument("--no-console-scrape", action="store_true",
+                   help="the console's topology does not read the proxies' metrics (its other pages still work)")
     s.set_defaults(func=_server)
 
     k = sub.add_parser("kubeconfig", help="print a kubeconfig for the running server")

@@ -34,6 +34,8 @@ def _print_ready(view: dict[str, Any], home: Home) -> None:
     print(f"mesh {view.get('name')} is ready ({home.root})")
     print(f"  API     {view.get('api')}")
     print(f"  xDS     {view.get('xds')}")
+    if view.get("api"):
+        print(f"  console {view.get('api')}/console/")
     for cluster, url in sorted((view.get("ingress") or {}).items()):
         print(f"  ingress {cluster}: {url}/productpage")
     if view.get("prometheus"):

@@ -29,6 +29,8 @@ from meshplane.api.kinds import default_registry
 from meshplane.apiserver.app import ApiServer, ApiServerSettings, serve
 from meshplane.cli.meshconfig_sync import MeshConfigFileError, MeshConfigSync
 from meshplane.cli.security_api import security_routes
+from meshplane.console import MetricsScraper, ScraperSettings, Target, console_routes
+from meshplane.console.topology import Workload
 from meshplane.jwks import JwksResolver, JwksSettings
 from meshplane.kube import KubeSourceFactory, SourceSettings
 from meshplane.lanes import LanesController
@@ -82,6 +84,8 @@ class ServerOptions:
     jwks_refresh_s: float = 20 * 60.0
     # Istio's MeshConfig (YAML), published as ConfigMap istio-system/istio and followed (cli.meshconfig_sync).
     mesh_config: Path | None = None
+    # The console's topology reads every connected (loopback) proxy's :15090 while someone looks (meshplane.console).
+    console_scrape: bool = True
 
 
 def is_loopback(host: str) -> bool:
@@ -184,8 +188,14 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
         await members.start()
     api = ApiServer(store, default_registry(), ApiServerSettings(tokens=dict(opts.tokens or {}), metrics=metrics))
     api.extra_routes.append(web.get("/metrics", _metrics_handler(metrics)))
+    scraper: MetricsScraper | None = None
+    targets: Callable[[], list[Target]] = list
     if xds is not None:
         api.extra_routes.append(web.get("/management/v1/proxies", _proxy_status_handler(xds)))
+        targets = _scrape_targets(xds)
+        if opts.console_scrape:
+            scraper = MetricsScraper(targets, ScraperSettings())
+    api.extra_routes.extend(console_routes(scraper, targets))
     if mesh_sync is not None:
         sync = mesh_sync
 
@@ -198,7 +208,8 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
     runner = await serve(api.app(), opts.api_host, opts.api_port)
     port = _bound_port(runner) or opts.api_port
     api_url = f"http://{_url_host(opts.api_host)}:{port}"
-    state: dict[str, object] = {"api": api_url, "xds": xds_url, "ca": ca_url, "pid": os.getpid()}
+    state: dict[str, object] = {"api": api_url, "xds": xds_url, "ca": ca_url, "pid": os.getpid(),
+                                "console": f"{api_url}/console/"}
     if opts.tokens:
         state["token"] = next(iter(opts.tokens))
     _write_state(opts.data_dir / STATE_FILE, state)
@@ -215,6 +226,8 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
         await stop.wait()
     finally:
         await runner.cleanup()
+        if scraper is not None:
+            await scraper.stop()
         await lanes.stop()
         if members is not None:
             await members.stop()
@@ -264,6 +277,8 @@ def proxy_status_json(statuses: list[ProxyStatus]) -> list[dict[str, Any]]:
                 "connectedSince": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(p.connected_since)),
                 "pushes": p.pushes,
                 "state": p.state.value,
+                "addresses": list(p.addresses),
+                "locality": p.locality,
                 "types": {
                     t.short_name: {
                         "state": t.state.value,
@@ -294,6 +309,15 @@ def _proxy_status_handler(xds: XdsServer) -> Any:
         return web.json_response({"kind": "ProxyStatusList", "apiVersion": "meshplane.io/v1", "items": items})
 
     return handler
+
+
+def _scrape_targets(xds: XdsServer) -> Callable[[], list[Target]]:
+    def targets() -> list[Target]:
+        return [Target(proxy=p.node_id, workload=Workload(p.cluster_id or "unknown", p.namespace, p.workload),
+                       kind=p.proxy_type, addresses=p.addresses, locality=p.locality)
+                for p in xds.proxy_status()]
+
+    return targets
 
 
 def _bound_port(runner: object) -> int | None:

@@ -174,6 +174,7 @@ def status(home: Home) -> dict[str, Any]:
         "pid": view.get("pid") if sup else None,
         "error": view.get("error", ""),
         "api": api,
+        "console": f"{api}/console/" if api else "",
         "xds": view.get("xds", ""),
         "ingress": view.get("ingress", {}),
         "prometheus": view.get("prometheus", ""),
@@ -188,6 +189,7 @@ def format_status(st: dict[str, Any]) -> str:
     if st["api"]:
         lines.append(f"  API      {st['api']}    (kubectl --server {st['api']} get workloadentries -A)")
         lines.append(f"  xDS      {st['xds']}")
+        lines.append(f"  console  {st.get('console') or st['api'] + '/console/'}")
     for c, url in sorted(st["ingress"].items()):
         lines.append(f"  ingress  {c}: {url}/productpage")
     if st["clusters"]:
