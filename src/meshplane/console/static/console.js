@@ -132,9 +132,65 @@ function drawGraph(topo) {
   const key = [...wanted].sort().join("|");
   if (key !== state.layoutKey) {
     state.layoutKey = key;
-    cy.layout({ name: "cose", animate: false, nodeDimensionsIncludeLabels: true, idealEdgeLength: 120,
-      nodeRepulsion: 9000, padding: 20 }).run();
+    const pos = positions(topo);
+    cy.layout({ name: "preset", positions: (n) => pos[n.id()], fit: true, padding: 24 }).run();
   }
+}
+
+// Left to right by call depth (callers first), clusters side by side, zones stacked inside a cluster. A workload
+// without traffic takes the depth its namesake has in another cluster, so the clusters line up.
+const COL_W = 270, ROW_H = 80, CLUSTER_GAP = 110, ZONE_GAP = 70;
+
+function depths(topo) {
+  const incoming = {};
+  for (const e of topo.edges) (incoming[e.target] = incoming[e.target] || []).push(e.source);
+  const memo = {};
+  const depth = (id, seen) => {
+    if (id in memo) return memo[id];
+    if (seen.has(id)) return 0; // a cycle: cut it
+    seen.add(id);
+    const from = incoming[id] || [];
+    const d = from.length ? 1 + Math.max(...from.map((s) => depth(s, seen))) : 0;
+    seen.delete(id);
+    return (memo[id] = d);
+  };
+  const byName = {};
+  for (const n of topo.nodes) {
+    if (incoming[n.id] || topo.edges.some((e) => e.source === n.id)) {
+      const k = `${n.namespace}/${n.workload}`;
+      byName[k] = Math.max(byName[k] || 0, depth(n.id, new Set()));
+    }
+  }
+  const out = {};
+  for (const n of topo.nodes) out[n.id] = n.id in memo ? memo[n.id] : (byName[`${n.namespace}/${n.workload}`] || 0);
+  return out;
+}
+
+function positions(topo) {
+  const d = depths(topo);
+  const clusters = {};
+  for (const n of topo.nodes) {
+    const zones = (clusters[n.cluster] = clusters[n.cluster] || {});
+    (zones[n.zone] = zones[n.zone] || []).push(n);
+  }
+  const pos = {};
+  let x0 = 0;
+  for (const cluster of Object.keys(clusters).sort()) {
+    let y0 = 0, maxDepth = 0;
+    for (const zone of Object.keys(clusters[cluster]).sort()) {
+      const rows = {};
+      const order = (a, b) => (a.kind === "router" ? 0 : 1) - (b.kind === "router" ? 0 : 1) || a.id.localeCompare(b.id);
+      for (const n of clusters[cluster][zone].sort(order)) {
+        const col = d[n.id];
+        maxDepth = Math.max(maxDepth, col);
+        rows[col] = (rows[col] || 0) + 1;
+        pos[n.id] = { x: x0 + col * COL_W, y: y0 + (rows[col] - 1) * ROW_H };
+      }
+      y0 += Math.max(...Object.values(rows)) * ROW_H + ZONE_GAP;
+    }
+    x0 += maxDepth * COL_W + CLUSTER_GAP + COL_W / 2;
+  }
+  return pos;
 }
 
 function renderTopology(topo) {
