@@ -19,6 +19,11 @@ sidecar's CPU is also reported as a ratio to a router-only Envoy on the same mac
 
     python bench/dataplane_overhead.py --bare-envoy /other/envoy   # compare another Envoy build as the baseline
 
+``--metrics-cost``: the cost of Istio's standard metrics (the stats access loggers and the peer-identity headers,
+``translate.telemetry``) in the same run: after the usual paths the mesh path is measured again with a mesh-wide
+Telemetry that disables ALL_METRICS (which also drops the identity exchange), then once more with it removed, so
+metrics-on is measured before and after metrics-off and drift shows.
+
 Without ``--mtls`` the mesh runs without certificates (plaintext between sidecars, the baseline); with it every
 sidecar gets its certificate from meshplane's CA over SDS, a mesh-wide PeerAuthentication is STRICT and an
 AuthorizationPolicy ALLOW (by the client's SPIFFE principal and method) guards the server.
@@ -346,7 +351,65 @@ async def measure(args: argparse.Namespace, home: Path, generator: str | None, w
         results[f"{key}sidecar_rss_mb"] = m["envoy_rss_mb"]
     results["cpu_ratio_to_bare"] = [m / b for m, b in zip(results["sidecar_vcpu_per_1000rps"],
                                                            results["bare_sidecar_vcpu_per_1000rps"], strict=True)]
+    if args.metrics_cost:
+        await metrics_cost(args, st, generator, meshed, f"{client['address']}:15001", envoys, results, base)
     return results
+
+
+METRICS_OFF = {"apiVersion": "telemetry.istio.io/v1", "kind": "Telemetry",
+               "metadata": {"name": "bench-metrics-off", "namespace": "istio-system"},
+               "spec": {"metrics": [{"overrides": [{"match": {"metric": "ALL_METRICS"}, "disabled": True}]}]}}
+
+
+async def _stats_loggers(session: aiohttp.ClientSession, admin: str) -> int:
+    async with session.get(f"http://{admin}/config_dump?resource=dynamic_listeners") as r:
+        return (await r.text()).count("envoy.extensions.access_loggers.stats.v3.Config")
+
+
+async def _wait_loggers(admins: list[str], present: bool) -> None:
+    async with aiohttp.ClientSession() as s:
+        for _ in range(300):
+            counts = [await _stats_loggers(s, a) for a in admins]
+            if all((c > 0) == present for c in counts):
+                await asyncio.sleep(1.0)  # old listeners drain
+                return
+            await asyncio.sleep(0.1)
+    raise SystemExit(f"the proxies' stats loggers did not become {'present' if present else 'absent'}")
+
+
+async def metrics_cost(args: argparse.Namespace, st: dict[str, Any], generator: str | None, url: str,
+                       connect: str, envoys: list[int], results: dict[str, Any],
+                       base: dict[str, float]) -> None:
+    from meshplane.client import Client
+
+    admins = [f"{w['address']}:15000" for w in st["workloads"] if w["workload"] in ("bench-client", "bench-server")]
+    api = Client(str(st["api"]))
+
+    async def run(label: str) -> None:
+        cpu0 = [cpu_seconds(p) for p in envoys]
+        r = await run_path(args, generator, url, connect, True)
+        cpu1 = [cpu_seconds(p) for p in envoys]
+        per_krps = 1000 / max(r["achieved_rps"], 1e-9)
+        r["sidecar_vcpu_per_1000rps"] = [(b - a) / r["elapsed_s"] * per_krps for a, b in zip(cpu0, cpu1, strict=True)]
+        r["added_ms"] = {q: r[q] - base[q] for q in base}
+        results[label] = r
+
+    try:
+        await api.apply(METRICS_OFF)
+        await _wait_loggers(admins, present=False)
+        await run("mesh_metrics_off")
+        await api.delete("telemetry.istio.io/v1", "Telemetry", "bench-metrics-off", "istio-system")
+        await _wait_loggers(admins, present=True)
+        await run("mesh_metrics_on_again")
+    finally:
+        await api.close()
+    on = [(a + b) / 2 for a, b in zip(results["sidecar_vcpu_per_1000rps"],
+                                      results["mesh_metrics_on_again"]["sidecar_vcpu_per_1000rps"], strict=True)]
+    off = results["mesh_metrics_off"]["sidecar_vcpu_per_1000rps"]
+    results["metrics_cpu_ratio"] = [a / b for a, b in zip(on, off, strict=True)]
+    results["metrics_added_p50_ms"] = (
+        (results["mesh"]["p50_ms"] + results["mesh_metrics_on_again"]["p50_ms"]) / 2
+        - results["mesh_metrics_off"]["p50_ms"])
 
 
 def report(r: dict[str, Any]) -> str:
@@ -373,6 +436,16 @@ def report(r: dict[str, Any]) -> str:
               f"{pair(r['bare_sidecar_vcpu_per_1000rps'], '.3f')} vCPU; "
               f"RSS: {pair(r['bare_sidecar_rss_mb'], '.0f')} MB",
               f"sidecar / bare Envoy CPU: {pair(r['cpu_ratio_to_bare'], '.2f')}"]
+    if "metrics_cpu_ratio" in r:
+        on2, off = r["mesh_metrics_on_again"], r["mesh_metrics_off"]
+        lines += ["", "Istio standard metrics (sidecar path; on, off, on again):",
+                  "| metrics | p50 ms | p99 ms | sidecar vCPU per 1,000 rps (client, server) |", "|---|---|---|---|"]
+        for label, x, cpu in (("on", m, r["sidecar_vcpu_per_1000rps"]),
+                              ("off (ALL_METRICS disabled)", off, off["sidecar_vcpu_per_1000rps"]),
+                              ("on again", on2, on2["sidecar_vcpu_per_1000rps"])):
+            lines.append(f"| {label} | {x['p50_ms']:.2f} | {x['p99_ms']:.2f} | {pair(cpu, '.3f')} |")
+        lines.append(f"metrics CPU on / off: {pair(r['metrics_cpu_ratio'], '.3f')}; "
+                     f"p50 added by metrics: {r['metrics_added_p50_ms']:.3f} ms")
     return "\n".join(lines)
 
 
@@ -387,6 +460,8 @@ def main() -> int:
     p.add_argument("--json", action="store_true")
     p.add_argument("--home", help="use this home for the bench mesh (default: a temporary directory)")
     p.add_argument("--mtls", action="store_true", help="SPIFFE mTLS (STRICT) and an ALLOW policy between sidecars")
+    p.add_argument("--metrics-cost", action="store_true",
+                   help="also measure the mesh path with Istio's standard metrics disabled, then on again")
     p.add_argument("--bare-envoy", default="",
                    help="Envoy binary of the baseline pair (default: the sidecars' Envoy), to compare another build")
     p.add_argument("--generator", choices=["auto", "cpp", "python"], default="auto",

@@ -190,7 +190,9 @@ class ApiServer:
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         tokens = self.settings.tokens
-        if tokens and request.path not in ("/healthz", "/livez", "/readyz"):
+        # The console's static files hold no data (its page sends the token with each API call it makes).
+        public = request.path in ("/healthz", "/livez", "/readyz", "/console") or request.path.startswith("/console/")
+        if tokens and not public:
             header = request.headers.get("Authorization", "")
             token = header[7:].strip() if header.lower().startswith("bearer ") else ""
             user = tokens.get(token)

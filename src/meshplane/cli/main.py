@@ -65,6 +65,7 @@ def _server(args: argparse.Namespace) -> int:
         mesh_config=Path(args.mesh_config) if args.mesh_config else None,
         otlp_host=otlp[0],
         otlp_port=otlp[1],
+        console_scrape=not args.no_console_scrape,
     )
     asyncio.run(serverproc.run_server(opts))
     return 0
@@ -124,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--otlp-addr", default=None,
                    help="address of the OTLP/gRPC trace collector (the built-in tracing provider 'meshplane'); "
                         "default: the xDS host, port 15011 (0 when xDS uses port 0); 'none' to run without it")
+    s.add_argument("--no-console-scrape", action="store_true",
+                   help="the console's topology does not read the proxies' metrics (its other pages still work)")
     s.set_defaults(func=_server)
 
     k = sub.add_parser("kubeconfig", help="print a kubeconfig for the running server")

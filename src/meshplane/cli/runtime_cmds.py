@@ -34,8 +34,12 @@ def _print_ready(view: dict[str, Any], home: Home) -> None:
     print(f"mesh {view.get('name')} is ready ({home.root})")
     print(f"  API     {view.get('api')}")
     print(f"  xDS     {view.get('xds')}")
+    if view.get("api"):
+        print(f"  console {view.get('api')}/console/")
     for cluster, url in sorted((view.get("ingress") or {}).items()):
         print(f"  ingress {cluster}: {url}/productpage")
+    if view.get("prometheus"):
+        print(f"  Prometheus {view.get('prometheus')}")
     print(f"next: meshplane status --home {home.root}    meshplane down --home {home.root}")
 
 
@@ -56,9 +60,10 @@ def _up(args: argparse.Namespace) -> int:
             manifest = load_manifest(Path(args.file))
         except ManifestError as e:
             return _error(str(e))
-        return run_supervisor(home, manifest, delta=args.delta)
+        return run_supervisor(home, manifest, delta=args.delta, prometheus=args.prometheus)
     try:
-        view = control.start(home, Path(args.file), timeout_s=args.timeout, delta=args.delta)
+        view = control.start(home, Path(args.file), timeout_s=args.timeout, delta=args.delta,
+                             prometheus=args.prometheus)
     except control.RuntimeCommandError as e:
         return _error(str(e))
     _print_ready(view, home)
@@ -171,7 +176,7 @@ def _demo_up(args: argparse.Namespace) -> int:
     else:
         path.write_text(demo_manifest_yaml(networks=getattr(args, "networks", 1)))
     try:
-        view = control.start(home, path, timeout_s=args.timeout, delta=args.delta)
+        view = control.start(home, path, timeout_s=args.timeout, delta=args.delta, prometheus=args.prometheus)
     except control.RuntimeCommandError as e:
         return _error(str(e))
     if lanes:  # no lane exists until the user applies one: ready means every instance ready and synced
@@ -200,6 +205,12 @@ def _agent(args: argparse.Namespace) -> int:
     return run(cfg)
 
 
+def _add_prometheus(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prometheus", choices=["auto", "on", "off"], default="auto",
+                   help="run a Prometheus scraping the control plane and every proxy: auto (when installed, the "
+                        "default), on (required), off")
+
+
 def register(sub: Any) -> None:
     """Add this module's subcommands to the ``meshplane`` parser's subparsers."""
     p = sub.add_parser("up", help="start a local mesh from a manifest; returns when it is ready")
@@ -207,6 +218,7 @@ def register(sub: Any) -> None:
     p.add_argument("--foreground", action="store_true", help="run the supervisor in this process (no return)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for readiness (default 300)")
     p.add_argument("--delta", action="store_true", help="proxies use Delta xDS instead of State of the World")
+    _add_prometheus(p)
     _add_home(p)
     p.set_defaults(func=_up)
 
@@ -243,6 +255,7 @@ def register(sub: Any) -> None:
     p = dsub.add_parser("up", help="start the demo; returns when /productpage answers through both ingresses")
     p.add_argument("--timeout", type=float, default=300.0)
     p.add_argument("--delta", action="store_true")
+    _add_prometheus(p)
     p.add_argument("--scenario", choices=["bookinfo", "lanes"], default="bookinfo",
                    help="bookinfo (default) or lanes: the mocka -> mockb -> mockc traffic-lanes sample")
     p.add_argument("--networks", type=int, choices=[1, 2], default=1,

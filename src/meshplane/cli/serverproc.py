@@ -30,6 +30,8 @@ from meshplane.apiserver.app import ApiServer, ApiServerSettings, serve
 from meshplane.cli.meshconfig_sync import MeshConfigFileError, MeshConfigSync
 from meshplane.cli.security_api import security_routes
 from meshplane.cli.trace_api import trace_routes
+from meshplane.console import MetricsScraper, ScraperSettings, Target, console_routes
+from meshplane.console.topology import Workload
 from meshplane.jwks import JwksResolver, JwksSettings
 from meshplane.kube import KubeSourceFactory, SourceSettings
 from meshplane.lanes import LanesController
@@ -88,6 +90,8 @@ class ServerOptions:
     otlp_host: str | None = None
     otlp_port: int = 15011
     trace_limit: int = 10_000  # spans kept in memory
+    # The console's topology reads every connected (loopback) proxy's :15090 while someone looks (meshplane.console).
+    console_scrape: bool = True
 
 
 def is_loopback(host: str) -> bool:
@@ -197,8 +201,14 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
         await members.start()
     api = ApiServer(store, default_registry(), ApiServerSettings(tokens=dict(opts.tokens or {}), metrics=metrics))
     api.extra_routes.append(web.get("/metrics", _metrics_handler(metrics)))
+    scraper: MetricsScraper | None = None
+    targets: Callable[[], list[Target]] = list
     if xds is not None:
         api.extra_routes.append(web.get("/management/v1/proxies", _proxy_status_handler(xds)))
+        targets = _scrape_targets(xds)
+        if opts.console_scrape:
+            scraper = MetricsScraper(targets, ScraperSettings())
+    api.extra_routes.extend(console_routes(scraper, targets))
     if mesh_sync is not None:
         sync = mesh_sync
 
@@ -213,7 +223,8 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
     runner = await serve(api.app(), opts.api_host, opts.api_port)
     port = _bound_port(runner) or opts.api_port
     api_url = f"http://{_url_host(opts.api_host)}:{port}"
-    state: dict[str, object] = {"api": api_url, "xds": xds_url, "ca": ca_url, "otlp": otlp_url, "pid": os.getpid()}
+    state: dict[str, object] = {"api": api_url, "xds": xds_url, "ca": ca_url, "otlp": otlp_url, "pid": os.getpid(),
+                                "console": f"{api_url}/console/"}
     if opts.tokens:
         state["token"] = next(iter(opts.tokens))
     _write_state(opts.data_dir / STATE_FILE, state)
@@ -230,6 +241,8 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
         await stop.wait()
     finally:
         await runner.cleanup()
+        if scraper is not None:
+            await scraper.stop()
         await lanes.stop()
         if members is not None:
             await members.stop()
@@ -281,6 +294,8 @@ def proxy_status_json(statuses: list[ProxyStatus]) -> list[dict[str, Any]]:
                 "connectedSince": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(p.connected_since)),
                 "pushes": p.pushes,
                 "state": p.state.value,
+                "addresses": list(p.addresses),
+                "locality": p.locality,
                 "types": {
                     t.short_name: {
                         "state": t.state.value,
@@ -311,6 +326,15 @@ def _proxy_status_handler(xds: XdsServer) -> Any:
         return web.json_response({"kind": "ProxyStatusList", "apiVersion": "meshplane.io/v1", "items": items})
 
     return handler
+
+
+def _scrape_targets(xds: XdsServer) -> Callable[[], list[Target]]:
+    def targets() -> list[Target]:
+        return [Target(proxy=p.node_id, workload=Workload(p.cluster_id or "unknown", p.namespace, p.workload),
+                       kind=p.proxy_type, addresses=p.addresses, locality=p.locality)
+                for p in xds.proxy_status()]
+
+    return targets
 
 
 def _bound_port(runner: object) -> int | None:

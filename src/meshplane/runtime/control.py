@@ -35,8 +35,10 @@ def _tail(path: Path, lines: int = 30) -> str:
         return ""
 
 
-def start(home: Home, manifest_path: Path, *, timeout_s: float = 300.0, delta: bool = False) -> dict[str, Any]:
-    """Start a supervisor for ``manifest_path`` in the background; return its view once the mesh is ready."""
+def start(home: Home, manifest_path: Path, *, timeout_s: float = 300.0, delta: bool = False,
+          prometheus: str = "auto") -> dict[str, Any]:
+    """Start a supervisor for ``manifest_path`` in the background; return its view once the mesh is ready.
+    ``prometheus``: ``auto`` (run Prometheus when it is installed), ``on`` (required) or ``off``."""
     if home.running_supervisor() is not None:
         raise RuntimeCommandError(f"a mesh is already running in {home.root}; run `meshplane down --home "
                                   f"{home.root}` first")
@@ -52,7 +54,7 @@ def start(home: Home, manifest_path: Path, *, timeout_s: float = 300.0, delta: b
     home.replicas_file.unlink(missing_ok=True)
     home.runtime_file.unlink(missing_ok=True)
     argv = [sys.executable, "-m", "meshplane.cli.main", "up", "--foreground", "--home", str(home.root),
-            "-f", str(home.manifest_file)] + (["--delta"] if delta else [])
+            "-f", str(home.manifest_file), "--prometheus", prometheus] + (["--delta"] if delta else [])
     log_path = home.logs / "supervisor.log"
     with open(log_path, "ab") as out:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
@@ -172,8 +174,10 @@ def status(home: Home) -> dict[str, Any]:
         "pid": view.get("pid") if sup else None,
         "error": view.get("error", ""),
         "api": api,
+        "console": f"{api}/console/" if api else "",
         "xds": view.get("xds", ""),
         "ingress": view.get("ingress", {}),
+        "prometheus": view.get("prometheus", ""),
         "clusters": view.get("clusters", []),
         "workloads": workloads,
     }
@@ -185,6 +189,7 @@ def format_status(st: dict[str, Any]) -> str:
     if st["api"]:
         lines.append(f"  API      {st['api']}    (kubectl --server {st['api']} get workloadentries -A)")
         lines.append(f"  xDS      {st['xds']}")
+        lines.append(f"  console  {st.get('console') or st['api'] + '/console/'}")
     for c, url in sorted(st["ingress"].items()):
         lines.append(f"  ingress  {c}: {url}/productpage")
     if st["clusters"]:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import yaml
 
 from meshplane.agent.config import AgentConfig, PortSpec, Readiness
 from meshplane.agent.procs import (
@@ -43,6 +44,7 @@ from meshplane.agent.procs import (
     write_record,
 )
 from meshplane.client import Client, ClientError
+from meshplane.runtime import prometheus
 from meshplane.runtime.home import Home
 from meshplane.runtime.manifest import ClusterSpec, Manifest, WorkloadSpec, expand, instance_address
 
@@ -160,10 +162,13 @@ class Instance:
 
 
 class Supervisor:
-    def __init__(self, home: Home, manifest: Manifest, *, delta: bool = False) -> None:
+    def __init__(self, home: Home, manifest: Manifest, *, delta: bool = False, prometheus: str = "auto") -> None:
         self.home = home
         self.manifest = manifest
         self.delta = delta
+        self.prometheus_mode = prometheus  # auto | on | off (runtime.prometheus)
+        self.prometheus: Child | None = None
+        self.prometheus_url = ""
         self.instances: dict[str, Instance] = {}
         self.numbers: dict[str, int] = {}  # (placement key, index) -> n of 127.B.c.n, stable for a mesh's life
         self.next_number: dict[int, int] = {}
@@ -231,6 +236,40 @@ class Supervisor:
             result = await client.apply(obj)
             md = obj.get("metadata") or {}
             log.info("%s %s/%s %s", obj.get("kind"), md.get("namespace", "default"), md.get("name"), result)
+        await self.start_prometheus(host)
+
+    async def start_prometheus(self, host: str) -> None:
+        """Prometheus on ``host:9090`` scraping the control plane and every proxy (when installed, or required)."""
+        if self.prometheus_mode == "off":
+            return
+        binary = prometheus.find_prometheus()
+        if binary is None:
+            if self.prometheus_mode == "on":
+                raise RuntimeError("--prometheus on: no `prometheus` binary on PATH (apt-get install prometheus)")
+            log.info("prometheus is not installed: the mesh runs without it (proxies serve :15090 themselves)")
+            return
+        d = self.home.root / "prometheus"
+        d.mkdir(parents=True, exist_ok=True)
+        cfg = d / "prometheus.yml"
+        cfg.write_text(yaml.safe_dump(prometheus.config(f"{host}:{API_PORT}", d / "targets.json")))
+        self.write_prometheus_targets()
+        listen = f"{host}:{prometheus.PORT}"
+        self.prometheus = await self.spawn("prometheus", "prometheus", prometheus.argv(binary, cfg, d / "data", listen),
+                                           self.home.logs / "prometheus.log")
+        self.prometheus_url = f"http://{listen}"
+        log.info("prometheus on %s", self.prometheus_url)
+
+    def write_prometheus_targets(self) -> None:
+        if self.prometheus_mode == "off":
+            return
+        d = self.home.root / "prometheus"
+        if not d.is_dir():
+            return
+        prometheus.write_targets(d / "targets.json", [
+            prometheus.Target(i.address, {"namespace": i.workload.namespace, "pod": i.name,
+                                          "cluster": i.cluster.name, "workload": i.workload.name,
+                                          **{k: v for k, v in i.labels.items() if k in ("app", "version")}})
+            for i in self.instances.values() if i.wanted])
 
     # --- instances ---------------------------------------------------------------------------------------
 
@@ -413,6 +452,7 @@ class Supervisor:
             "xds": self.xds,
             "octet": self.octet,
             "ingress": self.ingress(),
+            "prometheus": self.prometheus_url,
             "clusters": [{"name": c.name, "network": c.network, "region": c.region, "zone": c.zone}
                          for c in self.manifest.clusters],
             "instances": [i.view() for i in sorted(self.instances.values(),
@@ -420,6 +460,7 @@ class Supervisor:
                           if i.wanted],
         }
         if view != self._runtime_view:
+            self.write_prometheus_targets()
             self._runtime_view = view
             self.home.write_runtime({**view, "updated": time.time()})
 
@@ -495,6 +536,7 @@ class Supervisor:
         self.write_view()
         log.info("stopping %d instances", len(self.instances))
         await asyncio.gather(*(self.stop_instance(i) for i in self.instances.values()))
+        await self.reap(self.prometheus)
         await self.reap(self.server)
         # Anything recorded that is not ours any more (e.g. left by an earlier supervisor) goes too.
         leftovers = [(p, r) for p, r in self.home.records() if r.kind != "supervisor"]
@@ -526,5 +568,5 @@ async def _first(*events: asyncio.Event) -> None:
             t.cancel()
 
 
-def run_supervisor(home: Home, manifest: Manifest, *, delta: bool = False) -> int:
-    return asyncio.run(Supervisor(home, manifest, delta=delta).run())
+def run_supervisor(home: Home, manifest: Manifest, *, delta: bool = False, prometheus: str = "auto") -> int:
+    return asyncio.run(Supervisor(home, manifest, delta=delta, prometheus=prometheus).run())

@@ -176,7 +176,7 @@ def _server_chains(s: Server, proxy: Proxy, ctx: PushContext, clusters: frozense
             filters=[http_connection_manager(stat, rds=s.route_name(), gateway=True,
                                              security_filters=security_http_filters(proxy, ctx),
                                              access_logs=telemetry.outbound_http_logs(policy),
-                                             peer_filters=telemetry.outbound_peer_filters(),
+                                             peer_filters=telemetry.outbound_peer_filters(policy),
                                              tracing=hcm_tracing(policy.trace(client=True)))],
             transport_socket=transport_socket(gateway_server_tls(s.tls, ctx.mesh, ["h2", "http/1.1"])))
         chain.filter_chain_match.server_names.extend(s.sni_names())
@@ -218,7 +218,7 @@ def gateway_listeners(proxy: Proxy, ctx: PushContext) -> list[listener_pb2.Liste
                 filters=[http_connection_manager(stat, rds=first.route_name(), gateway=True,
                                                  security_filters=security_http_filters(proxy, ctx),
                                                  access_logs=telemetry.outbound_http_logs(policy),
-                                                 peer_filters=telemetry.outbound_peer_filters(),
+                                                 peer_filters=telemetry.outbound_peer_filters(policy),
                                                  tracing=hcm_tracing(policy.trace(client=True)))]))
         else:
             need_inspector = False

@@ -153,7 +153,7 @@ def _inbound_chains(proxy: Proxy, ip: InboundPort, ctx: PushContext,
                     *telemetry.inbound_http_logs(service, policy, mtls=mtls, grpc=proto is Protocol.GRPC)]
             return [http_connection_manager(stat, route_config=rcfg, security_filters=security_http_filters(proxy, ctx),
                                             sidecar_inbound=True, access_logs=logs,
-                                            peer_filters=telemetry.inbound_peer_filters(mtls=mtls),
+                                            peer_filters=telemetry.inbound_peer_filters(policy, mtls=mtls),
                                             tracing=hcm_tracing(policy.trace(client=False)))]
         return [*security_tcp_filters(proxy, ctx),
                 tcp_proxy(stat, cluster, access_logs=telemetry.inbound_tcp_logs(service, policy, mtls=mtls))]
@@ -234,7 +234,7 @@ def outbound_port_listeners(proxy: Proxy, ctx: PushContext) -> list[listener_pb2
         lst.traffic_direction = base_pb2.OUTBOUND
         lst.filter_chains.add(filters=[http_connection_manager(
             f"outbound_0.0.0.0_{number}", rds=str(number), dynamic_forward_proxy=dfp,
-            access_logs=telemetry.outbound_http_logs(policy), peer_filters=telemetry.outbound_peer_filters(),
+            access_logs=telemetry.outbound_http_logs(policy), peer_filters=telemetry.outbound_peer_filters(policy),
             tracing=hcm_tracing(policy.trace(client=True)))])
         out[name] = lst
     fallback = _fallback_cluster(scope.outbound_policy)
@@ -287,7 +287,7 @@ def head_listener(proxy: Proxy, outbound_policy: str, policy: TelemetryPolicy) -
         lst.filter_chains.add(filters=[http_connection_manager(
             f"outbound_http_proxy_{proxy.outbound_port}", rds=HTTP_PROXY_ROUTE, explicit_proxy=True,
             dynamic_forward_proxy=True, access_logs=telemetry.outbound_http_logs(policy),
-            peer_filters=telemetry.outbound_peer_filters(), tracing=hcm_tracing(policy.trace(client=True)))])
+            peer_filters=telemetry.outbound_peer_filters(policy), tracing=hcm_tracing(policy.trace(client=True)))])
         return lst
     fallback = _fallback_cluster(outbound_policy)
     lst = _listener("virtualOutbound", "0.0.0.0", proxy.outbound_port)

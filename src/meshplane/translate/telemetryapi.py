@@ -151,6 +151,12 @@ class TelemetryPolicy:
             tags.update(rule.tags)
         return enabled, tags
 
+    @property
+    def peer_exchange(self) -> bool:
+        """Whether any metric is reported at all: the peer-identity headers exist only for the metrics' labels,
+        so a proxy whose metrics are all disabled exchanges none (and pays nothing for them)."""
+        return any(self.metric(m, client=side)[0] for m in METRICS for side in (True, False))
+
     def access_logs(self, *, client: bool) -> tuple[AccessLogRule, ...]:
         return tuple(r for r in self.logs if (r.client if client else r.server))
 

@@ -203,6 +203,8 @@ class XdsServer:
                 cluster_id=p.cluster_id, proxy_type=p.type.value, delta=conn.delta, peer=conn.peer,
                 connected_since=conn.connected_at, pushes=conn.pushes, types=types,
                 bytes_sent=conn.bytes_sent, responses_sent=conn.responses_sent,
+                addresses=p.ip_addresses,
+                locality="/".join((p.locality.region, p.locality.zone, p.locality.subzone)).rstrip("/"),
             ))
         out.sort(key=lambda s: (s.node_id, s.connection_id))
         return out

@@ -59,6 +59,10 @@ class ProxyStatus:
     types: tuple[TypeStatus, ...]
     bytes_sent: int = 0  # encoded responses written to this stream
     responses_sent: int = 0
+    # Where the instance is (metadata INSTANCE_IPS) and its ``region/zone/subzone`` (the console scrapes and
+    # groups proxies by these).
+    addresses: tuple[str, ...] = ()
+    locality: str = ""
 
     @property
     def state(self) -> SyncState:

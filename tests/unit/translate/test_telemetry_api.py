@@ -112,3 +112,20 @@ def test_mesh_access_log_file_and_file_providers(tmp_path: Path) -> None:
                   MeshSettings(access_log_file="/dev/stdout"))
     assert _file_logs(proxy, off) == []
     envoy_validate(proxy, ctx, tmp_path)
+
+
+def test_all_metrics_disabled_drops_the_stats_loggers_and_the_identity_exchange(tmp_path: Path) -> None:
+    ctx = context([*bookinfo_registry(), _telemetry("off", "istio-system", _disable("ALL_METRICS"))])
+    proxy = sidecar("reviews", "v1")
+    lst = listeners(proxy, ctx)
+    inbound = hcm_of(lst["inbound_127.0.1.3_9080"].filter_chains[0])
+    assert inbound is not None
+    assert not [log for log in inbound.access_log if log.name == "envoy.access_loggers.stats"]
+    names = [f.name for f in inbound.http_filters]
+    # The inbound side still removes identity headers a caller sends, but reads and sends none.
+    assert "envoy.filters.http.header_to_metadata" not in names and names[0] == "envoy.filters.http.header_mutation"
+    outbound = hcm_of(lst["127.0.1.3_15001"].filter_chains[0])
+    assert outbound is not None
+    assert not [f for f in outbound.http_filters if f.name.startswith("envoy.filters.http.header_")]
+    assert not [log for log in outbound.access_log if log.name == "envoy.access_loggers.stats"]
+    envoy_validate(proxy, ctx, tmp_path)
