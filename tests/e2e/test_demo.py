@@ -7,10 +7,13 @@ Istio's task YAML is read unchanged from the project's copy in tests/data/bookin
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,8 @@ from test_runtime_support import (
     status,
     status_processes,
 )
+
+from tests.support.promtext import samples
 
 pytestmark = [pytest.mark.envoy, pytest.mark.kubectl]
 
@@ -66,10 +71,73 @@ def reviews_versions(url: str, n: int, headers: dict[str, str] | None = None) ->
     return out
 
 
-def kubectl_apply(api: str, name: str) -> None:
-    proc = subprocess.run(["kubectl", "--server", api, "apply", "-f", str(BOOKINFO / name)], capture_output=True,
+def kubectl_apply(api: str, name: str | Path) -> None:
+    path = name if isinstance(name, Path) else BOOKINFO / name
+    proc = subprocess.run(["kubectl", "--server", api, "apply", "-f", str(path)], capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+STRICT = """apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata:
+  name: default
+  namespace: istio-system
+spec:
+  mtls:
+    mode: STRICT
+"""
+V2_FROM_PRODUCTPAGE = ('reporter="destination",destination_workload="reviews-v2",source_workload="productpage-v1",'
+                       'response_code="200",connection_security_policy="mutual_tls"')
+
+
+def reviews_v2_count(st: dict[str, Any]) -> float:
+    """istio_requests_total{V2_FROM_PRODUCTPAGE} summed over every reviews-v2 proxy, read from the proxies."""
+    total = 0.0
+    for w in st["workloads"]:
+        if w["workload"] != "reviews-v2":
+            continue
+        with urllib.request.urlopen(f"http://{w['address']}:15090/stats/prometheus", timeout=10) as r:
+            for (name, lbls), v in samples(r.read().decode()).items():
+                want = dict(kv.split("=", 1) for kv in V2_FROM_PRODUCTPAGE.replace('"', "").split(","))
+                if name == "istio_requests_total" and want.items() <= dict(lbls).items():
+                    total += v
+    return total
+
+
+def _v2_samples(st: dict[str, Any]) -> list[Any]:
+    out = []
+    for w in st["workloads"]:
+        if w["workload"] == "reviews-v2":
+            with urllib.request.urlopen(f"http://{w['address']}:15090/stats/prometheus", timeout=10) as r:
+                out += [(w["name"], {k: v for k, v in dict(lbls).items() if k in (
+                    "reporter", "source_workload", "source_cluster", "connection_security_policy", "response_code",
+                    "response_flags", "destination_workload")}, v) for (name, lbls), v in samples(
+                    r.read().decode()).items() if name == "istio_requests_total"]
+    return out
+
+
+def check_standard_metrics(st: dict[str, Any], tmp_strict: Path) -> None:
+    """Issue's demo check: 100 requests routed to reviews-v2 under STRICT are counted by Istio's standard metric
+    at the destination, with mutual TLS, and PromQL over the runtime's Prometheus gives the same number."""
+    tmp_strict.write_text(STRICT)
+    kubectl_apply(st["api"], tmp_strict)
+    jason = {"end-user": "jason"}
+    url = st["ingress"]["cluster-1"]
+    eventually(lambda: set(reviews_versions(url, 4, jason)) == {"v2"}, "jason's traffic on v2 under STRICT")
+    before = reviews_v2_count(st)
+    assert set(reviews_versions(url, 100, jason)) == {"v2"}
+    after = reviews_v2_count(st)
+    assert after - before == 100, _v2_samples(st)
+    if st.get("prometheus"):
+        query = urllib.parse.urlencode({"query": f"sum(istio_requests_total{{{V2_FROM_PRODUCTPAGE}}})"})
+
+        def scraped() -> bool:
+            with urllib.request.urlopen(f"{st['prometheus']}/api/v1/query?{query}", timeout=10) as r:
+                result = json.loads(r.read())["data"]["result"]
+            return bool(result) and float(result[0]["value"][1]) == after
+
+        eventually(scraped, "PromQL to count what the proxies counted")
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
@@ -117,6 +185,7 @@ def test_demo_end_to_end(demo: tuple[Path, dict[str, Any]]) -> None:
     for url in st["ingress"].values():
         eventually(lambda u=url: set(reviews_versions(u, 12, jason)) == {"v2"}, "jason's traffic on reviews v2")
         assert set(reviews_versions(url, 12)) == {"v1"}
+    check_standard_metrics(st, tmp_strict=home / "strict.yaml")
     pids_before = {w["name"]: w["pid"] for w in status(home)["workloads"]}
     assert pids_before == {w["name"]: w["pid"] for w in st["workloads"]}, "nothing was restarted"
 

@@ -9,6 +9,7 @@ reported as ``none`` with an unknown source.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -123,3 +124,31 @@ async def test_plaintext_caller_is_reported_as_none_and_cannot_forge_an_identity
     # A plaintext caller's headers are taken as it sent them (Istio trusts its peer-metadata headers the same way),
     # but never as a principal: only the certificate gives one.
     assert {lbls["source_workload"] for lbls, _ in rows} == {"unknown", "admin-tool"}
+
+
+async def test_counts_survive_a_listener_update(sec: SecurityMesh) -> None:
+    """A config push replaces the inbound listener; Istio's counters keep counting (a reset would lose what
+    Prometheus has not scraped yet)."""
+    reviews = await sec.workload("reviews")
+    await sec.workload("productpage", serve=False)
+    await sec.apply(PA, "PeerAuthentication", "default", {"mtls": {"mode": "PERMISSIVE"}})
+    await sec.synced()
+    await sec.eventually("productpage", "/warm", 200)
+
+    async def total() -> float:
+        text = await _scrape(reviews.envoy.stats_address)
+        return sum(v for _, v in _find(text, "istio_requests_total", reporter="destination",
+                                       source_workload="productpage"))
+
+    start = await total()
+    for i in range(N):
+        assert await sec.call("productpage", f"/a/{i}") == 200
+    assert await total() == start + N
+    pa = sec.store.get(PA, "default", "default")
+    assert pa is not None
+    await sec.store.update(PA, {**pa, "spec": {"mtls": {"mode": "STRICT"}}}, actor="test")
+    await sec.synced()
+    await asyncio.sleep(2)  # the old listener drains
+    for i in range(N):
+        assert await sec.call("productpage", f"/b/{i}") == 200
+    assert await total() == start + 2 * N

@@ -189,9 +189,30 @@ def _stat(name: str, tags: Mapping[str, str]) -> stats_pb2.Config.Stat:
         name=name, tags=[stats_pb2.Config.Tag(name=k, value_format=v) for k, v in sorted(tags.items())])
 
 
+def _field(number: int, payload: bytes) -> bytes:
+    """One length-delimited protobuf field (wire type 2)."""
+    length = len(payload)
+    varint = bytearray()
+    while True:
+        byte, length = length & 0x7F, length >> 7
+        varint.append(byte | (0x80 if length else 0))
+        if not length:
+            break
+    return bytes([number << 3 | 2]) + bytes(varint) + payload
+
+
+# The stats logger's ``stats_scope`` (Config field 6, an ``envoy.type.v3.Scope``: ``prefix`` is field 5,
+# ``sharing_name`` field 6): every logger names the same shared scope, so the counters are one set per proxy
+# that survives listener updates. With the deprecated ``stat_prefix`` each listener owned its stats and a config
+# push that replaced a listener reset them to zero (found by tests/e2e/test_telemetry_metrics_e2e.py). The
+# field is newer than the protobuf classes this package is built with, hence written by hand.
+_SHARED_SCOPE = _field(6, _field(5, STAT_PREFIX.encode()) + _field(6, b"meshplane.istio-standard-metrics"))
+
+
 def _log(cfg: stats_pb2.Config, log_filter: accesslog_pb2.AccessLogFilter | None = None) -> accesslog_pb2.AccessLog:
-    cfg.stat_prefix = STAT_PREFIX
-    log = accesslog_pb2.AccessLog(name=STATS_LOGGER, typed_config=pack(cfg))
+    packed = pack(cfg)
+    packed.value = packed.value + _SHARED_SCOPE
+    log = accesslog_pb2.AccessLog(name=STATS_LOGGER, typed_config=packed)
     if log_filter is not None:
         log.filter.CopyFrom(log_filter)
     return log

@@ -227,5 +227,11 @@ def envoy_validate(proxy: Proxy, ctx: PushContext, tmp: Path) -> str:
     assert envoy, "envoy binary not on PATH"
     res = subprocess.run([envoy, "--mode", "validate", "-c", str(path), "--disable-hot-restart", "-l", "error"],
                          capture_output=True, text=True, timeout=60)
+    accepted = f"configuration '{path}' OK"
+    if res.returncode in (-11, 139) and accepted in res.stdout + res.stderr:
+        # Envoy 1.40's validation mode crashes while tearing down a stats scope with a ``sharing_name`` (the
+        # metrics' shared scope, translate.telemetry) *after* it accepted the config; a serving Envoy does not
+        # (the telemetry e2e tests run it and stop it cleanly). The verdict printed before the crash stands.
+        return res.stdout
     assert res.returncode == 0, f"envoy rejected the config:\n{res.stdout}\n{res.stderr}"
     return res.stdout
