@@ -126,3 +126,21 @@ def test_console_shows_live_topology(demo: tuple[Path, dict[str, Any]], browser:
 
     eventually(proxies_listed, "the workloads page lists the proxies and their sync state", 30.0)
     keep(browser, tmp_path, "console-workloads.png")
+
+    # The other read-only pages load what they show from the APIs without an error.
+    for page, heading in (("clusters", "MemberClusters"), ("lanes", "ASMSwimLaneGroups"),
+                          ("security", "AuthorizationPolicies"), ("audit", "Configuration changes")):
+        browser.get(st["console"] + "#" + page)
+
+        def shown(page: str = page, heading: str = heading) -> bool:
+            text = str(browser.execute_script(f"return document.getElementById('page-{page}').innerText;"))
+            return heading in text
+
+        eventually(shown, f"the {page} page shows {heading}", 30.0)
+        errors = browser.execute_script(f"return [...document.querySelectorAll('#page-{page} .warning')]"
+                                        ".map((w) => w.innerText);")
+        assert errors == [], (page, errors)
+    text = str(browser.execute_script("return document.getElementById('page-audit').innerText;"))
+    assert "certificate.issued" in text  # the demo's workloads got their certificates
+    keep(browser, tmp_path, "console-audit.png")
+

@@ -238,6 +238,24 @@ function conditions(o) {
 }
 function yaml(v) { return el("pre", {}, JSON.stringify(v, null, 1)); }
 
+// Both trails page forward with an exclusive `since`; the console follows them and keeps the newest AUDIT_KEEP.
+const AUDIT_KEEP = 300, AUDIT_PAGE = 1000;
+const AUDIT = { events: { since: 0, items: [] }, changes: { since: 0, items: [] } };
+
+async function tail(path, trail, seqOf) {
+  try {
+    for (let page = 0; page < 50; page++) {
+      const items = (await api(`${path}?since=${trail.since}&limit=${AUDIT_PAGE}`)).items || [];
+      if (items.length) trail.since = seqOf(items[items.length - 1]);
+      trail.items = trail.items.concat(items).slice(-AUDIT_KEEP);
+      if (items.length < AUDIT_PAGE) break;
+    }
+    return { items: trail.items };
+  } catch (err) {
+    return { items: trail.items, error: err.message };
+  }
+}
+
 const PAGES = {
   async clusters(root) {
     const [members, proxies] = await Promise.all([list("/apis/meshplane.io/v1/memberclusters"),
@@ -286,14 +304,18 @@ const PAGES = {
       ["namespace", "name", "spec", "status"], (o) => [...meta(o), yaml(o.spec || {}), conditions(o)])));
   },
   async audit(root) {
-    const [events, changes] = await Promise.all([list("/management/v1/security/audit?limit=200"),
-      list("/management/v1/audit?limit=200")]);
+    const [events, changes] = await Promise.all([
+      tail("/management/v1/security/audit", AUDIT.events, (e) => e.seq),
+      tail("/management/v1/audit", AUDIT.changes, (r) => Number(r.resourceVersion))]);
     const newest = (r) => ({ ...r, items: [...r.items].reverse() });
+    const time = (t) => el("td", { class: "nowrap" }, t);
     root.replaceChildren(
-      ...section("Security events", newest(events), ["time", "kind", "subject", "target", "reason"],
-        (e) => [e.timestamp || e.time || "", e.kind, e.subject, e.target, e.reason]),
-      ...section("Configuration changes", newest(changes), ["time", "user", "verb", "resource", "name", "generation"],
-        (r) => [r.timestamp, r.user, r.verb, `${r.group ? r.group + "/" : ""}${r.resource}`,
+      ...section(`Security events (the newest ${AUDIT_KEEP})`, newest(events),
+        ["time", "kind", "subject", "target", "reason"],
+        (e) => [time(e.timestamp), e.kind, e.subject, e.target, e.reason]),
+      ...section(`Configuration changes (the newest ${AUDIT_KEEP})`, newest(changes),
+        ["time", "user", "verb", "resource", "name", "generation"],
+        (r) => [time(r.timestamp), r.user, r.verb, `${r.group ? r.group + "/" : ""}${r.resource}`,
           `${r.namespace ? r.namespace + "/" : ""}${r.name}`, `${r.oldGeneration ?? ""} → ${r.newGeneration ?? ""}`]));
   },
 };
