@@ -193,3 +193,54 @@ async def test_tcp_traffic_authorization_task(sec: SecurityMesh, echo: EchoServe
     # The refusals are the network RBAC filter's, as Envoy counts them.
     stats = await sec.workloads["tcp-echo"].envoy.stats("tcp.rbac")
     assert sum(v for k, v in stats.items() if k.endswith("rbac.denied")) >= 3, stats
+
+
+async def test_istio_tcp_metrics_count_connections_and_bytes(sec: SecurityMesh, echo: EchoServers) -> None:
+    """Istio's TCP metrics at the destination: opened and closed connections, bytes each way, with the caller's
+    SPIFFE id (TCP carries no peer headers) and ``mutual_tls``."""
+    import aiohttp
+
+    from tests.support.promtext import samples
+
+    await _tcp_echo(sec, echo)
+    await sec.workload("sleep", namespace=NS, serve=False)
+    await sec.synced()
+    await _expect(sec, {9001: True}, rounds=1)
+    address = sec.workloads["tcp-echo"].envoy.stats_address
+
+    async def counters() -> dict[str, float]:
+        async with aiohttp.ClientSession() as s, s.get(f"http://{address}/stats/prometheus") as r:
+            text = await r.text()
+        out: dict[str, float] = {}
+        for (name, lbls), v in samples(text).items():
+            labels = dict(lbls)
+            if name.startswith("istio_tcp_") and labels.get("destination_service") == ECHO:
+                assert labels["reporter"] == "destination" and labels["request_protocol"] == "tcp", labels
+                assert labels["connection_security_policy"] == "mutual_tls", labels
+                assert labels["source_principal"] == f"spiffe://cluster.local/ns/{NS}/sa/sleep", labels
+                assert labels["destination_workload"] == "tcp-echo", labels
+                out[name] = out.get(name, 0.0) + v
+        return out
+
+    async def settled() -> bool:  # the warm-up connection has closed and been counted
+        c = await counters()
+        return c.get("istio_tcp_connections_opened_total", 0) == c.get("istio_tcp_connections_closed_total", -1)
+
+    await wait_until(settled, what="warm-up connections counted")
+    before = await counters()
+    k = 5
+    for i in range(k):
+        assert await _send(sec, 9001, f"m{i}") == f"hello m{i}"
+
+    def delta(c: dict[str, float], name: str) -> float:
+        return c.get(name, 0.0) - before.get(name, 0.0)
+
+    async def counted() -> bool:
+        c = await counters()
+        return delta(c, "istio_tcp_connections_closed_total") == k
+
+    await wait_until(counted, what=f"{k} closed connections counted")
+    c = await counters()
+    assert delta(c, "istio_tcp_connections_opened_total") == k
+    assert delta(c, "istio_tcp_received_bytes_total") == k * len("m0\n")
+    assert delta(c, "istio_tcp_sent_bytes_total") == k * len("hello m0\n")

@@ -97,9 +97,21 @@ def http_connection_manager(
     return listener_components_pb2.Filter(name=HCM, typed_config=pack(hcm))
 
 
+# TcpProxy.upstream_connect_mode (field 21, varint) = ON_DOWNSTREAM_TLS_HANDSHAKE (2), which Envoy accepts only
+# with max_early_data_bytes (field 22, a UInt32Value): what the peer sends before the upstream connection is up
+# is buffered up to that size (64 KiB), then read no further until it is. Both fields are newer than the
+# protobuf classes this package is built with, hence appended to the encoded message by hand.
+_CONNECT_AFTER_TLS = (bytes([0xA8, 0x01, 0x02])  # key 21 << 3 | 0 (168) as a varint, value 2
+                      + bytes([0xB2, 0x01, 0x04, 0x08, 0x80, 0x80, 0x04]))  # key 22 << 3 | 2, 4 bytes: value 65536
+
+
 def tcp_proxy(stat_prefix: str, cluster: str | None = None,
               weighted: list[tuple[str, int]] | None = None,
-              access_logs: list[accesslog_pb2.AccessLog] | None = None) -> listener_components_pb2.Filter:
+              access_logs: list[accesslog_pb2.AccessLog] | None = None,
+              connect_after_tls: bool = False) -> listener_components_pb2.Filter:
+    """``connect_after_tls``: open the upstream connection only once the downstream TLS handshake is done (an
+    mTLS inbound chain): nothing reaches the application from a peer that did not authenticate, and the
+    connection-opened metric knows the peer's certificate."""
     tp = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix)
     if access_logs:
         tp.access_log.extend(access_logs)
@@ -110,7 +122,10 @@ def tcp_proxy(stat_prefix: str, cluster: str | None = None,
             tp.weighted_clusters.clusters.add(name=name, weight=max(weight, 0))
     else:
         tp.cluster = weighted[0][0] if weighted else (cluster or "BlackHoleCluster")
-    return listener_components_pb2.Filter(name=TCP_PROXY, typed_config=pack(tp))
+    packed = pack(tp)
+    if connect_after_tls:
+        packed.value = packed.value + _CONNECT_AFTER_TLS
+    return listener_components_pb2.Filter(name=TCP_PROXY, typed_config=packed)
 
 
 def tls_inspector() -> listener_components_pb2.ListenerFilter:

@@ -154,7 +154,8 @@ def _inbound_chains(proxy: Proxy, ip: InboundPort, ctx: PushContext,
                                             sidecar_inbound=True, access_logs=logs,
                                             peer_filters=telemetry.inbound_peer_filters(policy, mtls=mtls))]
         return [*security_tcp_filters(proxy, ctx),
-                tcp_proxy(stat, cluster, access_logs=telemetry.inbound_tcp_logs(service, policy, mtls=mtls))]
+                tcp_proxy(stat, cluster, access_logs=telemetry.inbound_tcp_logs(service, policy, mtls=mtls),
+                          connect_after_tls=mtls)]
 
     mode = inbound_mtls_mode(proxy, ip, ctx)
     if mode is MutualTLSMode.DISABLE:
