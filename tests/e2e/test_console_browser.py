@@ -103,6 +103,7 @@ def test_console_shows_live_topology(demo: tuple[Path, dict[str, Any]], browser:
     # What each edge shows: mTLS (the demo's sidecars talk mutual TLS), no errors, and the label drawn.
     assert pr["mtls"] == "mutual_tls", pr
     assert pr["errorRate"] == 0, pr
+    assert pr["services"] == ["reviews.default.svc.cluster.local"], pr  # the host productpage asked for
     assert "rps" in pr["label"] and pr["label"].startswith("mTLS · "), pr
     locks = browser.execute_script("return [...document.querySelectorAll('#edges img.lock')].filter("
                                    "(i) => i.complete && i.naturalWidth > 0).length;")

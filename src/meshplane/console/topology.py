@@ -46,6 +46,7 @@ class Series:
     destination: Workload
     response_code: str
     security: str  # connection_security_policy: mutual_tls | none | unknown
+    service: str = UNKNOWN  # destination_service: the host the caller asked for
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,9 @@ class Reading:
     at: float
     requests: Mapping[Series, float]
     buckets: Mapping[tuple[Series, float], float]
+    # The destination services each (source, destination) pair asked for, from either reporter: the source side
+    # knows the host it routed (the destination side may not).
+    services: Mapping[tuple[Workload, Workload], frozenset[str]] = field(default_factory=dict)
 
 
 def parse_labels(text: str, line: str) -> dict[str, str]:
@@ -116,6 +120,7 @@ def _series(labels: Mapping[str, str]) -> Series:
                              get("destination_workload")),
         response_code=get("response_code"),
         security=get("connection_security_policy"),
+        service=get("destination_service"),
     )
 
 
@@ -123,6 +128,7 @@ def parse_reading(text: str, at: float) -> Reading:
     """Read the destination-reported request counters and duration buckets out of a ``/stats/prometheus`` page."""
     requests: dict[Series, float] = {}
     buckets: dict[tuple[Series, float], float] = {}
+    services: dict[tuple[Workload, Workload], set[str]] = {}
     for raw in text.splitlines():
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -131,9 +137,11 @@ def parse_reading(text: str, at: float) -> Reading:
         if sample is None:
             continue
         name, labels, value = sample
+        series = _series(labels)
+        if name == REQUESTS and series.service != UNKNOWN:
+            services.setdefault((series.source, series.destination), set()).add(series.service)
         if labels.get("reporter") != "destination":
             continue
-        series = _series(labels)
         if name == REQUESTS:
             requests[series] = requests.get(series, 0.0) + value
         else:
@@ -143,7 +151,8 @@ def parse_reading(text: str, at: float) -> Reading:
             except ValueError as e:
                 raise SampleParseError(f"bad le {le!r} in {line[:120]!r}") from e
             buckets[(series, bound)] = buckets.get((series, bound), 0.0) + value
-    return Reading(at=at, requests=requests, buckets=buckets)
+    return Reading(at=at, requests=requests, buckets=buckets,
+                   services={k: frozenset(v) for k, v in services.items()})
 
 
 def _increase(new: float, old: float | None) -> float:
@@ -185,6 +194,7 @@ class Edge:
     error_rate: float  # share of 5xx answers
     mtls: str  # "mutual_tls" when every request was, "none" when none was, else "mixed"
     p99_ms: float | None
+    services: tuple[str, ...] = ()  # the destination services asked for, where the proxy knew them
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -196,6 +206,7 @@ class Edge:
             "errorRate": round(self.error_rate, 4),
             "mtls": self.mtls,
             "p99Ms": None if self.p99_ms is None else round(self.p99_ms, 3),
+            "services": list(self.services),
         }
 
 
@@ -231,7 +242,11 @@ class TopologyAggregator:
         requests: dict[Series, float] = {}
         buckets: dict[tuple[Workload, Workload], dict[float, float]] = {}
         spans: dict[tuple[Workload, Workload], float] = {}
+        services: dict[tuple[Workload, Workload], set[str]] = {}
         for hist in self._proxies.values():
+            if hist.readings:
+                for pair, names in hist.readings[-1].services.items():
+                    services.setdefault(pair, set()).update(names)
             if len(hist.readings) < 2:
                 continue  # one reading: no rate yet
             first, last = hist.readings[0], hist.readings[-1]
@@ -261,7 +276,8 @@ class TopologyAggregator:
         for pair, (count, errors, mtls) in sorted(totals.items()):
             mode = "mutual_tls" if mtls == count else ("none" if mtls == 0 else "mixed")
             out.append(Edge(source=pair[0], destination=pair[1], requests=count, rps=count / spans[pair],
-                            error_rate=errors / count, mtls=mode, p99_ms=quantile(0.99, buckets.get(pair, {}))))
+                            error_rate=errors / count, mtls=mode, p99_ms=quantile(0.99, buckets.get(pair, {})),
+                            services=tuple(sorted(services.get(pair, ())))))
         return out
 
 

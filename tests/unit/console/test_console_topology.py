@@ -22,7 +22,10 @@ RV = Workload("cluster-1", "default", "reviews-v2")
 
 
 def series(src: str, dst: str, code: str = "200", sec: str = "mutual_tls", reporter: str = "destination") -> str:
+    # Like the demo: only the source side knows the service it asked for.
+    svc = dst.split("-")[0] + ".default.svc.cluster.local" if reporter == "source" else "unknown"
     return (f'connection_security_policy="{sec}",destination_cluster="cluster-1",destination_workload="{dst}",'
+            f'destination_service="{svc}",'
             f'destination_workload_namespace="default",reporter="{reporter}",response_code="{code}",'
             f'source_cluster="cluster-1",source_workload="{src}",source_workload_namespace="default"')
 
@@ -74,6 +77,7 @@ def test_rate_errors_mtls_and_p99_over_the_window() -> None:
     assert e.mtls == "mixed"
     assert e.p99_ms == pytest.approx(9.5)  # rank 99 of 100 in the (5, 10] bucket: 5 + 5 * 9/10
     assert e.to_json()["id"] == "cluster-1/default/productpage-v1->cluster-1/default/reviews-v2"
+    assert e.services == ("reviews.default.svc.cluster.local",)
 
 
 def test_a_series_that_appears_counts_from_zero_and_a_reset_counts_what_is_left() -> None:

@@ -205,11 +205,12 @@ function renderTopology(topo) {
   const name = (id) => (byId[id] ? `${byId[id].workload}.${byId[id].namespace} (${byId[id].cluster})` : id);
   const edges = document.querySelector("#edges tbody");
   edges.replaceChildren(...(topo.edges.length ? topo.edges.map((e) => el("tr", { "data-edge": e.id },
-    el("td", {}, name(e.source)), el("td", {}, name(e.target)), el("td", { class: "num" }, fmt(e.rps, 2)),
+    el("td", {}, name(e.source)), el("td", {}, name(e.target)), el("td", {}, (e.services || []).join(", ") || "–"),
+    el("td", { class: "num" }, fmt(e.rps, 2)),
     el("td", { class: "num" + (e.errorRate > 0.01 ? " bad" : "") }, `${fmt(e.errorRate * 100, 1)}%`),
     el("td", { class: "num" }, e.p99Ms == null ? "–" : `${fmt(e.p99Ms, 1)} ms`),
     el("td", { class: e.mtls === "mutual_tls" ? "good" : "" }, ...(e.mtls === "mutual_tls" ? [lock(), " mutual TLS"] : [e.mtls]))))
-    : [el("tr", {}, el("td", { colspan: 6, class: "muted" }, "no requests in the window yet"))]));
+    : [el("tr", {}, el("td", { colspan: 7, class: "muted" }, "no requests in the window yet"))]));
   const scrapes = document.querySelector("#scrapes tbody");
   scrapes.replaceChildren(...topo.scrape.map((s) => el("tr", {}, el("td", {}, s.workload), el("td", {}, s.url || "–"),
     el("td", {}, s.lastSuccess ? `${age(s.lastSuccess)} ago` : "never"), el("td", { class: "bad" }, s.error))));
