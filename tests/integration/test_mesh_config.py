@@ -75,10 +75,11 @@ def test_mesh_config_file_configmap_and_hot_reload(server: ServerProcess, kubect
     assert status["source"] == "ConfigMap istio-system/istio" and status["file"] == str(mesh_file)
     assert _providers(server) == ["sample-ext-authz-grpc", "sample-ext-authz-http"]
 
-    # kubectl apply: reloaded (a provider added, the Telemetry API's one kept with a warning).
-    added = _task_mesh() + '\n- name: otel\n  opentelemetry:\n    service: otel.obs.svc.cluster.local\n    port: 4317\n'
+    # kubectl apply: reloaded (a tracing provider added; its field meshplane does not apply is warned about).
+    added = _task_mesh() + ('\n- name: otel\n  opentelemetry:\n    service: otel.obs.svc.cluster.local\n'
+                            '    port: 4317\n    maxTagLength: 64\n')
     out = kubectl.run("apply", "-f", "-", input=_configmap(added))
-    assert "Warning" in out.stderr and "opentelemetry" in out.stderr
+    assert "Warning" in out.stderr and "opentelemetry.maxTagLength" in out.stderr
     _eventually(lambda: "otel" in _providers(server), "the applied ConfigMap in effect")
     reloads = _status(server)["reloads"]
 

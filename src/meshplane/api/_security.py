@@ -323,5 +323,8 @@ def _telemetry_support(spec: Telemetry, r: Report) -> None:
         if expr and code_filter(expr) is None:
             r.warn(f"{p}.filter.expression: {expr!r} is not translated (only comparisons of response.code are); "
                    "every request is logged")
-    for i, _ in enumerate(spec.tracing):
-        r.warn(f"spec.tracing[{i}]: tracing is not applied yet")
+    for i, tr in enumerate(spec.tracing):
+        if tr.use_request_id_for_trace_sampling is not None:
+            r.warn(f"spec.tracing[{i}].useRequestIdForTraceSampling: not applied (sampling is random per request)")
+        if len(tr.providers) > 1:
+            r.warn(f"spec.tracing[{i}].providers: only the first provider receives spans")

@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from meshplane.cli import bootstrap_cmd, cluster_cmds, runtime_cmds, security_cmds, serverproc
+from meshplane.cli import bootstrap_cmd, cluster_cmds, runtime_cmds, security_cmds, serverproc, trace_cmd
 from meshplane.model.spec import parse_duration
 
 # Modules that add their own subcommands: each has ``register(subparsers)``; each subcommand sets ``func``.
-_EXTENSIONS: list[Any] = [bootstrap_cmd, runtime_cmds, cluster_cmds, security_cmds]
+_EXTENSIONS: list[Any] = [bootstrap_cmd, runtime_cmds, cluster_cmds, security_cmds, trace_cmd]
 
 
 def _seconds(flag: str, text: str) -> float:
@@ -34,6 +34,12 @@ def _server(args: argparse.Namespace) -> int:
         ca = ((xds[0], 15012 if xds[1] else 0) if xds else ("127.0.0.1", 15012))
     else:
         ca = serverproc.parse_addr(args.ca_addr, 15012)
+    if args.otlp_addr in ("", "none"):
+        otlp: tuple[str | None, int] = (None, 0)
+    elif args.otlp_addr is None:  # next to xDS: its host, port 15011 (0 when xDS takes any free port)
+        otlp = ((xds[0], 15011 if xds[1] else 0) if xds else (None, 0))
+    else:
+        otlp = serverproc.parse_addr(args.otlp_addr, 15011)
     if bool(args.ca_root_cert) != bool(args.ca_root_key):
         raise serverproc.ServerConfigError("--ca-root-cert and --ca-root-key go together")
     opts = serverproc.ServerOptions(
@@ -57,6 +63,8 @@ def _server(args: argparse.Namespace) -> int:
         jwks_ca_bundle=Path(args.jwks_ca_bundle) if args.jwks_ca_bundle else None,
         jwks_refresh_s=_seconds("--jwks-refresh-interval", args.jwks_refresh_interval),
         mesh_config=Path(args.mesh_config) if args.mesh_config else None,
+        otlp_host=otlp[0],
+        otlp_port=otlp[1],
         console_scrape=not args.no_console_scrape,
     )
     asyncio.run(serverproc.run_server(opts))
@@ -114,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--mesh-config", metavar="FILE",
                    help="Istio MeshConfig (YAML: extensionProviders, rootNamespace, ...), published as ConfigMap "
                         "istio-system/istio and reloaded when the file or the ConfigMap changes")
+    s.add_argument("--otlp-addr", default=None,
+                   help="address of the OTLP/gRPC trace collector (the built-in tracing provider 'meshplane'); "
+                        "default: the xDS host, port 15011 (0 when xDS uses port 0); 'none' to run without it")
     s.add_argument("--no-console-scrape", action="store_true",
                    help="the console's topology does not read the proxies' metrics (its other pages still work)")
     s.set_defaults(func=_server)

@@ -29,6 +29,7 @@ from meshplane.api.kinds import default_registry
 from meshplane.apiserver.app import ApiServer, ApiServerSettings, serve
 from meshplane.cli.meshconfig_sync import MeshConfigFileError, MeshConfigSync
 from meshplane.cli.security_api import security_routes
+from meshplane.cli.trace_api import trace_routes
 from meshplane.console import MetricsScraper, ScraperSettings, Target, console_routes
 from meshplane.console.topology import Workload
 from meshplane.jwks import JwksResolver, JwksSettings
@@ -38,6 +39,7 @@ from meshplane.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from meshplane.metrics import ControlPlaneMetrics
 from meshplane.multicluster import MemberClusterController
 from meshplane.rpc.ca_service import SecurityPlane
+from meshplane.rpc.otlp import OtlpCollector, SpanStore
 from meshplane.store.sqlite import SqliteStore
 from meshplane.translate import MeshSettings
 from meshplane.xds.default_translator import DefaultTranslator
@@ -84,6 +86,10 @@ class ServerOptions:
     jwks_refresh_s: float = 20 * 60.0
     # Istio's MeshConfig (YAML), published as ConfigMap istio-system/istio and followed (cli.meshconfig_sync).
     mesh_config: Path | None = None
+    # The OTLP/gRPC trace collector (rpc.otlp), the built-in tracing provider ``meshplane``; None: none.
+    otlp_host: str | None = None
+    otlp_port: int = 15011
+    trace_limit: int = 10_000  # spans kept in memory
     # The console's topology reads every connected (loopback) proxy's :15090 while someone looks (meshplane.console).
     console_scrape: bool = True
 
@@ -124,7 +130,7 @@ def read_token_file(path: Path) -> dict[str, str]:
 
 
 def check_safe(opts: ServerOptions) -> None:
-    hosts = [opts.api_host] + [h for h in (opts.xds_host, opts.ca_host) if h]
+    hosts = [opts.api_host] + [h for h in (opts.xds_host, opts.ca_host, opts.otlp_host) if h]
     exposed = [h for h in hosts if not is_loopback(h)]
     if exposed and not opts.tokens:
         raise ServerConfigError(
@@ -157,9 +163,16 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
         ca_url = f"{_url_host(opts.ca_host)}:{ca_port}"
         log.info("certificate signing service on %s (trust domain %s)", ca_url, opts.trust_domain)
     jwks: JwksResolver | None = None
+    collector: OtlpCollector | None = None
+    otlp_url = ""
+    if opts.otlp_host is not None:
+        collector = OtlpCollector(SpanStore(opts.trace_limit))
+        otlp_port = await collector.start(f"{_url_host(opts.otlp_host)}:{opts.otlp_port}")
+        otlp_url = f"{_url_host(opts.otlp_host)}:{otlp_port}"
+        log.info("OTLP trace collector on %s", otlp_url)
     if opts.xds_host is not None:
         mesh = MeshSettings(trust_domain=opts.trust_domain, inbound_mtls=opts.inbound_mtls,
-                            locality_lb_enabled=opts.locality_lb)
+                            locality_lb_enabled=opts.locality_lb, tracing_collector=otlp_url)
         if opts.jwks_ca_bundle is not None and not opts.jwks_ca_bundle.is_file():
             raise ServerConfigError(f"--jwks-ca-bundle: {opts.jwks_ca_bundle} is not a file")
         jwks = resolver = JwksResolver(store, JwksSettings(refresh_interval=opts.jwks_refresh_s,
@@ -205,10 +218,12 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
         api.extra_routes.append(web.get("/management/v1/mesh-config", mesh_status))
     if security is not None:
         api.extra_routes.extend(security_routes(security))
+    if collector is not None:
+        api.extra_routes.extend(trace_routes(collector.store))
     runner = await serve(api.app(), opts.api_host, opts.api_port)
     port = _bound_port(runner) or opts.api_port
     api_url = f"http://{_url_host(opts.api_host)}:{port}"
-    state: dict[str, object] = {"api": api_url, "xds": xds_url, "ca": ca_url, "pid": os.getpid(),
+    state: dict[str, object] = {"api": api_url, "xds": xds_url, "ca": ca_url, "otlp": otlp_url, "pid": os.getpid(),
                                 "console": f"{api_url}/console/"}
     if opts.tokens:
         state["token"] = next(iter(opts.tokens))
@@ -239,6 +254,8 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
             await xds.stop(grace=1.0)
         if security is not None:
             await security.stop()
+        if collector is not None:
+            await collector.stop()
         await store.close()
         with contextlib.suppress(FileNotFoundError):
             (opts.data_dir / STATE_FILE).unlink()

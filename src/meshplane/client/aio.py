@@ -17,7 +17,8 @@ and is ignored for cluster-scoped ones):
 | ``delete`` | ``DELETE .../{name}`` | None (NotFound when it was not there) |
 
 Management (``/management/v1``): ``proxies``, ``bootstrap_token``, ``trust_bundle``, ``gateway_credentials``,
-``report_security_events``, ``security_audit``, ``audit``; and ``serving`` (does ``GET /api`` answer?).
+``report_security_events``, ``security_audit``, ``audit``, ``traces``, ``trace``; and ``serving`` (does ``GET /api``
+answer?).
 
 Every call takes ``timeout`` (seconds) to override the client's default for that call.
 """
@@ -191,6 +192,21 @@ class Client:
         query = {"since": str(since), "limit": str(limit), **({"kind": kind} if kind else {})}
         doc = await self._management("GET", "/security/audit", query=query, timeout=timeout)
         return _items(doc, "GET /management/v1/security/audit")
+
+    async def traces(self, *, service: str = "", limit: int = 20, timeout: float | None = None) -> Objects:
+        """Summaries of the most recent traces the server's collector holds, newest first."""
+        query = {"limit": str(limit), **({"service": service} if service else {})}
+        return _items(await self._management("GET", "/traces", query=query, timeout=timeout),
+                      "GET /management/v1/traces")
+
+    async def trace(self, trace_id: str, *, timeout: float | None = None) -> Objects:
+        """The spans of one trace, by start time (NotFound when the collector keeps none of it)."""
+        what = f"GET /management/v1/traces/{trace_id}"
+        doc = _object(await self._management("GET", f"/traces/{trace_id}", what=what, timeout=timeout), what)
+        spans = doc.get("spans")
+        if not isinstance(spans, list) or not all(isinstance(s, dict) for s in spans):
+            raise BadResponse(what, "the answer has no list of spans")
+        return spans
 
     async def audit(self, *, since: int = 0, limit: int = 500, timeout: float | None = None) -> Objects:
         """The store's change records after resourceVersion ``since``, oldest first."""

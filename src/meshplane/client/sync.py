@@ -99,5 +99,11 @@ class SyncClient:
                        timeout: float | None = None) -> Objects:
         return self._run(self.client.security_audit(since=since, limit=limit, kind=kind, timeout=timeout))
 
+    def traces(self, *, service: str = "", limit: int = 20, timeout: float | None = None) -> Objects:
+        return self._run(self.client.traces(service=service, limit=limit, timeout=timeout))
+
+    def trace(self, trace_id: str, *, timeout: float | None = None) -> Objects:
+        return self._run(self.client.trace(trace_id, timeout=timeout))
+
     def audit(self, *, since: int = 0, limit: int = 500, timeout: float | None = None) -> Objects:
         return self._run(self.client.audit(since=since, limit=limit, timeout=timeout))

@@ -53,8 +53,8 @@ class ExtAuthzProvider:
 @dataclass(frozen=True, slots=True)
 class TelemetryProvider:
     """An ``extensionProviders`` entry for the Telemetry API (tracing, access logs, metrics): parsed and kept with
-    its fields as given (``kind`` is Istio's key, e.g. ``opentelemetry``); consumed by the Telemetry API work
-    (issue 18), not by translation yet."""
+    its fields as given (``kind`` is Istio's key, e.g. ``opentelemetry``); read by ``translate.telemetryapi``
+    (``envoyFileAccessLog`` access logs; ``opentelemetry`` and ``zipkin`` tracing)."""
 
     name: str
     kind: str
@@ -95,13 +95,16 @@ class MeshSettings:
     auto_mtls: bool = True
     # AuthorizationPolicy CUSTOM providers by name.
     ext_authz_providers: tuple[ExtAuthzProvider, ...] = ()
-    # Telemetry API providers (MeshConfig extensionProviders other than ext_authz), stored for issue 18.
+    # Telemetry API providers (MeshConfig extensionProviders other than ext_authz).
     telemetry_providers: tuple[TelemetryProvider, ...] = ()
-    # MeshConfig fields kept as given; not applied by translation yet (each one is warned about when parsed).
+    # MeshConfig's mesh-wide access log and tracing switch (``translate.telemetryapi``).
     access_log_file: str = ""
     access_log_format: str = ""
     access_log_encoding: str = ""
     enable_tracing: bool = False
+    # host:port of the control plane's own OTLP/gRPC trace collector (``rpc.otlp``), the built-in tracing provider
+    # ``meshplane``; empty: none (tracing then needs an ``opentelemetry``/``zipkin`` extension provider).
+    tracing_collector: str = ""
     default_config: tuple[tuple[str, str], ...] = ()
 
     def ext_authz_provider(self, name: str) -> ExtAuthzProvider | None:

@@ -9,9 +9,10 @@ for a later consumer with a warning, or are refused; a reader says which, naming
   ``enableAutoMtls``, ``localityLbSetting.enabled``, ``defaultHttpRetryPolicy.attempts``, the ext_authz
   ``extensionProviders`` (``envoyExtAuthzHttp``, ``envoyExtAuthzGrpc``: every field applied, see ``ExtAuthzProvider``),
   the mesh-wide access log (``accessLogFile``, ``accessLogFormat``, ``accessLogEncoding``) and ``envoyFileAccessLog``
-  providers (``translate.telemetryapi``).
-- Kept, with a warning (nothing in translation reads them yet): ``enableTracing``, the ``defaultConfig`` subset
-  below, and the other Telemetry API providers (``opentelemetry``, ``zipkin``, ...).
+  providers (``translate.telemetryapi``), ``enableTracing`` and the ``opentelemetry`` and ``zipkin`` tracing
+  providers (their ``service`` and ``port``; other fields of them are warned about; ``translate.tracing``).
+- Kept, with a warning (nothing in translation reads them yet): the ``defaultConfig`` subset below, and the other
+  Telemetry API providers (``skywalking``, ``datadog``, ...).
 - Warned and ignored: the other MeshConfig fields Istio has (``IGNORED``). Refused: anything else.
 """
 
@@ -51,6 +52,8 @@ TELEMETRY_KINDS = frozenset({
     "opentelemetry", "zipkin", "skywalking", "datadog", "lightstep", "stackdriver", "opencensus", "prometheus",
     "envoyFileAccessLog", "envoyHttpAls", "envoyTcpAls", "envoyOtelAls",
 })
+# Tracing providers translation applies (``translate.tracing``).
+_TRACING = frozenset({"opentelemetry", "zipkin"})
 # Telemetry providers that send somewhere: they need service and port.
 _NEEDS_SERVICE = frozenset({"opentelemetry", "zipkin", "skywalking", "datadog", "lightstep", "opencensus",
                             "envoyHttpAls", "envoyTcpAls", "envoyOtelAls"})
@@ -222,7 +225,10 @@ def _providers(value: Any, warnings: list[str]) -> tuple[tuple[ExtAuthzProvider,
             authz.append(_ext_authz(name, body, kind == "envoyExtAuthzHttp", field))
         elif kind in TELEMETRY_KINDS:
             telemetry.append(_telemetry(name, kind, body, field))
-            if kind != "envoyFileAccessLog":
+            if kind in _TRACING:
+                warnings.extend(f"{field}.{k}: not applied (only service and port are)"
+                                for k in sorted(body) if k not in ("service", "port"))
+            elif kind != "envoyFileAccessLog":
                 warnings.append(f"{field}: kept for the Telemetry API; not applied yet")
         else:
             raise MeshConfigError(field, "unknown provider kind")
@@ -276,7 +282,6 @@ def parse_mesh_config(doc: Any, base: MeshSettings | None = None) -> MeshConfig:
             changes["access_log_encoding"] = enc
         elif key == "enableTracing":
             changes["enable_tracing"] = _bool(value, key)
-            warnings.append(f"{key}: kept; tracing is not applied yet")
         elif key == "defaultConfig":
             body = _map(value, key)
             _only(body, DEFAULT_CONFIG, key)

@@ -17,6 +17,9 @@ PEER_FIELDS = ("workload", "namespace", "app", "version", "cluster")
 UNKNOWN = "unknown"  # Istio's value for a label it cannot know
 
 
+OTEL_RESOURCE_ATTRIBUTES = "OTEL_RESOURCE_ATTRIBUTES"
+
+
 def env_name(field: str) -> str:
     return f"MESHPLANE_PEER_{field.upper()}"
 
@@ -53,8 +56,13 @@ def peer_environment(metadata: Mapping[str, Any]) -> dict[str, str]:
         "version": canonical_version(labels),
         "cluster": str(metadata.get("CLUSTER_ID") or "") or UNKNOWN,
     }
-    return {env_name(f): values[f] for f in PEER_FIELDS}
+    env = {env_name(f): values[f] for f in PEER_FIELDS}
+    # The service of this proxy's spans: Envoy's OpenTelemetry tracer reads it with its environment resource
+    # detector (``translate.tracing``). Values are the workload's names (no ``,`` or ``=`` in them).
+    env[OTEL_RESOURCE_ATTRIBUTES] = (f"service.name={values['workload']},service.namespace={values['namespace']},"
+                                     f"k8s.cluster.name={values['cluster']}")
+    return env
 
 
-__all__ = ["PEER_FIELDS", "UNKNOWN", "canonical_app", "canonical_version", "env_name", "header_name",
-           "peer_environment"]
+__all__ = ["OTEL_RESOURCE_ATTRIBUTES", "PEER_FIELDS", "UNKNOWN", "canonical_app", "canonical_version", "env_name",
+           "header_name", "peer_environment"]

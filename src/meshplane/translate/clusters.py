@@ -43,6 +43,7 @@ from meshplane.translate.memo import Slot
 from meshplane.translate.mesh import MeshSettings
 from meshplane.translate.policy import effective_policy, subset_labels
 from meshplane.translate.tls import transport_socket, upstream_tls
+from meshplane.translate.tracing import tracing_clusters
 
 _MAX = 2**32 - 1
 _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -365,6 +366,7 @@ def build_clusters(proxy: Proxy, ctx: PushContext) -> list[cluster_pb2.Cluster]:
     if proxy.type is ProxyType.ROUTER or proxy.inbound_ports:  # where security_http_filters are (httpsecurity)
         out.extend(ext_authz_clusters(proxy, ctx))
     out.extend(special_clusters(proxy, ctx.mesh))
+    out.extend(tracing_clusters(ctx))  # Telemetry ``tracing`` providers reached by address
     seen: set[str] = set()
     unique = []
     for c in out:

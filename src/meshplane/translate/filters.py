@@ -70,12 +70,16 @@ def http_connection_manager(
     security_filters: list[hcm_pb2.HttpFilter] | None = None,
     access_logs: list[accesslog_pb2.AccessLog] | None = None,
     peer_filters: list[hcm_pb2.HttpFilter] | None = None,
+    tracing: hcm_pb2.HttpConnectionManager.Tracing | None = None,
 ) -> listener_components_pb2.Filter:
-    """``gateway``: a gateway's (the edge: the client's address is the remote address, XFCC sanitized and set);
+    """``tracing``: the Telemetry API's tracing of this side (``translate.tracing``);
+    ``gateway``: a gateway's (the edge: the client's address is the remote address, XFCC sanitized and set);
     ``sidecar_inbound``: a sidecar's inbound chain (XFCC appended, see ``tls.forward_client_cert``);
     ``peer_filters`` (the identity exchange of ``telemetry``) run first, before any filter can answer."""
     hcm = hcm_pb2.HttpConnectionManager(stat_prefix=stat_prefix, codec_type=hcm_pb2.HttpConnectionManager.AUTO)
     hcm.access_log.extend(access_logs or [])
+    if tracing is not None:
+        hcm.tracing.CopyFrom(tracing)
     if rds is not None:
         hcm.rds.route_config_name = rds
         hcm.rds.config_source.CopyFrom(ads_source())

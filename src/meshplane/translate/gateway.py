@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from envoy.config.core.v3 import address_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
@@ -31,6 +31,7 @@ from meshplane.translate.httpsecurity import security_http_filters
 from meshplane.translate.tcproute import tcp_targets, tls_chains
 from meshplane.translate.telemetryapi import telemetry_policy
 from meshplane.translate.tls import gateway_server_tls, transport_socket
+from meshplane.translate.tracing import hcm_tracing
 
 _NO_TLS = istio.ServerTLSSettings()
 _PASSTHROUGH = frozenset({ServerTLSMode.PASSTHROUGH, ServerTLSMode.AUTO_PASSTHROUGH})
@@ -175,7 +176,8 @@ def _server_chains(s: Server, proxy: Proxy, ctx: PushContext, clusters: frozense
             filters=[http_connection_manager(stat, rds=s.route_name(), gateway=True,
                                              security_filters=security_http_filters(proxy, ctx),
                                              access_logs=telemetry.outbound_http_logs(policy),
-                                             peer_filters=telemetry.outbound_peer_filters(policy))],
+                                             peer_filters=telemetry.outbound_peer_filters(policy),
+                                             tracing=hcm_tracing(policy.trace(client=True)))],
             transport_socket=transport_socket(gateway_server_tls(s.tls, ctx.mesh, ["h2", "http/1.1"])))
         chain.filter_chain_match.server_names.extend(s.sni_names())
         return [chain]
@@ -206,7 +208,7 @@ def gateway_listeners(proxy: Proxy, ctx: PushContext) -> list[listener_pb2.Liste
     for listen_port, servers in sorted(gateway_servers(proxy, ctx).items()):
         name = f"{proxy.listen_address}_{listen_port}"
         lst = listener_pb2.Listener(name=name, address=address_pb2.Address(socket_address=address_pb2.SocketAddress(
-            address=proxy.listen_address, port_value=listen_port)))
+            address=proxy.listen_address, port_value=listen_port)), traffic_direction=base_pb2.OUTBOUND)
         stat = f"outbound_{proxy.listen_address}_{listen_port}"
         chains: list[listener_components_pb2.FilterChain] = []
         first = servers[0]
@@ -216,7 +218,8 @@ def gateway_listeners(proxy: Proxy, ctx: PushContext) -> list[listener_pb2.Liste
                 filters=[http_connection_manager(stat, rds=first.route_name(), gateway=True,
                                                  security_filters=security_http_filters(proxy, ctx),
                                                  access_logs=telemetry.outbound_http_logs(policy),
-                                                 peer_filters=telemetry.outbound_peer_filters(policy))]))
+                                                 peer_filters=telemetry.outbound_peer_filters(policy),
+                                                 tracing=hcm_tracing(policy.trace(client=True)))]))
         else:
             need_inspector = False
             for s in servers:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from envoy.config.core.v3 import address_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
@@ -45,6 +45,7 @@ from meshplane.translate.routes import HTTP_PROXY_ROUTE
 from meshplane.translate.tcproute import service_tcp_targets, tls_chains
 from meshplane.translate.telemetryapi import TelemetryPolicy, telemetry_policy
 from meshplane.translate.tls import mesh_inbound_tls
+from meshplane.translate.tracing import hcm_tracing
 from meshplane.translate.trafficlabel import attach, inbound_script
 
 
@@ -152,7 +153,8 @@ def _inbound_chains(proxy: Proxy, ip: InboundPort, ctx: PushContext,
                     *telemetry.inbound_http_logs(service, policy, mtls=mtls, grpc=proto is Protocol.GRPC)]
             return [http_connection_manager(stat, route_config=rcfg, security_filters=security_http_filters(proxy, ctx),
                                             sidecar_inbound=True, access_logs=logs,
-                                            peer_filters=telemetry.inbound_peer_filters(policy, mtls=mtls))]
+                                            peer_filters=telemetry.inbound_peer_filters(policy, mtls=mtls),
+                                            tracing=hcm_tracing(policy.trace(client=False)))]
         return [*security_tcp_filters(proxy, ctx),
                 tcp_proxy(stat, cluster, access_logs=telemetry.inbound_tcp_logs(service, policy, mtls=mtls),
                           connect_after_tls=mtls)]
@@ -179,6 +181,7 @@ def inbound_listeners(proxy: Proxy, ctx: PushContext) -> list[listener_pb2.Liste
     out = []
     if proxy.interception_mode == "REDIRECT":
         lst = _listener("virtualInbound", "0.0.0.0", 15006)
+        lst.traffic_direction = base_pb2.INBOUND  # server spans (tracing)
         lst.listener_filters.append(listener_components_pb2.ListenerFilter(
             name="envoy.filters.listener.original_dst", typed_config=pack(original_dst_pb2.OriginalDst())))
         for ip in proxy.inbound_ports:
@@ -193,6 +196,7 @@ def inbound_listeners(proxy: Proxy, ctx: PushContext) -> list[listener_pb2.Liste
     for ip in proxy.inbound_ports:
         name = f"inbound_{proxy.listen_address}_{ip.port}"
         lst = _listener(name, proxy.listen_address, ip.port)
+        lst.traffic_direction = base_pb2.INBOUND
         lst.filter_chains.extend(_inbound_chains(proxy, ip, ctx, f"inbound_{proxy.listen_address}_{ip.port}"))
         if _needs_tls_inspector(list(lst.filter_chains)):
             lst.listener_filters.append(tls_inspector())
@@ -228,9 +232,11 @@ def outbound_port_listeners(proxy: Proxy, ctx: PushContext) -> list[listener_pb2
     for number in sorted(http_ports):
         name = f"0.0.0.0_{number}"
         lst = _listener(name, "0.0.0.0", number, bind=False)
+        lst.traffic_direction = base_pb2.OUTBOUND
         lst.filter_chains.add(filters=[http_connection_manager(
             f"outbound_0.0.0.0_{number}", rds=str(number), dynamic_forward_proxy=dfp,
-            access_logs=telemetry.outbound_http_logs(policy), peer_filters=telemetry.outbound_peer_filters(policy))])
+            access_logs=telemetry.outbound_http_logs(policy), peer_filters=telemetry.outbound_peer_filters(policy),
+            tracing=hcm_tracing(policy.trace(client=True)))])
         out[name] = lst
     fallback = _fallback_cluster(scope.outbound_policy)
     for number, members in sorted(tls_ports.items()):
@@ -278,10 +284,11 @@ def head_listener(proxy: Proxy, outbound_policy: str, policy: TelemetryPolicy) -
     if proxy.interception_mode == "NONE":
         name = f"{proxy.listen_address}_{proxy.outbound_port}"
         lst = _listener(name, proxy.listen_address, proxy.outbound_port)
+        lst.traffic_direction = base_pb2.OUTBOUND  # client spans (tracing)
         lst.filter_chains.add(filters=[http_connection_manager(
             f"outbound_http_proxy_{proxy.outbound_port}", rds=HTTP_PROXY_ROUTE, explicit_proxy=True,
             dynamic_forward_proxy=True, access_logs=telemetry.outbound_http_logs(policy),
-            peer_filters=telemetry.outbound_peer_filters(policy))])
+            peer_filters=telemetry.outbound_peer_filters(policy), tracing=hcm_tracing(policy.trace(client=True)))])
         return lst
     fallback = _fallback_cluster(outbound_policy)
     lst = _listener("virtualOutbound", "0.0.0.0", proxy.outbound_port)

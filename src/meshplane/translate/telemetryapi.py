@@ -1,12 +1,14 @@
-"""The Telemetry API (telemetry.istio.io) for one proxy: which metrics, which tags, which access logs.
+"""The Telemetry API (telemetry.istio.io) for one proxy: which metrics, which tags, which access logs, which traces.
 
 Why a resolver of its own: Istio's rule is hierarchical per field, and the listener builders only want the
-answer. For each of ``metrics`` and ``accessLogging`` the most specific Telemetry that sets the field wins it
-whole (Istio's "any fields specified in the namespace configuration completely override the field from the
+answer. For each of ``metrics``, ``accessLogging`` and ``tracing`` the most specific Telemetry that sets the field
+wins it whole (Istio's "any fields specified in the namespace configuration completely override the field from the
 parent"): a workload's (selector, or targetRefs naming it), then its namespace's (no selector), then the root
 namespace's (mesh-wide; a root-namespace resource with a selector applies to nothing). Several at one level: the
 oldest wins, as Istio's conflict rule. MeshConfig's ``accessLogFile`` is the mesh-wide access log when no
-Telemetry says anything about access logging.
+Telemetry says anything about access logging; MeshConfig's ``enableTracing`` traces (1 %, Istio's default sampling,
+to the default provider) when no Telemetry says anything about tracing. The default tracing provider is the control
+plane's own OTLP collector (``BUILTIN_TRACING``, when the server runs one: ``MeshSettings.tracing_collector``).
 
 Istio's tag values are CEL expressions; the attributes translated to Envoy format strings are listed in
 ``model.telemetry.CEL_ATTRIBUTES`` (and string literals). Admission warns about any other expression naming its field
@@ -23,7 +25,7 @@ from meshplane.model.labels import labels_match
 from meshplane.model.mesh import MeshSettings, TelemetryProvider
 from meshplane.model.proxy import Proxy
 from meshplane.model.resources import TELEMETRIES
-from meshplane.model.spec import Telemetry, TelemetryAccessLogging, TelemetryMetrics
+from meshplane.model.spec import Telemetry, TelemetryAccessLogging, TelemetryMetrics, TelemetryTracing
 from meshplane.model.telemetry import cel_to_format, code_filter
 from meshplane.translate.context import PushContext
 from meshplane.translate.memo import Slot
@@ -32,6 +34,10 @@ from meshplane.translate.memo import Slot
 PROMETHEUS = "prometheus"
 ENVOY = "envoy"
 STDOUT = "/dev/stdout"
+# The control plane's own OTLP trace collector, as a tracing provider name (``rpc.otlp``).
+BUILTIN_TRACING = "meshplane"
+TRACING_KINDS = frozenset({"opentelemetry", "zipkin"})
+DEFAULT_SAMPLING = 1.0  # percent, Istio's default (``defaultConfig.tracing.sampling``)
 
 # Istio's default text format of the ``envoy`` provider and of ``accessLogFile``.
 DEFAULT_TEXT_FORMAT = (
@@ -90,12 +96,48 @@ class AccessLogRule:
 
 
 @dataclass(frozen=True, slots=True)
+class TraceProvider:
+    """Where spans go: ``kind`` ``opentelemetry`` (OTLP/gRPC) or ``zipkin`` (HTTP JSON v2)."""
+
+    name: str
+    kind: str
+    service: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class CustomTag:
+    tag: str
+    kind: str  # literal, environment, header
+    value: str  # the literal, or the variable's / header's name
+    default: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TracingRule:
+    """The tracing of one proxy (Telemetry ``tracing``; only its first entry applies, admission warns).
+    ``provider`` None: spans are sampled and propagated but not reported (``disableSpanReporting``)."""
+
+    client: bool
+    server: bool
+    sampling: float  # percent of requests without a sampling decision that are traced
+    provider: TraceProvider | None
+    tags: tuple[CustomTag, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class TelemetryPolicy:
     """What one proxy reports. Hashable: listeners shared by proxies with equal policies stay shared."""
 
     metrics: bool = True  # Prometheus metrics at all
     rules: tuple[MetricRule, ...] = ()
     logs: tuple[AccessLogRule, ...] = ()
+    tracing: TracingRule | None = None
+
+    def trace(self, *, client: bool) -> TracingRule | None:
+        """The tracing of this side (client: outbound and gateways; server: inbound), None: not traced."""
+        t = self.tracing
+        return t if t is not None and (t.client if client else t.server) else None
 
     def metric(self, name: str, *, client: bool) -> tuple[bool, dict[str, str | None]]:
         """Whether ``name`` (one of METRICS) is reported on this side, and its tag changes."""
@@ -129,7 +171,7 @@ def _sides(mode: str | None) -> tuple[bool, bool]:
     return (mode in (None, "CLIENT_AND_SERVER", "CLIENT"), mode in (None, "CLIENT_AND_SERVER", "SERVER"))
 
 
-def _provider_names(entry: TelemetryMetrics | TelemetryAccessLogging) -> tuple[str, ...]:
+def _provider_names(entry: TelemetryMetrics | TelemetryAccessLogging | TelemetryTracing) -> tuple[str, ...]:
     return tuple(p.name for p in entry.providers if p.name)
 
 
@@ -214,6 +256,50 @@ def _mesh_access_log(mesh: MeshSettings) -> tuple[AccessLogRule, ...]:
     return (AccessLogRule(True, True, (sink,)),)
 
 
+def trace_provider(name: str, mesh: MeshSettings) -> TraceProvider | None:
+    """A tracing provider by name: the built-in collector or an ``opentelemetry``/``zipkin`` extension provider;
+    None for any other (admission and the MeshConfig reader warn)."""
+    if name == BUILTIN_TRACING and mesh.tracing_collector:
+        host, _, port = mesh.tracing_collector.rpartition(":")
+        return TraceProvider(BUILTIN_TRACING, "opentelemetry", host.strip("[]"), int(port))
+    p = next((p for p in mesh.telemetry_providers if p.name == name), None)
+    if p is None or p.kind not in TRACING_KINDS:
+        return None
+    fields = dict(p.fields)
+    return TraceProvider(p.name, p.kind, fields.get("service", ""), int(fields.get("port", "0")))
+
+
+def _tracing_rule(entries: tuple[TelemetryTracing, ...], mesh: MeshSettings) -> TracingRule | None:
+    entry = entries[0]
+    client, server = _sides(str(entry.match.mode) if entry.match is not None and entry.match.mode else None)
+    names = _provider_names(entry) or (BUILTIN_TRACING,)
+    provider = None if entry.disable_span_reporting else trace_provider(names[0], mesh)
+    sampling = entry.random_sampling_percentage
+    tags = []
+    for tag, t in sorted(entry.custom_tags.items()):
+        if t.literal is not None:
+            tags.append(CustomTag(tag, "literal", t.literal.value or ""))
+        elif t.environment is not None and t.environment.name:
+            tags.append(CustomTag(tag, "environment", t.environment.name, t.environment.default_value or ""))
+        elif t.header is not None and t.header.name:
+            tags.append(CustomTag(tag, "header", t.header.name, t.header.default_value or ""))
+    return TracingRule(client, server, DEFAULT_SAMPLING if sampling is None else float(sampling), provider,
+                       tuple(tags))
+
+
+def _mesh_tracing(mesh: MeshSettings) -> TracingRule | None:
+    """MeshConfig ``enableTracing`` without any Telemetry ``tracing``: the default provider at 1 %."""
+    if not mesh.enable_tracing:
+        return None
+    return TracingRule(True, True, DEFAULT_SAMPLING, trace_provider(BUILTIN_TRACING, mesh))
+
+
+def tracing_in_use(ctx: PushContext) -> bool:
+    """Whether any proxy may trace (then the providers' clusters are built)."""
+    return ctx.mesh.enable_tracing or any(
+        isinstance(o.spec, Telemetry) and o.spec.tracing for o in ctx.config.of(TELEMETRIES))
+
+
 def _levels(proxy: Proxy, ctx: PushContext) -> list[Telemetry]:
     """The Telemetry specs that apply, most specific first (workload, namespace, root), oldest first within one."""
     root = ctx.mesh.root_namespace
@@ -247,14 +333,17 @@ def telemetry_policy(proxy: Proxy, ctx: PushContext) -> TelemetryPolicy:
         levels = _levels(proxy, ctx)
         metrics = next((s.metrics for s in levels if s.metrics), None)
         logging = next((s.access_logging for s in levels if s.access_logging), None)
+        tracing = next((s.tracing for s in levels if s.tracing), None)
         enabled, rules = _metric_rules(metrics) if metrics is not None else (True, ())
         logs = _log_rules(logging, ctx.mesh) if logging is not None else _mesh_access_log(ctx.mesh)
-        return TelemetryPolicy(enabled, rules, logs)
+        trace = _tracing_rule(tracing, ctx.mesh) if tracing is not None else _mesh_tracing(ctx.mesh)
+        return TelemetryPolicy(enabled, rules, logs, trace)
 
-    if not ctx.config.of(TELEMETRIES) and not ctx.mesh.access_log_file:
+    if not ctx.config.of(TELEMETRIES) and not ctx.mesh.access_log_file and not ctx.mesh.enable_tracing:
         return DEFAULT
     return ctx.memo.get_or_build(_POLICIES, key, build)
 
 
-__all__ = ["DEFAULT", "DEFAULT_TEXT_FORMAT", "METRICS", "AccessLogRule", "AccessLogSink", "MetricRule",
-           "TelemetryPolicy", "telemetry_policy"]
+__all__ = ["BUILTIN_TRACING", "DEFAULT", "DEFAULT_SAMPLING", "DEFAULT_TEXT_FORMAT", "METRICS", "AccessLogRule",
+           "AccessLogSink", "CustomTag", "MetricRule", "TelemetryPolicy", "TraceProvider", "TracingRule",
+           "telemetry_policy", "trace_provider", "tracing_in_use"]

@@ -302,12 +302,14 @@ def test_telemetry_parts_not_carried_out_are_warned_about_by_field() -> None:
         {"tagOverrides": {"ok": {"value": "request.host"}, "cel": {"value": "request.size > 10"}}}]}],
         "accessLogging": [{"filter": {"expression": "response.code >= 500"}},
                           {"filter": {"expression": "request.method == 'GET'"}}],
-        "tracing": [{"randomSamplingPercentage": 10}]}
+        "tracing": [{"randomSamplingPercentage": 10, "useRequestIdForTraceSampling": True}]}
     warnings = ok("Telemetry", spec)
     assert {w.split(":")[0] for w in warnings} == {
         "spec.metrics[0].providers[0]", "spec.metrics[0].overrides[0].match.customMetric",
         "spec.metrics[0].overrides[1].tagOverrides[cel].value", "spec.accessLogging[1].filter.expression",
-        "spec.tracing[0]"}
+        "spec.tracing[0].useRequestIdForTraceSampling"}
+    assert ok("Telemetry", {"tracing": [{"randomSamplingPercentage": 100, "customTags": {
+        "k": {"literal": {"value": "v"}}}}]}) == [], "tracing is applied: no warning"
     applied = {"accessLogging": [{"providers": [{"name": "envoy"}]}],
                "metrics": [{"overrides": [{"match": {"metric": "REQUEST_COUNT"}, "disabled": True}]}]}
     assert ok("Telemetry", applied) == []
