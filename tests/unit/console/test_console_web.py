@@ -120,3 +120,22 @@ async def test_static_page_scraper_off_and_tokens() -> None:
     finally:
         await client.close()
         await store.close()
+
+
+async def test_the_scraper_stops_when_nobody_looks_and_starts_again() -> None:
+    count = [1]
+    async with TestServer(fake_proxy(count), host="127.0.0.1") as proxy:
+        targets = targets_of([Target("p", Workload("c1", "default", "reviews-v2"), "sidecar", ("127.0.0.1",), "")])
+        scraper = MetricsScraper(targets, ScraperSettings(interval_s=0.02, idle_s=0.2, port=proxy.port))
+        try:
+            scraper.touch()
+            for _ in range(200):
+                if not scraper.active:
+                    break
+                await asyncio.sleep(0.02)
+            assert not scraper.active  # idle: stopped by itself
+            assert scraper.states() == [] and scraper.edges() == []  # and kept no stale baseline
+            scraper.touch()
+            assert scraper.active
+        finally:
+            await scraper.stop()
