@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 from envoy_harness import Harness
+from security_mesh import SecurityMesh
 
 from meshplane.store import MemoryStore
 from meshplane.xds import Translator, XdsServer, XdsSettings
+from meshplane.xds.default_translator import DefaultTranslator
 
 pytestmark = pytest.mark.envoy
 
@@ -48,3 +50,13 @@ async def xds(store: MemoryStore) -> AsyncIterator[XdsFactory]:
     yield make
     for s in servers:
         await s.stop(0.2)
+
+
+@pytest.fixture
+async def sec(store: MemoryStore, harness: Harness, xds: XdsFactory, tmp_path: Path) -> AsyncIterator[SecurityMesh]:
+    """A zero-trust mesh (CA, SDS per workload) on the product's translator; tests that need a policy or mesh
+    settings from the start define their own ``sec``."""
+    server, address = await xds(DefaultTranslator())
+    m = await SecurityMesh(store, harness, server, address, tmp_path).start()
+    yield m
+    await m.close()

@@ -28,14 +28,6 @@ from meshplane.xds.default_translator import DefaultTranslator
 pytestmark = pytest.mark.envoy
 
 
-@pytest.fixture
-async def sec(store: MemoryStore, harness: Harness, xds, tmp_path: Path) -> AsyncIterator[SecurityMesh]:  # type: ignore[no-untyped-def]
-    server, address = await xds(DefaultTranslator())
-    m = await SecurityMesh(store, harness, server, address, tmp_path).start()
-    yield m
-    await m.close()
-
-
 async def test_strict_refuses_plaintext_and_wrong_identity(sec: SecurityMesh) -> None:
     await sec.apply(PA, "PeerAuthentication", "default", {"mtls": {"mode": "STRICT"}}, namespace="istio-system")
     await sec.workload("reviews")

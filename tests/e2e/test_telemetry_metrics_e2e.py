@@ -10,30 +10,18 @@ reported as ``none`` with an unknown source.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiohttp
 import pytest
-from envoy_harness import Harness, wait_until
+from envoy_harness import wait_until
 from security_mesh import PA, REVIEWS, SecurityMesh
 
-from meshplane.store import MemoryStore
-from meshplane.xds.default_translator import DefaultTranslator
 from tests.support.promtext import samples
 
 pytestmark = pytest.mark.envoy
 
 SPIFFE = "spiffe://cluster.local/ns/default/sa/"
 N = 7
-
-
-@pytest.fixture
-async def sec(store: MemoryStore, harness: Harness, xds, tmp_path: Path) -> AsyncIterator[SecurityMesh]:  # type: ignore[no-untyped-def]
-    server, address = await xds(DefaultTranslator())
-    m = await SecurityMesh(store, harness, server, address, tmp_path).start()
-    yield m
-    await m.close()
 
 
 async def _scrape(address: str) -> str:

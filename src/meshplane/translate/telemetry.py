@@ -229,26 +229,63 @@ def _tagged(tags: Mapping[str, str], changes: Mapping[str, str | None]) -> dict[
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class _Metric:
+    """One of Istio's standard metrics: the Telemetry API's name for it, Envoy's stat, how a sample is counted
+    (``value`` None: one per request or connection; a format string: that amount; ``unit``: a histogram) and when
+    (``connect``: as a TCP connection reaches its upstream, else when the request or connection ends)."""
+
+    telemetry: str
+    stat: str
+    value: str | None = None
+    unit: int | None = None
+    connect: bool = False
+
+
+_HTTP_METRICS = (
+    _Metric("REQUEST_COUNT", "requests_total"),
+    _Metric("REQUEST_DURATION", "request_duration_milliseconds", "%DURATION%", stats_pb2.Config.Histogram.Milliseconds),
+    _Metric("REQUEST_SIZE", "request_bytes", "%BYTES_RECEIVED%", stats_pb2.Config.Histogram.Bytes),
+    _Metric("RESPONSE_SIZE", "response_bytes", "%BYTES_SENT%", stats_pb2.Config.Histogram.Bytes),
+)
+_TCP_METRICS = (
+    _Metric("TCP_OPENED_CONNECTIONS", "tcp_connections_opened_total", connect=True),
+    _Metric("TCP_CLOSED_CONNECTIONS", "tcp_connections_closed_total"),
+    _Metric("TCP_SENT_BYTES", "tcp_sent_bytes_total", "%BYTES_SENT%"),
+    _Metric("TCP_RECEIVED_BYTES", "tcp_received_bytes_total", "%BYTES_RECEIVED%"),
+)
+
+
+def _stats(metrics: tuple[_Metric, ...], tags: dict[str, str], policy: TelemetryPolicy, *, client: bool,
+           tcp: bool) -> list[accesslog_pb2.AccessLog]:
+    """The stats loggers of one side: one for what is counted at the end, one (TCP) for what is counted at the
+    upstream connect (the TCP proxy flushes its access logs then too)."""
+    at_connect, at_end = stats_pb2.Config(), stats_pb2.Config()
+    for m in metrics:
+        enabled, changes = policy.metric(m.telemetry, client=client)
+        if not enabled:
+            continue
+        cfg = at_connect if m.connect else at_end
+        stat = _stat(m.stat, _tagged(tags, changes))
+        if m.unit is not None:
+            cfg.histograms.add(stat=stat, unit=m.unit, value_format=m.value)
+        elif m.value is not None:
+            cfg.counters.add(stat=stat, value_format=m.value)
+        else:
+            cfg.counters.add(stat=stat, value_fixed={"value": 1})
+    out = []
+    if at_connect.counters:
+        out.append(_log(at_connect, _log_type("TcpUpstreamConnected")))
+    if at_end.counters or at_end.histograms:
+        out.append(_log(at_end, _log_type("TcpConnectionEnd") if tcp else None))
+    return out
+
+
 def _http_stats(tags: dict[str, str], protocol: str, policy: TelemetryPolicy,
                 client: bool) -> list[accesslog_pb2.AccessLog]:
     tags = {**tags, "request_protocol": protocol, "response_code": "%RESPONSE_CODE%",
             "response_flags": "%RESPONSE_FLAGS%"}
-    cfg = stats_pb2.Config()
-    ms = stats_pb2.Config.Histogram.Milliseconds
-    size = stats_pb2.Config.Histogram.Bytes
-    for metric, name, unit, value in (("REQUEST_COUNT", "requests_total", None, None),
-                                      ("REQUEST_DURATION", "request_duration_milliseconds", ms, "%DURATION%"),
-                                      ("REQUEST_SIZE", "request_bytes", size, "%BYTES_RECEIVED%"),
-                                      ("RESPONSE_SIZE", "response_bytes", size, "%BYTES_SENT%")):
-        enabled, changes = policy.metric(metric, client=client)
-        if not enabled:
-            continue
-        stat = _stat(name, _tagged(tags, changes))
-        if unit is None:
-            cfg.counters.add(stat=stat, value_fixed={"value": 1})
-        else:
-            cfg.histograms.add(stat=stat, unit=unit, value_format=value)
-    return [_log(cfg)] if cfg.counters or cfg.histograms else []
+    return _stats(_HTTP_METRICS, tags, policy, client=client, tcp=False)
 
 
 def inbound_http_logs(service: ServiceLabels, policy: TelemetryPolicy, *, mtls: bool,
@@ -270,29 +307,8 @@ def _log_type(kind: str) -> accesslog_pb2.AccessLogFilter:
 
 
 def _tcp_stats(tags: dict[str, str], policy: TelemetryPolicy, client: bool) -> list[accesslog_pb2.AccessLog]:
-    """Opened on the upstream connect, closed and bytes at the end (the TCP proxy must flush on connect)."""
     tags = {**tags, "request_protocol": "tcp", "response_flags": "%RESPONSE_FLAGS%"}
-    opened = stats_pb2.Config()
-    ended = stats_pb2.Config()
-    for metric, cfg, name, value in (
-            ("TCP_OPENED_CONNECTIONS", opened, "tcp_connections_opened_total", None),
-            ("TCP_CLOSED_CONNECTIONS", ended, "tcp_connections_closed_total", None),
-            ("TCP_SENT_BYTES", ended, "tcp_sent_bytes_total", "%BYTES_SENT%"),
-            ("TCP_RECEIVED_BYTES", ended, "tcp_received_bytes_total", "%BYTES_RECEIVED%")):
-        enabled, changes = policy.metric(metric, client=client)
-        if not enabled:
-            continue
-        stat = _stat(name, _tagged(tags, changes))
-        if value is None:
-            cfg.counters.add(stat=stat, value_fixed={"value": 1})
-        else:
-            cfg.counters.add(stat=stat, value_format=value)
-    out = []
-    if opened.counters:
-        out.append(_log(opened, _log_type("TcpUpstreamConnected")))
-    if ended.counters:
-        out.append(_log(ended, _log_type("TcpConnectionEnd")))
-    return out
+    return _stats(_TCP_METRICS, tags, policy, client=client, tcp=True)
 
 
 def inbound_tcp_logs(service: ServiceLabels, policy: TelemetryPolicy, *,
