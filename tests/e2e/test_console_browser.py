@@ -7,8 +7,10 @@ Screenshots are kept as test artifacts (in the test's tmp dir and in ``test-arti
 
 from __future__ import annotations
 
+import json
 import shutil
 import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,18 @@ def browser() -> Iterator[Any]:
         driver.quit()  # stops chromedriver and the browser it started
 
 
+TRACE_ALL = {"apiVersion": "telemetry.istio.io/v1", "kind": "Telemetry",
+             "metadata": {"name": "mesh-default", "namespace": "istio-system"},
+             "spec": {"tracing": [{"randomSamplingPercentage": 100.0}]}}
+
+
+def post_json(url: str, body: dict[str, Any]) -> None:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=20) as r:
+        assert r.status == 201
+
+
 def keep(driver: Any, tmp_path: Path, name: str) -> Path:
     shot = tmp_path / name
     driver.save_screenshot(str(shot))
@@ -73,6 +87,8 @@ def edge(edges: list[dict[str, Any]], source: str, target_prefix: str) -> dict[s
 def test_console_shows_live_topology(demo: tuple[Path, dict[str, Any]], browser: Any, tmp_path: Path) -> None:
     _, st = demo
     assert st["console"] == st["api"] + "/console/"
+    # Istio's tracing task: every request traced, spans to the control plane's collector (the Traces page).
+    post_json(st["api"] + "/apis/telemetry.istio.io/v1/namespaces/istio-system/telemetries", TRACE_ALL)
     ingress = st["ingress"]["cluster-1"] + "/productpage"
     browser.get(st["console"])
     assert browser.title == "meshplane console"
@@ -141,6 +157,32 @@ def test_console_shows_live_topology(demo: tuple[Path, dict[str, Any]], browser:
         errors = browser.execute_script(f"return [...document.querySelectorAll('#page-{page} .warning')]"
                                         ".map((w) => w.innerText);")
         assert errors == [], (page, errors)
+    # The Traces page: a request's trace as a tree, from the ingress gateway down to ratings.
+    browser.get(st["console"] + "#traces")
+
+    def full_trace() -> bool:
+        get_json(ingress)
+        return bool(browser.execute_script(
+            "const r = [...document.querySelectorAll('#page-traces tr[data-trace]')].find("
+            "  (tr) => tr.innerText.includes('istio-ingressgateway') && tr.innerText.includes('ratings-v1'));"
+            "if (r) r.click(); return !!r;"))
+
+    eventually(full_trace, "the traces page lists a trace through ingress, productpage, reviews and ratings", 60.0)
+
+    def tree() -> list[str]:
+        return list(browser.execute_script(
+            "return [...document.querySelectorAll('#trace-tree tbody tr')].map((r) => r.cells[0].innerText);"))
+
+    eventually(lambda: any("ratings-v1" in r for r in tree()), "the picked trace is drawn as a tree", 30.0)
+    services = [r.replace("└", "").strip() for r in tree()]
+    assert services[0] == "istio-ingressgateway", services  # the root first, children under it
+    assert {"productpage-v1", "ratings-v1"} <= set(services), services
+    assert any(s.startswith("reviews-v") for s in services), services
+    keep(browser, tmp_path, "console-trace.png")
+
+    browser.get(st["console"] + "#audit")
+    eventually(lambda: "certificate.issued" in str(browser.execute_script(
+        "return document.getElementById('page-audit').innerText;")), "the audit page shows the certificates", 30.0)
     text = str(browser.execute_script("return document.getElementById('page-audit').innerText;"))
     assert "certificate.issued" in text  # the demo's workloads got their certificates
     keep(browser, tmp_path, "console-audit.png")

@@ -1,7 +1,7 @@
 """The console's HTTP side: its static page at ``/console/`` and its one JSON document, the topology.
 
 Everything else the console shows it reads from the APIs that already exist (the Kubernetes-compatible API for
-MemberClusters, lanes and policies; ``/management/v1/proxies``; ``/management/v1/security/audit``), so it shows
+MemberClusters, lanes and policies; ``/management/v1/proxies``, ``/traces`` and both audit trails), so it shows
 exactly what kubectl and the CLI see, and stays read-only. The static files hold no data, so they are served
 without a token; the page sends the user's token with every API call.
 """

@@ -257,6 +257,40 @@ async function tail(path, trail, seqOf) {
   }
 }
 
+// One trace as a tree: each span under its parent (by start time), indented, with a bar on the trace's timeline.
+function traceTree(trace) {
+  const spans = trace.spans || [];
+  const ids = new Set(spans.map((sp) => sp.spanId));
+  const children = {};
+  for (const sp of spans) {
+    const parent = sp.parentSpanId && ids.has(sp.parentSpanId) ? sp.parentSpanId : "";
+    (children[parent] = children[parent] || []).push(sp);
+  }
+  const start = Math.min(...spans.map((sp) => Number(sp.startTimeUnixNano)));
+  const end = Math.max(...spans.map((sp) => Number(sp.endTimeUnixNano)));
+  const total = Math.max(end - start, 1);
+  const rows = [];
+  const walk = (parent, depth) => {
+    for (const sp of (children[parent] || []).sort((a, b) => Number(a.startTimeUnixNano) - Number(b.startTimeUnixNano))) {
+      const left = (100 * (Number(sp.startTimeUnixNano) - start)) / total;
+      const width = (100 * (Number(sp.endTimeUnixNano) - Number(sp.startTimeUnixNano))) / total;
+      const failed = sp.status && sp.status !== "OK" && sp.status !== "UNSET";
+      const bar = el("div", { class: "bar" }, el("span", { class: failed ? "bad" : "",
+        style: `left:${left.toFixed(2)}%;width:${width.toFixed(2)}%` }));
+      rows.push(el("tr", { "data-span": sp.spanId },
+        el("td", { style: `padding-left:${0.5 + depth * 1.2}rem` }, `${depth ? "└ " : ""}${sp.service}`),
+        el("td", {}, sp.name), el("td", {}, sp.kind), el("td", { class: "num" }, `${fmt(sp.durationMs, 2)} ms`),
+        el("td", { class: failed ? "bad" : "" }, sp.status), el("td", {}, bar)));
+      walk(sp.spanId, depth + 1);
+    }
+  };
+  walk("", 0);
+  const t = table(["service", "operation", "kind", "duration", "status", "timeline"], []);
+  t.id = "trace-tree";
+  t.querySelector("tbody").replaceChildren(...rows);
+  return el("div", {}, el("h2", {}, `Trace ${trace.traceId}`), t);
+}
+
 const PAGES = {
   async clusters(root) {
     const [members, proxies] = await Promise.all([list("/apis/meshplane.io/v1/memberclusters"),
@@ -303,6 +337,29 @@ const PAGES = {
     const results = await Promise.all(kinds.map(([, p]) => list(`/apis/security.istio.io/v1/${p}`)));
     root.replaceChildren(...kinds.flatMap(([title], i) => section(title, results[i],
       ["namespace", "name", "spec", "status"], (o) => [...meta(o), yaml(o.spec || {}), conditions(o)])));
+  },
+  async traces(root) {
+    const traces = await list("/management/v1/traces?limit=12");
+    const parts = section("Recent traces (the control plane's collector; click one)", traces,
+      ["started", "root", "spans", "services", "duration", "errors"],
+      (t) => [new Date(Number(t.startTimeUnixNano) / 1e6).toLocaleTimeString(), `${t.rootService} ${t.rootName}`,
+        t.spans, (t.services || []).join(", "), `${fmt(t.durationMs, 1)} ms`,
+        el("td", { class: t.errors ? "bad" : "" }, t.errors)]);
+    const rows = parts[parts.length - 1].querySelectorAll("tbody tr");
+    traces.items.forEach((t, i) => {
+      rows[i].classList.add("pick");
+      rows[i].dataset.trace = t.traceId;
+      if (t.traceId === state.traceId) rows[i].classList.add("picked");
+      rows[i].addEventListener("click", () => { state.traceId = t.traceId; refresh(); });
+    });
+    if (state.traceId) {
+      try {
+        parts.push(traceTree(await api(`/management/v1/traces/${state.traceId}`)));
+      } catch (err) {
+        parts.push(el("p", { class: "warning" }, err.message));
+      }
+    }
+    root.replaceChildren(...parts);
   },
   async audit(root) {
     const [events, changes] = await Promise.all([
