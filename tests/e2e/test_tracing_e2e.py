@@ -70,7 +70,7 @@ async def test_two_sidecars_report_one_linked_trace_with_workload_names_and_the_
     await asyncio.sleep(1)
     assert not c.store.spans(), "no tracing before the Telemetry"
     await _apply(sec, "mesh-default-tracing.yaml")
-    assert await _call(sec, "/traced") == 200
+    assert await _call(sec, "/traced?q=1") == 200
 
     async def both() -> bool:
         return len(_with_path(c, "/traced")) >= 2
@@ -84,6 +84,7 @@ async def test_two_sidecars_report_one_linked_trace_with_workload_names_and_the_
     assert server.parent_span_id == client.span_id, "the server span is a child of the client span"
     assert not client.parent_span_id, "the client sidecar started the trace"
     assert (client.kind, server.kind) == ("CLIENT", "SERVER")
+    assert server.name == "reviews.default.svc.cluster.local/traced", "host and path, without the query"
     for s in spans:
         assert dict(s.attributes).get("my_tag_literal") == "tracing-e2e"
     (summary,) = [t for t in c.store.traces() if t["traceId"] == client.trace_id]

@@ -40,6 +40,9 @@ OPENTELEMETRY = "envoy.tracers.opentelemetry"
 ZIPKIN = "envoy.tracers.zipkin"
 ENV_DETECTOR = "envoy.tracers.opentelemetry.resource_detectors.environment"
 ZIPKIN_PATH = "/api/v2/spans"
+# A span's name: the host and path it was for, without the query (which may carry anything and would make every name
+# unique), e.g. ``reviews:9080/reviews/0``; Envoy's default would be only ``ingress`` or ``egress <host>``.
+OPERATION = "%REQ(:AUTHORITY)%%PATH(NQ)%"
 
 
 def _is_ip(host: str) -> bool:
@@ -81,6 +84,7 @@ def hcm_tracing(rule: TracingRule | None) -> hcm_pb2.HttpConnectionManager.Traci
     if rule is None:
         return None
     t = _tracer(rule.provider) if rule.provider is not None else hcm_pb2.HttpConnectionManager.Tracing()
+    t.operation = OPERATION
     t.random_sampling.value = rule.sampling
     t.client_sampling.value = 100.0
     t.overall_sampling.value = 100.0

@@ -58,6 +58,7 @@ def test_istio_task_telemetry_traces_every_request_to_the_builtin_collector(tmp_
     for h in (_outbound(proxy, ctx), _inbound(proxy, ctx)):
         t = h.tracing
         assert t.random_sampling.value == 100.0 and t.provider.name == "envoy.tracers.opentelemetry"
+        assert t.operation == "%REQ(:AUTHORITY)%%PATH(NQ)%"
         otel = opentelemetry_pb2.OpenTelemetryConfig()
         t.provider.typed_config.Unpack(otel)
         assert otel.grpc_service.envoy_grpc.cluster_name == "tracing|meshplane"
