@@ -88,7 +88,8 @@ spec:
     mode: STRICT
 """
 V2_FROM_PRODUCTPAGE = ('reporter="destination",destination_workload="reviews-v2",source_workload="productpage-v1",'
-                       'response_code="200",connection_security_policy="mutual_tls"')
+                       'response_code="200",connection_security_policy="mutual_tls",'
+                       'destination_service="reviews.default.svc.cluster.local"')
 
 
 def reviews_v2_count(st: dict[str, Any]) -> float:
@@ -110,10 +111,10 @@ def _v2_samples(st: dict[str, Any]) -> list[Any]:
     for w in st["workloads"]:
         if w["workload"] == "reviews-v2":
             with urllib.request.urlopen(f"http://{w['address']}:15090/stats/prometheus", timeout=10) as r:
-                out += [(w["name"], {k: v for k, v in dict(lbls).items() if k in (
-                    "reporter", "source_workload", "source_cluster", "connection_security_policy", "response_code",
-                    "response_flags", "destination_workload")}, v) for (name, lbls), v in samples(
-                    r.read().decode()).items() if name == "istio_requests_total"]
+                keep = ("reporter", "source_workload", "source_cluster", "connection_security_policy",
+                        "response_code", "response_flags", "destination_workload", "destination_service")
+                out += [(w["name"], {k: v for k, v in dict(lbls).items() if k in keep}, v)
+                        for (name, lbls), v in samples(r.read().decode()).items() if name == "istio_requests_total"]
     return out
 
 

@@ -27,16 +27,18 @@ from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
 
 from meshplane.model.proxy import InboundPort, Proxy, ProxyType
-from meshplane.model.resources import TRAFFIC_LABELS
+from meshplane.model.resources import SERVICE_ENTRIES, TRAFFIC_LABELS
 from meshplane.model.service import Protocol, Service, ServicePort, parse_protocol
 from meshplane.model.spec import MutualTLSMode
+from meshplane.model.spec import ServiceEntry as ServiceEntrySpec
 from meshplane.translate import telemetry
 from meshplane.translate.accesslog import authz_access_logs
 from meshplane.translate.authz import authz_tcp_filters
 from meshplane.translate.clusters import known_cluster_names, uses_dynamic_forward_proxy
-from meshplane.translate.common import BLACKHOLE, PASSTHROUGH, cluster_name, duration, pack
+from meshplane.translate.common import BLACKHOLE, PASSTHROUGH, cluster_name, duration, pack, selects_workload
 from meshplane.translate.context import MESH_GATEWAY, PushContext
 from meshplane.translate.filters import http_connection_manager, tcp_proxy, tls_inspector
+from meshplane.translate.hosts import resolve_host
 from meshplane.translate.httproute import RouteScope
 from meshplane.translate.httpsecurity import security_http_filters
 from meshplane.translate.memo import Slot
@@ -85,9 +87,31 @@ def _inbound_protocols(ctx: PushContext) -> Mapping[tuple[str, int], Protocol]:
     return ctx.memo.get_or_build(_INBOUND_PROTOCOLS, None, build)
 
 
+def _selecting_service_entry(proxy: Proxy, ip: InboundPort, ctx: PushContext) -> Service | None:
+    """A ServiceEntry whose workloadSelector selects this proxy and one of whose ports lands on ``ip`` (by target
+    port, number or name): from config alone, so it is known when the proxy's first listeners are built, before
+    its own endpoint is registered (an endpoint-only push rebuilds no listener)."""
+    for obj in sorted(ctx.config.of(SERVICE_ENTRIES), key=lambda o: (o.meta.namespace, o.meta.name)):
+        spec = obj.spec
+        assert isinstance(spec, ServiceEntrySpec)
+        if spec.workload_selector is None or not spec.hosts or not selects_workload(
+                obj.meta, spec.workload_selector, proxy):
+            continue
+        if any(ip.port in (sp.target_port, sp.number) or (ip.name and ip.name == sp.name) for sp in spec.ports):
+            svc = ctx.service(resolve_host(spec.hosts[0], obj.meta.namespace, ctx.mesh.domain_suffix))
+            if svc is not None:
+                return svc
+    return None
+
+
 def inbound_service(proxy: Proxy, ip: InboundPort, ctx: PushContext) -> Service | None:
     """The service that selects this workload on this port (the first by host name when several do): Istio's
-    ``destination_service`` of what arrives there."""
+    ``destination_service`` of what arrives there. Selection by config first, else by the registry's endpoints
+    (a Kubernetes member's services, whose selectors the registry keeps as endpoints)."""
+    found = _selecting_service_entry(proxy, ip, ctx)
+    if found is not None:
+        return found
+
     def build() -> Mapping[tuple[str, int], Service]:
         table: dict[tuple[str, int], Service] = {}
         for host in sorted(ctx.registry.endpoints):

@@ -129,3 +129,17 @@ def test_all_metrics_disabled_drops_the_stats_loggers_and_the_identity_exchange(
     assert not [f for f in outbound.http_filters if f.name.startswith("envoy.filters.http.header_")]
     assert not [log for log in outbound.access_log if log.name == "envoy.access_loggers.stats"]
     envoy_validate(proxy, ctx, tmp_path)
+
+
+def test_destination_service_comes_from_the_selecting_service_entry_before_any_endpoint() -> None:
+    """A sidecar's first listeners are built before its own endpoint is registered, and an endpoint-only push
+    rebuilds no listener: the inbound port's service must come from config (the ServiceEntry selecting it)."""
+    objs = [o for o in bookinfo_registry() if o["kind"] != "WorkloadEntry"]
+    proxy = sidecar("reviews", "v1", inbound="9080/HTTP")  # matched by number: no port name
+    h = hcm_of(listeners(proxy, context(objs))["inbound_127.0.1.3_9080"].filter_chains[0])
+    assert h is not None
+    cfg = stats_pb2.Config()
+    next(log for log in h.access_log if log.name == "envoy.access_loggers.stats").typed_config.Unpack(cfg)
+    tags = {t.name: t.value_format for t in cfg.counters[0].stat.tags}
+    assert (tags["destination_service"], tags["destination_service_name"], tags["destination_service_namespace"]) == (
+        "reviews.default.svc.cluster.local", "reviews", "default")
