@@ -6,7 +6,9 @@ meshplane's own translation (``translate.telemetry``), run by the real Envoy wit
 environment, and loaded with the compiled open-loop generator; the figure is Envoy's CPU time per answered request:
 
 - ``none``: no stats logger, no identity exchange (the baseline, in the same run);
-- ``full``: what a sidecar's inbound mTLS chain carries (one counter, three histograms, the identity exchange);
+- ``full``: what a sidecar's inbound mTLS chain carries (one counter, three histograms, the identity exchange),
+  with the proxy's own labels as fixed strings (a listener built for one proxy);
+- ``full_env``: the same with the own labels read from the environment (a listener shared by a scope's proxies);
 - ``counter_only``: the identity exchange and ``istio_requests_total`` only (histograms disabled);
 - ``full_no_exchange``: the four metrics without the identity exchange filters.
 
@@ -67,12 +69,16 @@ def _variants() -> dict[str, tuple[list[object], list[object]]]:
     svc = telemetry.ServiceLabels("reviews.default.svc.cluster.local", "reviews", "default")
     counter_only = TelemetryPolicy(True, tuple(MetricRule(m, True, True, True)
                                                for m in ("REQUEST_DURATION", "REQUEST_SIZE", "RESPONSE_SIZE")))
-    exchange = list(telemetry.inbound_peer_filters(DEFAULT, mtls=True))
+    own = {"workload": "reviews-v1", "namespace": "default", "app": "reviews", "version": "v1", "cluster": "c1",
+           "principal": "spiffe://cluster.local/ns/default/sa/reviews"}
+    exchange = list(telemetry.inbound_peer_filters(DEFAULT, mtls=True, identity=own))
     return {
         "none": ([], []),
-        "full": (list(telemetry.inbound_http_logs(svc, DEFAULT, mtls=True)), exchange),
-        "counter_only": (list(telemetry.inbound_http_logs(svc, counter_only, mtls=True)), exchange),
-        "full_no_exchange": (list(telemetry.inbound_http_logs(svc, DEFAULT, mtls=True)), []),
+        "full": (list(telemetry.inbound_http_logs(svc, DEFAULT, mtls=True, identity=own)), exchange),
+        "full_env": (list(telemetry.inbound_http_logs(svc, DEFAULT, mtls=True)),
+                     list(telemetry.inbound_peer_filters(DEFAULT, mtls=True))),
+        "counter_only": (list(telemetry.inbound_http_logs(svc, counter_only, mtls=True, identity=own)), exchange),
+        "full_no_exchange": (list(telemetry.inbound_http_logs(svc, DEFAULT, mtls=True, identity=own)), []),
     }
 
 

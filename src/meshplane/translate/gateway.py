@@ -171,12 +171,13 @@ def _server_chains(s: Server, proxy: Proxy, ctx: PushContext, clusters: frozense
     the SNI of the bound ``tls`` routes, TCP (or TLS terminated here) by the first bound ``tcp`` route."""
     scope = RouteScope(proxy, ctx, s.port, frozenset({s.gateway.key}), clusters)
     policy = telemetry_policy(proxy, ctx)
+    ident = telemetry.proxy_identity(proxy)  # a gateway's listeners are its own: its labels are fixed
     if s.is_https:
         chain = listener_components_pb2.FilterChain(
             filters=[http_connection_manager(stat, rds=s.route_name(), gateway=True,
                                              security_filters=security_http_filters(proxy, ctx),
-                                             access_logs=telemetry.outbound_http_logs(policy),
-                                             peer_filters=telemetry.outbound_peer_filters(policy),
+                                             access_logs=telemetry.outbound_http_logs(policy, ident),
+                                             peer_filters=telemetry.outbound_peer_filters(policy, ident),
                                              tracing=hcm_tracing(policy.trace(client=True)))],
             transport_socket=transport_socket(gateway_server_tls(s.tls, ctx.mesh, ["h2", "http/1.1"])))
         chain.filter_chain_match.server_names.extend(s.sni_names())
@@ -186,7 +187,7 @@ def _server_chains(s: Server, proxy: Proxy, ctx: PushContext, clusters: frozense
         for vs in _bound(ctx, s):
             for sni, targets in tls_chains(vs, scope):
                 chain = listener_components_pb2.FilterChain(filters=[*authz_tcp_filters(proxy, ctx), tcp_proxy(
-                    stat, weighted=targets, access_logs=telemetry.outbound_tcp_logs(policy))])
+                    stat, weighted=targets, access_logs=telemetry.outbound_tcp_logs(policy, ident))])
                 chain.filter_chain_match.server_names.extend(sorted({h for h in sni if s.admits(vs, h) is not None}))
                 chains.append(chain)
         return chains
@@ -194,7 +195,7 @@ def _server_chains(s: Server, proxy: Proxy, ctx: PushContext, clusters: frozense
         tcp_to = tcp_targets(vs, scope)
         if tcp_to:
             chain = listener_components_pb2.FilterChain(filters=[*authz_tcp_filters(proxy, ctx), tcp_proxy(
-                stat, weighted=tcp_to, access_logs=telemetry.outbound_tcp_logs(policy))])
+                stat, weighted=tcp_to, access_logs=telemetry.outbound_tcp_logs(policy, ident))])
             if s.protocol == "TLS":
                 chain.filter_chain_match.server_names.extend(s.sni_names())
                 chain.transport_socket.CopyFrom(transport_socket(gateway_server_tls(s.tls, ctx.mesh)))
@@ -214,11 +215,12 @@ def gateway_listeners(proxy: Proxy, ctx: PushContext) -> list[listener_pb2.Liste
         first = servers[0]
         if first.is_http:
             policy = telemetry_policy(proxy, ctx)
+            ident = telemetry.proxy_identity(proxy)
             chains.append(listener_components_pb2.FilterChain(
                 filters=[http_connection_manager(stat, rds=first.route_name(), gateway=True,
                                                  security_filters=security_http_filters(proxy, ctx),
-                                                 access_logs=telemetry.outbound_http_logs(policy),
-                                                 peer_filters=telemetry.outbound_peer_filters(policy),
+                                                 access_logs=telemetry.outbound_http_logs(policy, ident),
+                                                 peer_filters=telemetry.outbound_peer_filters(policy, ident),
                                                  tracing=hcm_tracing(policy.trace(client=True)))]))
         else:
             need_inspector = False

@@ -169,18 +169,22 @@ def _inbound_chains(proxy: Proxy, ip: InboundPort, ctx: PushContext,
         r.route.max_stream_duration.grpc_timeout_header_max.CopyFrom(duration(0))
     service = telemetry.ServiceLabels.of(inbound_service(proxy, ip, ctx))
     policy = telemetry_policy(proxy, ctx)
+    identity = telemetry.proxy_identity(proxy, ctx.mesh.trust_domain)  # inbound listeners are this proxy's alone
 
     def filters(mtls: bool) -> list[listener_components_pb2.Filter]:
         """The chain's filters; the metrics say whether the connection was mutual TLS, so two variants."""
         if proto.is_http:
             logs = [*authz_access_logs(proxy),  # RBAC decisions, for the audit
-                    *telemetry.inbound_http_logs(service, policy, mtls=mtls, grpc=proto is Protocol.GRPC)]
+                    *telemetry.inbound_http_logs(service, policy, mtls=mtls, grpc=proto is Protocol.GRPC,
+                                                 identity=identity)]
             return [http_connection_manager(stat, route_config=rcfg, security_filters=security_http_filters(proxy, ctx),
                                             sidecar_inbound=True, access_logs=logs,
-                                            peer_filters=telemetry.inbound_peer_filters(policy, mtls=mtls),
+                                            peer_filters=telemetry.inbound_peer_filters(policy, mtls=mtls,
+                                                                                        identity=identity),
                                             tracing=hcm_tracing(policy.trace(client=False)))]
         return [*security_tcp_filters(proxy, ctx),
-                tcp_proxy(stat, cluster, access_logs=telemetry.inbound_tcp_logs(service, policy, mtls=mtls),
+                tcp_proxy(stat, cluster,
+                          access_logs=telemetry.inbound_tcp_logs(service, policy, mtls=mtls, identity=identity),
                           connect_after_tls=mtls)]
 
     mode = inbound_mtls_mode(proxy, ip, ctx)
@@ -306,13 +310,15 @@ def head_listener(proxy: Proxy, outbound_policy: str, policy: TelemetryPolicy) -
     """The sidecar's entry listener: the explicit HTTP proxy on the instance's own address (NONE mode), or
     ``virtualOutbound`` (REDIRECT), which hands connections to the per-port listeners."""
     if proxy.interception_mode == "NONE":
+        identity = telemetry.proxy_identity(proxy)  # this listener is the proxy's alone: its labels are fixed
         name = f"{proxy.listen_address}_{proxy.outbound_port}"
         lst = _listener(name, proxy.listen_address, proxy.outbound_port)
         lst.traffic_direction = base_pb2.OUTBOUND  # client spans (tracing)
         lst.filter_chains.add(filters=[http_connection_manager(
             f"outbound_http_proxy_{proxy.outbound_port}", rds=HTTP_PROXY_ROUTE, explicit_proxy=True,
-            dynamic_forward_proxy=True, access_logs=telemetry.outbound_http_logs(policy),
-            peer_filters=telemetry.outbound_peer_filters(policy), tracing=hcm_tracing(policy.trace(client=True)))])
+            dynamic_forward_proxy=True, access_logs=telemetry.outbound_http_logs(policy, identity),
+            peer_filters=telemetry.outbound_peer_filters(policy, identity),
+            tracing=hcm_tracing(policy.trace(client=True)))])
         return lst
     fallback = _fallback_cluster(outbound_policy)
     lst = _listener("virtualOutbound", "0.0.0.0", proxy.outbound_port)

@@ -35,7 +35,8 @@ from envoy.extensions.filters.http.header_to_metadata.v3 import header_to_metada
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from google.protobuf import struct_pb2
 
-from meshplane.model.peer import PEER_FIELDS, UNKNOWN, env_name, header_name
+from meshplane.model.peer import PEER_FIELDS, UNKNOWN, canonical_app, canonical_version, env_name, header_name
+from meshplane.model.proxy import Proxy
 from meshplane.model.service import Service
 from meshplane.translate.common import pack
 from meshplane.translate.telemetryapi import AccessLogSink, TelemetryPolicy
@@ -52,7 +53,27 @@ MUTUAL_TLS = "mutual_tls"
 NONE = "none"
 
 
-def _own(field: str) -> str:
+# The proxy's own label values, when the listener is built for that proxy alone (its inbound side, its head
+# listener, a gateway's listeners): fixed strings in the config, which Envoy does not format per request. None:
+# a listener shared by the proxies of a scope, which reads them from the environment (``%ENVIRONMENT(...)%``,
+# formatted on every request; measured in bench/metrics_filter_cost.py).
+Identity = Mapping[str, str] | None
+
+
+def proxy_identity(proxy: Proxy, trust_domain: str = "") -> dict[str, str]:
+    """``model.peer``'s fields for ``proxy`` (the values its agent puts in its environment) and, with the trust
+    domain, its SPIFFE id (``principal``)."""
+    values = {"workload": proxy.workload_name or UNKNOWN, "namespace": proxy.namespace or UNKNOWN,
+              "app": canonical_app(proxy.labels, proxy.workload_name), "version": canonical_version(proxy.labels),
+              "cluster": proxy.cluster_id or UNKNOWN}
+    if trust_domain:
+        values["principal"] = f"spiffe://{trust_domain}/ns/{proxy.namespace}/sa/{proxy.service_account or 'default'}"
+    return {k: v for k, v in values.items() if "%" not in v}  # a % would be read as a command: use the environment
+
+
+def _own(field: str, identity: Identity = None) -> str:
+    if identity is not None and field in identity:
+        return identity[field]
     return f"%ENVIRONMENT({env_name(field)})%"
 
 
@@ -93,21 +114,22 @@ def _metadata_rules() -> list[header_to_metadata_pb2.Config.Rule]:
     return rules
 
 
-def _identity_headers() -> list[base_pb2.HeaderValueOption]:
+def _identity_headers(identity: Identity) -> list[base_pb2.HeaderValueOption]:
     return [base_pb2.HeaderValueOption(
-        header=base_pb2.HeaderValue(key=header_name(f), value=_own(f)),
+        header=base_pb2.HeaderValue(key=header_name(f), value=_own(f, identity)),
         append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD) for f in PEER_FIELDS]
 
 
-def _mutation(*, request: bool) -> hcm_pb2.HttpFilter:
+def _mutation(identity: Identity, *, request: bool) -> hcm_pb2.HttpFilter:
     cfg = header_mutation_pb2.HeaderMutation()
     target = cfg.mutations.request_mutations if request else cfg.mutations.response_mutations
-    for header in _identity_headers():
+    for header in _identity_headers(identity):
         target.add().append.CopyFrom(header)
     return hcm_pb2.HttpFilter(name=HEADER_MUTATION, typed_config=pack(cfg))
 
 
-def inbound_peer_filters(policy: TelemetryPolicy, *, mtls: bool) -> list[hcm_pb2.HttpFilter]:
+def inbound_peer_filters(policy: TelemetryPolicy, *, mtls: bool,
+                         identity: Identity = None) -> list[hcm_pb2.HttpFilter]:
     """First filters of a sidecar's inbound HCM: take the caller's identity out of its headers (always: a
     plaintext caller must not reach the application with them either) and, on mTLS chains, answer with ours.
     With every metric disabled the headers are still removed, but nothing is read or sent."""
@@ -117,7 +139,7 @@ def inbound_peer_filters(policy: TelemetryPolicy, *, mtls: bool) -> list[hcm_pb2
     take.request_rules.extend(_metadata_rules())
     filters = [hcm_pb2.HttpFilter(name=HEADER_TO_METADATA, typed_config=pack(take))]
     if mtls:
-        filters.append(_mutation(request=False))
+        filters.append(_mutation(identity, request=False))
     return filters
 
 
@@ -128,14 +150,14 @@ def _remove_peer_headers() -> hcm_pb2.HttpFilter:
     return hcm_pb2.HttpFilter(name=HEADER_MUTATION, typed_config=pack(cfg))
 
 
-def outbound_peer_filters(policy: TelemetryPolicy) -> list[hcm_pb2.HttpFilter]:
+def outbound_peer_filters(policy: TelemetryPolicy, identity: Identity = None) -> list[hcm_pb2.HttpFilter]:
     """First filters of an outbound HCM (sidecar or gateway): send our identity, take the answering sidecar's
     out of the response. None when every metric is disabled."""
     if not policy.peer_exchange:
         return []
     take = header_to_metadata_pb2.Config()
     take.response_rules.extend(_metadata_rules())
-    return [hcm_pb2.HttpFilter(name=HEADER_TO_METADATA, typed_config=pack(take)), _mutation(request=True)]
+    return [hcm_pb2.HttpFilter(name=HEADER_TO_METADATA, typed_config=pack(take)), _mutation(identity, request=True)]
 
 
 def cluster_metadata(c: cluster_pb2.Cluster, svc: Service) -> None:
@@ -148,11 +170,11 @@ def cluster_metadata(c: cluster_pb2.Cluster, svc: Service) -> None:
 # --- the stats loggers ----------------------------------------------------------------------------------------
 
 
-def _source_tags() -> dict[str, str]:
+def _source_tags(identity: Identity) -> dict[str, str]:
     """Labels of ``reporter="source"``: us as the source, the answering sidecar as the destination."""
     tags = {"reporter": "source"}
     for f, label in zip(PEER_FIELDS, _LABELS, strict=True):
-        tags[f"source_{label}"] = _own(f)
+        tags[f"source_{label}"] = _own(f, identity)
         tags[f"destination_{label}"] = _peer(f)
     tags["source_principal"] = "%UPSTREAM_LOCAL_URI_SAN%"
     tags["destination_principal"] = "%UPSTREAM_PEER_URI_SAN%"
@@ -164,15 +186,16 @@ def _source_tags() -> dict[str, str]:
     return tags
 
 
-def _destination_tags(service: ServiceLabels, *, mtls: bool, http: bool) -> dict[str, str]:
+def _destination_tags(service: ServiceLabels, *, mtls: bool, http: bool, identity: Identity) -> dict[str, str]:
     """Labels of ``reporter="destination"``: the caller as the source (from its headers; none over TCP), us as
-    the destination."""
+    the destination (on an mTLS chain our certificate is the proxy's own: its SPIFFE id, when known, is fixed)."""
     tags = {"reporter": "destination"}
     for f, label in zip(PEER_FIELDS, _LABELS, strict=True):
         tags[f"source_{label}"] = _peer(f) if http else UNKNOWN
-        tags[f"destination_{label}"] = _own(f)
+        tags[f"destination_{label}"] = _own(f, identity)
     tags["source_principal"] = "%DOWNSTREAM_PEER_URI_SAN%" if mtls else UNKNOWN
-    tags["destination_principal"] = "%DOWNSTREAM_LOCAL_URI_SAN%" if mtls else UNKNOWN
+    own_principal = (identity or {}).get("principal", "%DOWNSTREAM_LOCAL_URI_SAN%")
+    tags["destination_principal"] = own_principal if mtls else UNKNOWN
     tags["destination_service"] = service.host
     tags["destination_service_name"] = service.name
     tags["destination_service_namespace"] = service.namespace
@@ -288,16 +311,17 @@ def _http_stats(tags: dict[str, str], protocol: str, policy: TelemetryPolicy,
     return _stats(_HTTP_METRICS, tags, policy, client=client, tcp=False)
 
 
-def inbound_http_logs(service: ServiceLabels, policy: TelemetryPolicy, *, mtls: bool,
-                      grpc: bool = False) -> list[accesslog_pb2.AccessLog]:
+def inbound_http_logs(service: ServiceLabels, policy: TelemetryPolicy, *, mtls: bool, grpc: bool = False,
+                      identity: Identity = None) -> list[accesslog_pb2.AccessLog]:
     """The server side's metrics (``reporter="destination"``) and access logs."""
-    return [*_http_stats(_destination_tags(service, mtls=mtls, http=True), "grpc" if grpc else "http", policy,
+    tags = _destination_tags(service, mtls=mtls, http=True, identity=identity)
+    return [*_http_stats(tags, "grpc" if grpc else "http", policy,
                          client=False), *access_logs(policy, client=False)]
 
 
-def outbound_http_logs(policy: TelemetryPolicy) -> list[accesslog_pb2.AccessLog]:
+def outbound_http_logs(policy: TelemetryPolicy, identity: Identity = None) -> list[accesslog_pb2.AccessLog]:
     """The client side's metrics (``reporter="source"``) and access logs: sidecars' outbound, gateways."""
-    return [*_http_stats(_source_tags(), "http", policy, client=True), *access_logs(policy, client=True)]
+    return [*_http_stats(_source_tags(identity), "http", policy, client=True), *access_logs(policy, client=True)]
 
 
 def _log_type(kind: str) -> accesslog_pb2.AccessLogFilter:
@@ -311,14 +335,14 @@ def _tcp_stats(tags: dict[str, str], policy: TelemetryPolicy, client: bool) -> l
     return _stats(_TCP_METRICS, tags, policy, client=client, tcp=True)
 
 
-def inbound_tcp_logs(service: ServiceLabels, policy: TelemetryPolicy, *,
-                     mtls: bool) -> list[accesslog_pb2.AccessLog]:
-    return [*_tcp_stats(_destination_tags(service, mtls=mtls, http=False), policy, client=False),
+def inbound_tcp_logs(service: ServiceLabels, policy: TelemetryPolicy, *, mtls: bool,
+                     identity: Identity = None) -> list[accesslog_pb2.AccessLog]:
+    return [*_tcp_stats(_destination_tags(service, mtls=mtls, http=False, identity=identity), policy, client=False),
             *access_logs(policy, client=False, tcp=True)]
 
 
-def outbound_tcp_logs(policy: TelemetryPolicy) -> list[accesslog_pb2.AccessLog]:
-    return [*_tcp_stats(_source_tags(), policy, client=True), *access_logs(policy, client=True, tcp=True)]
+def outbound_tcp_logs(policy: TelemetryPolicy, identity: Identity = None) -> list[accesslog_pb2.AccessLog]:
+    return [*_tcp_stats(_source_tags(identity), policy, client=True), *access_logs(policy, client=True, tcp=True)]
 
 
 # --- access logs (the Telemetry API's accessLogging, MeshConfig's accessLogFile) ---------------------------------
