@@ -59,7 +59,6 @@ from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2
 from envoy.extensions.filters.network.ext_authz.v3 import ext_authz_pb2 as tcp_ext_authz_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as tcp_rbac_pb2
-from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.matcher.v3 import metadata_pb2, path_pb2, regex_pb2, string_pb2, value_pb2
 
 from meshplane.model import spec as istio
@@ -67,7 +66,7 @@ from meshplane.model.names import Hostname
 from meshplane.model.proxy import Proxy
 from meshplane.model.resources import AUTHORIZATION_POLICIES
 from meshplane.model.spec import AuthorizationAction, ConfigObject
-from meshplane.translate.common import cluster_name, duration, pack
+from meshplane.translate.common import cluster_name, duration, is_ip_address, pack, static_cluster
 from meshplane.translate.context import PushContext
 from meshplane.translate.jwt import JWT_FILTER, PAYLOAD_KEY
 from meshplane.translate.memo import Slot
@@ -430,18 +429,10 @@ def ext_authz_cluster_name(provider: ExtAuthzProvider) -> str:
     return f"extauthz|{provider.name}"
 
 
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
-
-
 def provider_cluster(provider: ExtAuthzProvider, ctx: PushContext) -> str | None:
     """The cluster the authorizer is reached through: a mesh service's ``outbound|port||host`` (as Istio), a static
     ``extauthz|<name>`` for an IP address; None when the service is unknown (the CUSTOM rules then deny)."""
-    if _is_ip(provider.service):
+    if is_ip_address(provider.service):
         return ext_authz_cluster_name(provider)
     svc = ctx.service(Hostname(provider.service))
     if svc is None or not any(sp.number == provider.port for sp in svc.ports):
@@ -548,16 +539,7 @@ def ext_authz_clusters(proxy: Proxy, ctx: PushContext) -> list[cluster_pb2.Clust
     if found is None or found[1] != ext_authz_cluster_name(found[0]):
         return []
     provider, name = found
-    c = cluster_pb2.Cluster(name=name, type=cluster_pb2.Cluster.STATIC, connect_timeout=duration(1))
-    c.load_assignment.cluster_name = name
-    sa = c.load_assignment.endpoints.add().lb_endpoints.add().endpoint.address.socket_address
-    sa.address, sa.port_value = provider.service.strip("[]"), provider.port
-    if provider.grpc:
-        opts = http_protocol_options_pb2.HttpProtocolOptions()
-        opts.explicit_http_config.http2_protocol_options.SetInParent()
-        c.typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].CopyFrom(
-            pack(opts))
-    return [c]
+    return [static_cluster(name, provider.service, provider.port, http2=provider.grpc)]
 
 
 # ---- TCP ports ----------------------------------------------------------------------------------------------

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
+
+from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import config_source_pb2, grpc_service_pb2
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import Message
@@ -93,3 +97,27 @@ def selects_workload(meta: ObjectMeta, selector: ServiceEntryWorkloadSelector | 
     """ASM's workload selection (TrafficLabel, ASMHeaderPropagation, ASMOPAPolicy): an object applies to the proxies
     of its own namespace whose labels match its ``workloadSelector.labels``; without a selector, to all of them."""
     return meta.namespace == proxy.namespace and labels_match(selector.labels if selector else {}, proxy.labels)
+
+
+def is_ip_address(host: str) -> bool:
+    """Whether an extension provider's ``service`` is an address (``[::1]`` too) rather than a mesh host name."""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def static_cluster(name: str, host: str, port: int, *, http2: bool = False) -> cluster_pb2.Cluster:
+    """A one-endpoint static cluster to an address (an ext_authz or tracing provider next to the workload);
+    ``http2`` for a gRPC service."""
+    c = cluster_pb2.Cluster(name=name, type=cluster_pb2.Cluster.STATIC, connect_timeout=duration(1))
+    c.load_assignment.cluster_name = name
+    sa = c.load_assignment.endpoints.add().lb_endpoints.add().endpoint.address.socket_address
+    sa.address, sa.port_value = host.strip("[]"), port
+    if http2:
+        opts = http_protocol_options_pb2.HttpProtocolOptions()
+        opts.explicit_http_config.http2_protocol_options.SetInParent()
+        c.typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].CopyFrom(
+            pack(opts))
+    return c

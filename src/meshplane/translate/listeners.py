@@ -64,6 +64,9 @@ def _listener(name: str, ip: str, port: int, bind: bool = True) -> listener_pb2.
 
 # (endpoint address, port) -> protocol: from endpoints, so rebuilt after every push.
 _INBOUND_PROTOCOLS: Slot[None, Mapping[tuple[str, int], Protocol]] = Slot("inbound-protocols")
+# The ServiceEntries selecting a workload (namespace, labels), with their services: config only.
+_SELECTING_ENTRIES: Slot[tuple[str, tuple[tuple[str, str], ...]], tuple[tuple[ServiceEntrySpec, Service], ...]] = Slot(
+    "selecting-service-entries", endpoint_free=True)
 # (endpoint address, port) -> the service selecting it, for the metrics' destination_service.
 _INBOUND_SERVICES: Slot[None, Mapping[tuple[str, int], Service]] = Slot("inbound-services")
 # Inbound TCP authorization filters of a workload (by namespace and labels).
@@ -91,16 +94,25 @@ def _selecting_service_entry(proxy: Proxy, ip: InboundPort, ctx: PushContext) ->
     """A ServiceEntry whose workloadSelector selects this proxy and one of whose ports lands on ``ip`` (by target
     port, number or name): from config alone, so it is known when the proxy's first listeners are built, before
     its own endpoint is registered (an endpoint-only push rebuilds no listener)."""
-    for obj in sorted(ctx.config.of(SERVICE_ENTRIES), key=lambda o: (o.meta.namespace, o.meta.name)):
-        spec = obj.spec
-        assert isinstance(spec, ServiceEntrySpec)
-        if spec.workload_selector is None or not spec.hosts or not selects_workload(
-                obj.meta, spec.workload_selector, proxy):
-            continue
-        if any(ip.port in (sp.target_port, sp.number) or (ip.name and ip.name == sp.name) for sp in spec.ports):
+    def build() -> tuple[tuple[ServiceEntrySpec, Service], ...]:
+        found = []
+        for obj in sorted(ctx.config.of(SERVICE_ENTRIES), key=lambda o: (o.meta.namespace, o.meta.name)):
+            spec = obj.spec
+            assert isinstance(spec, ServiceEntrySpec)
+            if spec.workload_selector is None or not spec.hosts or not selects_workload(
+                    obj.meta, spec.workload_selector, proxy):
+                continue
             svc = ctx.service(resolve_host(spec.hosts[0], obj.meta.namespace, ctx.mesh.domain_suffix))
             if svc is not None:
-                return svc
+                found.append((spec, svc))
+        return tuple(found)
+
+    # Once per workload (namespace and labels) and config version, not per inbound port and proxy.
+    selecting = ctx.memo.get_or_build(_SELECTING_ENTRIES, (proxy.namespace, tuple(sorted(proxy.labels.items()))),
+                                      build)
+    for spec, svc in selecting:
+        if any(ip.port in (sp.target_port, sp.number) or (ip.name and ip.name == sp.name) for sp in spec.ports):
+            return svc
     return None
 
 

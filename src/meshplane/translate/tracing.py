@@ -16,17 +16,14 @@ a proxy traces is the Telemetry API's answer (``telemetryapi.TracingRule``), wha
 
 from __future__ import annotations
 
-import ipaddress
-
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import extension_pb2, grpc_service_pb2
 from envoy.config.trace.v3 import opentelemetry_pb2, zipkin_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.tracers.opentelemetry.resource_detectors.v3 import environment_resource_detector_pb2
-from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.tracing.v3 import custom_tag_pb2
 
-from meshplane.translate.common import cluster_name, duration, pack
+from meshplane.translate.common import cluster_name, is_ip_address, pack, static_cluster
 from meshplane.translate.context import PushContext
 from meshplane.translate.telemetryapi import (
     BUILTIN_TRACING,
@@ -45,16 +42,8 @@ ZIPKIN_PATH = "/api/v2/spans"
 OPERATION = "%REQ(:AUTHORITY)%%PATH(NQ)%"
 
 
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
-
-
 def provider_cluster(provider: TraceProvider) -> str:
-    if _is_ip(provider.service):
+    if is_ip_address(provider.service):
         return f"tracing|{provider.name}"
     return cluster_name("outbound", provider.port, "", provider.service)
 
@@ -108,19 +97,10 @@ def tracing_clusters(ctx: PushContext) -> list[cluster_pb2.Cluster]:
     out = []
     for name in names:
         provider = trace_provider(name, ctx.mesh)
-        if provider is None or not _is_ip(provider.service):
+        if provider is None or not is_ip_address(provider.service):
             continue
-        c = cluster_pb2.Cluster(name=provider_cluster(provider), type=cluster_pb2.Cluster.STATIC,
-                                connect_timeout=duration(1))
-        c.load_assignment.cluster_name = c.name
-        sa = c.load_assignment.endpoints.add().lb_endpoints.add().endpoint.address.socket_address
-        sa.address, sa.port_value = provider.service.strip("[]"), provider.port
-        if provider.kind == "opentelemetry":
-            opts = http_protocol_options_pb2.HttpProtocolOptions()
-            opts.explicit_http_config.http2_protocol_options.SetInParent()
-            c.typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].CopyFrom(
-                pack(opts))
-        out.append(c)
+        out.append(static_cluster(provider_cluster(provider), provider.service, provider.port,
+                                  http2=provider.kind == "opentelemetry"))
     return out
 
 
