@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import sys
 from pathlib import Path
 from typing import Any
 
-from meshplane.cli import bootstrap_cmd, cluster_cmds, runtime_cmds, security_cmds, serverproc, trace_cmd
+from meshplane.cli import (
+    bootstrap_cmd,
+    cluster_cmds,
+    diag_cmds,
+    locate,
+    runtime_cmds,
+    security_cmds,
+    serverproc,
+    trace_cmd,
+)
 from meshplane.model.spec import parse_duration
 
 # Modules that add their own subcommands: each has ``register(subparsers)``; each subcommand sets ``func``.
-_EXTENSIONS: list[Any] = [bootstrap_cmd, runtime_cmds, cluster_cmds, security_cmds, trace_cmd]
+_EXTENSIONS: list[Any] = [bootstrap_cmd, runtime_cmds, cluster_cmds, security_cmds, trace_cmd, diag_cmds]
 
 
 def _seconds(flag: str, text: str) -> float:
@@ -43,7 +53,7 @@ def _server(args: argparse.Namespace) -> int:
     if bool(args.ca_root_cert) != bool(args.ca_root_key):
         raise serverproc.ServerConfigError("--ca-root-cert and --ca-root-key go together")
     opts = serverproc.ServerOptions(
-        data_dir=Path(args.data_dir),
+        data_dir=locate.data_dir_for_server(args),
         api_host=api_host,
         api_port=api_port,
         tokens=tokens,
@@ -66,14 +76,15 @@ def _server(args: argparse.Namespace) -> int:
         otlp_host=otlp[0],
         otlp_port=otlp[1],
         console_scrape=not args.no_console_scrape,
+        server_id=args.server_id,
     )
     asyncio.run(serverproc.run_server(opts))
     return 0
 
 
 def _kubeconfig(args: argparse.Namespace) -> int:
-    state = serverproc.read_state(Path(args.data_dir))
-    sys.stdout.write(serverproc.kubeconfig(state))
+    ep = locate.endpoint(args)
+    sys.stdout.write(serverproc.kubeconfig({"api": ep.api, "token": ep.token}))
     return 0
 
 
@@ -83,7 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("server", help="run the control plane (Kubernetes-compatible API, xDS)")
-    s.add_argument("--data-dir", default="./mesh-data", help="where the store and state live (default ./mesh-data)")
+    s.add_argument("--data-dir", default=None,
+                   help="where the store and state live (default HOME/server with --home or $MESHPLANE_HOME, "
+                        "else ./mesh-data)")
+    locate.add_home_flag(s)
     s.add_argument("--api-addr", default="127.0.0.1:8080", help="address of the Kubernetes-compatible API")
     s.add_argument(
         "--token-file",
@@ -127,10 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: the xDS host, port 15011 (0 when xDS uses port 0); 'none' to run without it")
     s.add_argument("--no-console-scrape", action="store_true",
                    help="the console's topology does not read the proxies' metrics (its other pages still work)")
+    s.add_argument("--server-id", default="",
+                   help="this control plane's name in proxy-status and version (default meshplane-PID)")
     s.set_defaults(func=_server)
 
     k = sub.add_parser("kubeconfig", help="print a kubeconfig for the running server")
-    k.add_argument("--data-dir", default="./mesh-data")
+    locate.add_server_flags(k)
     k.set_defaults(func=_kubeconfig)
 
     for module in _EXTENSIONS:
@@ -149,6 +165,12 @@ def main(argv: list[str] | None = None) -> int:
         code: int = args.func(args)
     except serverproc.ServerConfigError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno != errno.EADDRINUSE:
+            raise
+        print(f"error: {e.strerror or e}: an address this command listens on is taken by another process",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
