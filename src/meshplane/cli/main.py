@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from meshplane.cli import bootstrap_cmd, cluster_cmds, runtime_cmds, security_cmds, serverproc, trace_cmd
+from meshplane.cli import analyze_cmd, bootstrap_cmd, cluster_cmds, runtime_cmds, security_cmds, serverproc, trace_cmd
 from meshplane.model.spec import parse_duration
 
 # Modules that add their own subcommands: each has ``register(subparsers)``; each subcommand sets ``func``.
-_EXTENSIONS: list[Any] = [bootstrap_cmd, runtime_cmds, cluster_cmds, security_cmds, trace_cmd]
+_EXTENSIONS: list[Any] = [bootstrap_cmd, runtime_cmds, cluster_cmds, security_cmds, trace_cmd, analyze_cmd]
 
 
 def _seconds(flag: str, text: str) -> float:
@@ -66,6 +66,7 @@ def _server(args: argparse.Namespace) -> int:
         otlp_host=otlp[0],
         otlp_port=otlp[1],
         console_scrape=not args.no_console_scrape,
+        write_status=not args.no_status,
     )
     asyncio.run(serverproc.run_server(opts))
     return 0
@@ -127,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: the xDS host, port 15011 (0 when xDS uses port 0); 'none' to run without it")
     s.add_argument("--no-console-scrape", action="store_true",
                    help="the console's topology does not read the proxies' metrics (its other pages still work)")
+    s.add_argument("--no-status", action="store_true",
+                   help="write no status (Reconciled condition, analysis messages) into Istio and ASM objects")
     s.set_defaults(func=_server)
 
     k = sub.add_parser("kubeconfig", help="print a kubeconfig for the running server")

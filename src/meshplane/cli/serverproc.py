@@ -27,6 +27,7 @@ from aiohttp import web
 
 from meshplane.api.kinds import default_registry
 from meshplane.apiserver.app import ApiServer, ApiServerSettings, serve
+from meshplane.cli.analyze_api import analyze_routes, store_view, xds_view
 from meshplane.cli.meshconfig_sync import MeshConfigFileError, MeshConfigSync
 from meshplane.cli.security_api import security_routes
 from meshplane.cli.trace_api import trace_routes
@@ -40,6 +41,7 @@ from meshplane.metrics import ControlPlaneMetrics
 from meshplane.multicluster import MemberClusterController
 from meshplane.rpc.ca_service import SecurityPlane
 from meshplane.rpc.otlp import OtlpCollector, SpanStore
+from meshplane.statuswriter import StatusWriter, WriterSettings
 from meshplane.store.sqlite import SqliteStore
 from meshplane.translate import MeshSettings
 from meshplane.xds.default_translator import DefaultTranslator
@@ -92,6 +94,8 @@ class ServerOptions:
     trace_limit: int = 10_000  # spans kept in memory
     # The console's topology reads every connected (loopback) proxy's :15090 while someone looks (meshplane.console).
     console_scrape: bool = True
+    # Every Istio/ASM object's status: a Reconciled condition and the analyzers' messages (meshplane.statuswriter).
+    write_status: bool = True
 
 
 def is_loopback(host: str) -> bool:
@@ -220,6 +224,24 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
         api.extra_routes.extend(security_routes(security))
     if collector is not None:
         api.extra_routes.extend(trace_routes(collector.store))
+    status_writer: StatusWriter | None = None
+    if xds is not None:
+        server, mesh_of = xds, translator
+        view = xds_view(lambda: server.config, lambda: server.registry, server.wait_idle)
+
+        def root_namespace() -> str:
+            return mesh_of.mesh.root_namespace
+
+        if opts.write_status:
+            status_writer = StatusWriter(store, view, WriterSettings(root_namespace=root_namespace))
+            await status_writer.start()
+    else:
+        view = store_view(store)
+
+        def root_namespace() -> str:
+            return "istio-system"
+
+    api.extra_routes.extend(analyze_routes(view, root_namespace))
     runner = await serve(api.app(), opts.api_host, opts.api_port)
     port = _bound_port(runner) or opts.api_port
     api_url = f"http://{_url_host(opts.api_host)}:{port}"
@@ -243,6 +265,8 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
         await runner.cleanup()
         if scraper is not None:
             await scraper.stop()
+        if status_writer is not None:
+            await status_writer.stop()
         await lanes.stop()
         if members is not None:
             await members.stop()
