@@ -202,6 +202,7 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
         xds = XdsServer(store, XdsSettings(debounce_quiet=opts.debounce_quiet, debounce_max=opts.debounce_max,
                                            translator=translator, metrics=metrics))
         resolver.on_change = xds.config_changed  # new keys: a full push
+        lanes.settled = xds.wait_idle  # lane changes go on to the next phase once proxies have the last one
         mesh_sync = MeshConfigSync(store, mesh, _mesh_applier(translator, xds), file=opts.mesh_config)
         try:
             await mesh_sync.start()  # before the first push context: proxies start with the mesh config's settings
