@@ -18,7 +18,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -202,7 +202,7 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
         xds = XdsServer(store, XdsSettings(debounce_quiet=opts.debounce_quiet, debounce_max=opts.debounce_max,
                                            translator=translator, metrics=metrics))
         resolver.on_change = xds.config_changed  # new keys: a full push
-        lanes.settled = xds.wait_idle  # lane changes go on to the next phase once proxies have the last one
+        singletons.settled = xds.wait_idle  # lane changes go on to the next phase once proxies have the last one
         mesh_sync = MeshConfigSync(store, mesh, _mesh_applier(translator, xds), file=opts.mesh_config)
         try:
             await mesh_sync.start()  # before the first push context: proxies start with the mesh config's settings
@@ -310,10 +310,23 @@ class _Singletons:
         self._store = store
         self._members = members
         self._lanes: LanesController | None = None
+        self._settled: Callable[[], Awaitable[None]] | None = None
+
+    @property
+    def settled(self) -> Callable[[], Awaitable[None]] | None:
+        """Given to the lanes controller (``xds.wait_idle``), the running one and every later one."""
+        return self._settled
+
+    @settled.setter
+    def settled(self, wait: Callable[[], Awaitable[None]] | None) -> None:
+        self._settled = wait
+        if self._lanes is not None:
+            self._lanes.settled = wait
 
     async def elected(self) -> None:
         if self._lanes is None:
             self._lanes = LanesController(self._store)
+            self._lanes.settled = self.settled
             await self._lanes.start()
         members = self._members()
         if members is not None:
