@@ -123,6 +123,9 @@ class StatusWriter:
         self.writes = 0
 
     async def start(self) -> None:
+        """Start (again, after ``stop``: a replica that leads anew); a running writer is left as it is."""
+        if self._tasks:
+            return
         self._dirty.set()
         self._tasks = [asyncio.create_task(self._watch(), name="status-watch"),
                        asyncio.create_task(self._loop(), name="status-writer")]
