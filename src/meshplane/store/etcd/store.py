@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 from meshplane.store._core import (
     _VERBS,
     DEFAULT_HISTORY_LIMIT,
-    _Collection,
+    CommittedIndex,
     _key_of,
     _resource_label,
     _spec_of,
@@ -87,7 +87,7 @@ def _dumps(obj: object) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-class EtcdStore:
+class EtcdStore(CommittedIndex):
     """``Store`` on etcd v3. See the module docstring for the design.
 
     ``history_limit``: revisions of history kept (locally for fast resumes, and in etcd before compaction; >= 1).
@@ -110,6 +110,7 @@ class EtcdStore:
             max_batch = min(2_000, watch_queue_size)
         if watch_queue_size < max_batch:
             raise ValueError("watch_queue_size must be >= max_batch")
+        super().__init__()  # the local index, fed by the etcd watch (_compacted_rv: etcd history up to it is gone)
         self.settings = settings
         self.client = EtcdClient(settings)
         self._history_limit = history_limit
@@ -121,11 +122,8 @@ class EtcdStore:
         self._audit_prefix = prefix + b"a/"
         self._prefix = prefix
 
-        self._collections: dict[GroupResource, _Collection] = {}
-        self._committed_rv = 0  # every change with rv <= this is in the local index
         self._history: list[WatchEvent] = []
         self._history_start = 0  # the local history has every change with rv > this
-        self._compacted_rv = 0  # etcd history at or below this is gone (as far as this replica knows)
         self._audit: list[AuditRecord] = []
         self._hub = WatchHub()
         self._replays: set[_EtcdReplayWatch] = set()
@@ -134,7 +132,6 @@ class EtcdStore:
         self._compactor: asyncio.Task[None] | None = None
         self._writes = 0  # writes in flight
         self._writes_done: asyncio.Event | None = None
-        self._started = False
         self._closing = False
         self._closed = asyncio.Event()
         self.committed_writes: Counter[tuple[str, ...]] = Counter()
@@ -206,24 +203,7 @@ class EtcdStore:
         finally:
             self._closed.set()
 
-    @property
-    def current_rv(self) -> int:
-        return self._committed_rv
-
-    @property
-    def compacted_rv(self) -> int:
-        """The oldest ``since_rv`` a watch may still ask for (as far as this replica knows)."""
-        return self._compacted_rv
-
-    # -- reads: the local index ---------------------------------------------------------------------------------
-
-    def get(self, gr: GroupResource, namespace: str, name: str) -> JSONObject | None:
-        collection = self._collections.get(gr)
-        return None if collection is None else collection.objects.get((namespace, name))
-
-    def list(self, gr: GroupResource, namespace: str | None = None) -> tuple[list[JSONObject], int]:
-        collection = self._collections.get(gr)
-        return ([] if collection is None else collection.list(namespace)), self._committed_rv
+    # -- reads: the local index (get, list: CommittedIndex) ------------------------------------------------------
 
     def audit(self, since_rv: int = 0, limit: int = 500) -> builtins.list[AuditRecord]:
         self._require_started()
@@ -615,16 +595,6 @@ class EtcdStore:
         except (ValueError, TypeError):
             log.warning("etcd key %r does not hold an audit record; ignored", kv.key)
             return None
-
-    def _collection(self, gr: GroupResource) -> _Collection:
-        collection = self._collections.get(gr)
-        if collection is None:
-            collection = self._collections[gr] = _Collection()
-        return collection
-
-    def _require_started(self) -> None:
-        if not self._started:
-            raise RuntimeError("store not started: call start() first")
 
     def _require_writable(self) -> None:
         self._require_started()
