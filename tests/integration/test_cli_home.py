@@ -117,7 +117,7 @@ def test_version_names_client_and_control_plane(home: Path, capsys: pytest.Captu
     doc = json.loads(out)
     assert doc["clientVersion"]["version"]
     cp = doc["meshVersion"][0]["info"]
-    assert cp["id"].startswith("meshplane-") and cp["xds"] == state(home)["xds"]
+    assert (cp["id"], cp["xds"]) == (state(home)["replica"], state(home)["xds"])  # the replica id
     assert doc["dataPlaneVersion"] == []
     code, out, err = run(capsys, "version", "--short", "--home", str(home))
     assert code == 0 and out.splitlines()[1].startswith("control plane version: "), err

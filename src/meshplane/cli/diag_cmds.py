@@ -192,13 +192,26 @@ def proxy_status_rows(items: list[dict[str, Any]]) -> list[list[str]]:
     return rows
 
 
+def connected_proxies(ep: locate.ServerEndpoint) -> list[dict[str, Any]]:
+    """Every proxy connected to the control plane, asking each replica (a proxy is on one of them; each row's
+    ``controlPlane`` says which). A replica that does not answer is skipped when another does."""
+    items: list[dict[str, Any]] = []
+    errors: list[str] = []
+    for api in ep.replicas():
+        try:
+            with SyncClient(api, token=ep.token, timeout=TIMEOUT_S) as client:
+                items += client.proxies()
+        except ClientError as e:
+            errors.append(str(e))
+    if errors and len(errors) == len(ep.replicas()):
+        raise ServerConfigError(errors[0])
+    for err in errors:
+        print(f"warning: {err}", file=sys.stderr)
+    return items
+
+
 def _proxy_status(args: argparse.Namespace) -> int:
-    ep = locate.endpoint(args)
-    try:
-        with SyncClient(ep.api, token=ep.token, timeout=TIMEOUT_S) as client:
-            items = client.proxies()
-    except ClientError as e:
-        raise ServerConfigError(str(e)) from e
+    items = connected_proxies(locate.endpoint(args))
     if args.instance:
         items = [p for p in items if args.instance in (proxy_name(p), p.get("nodeId"))
                  or proxy_name(p).split(".", 1)[0] == args.instance]
@@ -219,17 +232,24 @@ def version_info(args: argparse.Namespace) -> dict[str, Any]:
     """Client, control plane and proxies' versions; the control plane part is absent when none is found."""
     info: dict[str, Any] = {"clientVersion": {"version": __version__}}
     if args.remote:
+        planes: list[dict[str, Any]] = []
+        proxies: list[dict[str, Any]] = []
         try:
             ep = locate.endpoint(args)
-            with SyncClient(ep.api, token=ep.token, timeout=TIMEOUT_S) as client:
-                cp = client.control_plane_version()
-                proxies = client.proxies()
+            for i, api in enumerate(ep.replicas()):  # each replica has its own proxies
+                try:
+                    with SyncClient(api, token=ep.token, timeout=TIMEOUT_S) as client:
+                        planes.append(client.control_plane_version())
+                        proxies += client.proxies()
+                except ClientError:
+                    if i == 0:
+                        raise
         except (ServerConfigError, ClientError) as e:
             info["controlPlaneError"] = str(e)
             return info
         info["meshVersion"] = [{"component": "meshplane-server", "revision": "default",
                                 "info": {"id": cp.get("id", ""), "version": cp.get("version", ""),
-                                         "xds": cp.get("xds", "")}}]
+                                         "xds": cp.get("xds", "")}} for cp in planes]
         counts: dict[str, int] = {}
         for p in proxies:
             v = str(p.get("envoyVersion") or "unknown")

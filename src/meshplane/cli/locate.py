@@ -16,6 +16,7 @@ A state file whose server process is gone is reported as such (a server killed w
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import urllib.parse
@@ -30,13 +31,19 @@ DEFAULT_DATA_DIR = Path("mesh-data")
 
 @dataclass(frozen=True, slots=True)
 class ServerEndpoint:
-    """A running control plane: its API URL, bearer token ("" = none), xDS address ("" = unknown) and where it was
-    found (for messages)."""
+    """A running control plane: its API URL, bearer token ("" = none), xDS address ("" = unknown), where it was
+    found (for messages) and, for a local mesh with replicas, every replica's API (``apis``; each proxy is
+    connected to one of them, so ``proxy-status`` asks them all)."""
 
     api: str
     token: str = ""
     xds: str = ""
     source: str = ""
+    apis: tuple[str, ...] = ()
+
+    def replicas(self) -> list[str]:
+        """Every replica's API URL, this one first (only this one when no others are known)."""
+        return [self.api] + [a for a in self.apis if a != self.api]
 
 
 def default_home() -> Path:
@@ -130,9 +137,20 @@ def endpoint(args: argparse.Namespace) -> ServerEndpoint:
 def _from_home(home: Path, token: str) -> ServerEndpoint:
     path = home / "server" / STATE_FILE
     if path.is_file():
-        return _from_state(path, token)
+        ep = _from_state(path, token)
+        return dataclasses.replace(ep, apis=_runtime_apis(home))
     raise ServerConfigError(f"no running mesh in {home} (start one with `meshplane demo up --home {home}` or "
                             f"`meshplane up -f FILE --home {home}`)")
+
+
+def _runtime_apis(home: Path) -> tuple[str, ...]:
+    """The replicas' API URLs the local runtime recorded in HOME/runtime.json (``--replicas N``)."""
+    try:
+        view: Any = json.loads((home / "runtime.json").read_text())
+    except (OSError, ValueError):
+        return ()
+    apis = view.get("apis") if isinstance(view, dict) else None
+    return tuple(str(a).rstrip("/") for a in apis if a) if isinstance(apis, list) else ()
 
 
 def data_dir_for_server(args: argparse.Namespace) -> Path:

@@ -229,6 +229,8 @@ def _route_match(m: Mapping[str, Any]) -> str:
         text = f"~{_dict(m['safe_regex']).get('regex', '')}"
     elif "path_separated_prefix" in m:
         text = f"{m['path_separated_prefix']}/*"
+    elif "connect_matcher" in m:
+        text = "CONNECT"  # HTTP CONNECT requests (allow_any's tunnel), not a path
     else:
         text = "/*"
     for h in _list(m.get("headers")):

@@ -51,7 +51,7 @@ def test_instance_resolves_from_name_pod_namespace_or_proxy_id(tmp_path: Path) -
     for name in ("productpage-v1-cluster-1-0", "productpage-v1-cluster-1-0.default",
                  "sidecar~127.0.0.9~productpage-v1-cluster-1-0.default~default.svc.cluster.local"):
         assert instance_dir(tmp_path, name) == d
-    with pytest.raises(DiagError, match="no instance 'reviews' in .* \\(instances: productpage-v1-cluster-1-0\\)"):
+    with pytest.raises(DiagError, match=r"no instance 'reviews' in .* \(instances: productpage-v1-cluster-1-0\)"):
         instance_dir(tmp_path, "reviews")
 
 

@@ -58,7 +58,8 @@ def test_route_matches_and_destinations() -> None:
          "route": {"cluster": "outbound|9080|v2|reviews.default.svc.cluster.local"}},
         {"match": {"path": "/ratings"}, "route": {"weighted_clusters": {"clusters": [
             {"name": "outbound|9080|v1|r", "weight": 80}, {"name": "outbound|9080|v3|r", "weight": 20}]}}},
-        {"match": {"safe_regex": {"regex": "/x.*"}}, "direct_response": {"status": 503}}]},
+        {"match": {"safe_regex": {"regex": "/x.*"}}, "direct_response": {"status": 503}},
+        {"match": {"connect_matcher": {}}, "route": {"cluster": "PassthroughCluster"}}]},
         {"name": "empty", "domains": ["a", "b:80"], "routes": []}]}
     d = ConfigDump({"configs": [{"@type": "type.googleapis.com/envoy.admin.v3.RoutesConfigDump",
                                  "dynamic_route_configs": [{"route_config": rc}]}]})
@@ -66,8 +67,9 @@ def test_route_matches_and_destinations() -> None:
         ["/* [end-user exact=jason]", "outbound|9080|v2|reviews.default.svc.cluster.local"],
         ["/ratings", "outbound|9080|v1|r 80%, outbound|9080|v3|r 20%"],
         ["~/x.*", "direct response 503"],
+        ["CONNECT", "PassthroughCluster"],
         ["/*", "404"]]
-    assert configdump.route_rows(d)[3][2] == "a"  # the domain with a port is the same host
+    assert configdump.route_rows(d)[4][2] == "a"  # the domain with a port is the same host
 
 
 def test_endpoints_come_with_their_health(dump: ConfigDump) -> None:
