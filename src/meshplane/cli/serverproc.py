@@ -43,6 +43,7 @@ from meshplane.rpc.otlp import OtlpCollector, SpanStore
 from meshplane.store.sqlite import SqliteStore
 from meshplane.translate import MeshSettings
 from meshplane.xds.default_translator import DefaultTranslator
+from meshplane.xds.filterstatus import EnvoyFilterStatus
 from meshplane.xds.server import XdsServer
 from meshplane.xds.settings import XdsSettings
 from meshplane.xds.status import ProxyStatus
@@ -151,6 +152,7 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
     lanes = LanesController(store)
     await lanes.start()
     xds: XdsServer | None = None
+    filter_status: EnvoyFilterStatus | None = None
     mesh_sync: MeshConfigSync | None = None
     xds_url = ""
     security: SecurityPlane | None = None
@@ -188,6 +190,8 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
         except MeshConfigFileError as e:
             raise ServerConfigError(str(e)) from e
         xds_port = await xds.start(f"{_url_host(opts.xds_host)}:{opts.xds_port}")
+        filter_status = EnvoyFilterStatus(store, xds)
+        await filter_status.start()
         await resolver.start()
         xds_url = f"{_url_host(opts.xds_host)}:{xds_port}"
         log.info("xDS serving on %s", xds_url)
@@ -250,6 +254,8 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
             await mesh_sync.stop()
         if jwks is not None:
             await jwks.stop()
+        if filter_status is not None:
+            await filter_status.stop()
         if xds is not None:
             await xds.stop(grace=1.0)
         if security is not None:
