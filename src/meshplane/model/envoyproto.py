@@ -100,11 +100,38 @@ def _type_urls(value: Any) -> Iterator[str]:
             yield from _type_urls(v)
 
 
+_TYPED_STRUCTS = frozenset({_PREFIX + "udpa.type.v1.TypedStruct", _PREFIX + "xds.type.v3.TypedStruct"})
+
+
+def _check_typed_structs(value: Any) -> None:
+    """A ``TypedStruct`` (``{"@type": ".../TypedStruct", "type_url": ..., "value": {...}}``, as Istio's local rate
+    limit task writes filter configs) is read as the message its ``type_url`` names, as Envoy will: an unknown type
+    or a value that does not read is refused here, not by the proxy."""
+    if isinstance(value, dict):
+        if value.get("@type") in _TYPED_STRUCTS:
+            inner = value.get("type_url", value.get("typeUrl"))
+            if not isinstance(inner, str) or not inner:
+                raise BadValue("a TypedStruct needs type_url")
+            body = value.get("value", {})
+            try:
+                parse(body, resolve(inner))
+            except BadValue as e:
+                raise BadValue(f"TypedStruct value as {inner}: {e}") from None
+            return
+        for v in value.values():
+            _check_typed_structs(v)
+    elif isinstance(value, list):
+        for v in value:
+            _check_typed_structs(v)
+
+
 def parse(value: Any, cls: type[M]) -> M:
     """``value`` (JSON: snake_case or camelCase field names, as Envoy and Istio accept) as a ``cls`` message; every
-    ``@type`` inside is resolved first. :class:`UnknownType` / :class:`BadValue` on failure."""
+    ``@type`` inside is resolved first, and a ``TypedStruct``'s value read as its ``type_url``.
+    :class:`UnknownType` / :class:`BadValue` on failure."""
     for url in _type_urls(value):
         resolve(url)
+    _check_typed_structs(value)
     msg = cls()
     try:
         json_format.ParseDict(value, msg)

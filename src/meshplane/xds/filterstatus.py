@@ -10,8 +10,11 @@ writes each EnvoyFilter's condition ``Applied``:
   first few proxies, and how many in all);
 * ``True`` / ``Accepted``: no proxy rejects config it carries.
 
-A condition is written only when it changes (its ``lastTransitionTime`` moves when its status does). The same data
-is there for analysis: :func:`rejections_by_filter`.
+A condition is written only when it changes (its ``lastTransitionTime`` moves when its status does); every other
+part of the status is kept as it is, so the status writer's ``Reconciled`` and ``validationMessages``
+(``meshplane.statuswriter``, which keeps conditions of other types in turn) stand next to ``Applied``. Only the
+leading replica runs it: with ``--replicas`` it names the rejections of the proxies connected to the leader. The
+same data is there for analysis: :func:`rejections_by_filter`.
 """
 
 from __future__ import annotations
@@ -62,6 +65,9 @@ class EnvoyFilterStatus:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        """Start (again, after ``stop``: a replica that leads anew); a running writer is left as it is."""
+        if self._task is not None:
+            return
         self._task = asyncio.create_task(self._loop(), name="envoyfilter-status")
 
     async def stop(self) -> None:
@@ -123,9 +129,13 @@ def _with_condition(obj: dict[str, Any], cond: tuple[str, str, str]) -> dict[str
         return None
     st, reason, message = cond
     when = str(before.get("lastTransitionTime")) if before and before.get("status") == st else _now()
-    after = [c for c in conditions if c.get("type") != CONDITION]
-    after.append({"type": CONDITION, "status": st, "reason": reason, "message": message, "lastTransitionTime": when,
-                  "observedGeneration": int(obj["metadata"].get("generation") or 0)})
+    mine = {"type": CONDITION, "status": st, "reason": reason, "message": message, "lastTransitionTime": when,
+            "observedGeneration": int(obj["metadata"].get("generation") or 0)}
+    # In place: the status writer's Reconciled keeps its position too, so neither write looks like a change to
+    # the other.
+    after = [mine if c.get("type") == CONDITION else c for c in conditions]
+    if before is None:
+        after.append(mine)
     new = copy.deepcopy(obj)
     status["conditions"] = after
     new["status"] = status

@@ -253,6 +253,12 @@ FAILING: list[tuple[str, str, dict[str, Any], str, str, str]] = [
         "operation": "ADD", "value": {"name": "x", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua", "inline_code": 5}}}}]},
      "spec.configPatches[0].patch.value", "FieldValueInvalid", "inline_code"),
+    ("ef-typed-struct", "EnvoyFilter", {"configPatches": [{"applyTo": "HTTP_FILTER", "patch": {
+        "operation": "ADD", "value": {"name": "x", "typed_config": {
+            "@type": "type.googleapis.com/udpa.type.v1.TypedStruct",
+            "type_url": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+            "value": {"stat_prefix": "x", "token_bukket": {}}}}}}]},
+     "spec.configPatches[0].patch.value", "FieldValueInvalid", "token_bukket"),
     ("ef-extension-config", "EnvoyFilter", {"configPatches": [{"applyTo": "EXTENSION_CONFIG", "patch": {
         "operation": "ADD", "value": {"name": "x"}}}]},
      "spec.configPatches[0].applyTo", "FieldValueForbidden", "ECDS"),
