@@ -244,6 +244,31 @@ def test_weighted_ingress_rule(mesh: dict[str, Any]) -> None:
     remove_lanes(api)
 
 
+def test_full_link_canary_with_traffic_labels(mesh: dict[str, Any]) -> None:
+    """ASM's full-link canary sample applied as written (TrafficLabel v1beta1 with $getContext / $localLabel, and
+    subsets named $userdefinelabel1): the gateway reaches any mocka version, and the rest of the chain follows it
+    (mockb and mockc in mocka's version; lane v2 has no mockb, so mockb is any version there, and mockc is v2
+    again because the label came along)."""
+    api, url = mesh["api"], mesh["ingress"]
+    kubectl(api, "apply", "-f", str(ASM_DATA / "full-link-canary.yaml"))
+
+    def consistent(c: Chain) -> bool:
+        return c[2] == c[0] and (c[1] == c[0] or c[0] == "v2")
+
+    def following() -> bool:
+        chains = [chain(url) for _ in range(30)]
+        return all(map(consistent, chains)) and {c[0] for c in chains} == {"v1", "v2", "v3"}
+
+    eventually(following, "the chain follows the version mocka was reached in")
+    chains = [chain(url) for _ in range(60)]
+    assert all(map(consistent, chains)), [c for c in chains if not consistent(c)]
+    # The label is on the wire: mockb and mockc received it.
+    doc = get_json(url + "/mock")
+    b = doc["calls"][0]
+    assert b["headers"]["userdefinelabel1"] == doc["version"] == b["calls"][0]["version"]
+    kubectl(api, "delete", "-f", str(ASM_DATA / "full-link-canary.yaml"))
+
+
 def test_baggage_only_propagation(mesh: dict[str, Any]) -> None:
     """traceHeader baggage: the lane travels only in W3C baggage; every sidecar lifts it back (ASMHeaderPropagation)
     to route, and the routes drop the lifted header again, so the applications never see x-asm-prefer-tag."""

@@ -37,13 +37,19 @@ TRAFFIC_LABEL_VARIABLES = {
     "getExternalInboundRequestHeader": 2,
     "getLocalOutboundRequestHeader": 1,
     "getLabel": 1,
+    "getContext": 1,
 }
+# ASM's v1beta1 form without arguments: the workload's ASM_TRAFFIC_TAG label.
+LOCAL_LABEL = "$localLabel"
 _VARIABLE = re.compile(r"^\$(\w+)\((.*)\)$")
 
 
 def _value_from(entry: str, path: str, r: Report) -> None:
+    if entry.strip() in (LOCAL_LABEL, LOCAL_LABEL + "()"):
+        return
     m = _VARIABLE.match(entry.strip())
     supported = ", ".join(f"${name}({', '.join(['x'] * n)})" for name, n in TRAFFIC_LABEL_VARIABLES.items())
+    supported += ", " + LOCAL_LABEL
     if m is None or m.group(1) not in TRAFFIC_LABEL_VARIABLES:
         r.invalid(path, entry, f"must be one of {supported}")
         return
