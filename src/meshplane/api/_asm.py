@@ -76,6 +76,13 @@ def traffic_label(meta: ObjectMeta, spec: TrafficLabel, r: Report) -> None:
     for i, rule in enumerate(spec.rules):
         if not rule.labels:
             r.required(f"spec.rules[{i}].labels")
+        if rule.attach_to:
+            # ASM also records the label in the trace span; meshplane carries it as a request header only.
+            r.warn(f"spec.rules[{i}].attachTo: not applied: the labels are set as request headers only, no trace "
+                   f"span records them ({', '.join(rule.attach_to)})")
+        if rule.protocols not in (None, "", "*", "http", "HTTP"):
+            r.warn(f"spec.rules[{i}].protocols: {rule.protocols!r} not applied: labels are set on every HTTP "
+                   "request (HTTP/1.1, HTTP/2, gRPC), never on TCP")
         for j, label in enumerate(rule.labels):
             p = f"spec.rules[{i}].labels[{j}]"
             err = fmt.header_name(label.name or "")

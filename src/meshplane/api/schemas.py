@@ -209,7 +209,7 @@ _DYNAMIC_SUBSET: Schema = {
             "items": {"type": "object", "properties": {
                 "keys": {"type": "array", "items": _s("A label key."), "description": "Endpoint label keys."},
                 "fallbackPolicy": _s("When no subset of this selector matches: NO_FALLBACK, ANY_ENDPOINT, "
-                                     "DEFAULT_SUBSET, KEYS_SUBSET or INHERIT (the rule's)."),
+                                     "DEFAULT_SUBSET or INHERIT (the rule's, the default)."),
             }},
         },
         "fallbackPolicy": _s("When no subset matches the request: ANY_ENDPOINT (default), NO_FALLBACK (503), "
