@@ -9,9 +9,12 @@ of its weight), never with a wall-clock threshold.
 from __future__ import annotations
 
 import math
+import pathlib
 import shutil
 import subprocess
 import threading
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -203,6 +206,41 @@ def test_lane_changes_under_load_stay_in_lane(mesh: dict[str, Any]) -> None:
         t.join(timeout=30)
     assert failures == [], failures[:5]
     assert leaks == [], (len(leaks), leaks[:10])
+    remove_lanes(api)
+
+
+ASM_DATA = pathlib.Path(__file__).resolve().parents[1] / "data" / "asm"
+
+
+def http_status(url: str, headers: dict[str, str] | None = None) -> int:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=20) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
+
+
+def test_weighted_ingress_rule(mesh: dict[str, Any]) -> None:
+    """ASM's weight-based entry applied as written: only requests the group's one rule matches (/mock with header
+    test: yes) enter the lanes, split 50/50 between v1 and v3 with affinity along the chain; the group's status
+    says the gateway routes and the base lane is a lane."""
+    api, url = mesh["api"], mesh["ingress"]
+    kubectl(api, "apply", "-f", str(ASM_DATA / "lanes-weighted.yaml"))
+    test = {"test": "yes"}
+    eventually(lambda: {chain(url, test) for _ in range(40)} == {("v1", "v1", "v1"), ("v3", "v3", "v3")},
+               "the weighted rule splits between v1 and v3")
+    assert http_status(url + "/mock") == 404  # the rule does not match: not routed into any lane
+    assert steady(url, {**test, "x-asm-prefer-tag": "v3"}, ("v3", "v3", "v3"))
+
+    def group_status() -> dict[str, Any]:
+        obj = yaml.safe_load(kubectl(api, "get", "asmswimlanegroup", "mock", "-n", "istio-system", "-o", "yaml"))
+        return dict(obj.get("status") or {})
+
+    eventually(lambda: "generated" in group_status(), "the group's status written")
+    st = group_status()
+    conds = {c["type"]: c["status"] for c in st["conditions"]}
+    assert conds == {"Reconciled": "True", "IngressRouted": "True", "FallbackTargetFound": "True"}, st
+    assert "VirtualService istio-system/lanes-mock-ingress" in st["generated"]
     remove_lanes(api)
 
 

@@ -124,12 +124,17 @@ class Context:
             labels = {**we.meta.labels, **we.spec.labels}
             key = (we.meta.namespace, we.meta.name, tuple(sorted(labels.items())))
             out[key] = Workload(we.meta.namespace, we.meta.name, labels, frozenset(we.spec.ports.values()))
-        for eps in self.registry.endpoints.values():
+        for host, eps in self.registry.endpoints.items():
+            # A member cluster's endpoint: the ports it listens on and the ports of the service in front of it
+            # (a Kubernetes gateway's Service port 80 reaches its pod's 8080; a Gateway may name either).
+            svc = self.registry.services.get(host)
+            front = {n for p in (svc.ports if svc is not None else ()) for n in (p.number, p.target_port) if n}
             for ep in eps:
                 key = (ep.namespace, ep.workload_name or ep.address, tuple(sorted(ep.labels.items())))
-                if key not in out:
-                    out[key] = Workload(ep.namespace, ep.workload_name or ep.address, ep.labels,
-                                        frozenset(ep.ports.values()))
+                ports = frozenset({*ep.ports.values(), *front})
+                have = out.get(key)
+                out[key] = Workload(ep.namespace, ep.workload_name or ep.address, ep.labels,
+                                    ports | (have.ports if have is not None else frozenset()))
         return tuple(out.values())
 
     def selected(self, selector: Mapping[str, str], namespace: str | None = None) -> list[Workload]:

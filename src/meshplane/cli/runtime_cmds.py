@@ -60,10 +60,10 @@ def _up(args: argparse.Namespace) -> int:
             manifest = load_manifest(Path(args.file))
         except ManifestError as e:
             return _error(str(e))
-        return run_supervisor(home, manifest, delta=args.delta, prometheus=args.prometheus)
+        return run_supervisor(home, manifest, delta=args.delta, prometheus=args.prometheus, replicas=args.replicas)
     try:
         view = control.start(home, Path(args.file), timeout_s=args.timeout, delta=args.delta,
-                             prometheus=args.prometheus)
+                             prometheus=args.prometheus, replicas=args.replicas)
     except control.RuntimeCommandError as e:
         return _error(str(e))
     _print_ready(view, home)
@@ -176,7 +176,8 @@ def _demo_up(args: argparse.Namespace) -> int:
     else:
         path.write_text(demo_manifest_yaml(networks=getattr(args, "networks", 1)))
     try:
-        view = control.start(home, path, timeout_s=args.timeout, delta=args.delta, prometheus=args.prometheus)
+        view = control.start(home, path, timeout_s=args.timeout, delta=args.delta, prometheus=args.prometheus,
+                             replicas=args.replicas)
     except control.RuntimeCommandError as e:
         return _error(str(e))
     if lanes:  # no lane exists until the user applies one: ready means every instance ready and synced
@@ -211,6 +212,11 @@ def _add_prometheus(p: argparse.ArgumentParser) -> None:
                         "default), on (required), off")
 
 
+def _add_replicas(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--replicas", type=int, default=1, metavar="N",
+                   help="control-plane replicas; more than 1 runs them on an etcd on loopback (docs/ha.md)")
+
+
 def register(sub: Any) -> None:
     """Add this module's subcommands to the ``meshplane`` parser's subparsers."""
     p = sub.add_parser("up", help="start a local mesh from a manifest; returns when it is ready")
@@ -219,6 +225,7 @@ def register(sub: Any) -> None:
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for readiness (default 300)")
     p.add_argument("--delta", action="store_true", help="proxies use Delta xDS instead of State of the World")
     _add_prometheus(p)
+    _add_replicas(p)
     _add_home(p)
     p.set_defaults(func=_up)
 
@@ -260,6 +267,7 @@ def register(sub: Any) -> None:
                    help="bookinfo (default) or lanes: the mocka -> mockb -> mockc traffic-lanes sample")
     p.add_argument("--networks", type=int, choices=[1, 2], default=1,
                    help="bookinfo: 2 puts cluster-2 on network-2, reached through east-west gateways")
+    _add_replicas(p)
     _add_home(p)
     p.set_defaults(func=_demo_up)
     p = dsub.add_parser("down", help="stop the demo (same as meshplane down)")

@@ -292,10 +292,14 @@ class LanesController:
                     "no lane has an online ingress rule whose destination is one of spec.services: the gateway "
                     "routes nothing into the lanes"))
             else:
+                unused = ([lane.meta.name for lane in lanes_of(group, lanes) if lane.spec.ingress_rules]
+                          if spec.ingress_routing_strategy == "weighted" else [])
                 out_conditions.append(Condition(
                     INGRESS_ROUTED, True, "GatewayFound",
                     f"Gateway {gw_ns}/{gateway.name} routes into the lanes through "
-                    + ", ".join(f"VirtualService {g.key[1]}/{g.key[2]}" for g in entry)))
+                    + ", ".join(f"VirtualService {g.key[1]}/{g.key[2]}" for g in entry)
+                    + (f"; under ingressRoutingStrategy weighted, spec.weightedIngressRule is used and the "
+                       f"ingressRules of lanes {', '.join(unused)} are not" if unused else "")))
         pmc = spec.permissive_mode_configuration
         target = (pmc.fallback_target if pmc is not None else None) or ""
         if spec.is_permissive and target:
