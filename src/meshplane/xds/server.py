@@ -210,6 +210,7 @@ class XdsServer:
                 bytes_sent=conn.bytes_sent, responses_sent=conn.responses_sent,
                 addresses=p.ip_addresses,
                 locality="/".join((p.locality.region, p.locality.zone, p.locality.subzone)).rstrip("/"),
+                envoy_version=conn.envoy_version,
             ))
         out.sort(key=lambda s: (s.node_id, s.connection_id))
         return out
