@@ -32,6 +32,10 @@ def _add_home(p: argparse.ArgumentParser) -> None:
 
 def _print_ready(view: dict[str, Any], home: Home) -> None:
     print(f"mesh {view.get('name')} is ready ({home.root})")
+    if view.get("interceptionReason"):
+        print(f"  interception {view.get('interceptionReason')}")
+    for warning in view.get("warnings") or []:
+        print(f"  warning: {warning}")
     print(f"  API     {view.get('api')}")
     print(f"  xDS     {view.get('xds')}")
     if view.get("api"):
@@ -60,10 +64,11 @@ def _up(args: argparse.Namespace) -> int:
             manifest = load_manifest(Path(args.file))
         except ManifestError as e:
             return _error(str(e))
-        return run_supervisor(home, manifest, delta=args.delta, prometheus=args.prometheus)
+        return run_supervisor(home, manifest, delta=args.delta, prometheus=args.prometheus,
+                              interception=args.interception or "")
     try:
         view = control.start(home, Path(args.file), timeout_s=args.timeout, delta=args.delta,
-                             prometheus=args.prometheus)
+                             prometheus=args.prometheus, interception=args.interception or "")
     except control.RuntimeCommandError as e:
         return _error(str(e))
     _print_ready(view, home)
@@ -74,7 +79,10 @@ def _down(args: argparse.Namespace) -> int:
     from meshplane.runtime import control
 
     home = _home(args)
-    left = control.stop(home)
+    try:
+        left = control.stop(home)
+    except control.RuntimeCommandError as e:
+        return _error(str(e))
     if left:
         return _error(f"could not stop processes {left}")
     print(f"stopped everything recorded in {home.root}")
@@ -176,7 +184,8 @@ def _demo_up(args: argparse.Namespace) -> int:
     else:
         path.write_text(demo_manifest_yaml(networks=getattr(args, "networks", 1)))
     try:
-        view = control.start(home, path, timeout_s=args.timeout, delta=args.delta, prometheus=args.prometheus)
+        view = control.start(home, path, timeout_s=args.timeout, delta=args.delta, prometheus=args.prometheus,
+                             interception=args.interception or "")
     except control.RuntimeCommandError as e:
         return _error(str(e))
     if lanes:  # no lane exists until the user applies one: ready means every instance ready and synced
@@ -211,6 +220,15 @@ def _add_prometheus(p: argparse.ArgumentParser) -> None:
                         "default), on (required), off")
 
 
+def _add_interception(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--interception", choices=["auto", "transparent", "explicit"],
+                   default=None,
+                   help="transparent: each instance in its own network namespace with iptables capture and the "
+                        "DNS proxy (needs root); explicit: applications use their sidecar as http_proxy; auto: "
+                        "transparent when possible (default: the manifest's mesh.interception, else auto; "
+                        "$MESHPLANE_INTERCEPTION)")
+
+
 def register(sub: Any) -> None:
     """Add this module's subcommands to the ``meshplane`` parser's subparsers."""
     p = sub.add_parser("up", help="start a local mesh from a manifest; returns when it is ready")
@@ -219,6 +237,7 @@ def register(sub: Any) -> None:
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for readiness (default 300)")
     p.add_argument("--delta", action="store_true", help="proxies use Delta xDS instead of State of the World")
     _add_prometheus(p)
+    _add_interception(p)
     _add_home(p)
     p.set_defaults(func=_up)
 
@@ -256,6 +275,7 @@ def register(sub: Any) -> None:
     p.add_argument("--timeout", type=float, default=300.0)
     p.add_argument("--delta", action="store_true")
     _add_prometheus(p)
+    _add_interception(p)
     p.add_argument("--scenario", choices=["bookinfo", "lanes"], default="bookinfo",
                    help="bookinfo (default) or lanes: the mocka -> mockb -> mockc traffic-lanes sample")
     p.add_argument("--networks", type=int, choices=[1, 2], default=1,
