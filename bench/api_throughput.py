@@ -8,6 +8,7 @@ against each, while a watch opened before the first create counts the events it 
     python bench/api_throughput.py            # N=10,000, C=32
     python bench/api_throughput.py -n 1000    # quick
     python bench/api_throughput.py -n 2000 --against ../wt-base --rounds 3   # this checkout vs another's server
+    python bench/api_throughput.py -n 2000 --etcd --rounds 3   # the etcd store against SQLite, same run
 
 Prints the figures and the ratio meshplane/baseline; with ``--against TREE``, the server of another checkout (e.g.
 a worktree at an older commit, its own ``src`` on PYTHONPATH) is measured in the same run, alternated with this
@@ -192,15 +193,16 @@ def measure_baseline(n: int, c: int) -> float:
         base.wait(10)
 
 
-def measure_server(n: int, c: int, tree: Path = HERE) -> dict[str, float]:
-    """One ``meshplane server`` of checkout ``tree`` (its ``src`` first on PYTHONPATH), fresh data dir."""
+def measure_server(n: int, c: int, tree: Path = HERE, store: tuple[str, ...] = ()) -> dict[str, float]:
+    """One ``meshplane server`` of checkout ``tree`` (its ``src`` first on PYTHONPATH), fresh data dir;
+    ``store``: extra arguments (``--store etcd://...``)."""
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
         pythonpath = os.pathsep.join([str(tree / "src"), *filter(None, [os.environ.get("PYTHONPATH")])])
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": pythonpath}
         srv = subprocess.Popen(
             [sys.executable, "-m", "meshplane.cli.main", "server", "--data-dir", tmp,
-             "--api-addr", f"127.0.0.1:{port}", "--xds-addr", XDS_ADDR],
+             "--api-addr", f"127.0.0.1:{port}", "--xds-addr", XDS_ADDR, *store],
             env=env, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         try:
@@ -235,6 +237,33 @@ def against_tree(args: argparse.Namespace) -> None:
                       "that": {k: round(v, 3) for k, v in other.items()}, "this_over_that": ratio}, indent=2))
 
 
+def etcd_against_sqlite(args: argparse.Namespace) -> None:
+    """The server on a loopback etcd (a fresh key prefix each round) against the server on SQLite, alternated
+    ``--rounds`` times in one run: medians and their ratio (etcd / sqlite). ``watch_all_events_s`` is the time
+    from the first create until a watch opened before it has received every event."""
+    sys.path.insert(0, str(HERE / "src"))
+    from meshplane.runtime.etcd import start_etcd
+
+    with tempfile.TemporaryDirectory() as tmp:
+        etcd = start_etcd(Path(tmp) / "etcd")
+        try:
+            on_etcd: list[dict[str, float]] = []
+            on_sqlite: list[dict[str, float]] = []
+            for i in range(max(1, args.rounds)):
+                on_sqlite.append(measure_server(args.n, args.c))
+                on_etcd.append(measure_server(args.n, args.c, store=("--store", f"{etcd.url}/bench{i}/")))
+        finally:
+            etcd.stop()
+    med = {k: statistics.median(r[k] for r in on_etcd) for k in on_etcd[0]}
+    base = {k: statistics.median(r[k] for r in on_sqlite) for k in on_sqlite[0]}
+    print(json.dumps({"n": args.n, "concurrency": args.c, "rounds": args.rounds,
+                      "load_average": [round(x, 2) for x in os.getloadavg()],
+                      "etcd": {k: round(v, 3) for k, v in med.items()},
+                      "sqlite": {k: round(v, 3) for k, v in base.items()},
+                      "etcd_over_sqlite": {k: round(med[k] / base[k], 3) if base[k] else None for k in med}},
+                     indent=2))
+
+
 def main() -> None:
     global XDS_ADDR
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -244,8 +273,12 @@ def main() -> None:
     ap.add_argument("--against", metavar="TREE",
                     help="also measure the server of another checkout (e.g. a worktree at an older commit) in this "
                     "run, alternating with this one --rounds times, and print this/that ratios")
-    ap.add_argument("--rounds", type=int, default=1, help="with --against: measurements of each, alternated")
+    ap.add_argument("--rounds", type=int, default=1, help="with --against/--etcd: measurements of each, alternated")
+    ap.add_argument("--etcd", action="store_true", help="the server on a loopback etcd against SQLite, same run")
     args = ap.parse_args()
+    if args.etcd:
+        etcd_against_sqlite(args)
+        return
     if args.no_xds:
         XDS_ADDR = "none"
     if args.against:

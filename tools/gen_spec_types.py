@@ -105,6 +105,10 @@ NAMES = {
     ("RequestAuthentication", ".jwtRules[]"): "JWTRule",
     ("RequestAuthentication", ".jwtRules[].fromHeaders[]"): "JWTHeader",
     ("RequestAuthentication", ".jwtRules[].outputClaimToHeaders[]"): "ClaimToHeader",
+    ("ASMSwimLaneGroup", ".weightedIngressRule"): "SwimLaneIngressRule",
+    ("ASMSwimLaneGroup", ".weightedIngressRule.match"): "SwimLaneIngressRuleMatch",
+    ("ASMSwimLaneGroup", ".weightedIngressRule.route"): "SwimLaneIngressRuleRoute",
+    ("ASMSwimLaneGroup", ".weightedIngressRule.route.destination"): "SwimLaneIngressRuleDestination",
 }
 
 ENUM_NAMES = {

@@ -9,9 +9,12 @@ of its weight), never with a wall-clock threshold.
 from __future__ import annotations
 
 import math
+import pathlib
 import shutil
 import subprocess
 import threading
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -138,39 +141,107 @@ def test_strict_mode_stays_in_lane(mesh: dict[str, Any]) -> None:
     remove_lanes(api)
 
 
-def test_lane_changes_under_load_fail_nothing(mesh: dict[str, Any]) -> None:
+# Where a request of lane v3 may go in each stage of the test below (lane v2 has no mockb and always answers
+# (v2, v1, v2); no header is the base lane): a request may also see the stage before the one it started in.
+# Anything else is a chain that leaked across lanes.
+V3_STAGES: list[set[Chain]] = [
+    {("v1", "v1", "v1")},  # the group, v1 and v2 are created: v3 is no lane, the gateway sends it to the base
+    {("v3", "v3", "v3")},  # lane v3 is created with every service
+    {("v3", "v1", "v3")},  # mockb leaves lane v3
+    {("v1", "v1", "v1")},  # lane v3 is deleted
+]
+
+
+def test_lane_changes_under_load_stay_in_lane(mesh: dict[str, Any]) -> None:
+    """The group and its lanes are created, changed and deleted under a request loop: no request fails once the
+    gateway routes, and no response comes from a chain that crosses lanes (the generated objects arrive in an order
+    in which no proxy routes into a lane before the next hop knows it, nor keeps routing into a removed one)."""
     api, url = mesh["api"], mesh["ingress"]
-    apply(api, [group(permissive=True), lane("v1"), lane("v2", ("mocka", "mockc"))])
-    eventually(lambda: steady(url, {"x-asm-prefer-tag": "v2"}, ("v2", "v1", "v2")), "lanes v1 and v2")
     failures: list[str] = []
+    leaks: list[str] = []
     seen: Counter[Chain] = Counter()
+    routed = threading.Event()
     stop = threading.Event()
+    stage = [0]
+
+    def allowed(tag: str, started: int) -> set[Chain]:
+        if tag == "v2":
+            return {("v2", "v1", "v2")}
+        if not tag:
+            return {("v1", "v1", "v1")}
+        return V3_STAGES[started] | V3_STAGES[max(started - 1, 0)]
 
     def loop() -> None:
         while not stop.is_set():
-            for tag in ("v2", "v3"):
+            for tag in ("v2", "v3", ""):
+                started = stage[0]
                 try:
-                    seen[chain(url, {"x-asm-prefer-tag": tag})] += 1
+                    got = chain(url, {"x-asm-prefer-tag": tag} if tag else None)
                 except Exception as e:
-                    failures.append(f"{tag}: {e!r}")
+                    if routed.is_set():
+                        failures.append(f"{tag}: {e!r}")
+                    continue
+                routed.set()
+                seen[got] += 1
+                if got not in allowed(tag, started):
+                    leaks.append(f"stage {started}, {tag or 'no header'}: {got}")
 
     t = threading.Thread(target=loop, daemon=True)
     t.start()
     try:
+        apply(api, [group(permissive=True), lane("v1"), lane("v2", ("mocka", "mockc"))])  # from nothing
+        eventually(lambda: seen[("v2", "v1", "v2")] > 3, "lanes v1 and v2")
+        stage[0] = 1
         apply(api, [lane("v3")])  # created
         eventually(lambda: seen[("v3", "v3", "v3")] > 3, "lane v3 created under load")
+        stage[0] = 2
         apply(api, [lane("v3", ("mocka", "mockc"))])  # changed: mockb leaves lane v3
         eventually(lambda: seen[("v3", "v1", "v3")] > 3, "lane v3 changed under load")
-        kubectl(api, "delete", "asmswimlane", "v3", "-n", "istio-system")  # deleted: v3 requests go to base
+        stage[0] = 3
         before = seen[("v1", "v1", "v1")]
-        eventually(lambda: seen[("v1", "v1", "v1")] > before + 3, "lane v3 deleted under load")
+        kubectl(api, "delete", "asmswimlane", "v3", "-n", "istio-system")  # deleted: v3 requests go to base
+        eventually(lambda: seen[("v1", "v1", "v1")] > before + 6, "lane v3 deleted under load")
     finally:
         stop.set()
         t.join(timeout=30)
     assert failures == [], failures[:5]
+    assert leaks == [], (len(leaks), leaks[:10])
     remove_lanes(api)
 
 
+ASM_DATA = pathlib.Path(__file__).resolve().parents[1] / "data" / "asm"
+
+
+def http_status(url: str, headers: dict[str, str] | None = None) -> int:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=20) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
+
+
+def test_weighted_ingress_rule(mesh: dict[str, Any]) -> None:
+    """ASM's weight-based entry applied as written: only requests the group's one rule matches (/mock with header
+    test: yes) enter the lanes, split 50/50 between v1 and v3 with affinity along the chain; the group's status
+    says the gateway routes and the base lane is a lane."""
+    api, url = mesh["api"], mesh["ingress"]
+    kubectl(api, "apply", "-f", str(ASM_DATA / "lanes-weighted.yaml"))
+    test = {"test": "yes"}
+    eventually(lambda: {chain(url, test) for _ in range(40)} == {("v1", "v1", "v1"), ("v3", "v3", "v3")},
+               "the weighted rule splits between v1 and v3")
+    assert http_status(url + "/mock") == 404  # the rule does not match: not routed into any lane
+    assert steady(url, {**test, "x-asm-prefer-tag": "v3"}, ("v3", "v3", "v3"))
+
+    def group_status() -> dict[str, Any]:
+        obj = yaml.safe_load(kubectl(api, "get", "asmswimlanegroup", "mock", "-n", "istio-system", "-o", "yaml"))
+        return dict(obj.get("status") or {})
+
+    eventually(lambda: "generated" in group_status(), "the group's status written")
+    st = group_status()
+    conds = {c["type"]: c["status"] for c in st["conditions"]}
+    assert conds == {"Reconciled": "True", "IngressRouted": "True", "FallbackTargetFound": "True"}, st
+    assert "VirtualService istio-system/lanes-mock-ingress" in st["generated"]
+    remove_lanes(api)
 
 
 def test_baggage_only_propagation(mesh: dict[str, Any]) -> None:

@@ -110,7 +110,9 @@ def test_get_watch_sees_changes(kubectl: Kubectl, tmp_path: Path) -> None:
         proc.terminate()
         out, _ = proc.communicate(timeout=10)
     events = [line.split()[0] for line in out.splitlines()[1:]]
-    assert events == ["ADDED", "MODIFIED", "DELETED"], out
+    # The spec change, and the status writer's (Reconciled, validationMessages) as further MODIFIED events.
+    assert events[0] == "ADDED" and events[-1] == "DELETED" and len(events) >= 3, out
+    assert set(events[1:-1]) == {"MODIFIED"}, out
 
 
 def test_server_side_apply_and_conflict(kubectl: Kubectl, tmp_path: Path) -> None:

@@ -4,15 +4,29 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, start_server
 
 G, V, NS, PLURAL = "networking.istio.io", "v1", "default", "destinationrules"
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """Without the status writer: these tests count a watch's events exactly, and its status writes are more."""
+    data = tmp_path / "data"
+    data.mkdir()
+    srv = start_server(data, "--no-status")
+    try:
+        yield srv
+    finally:
+        srv.stop()
 
 
 def _api(server: ServerProcess) -> client.CustomObjectsApi:
@@ -105,11 +119,9 @@ def test_watch_replays_then_streams_with_bookmarks(server: ServerProcess) -> Non
 
 
 def test_watch_from_compacted_history_gets_410_and_relists(tmp_path: Any) -> None:
-    from tests.support.server import start_server
-
     data = tmp_path / "d"
     data.mkdir()
-    srv = start_server(data, "--history-limit", "5")
+    srv = start_server(data, "--history-limit", "5", "--no-status")
     try:
         api = _api(srv)
         api.create_namespaced_custom_object(G, V, NS, PLURAL, _dr("a"))

@@ -76,7 +76,10 @@ def build_bootstrap(
     stats_address: str | None = None,
 ) -> dict[str, Any]:
     """A complete Envoy v3 bootstrap: ADS to ``xds_address`` for listeners and clusters, admin on
-    ``admin_address``. ``metadata`` becomes ``node.metadata`` (see docs/proxy-metadata.md for the keys).
+    ``admin_address``. ``xds_address`` may list several replicas (``h1:p1,h2:p2``, docs/ha.md): they become the
+    endpoints of the ``xds-grpc`` cluster, checked by a TCP health check, and the ADS stream reconnects quickly
+    (backoff 0.1-1 s) to a live one when its replica goes away, Envoy serving its last configuration meanwhile.
+    ``metadata`` becomes ``node.metadata`` (see docs/proxy-metadata.md for the keys).
     ``sds_socket``: the agent's SDS server (Unix socket path), as the static cluster ``sds-grpc``;
     ``extauthz_socket``: the agent's ext_authz server, as the static cluster ``opa-extauthz``;
     ``stats_address``: where Prometheus scrapes the proxy (``/stats/prometheus``, Istio's port 15090), with the
@@ -93,6 +96,7 @@ def build_bootstrap(
     if node_locality:
         node["locality"] = node_locality
     ads_source = {"ads": {}, "resource_api_version": "V3"}
+    xds_endpoints = xds_addresses(xds_address)
     local = [_pipe_cluster(name, path) for name, path in ((SDS_CLUSTER, sds_socket),
                                                           (EXTAUTHZ_CLUSTER, extauthz_socket)) if path]
     listeners: list[dict[str, Any]] = []
@@ -107,7 +111,7 @@ def build_bootstrap(
                 "api_type": "DELTA_GRPC" if delta else "GRPC",
                 "transport_api_version": "V3",
                 "set_node_on_first_message_only": True,
-                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+                "grpc_services": [{"envoy_grpc": _xds_grpc(len(xds_endpoints))}],
             },
             "cds_config": ads_source,
             "lds_config": ads_source,
@@ -128,8 +132,9 @@ def build_bootstrap(
                 "upstream_connection_options": {"tcp_keepalive": {"keepalive_time": 300}},
                 "load_assignment": {
                     "cluster_name": XDS_CLUSTER,
-                    "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket(xds_address)}}]}],
+                    "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket(a)}} for a in xds_endpoints]}],
                 },
+                **_xds_health_check(len(xds_endpoints)),
             }, *local],
             "listeners": listeners,
         },
@@ -153,6 +158,34 @@ def build_bootstrap(
             }],
         },
     }
+
+
+def xds_addresses(xds: str) -> list[str]:
+    """The ``HOST:PORT`` of each control-plane replica in a comma-separated list (one, without replicas)."""
+    return [a.strip() for a in xds.split(",") if a.strip()]
+
+
+def _xds_grpc(replicas: int) -> dict[str, Any]:
+    grpc: dict[str, Any] = {"cluster_name": XDS_CLUSTER}
+    if replicas > 1:
+        # Envoy's default stream backoff (0.5 s doubling to 30 s) would leave a proxy long on a dead replica.
+        grpc["retry_policy"] = {"retry_back_off": {"base_interval": "0.1s", "max_interval": "1s"}}
+    return grpc
+
+
+def _xds_health_check(replicas: int) -> dict[str, Any]:
+    """With several replicas, a TCP check takes a dead one out of the ADS cluster within about a second, so a
+    reconnecting stream is not sent to it."""
+    if replicas < 2:
+        return {}
+    return {"health_checks": [{
+        "timeout": "0.5s",
+        "interval": "1s",
+        "no_traffic_interval": "1s",
+        "unhealthy_threshold": 1,
+        "healthy_threshold": 1,
+        "tcp_health_check": {},
+    }]}
 
 
 def _stats_listener(address: str) -> dict[str, Any]:

@@ -189,13 +189,28 @@ class DnsProxy:
 
     # --- sockets -------------------------------------------------------------------------------------------
 
-    async def serve(self, addresses: Iterable[str]) -> None:
+    async def serve(self, addresses: Iterable[str]) -> list[str]:
+        """Listen on UDP and TCP at each ``HOST:PORT``; port 0 picks one free for both. Returns the addresses
+        listened on."""
         loop = asyncio.get_running_loop()
+        bound = []
         for address in addresses:
-            host, _, port = address.rpartition(":")
-            transport, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), local_addr=(host, int(port)))
-            self._servers.append(transport)
-            self._servers.append(await asyncio.start_server(self._tcp, host, int(port)))
+            host, _, raw_port = address.rpartition(":")
+            want = int(raw_port)
+            for attempt in range(20 if want == 0 else 1):
+                transport, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), local_addr=(host, want))
+                port = int(transport.get_extra_info("sockname")[1])
+                try:
+                    server = await asyncio.start_server(self._tcp, host, port)
+                except OSError:
+                    transport.close()
+                    if want != 0 or attempt == 19:
+                        raise
+                    continue  # the UDP port chosen by the kernel is taken for TCP: another one
+                self._servers += [transport, server]
+                bound.append(f"{host}:{port}")
+                break
+        return bound
 
     async def _tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

@@ -27,6 +27,7 @@ from meshplane.model.spec import (
     MemberCluster,
     ObjectMeta,
     ServiceEntryWorkloadSelector,
+    SwimLaneIngressRule,
     TrafficLabel,
 )
 
@@ -98,7 +99,41 @@ def _service_refs(services: Sequence[ASMSwimLaneGroupServices], path: str, r: Re
         seen.add(ident)
 
 
+INGRESS_ROUTING_STRATEGIES = ("rule_based", "rule-based", "weighted")
+
+
+def _ingress_rule(rule: SwimLaneIngressRule, p: str, r: Report, *, destination_required: bool = False) -> None:
+    for j, host in enumerate(rule.hosts):
+        err = fmt.wildcard_domain(host)
+        if err:
+            r.invalid(f"{p}.hosts[{j}]", host, err)
+    match = rule.match
+    c.string_match(None if match is None else match.uri, f"{p}.match.uri", r, allow_empty=False)
+    for name, sm in (match.headers if match is not None else {}).items():
+        err = fmt.header_name(name)
+        if err:
+            r.invalid(f"{p}.match.headers", name, err)
+        c.string_match(sm, f"{p}.match.headers[{name}]", r, allow_empty=False)
+    dest = rule.route.destination if rule.route is not None else None
+    if dest is None:
+        if rule.route is not None or destination_required:
+            r.required(f"{p}.route.destination", "the service of the group that requests enter")
+    else:
+        c.destination_host(dest.host, f"{p}.route.destination.host", r)
+
+
 def swim_lane_group(meta: ObjectMeta, spec: ASMSwimLaneGroup, r: Report) -> None:
+    strategy = spec.ingress_routing_strategy
+    if strategy is not None and strategy not in INGRESS_ROUTING_STRATEGIES:
+        r.not_supported("spec.ingressRoutingStrategy", strategy, INGRESS_ROUTING_STRATEGIES)
+    if strategy == "weighted":
+        if spec.weighted_ingress_rule is None:
+            r.required("spec.weightedIngressRule", "ingressRoutingStrategy weighted splits the requests one rule "
+                       "matches across the lanes by their ingressWeight")
+        else:
+            _ingress_rule(spec.weighted_ingress_rule, "spec.weightedIngressRule", r, destination_required=True)
+    elif spec.weighted_ingress_rule is not None:
+        r.forbidden("spec.weightedIngressRule", "only with ingressRoutingStrategy: weighted")
     if not spec.services:
         r.required("spec.services", "a lane group needs the services of its call chain")
     _service_refs(spec.services, "spec.services", r)
@@ -145,17 +180,7 @@ def swim_lane(meta: ObjectMeta, spec: ASMSwimLane, r: Report) -> None:
             if name in names:
                 r.duplicate(f"{p}.name", name)
             names.add(name)
-        for j, host in enumerate(rule.hosts):
-            err = fmt.wildcard_domain(host)
-            if err:
-                r.invalid(f"{p}.hosts[{j}]", host, err)
-        c.string_match(None if rule.match is None else rule.match.uri, f"{p}.match.uri", r, allow_empty=False)
-        if rule.route is not None:
-            dest = rule.route.destination
-            if dest is None:
-                r.required(f"{p}.route.destination")
-            else:
-                c.destination_host(dest.host, f"{p}.route.destination.host", r)
+        _ingress_rule(rule, p, r)
     if "swimlane-group" not in meta.labels:
         r.warn("metadata.labels: no swimlane-group label: this lane belongs to no lane group")
 

@@ -107,10 +107,40 @@ def _cluster_service_ref() -> Schema:
     )
 
 
+def _ingress_rule(description: str) -> Schema:
+    return _obj(
+        {
+            "name": _str("Name of the rule."),
+            "hosts": _arr(_str(), "Hosts the rule applies to at the gateway."),
+            "match": _obj(
+                {
+                    "uri": _string_match("URI match."),
+                    "headers": _map(_string_match("Header value match."),
+                                    "Request headers the request must carry (name: match), all of them."),
+                },
+                "Match conditions of the rule.",
+            ),
+            "online": _bool("Whether the rule is in effect."),
+            "route": _obj(
+                {"destination": _obj({"host": _str("Destination host.")}, "Destination of the requests.")},
+                "Where matching requests go.",
+            ),
+            "weight": _int("Share (0-100) of the rule's traffic sent to this lane.", minimum=0, maximum=100),
+        },
+        description,
+    )
+
+
 def swim_lane_group_spec() -> Schema:
     return _obj(
         {
             "services": _arr(_cluster_service_ref(), "The services of the call chain that take part in lanes."),
+            "ingressRoutingStrategy": _str(
+                "How the gateway routes requests into the lanes: rule_based (default: each lane's ingressRules) or "
+                "weighted (one weightedIngressRule for the group, split by the lanes' ingressWeight)."),
+            "weightedIngressRule": _ingress_rule(
+                "With ingressRoutingStrategy weighted: the group's one ingress rule; matching requests are split "
+                "across the lanes by their ingressWeight (the lanes' ingressRules are not used)."),
             "ingress": _obj(
                 {
                     "gateway": _obj(
@@ -140,20 +170,7 @@ def swim_lane_group_spec() -> Schema:
 
 
 def swim_lane_spec() -> Schema:
-    rule = _obj(
-        {
-            "name": _str("Name of the rule."),
-            "hosts": _arr(_str(), "Hosts the rule applies to at the gateway."),
-            "match": _obj({"uri": _string_match("URI match.")}, "Match conditions of the rule."),
-            "online": _bool("Whether the rule is in effect."),
-            "route": _obj(
-                {"destination": _obj({"host": _str("Destination host.")}, "Destination of the requests.")},
-                "Where matching requests go.",
-            ),
-            "weight": _int("Share (0-100) of the rule's traffic sent to this lane.", minimum=0, maximum=100),
-        },
-        "A gateway routing rule into this lane.",
-    )
+    rule = _ingress_rule("A gateway routing rule into this lane.")
     return _obj(
         {
             "labelSelector": _map(_str(), "Workload labels that select the lane's versions, e.g. {version: v2}."),

@@ -25,7 +25,17 @@ from aiohttp import web
 from meshplane import __version__
 from meshplane.api.errors import FieldCause, InvalidObject, StrictDecodingError
 from meshplane.api.kinds import KindInfo, KindRegistry
-from meshplane.apiserver import discovery, kubeproto, objects, openapi, patch, tables, watchstream
+from meshplane.apiserver import (
+    discovery,
+    kubeproto,
+    objects,
+    openapi,
+    openapi_v2,
+    patch,
+    tables,
+    watchstream,
+    workloads,
+)
 from meshplane.apiserver.request import (
     ResourcePath,
     decode,
@@ -111,6 +121,7 @@ class ApiServer:
         self._schema_for = schema_for
         self._openapi_cache: dict[str, dict[str, Any]] = {}
         self._openapi_hashes: dict[str, str] = {}
+        self._openapi_v2_doc: tuple[dict[str, Any], bytes] | None = None
         self.extra_routes: list[web.RouteDef] = []
 
     # ---- application ---------------------------------------------------------------------------------------
@@ -124,11 +135,13 @@ class ApiServer:
         app.add_routes(
             [
                 web.get("/version", self._version),
+                web.get("/version/", self._version),
                 web.get("/healthz", self._ok),
                 web.get("/livez", self._ok),
                 web.get("/readyz", self._ok),
                 web.get("/api", self._api_root),
                 web.get("/apis", self._apis_root),
+                web.get("/openapi/v2", self._openapi_v2),
                 web.get("/openapi/v3", self._openapi_index),
                 web.get("/openapi/v3/apis/{group}/{version}", self._openapi_group),
                 web.get("/openapi/v3/api/v1", self._openapi_core),
@@ -261,6 +274,15 @@ class ApiServer:
             self._openapi_hashes[key] = openapi.content_hash(doc)
         return self._openapi_cache[key]
 
+    async def _openapi_v2(self, request: web.Request) -> web.Response:
+        if self._openapi_v2_doc is None:
+            doc = openapi_v2.document(self.registry)
+            self._openapi_v2_doc = (doc, openapi_v2.encode(doc))
+        doc, proto = self._openapi_v2_doc
+        if openapi_v2.wants_protobuf(request.headers.get("Accept", "")):
+            return web.Response(body=proto, content_type=openapi_v2.PROTO_CONTENT_TYPE)
+        return web.json_response(doc)
+
     async def _openapi_index(self, request: web.Request) -> web.Response:
         for group, versions in self.registry.groups().items():
             for v in versions:
@@ -315,7 +337,7 @@ class ApiServer:
 
     async def _core(self, request: web.Request) -> web.StreamResponse:
         parts = request.match_info["tail"].strip("/").split("/")
-        if parts[0] in ("secrets", "configmaps") or (parts[0] == "namespaces" and len(parts) > 2):
+        if parts[0] in ("secrets", "configmaps", "services", "pods") or (parts[0] == "namespaces" and len(parts) > 2):
             return await self._resource(request, core_parts=parts)  # registry kinds like the others
         if parts[0] != "namespaces" or len(parts) > 2:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
@@ -465,7 +487,26 @@ class ApiServer:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         return info, path
 
+    def _unstored(self, request: web.Request, core_parts: list[str] | None) -> web.Response | None:
+        """A workload kind meshplane does not store (see ``workloads``): its answer, or None for any other path."""
+        if core_parts is not None:
+            group, version, parts = "", "v1", core_parts
+        else:
+            group, version = request.match_info["group"], request.match_info["version"]
+            parts = request.match_info["tail"].strip("/").split("/")
+        path = parse_resource_path(parts, group, version)
+        kind = workloads.find(group, version, path.plural) if path is not None else None
+        if kind is None or path is None:
+            return None
+        body = workloads.answer(kind, path, request.method, str(self.store.current_rv), watch=flag(request, "watch"))
+        resp = web.json_response(body)
+        resp.headers.add("Warning", _warning(workloads.hint(kind)))
+        return resp
+
     async def _resource(self, request: web.Request, core_parts: list[str] | None = None) -> web.StreamResponse:
+        unstored = self._unstored(request, core_parts)
+        if unstored is not None:
+            return unstored
         info, path = self._resolve(request, core_parts)
         m = request.method
         if path.name is None:
@@ -509,7 +550,7 @@ class ApiServer:
             body = out
         resp = web.json_response(body, status=status)
         for w in warnings or []:
-            resp.headers.add("Warning", '299 - "' + w.replace("\\", "\\\\").replace('"', '\\"') + '"')
+            resp.headers.add("Warning", _warning(w))
         return resp
 
     def _get(self, request: web.Request, info: KindInfo, path: ResourcePath) -> web.Response:
@@ -777,7 +818,6 @@ class ApiServer:
                         raise bad_request(
                             "PATCH, application/apply-patch+yaml requests require a non-empty fieldManager"
                         )
-                    warnings = self._validate_obj(info, config, mode)
                     new = patch.server_side_apply(
                         live,
                         config,
@@ -785,6 +825,9 @@ class ApiServer:
                         force=flag(request, "force"),
                         api_version=info.api_version(path.version),
                     )
+                    # An applied configuration is a partial object (one manager's fields, or only labels, as in
+                    # kubectl's client-side-to-server-side migration): like kube-apiserver, validate the merge.
+                    warnings = self._validate_obj(info, new, mode)
                     created = live is None
                 else:
                     if live is None:
@@ -919,6 +962,11 @@ class ApiServer:
 
 
 # ---- helpers ------------------------------------------------------------------------------------------------
+
+
+def _warning(text: str) -> str:
+    """A ``Warning`` header value as kube-apiserver writes it (RFC 7234 code 299, the text quoted and escaped)."""
+    return '299 - "' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _json(body: dict[str, Any], *, content_type: str) -> web.Response:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from meshplane.api.kinds import KindInfo, KindRegistry
+from meshplane.apiserver import workloads
 
 AGGREGATED_TYPE = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
 AGGREGATED_TYPE_V2BETA1 = "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList"
@@ -55,7 +56,30 @@ def aggregated_apis(registry: KindRegistry, content_type: str) -> dict[str, Any]
             resources = [_aggregated_resource(k, v) for k in registry if k.group == group and v in k.versions]
             vlist.append({"version": v, "resources": resources, "freshness": "Current"})
         items.append({"metadata": {"name": group}, "versions": vlist})
+    for group, versions in workloads.groups().items():
+        vlist = [
+            {"version": v, "resources": [_aggregated_workload(k) for k in workloads.in_group(group, v)],
+             "freshness": "Current"}
+            for v in versions
+        ]
+        items.append({"metadata": {"name": group}, "versions": vlist})
     return {"kind": "APIGroupDiscoveryList", "apiVersion": _api_version(content_type), "metadata": {}, "items": items}
+
+
+def _aggregated_workload(k: workloads.WorkloadKind) -> dict[str, Any]:
+    return {
+        "resource": k.plural,
+        "singularResource": k.singular,
+        "scope": "Namespaced",
+        "shortNames": list(k.short_names),
+        "verbs": workloads.VERBS,
+        "responseKind": {"group": k.group, "version": k.version, "kind": k.kind},
+    }
+
+
+def _legacy_workload(k: workloads.WorkloadKind) -> dict[str, Any]:
+    return {"name": k.plural, "singularName": k.singular, "namespaced": True, "kind": k.kind,
+            "verbs": workloads.VERBS, "shortNames": list(k.short_names)}
 
 
 def aggregated_core(content_type: str) -> dict[str, Any]:
@@ -87,7 +111,8 @@ def aggregated_core(content_type: str) -> dict[str, Any]:
         "apiVersion": _api_version(content_type),
         "metadata": {},
         "items": [
-            {"metadata": {}, "versions": [{"version": "v1", "resources": [ns, secrets, configmaps],
+            {"metadata": {}, "versions": [{"version": "v1", "resources": [ns, secrets, configmaps, *(
+                _aggregated_workload(k) for k in workloads.in_group("", "v1"))],
                                           "freshness": "Current"}]}
         ],
     }
@@ -118,6 +143,7 @@ def legacy_core_resources() -> dict[str, Any]:
             {"name": "secrets", "singularName": "secret", "namespaced": True, "kind": "Secret", "verbs": VERBS},
             {"name": "configmaps", "singularName": "configmap", "namespaced": True, "kind": "ConfigMap",
              "verbs": VERBS, "shortNames": ["cm"]},
+            *(_legacy_workload(k) for k in workloads.in_group("", "v1")),
         ],
     }
 
@@ -132,11 +158,12 @@ def _group(group: str, versions: list[str]) -> dict[str, Any]:
 
 def legacy_group_list(registry: KindRegistry) -> dict[str, Any]:
     groups = [_group(g, vs) for g, vs in registry.groups().items() if g]
+    groups += [_group(g, vs) for g, vs in workloads.groups().items()]
     return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
 
 
 def legacy_group(registry: KindRegistry, group: str) -> dict[str, Any] | None:
-    versions = registry.groups().get(group)
+    versions = registry.groups().get(group) or workloads.groups().get(group)
     if not versions:
         return None
     return {"kind": "APIGroup", "apiVersion": "v1", **_group(group, versions)}
@@ -145,7 +172,11 @@ def legacy_group(registry: KindRegistry, group: str) -> dict[str, Any] | None:
 def legacy_resource_list(registry: KindRegistry, group: str, version: str) -> dict[str, Any] | None:
     kinds = [k for k in registry if k.group == group and version in k.versions]
     if not kinds:
-        return None
+        unstored = workloads.in_group(group, version)
+        if not unstored:
+            return None
+        return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": f"{group}/{version}",
+                "resources": [_legacy_workload(k) for k in unstored]}
     resources: list[dict[str, Any]] = []
     for k in kinds:
         resources.append(

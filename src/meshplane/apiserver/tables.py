@@ -48,10 +48,45 @@ def human_duration(seconds: float) -> str:
     return f"{h // 24 // 365}y"
 
 
+def _segments(path: str) -> list[str]:
+    """A printer column's path split at the dots that separate fields: not inside ``[...]`` (a filter such as
+    ``[?(@.type=="Connected")]`` holds dots of its own) and not escaped (``app\\.kubernetes\\.io``)."""
+    parts: list[str] = []
+    cur: list[str] = []
+    depth = 0
+    quote = ""
+    i = 0
+    while i < len(path):
+        c = path[i]
+        if quote:
+            quote = "" if c == quote else quote
+        elif c in "\"'" and depth:
+            quote = c
+        elif c == "\\" and i + 1 < len(path) and path[i + 1] == ".":
+            cur.append(".")
+            i += 2
+            continue
+        elif c == "[":
+            depth += 1
+        elif c == "]":
+            depth = max(depth - 1, 0)
+        elif c == "." and not depth:
+            if cur:
+                parts.append("".join(cur))
+            cur = []
+            i += 1
+            continue
+        cur.append(c)
+        i += 1
+    if cur:
+        parts.append("".join(cur))
+    return parts
+
+
 def evaluate_path(obj: Any, path: str) -> Any:
     """The value at a printer column's path: dotted fields, plus ``name[?(@.key=="v")]`` list filters."""
     cur = obj
-    for part in path.strip(".").split("."):
+    for part in _segments(path):
         if cur is None:
             return None
         m = _FILTER_RE.match(part)

@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from meshplane.cli import bootstrap_cmd, cluster_cmds, runtime_cmds, security_cmds, serverproc, trace_cmd
+from meshplane.cli import analyze_cmd, bootstrap_cmd, cluster_cmds, runtime_cmds, security_cmds, serverproc, trace_cmd
 from meshplane.model.spec import parse_duration
 
 # Modules that add their own subcommands: each has ``register(subparsers)``; each subcommand sets ``func``.
-_EXTENSIONS: list[Any] = [bootstrap_cmd, runtime_cmds, cluster_cmds, security_cmds, trace_cmd]
+_EXTENSIONS: list[Any] = [bootstrap_cmd, runtime_cmds, cluster_cmds, security_cmds, trace_cmd, analyze_cmd]
 
 
 def _seconds(flag: str, text: str) -> float:
@@ -66,6 +66,13 @@ def _server(args: argparse.Namespace) -> int:
         otlp_host=otlp[0],
         otlp_port=otlp[1],
         console_scrape=not args.no_console_scrape,
+        write_status=not args.no_status,
+        store_url=args.store,
+        etcd_cacert=Path(args.etcd_cacert) if args.etcd_cacert else None,
+        etcd_cert=Path(args.etcd_cert) if args.etcd_cert else None,
+        etcd_key=Path(args.etcd_key) if args.etcd_key else None,
+        replica_id=args.replica_id,
+        ca_dir=Path(args.ca_dir) if args.ca_dir else None,
     )
     asyncio.run(serverproc.run_server(opts))
     return 0
@@ -98,6 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--xds-addr", default="127.0.0.1:15010", help="address of the xDS (ADS gRPC) server; 'none' to disable"
     )
+    s.add_argument("--store", default=None, metavar="URL",
+                   help="where API objects live: 'sqlite' (default, in --data-dir) or "
+                        "etcd://HOST:PORT[,HOST:PORT...][/PREFIX], shared by replicas (docs/ha.md)")
+    s.add_argument("--etcd-cacert", metavar="FILE", help="CA certificate of the etcd members (TLS)")
+    s.add_argument("--etcd-cert", metavar="FILE", help="client certificate for etcd (with --etcd-key)")
+    s.add_argument("--etcd-key", metavar="FILE", help="client key for etcd (with --etcd-cert)")
+    s.add_argument("--replica-id", default="", help="this replica's name in leader election (default host-pid)")
+    s.add_argument("--ca-dir", default=None, metavar="DIR",
+                   help="the CA's key material (default DATA_DIR/ca); replicas on one machine share one")
     s.add_argument("--debounce-quiet", type=float, default=0.1, help="push after this many seconds without changes")
     s.add_argument("--debounce-max", type=float, default=1.0, help="push at the latest this long after a change")
     s.add_argument("--ca-addr", default=None,
@@ -127,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: the xDS host, port 15011 (0 when xDS uses port 0); 'none' to run without it")
     s.add_argument("--no-console-scrape", action="store_true",
                    help="the console's topology does not read the proxies' metrics (its other pages still work)")
+    s.add_argument("--no-status", action="store_true",
+                   help="write no status (Reconciled condition, analysis messages) into Istio and ASM objects")
     s.set_defaults(func=_server)
 
     k = sub.add_parser("kubeconfig", help="print a kubeconfig for the running server")

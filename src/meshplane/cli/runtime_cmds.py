@@ -65,10 +65,11 @@ def _up(args: argparse.Namespace) -> int:
         except ManifestError as e:
             return _error(str(e))
         return run_supervisor(home, manifest, delta=args.delta, prometheus=args.prometheus,
-                              interception=args.interception or "")
+                              interception=args.interception or "", replicas=args.replicas)
     try:
         view = control.start(home, Path(args.file), timeout_s=args.timeout, delta=args.delta,
-                             prometheus=args.prometheus, interception=args.interception or "")
+                             prometheus=args.prometheus, interception=args.interception or "",
+                             replicas=args.replicas)
     except control.RuntimeCommandError as e:
         return _error(str(e))
     _print_ready(view, home)
@@ -185,7 +186,7 @@ def _demo_up(args: argparse.Namespace) -> int:
         path.write_text(demo_manifest_yaml(networks=getattr(args, "networks", 1)))
     try:
         view = control.start(home, path, timeout_s=args.timeout, delta=args.delta, prometheus=args.prometheus,
-                             interception=args.interception or "")
+                             interception=args.interception or "", replicas=args.replicas)
     except control.RuntimeCommandError as e:
         return _error(str(e))
     if lanes:  # no lane exists until the user applies one: ready means every instance ready and synced
@@ -225,8 +226,13 @@ def _add_interception(p: argparse.ArgumentParser) -> None:
                    default=None,
                    help="transparent: each instance in its own network namespace with iptables capture and the "
                         "DNS proxy (needs root); explicit: applications use their sidecar as http_proxy; auto: "
-                        "transparent when possible (default: the manifest's mesh.interception, else auto; "
-                        "$MESHPLANE_INTERCEPTION)")
+                        "transparent when possible (default: the manifest's mesh.interception, else "
+                        "$MESHPLANE_INTERCEPTION, else auto)")
+
+
+def _add_replicas(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--replicas", type=int, default=1, metavar="N",
+                   help="control-plane replicas; more than 1 runs them on an etcd on loopback (docs/ha.md)")
 
 
 def register(sub: Any) -> None:
@@ -238,6 +244,7 @@ def register(sub: Any) -> None:
     p.add_argument("--delta", action="store_true", help="proxies use Delta xDS instead of State of the World")
     _add_prometheus(p)
     _add_interception(p)
+    _add_replicas(p)
     _add_home(p)
     p.set_defaults(func=_up)
 
@@ -280,6 +287,7 @@ def register(sub: Any) -> None:
                    help="bookinfo (default) or lanes: the mocka -> mockb -> mockc traffic-lanes sample")
     p.add_argument("--networks", type=int, choices=[1, 2], default=1,
                    help="bookinfo: 2 puts cluster-2 on network-2, reached through east-west gateways")
+    _add_replicas(p)
     _add_home(p)
     p.set_defaults(func=_demo_up)
     p = dsub.add_parser("down", help="stop the demo (same as meshplane down)")

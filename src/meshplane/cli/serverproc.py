@@ -18,7 +18,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from aiohttp import web
 
 from meshplane.api.kinds import default_registry
 from meshplane.apiserver.app import ApiServer, ApiServerSettings, serve
+from meshplane.cli.analyze_api import analyze_routes, store_view, xds_view
 from meshplane.cli.meshconfig_sync import MeshConfigFileError, MeshConfigSync
 from meshplane.cli.security_api import security_routes
 from meshplane.cli.trace_api import trace_routes
@@ -40,6 +41,10 @@ from meshplane.metrics import ControlPlaneMetrics
 from meshplane.multicluster import MemberClusterController
 from meshplane.rpc.ca_service import SecurityPlane
 from meshplane.rpc.otlp import OtlpCollector, SpanStore
+from meshplane.statuswriter import StatusWriter, WriterSettings
+from meshplane.store.etcd import EtcdStore, parse_etcd_url
+from meshplane.store.etcd.election import LeaderElection
+from meshplane.store.interface import Store
 from meshplane.store.sqlite import SqliteStore
 from meshplane.translate import MeshSettings
 from meshplane.xds.default_translator import DefaultTranslator
@@ -92,6 +97,16 @@ class ServerOptions:
     trace_limit: int = 10_000  # spans kept in memory
     # The console's topology reads every connected (loopback) proxy's :15090 while someone looks (meshplane.console).
     console_scrape: bool = True
+    # The store: None is SQLite in data_dir; ``etcd://host:port[,host:port...][/prefix]`` is etcd, shared by every
+    # replica given the same URL (docs/ha.md), with optional TLS client credentials.
+    store_url: str | None = None
+    etcd_cacert: Path | None = None
+    etcd_cert: Path | None = None
+    etcd_key: Path | None = None
+    replica_id: str = ""  # this replica's name in leader election (default: host name and pid)
+    ca_dir: Path | None = None  # where the CA's key material lives (default data_dir/ca); replicas share it
+    # Every Istio/ASM object's status: a Reconciled condition and the analyzers' messages (meshplane.statuswriter).
+    write_status: bool = True
 
 
 def is_loopback(host: str) -> bool:
@@ -143,21 +158,30 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
     """Run until SIGTERM/SIGINT. Writes the state file once the API answers."""
     check_safe(opts)
     opts.data_dir.mkdir(parents=True, exist_ok=True)
-    store = SqliteStore(opts.data_dir / "store.db", history_limit=opts.history_limit)
+    store = _open_store(opts)
     await store.start()
     metrics = ControlPlaneMetrics()
     metrics.watch_store_writes(lambda: store.committed_writes)
     _tune_gc()
-    lanes = LanesController(store)
-    await lanes.start()
+    replica = opts.replica_id or f"{socket.gethostname()}-{os.getpid()}"
+    election = LeaderElection(store.client, "controllers", replica) if isinstance(store, EtcdStore) else None
+    members: MemberClusterController | None = None
+    singletons = _Singletons(store, lambda: members)
+    if election is None:
+        await singletons.elected()
+    else:
+        election.start(singletons.elected, singletons.lost)
     xds: XdsServer | None = None
     mesh_sync: MeshConfigSync | None = None
     xds_url = ""
     security: SecurityPlane | None = None
     ca_url = ""
     if opts.ca_host is not None:
+        ca_dir = opts.ca_dir or opts.data_dir / "ca"
+        if election is not None:
+            await _wait_for_ca(ca_dir, election, opts.ca_root_cert is not None)
         security = SecurityPlane.load_or_create(
-            opts.data_dir / "ca", opts.trust_domain, root_cert_file=opts.ca_root_cert,
+            ca_dir, opts.trust_domain, root_cert_file=opts.ca_root_cert,
             root_key_file=opts.ca_root_key, max_ttl=datetime.timedelta(seconds=opts.cert_ttl_s))
         ca_port = await security.start(f"{_url_host(opts.ca_host)}:{opts.ca_port}")
         ca_url = f"{_url_host(opts.ca_host)}:{ca_port}"
@@ -182,6 +206,7 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
         xds = XdsServer(store, XdsSettings(debounce_quiet=opts.debounce_quiet, debounce_max=opts.debounce_max,
                                            translator=translator, metrics=metrics))
         resolver.on_change = xds.config_changed  # new keys: a full push
+        singletons.settled = xds.wait_idle  # lane changes go on to the next phase once proxies have the last one
         mesh_sync = MeshConfigSync(store, mesh, _mesh_applier(translator, xds), file=opts.mesh_config)
         try:
             await mesh_sync.start()  # before the first push context: proxies start with the mesh config's settings
@@ -193,14 +218,18 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
         log.info("xDS serving on %s", xds_url)
     elif opts.mesh_config is not None:
         raise ServerConfigError("--mesh-config needs the xDS server (it configures translation)")
-    members: MemberClusterController | None = None
     if xds is not None:
-        # Each member's requests time out after 10 s; failures back off up to 15 s.
+        # Each member's requests time out after 10 s; failures back off up to 15 s. Every replica runs the
+        # sources (its own proxies need the endpoints); only the leader writes status.
         members = MemberClusterController(store, xds, backoff_max=15.0, source_factory=KubeSourceFactory(
-            SourceSettings(request_timeout=10.0, backoff_max=15.0)))
+            SourceSettings(request_timeout=10.0, backoff_max=15.0)),
+            leader=(lambda: election.is_leader) if election is not None else None)
         await members.start()
+        if election is not None and election.is_leader:
+            members.leadership_changed()
     api = ApiServer(store, default_registry(), ApiServerSettings(tokens=dict(opts.tokens or {}), metrics=metrics))
     api.extra_routes.append(web.get("/metrics", _metrics_handler(metrics)))
+    api.extra_routes.append(web.get("/management/v1/replica", _replica_handler(store, replica, election)))
     scraper: MetricsScraper | None = None
     targets: Callable[[], list[Target]] = list
     if xds is not None:
@@ -220,11 +249,29 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
         api.extra_routes.extend(security_routes(security))
     if collector is not None:
         api.extra_routes.extend(trace_routes(collector.store))
+    if xds is not None:
+        server, mesh_of = xds, translator
+        view = xds_view(lambda: server.config, lambda: server.registry, server.wait_idle)
+
+        def root_namespace() -> str:
+            return mesh_of.mesh.root_namespace
+
+        if opts.write_status:  # the leader's (one writer among replicas)
+            await singletons.set_status_writer(StatusWriter(store, view,
+                                                            WriterSettings(root_namespace=root_namespace)))
+    else:
+        view = store_view(store)
+
+        def root_namespace() -> str:
+            return "istio-system"
+
+    api.extra_routes.extend(analyze_routes(view, root_namespace))
     runner = await serve(api.app(), opts.api_host, opts.api_port)
     port = _bound_port(runner) or opts.api_port
     api_url = f"http://{_url_host(opts.api_host)}:{port}"
     state: dict[str, object] = {"api": api_url, "xds": xds_url, "ca": ca_url, "otlp": otlp_url, "pid": os.getpid(),
-                                "console": f"{api_url}/console/"}
+                                "console": f"{api_url}/console/", "replica": replica,
+                                "store": opts.store_url or "sqlite"}
     if opts.tokens:
         state["token"] = next(iter(opts.tokens))
     _write_state(opts.data_dir / STATE_FILE, state)
@@ -243,7 +290,10 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
         await runner.cleanup()
         if scraper is not None:
             await scraper.stop()
-        await lanes.stop()
+        if election is not None:
+            await election.stop()  # steps down (stops the singletons) and hands leadership over at once
+        else:
+            await singletons.lost()
         if members is not None:
             await members.stop()
         if mesh_sync is not None:
@@ -259,6 +309,94 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
         await store.close()
         with contextlib.suppress(FileNotFoundError):
             (opts.data_dir / STATE_FILE).unlink()
+
+
+def _open_store(opts: ServerOptions) -> SqliteStore | EtcdStore:
+    if opts.store_url is None or opts.store_url in ("", "sqlite"):
+        if opts.etcd_cacert or opts.etcd_cert or opts.etcd_key:
+            raise ServerConfigError("--etcd-cacert/--etcd-cert/--etcd-key need --store etcd://...")
+        return SqliteStore(opts.data_dir / "store.db", history_limit=opts.history_limit)
+    try:
+        settings = parse_etcd_url(opts.store_url, cacert=opts.etcd_cacert, cert=opts.etcd_cert, key=opts.etcd_key)
+    except ValueError as e:
+        raise ServerConfigError(str(e)) from e
+    return EtcdStore(settings, history_limit=max(opts.history_limit, 1))
+
+
+class _Singletons:
+    """What runs once among replicas, started on election and stopped on losing it: the lanes controller, the
+    status writer and the member-cluster controller's status writes (its sources run everywhere). Alone (SQLite)
+    this process leads."""
+
+    def __init__(self, store: Store, members: Callable[[], MemberClusterController | None]) -> None:
+        self._store = store
+        self._members = members
+        self._lanes: LanesController | None = None
+        self._status: StatusWriter | None = None
+        self._leading = False
+        self._settled: Callable[[], Awaitable[None]] | None = None
+
+    @property
+    def settled(self) -> Callable[[], Awaitable[None]] | None:
+        """Given to the lanes controller (``xds.wait_idle``), the running one and every later one."""
+        return self._settled
+
+    @settled.setter
+    def settled(self, wait: Callable[[], Awaitable[None]] | None) -> None:
+        self._settled = wait
+        if self._lanes is not None:
+            self._lanes.settled = wait
+
+    async def set_status_writer(self, writer: StatusWriter) -> None:
+        """The status writer, created once the xDS server it reads exists; runs while this replica leads."""
+        self._status = writer
+        if self._leading:
+            await writer.start()
+
+    async def elected(self) -> None:
+        self._leading = True
+        if self._status is not None:
+            await self._status.start()
+        if self._lanes is None:
+            self._lanes = LanesController(self._store)
+            self._lanes.settled = self.settled
+            await self._lanes.start()
+        members = self._members()
+        if members is not None:
+            members.leadership_changed()
+
+    async def lost(self) -> None:
+        self._leading = False
+        if self._status is not None:
+            await self._status.stop()
+        lanes, self._lanes = self._lanes, None
+        if lanes is not None:
+            await lanes.stop()
+
+
+async def _wait_for_ca(ca_dir: Path, election: LeaderElection, plugged: bool, timeout_s: float = 60.0) -> None:
+    """Replicas share one CA (its files, never the store): only the leader creates it when it does not exist yet;
+    the others wait for its files. With a plugged-in root each replica makes its own intermediate, no waiting."""
+    if plugged:
+        return
+    deadline = time.monotonic() + timeout_s
+    made = ("ca-key.pem", "ca-cert.pem", "token-hmac.key")  # the token key last: made right after the CA
+    while not all((ca_dir / name).exists() for name in made) and not election.is_leader:
+        if time.monotonic() > deadline:
+            raise ServerConfigError(f"no CA in {ca_dir} and this replica was not elected to create it")
+        await asyncio.sleep(0.1)
+
+
+def _replica_handler(store: Store, replica: str, election: LeaderElection | None) -> Any:
+    async def handler(request: web.Request) -> web.Response:
+        return web.json_response({
+            "replica": replica,
+            "leader": election.is_leader if election is not None else True,
+            "store": "etcd" if election is not None else "sqlite",
+            "resourceVersion": str(store.current_rv),
+        })
+
+    return handler
 
 
 def _mesh_applier(translator: DefaultTranslator, xds: XdsServer) -> Callable[[MeshSettings], None]:

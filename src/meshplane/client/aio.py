@@ -208,6 +208,19 @@ class Client:
             raise BadResponse(what, "the answer has no list of spans")
         return spans
 
+    async def analyze(self, *, namespace: str = "", objects: Sequence[Mapping[str, Any]] | None = None,
+                      default_namespace: str = "default", timeout: float | None = None) -> Objects:
+        """Config analysis messages about ``namespace`` ("" : every namespace): of the live config, or with
+        ``objects`` (``{"object": {...}, "origin": "file.yaml"}`` each) merged over it, nothing stored."""
+        what = "analyze"
+        if objects is None:
+            doc = await self._management("GET", "/analyze", query={"namespace": namespace}, what=what,
+                                         timeout=timeout)
+        else:
+            body = {"namespace": namespace, "defaultNamespace": default_namespace, "objects": list(objects)}
+            doc = await self._management("POST", "/analyze", body=body, what=what, timeout=timeout)
+        return _items(doc, what)
+
     async def audit(self, *, since: int = 0, limit: int = 500, timeout: float | None = None) -> Objects:
         """The store's change records after resourceVersion ``since``, oldest first."""
         doc = await self._management("GET", "/audit", query={"since": str(since), "limit": str(limit)},

@@ -105,5 +105,10 @@ class SyncClient:
     def trace(self, trace_id: str, *, timeout: float | None = None) -> Objects:
         return self._run(self.client.trace(trace_id, timeout=timeout))
 
+    def analyze(self, *, namespace: str = "", objects: Sequence[Mapping[str, Any]] | None = None,
+                default_namespace: str = "default", timeout: float | None = None) -> Objects:
+        return self._run(self.client.analyze(namespace=namespace, objects=objects,
+                                             default_namespace=default_namespace, timeout=timeout))
+
     def audit(self, *, since: int = 0, limit: int = 500, timeout: float | None = None) -> Objects:
         return self._run(self.client.audit(since=since, limit=limit, timeout=timeout))

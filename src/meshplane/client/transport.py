@@ -6,6 +6,10 @@ its readiness probe and the API; a client made with that session shares it and l
 Without one, the transport opens its own on first use (inside the running event loop) and closes it in
 :meth:`Transport.close`; ``trust_env`` then decides whether it honours ``HTTP(S)_PROXY`` / ``NO_PROXY`` (the
 CLI's commands do, as kubectl does; the agent and the supervisor never did).
+
+Several base URLs (comma-separated: the replicas of a replicated control plane, docs/ha.md): requests go to the
+current one; when it refuses the connection (the request never left, so retrying even a write is safe), the next
+one is tried, and it stays current until it fails in turn.
 """
 
 from __future__ import annotations
@@ -24,12 +28,18 @@ JSON = "application/json"
 class Transport:
     def __init__(self, base: str, *, token: str = "", timeout: float = 10.0,
                  session: aiohttp.ClientSession | None = None, trust_env: bool = False) -> None:
-        self.base = base.rstrip("/")
+        self.bases = [b.strip().rstrip("/") for b in base.split(",") if b.strip()] or [base.rstrip("/")]
+        self._current = 0
         self.token = token
         self.timeout = timeout
         self.trust_env = trust_env
         self._session = session
         self._owned = session is None
+
+    @property
+    def base(self) -> str:
+        """The base URL requests go to now."""
+        return self.bases[self._current]
 
     def __repr__(self) -> str:  # never the token
         return f"Transport({self.base!r})"
@@ -51,6 +61,19 @@ class Transport:
             self._session = aiohttp.ClientSession(trust_env=self.trust_env)
         seconds = self.timeout if timeout is None else timeout
         data = json.dumps(body).encode() if body is not None else None
+        for _ in range(len(self.bases) - 1):  # the other replicas, when this one refuses the connection
+            try:
+                return await self._call_once(method, path, what, data, content_type, query, headers, seconds, decode)
+            except Unreachable as e:
+                if not isinstance(e.__cause__, aiohttp.ClientConnectorError):
+                    raise
+                self._current = (self._current + 1) % len(self.bases)
+        return await self._call_once(method, path, what, data, content_type, query, headers, seconds, decode)
+
+    async def _call_once(self, method: str, path: str, what: str, data: bytes | None, content_type: str,
+                         query: Mapping[str, str] | None, headers: Mapping[str, str] | None, seconds: float,
+                         decode: bool) -> Any:
+        assert self._session is not None
         try:
             async with self._session.request(
                     method, self.base + path, data=data, params=query,
@@ -62,7 +85,7 @@ class Transport:
         except TimeoutError:
             raise Unreachable(what, self.base, f"no answer within {seconds:g}s") from None
         except (aiohttp.ClientError, OSError) as e:
-            raise Unreachable(what, self.base, str(e) or type(e).__name__) from None
+            raise Unreachable(what, self.base, str(e) or type(e).__name__) from e
         if not decode:
             return None
         try:

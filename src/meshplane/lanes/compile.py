@@ -36,9 +36,9 @@ from meshplane.model.spec import (
     ASMSwimLaneGroup,
     ASMSwimLaneGroupIngressGateway,
     ASMSwimLaneGroupServices,
-    ASMSwimLaneIngressRules,
     ConfigObject,
     StringMatch,
+    SwimLaneIngressRule,
 )
 
 JSON = dict[str, Any]
@@ -123,7 +123,7 @@ class _Lane:
     selector: Mapping[str, str]
     services: frozenset[tuple[str, str]]  # (namespace, name); empty in strict mode = every service
     clusters: Mapping[tuple[str, str], str]  # (namespace, name) -> member cluster named by the lane
-    rules: tuple[ASMSwimLaneIngressRules, ...]  # the rules that are online
+    rules: tuple[SwimLaneIngressRule, ...]  # the rules that are online
     weight: int  # -1: the lane sets no ingressWeight
 
 
@@ -161,6 +161,12 @@ class _Plan:
     @property
     def base_lane(self) -> _Lane | None:
         return next((lane for lane in self.lanes if lane.name == self.base), None)
+
+    @property
+    def weighted_rule(self) -> SwimLaneIngressRule | None:
+        """The group's one ingress rule under ``ingressRoutingStrategy: weighted`` (None: each lane's rules)."""
+        spec = self.group.spec
+        return spec.weighted_ingress_rule if spec.ingress_routing_strategy == "weighted" else None
 
     @property
     def gateway(self) -> ASMSwimLaneGroupIngressGateway | None:
@@ -273,17 +279,25 @@ def _string_match(sm: StringMatch | None) -> JSON:
     return {k: v for k, v in (("exact", sm.exact), ("prefix", sm.prefix), ("regex", sm.regex)) if v is not None}
 
 
-def _uri(rule: ASMSwimLaneIngressRules) -> StringMatch | None:
+def _uri(rule: SwimLaneIngressRule) -> StringMatch | None:
     return rule.match.uri if rule.match is not None else None
 
 
-def _rule_matches(rule: ASMSwimLaneIngressRules, extra: Mapping[str, Any] | None = None) -> list[JSON]:
+def _headers(rule: SwimLaneIngressRule) -> tuple[tuple[str, tuple[tuple[str, str], ...]], ...]:
+    """The rule's header matches, lower-cased names, in a hashable form (a split's key)."""
+    headers = rule.match.headers if rule.match is not None else {}
+    return tuple(sorted((k.lower(), tuple(sorted(_string_match(v).items()))) for k, v in headers.items()))
+
+
+def _rule_matches(rule: SwimLaneIngressRule, extra: Mapping[str, Any] | None = None) -> list[JSON]:
     base: JSON = {}
     uri = _string_match(_uri(rule))
     if uri:
         base["uri"] = uri
-    if extra:
-        base["headers"] = dict(extra)
+    headers: JSON = {name: dict(match) for name, match in _headers(rule)}
+    headers.update(extra or {})
+    if headers:
+        base["headers"] = headers
     hosts = [h for h in rule.hosts if h != "*"]
     if not hosts:
         return [base]
@@ -298,7 +312,7 @@ def _rule_matches(rule: ASMSwimLaneIngressRules, extra: Mapping[str, Any] | None
     return out
 
 
-def _entry(plan: _Plan, rule: ASMSwimLaneIngressRules) -> ServiceRef | None:
+def _entry(plan: _Plan, rule: SwimLaneIngressRule) -> ServiceRef | None:
     dest = rule.route.destination if rule.route is not None else None
     host = (dest.host if dest is not None else None) or ""
     short = host.split(".")[0]
@@ -322,7 +336,7 @@ def _lane_dest(plan: _Plan, svc: ServiceRef, lane: _Lane) -> JSON:
     return dest
 
 
-_Split = tuple[ASMSwimLaneIngressRules, ServiceRef, list[tuple[_Lane, int]]]
+_Split = tuple[SwimLaneIngressRule, ServiceRef, list[tuple[_Lane, int]]]
 
 
 def _split_route(plan: _Plan, split: _Split) -> JSON:
@@ -347,10 +361,14 @@ def _ingress_objects(plan: _Plan) -> list[Generated]:
     gw_ns = gw.namespace or plan.group.meta.namespace
     http: list[JSON] = []
     hosts: set[str] = set()
-    # Rules that differ only by lane (same hosts, uri and entry service) form one weighted split.
-    splits: dict[tuple[tuple[str, ...], StringMatch | None, str], _Split] = {}
-    for lane in plan.lanes:
-        for rule in lane.rules:
+    # Rules that differ only by lane (same hosts, uri, headers and entry service) form one weighted split.
+    splits: dict[tuple[Any, ...], _Split] = {}
+    weighted = plan.weighted_rule
+    # Weighted: the group's one rule for every lane, each lane's share its ingressWeight.
+    per_lane = ([(lane, (weighted,)) for lane in plan.lanes] if weighted is not None and weighted.online is not False
+                else [] if weighted is not None else [(lane, lane.rules) for lane in plan.lanes])
+    for lane, rules in per_lane:
+        for rule in rules:
             svc = _entry(plan, rule)
             if svc is None:
                 continue
@@ -358,10 +376,13 @@ def _ingress_objects(plan: _Plan) -> list[Generated]:
             http.append({"name": f"{lane.name}-{rule.name or 'rule'}",
                          "match": _rule_matches(rule, {plan.route_header: {"exact": lane.name}}),
                          "route": [_lane_dest(plan, svc, lane)]})
-            weight = rule.weight if rule.weight is not None else lane.weight
-            entry = splits.setdefault((tuple(sorted(rule.hosts)), _uri(rule), svc.host), (rule, svc, []))
+            weight = rule.weight if rule.weight is not None and weighted is None else lane.weight
+            key = (tuple(sorted(rule.hosts)), _uri(rule), _headers(rule), svc.host)
+            entry = splits.setdefault(key, (rule, svc, []))
             entry[2].append((lane, weight))
-    http.extend(_split_route(plan, split) for split in splits.values())
+    # A split whose rule also matches headers goes first: it is more specific than one with the same uri only.
+    ordered = sorted(splits.items(), key=lambda kv: not kv[0][2])
+    http.extend(_split_route(plan, split) for _, split in ordered)
     if not http:
         return []
     return [_object(VIRTUAL_SERVICES, plan, f"lanes-{plan.group.meta.name}-ingress", gw_ns,

@@ -14,6 +14,18 @@ that group's objects is written and none of its stored ones is deleted: the grou
 before break), and its status says why (condition ``Reconciled=False``, reason ``InvalidGenerated``, naming the
 object and field). A group or lane the store holds but that does not decode (written by an older version) holds
 its group the same way.
+
+Besides ``Reconciled``, a group's status says what it generated (``status.generated``: ``Kind namespace/name``)
+and, as its own conditions, why part of it routes nothing: ``IngressRouted`` (False: the Gateway it names does
+not exist, or no lane has an ingress rule for one of the group's services) and, in permissive mode,
+``FallbackTargetFound`` (False: ``fallbackTarget`` names no lane of the group).
+
+Ordering, so that no request crosses lanes while a change arrives (proxies receive pushes one by one, and a
+phase may reach them in more than one push): subsets first; then everything behind the entry (service routes,
+keeping the lane routes the change drops; TrafficLabels; header propagation); then the entry itself (the
+gateway VirtualService, which decides which lane a request enters); then the service routes lose what the entry
+no longer sends; last the subsets nothing routes to. A proxy therefore knows a lane before any request is sent
+into it, and keeps knowing it until no request is.
 """
 
 from __future__ import annotations
@@ -23,8 +35,8 @@ import contextlib
 import copy
 import functools
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,12 +51,15 @@ from meshplane.lanes.compile import (
     LANE_GROUP_LABEL,
     LANE_GROUPS,
     LANES,
+    VIRTUAL_SERVICES,
     Generated,
     Group,
     compile_groups,
     group_key,
+    lanes_of,
     subset,
 )
+from meshplane.model.resources import GATEWAYS
 from meshplane.model.spec import ConfigObject, DecodeError, decode_resource, object_meta
 from meshplane.store.errors import AlreadyExists, Conflict, Expired, NotFound
 from meshplane.store.interface import Store
@@ -53,8 +68,11 @@ from meshplane.store.types import GroupResource, JSONObject
 log = logging.getLogger("meshplane.lanes")
 
 ACTOR = "system:controller:lanes"
-_WATCHED = frozenset({LANE_GROUPS, LANES, *GENERATED_KINDS})
+_WATCHED = frozenset({LANE_GROUPS, LANES, GATEWAYS, *GENERATED_KINDS})
 RECONCILED = "Reconciled"
+INGRESS_ROUTED = "IngressRouted"
+FALLBACK_FOUND = "FallbackTargetFound"
+_OWN_CONDITIONS = (RECONCILED, INGRESS_ROUTED, FALLBACK_FOUND)
 INVALID_GENERATED = "InvalidGenerated"
 UNDECODABLE = "Undecodable"
 _MESSAGE_MAX = 1024
@@ -90,6 +108,24 @@ def _union_subsets(old: JSONObject, want: JSONObject) -> JSONObject:
     return {**want, "spec": {**want["spec"], "subsets": [*subsets, *kept]}}
 
 
+def _is_entry(gr: GroupResource, obj: JSONObject) -> bool:
+    """A gateway VirtualService: it decides which lane a request enters."""
+    return gr == VIRTUAL_SERVICES and bool((obj.get("spec") or {}).get("gateways"))
+
+
+def _union_routes(old: JSONObject, want: JSONObject) -> JSONObject:
+    """``want`` keeping the lane routes of ``old`` it drops (before the entry stops sending requests there): they go
+    before ``want``'s catch-all route (the base lane's), so they still match first."""
+    http = list(want["spec"].get("http") or [])
+    names = {r.get("name") for r in http}
+    kept = [r for r in (old.get("spec") or {}).get("http") or []
+            if isinstance(r, Mapping) and r.get("match") and r.get("name") not in names]
+    if not kept:
+        return want
+    http = [*http[:-1], *kept, http[-1]] if http and not http[-1].get("match") else [*http, *kept]
+    return {**want, "spec": {**want["spec"], "http": http}}
+
+
 def _updated(existing: JSONObject, want: JSONObject) -> JSONObject:
     """``existing`` with the spec, labels and owners of ``want`` (the rest of its metadata and its status stay)."""
     md = {**existing["metadata"], "labels": want["metadata"]["labels"],
@@ -118,11 +154,22 @@ def refusal(g: Generated) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Condition:
+    type: str
+    status: bool
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class Verdict:
-    """Whether a lane group's objects were taken: ``reason`` is "" when they were, else why not (``message``)."""
+    """Whether a lane group's objects were taken: ``reason`` is "" when they were, else why not (``message``);
+    ``generated`` names them, ``conditions`` say why part of them routes nothing."""
 
     reason: str = ""
     message: str = ""
+    generated: tuple[str, ...] = ()
+    conditions: tuple[Condition, ...] = field(default=())
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,28 +185,40 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def render_status(old: Any, group: Group, verdict: Verdict) -> dict[str, Any]:
-    """The group's ``status`` with its ``Reconciled`` condition for ``verdict`` (other conditions and fields
-    stay); the condition's lastTransitionTime moves only when its status changes."""
-    previous = old if isinstance(old, Mapping) else {}
-    others = [c for c in previous.get("conditions") or [] if isinstance(c, Mapping) and c.get("type") != RECONCILED]
-    before = next((c for c in previous.get("conditions") or []
-                   if isinstance(c, Mapping) and c.get("type") == RECONCILED), None)
-    status = "False" if verdict.reason else "True"
-    cond = {"type": RECONCILED, "status": status, "reason": verdict.reason or RECONCILED,
-            "message": verdict.message[:_MESSAGE_MAX] or "every generated object passed validation and is stored",
+def _render(previous: Sequence[Any], c: Condition) -> dict[str, Any]:
+    before = next((p for p in previous if isinstance(p, Mapping) and p.get("type") == c.type), None)
+    status = "True" if c.status else "False"
+    return {"type": c.type, "status": status, "reason": c.reason, "message": c.message[:_MESSAGE_MAX],
             "lastTransitionTime": str(before.get("lastTransitionTime"))
             if before is not None and before.get("status") == status else _now()}
-    return {**previous, "conditions": [*others, cond], "observedGeneration": group.meta.generation}
+
+
+def render_status(old: Any, group: Group, verdict: Verdict) -> dict[str, Any]:
+    """The group's ``status`` with the lanes controller's conditions for ``verdict`` (``Reconciled``, then the
+    verdict's own) and ``generated``; other conditions and fields stay. A condition's lastTransitionTime moves
+    only when its status changes."""
+    previous = old if isinstance(old, Mapping) else {}
+    conditions = [c for c in previous.get("conditions") or [] if isinstance(c, Mapping)]
+    others = [c for c in conditions if c.get("type") not in _OWN_CONDITIONS]
+    reconciled = Condition(RECONCILED, not verdict.reason, verdict.reason or RECONCILED,
+                           verdict.message or "every generated object passed validation and is stored")
+    own = [_render(conditions, c) for c in (reconciled, *verdict.conditions)]
+    return {**previous, "conditions": [*others, *own], "generated": list(verdict.generated),
+            "observedGeneration": group.meta.generation}
 
 
 class LanesController:
     """Run with ``await start()`` next to the API server on the same store; ``await stop()`` ends it."""
 
-    def __init__(self, store: Store, *, settle_s: float = 0.05, phase_delay_s: float = 1.5) -> None:
+    def __init__(self, store: Store, *, settle_s: float = 0.05, phase_delay_s: float = 1.5,
+                 settled: Callable[[], Awaitable[None]] | None = None, settled_timeout_s: float = 10.0) -> None:
         self._store = store
         self._settle = settle_s
         self._phase_delay = phase_delay_s
+        # After a phase's pause, also wait (at most ``settled_timeout_s``) until the xDS server has pushed what it
+        # saw (its ``wait_idle``): a mesh with many proxies may take longer than the pause to reach them all.
+        self.settled = settled
+        self._settled_timeout = settled_timeout_s
         self._task: asyncio.Task[None] | None = None
         self._dirty = asyncio.Event()
         self.reconciles = 0
@@ -207,15 +266,62 @@ class LanesController:
                 held[key] = verdict
             else:
                 want.update((g.key, g) for g in out)
+                verdict = Verdict(generated=tuple(f"{g.obj['kind']} {g.key[1]}/{g.key[2]}" for g in out),
+                                  conditions=self._conditions(group, lanes, out))
             verdicts.append((group, verdict))
         return Desired(want, frozenset(held), tuple(verdicts))
+
+    def _conditions(self, group: Group, lanes: Sequence[ConfigObject[Any]], out: Sequence[Generated]
+                    ) -> tuple[Condition, ...]:
+        """Why part of what ``group`` generated routes nothing (or that it all routes)."""
+        spec = group.spec
+        names = [lane.meta.name for lane in lanes_of(group, lanes)]
+        out_conditions = []
+        gateway = spec.ingress.gateway if spec.ingress is not None else None
+        if gateway is not None and gateway.name:
+            gw_ns = gateway.namespace or group.meta.namespace
+            entry = [g for g in out if _is_entry(g.gr, g.obj)]
+            if self._store.get(GATEWAYS, gw_ns, gateway.name) is None:
+                out_conditions.append(Condition(
+                    INGRESS_ROUTED, False, "GatewayNotFound",
+                    f"spec.ingress.gateway: Gateway {gw_ns}/{gateway.name} does not exist: the lanes' ingress rules "
+                    "route nothing until it does"))
+            elif not entry:
+                out_conditions.append(Condition(
+                    INGRESS_ROUTED, False, "NoIngressRule",
+                    "no lane has an online ingress rule whose destination is one of spec.services: the gateway "
+                    "routes nothing into the lanes"))
+            else:
+                unused = ([lane.meta.name for lane in lanes_of(group, lanes) if lane.spec.ingress_rules]
+                          if spec.ingress_routing_strategy == "weighted" else [])
+                out_conditions.append(Condition(
+                    INGRESS_ROUTED, True, "GatewayFound",
+                    f"Gateway {gw_ns}/{gateway.name} routes into the lanes through "
+                    + ", ".join(f"VirtualService {g.key[1]}/{g.key[2]}" for g in entry)
+                    + (f"; under ingressRoutingStrategy weighted, spec.weightedIngressRule is used and the "
+                       f"ingressRules of lanes {', '.join(unused)} are not" if unused else "")))
+        pmc = spec.permissive_mode_configuration
+        target = (pmc.fallback_target if pmc is not None else None) or ""
+        if spec.is_permissive and target:
+            if target in names:
+                out_conditions.append(Condition(FALLBACK_FOUND, True, "LaneFound",
+                                                f"fallbackTarget {target} is a lane of the group"))
+            else:
+                out_conditions.append(Condition(
+                    FALLBACK_FOUND, False, "FallbackTargetNotALane",
+                    f"spec.permissiveModeConfiguration.fallbackTarget: {target!r} is not a lane of the group (lanes: "
+                    f"{', '.join(names) or 'none'}): requests without a lane header, and requests of a lane that "
+                    "lacks a service, have no route to that service"))
+        return tuple(out_conditions)
 
     async def reconcile(self) -> int:
         """One pass; returns the number of writes made.
 
-        Make before break, in three phases: DestinationRules first gain the subsets the new routes need (keeping
-        the ones old routes still use), then routes change, then DestinationRules lose what nothing routes to any
-        more. A phase that wrote something is followed by ``phase_delay_s`` so proxies receive it (the xDS push is
+        Make before break, in five phases: DestinationRules first gain the subsets the new routes need (keeping
+        the ones old routes still use); the objects behind the entry change, service routes keeping the lane
+        routes they drop; the entry (gateway routes) changes; service routes lose those lane routes and stale
+        objects go; DestinationRules lose what nothing routes to any more. A phase that wrote something is
+        followed by ``phase_delay_s`` so proxies receive it (the xDS push is
         debounced) before the next phase depends on it: no request meets a route to a subset cluster its proxy
         does not have yet, or that was just removed. Last, each lane group's status says whether its objects
         were accepted."""
@@ -246,21 +352,42 @@ class LanesController:
                 continue
             phase += await self._update(g.gr, old, _union_subsets(old, g.obj))
         writes += await self._pause_after(phase)
-        # Phase 2: routes (and everything but DestinationRules).
+        # Phase 2: what lies behind the entry (service routes keep the lane routes they drop, for now).
         phase = 0
         for key, g in want.items():
-            if key[0] == DESTINATION_RULES:
+            if key[0] == DESTINATION_RULES or _is_entry(key[0], g.obj):
                 continue
             old = have.get(key)
             if old is None:
                 phase += await self._create(g.gr, g.obj)
             else:
-                phase += await self._update(g.gr, old, g.obj)
+                phase += await self._update(g.gr, old, _union_routes(old, g.obj) if g.gr == VIRTUAL_SERVICES
+                                            else g.obj)
+        writes += await self._pause_after(phase)
+        # Phase 3: the entry (gateway VirtualServices).
+        phase = 0
+        for key, g in want.items():
+            if not _is_entry(key[0], g.obj):
+                continue
+            old = have.get(key)
+            phase += await (self._create(g.gr, g.obj) if old is None else self._update(g.gr, old, g.obj))
         for key, obj in have.items():
-            if key[0] != DESTINATION_RULES and stale(key, obj):
+            if _is_entry(key[0], obj) and stale(key, obj):
                 phase += await self._delete(*key)
         writes += await self._pause_after(phase)
-        # Phase 3: DestinationRules lose what nothing routes to.
+        # Phase 4: routes lose what the entry no longer sends; what nothing produces goes.
+        phase = 0
+        for key, g in want.items():
+            if key[0] == DESTINATION_RULES or _is_entry(key[0], g.obj):
+                continue
+            current = self._store.get(*key)
+            if current is not None:
+                phase += await self._update(g.gr, current, g.obj)
+        for key, obj in have.items():
+            if key[0] != DESTINATION_RULES and not _is_entry(key[0], obj) and stale(key, obj):
+                phase += await self._delete(*key)
+        writes += await self._pause_after(phase)
+        # Phase 5: DestinationRules lose what nothing routes to.
         for key, obj in have.items():
             if key[0] != DESTINATION_RULES:
                 continue
@@ -279,6 +406,13 @@ class LanesController:
     async def _pause_after(self, writes: int) -> int:
         if writes and self._phase_delay > 0:
             await asyncio.sleep(self._phase_delay)
+            if self.settled is not None:
+                try:
+                    async with asyncio.timeout(self._settled_timeout):
+                        await self.settled()
+                except TimeoutError:
+                    log.warning("lanes: proxies still being pushed after %.0f s; next phase anyway",
+                                self._settled_timeout)
         return writes
 
     async def _create(self, gr: GroupResource, obj: JSONObject) -> int:

@@ -157,8 +157,12 @@ class MemberClusterController:
     """
 
     def __init__(self, store: Store, hooks: RegistryHooks, *, source_factory: SourceFactory,
-                 backoff_max: float = 15.0, stop_timeout: float = 10.0) -> None:
+                 backoff_max: float = 15.0, stop_timeout: float = 10.0,
+                 leader: Callable[[], bool] | None = None) -> None:
         self._store = store
+        # Replicas sharing one store all run every member's source (each serves its own proxies) but only the
+        # leader writes status and cleans up removed local members (see docs/ha.md); alone, this process leads.
+        self._leader: Callable[[], bool] = leader or (lambda: True)
         self._hooks = hooks
         self._backoff_max = backoff_max
         self._stop_timeout = stop_timeout
@@ -348,6 +352,8 @@ class MemberClusterController:
             task.add_done_callback(self._cleanups.discard)
 
     async def _delete_local_entries(self, name: str) -> None:
+        if not self._leader():
+            return  # the leader's controller deletes them
         objs, _ = self._store.list(WORKLOAD_ENTRIES)
         mine = [meta for meta, labels in map(_entry_labels, objs) if labels.get(CLUSTER_LABEL) == name]
         for md in mine:
@@ -386,8 +392,15 @@ class MemberClusterController:
         if member.writer is None or member.writer.done():
             member.writer = asyncio.create_task(self._write_status(member), name=f"member-status-{member.name}")
 
+    def leadership_changed(self) -> None:
+        """This replica became the leader: write the status every member has now (the last leader's may be old)."""
+        for member in self._members.values():
+            member.pending = member.state
+            if member.writer is None or member.writer.done():
+                member.writer = asyncio.create_task(self._write_status(member), name=f"member-status-{member.name}")
+
     async def _write_status(self, member: _Member) -> None:
-        while member.pending is not None and self._members.get(member.name) is member:
+        while member.pending is not None and self._members.get(member.name) is member and self._leader():
             state, member.pending = member.pending, None
             for _ in range(5):
                 obj = self._store.get(MEMBER_CLUSTERS, "", member.name)

@@ -175,6 +175,11 @@ class CaClient:
     """The caller's side (the agent, tests): send a CSR with a bootstrap token, get the chain and the bundle."""
 
     def __init__(self, target: str) -> None:
+        # Several replicas (``h1:p1,h2:p2``, docs/ha.md): one channel over all of them; pick_first moves to the
+        # next address when the one in use goes away.
+        addresses = [a.strip() for a in target.split(",") if a.strip()]
+        if len(addresses) > 1:
+            target = "ipv4:" + ",".join(addresses)
         self._channel = grpc.aio.insecure_channel(target)
         self._call = self._channel.unary_unary(f"/{SERVICE}/{METHOD}",
                                                request_serializer=CertificateRequest.SerializeToString,

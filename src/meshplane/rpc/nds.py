@@ -2,7 +2,8 @@
 
 Why a stream of its own: Istio's agent adds NDS to the Envoy stream it proxies; meshplane's Envoy talks to the
 control plane itself, so the agent opens a second, small stream with the same node (the server builds the table
-for that proxy's scope, Sidecar egress included). Every response is ACKed (or NACKed when it cannot be decoded),
+for that proxy's scope, Sidecar egress included), marked ``NAME_TABLE_STREAM`` in its metadata so the server
+does not count it as a second proxy. Every response is ACKed (or NACKed when it cannot be decoded),
 so the server shows the stream's sync state like any other; a broken stream is reopened with backoff and the
 last table stays in use meanwhile.
 """
@@ -38,7 +39,9 @@ class NameTableClient:
         self.node.id = node_id
         self.node.cluster = node_cluster
         meta = struct_pb2.Struct()
-        json_format.ParseDict(dict(metadata), meta)
+        # Marked as the agent's stream, not a proxy of its own: proxy-status and the scrape targets list the
+        # node once (its Envoy), with the NameTable's sync state added to it.
+        json_format.ParseDict({**metadata, "NAME_TABLE_STREAM": "true"}, meta)
         self.node.metadata.CopyFrom(meta)
         for k, v in (locality or {}).items():
             setattr(self.node.locality, k, v)

@@ -37,7 +37,7 @@ def _tail(path: Path, lines: int = 30) -> str:
 
 
 def start(home: Home, manifest_path: Path, *, timeout_s: float = 300.0, delta: bool = False,
-          prometheus: str = "auto", interception: str = "") -> dict[str, Any]:
+          prometheus: str = "auto", interception: str = "", replicas: int = 1) -> dict[str, Any]:
     """Start a supervisor for ``manifest_path`` in the background; return its view once the mesh is ready.
     ``prometheus``: ``auto`` (run Prometheus when it is installed), ``on`` (required) or ``off``;
     ``interception``: ``auto``, ``transparent`` or ``explicit`` over the manifest's ``mesh.interception``."""
@@ -56,7 +56,8 @@ def start(home: Home, manifest_path: Path, *, timeout_s: float = 300.0, delta: b
     home.replicas_file.unlink(missing_ok=True)
     home.runtime_file.unlink(missing_ok=True)
     argv = [sys.executable, "-m", "meshplane.cli.main", "up", "--foreground", "--home", str(home.root),
-            "-f", str(home.manifest_file), "--prometheus", prometheus] + (["--delta"] if delta else [])
+            "-f", str(home.manifest_file), "--prometheus", prometheus, "--replicas", str(replicas)] + (
+                ["--delta"] if delta else [])
     if interception:
         argv += ["--interception", interception]
     log_path = home.logs / "supervisor.log"
@@ -160,7 +161,8 @@ def status(home: Home) -> dict[str, Any]:
     if sup is None and phase not in ("stopped",):
         phase = "dead" if view else "stopped"
     api = str(view.get("api") or "")
-    proxies = {str(p.get("nodeId", "")).split("~")[1]: p for p in (_proxies(api) if api and sup else [])
+    apis = [str(a) for a in view.get("apis") or [api] if a]  # replicas: each proxy is on one of them
+    proxies = {str(p.get("nodeId", "")).split("~")[1]: p for a in (apis if sup else []) for p in _proxies(a)
                if str(p.get("nodeId", "")).count("~") == 3}
     workloads = []
     for inst in view.get("instances") or []:
@@ -184,6 +186,8 @@ def status(home: Home) -> dict[str, Any]:
         "api": api,
         "console": f"{api}/console/" if api else "",
         "xds": view.get("xds", ""),
+        "replicas": view.get("replicas", 1),
+        "apis": apis,
         "ingress": view.get("ingress", {}),
         "prometheus": view.get("prometheus", ""),
         "clusters": view.get("clusters", []),

@@ -19,6 +19,10 @@ Transparent interception (``mesh.interception``; :mod:`meshplane.runtime.netns`)
 own network namespace at ``10.B.c.n`` on the mesh's bridge, applications and agents are started through
 ``ip netns exec``, agents (and so their Envoys) with the proxy group 1337 that the capture rules exempt, and the
 control plane is reached through the relay on the bridge's host address (:mod:`meshplane.runtime.relay`).
+
+Replicas (``--replicas N`` > 1, docs/ha.md): an etcd member on ``127.B.0.1:2379`` and N servers on
+``127.B.0.1`` .. ``127.B.0.N`` sharing it (and one CA directory); every agent gets every replica's xDS, CA and API
+address. A replica that exits is started again (it is one of several; the mesh keeps running meanwhile).
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from meshplane.agent.procs import (
 )
 from meshplane.client import Client, ClientError
 from meshplane.runtime import netns, prometheus
+from meshplane.runtime.etcd import etcd_command
 from meshplane.runtime.home import Home
 from meshplane.runtime.manifest import ClusterSpec, Manifest, WorkloadSpec, expand, instance_address
 from meshplane.runtime.relay import DnsRelay, TcpRelay, host_resolver
@@ -59,6 +64,8 @@ log = logging.getLogger("meshplane.runtime")
 API_PORT = 8080
 XDS_PORT = 15010
 CA_PORT = 15012
+ETCD_CLIENT_PORT = 2379
+ETCD_PEER_PORT = 2380
 TOKEN_TTL_S = 30 * 24 * 3600  # an agent renews with its bootstrap token for the mesh's whole life
 RECONCILE_S = 0.5
 MAX_BACKOFF_S = 10.0
@@ -174,12 +181,22 @@ class Instance:
 
 class Supervisor:
     def __init__(self, home: Home, manifest: Manifest, *, delta: bool = False, prometheus: str = "auto",
-                 interception: str = "") -> None:
+                 interception: str = "", replicas: int = 1) -> None:
+        if replicas < 1:
+            raise ValueError("--replicas must be at least 1")
         self.home = home
+        self.replicas = replicas
+        self.servers: list[Child] = []  # with replicas: every server (self.server is the first)
+        self.server_args: list[list[str]] = []
+        self.etcd: Child | None = None
+        self.apis: list[str] = []
+        self.session: aiohttp.ClientSession | None = None
         self.manifest = manifest
-        # auto | transparent | explicit: the flag, else $MESHPLANE_INTERCEPTION, else the manifest's
-        self.interception_wanted = (interception or os.environ.get("MESHPLANE_INTERCEPTION", "")
-                                    or manifest.mesh.interception)
+        # auto | transparent | explicit: the flag, else the manifest's mesh.interception unless it is auto, else
+        # $MESHPLANE_INTERCEPTION (what auto means on this machine), else auto
+        wanted = manifest.mesh.interception if manifest.mesh.interception != "auto" else ""
+        self.interception_wanted = (interception or wanted or os.environ.get("MESHPLANE_INTERCEPTION", "")
+                                    or "auto")
         if self.interception_wanted not in ("auto", "transparent", "explicit"):
             raise ValueError(f"interception {self.interception_wanted!r}: expected auto, transparent or explicit")
         self.transparent = False  # resolved at start: instances in network namespaces
@@ -239,24 +256,38 @@ class Supervisor:
     async def start_server(self, session: aiohttp.ClientSession) -> None:
         self.octet = choose_octet(self.home)
         host = f"127.{self.octet}.0.1"
-        self.api = f"http://{host}:{API_PORT}"
-        self.xds = f"{host}:{XDS_PORT}"
         sec = self.manifest.security
-        args = ["server", "--data-dir", str(self.home.server_dir), "--api-addr", f"{host}:{API_PORT}",
-                "--xds-addr", self.xds]
-        if sec.mtls:
-            self.ca = f"{host}:{CA_PORT}"
-            args += ["--ca-addr", self.ca, "--inbound-mtls", "--cert-ttl", str(sec.cert_ttl_s)]
-        else:
-            args += ["--ca-addr", "none"]
-        args.append("--locality-lb" if self.manifest.mesh.locality_lb else "--no-locality-lb")
-        self.server = await self.spawn("server", "control-plane", python_cmd(*args), self.home.logs / "server.log")
+        store: list[str] = []
+        if self.replicas > 1:
+            await self.start_etcd(session, host)
+            store = ["--store", f"etcd://{host}:{ETCD_CLIENT_PORT}", "--ca-dir", str(self.home.server_dir / "ca")]
+        hosts = [f"127.{self.octet}.0.{i + 1}" for i in range(self.replicas)]
+        self.apis = [f"http://{h}:{API_PORT}" for h in hosts]
+        self.api = self.apis[0]
+        self.xds = ",".join(f"{h}:{XDS_PORT}" for h in hosts)
+        self.ca = ",".join(f"{h}:{CA_PORT}" for h in hosts) if sec.mtls else ""
+        for i, h in enumerate(hosts):
+            data = self.home.server_dir if i == 0 else self.home.root / f"server-{i}"
+            args = ["server", "--data-dir", str(data), "--api-addr", f"{h}:{API_PORT}",
+                    "--xds-addr", f"{h}:{XDS_PORT}", *store]
+            if self.replicas > 1:
+                args += ["--replica-id", f"control-plane-{i}"]
+            if sec.mtls:
+                args += ["--ca-addr", f"{h}:{CA_PORT}", "--inbound-mtls", "--cert-ttl", str(sec.cert_ttl_s)]
+            else:
+                args += ["--ca-addr", "none"]
+            args.append("--locality-lb" if self.manifest.mesh.locality_lb else "--no-locality-lb")
+            self.server_args.append(args)
+            self.servers.append(await self.spawn_server(i))
+        self.server = self.servers[0]
+        for i, api in enumerate(self.apis):
+            client = Client(api, session=session)
+            while not await client.serving():
+                if not self.servers[i].running():
+                    raise RuntimeError(f"meshplane server exited with {self.servers[i].proc.returncode}; "
+                                       f"see {self.server_log(i)}")
+                await asyncio.sleep(0.1)
         client = Client(self.api, session=session)
-        while not await client.serving():
-            if not self.server.running():
-                raise RuntimeError(f"meshplane server exited with {self.server.proc.returncode}; "
-                                   f"see {self.home.logs / 'server.log'}")
-            await asyncio.sleep(0.1)
         for obj in [member_cluster(c) for c in self.manifest.clusters] + list(self.manifest.objects):
             result = await client.apply(obj)
             md = obj.get("metadata") or {}
@@ -271,6 +302,8 @@ class Supervisor:
         namespaces, iptables nat), and says why not otherwise."""
         want = self.interception_wanted
         reason = "" if want == "explicit" else await asyncio.to_thread(netns.capture_unavailable)
+        if not reason and want != "explicit" and self.replicas > 1:
+            reason = "--replicas > 1 (the namespaces reach one control plane through the bridge relay)"
         if want == "transparent" and reason:
             raise RuntimeError(f"mesh.interception: transparent is not possible here: {reason}")
         self.transparent = want != "explicit" and not reason
@@ -341,6 +374,46 @@ class Supervisor:
     def in_pod(self, inst: Instance, argv: list[str]) -> list[str]:
         return netns.exec_prefix(inst.pod.netns) + argv if inst.pod is not None else argv
 
+    def server_log(self, i: int) -> Path:
+        return self.home.logs / ("server.log" if i == 0 else f"server-{i}.log")
+
+    async def spawn_server(self, i: int) -> Child:
+        name = "control-plane" if i == 0 else f"control-plane-{i}"
+        return await self.spawn("server", name, python_cmd(*self.server_args[i]), self.server_log(i))
+
+    async def start_etcd(self, session: aiohttp.ClientSession, host: str) -> None:
+        """One etcd member on loopback for the replicas (runtime.etcd has the same for tests)."""
+        argv = etcd_command(self.home.root / "etcd", host, ETCD_CLIENT_PORT, ETCD_PEER_PORT)
+        self.etcd = await self.spawn("etcd", "etcd", argv, self.home.logs / "etcd.log")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if not self.etcd.running():
+                raise RuntimeError(f"etcd exited with {self.etcd.proc.returncode}; see {self.home.logs / 'etcd.log'}")
+            with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError, ValueError):
+                async with session.get(f"http://{host}:{ETCD_CLIENT_PORT}/health",
+                                       timeout=aiohttp.ClientTimeout(total=1)) as r:
+                    if (await r.json(content_type=None)).get("health") == "true":
+                        return
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"etcd did not become healthy; see {self.home.logs / 'etcd.log'}")
+
+    async def keep_servers(self) -> None:
+        """Alone, the server exiting ends the mesh; one of several replicas is started again."""
+        for i, server in enumerate(self.servers):
+            if server.running():
+                continue
+            if self.replicas == 1:
+                raise RuntimeError(f"meshplane server exited with {server.proc.returncode}")
+            if self.etcd is not None and not self.etcd.running():
+                raise RuntimeError(f"etcd exited with {self.etcd.proc.returncode}")
+            if time.monotonic() - server.started < 1.0:
+                continue  # at most one restart a second
+            log.warning("control-plane replica %d exited with %s: starting it again", i, server.proc.returncode)
+            server.record_path.unlink(missing_ok=True)
+            self.servers[i] = await self.spawn_server(i)
+            if i == 0:
+                self.server = self.servers[0]
+
     async def start_prometheus(self, host: str) -> None:
         """Prometheus on ``host:9090`` scraping the control plane and every proxy (when installed, or required)."""
         if self.prometheus_mode == "off":
@@ -395,7 +468,7 @@ class Supervisor:
         d = self.home.instance_dir(inst.name)
         readiness = Readiness(http_path=w.readiness_path, tcp=w.readiness_tcp or (not w.readiness_path and
                                                                                  bool(w.command)))
-        xds, api, ca = self.xds, self.api, self.ca
+        xds, api, ca = self.xds, ",".join(self.apis) or self.api, self.ca
         if self.bridge is not None:  # from a namespace: the relay on the bridge
             relay = self.bridge.address
             xds, api = f"{relay}:{XDS_PORT}", f"http://{relay}:{API_PORT}"
@@ -575,7 +648,9 @@ class Supervisor:
             "phase": self.phase,
             "error": self.error,
             "api": self.api,
+            "apis": self.apis,
             "xds": self.xds,
+            "replicas": self.replicas,
             "octet": self.octet,
             "ingress": self.ingress(),
             "prometheus": self.prometheus_url,
@@ -599,10 +674,11 @@ class Supervisor:
         for inst in wanted:
             if not self.home.read_instance_status(inst.name).get("ready"):
                 return False
-        try:
-            proxies = await client.proxies(timeout=3)
-        except ClientError:
-            proxies = []
+        proxies = []
+        for api in self.apis or [self.api]:  # with replicas, each proxy is connected to one of them
+            with contextlib.suppress(ClientError):
+                replica = client if api == client.base else Client(api, session=self.session)
+                proxies += await replica.proxies(timeout=3)
         addresses = {i.address for i in wanted}
         synced = {str(p.get("nodeId", "")).split("~")[1] for p in proxies
                   if p.get("state") == "SYNCED" and str(p.get("nodeId", "")).count("~") == 3}
@@ -621,12 +697,12 @@ class Supervisor:
         code = 0
         cancelled = False
         async with aiohttp.ClientSession() as session:
+            self.session = session
             try:
                 await self.start_server(session)
                 client = self.client = Client(self.api, session=session)
                 while not self.stop_event.is_set():
-                    if self.server is not None and not self.server.running():
-                        raise RuntimeError(f"meshplane server exited with {self.server.proc.returncode}")
+                    await self.keep_servers()
                     await self.reconcile()
                     if self.phase == "starting" and await self.all_ready(client):
                         self.phase = "running"
@@ -667,7 +743,8 @@ class Supervisor:
         log.info("stopping %d instances", len(self.instances))
         await asyncio.gather(*(self.stop_instance(i) for i in self.instances.values()))
         await self.reap(self.prometheus)
-        await self.reap(self.server)
+        await asyncio.gather(*(self.reap(server) for server in self.servers))
+        await self.reap(self.etcd)
         for relay in (self.relay, self.dns_relay):
             if relay is not None:
                 await relay.stop()
@@ -705,6 +782,6 @@ async def _first(*events: asyncio.Event) -> None:
 
 
 def run_supervisor(home: Home, manifest: Manifest, *, delta: bool = False, prometheus: str = "auto",
-                   interception: str = "") -> int:
-    return asyncio.run(Supervisor(home, manifest, delta=delta, prometheus=prometheus,
-                                  interception=interception).run())
+                   interception: str = "", replicas: int = 1) -> int:
+    return asyncio.run(Supervisor(home, manifest, delta=delta, prometheus=prometheus, interception=interception,
+                                  replicas=replicas).run())

@@ -171,7 +171,46 @@ class _Collection:
         return out
 
 
-class CoreStore(abc.ABC):
+class CommittedIndex:
+    """The read side every backend shares: the committed objects per kind, the revision they are at, and how far
+    back history reaches. A backend fills it as changes become durable (the core from its committer, etcd from
+    its watch) and serves ``get``/``list`` from it without I/O."""
+
+    def __init__(self) -> None:
+        self._collections: dict[GroupResource, _Collection] = {}
+        self._committed_rv = 0  # every change with rv <= this is in the index
+        self._compacted_rv = 0  # the oldest since_rv a watch may still ask for
+        self._started = False
+
+    @property
+    def current_rv(self) -> int:
+        return self._committed_rv
+
+    @property
+    def compacted_rv(self) -> int:
+        """The oldest ``since_rv`` a watch may still ask for (as far as this store knows)."""
+        return self._compacted_rv
+
+    def get(self, gr: GroupResource, namespace: str, name: str) -> JSONObject | None:
+        collection = self._collections.get(gr)
+        return None if collection is None else collection.objects.get((namespace, name))
+
+    def list(self, gr: GroupResource, namespace: str | None = None) -> tuple[list[JSONObject], int]:
+        collection = self._collections.get(gr)
+        return ([] if collection is None else collection.list(namespace)), self._committed_rv
+
+    def _collection(self, gr: GroupResource) -> _Collection:
+        collection = self._collections.get(gr)
+        if collection is None:
+            collection = self._collections[gr] = _Collection()
+        return collection
+
+    def _require_started(self) -> None:
+        if not self._started:
+            raise RuntimeError("store not started: call start() first")
+
+
+class CoreStore(CommittedIndex, abc.ABC):
     """The ``Store`` contract over an abstract durability step; see the module docstring."""
 
     def __init__(
@@ -197,11 +236,10 @@ class CoreStore(abc.ABC):
         self._watch_queue_size = watch_queue_size
         self._max_batch = max_batch
 
-        self._collections: dict[GroupResource, _Collection] = {}
-        self._committed_rv = 0  # rv of the latest durable, applied change
+        super().__init__()  # the committed index: _committed_rv is the rv of the latest durable, applied change
         self._last_rv = 0  # the last rv handed out (>= committed; failed writes leave gaps, never reused)
         self._history: list[WatchEvent] = []  # committed events in rv order, at most history_limit of them
-        self._compacted_rv = 0  # every event with rv > this is in _history
+        # (_compacted_rv: every event with rv > it is in _history)
         self._hub = WatchHub()
         # Committed writes per (group/resource, verb), for the server's metrics (read, never reset).
         self.committed_writes: Counter[tuple[str, ...]] = Counter()
@@ -211,7 +249,6 @@ class CoreStore(abc.ABC):
         self._inflight: Sequence[Change] = ()  # handed to _persist, not yet applied
         self._wakeup: asyncio.Event | None = None
         self._committer: asyncio.Task[None] | None = None
-        self._started = False
         self._broken: StorageFailure | None = None
         self._closing = False
         self._closer: asyncio.Task[None] | None = None
@@ -277,24 +314,7 @@ class CoreStore(abc.ABC):
         self._hub.close_all()
         await self._close_backend()
 
-    @property
-    def current_rv(self) -> int:
-        return self._committed_rv
-
-    @property
-    def compacted_rv(self) -> int:
-        """The oldest ``since_rv`` a watch may still ask for: every change after it is in the history."""
-        return self._compacted_rv
-
-    # -- reads: the committed index only ----------------------------------------------------------------------
-
-    def get(self, gr: GroupResource, namespace: str, name: str) -> JSONObject | None:
-        collection = self._collections.get(gr)
-        return None if collection is None else collection.objects.get((namespace, name))
-
-    def list(self, gr: GroupResource, namespace: str | None = None) -> tuple[list[JSONObject], int]:
-        collection = self._collections.get(gr)
-        return ([] if collection is None else collection.list(namespace)), self._committed_rv
+    # -- reads: the committed index only (get, list: CommittedIndex) -------------------------------------------
 
     def watch(
         self, gr: GroupResource | None = None, namespace: str | None = None, since_rv: int | None = None
@@ -554,16 +574,6 @@ class CoreStore(abc.ABC):
                 change.future.set_exception(failure)
 
     # -- helpers ----------------------------------------------------------------------------------------------
-
-    def _collection(self, gr: GroupResource) -> _Collection:
-        collection = self._collections.get(gr)
-        if collection is None:
-            collection = self._collections[gr] = _Collection()
-        return collection
-
-    def _require_started(self) -> None:
-        if not self._started:
-            raise RuntimeError("store not started: call start() first")
 
     def _require_writable(self) -> None:
         self._require_started()

@@ -3,7 +3,9 @@
 Why here and not in the store: the xDS server needs one consistent ConfigSnapshot per push (translation reads it
 and never does I/O), and needs to know *what* changed to choose between a full push and an endpoint-only push.
 The controller lists every collection at one resourceVersion, then watches every collection from there; each
-event updates its object table and becomes a PushRequest naming the object (the debouncer merges them).
+event updates its object table and becomes a PushRequest naming the object (the debouncer merges them); an
+update that changed only an object's status (analysis messages, conditions: nothing translation reads, except a
+WorkloadEntry's health) updates the table and asks for no push.
 A watch that ends or expires is restarted from a fresh list (which is then one full push).
 """
 
@@ -13,12 +15,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from meshplane.api.kinds import default_registry
 from meshplane.model.config import ConfigKey, ConfigSnapshot, JSONObject
 from meshplane.model.push import PushRequest
-from meshplane.model.resources import SECRETS
+from meshplane.model.resources import SECRETS, WORKLOAD_ENTRIES
 from meshplane.model.spec import RESOURCES, ConfigObject, DecodeError, decode_resource
 from meshplane.store.errors import Expired
 from meshplane.store.interface import Store
@@ -48,6 +51,16 @@ def _decoded(gr: GroupResource, obj: JSONObject) -> ConfigObject[Any] | None:
         log.error("%s %s/%s does not decode and takes no effect: %s", gr, md.get("namespace") or "",
                   md.get("name") or "", e)
         return None
+
+
+def _status_only(gr: GroupResource, before: ConfigObject[Any] | None, after: ConfigObject[Any] | None) -> bool:
+    """Whether an update changed nothing translation reads: same spec, same metadata but the resourceVersion
+    (status writers: analysis messages, conditions). A WorkloadEntry's status is its health, which translation
+    reads, so any change to one counts."""
+    if gr == WORKLOAD_ENTRIES or before is None or after is None:
+        return False
+    return before.spec == after.spec and replace(before.meta, resource_version="") == replace(
+        after.meta, resource_version="")
 
 
 class ConfigController:
@@ -145,7 +158,13 @@ class ConfigController:
                     if ((event.rv <= self._rv and event.type is not EventType.DELETED) or event.gr == SECRETS
                             or event.gr not in RESOURCES):
                         continue
+                    table = self._objects.get(event.gr, {})
+                    at = (_key(event.gr, event.obj).namespace, _key(event.gr, event.obj).name)
+                    before = table.get(at)
                     key = self.apply(event)
+                    if event.type is EventType.MODIFIED and _status_only(event.gr, before,
+                                                                         self._objects[event.gr].get(at)):
+                        continue  # in the table (the next snapshot has it), but nothing to push
                     self._on_change(PushRequest(full=True, config_updated=frozenset({key}),
                                                 reasons=(f"{event.type.value.lower()} {key.gr.resource}",)))
             except Expired:

@@ -76,3 +76,61 @@ def test_generated_objects_are_owned_labelled_and_valid() -> None:
 def test_no_lanes_no_objects() -> None:
     assert compiled(group(permissive=True), []) == []
     assert compiled(group(permissive=True), [lane("v1", group_name="other")]) == []
+
+
+def _asm_yaml(name: str) -> list[dict[str, Any]]:
+    import pathlib
+
+    import yaml
+
+    path = pathlib.Path(__file__).resolve().parents[2] / "data" / "asm" / name
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def test_weighted_strategy_splits_one_rule_by_lane_weight() -> None:
+    """ingressRoutingStrategy weighted: the group's one rule (with its header match) for every lane; requests
+    naming a lane enter it, the rest are split 50/50 and the gateway writes the chosen lane."""
+    docs = _asm_yaml("lanes-weighted.yaml")
+    kinds = default_registry()
+    for d in docs:
+        info = kinds.by_kind(d["apiVersion"].split("/")[0], d["kind"])
+        assert info is not None
+        validate(info, d, field_validation="Strict")
+    objs = _by_name(compiled(docs[0], docs[1:]))
+    http = objs[("virtualservices", "lanes-mock-ingress")]["spec"]["http"]
+    assert [r["name"] for r in http] == ["v1-r1", "v3-r1", "split-r1"]
+    want_match = {"uri": {"exact": "/mock"}, "headers": {"test": {"exact": "yes"}}}
+    assert http[1]["match"] == [{**want_match, "headers": {"test": {"exact": "yes"},
+                                                            "x-asm-prefer-tag": {"exact": "v3"}}}]
+    split = http[2]
+    assert split["match"] == [want_match]
+    assert [(d["destination"]["subset"], d["weight"], d["headers"]["request"]["set"]) for d in split["route"]] == [
+        ("v1", 50, {"x-asm-prefer-tag": "v1"}), ("v3", 50, {"x-asm-prefer-tag": "v3"})]
+
+
+def test_weighted_strategy_ignores_lane_rules_and_rule_weights() -> None:
+    g = group(permissive=True)
+    g["spec"]["ingressRoutingStrategy"] = "weighted"
+    g["spec"]["weightedIngressRule"] = {"name": "all", "hosts": ["*"], "match": {"uri": {"prefix": "/"}},
+                                        "route": {"destination": {"host": "mocka"}}}
+    lanes = [lane("v1", weight=90), lane("v3", weight=10)]
+    lanes[0]["spec"]["ingressRules"][0]["weight"] = 5
+    http = _by_name(compiled(g, lanes))[("virtualservices", "lanes-mock-ingress")]["spec"]["http"]
+    assert [r["name"] for r in http] == ["v1-all", "v3-all", "split-all"]
+    assert [d["weight"] for d in http[-1]["route"]] == [90, 10]
+    g["spec"]["weightedIngressRule"]["online"] = False  # the rule is off: the gateway routes nothing
+    assert ("virtualservices", "lanes-mock-ingress") not in _by_name(compiled(g, lanes))
+
+
+def test_lane_ingress_rules_match_headers() -> None:
+    lanes = [lane("v1"), lane("v3")]
+    lanes[1]["spec"]["ingressRules"][0]["match"]["headers"] = {"x-user": {"prefix": "beta-"}}
+    http = _by_name(compiled(group(permissive=True), lanes))[("virtualservices", "lanes-mock-ingress")]["spec"]["http"]
+    v3 = next(r for r in http if r["name"] == "v3-r-v3")
+    assert v3["match"] == [{"uri": {"prefix": "/"}, "headers": {"x-user": {"prefix": "beta-"},
+                                                                "x-asm-prefer-tag": {"exact": "v3"}}}]
+    # A rule with a header match is its own split (only lane v3 has it), before the one without: matching
+    # requests all enter v3, the others the base lane.
+    splits = [r for r in http if r["name"].startswith("split-")]
+    assert [[d["destination"]["subset"] for d in r["route"]] for r in splits] == [["v3"], ["v1"]]
+    assert splits[0]["match"][0]["headers"] == {"x-user": {"prefix": "beta-"}}

@@ -215,3 +215,131 @@ async def test_a_stored_lane_that_does_not_decode_holds_its_group(store: MemoryS
     assert generated(store) == before
     assert reconciled(store) == {"status": "False", "reason": "Undecodable"}
     assert "ASMSwimLane istio-system/v3 does not decode: spec.ingressWeight" in message(store)
+
+
+class Recording:
+    """The store, recording each write the controller makes: (verb, resource, name, route names)."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
+        self.writes: list[tuple[str, str, str, tuple[str, ...]]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def _note(self, verb: str, gr: Any, obj: dict[str, Any]) -> None:
+        routes = tuple(str(r.get("name")) for r in (obj.get("spec") or {}).get("http") or [])
+        self.writes.append((verb, gr.resource, obj["metadata"]["name"], routes))
+
+    async def create(self, gr: Any, obj: dict[str, Any], *, actor: str) -> Any:
+        self._note("create", gr, obj)
+        return await self.store.create(gr, obj, actor=actor)
+
+    async def update(self, gr: Any, obj: dict[str, Any], *, actor: str, expected_rv: int | None = None) -> Any:
+        self._note("update", gr, obj)
+        return await self.store.update(gr, obj, actor=actor, expected_rv=expected_rv)
+
+    async def delete(self, gr: Any, namespace: str, name: str, *, actor: str) -> Any:
+        self.writes.append(("delete", gr.resource, name, ()))
+        return await self.store.delete(gr, namespace, name, actor=actor)
+
+
+def _index(writes: list[tuple[str, str, str, tuple[str, ...]]], pred: Any) -> list[int]:
+    return [i for i, w in enumerate(writes) if pred(w)]
+
+
+async def test_the_entry_changes_after_what_it_routes_to_and_before_it_is_removed(store: MemoryStore) -> None:
+    """No request crosses lanes while a change arrives: the gateway routes into a lane only after every service
+    route of the lane is written (and has had ``phase_delay_s`` to reach the proxies), and stops before any
+    service route of a removed lane goes."""
+    rec = Recording(store)
+    ctl = LanesController(rec, phase_delay_s=0.0)  # type: ignore[arg-type]
+    await store.create(LANE_GROUPS, group(permissive=True), actor="t")
+    await put_lanes(store, [lane("v1"), lane("v2", ("mocka", "mockc"))])
+    await ctl.reconcile()
+    ingress = _index(rec.writes, lambda w: w[2] == "lanes-mock-ingress")
+    services = _index(rec.writes, lambda w: w[1] in ("virtualservices", "destinationrules")
+                      and w[2] != "lanes-mock-ingress")
+    assert ingress and services and max(services) < min(ingress)
+
+    rec.writes.clear()
+    await put_lanes(store, [lane("v3")])
+    await ctl.reconcile()
+    entry = _index(rec.writes, lambda w: w[2] == "lanes-mock-ingress")
+    gains = _index(rec.writes, lambda w: w[1] == "virtualservices" and w[2] != "lanes-mock-ingress"
+                   and "lane-v3" in w[3])
+    assert len(gains) == 3 and len(entry) == 1 and max(gains) < entry[0]
+
+    rec.writes.clear()
+    await store.delete(LANES, "istio-system", "v3", actor="t")
+    await ctl.reconcile()
+    entry = _index(rec.writes, lambda w: w[2] == "lanes-mock-ingress")
+    # (Before the entry, service routes may be rewritten, for their owners, but keep lane v3's routes.)
+    losses = _index(rec.writes, lambda w: w[1] == "virtualservices" and w[2] != "lanes-mock-ingress"
+                    and "lane-v3" not in w[3])
+    assert len(entry) == 1 and len(losses) == 3 and entry[0] < min(losses)
+    subsets = _index(rec.writes, lambda w: w[1] == "destinationrules")
+    assert max(losses) < max(subsets)  # subsets go last
+    for name in ("lanes-mock-mocka", "lanes-mock-mockb", "lanes-mock-mockc"):
+        vs = store.get(VIRTUAL_SERVICES, "default", name)
+        assert vs is not None and "lane-v3" not in [r["name"] for r in vs["spec"]["http"]]
+    assert await ctl.reconcile() == 0
+
+
+def conditions(store: MemoryStore, name: str = "mock") -> dict[str, tuple[str, str]]:
+    obj = store.get(LANE_GROUPS, "istio-system", name) or {}
+    return {c["type"]: (c["status"], c["reason"]) for c in (obj.get("status") or {}).get("conditions") or []}
+
+
+GATEWAY = {"apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+           "metadata": {"name": "istio-ingressgateway", "namespace": "istio-system"},
+           "spec": {"selector": {"istio": "ingressgateway"},
+                    "servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]}]}}
+
+
+async def test_status_says_what_was_generated_and_what_routes_nothing(store: MemoryStore) -> None:
+    from meshplane.model.resources import GATEWAYS
+
+    ctl = LanesController(store, settle_s=0.01, phase_delay_s=0.0)
+    bad = group(permissive=True)
+    bad["spec"]["permissiveModeConfiguration"]["fallbackTarget"] = "v9"
+    await store.create(LANE_GROUPS, bad, actor="t")
+    await put_lanes(store, permissive_lanes())
+    await ctl.start()
+    try:
+        await until(lambda: "IngressRouted" in conditions(store))
+        assert conditions(store)["IngressRouted"] == ("False", "GatewayNotFound")
+        assert conditions(store)["FallbackTargetFound"] == ("False", "FallbackTargetNotALane")
+        obj = store.get(LANE_GROUPS, "istio-system", "mock")
+        assert obj is not None
+        msgs = {c["type"]: c["message"] for c in obj["status"]["conditions"]}
+        assert "istio-system/istio-ingressgateway does not exist" in msgs["IngressRouted"]
+        assert "'v9' is not a lane of the group (lanes: v1, v2, v3)" in msgs["FallbackTargetFound"]
+        assert "VirtualService istio-system/lanes-mock-ingress" in obj["status"]["generated"]
+        assert "DestinationRule default/lanes-mock-mockb" in obj["status"]["generated"]
+        # The Gateway appears: the condition follows (the controller watches Gateways).
+        await store.create(GATEWAYS, GATEWAY, actor="t")
+        await until(lambda: conditions(store)["IngressRouted"] == ("True", "GatewayFound"))
+        live = store.get(LANE_GROUPS, "istio-system", "mock")
+        assert live is not None
+        fixed = {**live, "spec": {**live["spec"], "permissiveModeConfiguration": {
+            "routeHeader": "x-asm-prefer-tag", "fallbackTarget": "v1"}}}
+        await store.update(LANE_GROUPS, fixed, actor="t")
+        await until(lambda: conditions(store).get("FallbackTargetFound") == ("True", "LaneFound"))
+        assert conditions(store)["Reconciled"] == ("True", "Reconciled")
+    finally:
+        await ctl.stop()
+
+
+async def test_each_phase_waits_until_the_proxies_were_pushed(store: MemoryStore) -> None:
+    calls: list[int] = []
+
+    async def settled() -> None:
+        calls.append(len(generated(store)))
+
+    ctl = LanesController(store, phase_delay_s=0.001, settled=settled)
+    await store.create(LANE_GROUPS, group(permissive=True), actor="t")
+    await put_lanes(store, permissive_lanes())
+    await ctl.reconcile()
+    # Subsets, service routes, the entry; the later phases wrote nothing on a first apply.
+    assert calls == [3, 6, 7]

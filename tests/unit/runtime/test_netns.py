@@ -36,7 +36,8 @@ def test_annotations_narrow_the_capture() -> None:
     assert "-A MESH_OUTPUT -j MESH_REDIRECT" not in r and r[-2] == "-A MESH_OUTPUT -j RETURN"
     assert r.index("-A MESH_OUTPUT -p tcp --dport 6379 -j RETURN") < r.index(
         "-A MESH_OUTPUT -d 240.240.0.0/16 -j MESH_REDIRECT")
-    assert r.index("-A MESH_OUTPUT -d 10.1.2.0/24 -j RETURN") < r.index("-A MESH_OUTPUT -d 10.1.0.0/16 -j MESH_REDIRECT")
+    assert r.index("-A MESH_OUTPUT -d 10.1.2.0/24 -j RETURN") < r.index(
+        "-A MESH_OUTPUT -d 10.1.0.0/16 -j MESH_REDIRECT")
     assert "-A MESH_INBOUND -p tcp --dport 9080 -j MESH_IN_REDIRECT" in r
     assert "-A MESH_INBOUND -p tcp -j MESH_IN_REDIRECT" not in r
     assert "-A MESH_INBOUND -p tcp --dport 9090 -j RETURN" in r
@@ -61,13 +62,13 @@ def test_interception_fields_of_the_manifest() -> None:
     assert m.mesh.interception == "transparent" and m.mesh.dns_upstream == "127.0.0.1:5353"
     assert m.workloads[0].interception == "explicit"
     assert parse_manifest({}).mesh.interception == "auto"
-    with pytest.raises(ManifestError, match="mesh.interception: expected auto or transparent or explicit"):
+    with pytest.raises(ManifestError, match=r"mesh\.interception: expected auto or transparent or explicit"):
         parse_manifest({"mesh": {"interception": "iptables"}})
-    with pytest.raises(ManifestError, match="workload web.interception: transparent needs mesh.interception"):
+    with pytest.raises(ManifestError, match=r"workload web\.interception: transparent needs mesh\.interception"):
         parse_manifest({"mesh": {"interception": "explicit"},
                         "workloads": [{"name": "web", "command": ["x"], "ports": [80],
                                        "interception": "transparent"}]})
-    with pytest.raises(ManifestError, match="mesh.dnsUpstream: expected IPv4:PORT"):
+    with pytest.raises(ManifestError, match=r"mesh\.dnsUpstream: expected IPv4:PORT"):
         parse_manifest({"mesh": {"dnsUpstream": "dns.example.com:53"}})
 
 

@@ -1,6 +1,7 @@
 """A writer process for the durability test: writes as fast as it can, printing each acknowledged write.
 
-Usage: ``python _durability_writer.py DB PREFIX``. One line per acknowledged write, flushed before the next one:
+Usage: ``python _durability_writer.py DB PREFIX`` (DB: a SQLite file, or an ``etcd://`` store URL). One line per
+acknowledged write, flushed before the next one:
 ``<verb> <namespace>/<name> <rv>``. The test kills this process with SIGKILL mid-stream and then checks that every
 printed write is in the database.
 """
@@ -12,6 +13,7 @@ import pathlib
 import sys
 
 from meshplane.store import GroupResource, JSONObject, SqliteStore
+from meshplane.store.etcd import EtcdStore, parse_etcd_url
 
 VS = GroupResource("networking.istio.io", "virtualservices")
 WORKERS = 24
@@ -22,7 +24,7 @@ def ack(verb: str, namespace: str, name: str, rv: str) -> None:
     sys.stdout.flush()
 
 
-async def worker(store: SqliteStore, prefix: str, w: int) -> None:
+async def worker(store: SqliteStore | EtcdStore, prefix: str, w: int) -> None:
     namespace = f"{prefix}-ns{w % 3}"
     i = 0
     while True:
@@ -42,8 +44,8 @@ async def worker(store: SqliteStore, prefix: str, w: int) -> None:
         i += 1
 
 
-async def main(path: pathlib.Path, prefix: str) -> None:
-    store = SqliteStore(path)
+async def main(path: str, prefix: str) -> None:
+    store = EtcdStore(parse_etcd_url(path)) if path.startswith("etcd://") else SqliteStore(pathlib.Path(path))
     await store.start()
     sys.stdout.write(f"ready {store.current_rv}\n")
     sys.stdout.flush()
@@ -51,4 +53,4 @@ async def main(path: pathlib.Path, prefix: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(pathlib.Path(sys.argv[1]), sys.argv[2]))
+    asyncio.run(main(sys.argv[1], sys.argv[2]))

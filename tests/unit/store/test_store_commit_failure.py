@@ -16,6 +16,12 @@ from meshplane.store import EventType, SqliteStore, StorageFailure
 from meshplane.store._core import CoreStore
 
 
+@pytest.fixture(params=["memory", "sqlite"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """CoreStore's committer only: etcd commits on its own (see conftest's ``core_only``)."""
+    return str(request.param)
+
+
 async def test_a_failed_batch_and_the_writes_built_on_it_fail(store: CoreStore, tmp_path: Path) -> None:
     await store.create(VS, vs("kept"), actor="a")
     failed = fail_next_commit(store)

@@ -1235,6 +1235,40 @@ class ASMSwimLaneGroupServices:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SwimLaneIngressRuleMatch:
+    "Match conditions of the rule."
+
+    headers: Mapping[str, StringMatch] = field(default_factory=dict)
+    uri: StringMatch | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SwimLaneIngressRuleDestination:
+    "Destination of the requests."
+
+    host: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SwimLaneIngressRuleRoute:
+    "Where matching requests go."
+
+    destination: SwimLaneIngressRuleDestination | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SwimLaneIngressRule:
+    "With ingressRoutingStrategy weighted: the group's one ingress rule; matching requests are split across the lan"
+
+    hosts: tuple[str, ...] = ()
+    match: SwimLaneIngressRuleMatch | None = None
+    name: str | None = None
+    online: bool | None = None
+    route: SwimLaneIngressRuleRoute | None = None
+    weight: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ASMSwimLaneGroupIngressGateway:
     "The ingress gateway routing requests into the lanes."
 
@@ -1264,49 +1298,18 @@ class ASMSwimLaneGroup:
     "A group of traffic lanes: the services of one call chain and its ingress gateway."
 
     ingress: ASMSwimLaneGroupIngress | None = None
+    ingress_routing_strategy: str | None = None
     is_permissive: bool | None = None
     permissive_mode_configuration: ASMSwimLaneGroupPermissiveModeConfiguration | None = None
     services: tuple[ASMSwimLaneGroupServices, ...] = ()
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ASMSwimLaneIngressRulesMatch:
-    "Match conditions of the rule."
-
-    uri: StringMatch | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ASMSwimLaneIngressRulesRouteDestination:
-    "Destination of the requests."
-
-    host: str | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ASMSwimLaneIngressRulesRoute:
-    "Where matching requests go."
-
-    destination: ASMSwimLaneIngressRulesRouteDestination | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ASMSwimLaneIngressRules:
-    "A gateway routing rule into this lane."
-
-    hosts: tuple[str, ...] = ()
-    match: ASMSwimLaneIngressRulesMatch | None = None
-    name: str | None = None
-    online: bool | None = None
-    route: ASMSwimLaneIngressRulesRoute | None = None
-    weight: int | None = None
+    weighted_ingress_rule: SwimLaneIngressRule | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ASMSwimLane:
     "One traffic lane: a set of versions of the group's services."
 
-    ingress_rules: tuple[ASMSwimLaneIngressRules, ...] = ()
+    ingress_rules: tuple[SwimLaneIngressRule, ...] = ()
     ingress_weight: int | None = None
     label_selector: Mapping[str, str] = field(default_factory=dict)
     services: tuple[ASMSwimLaneGroupServices, ...] = ()
@@ -2032,6 +2035,24 @@ register(ASMSwimLaneGroupServices, (
     ('name', 'name', ("s",)),
     ('namespace', 'namespace', ("s",)),
 ))
+register(SwimLaneIngressRuleMatch, (
+    ('headers', 'headers', ("M", ("m", StringMatch))),
+    ('uri', 'uri', ("m", StringMatch)),
+))
+register(SwimLaneIngressRuleDestination, (
+    ('host', 'host', ("s",)),
+))
+register(SwimLaneIngressRuleRoute, (
+    ('destination', 'destination', ("m", SwimLaneIngressRuleDestination)),
+))
+register(SwimLaneIngressRule, (
+    ('hosts', 'hosts', ("l", ("s",))),
+    ('match', 'match', ("m", SwimLaneIngressRuleMatch)),
+    ('name', 'name', ("s",)),
+    ('online', 'online', ("b",)),
+    ('route', 'route', ("m", SwimLaneIngressRuleRoute)),
+    ('weight', 'weight', ("i",)),
+))
 register(ASMSwimLaneGroupIngressGateway, (
     ('name', 'name', ("s",)),
     ('namespace', 'namespace', ("s",)),
@@ -2047,29 +2068,14 @@ register(ASMSwimLaneGroupPermissiveModeConfiguration, (
 ))
 register(ASMSwimLaneGroup, (
     ('ingress', 'ingress', ("m", ASMSwimLaneGroupIngress)),
+    ('ingressRoutingStrategy', 'ingress_routing_strategy', ("s",)),
     ('isPermissive', 'is_permissive', ("b",)),
     ('permissiveModeConfiguration', 'permissive_mode_configuration', ("m", ASMSwimLaneGroupPermissiveModeConfiguration)),
     ('services', 'services', ("l", ("m", ASMSwimLaneGroupServices))),
-))
-register(ASMSwimLaneIngressRulesMatch, (
-    ('uri', 'uri', ("m", StringMatch)),
-))
-register(ASMSwimLaneIngressRulesRouteDestination, (
-    ('host', 'host', ("s",)),
-))
-register(ASMSwimLaneIngressRulesRoute, (
-    ('destination', 'destination', ("m", ASMSwimLaneIngressRulesRouteDestination)),
-))
-register(ASMSwimLaneIngressRules, (
-    ('hosts', 'hosts', ("l", ("s",))),
-    ('match', 'match', ("m", ASMSwimLaneIngressRulesMatch)),
-    ('name', 'name', ("s",)),
-    ('online', 'online', ("b",)),
-    ('route', 'route', ("m", ASMSwimLaneIngressRulesRoute)),
-    ('weight', 'weight', ("i",)),
+    ('weightedIngressRule', 'weighted_ingress_rule', ("m", SwimLaneIngressRule)),
 ))
 register(ASMSwimLane, (
-    ('ingressRules', 'ingress_rules', ("l", ("m", ASMSwimLaneIngressRules))),
+    ('ingressRules', 'ingress_rules', ("l", ("m", SwimLaneIngressRule))),
     ('ingressWeight', 'ingress_weight', ("i",)),
     ('labelSelector', 'label_selector', ("M", ("s",))),
     ('services', 'services', ("l", ("m", ASMSwimLaneGroupServices))),
@@ -2155,10 +2161,6 @@ __all__ = [
     'ASMSwimLaneGroupPermissiveModeConfiguration',
     'ASMSwimLaneGroupServices',
     'ASMSwimLaneGroupServicesCluster',
-    'ASMSwimLaneIngressRules',
-    'ASMSwimLaneIngressRulesMatch',
-    'ASMSwimLaneIngressRulesRoute',
-    'ASMSwimLaneIngressRulesRouteDestination',
     'AuthorizationAction',
     'AuthorizationPolicy',
     'ClaimToHeader',
@@ -2263,6 +2265,10 @@ __all__ = [
     'Source',
     'StringMatch',
     'Subset',
+    'SwimLaneIngressRule',
+    'SwimLaneIngressRuleDestination',
+    'SwimLaneIngressRuleMatch',
+    'SwimLaneIngressRuleRoute',
     'TCPRoute',
     'TCPSettings',
     'TLSMatchAttributes',
