@@ -48,6 +48,7 @@ from meshplane.store.interface import Store
 from meshplane.store.sqlite import SqliteStore
 from meshplane.translate import MeshSettings
 from meshplane.xds.default_translator import DefaultTranslator
+from meshplane.xds.filterstatus import EnvoyFilterStatus
 from meshplane.xds.server import XdsServer
 from meshplane.xds.settings import XdsSettings
 from meshplane.xds.status import ProxyStatus
@@ -172,6 +173,7 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
     else:
         election.start(singletons.elected, singletons.lost)
     xds: XdsServer | None = None
+    filter_status: EnvoyFilterStatus | None = None
     mesh_sync: MeshConfigSync | None = None
     xds_url = ""
     security: SecurityPlane | None = None
@@ -213,6 +215,8 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
         except MeshConfigFileError as e:
             raise ServerConfigError(str(e)) from e
         xds_port = await xds.start(f"{_url_host(opts.xds_host)}:{opts.xds_port}")
+        filter_status = EnvoyFilterStatus(store, xds)
+        await singletons.set_filter_status(filter_status)  # the leader's; with replicas it speaks for its proxies
         await resolver.start()
         xds_url = f"{_url_host(opts.xds_host)}:{xds_port}"
         log.info("xDS serving on %s", xds_url)
@@ -325,14 +329,15 @@ def _open_store(opts: ServerOptions) -> SqliteStore | EtcdStore:
 
 class _Singletons:
     """What runs once among replicas, started on election and stopped on losing it: the lanes controller, the
-    status writer and the member-cluster controller's status writes (its sources run everywhere). Alone (SQLite)
-    this process leads."""
+    status writer, the EnvoyFilters' Applied writer and the member-cluster controller's status writes (its sources
+    run everywhere). Alone (SQLite) this process leads."""
 
     def __init__(self, store: Store, members: Callable[[], MemberClusterController | None]) -> None:
         self._store = store
         self._members = members
         self._lanes: LanesController | None = None
         self._status: StatusWriter | None = None
+        self._filter_status: EnvoyFilterStatus | None = None
         self._leading = False
         self._settled: Callable[[], Awaitable[None]] | None = None
 
@@ -353,10 +358,18 @@ class _Singletons:
         if self._leading:
             await writer.start()
 
+    async def set_filter_status(self, writer: EnvoyFilterStatus) -> None:
+        """The EnvoyFilters' ``Applied`` writer (``xds.filterstatus``); runs while this replica leads."""
+        self._filter_status = writer
+        if self._leading:
+            await writer.start()
+
     async def elected(self) -> None:
         self._leading = True
         if self._status is not None:
             await self._status.start()
+        if self._filter_status is not None:
+            await self._filter_status.start()
         if self._lanes is None:
             self._lanes = LanesController(self._store)
             self._lanes.settled = self.settled
@@ -369,6 +382,8 @@ class _Singletons:
         self._leading = False
         if self._status is not None:
             await self._status.stop()
+        if self._filter_status is not None:
+            await self._filter_status.stop()
         lanes, self._lanes = self._lanes, None
         if lanes is not None:
             await lanes.stop()

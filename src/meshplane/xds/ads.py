@@ -248,6 +248,10 @@ class AdsHandler:
                     loc = Locality(node.locality.region, node.locality.zone, node.locality.sub_zone)
                     try:
                         metadata = node_metadata(node.metadata)
+                        if node.HasField("user_agent_build_version") and "ENVOY_VERSION" not in metadata:
+                            # What an EnvoyFilter's match.proxy.proxyVersion is matched against (no ISTIO_VERSION)
+                            v = node.user_agent_build_version.version
+                            metadata["ENVOY_VERSION"] = f"{v.major_number}.{v.minor_number}.{v.patch}"
                         conn.proxy = hub.translator.proxy_from_node(node.id, metadata, loc)
                     except ValueError as exc:
                         problem.append((grpc.StatusCode.INVALID_ARGUMENT, f"node {node.id!r}: {exc}"))

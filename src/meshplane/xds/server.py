@@ -44,10 +44,11 @@ from meshplane.xds.connection import Connection, PushState, WriteBudget
 from meshplane.xds.controller import ConfigController
 from meshplane.xds.debounce import Debouncer
 from meshplane.xds.encoding import Encoder
+from meshplane.xds.protocol import SyncState
 from meshplane.xds.pushqueue import PushQueue
 from meshplane.xds.settings import XdsSettings
-from meshplane.xds.status import ProxyStatus, TypeStatus
-from meshplane.xds.translator import Translator
+from meshplane.xds.status import ProxyStatus, Rejection, TypeStatus
+from meshplane.xds.translator import ExplainsRejections, Translator
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +226,24 @@ class XdsServer:
         if extra:
             out = [replace(s, types=s.types + tuple(extra.get(s.node_id, ()))) for s in out]
         out.sort(key=lambda s: (s.node_id, s.connection_id))
+        return out
+
+    def rejections(self) -> list[Rejection]:
+        """Every (proxy, type) whose last response the proxy rejected and has not accepted since (it keeps its
+        last good config), with the EnvoyFilters that config carries when the translator can tell."""
+        out: list[Rejection] = []
+        explain = self._translator if isinstance(self._translator, ExplainsRejections) else None
+        ctx = self._state.ctx if self._state is not None else None
+        for conn in list(self._connections.values()):
+            p = conn.proxy
+            if p is None:
+                continue
+            for wt in conn.watched.values():
+                if wt.state is not SyncState.NACKED or wt.last_nack is None:
+                    continue
+                sources = explain.rejection_sources(wt.type_url, p, ctx) if explain and ctx is not None else ()
+                out.append(Rejection(p.id, p.namespace, p.workload_name, wt.type_url, wt.last_nack.error, sources))
+        out.sort(key=lambda r: (r.node_id, r.type_url))
         return out
 
     @property
