@@ -12,13 +12,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import re
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+from meshplane.cli import locate
+from meshplane.cli.serverproc import ServerConfigError
 from meshplane.client import ClientError, NotFound, SyncClient
 from meshplane.model.spec import parse_duration
 
@@ -55,24 +55,12 @@ def _time(ts: str) -> datetime.datetime | None:
 
 
 def api_url(args: argparse.Namespace) -> tuple[str, str]:
-    """(API URL, bearer token) from ``--server``, ``--data-dir`` (server.json) or ``--home`` (a local mesh)."""
-    if args.server:
-        return str(args.server).rstrip("/"), args.token or ""
-    if args.data_dir:
-        path = Path(args.data_dir) / "server.json"
-        try:
-            state = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
-            raise AuditCommandError(f"no running server found in {args.data_dir}: {e}") from e
-        return str(state["api"]), args.token or str(state.get("token") or "")
-    home = Path(args.home or os.environ.get("MESHPLANE_HOME") or Path.home() / ".meshplane")
+    """(API URL, bearer token) as :func:`meshplane.cli.locate.endpoint` finds them."""
     try:
-        view = json.loads((home / "runtime.json").read_text())
-    except (OSError, ValueError) as e:
-        raise AuditCommandError(f"no local mesh in {home} (pass --server URL or --data-dir DIR): {e}") from e
-    if not view.get("api"):
-        raise AuditCommandError(f"the mesh in {home} has no API address (is it running?)")
-    return str(view["api"]), args.token or ""
+        ep = locate.endpoint(args)
+    except ServerConfigError as e:
+        raise AuditCommandError(str(e)) from None
+    return ep.api, ep.token
 
 
 def _pages(read: Callable[..., list[dict[str, Any]]], cursor: str) -> list[dict[str, Any]]:
@@ -151,9 +139,5 @@ def register(sub: Any) -> None:
     p.add_argument("-o", "--output", choices=["table", "json"], default="table")
     p.add_argument("--since", help="only events newer than this: a duration (30s, 5m, 2h, 1d) or an RFC 3339 time")
     p.add_argument("--kind", help="only events whose kind starts with this (change, certificate, authz, opa, ...)")
-    p.add_argument("--server", help="URL of the API (default: the local mesh of --home)")
-    p.add_argument("--data-dir", help="a `meshplane server` data dir (reads its server.json)")
-    p.add_argument("--token", help="bearer token for the API")
-    p.add_argument("--home", default=None, help="state directory of a local mesh (default $MESHPLANE_HOME or "
-                                                "~/.meshplane)")
+    locate.add_server_flags(p)
     p.set_defaults(func=_audit)

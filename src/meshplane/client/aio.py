@@ -155,6 +155,11 @@ class Client:
         """The connected proxies and their sync state per xDS type (``ProxyStatusList`` items)."""
         return _items(await self._management("GET", "/proxies", timeout=timeout), "GET /management/v1/proxies")
 
+    async def control_plane_version(self, *, timeout: float | None = None) -> Object:
+        """Which control plane answers: its ``id``, ``xds`` address and ``version``."""
+        what = "GET /management/v1/version"
+        return _object(await self._management("GET", "/version", timeout=timeout), what)
+
     async def bootstrap_token(self, namespace: str, service_account: str, ttl_s: int, *,
                               timeout: float | None = None) -> str:
         """A bootstrap token for the CA, bound to ``namespace`` and ``service_account``; for one agent."""

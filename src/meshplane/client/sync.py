@@ -81,6 +81,9 @@ class SyncClient:
     def proxies(self, *, timeout: float | None = None) -> Objects:
         return self._run(self.client.proxies(timeout=timeout))
 
+    def control_plane_version(self, *, timeout: float | None = None) -> Object:
+        return self._run(self.client.control_plane_version(timeout=timeout))
+
     def bootstrap_token(self, namespace: str, service_account: str, ttl_s: int, *,
                         timeout: float | None = None) -> str:
         return self._run(self.client.bootstrap_token(namespace, service_account, ttl_s, timeout=timeout))

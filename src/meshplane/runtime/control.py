@@ -203,7 +203,7 @@ def format_status(st: dict[str, Any]) -> str:
         lines.append(f"  xDS      {st['xds']}")
         lines.append(f"  console  {st.get('console') or st['api'] + '/console/'}")
     for c, url in sorted(st["ingress"].items()):
-        lines.append(f"  ingress  {c}: {url}/productpage")
+        lines.append(f"  ingress  {c}: {url}")
     if st["clusters"]:
         lines.append("  clusters " + ", ".join(f"{c['name']} ({c['network']}, {c['region']}/{c['zone']})"
                                                for c in st["clusters"]))

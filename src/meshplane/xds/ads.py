@@ -58,6 +58,15 @@ def node_metadata(struct: Any) -> dict[str, Any]:
     return plain
 
 
+def build_version(node: Any) -> str:
+    """The version a node reports (``user_agent_build_version``, else the deprecated ``user_agent_version``), as
+    ``1.31.2``; "" when it reports none. Shown by ``meshplane proxy-status`` and ``meshplane version``."""
+    if node.HasField("user_agent_build_version"):
+        v = node.user_agent_build_version.version
+        return f"{v.major_number}.{v.minor_number}.{v.patch}"
+    return str(node.user_agent_version or "")
+
+
 def _integral(value: Any) -> Any:
     if isinstance(value, float) and value.is_integer():
         return int(value)
@@ -253,6 +262,7 @@ class AdsHandler:
                             v = node.user_agent_build_version.version
                             metadata["ENVOY_VERSION"] = f"{v.major_number}.{v.minor_number}.{v.patch}"
                         conn.proxy = hub.translator.proxy_from_node(node.id, metadata, loc)
+                        conn.envoy_version = build_version(node)
                     except ValueError as exc:
                         problem.append((grpc.StatusCode.INVALID_ARGUMENT, f"node {node.id!r}: {exc}"))
                         return

@@ -222,6 +222,7 @@ class XdsServer:
                 bytes_sent=conn.bytes_sent, responses_sent=conn.responses_sent,
                 addresses=p.ip_addresses,
                 locality="/".join((p.locality.region, p.locality.zone, p.locality.subzone)).rstrip("/"),
+                envoy_version=conn.envoy_version,
             ))
         if extra:
             out = [replace(s, types=s.types + tuple(extra.get(s.node_id, ()))) for s in out]
