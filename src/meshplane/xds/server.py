@@ -27,6 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
 
 import grpc
 
@@ -52,6 +55,11 @@ log = logging.getLogger(__name__)
 
 # Bytes of responses written at once over all streams (see ``WriteBudget``): 64 large responses.
 WRITE_BUDGET_BYTES = 64 * 1024 * 1024
+
+
+def is_name_table_stream(metadata: Mapping[str, Any]) -> bool:
+    """An agent's DNS-proxy stream (NDS only, same node id as its Envoy; ``meshplane.rpc.nds``)."""
+    return str(metadata.get("NAME_TABLE_STREAM", "")).lower() == "true"
 
 
 def _default_translator() -> Translator:
@@ -92,7 +100,8 @@ class XdsServer:
         self.metrics = self.settings.metrics
         if self.metrics is not None:
             self.metrics.watch_connections(
-                lambda: sum(1 for c in self._connections.values() if c.proxy is not None and not c.closed.is_set()))
+                lambda: sum(1 for c in self._connections.values() if c.proxy is not None and not c.closed.is_set()
+                            and not is_name_table_stream(c.proxy.metadata)))
 
     # --- lifecycle ---------------------------------------------------------------------------------------
 
@@ -188,7 +197,11 @@ class XdsServer:
     # --- status ------------------------------------------------------------------------------------------
 
     def proxy_status(self) -> list[ProxyStatus]:
+        """One entry per proxy (Envoy) stream. An agent's name-table stream (node metadata
+        ``NAME_TABLE_STREAM``, see :func:`is_name_table_stream`) is not a proxy of its own: its types are listed
+        with the Envoy of the same node id, and without that Envoy it is not listed at all."""
         out: list[ProxyStatus] = []
+        extra: dict[str, list[TypeStatus]] = {}
         for conn in list(self._connections.values()):
             p = conn.proxy
             if p is None:
@@ -203,6 +216,9 @@ class XdsServer:
                 )
                 for wt in conn.watched.values()
             )
+            if is_name_table_stream(p.metadata):
+                extra.setdefault(p.id, []).extend(types)
+                continue
             out.append(ProxyStatus(
                 connection_id=conn.id, node_id=p.id, namespace=p.namespace, workload=p.workload_name,
                 cluster_id=p.cluster_id, proxy_type=p.type.value, delta=conn.delta, peer=conn.peer,
@@ -212,6 +228,8 @@ class XdsServer:
                 locality="/".join((p.locality.region, p.locality.zone, p.locality.subzone)).rstrip("/"),
                 envoy_version=conn.envoy_version,
             ))
+        if extra:
+            out = [replace(s, types=s.types + tuple(extra.get(s.node_id, ()))) for s in out]
         out.sort(key=lambda s: (s.node_id, s.connection_id))
         return out
 
