@@ -38,6 +38,7 @@ from meshplane.model.push import PushRequest
 from meshplane.model.resources import WORKLOAD_ENTRIES
 from meshplane.model.service import RegistrySnapshot
 from meshplane.registry import RegistryAggregator, ServiceRegistry
+from meshplane.rpc import BIND_OPTIONS, bind
 from meshplane.store.interface import Store
 from meshplane.xds.ads import AdsHandler
 from meshplane.xds.connection import Connection, PushState, WriteBudget
@@ -105,8 +106,24 @@ class XdsServer:
     # --- lifecycle ---------------------------------------------------------------------------------------
 
     async def start(self, address: str) -> int:
-        """Load the config, build the first push context, bind ``address`` ("host:port", port 0 = any) and
-        serve. Returns the bound port."""
+        """Bind ``address`` ("host:port", port 0 = any; meshplane.rpc.AddressInUse when taken), load the config,
+        build the first push context and serve. Returns the bound port."""
+        mb = self.settings.max_message_bytes
+        server = grpc.aio.server(options=[
+            ("grpc.max_receive_message_length", mb),
+            ("grpc.max_send_message_length", mb),
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.http2.max_pings_without_data", 0),
+            ("grpc.keepalive_permit_without_calls", 1),
+            # The proxies' pings (agent.bootstrap: every 30 s) are welcome: see XdsSettings.min_ping_interval.
+            ("grpc.http2.min_ping_interval_without_data_ms", max(1, int(self.settings.min_ping_interval * 1000))),
+            ("grpc.http2.max_ping_strikes", self.settings.max_ping_strikes),
+            ("grpc.max_concurrent_streams", 100_000),
+            *BIND_OPTIONS,
+        ])
+        server.add_generic_rpc_handlers((AdsHandler(self).generic_handler(),))
+        port = bind(server, address, "xDS server")  # first: a taken port fails before anything runs
+        self._server = server
         self._controller.load()
         # Built now (registry merged, context indexed), as istiod does at start-up: the first proxies to connect
         # are answered without waiting for it. Later changes while nobody is connected only mark it stale.
@@ -116,20 +133,7 @@ class XdsServer:
         self._workers = [asyncio.create_task(self._push_worker(), name=f"xds-push-{i}")
                          for i in range(max(1, self.settings.max_concurrent_pushes))]
         self._workers.append(asyncio.create_task(self._push_watchdog(), name="xds-push-watchdog"))
-        mb = self.settings.max_message_bytes
-        self._server = grpc.aio.server(options=[
-            ("grpc.max_receive_message_length", mb),
-            ("grpc.max_send_message_length", mb),
-            ("grpc.keepalive_time_ms", 30_000),
-            ("grpc.http2.max_pings_without_data", 0),
-            ("grpc.keepalive_permit_without_calls", 1),
-            ("grpc.max_concurrent_streams", 100_000),
-        ])
-        self._server.add_generic_rpc_handlers((AdsHandler(self).generic_handler(),))
-        port = self._server.add_insecure_port(address)
-        if port == 0:
-            raise OSError(f"xds: cannot bind {address}")
-        await self._server.start()
+        await server.start()
         log.info("xDS server on %s (port %d)", address, port)
         return port
 
