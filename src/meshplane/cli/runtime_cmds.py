@@ -32,6 +32,10 @@ def _add_home(p: argparse.ArgumentParser) -> None:
 
 def _print_ready(view: dict[str, Any], home: Home) -> None:
     print(f"mesh {view.get('name')} is ready ({home.root})")
+    if view.get("interceptionReason"):
+        print(f"  interception {view.get('interceptionReason')}")
+    for warning in view.get("warnings") or []:
+        print(f"  warning: {warning}")
     print(f"  API     {view.get('api')}")
     print(f"  xDS     {view.get('xds')}")
     if view.get("api"):
@@ -60,10 +64,12 @@ def _up(args: argparse.Namespace) -> int:
             manifest = load_manifest(Path(args.file))
         except ManifestError as e:
             return _error(str(e))
-        return run_supervisor(home, manifest, delta=args.delta, prometheus=args.prometheus, replicas=args.replicas)
+        return run_supervisor(home, manifest, delta=args.delta, prometheus=args.prometheus,
+                              interception=args.interception or "", replicas=args.replicas)
     try:
         view = control.start(home, Path(args.file), timeout_s=args.timeout, delta=args.delta,
-                             prometheus=args.prometheus, replicas=args.replicas)
+                             prometheus=args.prometheus, interception=args.interception or "",
+                             replicas=args.replicas)
     except control.RuntimeCommandError as e:
         return _error(str(e))
     _print_ready(view, home)
@@ -71,13 +77,17 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _down(args: argparse.Namespace) -> int:
-    from meshplane.runtime import control
+    from meshplane.runtime import control, netns
 
     home = _home(args)
-    if not home.records() and home.read_runtime() is None:
+    if (not home.records() and home.read_runtime() is None
+            and not netns.NetRecords(home.root / "net").entries()):
         print(f"nothing to stop: no mesh is recorded in {home.root}")
         return 0
-    left = control.stop(home)
+    try:
+        left = control.stop(home)
+    except control.RuntimeCommandError as e:
+        return _error(str(e))
     if left:
         return _error(f"could not stop processes {left}")
     print(f"stopped everything recorded in {home.root}")
@@ -190,7 +200,7 @@ def _demo_up(args: argparse.Namespace) -> int:
         path.write_text(demo_manifest_yaml(networks=getattr(args, "networks", 1)))
     try:
         view = control.start(home, path, timeout_s=args.timeout, delta=args.delta, prometheus=args.prometheus,
-                             replicas=args.replicas)
+                             interception=args.interception or "", replicas=args.replicas)
     except control.RuntimeCommandError as e:
         return _error(str(e))
     if lanes:  # no lane exists until the user applies one: ready means every instance ready and synced
@@ -233,6 +243,15 @@ def _add_prometheus(p: argparse.ArgumentParser) -> None:
                         "default), on (required), off")
 
 
+def _add_interception(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--interception", choices=["auto", "transparent", "explicit"],
+                   default=None,
+                   help="transparent: each instance in its own network namespace with iptables capture and the "
+                        "DNS proxy (needs root); explicit: applications use their sidecar as http_proxy; auto: "
+                        "transparent when possible (default: the manifest's mesh.interception, else "
+                        "$MESHPLANE_INTERCEPTION, else auto)")
+
+
 def _add_replicas(p: argparse.ArgumentParser) -> None:
     p.add_argument("--replicas", type=int, default=1, metavar="N",
                    help="control-plane replicas; more than 1 runs them on an etcd on loopback (docs/ha.md)")
@@ -246,6 +265,7 @@ def register(sub: Any) -> None:
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for readiness (default 300)")
     p.add_argument("--delta", action="store_true", help="proxies use Delta xDS instead of State of the World")
     _add_prometheus(p)
+    _add_interception(p)
     _add_replicas(p)
     _add_home(p)
     p.set_defaults(func=_up)
@@ -284,6 +304,7 @@ def register(sub: Any) -> None:
     p.add_argument("--timeout", type=float, default=300.0)
     p.add_argument("--delta", action="store_true")
     _add_prometheus(p)
+    _add_interception(p)
     p.add_argument("--scenario", choices=["bookinfo", "lanes"], default="bookinfo",
                    help="bookinfo (default) or lanes: the mocka -> mockb -> mockc traffic-lanes sample")
     p.add_argument("--networks", type=int, choices=[1, 2], default=1,

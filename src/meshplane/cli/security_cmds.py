@@ -1,4 +1,4 @@
-"""Subcommands of the security area of the ``meshplane`` command: ``meshplane audit``.
+"""Subcommands of the security area of the ``meshplane`` command: ``meshplane audit``, ``meshplane ca rotate-root``.
 
 Why one merged trail: an operator asking "what happened" wants API changes (who changed which policy) and run-time
 security events (certificates issued or refused, bootstrap tokens, authorization and OPA denies) on one time line.
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import re
 import sys
 from collections.abc import Callable
@@ -132,6 +133,43 @@ def _audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_overlap(text: str) -> float:
+    """``--overlap``: a duration (``90m``, ``1h``, ``30d``) or a number of seconds. Its range is the server's to
+    check (whole seconds within the root's lifetime), so the CLI and the API refuse the same values."""
+    t = text.strip()
+    days = re.fullmatch(r"(\d+(?:\.\d+)?)d", t)
+    if days:
+        return float(days.group(1)) * 86400
+    ns = parse_duration(t)
+    if ns is not None:
+        return ns / 1e9
+    try:
+        seconds = float(t)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds):
+        raise AuditCommandError(f"--overlap {text!r}: expected a duration (90m, 1h, 30d) or a number of seconds")
+    return seconds
+
+
+def _rotate_root(args: argparse.Namespace) -> int:
+    try:
+        overlap = parse_overlap(args.overlap)
+        api, token = api_url(args)
+        with SyncClient(api, token=token, timeout=TIMEOUT_S) as client:
+            pem = client.rotate_root(overlap)
+    except AuditCommandError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except ClientError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    roots = pem.count("BEGIN CERTIFICATE")
+    print(f"new root in place; {roots} root{'s' if roots != 1 else ''} trusted "
+          f"(the previous one for {args.overlap})")
+    return 0
+
+
 def register(sub: Any) -> None:
     """Add this module's subcommands to the ``meshplane`` parser's subparsers."""
     p = sub.add_parser("audit", help="the audit trail: API changes and security events (certificates, tokens, "
@@ -141,3 +179,16 @@ def register(sub: Any) -> None:
     p.add_argument("--kind", help="only events whose kind starts with this (change, certificate, authz, opa, ...)")
     locate.add_server_flags(p)
     p.set_defaults(func=_audit)
+
+    ca = sub.add_parser("ca", help="the control plane's certificate authority")
+    ca_sub = ca.add_subparsers(dest="ca_command", required=True)
+    r = ca_sub.add_parser("rotate-root", help="make a new root and intermediate; the previous root stays trusted "
+                                              "for --overlap so workloads move over without a failed handshake")
+    r.add_argument("--overlap", default="1h", help="how long the previous root stays trusted: a duration (90m, 1h, "
+                                                   "30d) or seconds, at most the root's lifetime (default 1h)")
+    r.add_argument("--server", help="URL of the API (default: the local mesh of --home)")
+    r.add_argument("--data-dir", help="a `meshplane server` data dir (reads its server.json)")
+    r.add_argument("--token", help="bearer token for the API")
+    r.add_argument("--home", default=None, help="state directory of a local mesh (default $MESHPLANE_HOME or "
+                                                "~/.meshplane)")
+    r.set_defaults(func=_rotate_root)

@@ -41,6 +41,7 @@ from meshplane.lanes import LanesController
 from meshplane.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from meshplane.metrics import ControlPlaneMetrics
 from meshplane.multicluster import MemberClusterController
+from meshplane.rpc import AddressInUse
 from meshplane.rpc.ca_service import SecurityPlane
 from meshplane.rpc.otlp import OtlpCollector, SpanStore
 from meshplane.statuswriter import StatusWriter, WriterSettings
@@ -158,7 +159,15 @@ def check_safe(opts: ServerOptions) -> None:
 
 
 async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None) -> None:
-    """Run until SIGTERM/SIGINT. Writes the state file once the API answers."""
+    """Run until SIGTERM/SIGINT. Writes the state file once the API answers. A gRPC address (xDS, CA, OTLP)
+    another process listens on is a ServerConfigError naming it: the server does not start."""
+    try:
+        await _run_server(opts, ready=ready)
+    except AddressInUse as e:
+        raise ServerConfigError(str(e)) from e
+
+
+async def _run_server(opts: ServerOptions, *, ready: asyncio.Event | None) -> None:
     check_safe(opts)
     opts.data_dir.mkdir(parents=True, exist_ok=True)
     store = _open_store(opts)

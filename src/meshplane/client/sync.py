@@ -91,6 +91,9 @@ class SyncClient:
     def trust_bundle(self, *, timeout: float | None = None) -> str:
         return self._run(self.client.trust_bundle(timeout=timeout))
 
+    def rotate_root(self, overlap_s: float, *, timeout: float | None = None) -> str:
+        return self._run(self.client.rotate_root(overlap_s, timeout=timeout))
+
     def gateway_credentials(self, bootstrap_token: str, *, timeout: float | None = None) -> Objects:
         return self._run(self.client.gateway_credentials(bootstrap_token, timeout=timeout))
 

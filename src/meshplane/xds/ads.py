@@ -275,17 +275,26 @@ class AdsHandler:
 
         reader = asyncio.create_task(read(), name=f"xds-read-{conn.id}")
         closed = asyncio.create_task(conn.closed.wait())
+        reason = "reset"  # the handler itself cancelled: gRPC saw the connection go (a reset, a GOAWAY)
         try:
             await asyncio.wait({reader, closed}, return_when=asyncio.FIRST_COMPLETED)
-            if reader.done() and not reader.cancelled() and reader.exception() is not None:
+            if not reader.done() or reader.cancelled():
+                reason = "closed_by_server"
+            elif reader.exception() is not None:
                 exc = reader.exception()
+                reason = "reset"
                 if not isinstance(exc, (grpc.RpcError, asyncio.CancelledError, ConnectionError)):
+                    reason = "error"
                     log.error("%s: stream failed", conn.id, exc_info=exc)
+            else:
+                reason = "invalid" if problem else "proxy_closed"
         finally:
             conn.closed.set()
             reader.cancel()
             closed.cancel()
             hub.unregister(conn)
+            if hub.metrics is not None:
+                hub.metrics.record_disconnect(reason)
         if problem:
             log.warning("%s from %s: %s", conn.id, conn.peer, problem[0][1])
             await context.abort(*problem[0])
