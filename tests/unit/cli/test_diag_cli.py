@@ -134,3 +134,17 @@ def test_a_home_with_replicas_names_every_replica(tmp_path: Path) -> None:
     (tmp_path / "runtime.json").write_text(json.dumps({"apis": ["http://127.9.0.1:8080", "http://127.9.0.2:8080"]}))
     ep = locate.endpoint(argparse.Namespace(home=str(tmp_path)))
     assert ep.replicas() == ["http://127.9.0.1:8080", "http://127.9.0.2:8080"]
+
+
+def test_a_transparent_meshs_admin_is_read_on_its_own_bridge(tmp_path: Path) -> None:
+    from meshplane.cli.diag_cmds import mesh_bridges
+
+    net = tmp_path / "net"
+    net.mkdir()
+    (net / "bridge.mpbr183.json").write_text(json.dumps({"kind": "bridge", "name": "mpbr183"}))
+    bridges = mesh_bridges(tmp_path)
+    assert [str(b) for b in bridges] == ["10.183.0.0/16"]
+    assert check_admin("http://10.183.1.1:15000", networks=bridges) == "http://10.183.1.1:15000"
+    with pytest.raises(DiagError, match="this mesh's own bridge only"):
+        check_admin("http://10.184.1.1:15000", networks=bridges, what="instance x's admin")
+    assert mesh_bridges(tmp_path / "nothing") == ()
