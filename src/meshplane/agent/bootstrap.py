@@ -47,6 +47,10 @@ def split_address(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
+
+
 def _socket(address: str) -> dict[str, Any]:
     host, port = split_address(address)
     return {"socket_address": {"address": host, "port_value": port}}
@@ -74,6 +78,7 @@ def build_bootstrap(
     sds_socket: str | None = None,
     extauthz_socket: str | None = None,
     stats_address: str | None = None,
+    xds_keepalive_interval_s: float = 30.0,
 ) -> dict[str, Any]:
     """A complete Envoy v3 bootstrap: ADS to ``xds_address`` for listeners and clusters, admin on
     ``admin_address``. ``xds_address`` may list several replicas (``h1:p1,h2:p2``, docs/ha.md): they become the
@@ -83,7 +88,9 @@ def build_bootstrap(
     ``sds_socket``: the agent's SDS server (Unix socket path), as the static cluster ``sds-grpc``;
     ``extauthz_socket``: the agent's ext_authz server, as the static cluster ``opa-extauthz``;
     ``stats_address``: where Prometheus scrapes the proxy (``/stats/prometheus``, Istio's port 15090), with the
-    mesh metrics under Istio's names (``istio_requests_total``; see ``translate.telemetry``)."""
+    mesh metrics under Istio's names (``istio_requests_total``; see ``translate.telemetry``).
+    ``xds_keepalive_interval_s``: how often Envoy pings the xDS connection (HTTP/2 PING; a dead control plane is
+    noticed within that plus 10 s); the server accepts pings down to one a second (xds.XdsSettings)."""
     node_locality = {k: v for k, v in (("region", locality.region), ("zone", locality.zone),
                                        ("sub_zone", locality.subzone)) if v}
     node: dict[str, Any] = {
@@ -125,7 +132,8 @@ def build_bootstrap(
                     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                         "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
                         "explicit_http_config": {"http2_protocol_options": {
-                            "connection_keepalive": {"interval": "30s", "timeout": "10s"},
+                            "connection_keepalive": {"interval": _duration(xds_keepalive_interval_s),
+                                                     "timeout": "10s"},
                         }},
                     },
                 },

@@ -64,6 +64,7 @@ from meshplane.translate.listeners import (
     outbound_port_listeners,
 )
 from meshplane.translate.memo import Slot
+from meshplane.translate.nametable import build_name_table
 from meshplane.translate.routes import build_route_configs
 from meshplane.translate.telemetryapi import telemetry_policy
 
@@ -294,6 +295,9 @@ def generate(type_url: str, proxy: Proxy, ctx: PushContext,
         return _select(ctx, view, names)
     if type_url == xdstypes.ENDPOINT:
         return _endpoints(proxy, ctx, scope, names)
+    if type_url == xdstypes.NAME_TABLE:  # one unnamed resource, shared by the proxies of one scope
+        return _memo(ctx, (type_url, "names", scope.key),
+                     lambda: (_pack(ctx, type_url, "", build_name_table(proxy, ctx)),))
     return ()
 
 

@@ -63,6 +63,7 @@ class ProxyStatus:
     # groups proxies by these).
     addresses: tuple[str, ...] = ()
     locality: str = ""
+    envoy_version: str = ""  # what the node reported in its first request ("" when nothing)
 
     @property
     def state(self) -> SyncState:
