@@ -293,6 +293,20 @@ def _http_route(http: HTTPRoute, path: str, r: Report, *, delegate_vs: bool, bou
             r.forbidden(f"{path}.delegate", "a delegate VirtualService cannot delegate again")
         if not http.delegate.name:
             r.required(f"{path}.delegate.name")
+    headers: set[str] = set()
+    for j, hk in enumerate(http.header_to_dynamic_subset_key):
+        q = f"{path}.headerToDynamicSubsetKey[{j}]"
+        err = fmt.header_name(hk.header or "")
+        if err:
+            r.invalid(f"{q}.header", hk.header or "", err)
+        elif (hk.header or "").lower() in headers:
+            r.duplicate(f"{q}.header", hk.header)
+        headers.add((hk.header or "").lower())
+        err = fmt.qualified_name(hk.key or "")
+        if err:
+            r.invalid(f"{q}.key", hk.key or "", err)
+    if http.header_to_dynamic_subset_key and not http.route:
+        r.forbidden(f"{path}.headerToDynamicSubsetKey", "only on a route with destinations")
     if c.given(http.redirect):
         if http.rewrite is not None:
             r.forbidden(f"{path}.rewrite", "may not be set together with redirect")
@@ -475,7 +489,41 @@ def _locality_lb(lb: LocalityLoadBalancerSetting, path: str, r: Report, *, has_o
                "same traffic policy so unhealthy endpoints are ejected and traffic fails over")
 
 
+_SUBSET_FALLBACKS = ("ANY_ENDPOINT", "NO_FALLBACK", "DEFAULT_SUBSET")
+_SELECTOR_FALLBACKS = ("INHERIT", "NO_FALLBACK", "ANY_ENDPOINT", "DEFAULT_SUBSET")
+
+
+def _dynamic_subset(lb: LoadBalancerSettings, path: str, r: Report) -> None:
+    ds = lb.dynamic_subset
+    if ds is None:
+        return
+    p = f"{path}.dynamicSubset"
+    if path != "spec.trafficPolicy.loadBalancer":
+        r.forbidden(p, "only in the DestinationRule's top-level trafficPolicy.loadBalancer")
+        return
+    if not ds.subset_selectors:
+        r.required(f"{p}.subsetSelectors", "the endpoint label keys that form subsets, e.g. [{keys: [version]}]")
+    for i, sel in enumerate(ds.subset_selectors):
+        q = f"{p}.subsetSelectors[{i}]"
+        if not sel.keys:
+            r.required(f"{q}.keys")
+        for j, key in enumerate(sel.keys):
+            err = fmt.qualified_name(key)
+            if err:
+                r.invalid(f"{q}.keys[{j}]", key, err)
+        if sel.fallback_policy is not None and sel.fallback_policy not in _SELECTOR_FALLBACKS:
+            r.not_supported(f"{q}.fallbackPolicy", sel.fallback_policy, _SELECTOR_FALLBACKS)
+        if sel.fallback_policy == "DEFAULT_SUBSET" and not ds.default_subset:
+            r.required(f"{p}.defaultSubset", "fallbackPolicy DEFAULT_SUBSET needs the default subset's labels")
+    if ds.fallback_policy is not None and ds.fallback_policy not in _SUBSET_FALLBACKS:
+        r.not_supported(f"{p}.fallbackPolicy", ds.fallback_policy, _SUBSET_FALLBACKS)
+    if ds.fallback_policy == "DEFAULT_SUBSET" and not ds.default_subset:
+        r.required(f"{p}.defaultSubset", "fallbackPolicy DEFAULT_SUBSET needs the default subset's labels")
+    check_labels(ds.default_subset, f"{p}.defaultSubset", r)
+
+
 def _load_balancer(lb: LoadBalancerSettings, path: str, r: Report, *, has_outlier: bool) -> None:
+    _dynamic_subset(lb, path, r)
     if lb.simple is not None and lb.consistent_hash is not None:
         r.invalid(path, lb, "only one of simple or consistentHash may be set")
     ch = lb.consistent_hash
@@ -629,6 +677,8 @@ def destination_rule(meta: ObjectMeta, spec: DestinationRule, r: Report) -> None
     if spec.traffic_policy is not None:
         _traffic_policy(spec.traffic_policy, "spec.trafficPolicy", r)
     seen: set[str] = set()
+    dynamic = spec.traffic_policy is not None and spec.traffic_policy.load_balancer is not None and \
+        spec.traffic_policy.load_balancer.dynamic_subset is not None
     for i, subset in enumerate(spec.subsets):
         p = f"spec.subsets[{i}]"
         name = subset.name or ""
@@ -638,6 +688,21 @@ def destination_rule(meta: ObjectMeta, spec: DestinationRule, r: Report) -> None
         c.subset_name(name, f"{p}.name", r)
         if not subset.labels:
             r.required(f"{p}.labels", "a subset selects endpoints by labels")
+        if c.label_variable(name) is not None:
+            # ASM's label-variable subset: {version: $x} groups endpoints by version, a route's subset $x picks
+            # the group whose version equals request header x.
+            for key, value in subset.labels.items():
+                if value != name:
+                    r.invalid(f"{p}.labels[{key}]", value, f"every label of subset {name} must be {name}")
+                err = fmt.qualified_name(key)
+                if err:
+                    r.invalid(f"{p}.labels", key, err)
+            if subset.traffic_policy is not None:
+                r.forbidden(f"{p}.trafficPolicy", "not supported on a label-variable subset: set it on the rule")
+            if dynamic:
+                r.forbidden(f"{p}.name", "a label-variable subset may not be combined with "
+                            "trafficPolicy.loadBalancer.dynamicSubset")
+            continue
         check_labels(subset.labels, f"{p}.labels", r)
         if subset.traffic_policy is not None:
             _traffic_policy(subset.traffic_policy, f"{p}.trafficPolicy", r)
