@@ -74,6 +74,10 @@ class ControlPlaneMetrics:
             "pilot_proxy_convergence_time",
             "Seconds from the first config or endpoint change of a debounced burst to the end of a proxy's push.",
             buckets=_CONVERGENCE_BUCKETS, registry=r)
+        self._disconnects = Counter(
+            "meshplane_xds_disconnects", "ADS streams that ended, by reason: proxy_closed (the proxy ended it), "
+            "reset (the connection was lost or reset, e.g. by a GOAWAY), invalid (a malformed request), "
+            "closed_by_server (send timeout, shutdown), error.", ["reason"], registry=r)
         self._flushes = Counter(
             "meshplane_xds_flushes", "Debounced flushes that pushed, by kind (full: new push context; eds: "
             "endpoints only).", ["kind"], registry=r)
@@ -92,6 +96,10 @@ class ControlPlaneMetrics:
 
     def record_push(self, type_name: str) -> None:
         self._pushes[(type_name,)] += 1
+
+    def record_disconnect(self, reason: str) -> None:
+        """An ADS stream ended (``meshplane_xds_disconnects_total{reason}``); see the metric's help for reasons."""
+        self._disconnects.labels(reason=reason).inc()
 
     def record_reject(self, type_name: str) -> None:
         self._rejects[(type_name,)] += 1

@@ -152,6 +152,7 @@ class Envoy:
     locality: Locality = field(default_factory=Locality)
     admin: str = ""
     stats_address: str = ""  # host:port of the Prometheus listener (Istio's 15090)
+    xds_keepalive_s: float = 30.0  # HTTP/2 PING interval on the xDS connection (bootstrap)
     process: asyncio.subprocess.Process | None = None
     log_path: Path | None = None
 
@@ -159,7 +160,8 @@ class Envoy:
         self.admin = self.admin or f"{self.listen_host}:{free_port(self.listen_host)}"
         self.stats_address = self.stats_address or f"{self.listen_host}:{free_port(self.listen_host)}"
         bootstrap = build_bootstrap(self.node_id, self.metadata, self.locality, self.xds_address, self.admin,
-                                    delta=self.delta, stats_address=self.stats_address)
+                                    delta=self.delta, stats_address=self.stats_address,
+                                    xds_keepalive_interval_s=self.xds_keepalive_s)
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / f"{self.name}.json"
         config.write_text(json.dumps(bootstrap))
@@ -258,14 +260,14 @@ class Harness:
 
     async def envoy(self, name: str, xds_address: str, *, namespace: str = "default", workload: str | None = None,
                     delta: bool = False, router: bool = False, metadata: Mapping[str, Any] | None = None,
-                    wait: bool = True) -> Envoy:
+                    wait: bool = True, xds_keepalive_s: float = 30.0) -> Envoy:
         host = loopback_host()
         workload = workload or name
         md: dict[str, Any] = {"NAMESPACE": namespace, "WORKLOAD_NAME": workload, "LABELS": {"app": workload},
                               "INSTANCE_IPS": host, "CLUSTER_ID": "local"}
         md.update(metadata or {})
         e = Envoy(name, sidecar_node_id(host, workload, namespace, router=router), md, xds_address,
-                  self.workdir, delta=delta, listen_host=host)
+                  self.workdir, delta=delta, listen_host=host, xds_keepalive_s=xds_keepalive_s)
         self.envoys.append(e)
         await e.start()
         if wait:

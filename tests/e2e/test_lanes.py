@@ -244,6 +244,44 @@ def test_weighted_ingress_rule(mesh: dict[str, Any]) -> None:
     remove_lanes(api)
 
 
+def test_full_link_canary_with_traffic_labels(mesh: dict[str, Any]) -> None:
+    """ASM's full-link canary sample applied as written (TrafficLabel v1beta1 with $getContext / $localLabel, and
+    subsets named $userdefinelabel1): the gateway splits over mocka's versions, and the rest of the chain follows
+    the version mocka was reached in (mockb and mockc in that version; v2 has no mockb, so mockb is the nearest
+    one, v1, and mockc is v2 again because the label came along through x-request-id, the only header the
+    applications propagate). Without the TrafficLabel, mockc after mockb v1 is v1 or v2 at random."""
+    api, url = mesh["api"], mesh["ingress"]
+    kubectl(api, "apply", "-f", str(ASM_DATA / "full-link-canary.yaml"))
+
+    def consistent(c: Chain) -> bool:
+        return c[2] == c[0] and (c[1] == c[0] or (c[0], c[1]) == ("v2", "v1"))
+
+    def following() -> bool:
+        chains = [chain(url) for _ in range(30)]
+        return all(map(consistent, chains)) and {c[0] for c in chains} == {"v1", "v2", "v3"}
+
+    eventually(following, "the chain follows the version mocka was reached in")
+    chains = [chain(url) for _ in range(60)]
+    assert all(map(consistent, chains)), [c for c in chains if not consistent(c)]
+    kubectl(api, "delete", "-f", str(ASM_DATA / "full-link-canary.yaml"))
+
+
+def test_dynamic_subset_by_header(mesh: dict[str, Any]) -> None:
+    """ASM's dynamic subsets: mocka's endpoints grouped by version with no subset listed, the gateway picking the
+    group from x-version (default v1); a version nobody runs is a 503 under NO_FALLBACK."""
+    api, url = mesh["api"], mesh["ingress"]
+    kubectl(api, "apply", "-f", str(ASM_DATA / "dynamic-subset.yaml"))
+
+    def version(v: str) -> str:
+        return str(get_json(url + "/mock", {"x-version": v})["version"])
+
+    eventually(lambda: all(version(v) == v for v in ("v1", "v2", "v3") for _ in range(3)),
+               "x-version picks mocka's version")
+    assert {str(get_json(url + "/mock")["version"]) for _ in range(10)} == {"v1"}
+    assert http_status(url + "/mock", {"x-version": "v9"}) == 503
+    kubectl(api, "delete", "-f", str(ASM_DATA / "dynamic-subset.yaml"))
+
+
 def test_baggage_only_propagation(mesh: dict[str, Any]) -> None:
     """traceHeader baggage: the lane travels only in W3C baggage; every sidecar lifts it back (ASMHeaderPropagation)
     to route, and the routes drop the lifted header again, so the applications never see x-asm-prefer-tag."""

@@ -122,11 +122,11 @@ def stopped_after(home: Path, *, down_must_succeed: bool = False) -> Iterator[li
 
 
 @contextlib.contextmanager
-def running_mesh(manifest: Path, home: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """``meshplane up -f manifest`` in ``home``; yields (home, status). On the way out ``meshplane down`` must
-    succeed and leave none of the processes seen while the mesh ran (:func:`stopped_after`)."""
+def running_mesh(manifest: Path, home: Path, *up_args: str) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """``meshplane up -f manifest [UP_ARGS]`` in ``home``; yields (home, status). On the way out ``meshplane down``
+    must succeed and leave none of the processes seen while the mesh ran (:func:`stopped_after`)."""
     with stopped_after(home, down_must_succeed=True) as seen:
-        meshplane("up", "-f", str(manifest), "--home", str(home))
+        meshplane("up", "-f", str(manifest), "--home", str(home), *up_args)
         st = status(home)
         seen += recorded_processes(home) + status_processes(st)
         yield home, st

@@ -38,6 +38,10 @@ def split_address(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
+
+
 def _socket(address: str) -> dict[str, Any]:
     host, port = split_address(address)
     return {"socket_address": {"address": host, "port_value": port}}
@@ -65,6 +69,7 @@ def build_bootstrap(
     sds_socket: str | None = None,
     extauthz_socket: str | None = None,
     stats_address: str | None = None,
+    xds_keepalive_interval_s: float = 30.0,
     trust_domain: str = "cluster.local",
 ) -> dict[str, Any]:
     """A complete Envoy v3 bootstrap: ADS to ``xds_address`` for listeners and clusters, admin on
@@ -76,7 +81,9 @@ def build_bootstrap(
     ``extauthz_socket``: the agent's ext_authz server, as the static cluster ``opa-extauthz``;
     ``stats_address``: where Prometheus scrapes the proxy (``/stats/prometheus``, Istio's port 15090), with the
     mesh metrics under Istio's names and labels (``istio_requests_total``; see ``translate.telemetry``), decoded
-    by ``agent.statsdecode`` with this proxy's own identity (from ``metadata``; its principal in ``trust_domain``)."""
+    by ``agent.statsdecode`` with this proxy's own identity (from ``metadata``; its principal in ``trust_domain``).
+    ``xds_keepalive_interval_s``: how often Envoy pings the xDS connection (HTTP/2 PING; a dead control plane is
+    noticed within that plus 10 s); the server accepts pings down to one a second (xds.XdsSettings)."""
     node_locality = {k: v for k, v in (("region", locality.region), ("zone", locality.zone),
                                        ("sub_zone", locality.subzone)) if v}
     node: dict[str, Any] = {
@@ -118,7 +125,8 @@ def build_bootstrap(
                     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                         "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
                         "explicit_http_config": {"http2_protocol_options": {
-                            "connection_keepalive": {"interval": "30s", "timeout": "10s"},
+                            "connection_keepalive": {"interval": _duration(xds_keepalive_interval_s),
+                                                     "timeout": "10s"},
                         }},
                     },
                 },

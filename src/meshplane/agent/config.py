@@ -89,6 +89,16 @@ class AgentConfig:
     opa: bool = True
     extauthz_socket: str = ""
     policy_poll_s: float = 1.0
+    # Interception: "NONE" (the application uses the sidecar as explicit proxy) or "REDIRECT" (iptables capture
+    # in the instance's network namespace: virtualOutbound 15001, virtualInbound 15006).
+    interception: str = "NONE"
+    # DNS proxy (Istio's DNS capture): answers mesh names from the name table pushed over xDS (NDS) on
+    # ``dns_address``, forwards the rest to ``dns_upstream`` (HOST:PORT; "" = the first nameserver of
+    # /etc/resolv.conf as the agent sees it) with a cache.
+    dns: bool = False
+    dns_address: str = "127.0.0.1:15053"  # comma-separated HOST:PORTs
+    dns_proxy_address: str = ""  # Envoy's own resolver (upstream answers only), e.g. 127.0.0.1:53; "" = none
+    dns_upstream: str = ""
 
     @property
     def node_id(self) -> str:
@@ -112,11 +122,13 @@ class AgentConfig:
             "INSTANCE_IPS": self.address,
             "LISTEN_ADDRESS": self.address,
             "APP_ADDRESS": self.app_address or self.address,
-            "INTERCEPTION_MODE": "NONE",
+            "INTERCEPTION_MODE": self.interception,
             "OUTBOUND_PORT": str(self.outbound_port),
         }
         if self.mesh_id:
             md["MESH_ID"] = self.mesh_id
+        if self.dns:
+            md["DNS_CAPTURE"] = "true"
         if self.ports and not self.gateway:
             md["INBOUND_PORTS"] = ",".join(
                 f"{p.name}:{p.port}/{p.protocol}={p.app_port}" if p.name else f"{p.port}/{p.protocol}={p.app_port}"
@@ -146,6 +158,9 @@ class AgentConfig:
         for req in ("name", "namespace", "workload", "address", "xds"):
             if not isinstance(raw.get(req), str) or not raw[req]:
                 raise AgentConfigError(f"agent config: field {req!r} is required (a non-empty string)")
+        if raw.get("interception", "NONE") not in ("NONE", "REDIRECT"):
+            raise AgentConfigError(f"agent config: field 'interception': {raw.get('interception')!r} is not NONE "
+                                   "or REDIRECT")
         kw: dict[str, Any] = dict(raw)
         try:
             kw["ports"] = tuple(PortSpec(int(p["port"]), int(p.get("app_port") or p["port"]),

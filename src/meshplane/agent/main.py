@@ -10,7 +10,9 @@ Zero trust (with ``ca`` in the config): before Envoy starts, the agent generates
 its certificate from the CA with the bootstrap token and serves both over SDS on a Unix socket (``certs``); the
 renewal loop runs beside the main loop. A gateway's agent also serves the TLS credentials its Gateways name
 (``credentials``); a sidecar's agent reports Envoy's RBAC denies and dry-run denies to the audit (``authzlog``).
-The DNS proxy and telemetry of later issues hook into this loop too.
+With ``dns`` the agent is its instance's resolver (``dns``): it follows the name table over its own NDS stream
+and serves DNS on ``dns_address`` (and, for Envoy itself, upstream answers only on ``dns_proxy_address``); the
+instance is ready only once the first table arrived.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from meshplane.agent.bootstrap import EXTAUTHZ_CLUSTER, build_bootstrap
 from meshplane.agent.certs import CertificateManager, remove_dir, socket_path, start_sds
 from meshplane.agent.config import AgentConfig
 from meshplane.agent.credentials import GatewayCredentials
+from meshplane.agent.dns import DnsProxy
 from meshplane.agent.envoy import EnvoyProcess, find_envoy
 from meshplane.agent.health import ReadinessTracker, probe_once
 from meshplane.agent.opa import OpaPolicies
@@ -43,6 +46,7 @@ from meshplane.model.peer import peer_environment
 from meshplane.model.proxy import Locality
 from meshplane.rpc.ca_service import CaClient
 from meshplane.rpc.extauthz import ExtAuthzServer
+from meshplane.rpc.nds import NameTableClient
 from meshplane.rpc.sds import SdsServer
 from meshplane.security import SpiffeId
 
@@ -69,6 +73,9 @@ class Agent:
         self.opa: OpaPolicies | None = None
         self.authz_log: AuthzLog | None = None
         self._tmpdirs: list[Path] = []
+        self.dns: DnsProxy | None = None
+        self.dns_own: DnsProxy | None = None
+        self.nds: NameTableClient | None = None
         self.envoy = EnvoyProcess(
             find_envoy(cfg.envoy_path), self.work / "bootstrap.json", cfg.address, cfg.admin_port,
             self.work / "envoy.log", concurrency=cfg.concurrency, log_level=cfg.envoy_log_level,
@@ -100,7 +107,8 @@ class Agent:
 
     def ready(self, reg: Registration | None) -> bool:
         registered = reg is None or reg.registered
-        return self.envoy_live and registered and (self.tracker.ready or not self.probing)
+        names = self.dns is None or self.dns.has_table
+        return self.envoy_live and registered and names and (self.tracker.ready or not self.probing)
 
     def report(self, reg: Registration | None, phase: str) -> None:
         status = {
@@ -117,6 +125,9 @@ class Agent:
         }
         if self.certs is not None:
             status["certificate"] = self.certs.status()
+        if self.dns is not None:
+            status["dns"] = {"names": len(self.dns.names), "tableUpdates": self.nds.updates if self.nds else 0,
+                             **self.dns.stats.view()}
         if status != self._last_status:
             self._last_status = status
             write_json_atomic(self.status_path, {**status, "time": time.time()})
@@ -163,6 +174,21 @@ class Agent:
         await self.extauthz.start(f"unix:{path}")
         self.extauthz_path = path
 
+    async def start_dns(self, md: dict[str, Any]) -> asyncio.Task[None] | None:
+        """The DNS proxy on its sockets and the NDS stream that feeds it (with ``dns``)."""
+        cfg = self.cfg
+        if not cfg.dns:
+            return None
+        upstream = _upstream(cfg.dns_upstream)
+        self.dns = DnsProxy(cfg.namespace, upstream)
+        await self.dns.serve([a for a in cfg.dns_address.split(",") if a])
+        if cfg.dns_proxy_address:
+            self.dns_own = DnsProxy(cfg.namespace, upstream, mesh_names=False)
+            await self.dns_own.serve([a for a in cfg.dns_proxy_address.split(",") if a])
+        loc = {k: v for k, v in (("region", cfg.region), ("zone", cfg.zone), ("sub_zone", cfg.subzone)) if v}
+        self.nds = NameTableClient(cfg.xds, cfg.node_id, f"{cfg.workload}.{cfg.namespace}", md, loc)
+        return asyncio.create_task(self.nds.run(self.dns.set_table, self.stop_event))
+
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -198,6 +224,9 @@ class Agent:
             self.authz_log.prepare()
             authz_task = asyncio.create_task(self.authz_log.run(self.stop_event))
         self.write_bootstrap()
+        dns_task = await self.start_dns(cfg.metadata())
+        if dns_task is not None:
+            background.append(dns_task)
         reg = Registration(cfg, api) if cfg.register and cfg.api else None
         await self.start_envoy()
         backoff = 0.5
@@ -256,10 +285,26 @@ class Agent:
             await self.sds.stop()
         if self.extauthz is not None:
             await self.extauthz.stop()
+        for d in (self.dns, self.dns_own):
+            if d is not None:
+                await d.close()
         if ca_client is not None:
             await ca_client.close()
         self.report(reg, "stopped")
         return 0
+
+
+def _upstream(raw: str) -> tuple[str, int] | None:
+    """HOST:PORT, else the first nameserver of /etc/resolv.conf as this process sees it."""
+    if raw:
+        host, _, port = raw.rpartition(":")
+        return host, int(port)
+    with contextlib.suppress(OSError):
+        for line in Path("/etc/resolv.conf").read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 2 and parts[0] == "nameserver":
+                return parts[1], 53
+    return None
 
 
 def run(cfg: AgentConfig) -> int:

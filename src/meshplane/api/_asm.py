@@ -37,13 +37,19 @@ TRAFFIC_LABEL_VARIABLES = {
     "getExternalInboundRequestHeader": 2,
     "getLocalOutboundRequestHeader": 1,
     "getLabel": 1,
+    "getContext": 1,
 }
+# ASM's v1beta1 form without arguments: the workload's ASM_TRAFFIC_TAG label.
+LOCAL_LABEL = "$localLabel"
 _VARIABLE = re.compile(r"^\$(\w+)\((.*)\)$")
 
 
 def _value_from(entry: str, path: str, r: Report) -> None:
+    if entry.strip() in (LOCAL_LABEL, LOCAL_LABEL + "()"):
+        return
     m = _VARIABLE.match(entry.strip())
     supported = ", ".join(f"${name}({', '.join(['x'] * n)})" for name, n in TRAFFIC_LABEL_VARIABLES.items())
+    supported += ", " + LOCAL_LABEL
     if m is None or m.group(1) not in TRAFFIC_LABEL_VARIABLES:
         r.invalid(path, entry, f"must be one of {supported}")
         return
@@ -70,6 +76,13 @@ def traffic_label(meta: ObjectMeta, spec: TrafficLabel, r: Report) -> None:
     for i, rule in enumerate(spec.rules):
         if not rule.labels:
             r.required(f"spec.rules[{i}].labels")
+        if rule.attach_to:
+            # ASM also records the label in the trace span; meshplane carries it as a request header only.
+            r.warn(f"spec.rules[{i}].attachTo: not applied: the labels are set as request headers only, no trace "
+                   f"span records them ({', '.join(rule.attach_to)})")
+        if rule.protocols not in (None, "", "*", "http", "HTTP"):
+            r.warn(f"spec.rules[{i}].protocols: {rule.protocols!r} not applied: labels are set on every HTTP "
+                   "request (HTTP/1.1, HTTP/2, gRPC), never on TCP")
         for j, label in enumerate(rule.labels):
             p = f"spec.rules[{i}].labels[{j}]"
             err = fmt.header_name(label.name or "")

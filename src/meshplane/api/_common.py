@@ -97,9 +97,18 @@ def string_match(sm: StringMatch | None, path: str, r: Report, *, allow_empty: b
             r.invalid(f"{path}.regex", sm.regex, err)
 
 
+def label_variable(name: str) -> str | None:
+    """``v`` for ASM's ``$v`` (a subset named by a traffic label: the value of request header ``v``), else None."""
+    if name.startswith("$") and not fmt.header_name(name[1:]):
+        return name[1:]
+    return None
+
+
 def subset_name(name: str, path: str, r: Report) -> None:
     if not name:
         r.required(path, "subset name cannot be empty")
+        return
+    if label_variable(name) is not None:
         return
     err = fmt.dns1123_label(name)
     if err:

@@ -15,6 +15,7 @@ from meshplane.api import _common as c
 from meshplane.api import _formats as fmt
 from meshplane.api._meta import check_labels
 from meshplane.api._report import Report
+from meshplane.model import envoyproto
 from meshplane.model.spec import (
     ClientTLSSettings,
     ConnectionPoolSettings,
@@ -292,6 +293,20 @@ def _http_route(http: HTTPRoute, path: str, r: Report, *, delegate_vs: bool, bou
             r.forbidden(f"{path}.delegate", "a delegate VirtualService cannot delegate again")
         if not http.delegate.name:
             r.required(f"{path}.delegate.name")
+    headers: set[str] = set()
+    for j, hk in enumerate(http.header_to_dynamic_subset_key):
+        q = f"{path}.headerToDynamicSubsetKey[{j}]"
+        err = fmt.header_name(hk.header or "")
+        if err:
+            r.invalid(f"{q}.header", hk.header or "", err)
+        elif (hk.header or "").lower() in headers:
+            r.duplicate(f"{q}.header", hk.header)
+        headers.add((hk.header or "").lower())
+        err = fmt.qualified_name(hk.key or "")
+        if err:
+            r.invalid(f"{q}.key", hk.key or "", err)
+    if http.header_to_dynamic_subset_key and not http.route:
+        r.forbidden(f"{path}.headerToDynamicSubsetKey", "only on a route with destinations")
     if c.given(http.redirect):
         if http.rewrite is not None:
             r.forbidden(f"{path}.rewrite", "may not be set together with redirect")
@@ -474,7 +489,41 @@ def _locality_lb(lb: LocalityLoadBalancerSetting, path: str, r: Report, *, has_o
                "same traffic policy so unhealthy endpoints are ejected and traffic fails over")
 
 
+_SUBSET_FALLBACKS = ("ANY_ENDPOINT", "NO_FALLBACK", "DEFAULT_SUBSET")
+_SELECTOR_FALLBACKS = ("INHERIT", "NO_FALLBACK", "ANY_ENDPOINT", "DEFAULT_SUBSET")
+
+
+def _dynamic_subset(lb: LoadBalancerSettings, path: str, r: Report) -> None:
+    ds = lb.dynamic_subset
+    if ds is None:
+        return
+    p = f"{path}.dynamicSubset"
+    if path != "spec.trafficPolicy.loadBalancer":
+        r.forbidden(p, "only in the DestinationRule's top-level trafficPolicy.loadBalancer")
+        return
+    if not ds.subset_selectors:
+        r.required(f"{p}.subsetSelectors", "the endpoint label keys that form subsets, e.g. [{keys: [version]}]")
+    for i, sel in enumerate(ds.subset_selectors):
+        q = f"{p}.subsetSelectors[{i}]"
+        if not sel.keys:
+            r.required(f"{q}.keys")
+        for j, key in enumerate(sel.keys):
+            err = fmt.qualified_name(key)
+            if err:
+                r.invalid(f"{q}.keys[{j}]", key, err)
+        if sel.fallback_policy is not None and sel.fallback_policy not in _SELECTOR_FALLBACKS:
+            r.not_supported(f"{q}.fallbackPolicy", sel.fallback_policy, _SELECTOR_FALLBACKS)
+        if sel.fallback_policy == "DEFAULT_SUBSET" and not ds.default_subset:
+            r.required(f"{p}.defaultSubset", "fallbackPolicy DEFAULT_SUBSET needs the default subset's labels")
+    if ds.fallback_policy is not None and ds.fallback_policy not in _SUBSET_FALLBACKS:
+        r.not_supported(f"{p}.fallbackPolicy", ds.fallback_policy, _SUBSET_FALLBACKS)
+    if ds.fallback_policy == "DEFAULT_SUBSET" and not ds.default_subset:
+        r.required(f"{p}.defaultSubset", "fallbackPolicy DEFAULT_SUBSET needs the default subset's labels")
+    check_labels(ds.default_subset, f"{p}.defaultSubset", r)
+
+
 def _load_balancer(lb: LoadBalancerSettings, path: str, r: Report, *, has_outlier: bool) -> None:
+    _dynamic_subset(lb, path, r)
     if lb.simple is not None and lb.consistent_hash is not None:
         r.invalid(path, lb, "only one of simple or consistentHash may be set")
     ch = lb.consistent_hash
@@ -628,6 +677,8 @@ def destination_rule(meta: ObjectMeta, spec: DestinationRule, r: Report) -> None
     if spec.traffic_policy is not None:
         _traffic_policy(spec.traffic_policy, "spec.trafficPolicy", r)
     seen: set[str] = set()
+    dynamic = spec.traffic_policy is not None and spec.traffic_policy.load_balancer is not None and \
+        spec.traffic_policy.load_balancer.dynamic_subset is not None
     for i, subset in enumerate(spec.subsets):
         p = f"spec.subsets[{i}]"
         name = subset.name or ""
@@ -637,6 +688,21 @@ def destination_rule(meta: ObjectMeta, spec: DestinationRule, r: Report) -> None
         c.subset_name(name, f"{p}.name", r)
         if not subset.labels:
             r.required(f"{p}.labels", "a subset selects endpoints by labels")
+        if c.label_variable(name) is not None:
+            # ASM's label-variable subset: {version: $x} groups endpoints by version, a route's subset $x picks
+            # the group whose version equals request header x.
+            for key, value in subset.labels.items():
+                if value != name:
+                    r.invalid(f"{p}.labels[{key}]", value, f"every label of subset {name} must be {name}")
+                err = fmt.qualified_name(key)
+                if err:
+                    r.invalid(f"{p}.labels", key, err)
+            if subset.traffic_policy is not None:
+                r.forbidden(f"{p}.trafficPolicy", "not supported on a label-variable subset: set it on the rule")
+            if dynamic:
+                r.forbidden(f"{p}.name", "a label-variable subset may not be combined with "
+                            "trafficPolicy.loadBalancer.dynamicSubset")
+            continue
         check_labels(subset.labels, f"{p}.labels", r)
         if subset.traffic_policy is not None:
             _traffic_policy(subset.traffic_policy, f"{p}.trafficPolicy", r)
@@ -1025,6 +1091,15 @@ def sidecar(meta: ObjectMeta, spec: Sidecar, r: Report) -> None:
 # --- EnvoyFilter ---------------------------------------------------------------------------------------------
 
 
+_LISTENER_LEVELS = ("LISTENER", "LISTENER_FILTER", "FILTER_CHAIN", "NETWORK_FILTER", "HTTP_FILTER")
+_ROUTE_LEVELS = ("ROUTE_CONFIGURATION", "VIRTUAL_HOST", "HTTP_ROUTE")
+# Not generated by meshplane (no ECDS; the bootstrap is the agent's): refused rather than stored to do nothing.
+_UNSUPPORTED_LEVELS = {
+    "EXTENSION_CONFIG": "EXTENSION_CONFIG is not supported: meshplane serves no extension config discovery (ECDS)",
+    "BOOTSTRAP": "BOOTSTRAP is not supported: the agent writes the Envoy bootstrap and reads no EnvoyFilter",
+}
+
+
 def envoy_filter(meta: ObjectMeta, spec: EnvoyFilter, r: Report) -> None:
     selector = spec.workload_selector
     if selector is not None and spec.target_refs:
@@ -1033,19 +1108,54 @@ def envoy_filter(meta: ObjectMeta, spec: EnvoyFilter, r: Report) -> None:
     for i, ref in enumerate(spec.target_refs):
         if not ref.name:
             r.required(f"spec.targetRefs[{i}].name")
+        if ref.kind != "Gateway" or ref.group not in (None, "", "gateway.networking.k8s.io"):
+            r.not_supported(f"spec.targetRefs[{i}].kind", f"{ref.group or ''}/{ref.kind or ''}",
+                            ["gateway.networking.k8s.io/Gateway"])
     for i, cp in enumerate(spec.config_patches):
         p = f"spec.configPatches[{i}]"
-        if not cp.apply_to or cp.apply_to == "INVALID":
+        apply_to = cp.apply_to.value if cp.apply_to is not None else ""
+        if not apply_to or apply_to == "INVALID":
             r.required(f"{p}.applyTo", "the object to patch is required")
+        elif apply_to in _UNSUPPORTED_LEVELS:
+            r.forbidden(f"{p}.applyTo", _UNSUPPORTED_LEVELS[apply_to])
+        match = cp.match
+        if match is not None and apply_to:
+            if apply_to in _LISTENER_LEVELS and (match.route_configuration is not None or match.cluster is not None):
+                r.forbidden(f"{p}.match", f"applyTo {apply_to} takes a listener match only")
+            if apply_to in _ROUTE_LEVELS and (match.listener is not None or match.cluster is not None):
+                r.forbidden(f"{p}.match", f"applyTo {apply_to} takes a routeConfiguration match only")
+            if apply_to == "CLUSTER" and (match.listener is not None or match.route_configuration is not None):
+                r.forbidden(f"{p}.match", "applyTo CLUSTER takes a cluster match only")
+            chain = match.listener.filter_chain if match.listener is not None else None
+            flt = chain.filter if chain is not None else None
+            if flt is not None and flt.sub_filter is not None and apply_to != "HTTP_FILTER":
+                r.forbidden(f"{p}.match.listener.filterChain.filter.subFilter",
+                            "a subFilter match is for applyTo HTTP_FILTER only")
+            if flt is not None and apply_to not in ("NETWORK_FILTER", "HTTP_FILTER"):
+                r.forbidden(f"{p}.match.listener.filterChain.filter",
+                            "a filter match is for applyTo NETWORK_FILTER or HTTP_FILTER only")
         patch = cp.patch
         if patch is None:
             r.required(f"{p}.patch")
             continue
-        op = patch.operation
+        op = patch.operation.value if patch.operation is not None else ""
         if not op or op == "INVALID":
             r.required(f"{p}.patch.operation")
         elif op != "REMOVE" and patch.value is None:
             r.required(f"{p}.patch.value", f"operation {op} needs a value")
+        if op == "REPLACE" and apply_to not in ("", "INVALID", "HTTP_FILTER", "NETWORK_FILTER", "LISTENER_FILTER",
+                                                "VIRTUAL_HOST"):
+            r.forbidden(f"{p}.patch.operation", f"REPLACE does not apply to {apply_to}")
+        if patch.filter_class is not None and patch.filter_class.value != "UNSPECIFIED":
+            r.forbidden(f"{p}.patch.filterClass", "filterClass is not supported; use INSERT_BEFORE/INSERT_AFTER "
+                        "with a subFilter match to place the filter")
+        if (patch.value is not None and op not in ("", "INVALID", "REMOVE")
+                and apply_to in envoyproto.PATCH_MESSAGES and apply_to not in _UNSUPPORTED_LEVELS):
+            try:
+                envoyproto.patch_value(apply_to, patch.value)
+            except envoyproto.EnvoyProtoError as e:
+                r.add(f"{p}.patch.value", "FieldValueInvalid",
+                      f"Invalid value: not a valid {envoyproto.PATCH_MESSAGES[apply_to]}: {e}")
         proxy = None if cp.match is None else cp.match.proxy
         version = None if proxy is None else proxy.proxy_version
         if version:

@@ -66,7 +66,9 @@ def traffic_label_spec() -> Schema:
                 _str(),
                 "Where the value comes from, tried in order; the first that resolves wins. Each entry is one of "
                 "$getInboundRequestHeader(header), $getExternalInboundRequestHeader(header, contextHeader), "
-                "$getLocalOutboundRequestHeader(header) or $getLabel(label).",
+                "$getLocalOutboundRequestHeader(header), $getLabel(label), $getContext(contextHeader) (this label's "
+                "value on the inbound request with the same context header, e.g. x-request-id) or $localLabel (the "
+                "workload's ASM_TRAFFIC_TAG label).",
             ),
         },
         "One label: a header name and the sources of its value.",

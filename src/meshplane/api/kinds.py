@@ -221,7 +221,7 @@ def builtin_kinds() -> list[KindInfo]:
         ),
     ]
     asm = [
-        KindInfo(ASM, "TrafficLabel", "trafficlabels", ("v1",), categories=("asm",)),
+        KindInfo(ASM, "TrafficLabel", "trafficlabels", ("v1", "v1beta1"), categories=("asm",)),
         KindInfo(ASM, "ASMSwimLaneGroup", "asmswimlanegroups", ("v1",), categories=("asm",)),
         KindInfo(ASM, "ASMSwimLane", "asmswimlanes", ("v1",), categories=("asm",)),
         KindInfo(ASM, "ASMHeaderPropagation", "asmheaderpropagations", ("v1beta1",), categories=("asm",)),

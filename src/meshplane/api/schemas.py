@@ -158,6 +158,9 @@ def _spec_and_status(group: str, kind: str) -> tuple[Schema, Schema]:
         spec = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
     if kind == "VirtualService":
         spec = _with_route_fallback(spec)
+        spec = _with_dynamic_subset_keys(spec)
+    if kind == "DestinationRule":
+        spec = _with_dynamic_subset(spec)
     return spec, asm.preserved_status()
 
 
@@ -191,6 +194,70 @@ def _with_route_fallback(spec: Schema) -> Schema:
     except KeyError:
         return out
     route_item.setdefault("properties", {})["fallback"] = _FALLBACK
+    return out
+
+
+_DYNAMIC_SUBSET: Schema = {
+    "type": "object",
+    "description": "ASM extension: endpoints are grouped into subsets by the values of their labels (Envoy's subset "
+                   "load balancer); routes pick a subset from request headers (VirtualService "
+                   "headerToDynamicSubsetKey). Only in the DestinationRule's top-level trafficPolicy.",
+    "properties": {
+        "subsetSelectors": {
+            "type": "array",
+            "description": "Each entry: the label keys whose value combination forms a subset.",
+            "items": {"type": "object", "properties": {
+                "keys": {"type": "array", "items": _s("A label key."), "description": "Endpoint label keys."},
+                "fallbackPolicy": _s("When no subset of this selector matches: NO_FALLBACK, ANY_ENDPOINT, "
+                                     "DEFAULT_SUBSET or INHERIT (the rule's, the default)."),
+            }},
+        },
+        "fallbackPolicy": _s("When no subset matches the request: ANY_ENDPOINT (default), NO_FALLBACK (503), "
+                             "DEFAULT_SUBSET (the endpoints matching defaultSubset)."),
+        "defaultSubset": {"type": "object", "additionalProperties": _s("A label value."),
+                          "description": "Labels of the endpoints used with fallbackPolicy DEFAULT_SUBSET."},
+    },
+}
+
+_SUBSET_KEY: Schema = {
+    "type": "array",
+    "description": "ASM extension: request headers giving the dynamic subset (the destination's DestinationRule "
+                   "trafficPolicy.loadBalancer.dynamicSubset) this route's requests go to.",
+    "items": {"type": "object", "required": ["header", "key"], "properties": {
+        "header": _s("The request header."),
+        "key": _s("The endpoint label key the header's value must equal."),
+        "defaultValue": _s("The value when the request has no such header."),
+    }},
+}
+
+
+def _with_dynamic_subset_keys(spec: Schema) -> Schema:
+    out = copy.deepcopy(spec)
+    try:
+        http_item = out["properties"]["http"]["items"]
+    except KeyError:
+        return out
+    http_item.setdefault("properties", {})["headerToDynamicSubsetKey"] = _SUBSET_KEY
+    return out
+
+
+def _with_dynamic_subset(spec: Schema) -> Schema:
+    """Istio's DestinationRule schema plus ASM's ``loadBalancer.dynamicSubset``, on every loadBalancer (one shape,
+    so one typed class; admission accepts it only at the top level)."""
+    out = copy.deepcopy(spec)
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            props = node.get("properties")
+            if isinstance(props, dict) and "simple" in props and "consistentHash" in props:
+                props["dynamicSubset"] = copy.deepcopy(_DYNAMIC_SUBSET)
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(out)
     return out
 
 

@@ -1,26 +1,25 @@
-"""``meshplane bootstrap`` and ``meshplane proxy-status``: the proxy-facing commands of the control plane.
-
-``bootstrap`` prints a working Envoy bootstrap for the metadata given on the command line (the keys are documented
-in docs/proxy-metadata.md); ``proxy-status`` prints, per connected proxy and xDS type, SYNCED / STALE / NACKED with
-the rejection text, from the running server's management API.
+"""``meshplane bootstrap``: a working Envoy bootstrap for the metadata given on the command line (the keys are
+documented in docs/proxy-metadata.md). Without ``--xds-addr`` it points at the xDS address of the control plane
+that ``--server`` / ``--data-dir`` / ``--home`` (or, without them, ./mesh-data or ~/.meshplane) finds, else
+127.0.0.1:15010. ``proxy-status`` lives in :mod:`meshplane.cli.diag_cmds`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from pathlib import Path
 from typing import Any
 
 import yaml
 
 from meshplane.agent.bootstrap import build_bootstrap
-from meshplane.cli import serverproc
+from meshplane.cli import locate, serverproc
 from meshplane.client import ClientError, SyncClient
 from meshplane.model.proxy import Locality
 
-TIMEOUT_S = 10.0
+DEFAULT_XDS = "127.0.0.1:15010"
 
 
 def _pairs(text: str, flag: str) -> dict[str, str]:
@@ -31,6 +30,33 @@ def _pairs(text: str, flag: str) -> dict[str, str]:
             raise serverproc.ServerConfigError(f"{flag}: expected KEY=VALUE[,KEY=VALUE...], got {item!r}")
         out[key] = value
     return out
+
+
+def _xds_addr(args: argparse.Namespace) -> str:
+    """``--xds-addr``, else the located server's (a flag naming a server that is not found is an error), else the
+    default."""
+    if args.xds_addr:
+        return str(args.xds_addr)
+    explicit = bool(args.server or args.data_dir or args.home or os.environ.get("MESHPLANE_HOME"))
+    try:
+        ep = locate.endpoint(args)
+    except serverproc.ServerConfigError:
+        if explicit:
+            raise
+        return DEFAULT_XDS
+    if not ep.xds:  # --server: ask it
+        try:
+            with SyncClient(ep.api, token=ep.token, timeout=10.0) as client:
+                xds = str(client.control_plane_version().get("xds") or "")
+        except ClientError as e:
+            raise serverproc.ServerConfigError(str(e)) from None
+        if xds:
+            return xds
+        if explicit:
+            raise serverproc.ServerConfigError(f"the server found through {ep.source} records no xDS address: "
+                                               "pass --xds-addr HOST:PORT")
+        return DEFAULT_XDS
+    return ep.xds
 
 
 def _bootstrap(args: argparse.Namespace) -> int:
@@ -53,7 +79,7 @@ def _bootstrap(args: argparse.Namespace) -> int:
         node_id,
         metadata,
         Locality(args.region, args.zone, args.subzone),
-        args.xds_addr,
+        _xds_addr(args),
         args.admin_addr,
         delta=args.delta,
     )
@@ -61,34 +87,6 @@ def _bootstrap(args: argparse.Namespace) -> int:
         sys.stdout.write(yaml.safe_dump(doc, sort_keys=False))
     else:
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
-    return 0
-
-
-def _api_url(args: argparse.Namespace) -> tuple[str, str]:
-    """(API URL, bearer token) from ``--server`` or the server state in ``--data-dir``."""
-    if args.server:
-        return str(args.server), ""
-    state = serverproc.read_state(Path(args.data_dir))
-    return str(state["api"]), str(state.get("token") or "")
-
-
-def _proxy_status(args: argparse.Namespace) -> int:
-    url, token = _api_url(args)
-    try:
-        with SyncClient(url, token=token, timeout=TIMEOUT_S) as client:
-            items = client.proxies()
-    except ClientError as e:
-        raise serverproc.ServerConfigError(str(e)) from e
-    if args.output == "json":
-        print(json.dumps(items, indent=2))
-        return 0
-    types = ("CDS", "LDS", "EDS", "RDS")
-    print(f"{'NAME':<48} {'CLUSTER':<12} " + " ".join(f"{t:<8}" for t in types) + " ERROR")
-    for p in items:
-        cells = [p["types"].get(t, {}).get("state", "-").replace("NOT_SENT", "-") for t in types]
-        errors = "; ".join(f"{t}: {v['error']}" for t, v in p["types"].items() if v.get("error"))
-        name = f"{p['workload']}.{p['namespace']}" if p["workload"] else p["nodeId"]
-        print(f"{name:<48} {p['cluster'] or '-':<12} " + " ".join(f"{c:<8}" for c in cells) + f" {errors}")
     return 0
 
 
@@ -108,14 +106,10 @@ def register(sub: Any) -> None:
     b.add_argument("--ip", default="127.0.0.1", help="the instance's address (listeners bind here)")
     b.add_argument("--inbound-ports", default="", help="PORT[/PROTOCOL][=APP_PORT],... the workload serves")
     b.add_argument("--meta", action="append", default=[], help="extra node metadata KEY=VALUE,... (repeatable)")
-    b.add_argument("--xds-addr", default="127.0.0.1:15010", help="the control plane's xDS address")
+    b.add_argument("--xds-addr", default=None,
+                   help="the control plane's xDS address (default: the located server's, else 127.0.0.1:15010)")
+    locate.add_server_flags(b, token=False)
     b.add_argument("--admin-addr", default="127.0.0.1:15000", help="where Envoy's admin interface listens")
     b.add_argument("--delta", action="store_true", help="use incremental (Delta) xDS")
     b.add_argument("-o", "--output", choices=["json", "yaml"], default="json")
     b.set_defaults(func=_bootstrap)
-
-    s = sub.add_parser("proxy-status", help="sync state of every connected proxy, per xDS type")
-    s.add_argument("--data-dir", default="./mesh-data", help="data dir of a local server (to find it)")
-    s.add_argument("--server", default="", help="API URL (instead of --data-dir)")
-    s.add_argument("-o", "--output", choices=["table", "json"], default="table")
-    s.set_defaults(func=_proxy_status)

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from meshplane.cli import locate
 from meshplane.client import ClientError, SyncClient
 
 API_VERSION, KIND = "meshplane.io/v1", "MemberCluster"
@@ -27,18 +28,9 @@ class _ApiError(Exception):
     """The command's arguments cannot make a request; the message says which."""
 
 
-def _endpoint(args: argparse.Namespace) -> tuple[str, str]:
-    if args.server:
-        return str(args.server).rstrip("/"), str(args.token or "")
-    from meshplane.cli.serverproc import read_state
-
-    state = read_state(Path(args.data_dir))
-    return str(state["api"]).rstrip("/"), str(args.token or state.get("token") or "")
-
-
 def _client(args: argparse.Namespace) -> SyncClient:
-    base, token = _endpoint(args)
-    return SyncClient(base, token=token, timeout=TIMEOUT_S)
+    ep = locate.endpoint(args)
+    return SyncClient(ep.api, token=ep.token, timeout=TIMEOUT_S)
 
 
 def _parse_selector(text: str) -> dict[str, str]:
@@ -153,9 +145,7 @@ def _guard(func: Any) -> Any:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", default="./mesh-data", help="data dir of the running server (default ./mesh-data)")
-    p.add_argument("--server", help="URL of the meshplane API (instead of --data-dir)")
-    p.add_argument("--token", help="bearer token (default: the server state's token, if any)")
+    locate.add_server_flags(p)
 
 
 def register(sub: Any) -> None:

@@ -4,16 +4,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import sys
 from pathlib import Path
 from typing import Any
 
-from meshplane.cli import analyze_cmd, bootstrap_cmd, cluster_cmds, runtime_cmds, security_cmds, serverproc, trace_cmd
+from meshplane.cli import (
+    analyze_cmd,
+    bootstrap_cmd,
+    cluster_cmds,
+    diag_cmds,
+    locate,
+    runtime_cmds,
+    security_cmds,
+    serverproc,
+    trace_cmd,
+)
 from meshplane.model.spec import parse_duration
 
 # Modules that add their own subcommands: each has ``register(subparsers)``; each subcommand sets ``func``.
-_EXTENSIONS: list[Any] = [bootstrap_cmd, runtime_cmds, cluster_cmds, security_cmds, trace_cmd, analyze_cmd]
+_EXTENSIONS: list[Any] = [bootstrap_cmd, runtime_cmds, cluster_cmds, security_cmds, trace_cmd, analyze_cmd, diag_cmds]
 
 
 def _seconds(flag: str, text: str) -> float:
@@ -43,7 +54,7 @@ def _server(args: argparse.Namespace) -> int:
     if bool(args.ca_root_cert) != bool(args.ca_root_key):
         raise serverproc.ServerConfigError("--ca-root-cert and --ca-root-key go together")
     opts = serverproc.ServerOptions(
-        data_dir=Path(args.data_dir),
+        data_dir=locate.data_dir_for_server(args),
         api_host=api_host,
         api_port=api_port,
         tokens=tokens,
@@ -79,8 +90,8 @@ def _server(args: argparse.Namespace) -> int:
 
 
 def _kubeconfig(args: argparse.Namespace) -> int:
-    state = serverproc.read_state(Path(args.data_dir))
-    sys.stdout.write(serverproc.kubeconfig(state))
+    ep = locate.endpoint(args)
+    sys.stdout.write(serverproc.kubeconfig({"api": ep.api, "token": ep.token}))
     return 0
 
 
@@ -90,7 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("server", help="run the control plane (Kubernetes-compatible API, xDS)")
-    s.add_argument("--data-dir", default="./mesh-data", help="where the store and state live (default ./mesh-data)")
+    s.add_argument("--data-dir", default=None,
+                   help="where the store and state live (default HOME/server with --home or $MESHPLANE_HOME, "
+                        "else ./mesh-data)")
+    locate.add_home_flag(s)
     s.add_argument("--api-addr", default="127.0.0.1:8080", help="address of the Kubernetes-compatible API")
     s.add_argument(
         "--token-file",
@@ -111,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--etcd-cacert", metavar="FILE", help="CA certificate of the etcd members (TLS)")
     s.add_argument("--etcd-cert", metavar="FILE", help="client certificate for etcd (with --etcd-key)")
     s.add_argument("--etcd-key", metavar="FILE", help="client key for etcd (with --etcd-cert)")
-    s.add_argument("--replica-id", default="", help="this replica's name in leader election (default host-pid)")
+    s.add_argument("--replica-id", default="", help="this replica's name in leader election, proxy-status and version "
+                   "(default host-pid)")
     s.add_argument("--ca-dir", default=None, metavar="DIR",
                    help="the CA's key material (default DATA_DIR/ca); replicas on one machine share one")
     s.add_argument("--debounce-quiet", type=float, default=0.1, help="push after this many seconds without changes")
@@ -148,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_server)
 
     k = sub.add_parser("kubeconfig", help="print a kubeconfig for the running server")
-    k.add_argument("--data-dir", default="./mesh-data")
+    locate.add_server_flags(k)
     k.set_defaults(func=_kubeconfig)
 
     for module in _EXTENSIONS:
@@ -167,6 +182,12 @@ def main(argv: list[str] | None = None) -> int:
         code: int = args.func(args)
     except serverproc.ServerConfigError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno != errno.EADDRINUSE:
+            raise
+        print(f"error: {e.strerror or e}: an address this command listens on is taken by another process",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -32,12 +32,16 @@ def _add_home(p: argparse.ArgumentParser) -> None:
 
 def _print_ready(view: dict[str, Any], home: Home) -> None:
     print(f"mesh {view.get('name')} is ready ({home.root})")
+    if view.get("interceptionReason"):
+        print(f"  interception {view.get('interceptionReason')}")
+    for warning in view.get("warnings") or []:
+        print(f"  warning: {warning}")
     print(f"  API     {view.get('api')}")
     print(f"  xDS     {view.get('xds')}")
     if view.get("api"):
         print(f"  console {view.get('api')}/console/")
     for cluster, url in sorted((view.get("ingress") or {}).items()):
-        print(f"  ingress {cluster}: {url}/productpage")
+        print(f"  ingress {cluster}: {url}")  # the base URL: each scenario says which path to ask for
     if view.get("prometheus"):
         print(f"  Prometheus {view.get('prometheus')}")
     print(f"next: meshplane status --home {home.root}    meshplane down --home {home.root}")
@@ -60,10 +64,12 @@ def _up(args: argparse.Namespace) -> int:
             manifest = load_manifest(Path(args.file))
         except ManifestError as e:
             return _error(str(e))
-        return run_supervisor(home, manifest, delta=args.delta, prometheus=args.prometheus, replicas=args.replicas)
+        return run_supervisor(home, manifest, delta=args.delta, prometheus=args.prometheus,
+                              interception=args.interception or "", replicas=args.replicas)
     try:
         view = control.start(home, Path(args.file), timeout_s=args.timeout, delta=args.delta,
-                             prometheus=args.prometheus, replicas=args.replicas)
+                             prometheus=args.prometheus, interception=args.interception or "",
+                             replicas=args.replicas)
     except control.RuntimeCommandError as e:
         return _error(str(e))
     _print_ready(view, home)
@@ -71,10 +77,17 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _down(args: argparse.Namespace) -> int:
-    from meshplane.runtime import control
+    from meshplane.runtime import control, netns
 
     home = _home(args)
-    left = control.stop(home)
+    if (not home.records() and home.read_runtime() is None
+            and not netns.NetRecords(home.root / "net").entries()):
+        print(f"nothing to stop: no mesh is recorded in {home.root}")
+        return 0
+    try:
+        left = control.stop(home)
+    except control.RuntimeCommandError as e:
+        return _error(str(e))
     if left:
         return _error(f"could not stop processes {left}")
     print(f"stopped everything recorded in {home.root}")
@@ -110,10 +123,20 @@ def _scale(args: argparse.Namespace) -> int:
 def _logs(args: argparse.Namespace) -> int:
     from meshplane.runtime import control
 
+    home = _home(args)
+    if home.read_runtime() is None and not (home.root / "instances").is_dir() and not home.logs.is_dir():
+        return _error(f"no mesh in {home.root}: nothing is running there (start one with `meshplane demo up` or "
+                      f"`meshplane up -f FILE`; another mesh: --home DIR)")
     try:
-        files = control.log_files(_home(args), args.name, cluster=args.cluster, component=args.component)
+        files = control.log_files(home, args.name, cluster=args.cluster, component=args.component)
     except control.RuntimeCommandError as e:
         return _error(str(e))
+    if not args.follow:
+        files = [f for f in files if f.exists()]
+    if not files:
+        state = "is not running" if home.running_supervisor() is None else "runs"
+        return _error(f"no {args.component + ' ' if args.component else ''}log of {args.name!r} in {home.root} "
+                      f"(the mesh there {state})")
     multi = len(files) > 1
     offsets: dict[Path, int] = {}
     for f in files:
@@ -177,12 +200,14 @@ def _demo_up(args: argparse.Namespace) -> int:
         path.write_text(demo_manifest_yaml(networks=getattr(args, "networks", 1)))
     try:
         view = control.start(home, path, timeout_s=args.timeout, delta=args.delta, prometheus=args.prometheus,
-                             replicas=args.replicas)
+                             interception=args.interception or "", replicas=args.replicas)
     except control.RuntimeCommandError as e:
         return _error(str(e))
     if lanes:  # no lane exists until the user applies one: ready means every instance ready and synced
         _print_ready(view, home)
         print(f"next: kubectl --server {view.get('api')} apply -f <lane group and lanes> (see docs/lanes.md)")
+        for url in list((view.get("ingress") or {}).values())[:1]:
+            print(f"then: curl -H 'x-asm-prefer-tag: v2' {url}/mock    (the mocks answer any path)")
         return 0
     failing = wait_for_ingress(dict(view.get("ingress") or {}), args.timeout)
     if failing:
@@ -199,8 +224,14 @@ def _agent(args: argparse.Namespace) -> int:
     from meshplane.agent.config import AgentConfig, AgentConfigError
     from meshplane.agent.main import run
 
+    if args.config:
+        path = Path(args.config)
+    elif args.instance:
+        path = _home(args).instance_dir(args.instance) / "agent.json"
+    else:
+        return _error("give --config FILE, or --instance NAME (its HOME/instances/NAME/agent.json)")
     try:
-        cfg = AgentConfig.load(Path(args.config))
+        cfg = AgentConfig.load(path)
     except AgentConfigError as e:
         return _error(str(e))
     return run(cfg)
@@ -210,6 +241,15 @@ def _add_prometheus(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prometheus", choices=["auto", "on", "off"], default="auto",
                    help="run a Prometheus scraping the control plane and every proxy: auto (when installed, the "
                         "default), on (required), off")
+
+
+def _add_interception(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--interception", choices=["auto", "transparent", "explicit"],
+                   default=None,
+                   help="transparent: each instance in its own network namespace with iptables capture and the "
+                        "DNS proxy (needs root); explicit: applications use their sidecar as http_proxy; auto: "
+                        "transparent when possible (default: the manifest's mesh.interception, else "
+                        "$MESHPLANE_INTERCEPTION, else auto)")
 
 
 def _add_replicas(p: argparse.ArgumentParser) -> None:
@@ -225,6 +265,7 @@ def register(sub: Any) -> None:
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for readiness (default 300)")
     p.add_argument("--delta", action="store_true", help="proxies use Delta xDS instead of State of the World")
     _add_prometheus(p)
+    _add_interception(p)
     _add_replicas(p)
     _add_home(p)
     p.set_defaults(func=_up)
@@ -263,6 +304,7 @@ def register(sub: Any) -> None:
     p.add_argument("--timeout", type=float, default=300.0)
     p.add_argument("--delta", action="store_true")
     _add_prometheus(p)
+    _add_interception(p)
     p.add_argument("--scenario", choices=["bookinfo", "lanes"], default="bookinfo",
                    help="bookinfo (default) or lanes: the mocka -> mockb -> mockc traffic-lanes sample")
     p.add_argument("--networks", type=int, choices=[1, 2], default=1,
@@ -275,5 +317,8 @@ def register(sub: Any) -> None:
     p.set_defaults(func=_down)
 
     p = sub.add_parser("agent", help="run the sidecar agent of one workload instance (Envoy, registration, health)")
-    p.add_argument("--config", required=True, help="agent configuration JSON (see docs/runtime.md)")
+    p.add_argument("--config", help="agent configuration JSON (see docs/runtime.md)")
+    p.add_argument("--instance", help="instead of --config: the local mesh instance whose agent.json to run "
+                                      "(in --home)")
+    _add_home(p)
     p.set_defaults(func=_agent)

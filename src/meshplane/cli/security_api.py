@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -36,6 +37,7 @@ from meshplane.apiserver.status import ApiError, bad_request
 from meshplane.model.resources import GATEWAYS, SECRETS
 from meshplane.rpc.ca_service import SecurityPlane
 from meshplane.security import InvalidIdentity, TokenRejected
+from meshplane.security.ca import MAX_ROOT_OVERLAP
 from meshplane.store import Store
 
 TOKEN_HEADER = "X-Bootstrap-Token"
@@ -63,6 +65,18 @@ def _int(value: Any, what: str) -> int:
         return int(value)
     except (TypeError, ValueError) as e:
         raise bad_request(f"{what} must be an integer") from e
+
+
+def _overlap_seconds(value: Any) -> int:
+    """``overlapSeconds``: whole seconds from 0 to the root's lifetime (a JSON number such as 1e30 is refused here,
+    not left to overflow the date arithmetic)."""
+    limit = int(MAX_ROOT_OVERLAP.total_seconds())
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= limit:
+        raise bad_request(f"overlapSeconds must be a whole number of seconds from 0 to {limit} (the root's "
+                          f"lifetime, {MAX_ROOT_OVERLAP.days} days), not {json.dumps(value)[:40]}")
+    return value
 
 
 def _b64(data: Any, key: str) -> str:
@@ -197,8 +211,8 @@ def security_routes(plane: SecurityPlane) -> list[web.RouteDef]:
 
     async def rotate(request: web.Request) -> web.Response:
         body = await _body(request)
-        overlap = _int(body.get("overlapSeconds", 3600), "overlapSeconds")
-        plane.ca.rotate_root(datetime.timedelta(seconds=max(overlap, 0)))
+        overlap = _overlap_seconds(body.get("overlapSeconds", 3600))
+        plane.ca.rotate_root(datetime.timedelta(seconds=overlap))
         plane.audit.record("ca.root_rotated", subject=str(request.get(USER, "")), target=plane.ca.trust_domain,
                            reason=f"new root; the previous one stays trusted for {overlap}s")
         return await bundle(request)

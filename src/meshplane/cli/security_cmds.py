@@ -1,4 +1,4 @@
-"""Subcommands of the security area of the ``meshplane`` command: ``meshplane audit``.
+"""Subcommands of the security area of the ``meshplane`` command: ``meshplane audit``, ``meshplane ca rotate-root``.
 
 Why one merged trail: an operator asking "what happened" wants API changes (who changed which policy) and run-time
 security events (certificates issued or refused, bootstrap tokens, authorization and OPA denies) on one time line.
@@ -12,13 +12,14 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
+import math
 import re
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+from meshplane.cli import locate
+from meshplane.cli.serverproc import ServerConfigError
 from meshplane.client import ClientError, NotFound, SyncClient
 from meshplane.model.spec import parse_duration
 
@@ -55,24 +56,12 @@ def _time(ts: str) -> datetime.datetime | None:
 
 
 def api_url(args: argparse.Namespace) -> tuple[str, str]:
-    """(API URL, bearer token) from ``--server``, ``--data-dir`` (server.json) or ``--home`` (a local mesh)."""
-    if args.server:
-        return str(args.server).rstrip("/"), args.token or ""
-    if args.data_dir:
-        path = Path(args.data_dir) / "server.json"
-        try:
-            state = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
-            raise AuditCommandError(f"no running server found in {args.data_dir}: {e}") from e
-        return str(state["api"]), args.token or str(state.get("token") or "")
-    home = Path(args.home or os.environ.get("MESHPLANE_HOME") or Path.home() / ".meshplane")
+    """(API URL, bearer token) as :func:`meshplane.cli.locate.endpoint` finds them."""
     try:
-        view = json.loads((home / "runtime.json").read_text())
-    except (OSError, ValueError) as e:
-        raise AuditCommandError(f"no local mesh in {home} (pass --server URL or --data-dir DIR): {e}") from e
-    if not view.get("api"):
-        raise AuditCommandError(f"the mesh in {home} has no API address (is it running?)")
-    return str(view["api"]), args.token or ""
+        ep = locate.endpoint(args)
+    except ServerConfigError as e:
+        raise AuditCommandError(str(e)) from None
+    return ep.api, ep.token
 
 
 def _pages(read: Callable[..., list[dict[str, Any]]], cursor: str) -> list[dict[str, Any]]:
@@ -144,6 +133,43 @@ def _audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_overlap(text: str) -> float:
+    """``--overlap``: a duration (``90m``, ``1h``, ``30d``) or a number of seconds. Its range is the server's to
+    check (whole seconds within the root's lifetime), so the CLI and the API refuse the same values."""
+    t = text.strip()
+    days = re.fullmatch(r"(\d+(?:\.\d+)?)d", t)
+    if days:
+        return float(days.group(1)) * 86400
+    ns = parse_duration(t)
+    if ns is not None:
+        return ns / 1e9
+    try:
+        seconds = float(t)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds):
+        raise AuditCommandError(f"--overlap {text!r}: expected a duration (90m, 1h, 30d) or a number of seconds")
+    return seconds
+
+
+def _rotate_root(args: argparse.Namespace) -> int:
+    try:
+        overlap = parse_overlap(args.overlap)
+        api, token = api_url(args)
+        with SyncClient(api, token=token, timeout=TIMEOUT_S) as client:
+            pem = client.rotate_root(overlap)
+    except AuditCommandError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except ClientError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    roots = pem.count("BEGIN CERTIFICATE")
+    print(f"new root in place; {roots} root{'s' if roots != 1 else ''} trusted "
+          f"(the previous one for {args.overlap})")
+    return 0
+
+
 def register(sub: Any) -> None:
     """Add this module's subcommands to the ``meshplane`` parser's subparsers."""
     p = sub.add_parser("audit", help="the audit trail: API changes and security events (certificates, tokens, "
@@ -151,9 +177,18 @@ def register(sub: Any) -> None:
     p.add_argument("-o", "--output", choices=["table", "json"], default="table")
     p.add_argument("--since", help="only events newer than this: a duration (30s, 5m, 2h, 1d) or an RFC 3339 time")
     p.add_argument("--kind", help="only events whose kind starts with this (change, certificate, authz, opa, ...)")
-    p.add_argument("--server", help="URL of the API (default: the local mesh of --home)")
-    p.add_argument("--data-dir", help="a `meshplane server` data dir (reads its server.json)")
-    p.add_argument("--token", help="bearer token for the API")
-    p.add_argument("--home", default=None, help="state directory of a local mesh (default $MESHPLANE_HOME or "
-                                                "~/.meshplane)")
+    locate.add_server_flags(p)
     p.set_defaults(func=_audit)
+
+    ca = sub.add_parser("ca", help="the control plane's certificate authority")
+    ca_sub = ca.add_subparsers(dest="ca_command", required=True)
+    r = ca_sub.add_parser("rotate-root", help="make a new root and intermediate; the previous root stays trusted "
+                                              "for --overlap so workloads move over without a failed handshake")
+    r.add_argument("--overlap", default="1h", help="how long the previous root stays trusted: a duration (90m, 1h, "
+                                                   "30d) or seconds, at most the root's lifetime (default 1h)")
+    r.add_argument("--server", help="URL of the API (default: the local mesh of --home)")
+    r.add_argument("--data-dir", help="a `meshplane server` data dir (reads its server.json)")
+    r.add_argument("--token", help="bearer token for the API")
+    r.add_argument("--home", default=None, help="state directory of a local mesh (default $MESHPLANE_HOME or "
+                                                "~/.meshplane)")
+    r.set_defaults(func=_rotate_root)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import errno
 import gc
 import ipaddress
 import json
@@ -25,6 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
+from meshplane import __version__
 from meshplane.api.kinds import default_registry
 from meshplane.apiserver.app import ApiServer, ApiServerSettings, serve
 from meshplane.cli.analyze_api import analyze_routes, store_view, xds_view
@@ -39,6 +41,7 @@ from meshplane.lanes import LanesController
 from meshplane.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from meshplane.metrics import ControlPlaneMetrics
 from meshplane.multicluster import MemberClusterController
+from meshplane.rpc import AddressInUse
 from meshplane.rpc.ca_service import SecurityPlane
 from meshplane.rpc.otlp import OtlpCollector, SpanStore
 from meshplane.statuswriter import StatusWriter, WriterSettings
@@ -48,6 +51,7 @@ from meshplane.store.interface import Store
 from meshplane.store.sqlite import SqliteStore
 from meshplane.translate import MeshSettings
 from meshplane.xds.default_translator import DefaultTranslator
+from meshplane.xds.filterstatus import EnvoyFilterStatus
 from meshplane.xds.server import XdsServer
 from meshplane.xds.settings import XdsSettings
 from meshplane.xds.status import ProxyStatus
@@ -155,7 +159,15 @@ def check_safe(opts: ServerOptions) -> None:
 
 
 async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None) -> None:
-    """Run until SIGTERM/SIGINT. Writes the state file once the API answers."""
+    """Run until SIGTERM/SIGINT. Writes the state file once the API answers. A gRPC address (xDS, CA, OTLP)
+    another process listens on is a ServerConfigError naming it: the server does not start."""
+    try:
+        await _run_server(opts, ready=ready)
+    except AddressInUse as e:
+        raise ServerConfigError(str(e)) from e
+
+
+async def _run_server(opts: ServerOptions, *, ready: asyncio.Event | None) -> None:
     check_safe(opts)
     opts.data_dir.mkdir(parents=True, exist_ok=True)
     store = _open_store(opts)
@@ -172,6 +184,7 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
     else:
         election.start(singletons.elected, singletons.lost)
     xds: XdsServer | None = None
+    filter_status: EnvoyFilterStatus | None = None
     mesh_sync: MeshConfigSync | None = None
     xds_url = ""
     security: SecurityPlane | None = None
@@ -213,6 +226,8 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
         except MeshConfigFileError as e:
             raise ServerConfigError(str(e)) from e
         xds_port = await xds.start(f"{_url_host(opts.xds_host)}:{opts.xds_port}")
+        filter_status = EnvoyFilterStatus(store, xds)
+        await singletons.set_filter_status(filter_status)  # the leader's; with replicas it speaks for its proxies
         await resolver.start()
         xds_url = f"{_url_host(opts.xds_host)}:{xds_port}"
         log.info("xDS serving on %s", xds_url)
@@ -232,8 +247,10 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
     api.extra_routes.append(web.get("/management/v1/replica", _replica_handler(store, replica, election)))
     scraper: MetricsScraper | None = None
     targets: Callable[[], list[Target]] = list
+    identity = {"id": replica, "xds": xds_url, "version": __version__}
+    api.extra_routes.append(web.get("/management/v1/version", _version_handler(identity)))
     if xds is not None:
-        api.extra_routes.append(web.get("/management/v1/proxies", _proxy_status_handler(xds)))
+        api.extra_routes.append(web.get("/management/v1/proxies", _proxy_status_handler(xds, identity)))
         targets = _scrape_targets(xds)
         if opts.console_scrape:
             scraper = MetricsScraper(targets, ScraperSettings())
@@ -266,7 +283,13 @@ async def run_server(opts: ServerOptions, *, ready: asyncio.Event | None = None)
             return "istio-system"
 
     api.extra_routes.extend(analyze_routes(view, root_namespace))
-    runner = await serve(api.app(), opts.api_host, opts.api_port)
+    try:
+        runner = await serve(api.app(), opts.api_host, opts.api_port)
+    except OSError as e:
+        if e.errno != errno.EADDRINUSE:
+            raise
+        raise ServerConfigError(f"--api-addr {_url_host(opts.api_host)}:{opts.api_port}: the address is in use "
+                                "(another meshplane server? `meshplane status` shows a local mesh's API)") from None
     port = _bound_port(runner) or opts.api_port
     api_url = f"http://{_url_host(opts.api_host)}:{port}"
     state: dict[str, object] = {"api": api_url, "xds": xds_url, "ca": ca_url, "otlp": otlp_url, "pid": os.getpid(),
@@ -325,14 +348,15 @@ def _open_store(opts: ServerOptions) -> SqliteStore | EtcdStore:
 
 class _Singletons:
     """What runs once among replicas, started on election and stopped on losing it: the lanes controller, the
-    status writer and the member-cluster controller's status writes (its sources run everywhere). Alone (SQLite)
-    this process leads."""
+    status writer, the EnvoyFilters' Applied writer and the member-cluster controller's status writes (its sources
+    run everywhere). Alone (SQLite) this process leads."""
 
     def __init__(self, store: Store, members: Callable[[], MemberClusterController | None]) -> None:
         self._store = store
         self._members = members
         self._lanes: LanesController | None = None
         self._status: StatusWriter | None = None
+        self._filter_status: EnvoyFilterStatus | None = None
         self._leading = False
         self._settled: Callable[[], Awaitable[None]] | None = None
 
@@ -353,10 +377,18 @@ class _Singletons:
         if self._leading:
             await writer.start()
 
+    async def set_filter_status(self, writer: EnvoyFilterStatus) -> None:
+        """The EnvoyFilters' ``Applied`` writer (``xds.filterstatus``); runs while this replica leads."""
+        self._filter_status = writer
+        if self._leading:
+            await writer.start()
+
     async def elected(self) -> None:
         self._leading = True
         if self._status is not None:
             await self._status.start()
+        if self._filter_status is not None:
+            await self._filter_status.start()
         if self._lanes is None:
             self._lanes = LanesController(self._store)
             self._lanes.settled = self.settled
@@ -369,6 +401,8 @@ class _Singletons:
         self._leading = False
         if self._status is not None:
             await self._status.stop()
+        if self._filter_status is not None:
+            await self._filter_status.stop()
         lanes, self._lanes = self._lanes, None
         if lanes is not None:
             await lanes.stop()
@@ -416,8 +450,10 @@ def _tune_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-def proxy_status_json(statuses: list[ProxyStatus]) -> list[dict[str, Any]]:
-    """The management API's view of connected proxies (also what ``meshplane proxy-status`` prints)."""
+def proxy_status_json(statuses: list[ProxyStatus], control_plane: dict[str, str] | None = None
+                      ) -> list[dict[str, Any]]:
+    """The management API's view of connected proxies (also what ``meshplane proxy-status`` prints);
+    ``control_plane`` (id, xDS address) names the server the proxies are connected to."""
     out = []
     for p in statuses:
         out.append(
@@ -434,6 +470,8 @@ def proxy_status_json(statuses: list[ProxyStatus]) -> list[dict[str, Any]]:
                 "state": p.state.value,
                 "addresses": list(p.addresses),
                 "locality": p.locality,
+                "envoyVersion": p.envoy_version,
+                "controlPlane": {k: (control_plane or {}).get(k, "") for k in ("id", "xds")},
                 "types": {
                     t.short_name: {
                         "state": t.state.value,
@@ -458,9 +496,19 @@ def _metrics_handler(metrics: ControlPlaneMetrics) -> Any:
     return handler
 
 
-def _proxy_status_handler(xds: XdsServer) -> Any:
+def _version_handler(identity: dict[str, str]) -> Any:
+    """``GET /management/v1/version``: which control plane answers (its id, xDS address) and its version."""
+    body = {"kind": "ControlPlaneVersion", "apiVersion": "meshplane.io/v1", **identity}
+
     async def handler(request: web.Request) -> web.Response:
-        items = proxy_status_json(xds.proxy_status())
+        return web.json_response(body)
+
+    return handler
+
+
+def _proxy_status_handler(xds: XdsServer, identity: dict[str, str]) -> Any:
+    async def handler(request: web.Request) -> web.Response:
+        items = proxy_status_json(xds.proxy_status(), identity)
         return web.json_response({"kind": "ProxyStatusList", "apiVersion": "meshplane.io/v1", "items": items})
 
     return handler

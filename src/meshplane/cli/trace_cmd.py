@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
+from meshplane.cli import locate
 from meshplane.client import ClientError, SyncClient
 
 TIMEOUT_S = 30.0
@@ -20,13 +20,8 @@ EXIT_FAILED = 1
 
 
 def _client(args: argparse.Namespace) -> SyncClient:
-    if args.server:
-        return SyncClient(str(args.server).rstrip("/"), token=str(args.token or ""), timeout=TIMEOUT_S)
-    from meshplane.cli.serverproc import read_state
-
-    state = read_state(Path(args.data_dir))
-    return SyncClient(str(state["api"]).rstrip("/"), token=str(args.token or state.get("token") or ""),
-                      timeout=TIMEOUT_S)
+    ep = locate.endpoint(args)
+    return SyncClient(ep.api, token=ep.token, timeout=TIMEOUT_S)
 
 
 def render_list(items: list[dict[str, Any]]) -> str:
@@ -87,9 +82,7 @@ def register(sub: Any) -> None:
     t.add_argument("--service", default="", help="only traces with a span of this workload")
     t.add_argument("--limit", type=int, default=20, help="how many recent traces (default 20)")
     t.add_argument("-o", "--output", choices=["text", "json"], default="text")
-    t.add_argument("--data-dir", default="./mesh-data", help="data dir of the running server (default ./mesh-data)")
-    t.add_argument("--server", help="URL of the meshplane API (instead of --data-dir)")
-    t.add_argument("--token", help="bearer token (default: the server state's token, if any)")
+    locate.add_server_flags(t)
     t.set_defaults(func=_trace)
 
 

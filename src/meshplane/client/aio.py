@@ -16,7 +16,8 @@ and is ignored for cluster-scoped ones):
 | ``patch`` | ``PATCH`` (JSON merge patch), optionally of a subresource (``status``) | the stored object |
 | ``delete`` | ``DELETE .../{name}`` | None (NotFound when it was not there) |
 
-Management (``/management/v1``): ``proxies``, ``bootstrap_token``, ``trust_bundle``, ``gateway_credentials``,
+Management (``/management/v1``): ``proxies``, ``bootstrap_token``, ``trust_bundle``, ``rotate_root``,
+``gateway_credentials``,
 ``report_security_events``, ``security_audit``, ``audit``, ``traces``, ``trace``; and ``serving`` (does ``GET /api``
 answer?).
 
@@ -155,6 +156,11 @@ class Client:
         """The connected proxies and their sync state per xDS type (``ProxyStatusList`` items)."""
         return _items(await self._management("GET", "/proxies", timeout=timeout), "GET /management/v1/proxies")
 
+    async def control_plane_version(self, *, timeout: float | None = None) -> Object:
+        """Which control plane answers: its ``id``, ``xds`` address and ``version``."""
+        what = "GET /management/v1/version"
+        return _object(await self._management("GET", "/version", timeout=timeout), what)
+
     async def bootstrap_token(self, namespace: str, service_account: str, ttl_s: int, *,
                               timeout: float | None = None) -> str:
         """A bootstrap token for the CA, bound to ``namespace`` and ``service_account``; for one agent."""
@@ -170,6 +176,15 @@ class Client:
         """The PEM of every root workloads should trust now ("" when the answer has none)."""
         what = "GET /management/v1/trust-bundle"
         return str(_object(await self._management("GET", "/trust-bundle", timeout=timeout), what).get("pem") or "")
+
+    async def rotate_root(self, overlap_s: float, *, timeout: float | None = None) -> str:
+        """A new CA root (and intermediate); the previous root stays trusted for ``overlap_s`` seconds (the server
+        refuses anything but whole seconds within the root's lifetime: BadRequest). Returns the new trust bundle."""
+        what = "POST /management/v1/ca/rotate-root"
+        value: float | int = int(overlap_s) if float(overlap_s).is_integer() else overlap_s
+        doc = await self._management("POST", "/ca/rotate-root", what=what, body={"overlapSeconds": value},
+                                     timeout=timeout)
+        return str(_object(doc, what).get("pem") or "")
 
     async def gateway_credentials(self, bootstrap_token: str, *, timeout: float | None = None) -> Objects:
         """The TLS credentials the Gateways of the token's namespace name (``credentialName``), with key material:

@@ -81,12 +81,18 @@ class SyncClient:
     def proxies(self, *, timeout: float | None = None) -> Objects:
         return self._run(self.client.proxies(timeout=timeout))
 
+    def control_plane_version(self, *, timeout: float | None = None) -> Object:
+        return self._run(self.client.control_plane_version(timeout=timeout))
+
     def bootstrap_token(self, namespace: str, service_account: str, ttl_s: int, *,
                         timeout: float | None = None) -> str:
         return self._run(self.client.bootstrap_token(namespace, service_account, ttl_s, timeout=timeout))
 
     def trust_bundle(self, *, timeout: float | None = None) -> str:
         return self._run(self.client.trust_bundle(timeout=timeout))
+
+    def rotate_root(self, overlap_s: float, *, timeout: float | None = None) -> str:
+        return self._run(self.client.rotate_root(overlap_s, timeout=timeout))
 
     def gateway_credentials(self, bootstrap_token: str, *, timeout: float | None = None) -> Objects:
         return self._run(self.client.gateway_credentials(bootstrap_token, timeout=timeout))

@@ -25,6 +25,17 @@ from meshplane.client.errors import BadResponse, Unreachable, refused
 JSON = "application/json"
 
 
+def _detail(e: BaseException) -> str:
+    """Why no answer came, in one line. An HTTP/2-only server (gRPC: the xDS, CA or trace port given where the API
+    belongs) answers an HTTP/1.1 request with its binary SETTINGS frame, which aiohttp reports as a bad status line
+    full of escaped bytes: say what it means instead."""
+    text = str(e) or type(e).__name__
+    if "Bad status line" in text and "x00" in text:  # the frame's length and type bytes, escaped
+        return ("it answers HTTP/2 only: a gRPC port (xDS, CA or traces), not the API; the API's URL is the 'API' "
+                "line of `meshplane status` or the first line `meshplane server` prints")
+    return text.splitlines()[0] if text.strip() else type(e).__name__
+
+
 class Transport:
     def __init__(self, base: str, *, token: str = "", timeout: float = 10.0,
                  session: aiohttp.ClientSession | None = None, trust_env: bool = False) -> None:
@@ -85,7 +96,7 @@ class Transport:
         except TimeoutError:
             raise Unreachable(what, self.base, f"no answer within {seconds:g}s") from None
         except (aiohttp.ClientError, OSError) as e:
-            raise Unreachable(what, self.base, str(e) or type(e).__name__) from e
+            raise Unreachable(what, self.base, _detail(e)) from e
         if not decode:
             return None
         try:

@@ -118,7 +118,7 @@ class CaServer:
         self._server: grpc.aio.Server | None = None
 
     async def start(self, address: str) -> int:
-        self._server, port = await serve(self.service.generic_handler(), address)
+        self._server, port = await serve(self.service.generic_handler(), address, "certificate signing service (CA)")
         return port
 
     async def stop(self, grace: float = 0.5) -> None:

@@ -77,7 +77,7 @@ class ExtAuthzServer:
 
     async def start(self, address: str) -> int:
         """Serve on ``address`` (``unix:/path/extauthz.sock`` next to a sidecar; ``127.0.0.1:0`` in tests)."""
-        self._server, port = await serve(self.generic_handler(), address)
+        self._server, port = await serve(self.generic_handler(), address, "ext_authz server")
         return port
 
     async def stop(self, grace: float = 0.2) -> None:

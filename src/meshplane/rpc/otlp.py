@@ -163,7 +163,7 @@ class OtlpCollector:
 
     async def start(self, address: str) -> int:
         """Serve on ``address`` (``127.0.0.1:0`` for any port); returns the bound port."""
-        self._server, port = await serve(self.generic_handler(), address)
+        self._server, port = await serve(self.generic_handler(), address, "OTLP trace collector")
         if port == 0:
             raise OSError(f"cannot bind the OTLP collector to {address}")
         return port

@@ -131,7 +131,7 @@ class SdsServer:
 
     async def start(self, address: str) -> int:
         """Serve on ``address`` (``unix:/path/sds.sock`` for a sidecar; ``127.0.0.1:0`` in tests)."""
-        self._server, port = await serve(self.generic_handler(), address)
+        self._server, port = await serve(self.generic_handler(), address, "SDS server")
         return port
 
     async def stop(self, grace: float = 0.2) -> None:

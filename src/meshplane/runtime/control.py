@@ -20,6 +20,7 @@ from typing import Any
 
 from meshplane.agent.procs import record_for, stop_records, write_record
 from meshplane.client import ClientError, SyncClient
+from meshplane.runtime import netns
 from meshplane.runtime.home import Home
 from meshplane.runtime.manifest import Manifest, ManifestError, load_manifest
 
@@ -36,9 +37,10 @@ def _tail(path: Path, lines: int = 30) -> str:
 
 
 def start(home: Home, manifest_path: Path, *, timeout_s: float = 300.0, delta: bool = False,
-          prometheus: str = "auto", replicas: int = 1) -> dict[str, Any]:
+          prometheus: str = "auto", interception: str = "", replicas: int = 1) -> dict[str, Any]:
     """Start a supervisor for ``manifest_path`` in the background; return its view once the mesh is ready.
-    ``prometheus``: ``auto`` (run Prometheus when it is installed), ``on`` (required) or ``off``."""
+    ``prometheus``: ``auto`` (run Prometheus when it is installed), ``on`` (required) or ``off``;
+    ``interception``: ``auto``, ``transparent`` or ``explicit`` over the manifest's ``mesh.interception``."""
     if home.running_supervisor() is not None:
         raise RuntimeCommandError(f"a mesh is already running in {home.root}; run `meshplane down --home "
                                   f"{home.root}` first")
@@ -56,6 +58,8 @@ def start(home: Home, manifest_path: Path, *, timeout_s: float = 300.0, delta: b
     argv = [sys.executable, "-m", "meshplane.cli.main", "up", "--foreground", "--home", str(home.root),
             "-f", str(home.manifest_file), "--prometheus", prometheus, "--replicas", str(replicas)] + (
                 ["--delta"] if delta else [])
+    if interception:
+        argv += ["--interception", interception]
     log_path = home.logs / "supervisor.log"
     with open(log_path, "ab") as out:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
@@ -120,6 +124,10 @@ def stop(home: Home, *, grace_s: float = 30.0) -> list[int]:
     for path, rec in records:
         if rec not in left:
             path.unlink(missing_ok=True)
+    # Then the network namespaces, veths and the bridge of a transparent mesh (their iptables go with them).
+    net_left = netns.remove_recorded(netns.NetRecords(home.root / "net")) if not left else []
+    if net_left:
+        raise RuntimeCommandError(f"could not remove {', '.join(net_left)} (recorded in {home.root / 'net'})")
     if not left:
         home.runtime_file.unlink(missing_ok=True)
     return [r.pid for r in left]
@@ -195,7 +203,7 @@ def format_status(st: dict[str, Any]) -> str:
         lines.append(f"  xDS      {st['xds']}")
         lines.append(f"  console  {st.get('console') or st['api'] + '/console/'}")
     for c, url in sorted(st["ingress"].items()):
-        lines.append(f"  ingress  {c}: {url}/productpage")
+        lines.append(f"  ingress  {c}: {url}")
     if st["clusters"]:
         lines.append("  clusters " + ", ".join(f"{c['name']} ({c['network']}, {c['region']}/{c['zone']})"
                                                for c in st["clusters"]))

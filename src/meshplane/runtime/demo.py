@@ -87,7 +87,7 @@ def demo_manifest(networks: int = 1) -> dict[str, Any]:
             "serviceAccount": f"bookinfo-{service}",
             "ports": [{"port": 9080, "name": "http", "protocol": "HTTP"}],
             "command": ["{python}", "-m", "meshplane.runtime.demoapp", "--service", service, "--version", version,
-                        "--listen", "{listen}"],
+                        "--listen", "{listen}", "--cluster", "{cluster}", "--zone", "{zone}", "--instance", "{name}"],
             "readiness": {"httpGet": {"path": "/healthz"}},
         })
     return {

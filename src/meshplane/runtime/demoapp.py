@@ -222,11 +222,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="one timeout in seconds for every outgoing call, without retries (default: Bookinfo's)")
     p.add_argument("--forward-x", action="store_true",
                    help="propagate every x- header (and trace context, baggage) and report them: the lanes mocks")
+    # Where it runs, for its answers: from the command line (what a pod's downward API would give), else the
+    # runtime's MESH_* environment of explicit interception.
+    p.add_argument("--cluster", default=os.environ.get("MESH_CLUSTER", ""))
+    p.add_argument("--zone", default=os.environ.get("MESH_ZONE", ""))
+    p.add_argument("--instance", default=os.environ.get("MESH_INSTANCE", ""))
     a = p.parse_args(argv)
     host, _, port = a.listen.rpartition(":")
     proxy = os.environ.get("http_proxy") or os.environ.get("HTTP_PROXY") or None
-    app = DemoApp(a.service, a.version, cluster=os.environ.get("MESH_CLUSTER", ""),
-                  zone=os.environ.get("MESH_ZONE", ""), instance=os.environ.get("MESH_INSTANCE", ""),
+    app = DemoApp(a.service, a.version, cluster=a.cluster, zone=a.zone, instance=a.instance,
                   port=a.port, proxy=proxy, timeout_s=a.timeout, forward_x=a.forward_x)
     asyncio.run(serve(app, host, int(port)))
     return 0

@@ -49,6 +49,7 @@ from typing import Any
 import yaml
 
 from meshplane.api.labels import label_error
+from meshplane.runtime.netns import CaptureSpecError, capture_from_annotations
 
 GATEWAY_LABELS = (("istio", "ingressgateway"), ("istio", "egressgateway"), ("istio", "eastwestgateway"))
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -101,6 +102,9 @@ class WorkloadSpec:
     gateway: bool = False
     readiness_path: str = ""
     readiness_tcp: bool = False
+    # "" = the mesh's; "transparent" (own namespace, iptables capture) or "explicit" (http_proxy).
+    interception: str = ""
+    annotations: Mapping[str, str] = field(default_factory=dict)  # traffic.sidecar.istio.io/* (runtime.netns)
 
     def key(self, cluster: str) -> str:
         """Identifies one (workload, cluster) placement: ``NAMESPACE/NAME@CLUSTER``."""
@@ -126,6 +130,11 @@ class MeshSpec:
     # None: auto (the default): on when the clusters span more than one network, as the issue asks, so that
     # cross-network traffic never goes direct. ``false`` keeps a flat network (everything reached directly).
     east_west_gateways: bool | None = None
+    # ``interception``: auto (transparent when root with network namespaces and iptables, else explicit),
+    # transparent or explicit. ``dnsUpstream``: HOST:PORT the agents' DNS proxies forward other names to
+    # (default: the host's first nameserver).
+    interception: str = "auto"
+    dns_upstream: str = ""
 
 
 EASTWEST_NAME = "istio-eastwestgateway"
@@ -277,7 +286,30 @@ def _workload(raw: Any, i: int, clusters: Mapping[str, ClusterSpec]) -> Workload
         gateway=gateway,
         readiness_path=path,
         readiness_tcp="tcpSocket" in readiness,
+        interception=_interception(raw.get("interception", ""), f"{where}.interception", allow_auto=False),
+        annotations=_annotations(raw.get("annotations"), f"{where}.annotations"),
     )
+
+
+INTERCEPTION_MODES = ("auto", "transparent", "explicit")
+
+
+def _interception(raw: Any, where: str, *, allow_auto: bool = True) -> str:
+    if raw in ("", None):
+        return "" if not allow_auto else "auto"
+    modes = INTERCEPTION_MODES if allow_auto else INTERCEPTION_MODES[1:]
+    if raw not in modes:
+        raise ManifestError(f"{where}: expected {' or '.join(modes)}, got {raw!r}")
+    return str(raw)
+
+
+def _annotations(raw: Any, where: str) -> dict[str, str]:
+    out = _str_map(raw, where)
+    try:
+        capture_from_annotations(out)
+    except CaptureSpecError as e:
+        raise ManifestError(f"{where}: {e}") from e
+    return out
 
 
 def service_entry(raw: Any, i: int) -> dict[str, Any]:
@@ -355,6 +387,10 @@ def parse_manifest(doc: Any, *, default_name: str = "mesh") -> Manifest:
     if security.cert_ttl_s < 10:
         raise ManifestError("security.certTtlSeconds: at least 10 seconds")
     mesh = _mesh(doc.get("mesh"))
+    for w in workloads:
+        if w.interception == "transparent" and mesh.interception == "explicit":
+            raise ManifestError(f"workload {w.name}.interception: transparent needs mesh.interception transparent "
+                                "or auto (every instance then gets its own network namespace)")
     networks = sorted({c.network for c in clusters.values()})
     auto = len(networks) > 1 and security.mtls  # without mTLS there is nothing to pass through: flat, as before
     want_ew = mesh.east_west_gateways if mesh.east_west_gateways is not None else auto
@@ -391,16 +427,29 @@ def _eastwest_service() -> dict[str, Any]:
 
 def _mesh(raw: Any) -> MeshSpec:
     raw = raw or {}
-    if not isinstance(raw, Mapping) or set(raw) - {"localityLoadBalancing", "eastWestGateways"}:
-        raise ManifestError("mesh: expected a map with localityLoadBalancing (bool) and eastWestGateways "
-                            "(true, false or auto)")
+    if not isinstance(raw, Mapping) or set(raw) - {"localityLoadBalancing", "eastWestGateways", "interception",
+                                                   "dnsUpstream"}:
+        raise ManifestError("mesh: expected a map with localityLoadBalancing (bool), eastWestGateways "
+                            "(true, false or auto), interception (auto, transparent, explicit), dnsUpstream "
+                            "(HOST:PORT)")
     locality = raw.get("localityLoadBalancing", True)
     if not isinstance(locality, bool):
         raise ManifestError(f"mesh.localityLoadBalancing: expected true or false, got {locality!r}")
     ew = raw.get("eastWestGateways", "auto")
     if ew != "auto" and not isinstance(ew, bool):
         raise ManifestError(f"mesh.eastWestGateways: expected true, false or auto, got {ew!r}")
-    return MeshSpec(locality_lb=locality, east_west_gateways=None if ew == "auto" else ew)
+    upstream = raw.get("dnsUpstream", "")
+    if upstream:
+        host, sep, port = str(upstream).rpartition(":")
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            host = ""
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ManifestError(f"mesh.dnsUpstream: expected IPv4:PORT, got {upstream!r}")
+    return MeshSpec(locality_lb=locality, east_west_gateways=None if ew == "auto" else ew,
+                    interception=_interception(raw.get("interception", "auto"), "mesh.interception"),
+                    dns_upstream=str(upstream or ""))
 
 
 def load_manifest(path: Path) -> Manifest:

@@ -15,6 +15,11 @@ reach them, and one process-group signal reaches an agent and its Envoy together
 Addresses: the mesh gets a second octet B (from a hash of the home path, the first free one), the control plane
 ``127.B.0.1``, instance n of cluster c ``127.B.c.n``; so several meshes (homes) coexist on one machine.
 
+Transparent interception (``mesh.interception``; :mod:`meshplane.runtime.netns`): every instance then runs in its
+own network namespace at ``10.B.c.n`` on the mesh's bridge, applications and agents are started through
+``ip netns exec``, agents (and so their Envoys) with the proxy group 1337 that the capture rules exempt, and the
+control plane is reached through the relay on the bridge's host address (:mod:`meshplane.runtime.relay`).
+
 Replicas (``--replicas N`` > 1, docs/ha.md): an etcd member on ``127.B.0.1:2379`` and N servers on
 ``127.B.0.1`` .. ``127.B.0.N`` sharing it (and one CA directory); every agent gets every replica's xDS, CA and API
 address. A replica that exits is started again (it is one of several; the mesh keeps running meanwhile).
@@ -48,10 +53,11 @@ from meshplane.agent.procs import (
     write_record,
 )
 from meshplane.client import Client, ClientError
-from meshplane.runtime import prometheus
+from meshplane.runtime import netns, prometheus
 from meshplane.runtime.etcd import etcd_command
 from meshplane.runtime.home import Home
 from meshplane.runtime.manifest import ClusterSpec, Manifest, WorkloadSpec, expand, instance_address
+from meshplane.runtime.relay import DnsRelay, TcpRelay, host_resolver
 
 log = logging.getLogger("meshplane.runtime")
 
@@ -123,6 +129,9 @@ class Instance:
     next_start: float = 0.0
     wanted: bool = True
     last_exit: dict[str, Any] | None = None  # the last crash: which process, its exit code, its log
+    pod: netns.Pod | None = None  # transparent meshes: the instance's network namespace (created once)
+    pod_ready: bool = False
+    captured: bool = False  # its traffic is captured by iptables (else explicit, http_proxy)
     failures: int = 0  # crashes in a row, each before STABLE_S of running
     stop_task: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -158,6 +167,8 @@ class Instance:
             "labels": self.labels,
             "serviceAccount": w.service_account,
             "address": self.address,
+            "interception": "transparent" if self.captured else "explicit",
+            "netns": self.pod.netns if self.pod else "",
             "ports": [p.port for p in w.ports],
             "gateway": w.gateway,
             "listen": {str(p.port): p.gateway_listen_port for p in w.ports} if w.gateway else {},
@@ -170,7 +181,7 @@ class Instance:
 
 class Supervisor:
     def __init__(self, home: Home, manifest: Manifest, *, delta: bool = False, prometheus: str = "auto",
-                 replicas: int = 1) -> None:
+                 interception: str = "", replicas: int = 1) -> None:
         if replicas < 1:
             raise ValueError("--replicas must be at least 1")
         self.home = home
@@ -181,6 +192,20 @@ class Supervisor:
         self.apis: list[str] = []
         self.session: aiohttp.ClientSession | None = None
         self.manifest = manifest
+        # auto | transparent | explicit: the flag, else the manifest's mesh.interception unless it is auto, else
+        # $MESHPLANE_INTERCEPTION (what auto means on this machine), else auto
+        wanted = manifest.mesh.interception if manifest.mesh.interception != "auto" else ""
+        self.interception_wanted = (interception or wanted or os.environ.get("MESHPLANE_INTERCEPTION", "")
+                                    or "auto")
+        if self.interception_wanted not in ("auto", "transparent", "explicit"):
+            raise ValueError(f"interception {self.interception_wanted!r}: expected auto, transparent or explicit")
+        self.transparent = False  # resolved at start: instances in network namespaces
+        self.interception_reason = ""
+        self.bridge: netns.Bridge | None = None
+        self.net = netns.NetRecords(home.root / "net")
+        self.relay: TcpRelay | None = None
+        self.dns_relay: DnsRelay | None = None
+        self.warnings: list[str] = []
         self.delta = delta
         self.prometheus_mode = prometheus  # auto | on | off (runtime.prometheus)
         self.prometheus: Child | None = None
@@ -204,12 +229,13 @@ class Supervisor:
     # --- processes ---------------------------------------------------------------------------------------
 
     async def spawn(self, kind: str, name: str, argv: list[str], log_path: Path, env: dict[str, str] | None = None,
-                    cwd: Path | None = None) -> Child:
+                    cwd: Path | None = None, group: int | None = None) -> Child:
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        extra: dict[str, Any] = {"group": group, "extra_groups": []} if group is not None else {}
         with open(log_path, "ab") as out:
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=asyncio.subprocess.STDOUT,
-                env=env, cwd=str(cwd) if cwd else None, start_new_session=True)
+                env=env, cwd=str(cwd) if cwd else None, start_new_session=True, **extra)
         rec = record_for(proc.pid, kind, name)
         path = self.home.procs / f"{name}.{kind}.json"
         write_record(path, rec)
@@ -266,7 +292,87 @@ class Supervisor:
             result = await client.apply(obj)
             md = obj.get("metadata") or {}
             log.info("%s %s/%s %s", obj.get("kind"), md.get("namespace", "default"), md.get("name"), result)
+        await self.start_network(host)
         await self.start_prometheus(host)
+
+    # --- interception ------------------------------------------------------------------------------------
+
+    async def resolve_interception(self) -> None:
+        """Transparent or explicit, once per mesh: ``auto`` is transparent when this machine can (root, network
+        namespaces, iptables nat), and says why not otherwise."""
+        want = self.interception_wanted
+        reason = "" if want == "explicit" else await asyncio.to_thread(netns.capture_unavailable)
+        if not reason and want != "explicit" and self.replicas > 1:
+            reason = "--replicas > 1 (the namespaces reach one control plane through the bridge relay)"
+        if want == "transparent" and reason:
+            raise RuntimeError(f"mesh.interception: transparent is not possible here: {reason}")
+        self.transparent = want != "explicit" and not reason
+        if want == "explicit":
+            self.interception_reason = "explicit (asked for): applications use their sidecar as http_proxy"
+        elif self.transparent:
+            self.interception_reason = ("transparent: each instance in its own network namespace, its traffic "
+                                        "captured by iptables, its DNS answered by its agent")
+        else:
+            self.interception_reason = f"explicit (transparent is not possible: {reason})"
+        for w in self.manifest.workloads:
+            if w.interception == "transparent" and not self.transparent:
+                raise RuntimeError(f"workload {w.name}.interception: transparent is not possible: "
+                                   f"{reason or 'the mesh is explicit'}")
+            captured = self.transparent and not w.gateway and w.interception != "explicit"
+            if w.annotations and not captured:
+                self.warnings.append(f"workload {w.name}.annotations: traffic.sidecar.istio.io annotations take "
+                                     "effect only with transparent interception; ignored")
+        for warning in self.warnings:
+            log.warning("%s", warning)
+        log.info("interception: %s", self.interception_reason)
+
+    async def start_network(self, host: str) -> None:
+        """The bridge and the relays of a transparent mesh (nothing for an explicit one)."""
+        await self.resolve_interception()
+        if not self.transparent:
+            return
+        bridge = self.bridge = netns.bridge_for(self.octet)
+        await asyncio.to_thread(netns.create_bridge, self.net, bridge)
+        ports = [API_PORT, XDS_PORT] + ([CA_PORT] if self.ca else [])
+        self.relay = TcpRelay(bridge.address, host, ports)
+        await self.relay.start()
+        upstream = self.dns_upstream()
+        if upstream is not None:
+            self.dns_relay = DnsRelay((bridge.address, 53), upstream)
+            await self.dns_relay.start()
+        log.info("network namespaces on bridge %s (%s); control plane relayed on %s", bridge.name, bridge.subnet,
+                 bridge.address)
+
+    def dns_upstream(self) -> tuple[str, int] | None:
+        raw = self.manifest.mesh.dns_upstream
+        if raw:
+            h, _, port = raw.rpartition(":")
+            return h, int(port)
+        return host_resolver()
+
+    def captured(self, w: WorkloadSpec) -> bool:
+        return self.transparent and not w.gateway and w.interception != "explicit"
+
+    async def ensure_pod(self, inst: Instance) -> None:
+        if not self.transparent or inst.pod_ready:
+            return
+        assert self.bridge is not None
+        w = inst.workload
+        _, _, c, n = inst.address.split(".")
+        rules = netns.iptables_rules(netns.capture_from_annotations(w.annotations)) if inst.captured else ""
+        inst.pod = netns.Pod(netns.netns_name(self.octet, inst.name), netns.veth_name(self.octet, int(c), int(n)),
+                             inst.address, resolv=netns.resolv_conf(w.namespace), rules=rules)
+        await asyncio.to_thread(netns.create_pod, self.net, self.bridge, inst.pod)
+        inst.pod_ready = True
+
+    async def remove_pod(self, inst: Instance) -> None:
+        if inst.pod is not None:
+            await asyncio.to_thread(netns.delete_pod, inst.pod.netns, inst.pod.veth)
+            self.net.forget("netns", inst.pod.netns)
+            inst.pod_ready = False
+
+    def in_pod(self, inst: Instance, argv: list[str]) -> list[str]:
+        return netns.exec_prefix(inst.pod.netns) + argv if inst.pod is not None else argv
 
     def server_log(self, i: int) -> Path:
         return self.home.logs / ("server.log" if i == 0 else f"server-{i}.log")
@@ -354,29 +460,44 @@ class Supervisor:
             n = self.next_number.get(c.index, 1)
             self.next_number[c.index] = n + 1
             self.numbers[key] = n
-        return instance_address(self.octet, c.index, n)
+        address = instance_address(self.octet, c.index, n)  # checks the ranges
+        return netns.pod_address(self.octet, c.index, n) if self.transparent else address
 
     def agent_config(self, inst: Instance, ca_token: str = "") -> AgentConfig:
         w, c = inst.workload, inst.cluster
         d = self.home.instance_dir(inst.name)
         readiness = Readiness(http_path=w.readiness_path, tcp=w.readiness_tcp or (not w.readiness_path and
                                                                                  bool(w.command)))
+        xds, api, ca = self.xds, ",".join(self.apis) or self.api, self.ca
+        if self.bridge is not None:  # from a namespace: the relay on the bridge
+            relay = self.bridge.address
+            xds, api = f"{relay}:{XDS_PORT}", f"http://{relay}:{API_PORT}"
+            ca = f"{relay}:{CA_PORT}" if self.ca else ""
+        captured = inst.captured
         return AgentConfig(
-            name=inst.name, namespace=w.namespace, workload=w.name, address=inst.address, xds=self.xds,
-            api=",".join(self.apis) or self.api, cluster=c.name, network=c.network, region=c.region, zone=inst.zone,
+            name=inst.name, namespace=w.namespace, workload=w.name, address=inst.address, xds=xds,
+            api=api, cluster=c.name, network=c.network, region=c.region, zone=inst.zone,
             labels=inst.labels, service_account=w.service_account,
-            ports=() if w.gateway else tuple(PortSpec(p.port, p.app_port, p.name, p.protocol) for p in w.ports),
-            app_address=inst.address, gateway=w.gateway,
+            ports=() if w.gateway else tuple(PortSpec(p.port, p.port if captured else p.app_port, p.name,
+                                                      p.protocol) for p in w.ports),
+            app_address="127.0.0.1" if captured else inst.address, gateway=w.gateway,
             gateway_ports={p.port: p.gateway_listen_port for p in w.ports} if w.gateway else {},
             readiness=readiness, delta=self.delta, work_dir=str(d), status_file=str(d / "status.json"),
             envoy_record=str(self.home.procs / f"{inst.name}.envoy.json"), mesh_id=self.manifest.name,
-            ca=self.ca if ca_token else "", ca_token=ca_token)
+            ca=ca if ca_token else "", ca_token=ca_token,
+            interception="REDIRECT" if captured else "NONE",
+            dns=captured, dns_proxy_address="127.0.0.1:53" if captured else "",
+            dns_upstream=f"{self.bridge.address}:53" if self.bridge is not None else "")
 
     def app_env(self, inst: Instance) -> dict[str, str]:
         w = inst.workload
         proxy = f"http://{inst.address}:15001"
         values = self.template_values(inst)
         env = {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "https_proxy", "no_proxy")}
+        if inst.captured:  # an unmodified application: no proxy, nothing of the mesh in its environment
+            env["PYTHONUNBUFFERED"] = "1"
+            env.update({k: expand(v, values) for k, v in w.env.items()})
+            return env
         env.update({
             "http_proxy": proxy, "HTTP_PROXY": proxy,
             "MESH_INSTANCE": inst.name, "MESH_INSTANCE_IP": inst.address, "MESH_NAMESPACE": w.namespace,
@@ -388,15 +509,20 @@ class Supervisor:
 
     def template_values(self, inst: Instance) -> dict[str, str]:
         w = inst.workload
-        app_port = w.ports[0].app_port if w.ports else 0
-        return {"python": sys.executable, "address": inst.address, "listen": f"{inst.address}:{app_port}",
+        if inst.captured:  # like a pod: the application listens on its own port, on every address
+            app_port = w.ports[0].port if w.ports else 0
+            listen = f"0.0.0.0:{app_port}"
+        else:
+            app_port = w.ports[0].app_port if w.ports else 0
+            listen = f"{inst.address}:{app_port}"
+        return {"python": sys.executable, "address": inst.address, "listen": listen,
                 "app_port": str(app_port), "name": inst.name, "workload": w.name, "namespace": w.namespace,
                 "cluster": inst.cluster.name, "zone": inst.zone, "region": inst.cluster.region,
                 "version": w.labels.get("version", "")}
 
     async def start_app(self, inst: Instance) -> None:
         values = self.template_values(inst)
-        argv = [expand(a, values) for a in inst.workload.command]
+        argv = self.in_pod(inst, [expand(a, values) for a in inst.workload.command])
         d = self.home.instance_dir(inst.name)
         inst.app = await self.spawn("app", inst.name, argv, d / "app.log", env=self.app_env(inst), cwd=d)
 
@@ -415,13 +541,15 @@ class Supervisor:
         stale = read_record(self.home.procs / f"{inst.name}.envoy.json")
         if stale is not None and stale.alive():
             await asyncio.to_thread(stop_records, [stale], grace=2.0)
-        inst.agent = await self.spawn("agent", inst.name, python_cmd("agent", "--config", str(cfg_path)),
-                                      d / "agent.log")
+        inst.agent = await self.spawn("agent", inst.name, self.in_pod(inst, python_cmd("agent", "--config",
+                                                                                         str(cfg_path))),
+                                      d / "agent.log", group=netns.PROXY_GID if inst.pod is not None else None)
 
     async def stop_instance(self, inst: Instance) -> None:
         await asyncio.gather(self.reap(inst.agent), self.reap(inst.app))
         (self.home.procs / f"{inst.name}.envoy.json").unlink(missing_ok=True)
         inst.agent = inst.app = None
+        await self.remove_pod(inst)
         if self.client is not None and self.phase not in ("stopping", "failed"):
             # The agent deletes its WorkloadEntry when it stops; one that died hard could not.
             with contextlib.suppress(ClientError):  # not there (the usual case), or the API is gone
@@ -455,7 +583,7 @@ class Supervisor:
                         inst.stop_task = asyncio.create_task(self.stop_instance(inst))
                     continue
                 if inst is None or (not inst.wanted and inst.stop_task is not None and inst.stop_task.done()):
-                    inst = Instance(w, c, idx, self.address_for(w, c, idx))
+                    inst = Instance(w, c, idx, self.address_for(w, c, idx), captured=self.captured(w))
                     self.instances[name] = inst
                 elif not inst.wanted:
                     continue  # still stopping; start it again on a later pass
@@ -494,6 +622,7 @@ class Supervisor:
             inst.backoff = 0.5 if stable else min(inst.backoff * 2, MAX_BACKOFF_S)
             inst.next_start = now + inst.backoff
             return
+        await self.ensure_pod(inst)
         if inst.app is None and inst.workload.command:
             await self.start_app(inst)
         if inst.agent is None:
@@ -525,6 +654,10 @@ class Supervisor:
             "octet": self.octet,
             "ingress": self.ingress(),
             "prometheus": self.prometheus_url,
+            "interception": "transparent" if self.transparent else "explicit",
+            "interceptionReason": self.interception_reason,
+            "bridge": self.bridge.name if self.bridge else "",
+            "warnings": self.warnings,
             "clusters": [{"name": c.name, "network": c.network, "region": c.region, "zone": c.zone}
                          for c in self.manifest.clusters],
             "instances": [i.view() for i in sorted(self.instances.values(),
@@ -612,6 +745,12 @@ class Supervisor:
         await self.reap(self.prometheus)
         await asyncio.gather(*(self.reap(server) for server in self.servers))
         await self.reap(self.etcd)
+        for relay in (self.relay, self.dns_relay):
+            if relay is not None:
+                await relay.stop()
+        left = await asyncio.to_thread(netns.remove_recorded, self.net)
+        if left:
+            log.error("could not remove %s", ", ".join(left))
         # Anything recorded that is not ours any more (e.g. left by an earlier supervisor) goes too.
         leftovers = [(p, r) for p, r in self.home.records() if r.kind != "supervisor"]
         await asyncio.to_thread(stop_records, [r for _, r in leftovers], grace=5.0)
@@ -643,5 +782,6 @@ async def _first(*events: asyncio.Event) -> None:
 
 
 def run_supervisor(home: Home, manifest: Manifest, *, delta: bool = False, prometheus: str = "auto",
-                   replicas: int = 1) -> int:
-    return asyncio.run(Supervisor(home, manifest, delta=delta, prometheus=prometheus, replicas=replicas).run())
+                   interception: str = "", replicas: int = 1) -> int:
+    return asyncio.run(Supervisor(home, manifest, delta=delta, prometheus=prometheus, interception=interception,
+                                  replicas=replicas).run())

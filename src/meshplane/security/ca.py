@@ -41,6 +41,8 @@ DEFAULT_TTL = datetime.timedelta(hours=24)
 MAX_TTL = datetime.timedelta(days=7)
 ROOT_TTL = datetime.timedelta(days=3650)
 INTERMEDIATE_TTL = datetime.timedelta(days=365)
+# The longest a previous root stays trusted after a rotation: its own lifetime (trusting it longer means nothing).
+MAX_ROOT_OVERLAP = ROOT_TTL
 # Certificates start a little in the past: clocks of workloads and control plane are never exactly equal.
 BACKDATE = datetime.timedelta(minutes=1)
 
@@ -215,7 +217,10 @@ class CertificateAuthority:
         return b"".join(_pem(c) for c in self.trusted_roots())
 
     def rotate_root(self, overlap: datetime.timedelta) -> None:
-        """Make a new root and intermediate; the old root stays trusted for ``overlap``."""
+        """Make a new root and intermediate; the old root stays trusted for ``overlap`` (0 to MAX_ROOT_OVERLAP,
+        else ValueError before anything changes)."""
+        if not datetime.timedelta(0) <= overlap <= MAX_ROOT_OVERLAP:
+            raise ValueError(f"the overlap must be between 0 and {MAX_ROOT_OVERLAP.days} days, not {overlap}")
         now = self._clock()
         until = (now + overlap).isoformat()
         self._previous = [(c, u) for c, u in self._previous if datetime.datetime.fromisoformat(u) > now]

@@ -8,7 +8,8 @@ a change does not concern.
 from __future__ import annotations
 
 from meshplane.translate.context import PushContext, build_push_context
-from meshplane.translate.generate import Resource, generate, proxy_affected
+from meshplane.translate.generate import Resource, applied_envoy_filters, generate, proxy_affected
 from meshplane.translate.mesh import MeshSettings
 
-__all__ = ["MeshSettings", "PushContext", "Resource", "build_push_context", "generate", "proxy_affected"]
+__all__ = ["MeshSettings", "PushContext", "Resource", "applied_envoy_filters", "build_push_context", "generate",
+           "proxy_affected"]

@@ -24,7 +24,7 @@ from meshplane.model.labels import labels_match
 from meshplane.model.names import Hostname
 from meshplane.model.proxy import Proxy, ProxyType
 from meshplane.model.service import Endpoint, Location, Protocol, Resolution, Service, ServicePort
-from meshplane.translate import telemetry
+from meshplane.translate import dynsubset, telemetry
 from meshplane.translate.authz import ext_authz_clusters
 from meshplane.translate.common import (
     BLACKHOLE,
@@ -313,6 +313,9 @@ def outbound_cluster(ctx: PushContext, svc: Service, port: ServicePort, subset: 
     elif c.type == cluster_pb2.Cluster.EDS:
         _failover_outlier(c, mesh)
     _cluster_tls(c, ctx, svc, port, subset, policy.tls, _speaks_h2(port, pool.http), auto_mtls)
+    dyn = dynsubset.of(dr.spec) if dr is not None and not subset and c.type == cluster_pb2.Cluster.EDS else None
+    if dyn is not None:
+        c.lb_subset_config.CopyFrom(dynsubset.lb_subset_config(dyn))
     if pool.tcp is not None and pool.tcp.tcp_keepalive is not None:
         _tcp_keepalive(c, pool.tcp.tcp_keepalive)
     telemetry.cluster_metadata(c, svc)  # destination_service of the source-reported metrics
@@ -335,7 +338,7 @@ def outbound_clusters_for(ctx: PushContext, proxy: Proxy, svc: Service) -> list[
         if hit is None:
             hit = [outbound_cluster(ctx, svc, port, "", dr, auto_mtls=proxy.sds)]
             for s in dr.spec.subsets if dr else ():
-                if s.name:
+                if s.name and dynsubset.label_variable(s.name) is None:
                     hit.append(outbound_cluster(ctx, svc, port, s.name, dr, auto_mtls=proxy.sds))
             ctx.memo.put(_OUTBOUND, key, hit)
         out.extend(hit)

@@ -41,4 +41,6 @@ def subset_cluster(dest: istio.Destination | None, vs_namespace: str, ctx: PushC
     if svc is None:
         return None
     subset = (dest.subset or "") if dest is not None else ""
+    if subset.startswith("$"):  # ASM's label-variable subset: the service's cluster, by its subset LB (dynsubset)
+        subset = ""
     return cluster_name("outbound", destination_port(dest, svc, route_port), subset, host)

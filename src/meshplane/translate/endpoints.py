@@ -20,6 +20,7 @@ from meshplane.model.names import Hostname
 from meshplane.model.proxy import Locality, Proxy
 from meshplane.model.service import Endpoint
 from meshplane.model.spec import MutualTLSMode
+from meshplane.translate import dynsubset
 from meshplane.translate.common import parse_cluster_name
 from meshplane.translate.context import PushContext
 from meshplane.translate.eastwest import through_gateways
@@ -153,6 +154,7 @@ def build_load_assignment(name: str, proxy: Proxy, ctx: PushContext) -> endpoint
     if setting.enabled is False:
         use_locality = False
     weights = distribute_weights(setting, proxy.locality, [e.locality for e in eps]) if use_locality else None
+    dyn = dynsubset.of(dr.spec) if dr is not None and not subset else None
     groups = _priorities(proxy, eps, setting, weights, use_locality)
     prios = sorted({p for _, p in groups})
     compact = {p: i for i, p in enumerate(prios)}
@@ -176,4 +178,8 @@ def build_load_assignment(name: str, proxy: Proxy, ctx: PushContext) -> endpoint
                 # Auto mTLS (see clusters._auto_mtls): this endpoint has a sidecar whose PeerAuthentication accepts
                 # ISTIO_MUTUAL on this port (see peerauthn); without the match the plaintext socket is chosen.
                 lbe.metadata.filter_metadata[TRANSPORT_SOCKET_MATCH].update({"tlsMode": "istio"})
+            if dyn is not None:
+                lb_md = dynsubset.endpoint_metadata(dyn, m.labels)
+                if lb_md:
+                    lbe.metadata.filter_metadata[dynsubset.LB_NAMESPACE].update(lb_md)
     return cla

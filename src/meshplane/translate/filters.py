@@ -32,6 +32,7 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from meshplane.translate.common import ads_source, pack
 from meshplane.translate.dfp import dns_cache_config
+from meshplane.translate.dynsubset import header_to_metadata_filter
 from meshplane.translate.tls import forward_client_cert
 from meshplane.translate.trafficlabel import lua_filter
 
@@ -49,6 +50,7 @@ def http_filters(dynamic_forward_proxy: bool = False,
         hcm_pb2.HttpFilter(name="envoy.filters.http.cors", typed_config=pack(cors_pb2.Cors()), disabled=True),
     ]
     out.append(lua_filter())  # runs the per-virtual-host scripts of ``trafficlabel`` (none: a no-op)
+    out.append(header_to_metadata_filter())  # dynamic subsets (``dynsubset``): enabled per route
     if dynamic_forward_proxy:
         out.append(hcm_pb2.HttpFilter(name="envoy.filters.http.dynamic_forward_proxy", typed_config=pack(
             dfp_pb2.FilterConfig(dns_cache_config=dns_cache_config()))))

@@ -23,6 +23,9 @@ import hashlib
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any, NamedTuple
 
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
@@ -42,9 +45,26 @@ from meshplane.model.resources import (
 from meshplane.translate.clusters import build_clusters, eds_cluster_names, uses_dynamic_forward_proxy
 from meshplane.translate.context import MESH_GATEWAY, ProxyScope, PushContext
 from meshplane.translate.endpoints import build_load_assignment
+from meshplane.translate.envoyfilter import (
+    CLUSTER_LEVELS,
+    LISTENER_LEVELS,
+    ROUTE_LEVELS,
+    Patches,
+    patch_clusters,
+    patch_listeners,
+    patch_route_configs,
+    patches_for,
+)
 from meshplane.translate.hosts import host_matches, resolve_host
-from meshplane.translate.listeners import build_listeners, head_listener, inbound_listeners, outbound_port_listeners
+from meshplane.translate.listeners import (
+    build_listeners,
+    head_listener,
+    inbound_listeners,
+    inbound_service,
+    outbound_port_listeners,
+)
 from meshplane.translate.memo import Slot
+from meshplane.translate.nametable import build_name_table
 from meshplane.translate.routes import build_route_configs
 from meshplane.translate.telemetryapi import telemetry_policy
 
@@ -73,6 +93,9 @@ _VIEW_NAMES: Slot[int, tuple[Resources, frozenset[str]]] = Slot("view-names")
 _ASSIGNMENTS: Slot[tuple[str, tuple[object, ...]], Resource | bool] = Slot("assignments", host_of=_assignment_host)
 _EDS_VIEWS: Slot[tuple[object, ...], Resources] = Slot("eds-views")
 _EDS_FEW: Slot[tuple[tuple[object, ...], frozenset[str]], Resources] = Slot("eds-few")
+# A view with a proxy's EnvoyFilter patches applied: (type, id of the view, the patches' keys, what else the
+# patching reads) -> (the view, the patched view); the view is kept so that its id is never reused.
+_PATCHED: Slot[tuple[object, ...], tuple[Resources, Resources]] = Slot("envoyfilter-patched")
 
 
 def _pack(ctx: PushContext, type_url: str, name: str, msg: Message) -> Resource:
@@ -163,6 +186,51 @@ def _listeners(proxy: Proxy, ctx: PushContext, scope: ProxyScope) -> Resources:
     return _memo(ctx, local_key, build)
 
 
+# --- EnvoyFilter --------------------------------------------------------------------------------------------
+
+_LEVELS = {xdstypes.LISTENER: LISTENER_LEVELS, xdstypes.ROUTE: ROUTE_LEVELS, xdstypes.CLUSTER: CLUSTER_LEVELS}
+_MESSAGES: dict[str, type[Message]] = {xdstypes.LISTENER: listener_pb2.Listener,
+                                       xdstypes.ROUTE: route_pb2.RouteConfiguration,
+                                       xdstypes.CLUSTER: cluster_pb2.Cluster}
+
+
+def _patched(ctx: PushContext, proxy: Proxy, type_url: str, view: Resources, patches: Patches) -> Resources:
+    """``view`` with the proxy's EnvoyFilter patches applied (``envoyfilter``); the view itself when none apply."""
+    keys = patches.key(_LEVELS[type_url])
+    if not keys:
+        return view
+    extra: tuple[object, ...] = (proxy.type, tuple(sorted(proxy.gateway_ports.items())))
+    key = (type_url, id(view), keys, extra)
+    hit = ctx.memo.get(_PATCHED, key)
+    if hit is not None and hit[0] is view:
+        return hit[1]
+    cls = _MESSAGES[type_url]
+    msgs: list[Any] = [cls.FromString(r.resource.value) for r in view]
+    if type_url == xdstypes.LISTENER:
+        msgs = patch_listeners(msgs, proxy, patches, proxy.gateway_ports)
+    elif type_url == xdstypes.ROUTE:
+        msgs = patch_route_configs(msgs, proxy, patches)
+    else:
+        def inbound_hosts(port: int) -> list[str]:
+            for ip in proxy.inbound_ports:
+                if ip.port == port:
+                    svc = inbound_service(proxy, ip, ctx)
+                    return [svc.hostname] if svc is not None else []
+            return []
+
+        msgs = patch_clusters(msgs, proxy, patches, inbound_hosts)
+    out = _pack_all(ctx, type_url, msgs)
+    ctx.memo.put(_PATCHED, key, (view, out))
+    return out
+
+
+def applied_envoy_filters(type_url: str, proxy: Proxy, ctx: PushContext) -> tuple[str, ...]:
+    """The EnvoyFilters (``namespace/name``) with patches for what ``type_url`` carries to this proxy: those a
+    rejection of that type may come from."""
+    levels = _LEVELS.get(type_url)
+    return patches_for(proxy, ctx).sources_of(levels) if levels else ()
+
+
 # --- EDS -------------------------------------------------------------------------------------------------------
 
 
@@ -211,16 +279,25 @@ def generate(type_url: str, proxy: Proxy, ctx: PushContext,
     return the same (immutable) tuple, so callers may cache by its identity."""
     scope = ctx.scope(proxy)
     if type_url == xdstypes.CLUSTER:
-        return _select(ctx, _clusters(proxy, ctx, scope), names)
-    if type_url == xdstypes.LISTENER:
-        return _select(ctx, _listeners(proxy, ctx, scope), names)
-    if type_url == xdstypes.ROUTE:
+        view = _clusters(proxy, ctx, scope)
+    elif type_url == xdstypes.LISTENER:
+        view = _listeners(proxy, ctx, scope)
+    elif type_url == xdstypes.ROUTE:
         # Routes depend on the scope and the interception mode only: shared by every instance of a workload.
         key = (type_url, scope.key, proxy.interception_mode, tuple(sorted(proxy.gateway_ports.items())))
-        return _select(ctx, _memo(ctx, key, lambda: _pack_all(ctx, type_url, build_route_configs(proxy, ctx))),
-                       names)
+        view = _memo(ctx, key, lambda: _pack_all(ctx, type_url, build_route_configs(proxy, ctx)))
+    else:
+        view = None
+    if view is not None:
+        patches = patches_for(proxy, ctx)
+        if patches.by_level:
+            view = _patched(ctx, proxy, type_url, view, patches)
+        return _select(ctx, view, names)
     if type_url == xdstypes.ENDPOINT:
         return _endpoints(proxy, ctx, scope, names)
+    if type_url == xdstypes.NAME_TABLE:  # one unnamed resource, shared by the proxies of one scope
+        return _memo(ctx, (type_url, "names", scope.key),
+                     lambda: (_pack(ctx, type_url, "", build_name_table(proxy, ctx)),))
     return ()
 
 

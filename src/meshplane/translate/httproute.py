@@ -31,7 +31,7 @@ from meshplane.model import spec as istio
 from meshplane.model.labels import labels_match
 from meshplane.model.names import Hostname
 from meshplane.model.proxy import Proxy
-from meshplane.translate import fallback
+from meshplane.translate import dynsubset, fallback
 from meshplane.translate.common import BLACKHOLE, fraction, pack, proto_duration
 from meshplane.translate.context import MESH_GATEWAY, PushContext, VirtualServiceRec
 from meshplane.translate.destinations import destination_host, subset_cluster
@@ -436,6 +436,13 @@ def _direct_response(direct: istio.HTTPDirectResponse, out: rc.DirectResponseAct
         out.body.inline_bytes = base64.b64decode(body.bytes)
 
 
+def _dynamic_subsets(dest: istio.Destination, vs: VirtualServiceRec, scope: RouteScope
+                     ) -> dynsubset.DynamicSubsets | None:
+    host = destination_host(dest, vs.namespace, scope.ctx)
+    dr = scope.ctx.destination_rule(host, scope.proxy.namespace, scope.proxy.labels)
+    return dynsubset.of(dr.spec if dr is not None else None)
+
+
 def _fill_action(http: istio.HTTPRoute, vs: VirtualServiceRec, scope: RouteScope, r: rc.Route) -> None:
     if http.redirect is not None:
         _redirect(http.redirect, r.redirect)
@@ -443,6 +450,7 @@ def _fill_action(http: istio.HTTPRoute, vs: VirtualServiceRec, scope: RouteScope
         _direct_response(http.direct_response, r.direct_response)
     else:
         _route_action(http, vs, scope, r)
+        dynsubset.attach(r, dynsubset.route_rules(http, lambda d: _dynamic_subsets(d, vs, scope)))
     add_headers(r, http.headers)
     if http.fault is not None:
         fc = fault_config(http.fault)

@@ -42,6 +42,7 @@ from meshplane.translate.hosts import resolve_host
 from meshplane.translate.httproute import RouteScope
 from meshplane.translate.httpsecurity import security_http_filters
 from meshplane.translate.memo import Slot
+from meshplane.translate.nametable import service_vips
 from meshplane.translate.peerauthn import inbound_mtls_mode
 from meshplane.translate.routes import HTTP_PROXY_ROUTE
 from meshplane.translate.tcproute import service_tcp_targets, tls_chains
@@ -307,7 +308,10 @@ def outbound_port_listeners(proxy: Proxy, ctx: PushContext) -> list[listener_pb2
     for svc, p in tcp:
         vips = [a for a in svc.addresses if "/" not in a]
         targets = service_tcp_targets(svc, p, proxy, ctx, clusters)
-        for ip in vips or ["0.0.0.0"]:
+        # A service without addresses is reached at its auto-allocated VIP (what the DNS proxy answers) and,
+        # as before, on 0.0.0.0:PORT when no other service took that port.
+        auto = [] if vips else [a for a in service_vips(svc, ctx) if a not in vips]
+        for ip in vips or [*auto, "0.0.0.0"]:
             name = f"{ip}_{p.number}"
             if name in out or (ip == "0.0.0.0" and p.number in http_ports):
                 continue

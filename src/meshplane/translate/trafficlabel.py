@@ -14,7 +14,10 @@ then for each TrafficLabel label, try its sources in order and set the header fr
 * ``$getLocalOutboundRequestHeader(h)``, and ``$getInboundRequestHeader(h)``: a header of the request being
   routed (at a gateway that is the incoming request; at a sidecar, the application's outgoing one);
 * ``$getExternalInboundRequestHeader(h, c)``: at a sidecar, the value ``h`` had on the *inbound* request whose
-  context header ``c`` (e.g. ``x-request-id``, which applications propagate) equals this outbound request's.
+  context header ``c`` (e.g. ``x-request-id``, which applications propagate) equals this outbound request's;
+* ASM's v1beta1 forms: ``$getContext(c)`` is ``$getExternalInboundRequestHeader(label, c)`` for the label being
+  set (the label travels from the inbound request to the outbound ones), ``$localLabel`` is
+  ``$getLabel(ASM_TRAFFIC_TAG)``.
 
 The last one needs state shared by the inbound and the outbound filter chains of one Envoy, which Envoy does not
 have: Lua states are per filter config and per worker, and filter state / dynamic metadata live and die with one
@@ -59,7 +62,14 @@ def lua_filter() -> hcm_pb2.HttpFilter:
     return hcm_pb2.HttpFilter(name=LUA, typed_config=pack(lua_pb2.Lua()), disabled=True)
 
 
-def parse_source(entry: str, proxy: Proxy) -> Source | None:
+LOCAL_LABEL_KEY = "ASM_TRAFFIC_TAG"  # what ASM's $localLabel reads
+
+
+def parse_source(entry: str, proxy: Proxy, label: str = "") -> Source | None:
+    """One ``valueFrom`` entry for the label (header) ``label``, as the script's source tuple."""
+    if entry.strip() in ("$localLabel", "$localLabel()"):
+        value = proxy.labels.get(LOCAL_LABEL_KEY)
+        return ("c", value) if value else None
     m = _VARIABLE.match(entry)
     if m is None:
         return None
@@ -75,6 +85,11 @@ def parse_source(entry: str, proxy: Proxy) -> Source | None:
         if proxy.type is ProxyType.ROUTER:
             return ("h", h)  # a gateway's inbound request is the request it routes
         return ("x", h, ctx_header)
+    if name == "getContext" and len(args) == 1 and label:
+        # This label's own value on the inbound request that shares the context header (ASM's v1beta1 form).
+        if proxy.type is ProxyType.ROUTER:
+            return ("h", label)
+        return ("x", label, args[0].lower())
     return None
 
 
@@ -87,7 +102,7 @@ def labels_for(proxy: Proxy, objects: TrafficLabels) -> list[tuple[str, list[Sou
         for rule in obj.spec.rules:
             for label in rule.labels:
                 name = (label.name or "").lower()
-                sources = [s for s in (parse_source(e, proxy) for e in label.value_from) if s]
+                sources = [s for s in (parse_source(e, proxy, name) for e in label.value_from) if s]
                 if name and sources:
                     out.append((name, sources))
     return out

@@ -58,6 +58,15 @@ def node_metadata(struct: Any) -> dict[str, Any]:
     return plain
 
 
+def build_version(node: Any) -> str:
+    """The version a node reports (``user_agent_build_version``, else the deprecated ``user_agent_version``), as
+    ``1.31.2``; "" when it reports none. Shown by ``meshplane proxy-status`` and ``meshplane version``."""
+    if node.HasField("user_agent_build_version"):
+        v = node.user_agent_build_version.version
+        return f"{v.major_number}.{v.minor_number}.{v.patch}"
+    return str(node.user_agent_version or "")
+
+
 def _integral(value: Any) -> Any:
     if isinstance(value, float) and value.is_integer():
         return int(value)
@@ -248,7 +257,12 @@ class AdsHandler:
                     loc = Locality(node.locality.region, node.locality.zone, node.locality.sub_zone)
                     try:
                         metadata = node_metadata(node.metadata)
+                        if node.HasField("user_agent_build_version") and "ENVOY_VERSION" not in metadata:
+                            # What an EnvoyFilter's match.proxy.proxyVersion is matched against (no ISTIO_VERSION)
+                            v = node.user_agent_build_version.version
+                            metadata["ENVOY_VERSION"] = f"{v.major_number}.{v.minor_number}.{v.patch}"
                         conn.proxy = hub.translator.proxy_from_node(node.id, metadata, loc)
+                        conn.envoy_version = build_version(node)
                     except ValueError as exc:
                         problem.append((grpc.StatusCode.INVALID_ARGUMENT, f"node {node.id!r}: {exc}"))
                         return
@@ -261,17 +275,26 @@ class AdsHandler:
 
         reader = asyncio.create_task(read(), name=f"xds-read-{conn.id}")
         closed = asyncio.create_task(conn.closed.wait())
+        reason = "reset"  # the handler itself cancelled: gRPC saw the connection go (a reset, a GOAWAY)
         try:
             await asyncio.wait({reader, closed}, return_when=asyncio.FIRST_COMPLETED)
-            if reader.done() and not reader.cancelled() and reader.exception() is not None:
+            if not reader.done() or reader.cancelled():
+                reason = "closed_by_server"
+            elif reader.exception() is not None:
                 exc = reader.exception()
+                reason = "reset"
                 if not isinstance(exc, (grpc.RpcError, asyncio.CancelledError, ConnectionError)):
+                    reason = "error"
                     log.error("%s: stream failed", conn.id, exc_info=exc)
+            else:
+                reason = "invalid" if problem else "proxy_closed"
         finally:
             conn.closed.set()
             reader.cancel()
             closed.cancel()
             hub.unregister(conn)
+            if hub.metrics is not None:
+                hub.metrics.record_disconnect(reason)
         if problem:
             log.warning("%s from %s: %s", conn.id, conn.peer, problem[0][1])
             await context.abort(*problem[0])

@@ -82,6 +82,7 @@ class Connection:
         self.delta = delta
         self.peer = peer
         self.proxy: Proxy | None = None
+        self.envoy_version = ""  # what the first request's node says it runs ("1.31.2"; "" when it does not say)
         self.connected_at = time.time()
         self.watched: dict[str, WatchedType] = {}
         self.lock = asyncio.Lock()

@@ -53,3 +53,7 @@ class DefaultTranslator:
 
     def proxy_affected(self, proxy: Proxy, ctx: object, request: PushRequest) -> bool:
         return translate.proxy_affected(proxy, cast(translate.PushContext, ctx), request)
+
+    def rejection_sources(self, type_url: str, proxy: Proxy, ctx: object) -> tuple[str, ...]:
+        """The EnvoyFilters whose patches are in what ``type_url`` carries to ``proxy``."""
+        return translate.applied_envoy_filters(type_url, proxy, cast(translate.PushContext, ctx))

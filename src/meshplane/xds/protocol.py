@@ -20,7 +20,7 @@ from enum import StrEnum
 
 from meshplane.model import xdstypes
 
-WILDCARD_TYPES = frozenset({xdstypes.LISTENER, xdstypes.CLUSTER})
+WILDCARD_TYPES = frozenset({xdstypes.LISTENER, xdstypes.CLUSTER, xdstypes.NAME_TABLE})
 
 
 class SyncState(StrEnum):

@@ -27,6 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
 
 import grpc
 
@@ -35,21 +38,28 @@ from meshplane.model.push import PushRequest
 from meshplane.model.resources import WORKLOAD_ENTRIES
 from meshplane.model.service import RegistrySnapshot
 from meshplane.registry import RegistryAggregator, ServiceRegistry
+from meshplane.rpc import BIND_OPTIONS, bind
 from meshplane.store.interface import Store
 from meshplane.xds.ads import AdsHandler
 from meshplane.xds.connection import Connection, PushState, WriteBudget
 from meshplane.xds.controller import ConfigController
 from meshplane.xds.debounce import Debouncer
 from meshplane.xds.encoding import Encoder
+from meshplane.xds.protocol import SyncState
 from meshplane.xds.pushqueue import PushQueue
 from meshplane.xds.settings import XdsSettings
-from meshplane.xds.status import ProxyStatus, TypeStatus
-from meshplane.xds.translator import Translator
+from meshplane.xds.status import ProxyStatus, Rejection, TypeStatus
+from meshplane.xds.translator import ExplainsRejections, Translator
 
 log = logging.getLogger(__name__)
 
 # Bytes of responses written at once over all streams (see ``WriteBudget``): 64 large responses.
 WRITE_BUDGET_BYTES = 64 * 1024 * 1024
+
+
+def is_name_table_stream(metadata: Mapping[str, Any]) -> bool:
+    """An agent's DNS-proxy stream (NDS only, same node id as its Envoy; ``meshplane.rpc.nds``)."""
+    return str(metadata.get("NAME_TABLE_STREAM", "")).lower() == "true"
 
 
 def _default_translator() -> Translator:
@@ -90,13 +100,30 @@ class XdsServer:
         self.metrics = self.settings.metrics
         if self.metrics is not None:
             self.metrics.watch_connections(
-                lambda: sum(1 for c in self._connections.values() if c.proxy is not None and not c.closed.is_set()))
+                lambda: sum(1 for c in self._connections.values() if c.proxy is not None and not c.closed.is_set()
+                            and not is_name_table_stream(c.proxy.metadata)))
 
     # --- lifecycle ---------------------------------------------------------------------------------------
 
     async def start(self, address: str) -> int:
-        """Load the config, build the first push context, bind ``address`` ("host:port", port 0 = any) and
-        serve. Returns the bound port."""
+        """Bind ``address`` ("host:port", port 0 = any; meshplane.rpc.AddressInUse when taken), load the config,
+        build the first push context and serve. Returns the bound port."""
+        mb = self.settings.max_message_bytes
+        server = grpc.aio.server(options=[
+            ("grpc.max_receive_message_length", mb),
+            ("grpc.max_send_message_length", mb),
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.http2.max_pings_without_data", 0),
+            ("grpc.keepalive_permit_without_calls", 1),
+            # The proxies' pings (agent.bootstrap: every 30 s) are welcome: see XdsSettings.min_ping_interval.
+            ("grpc.http2.min_ping_interval_without_data_ms", max(1, int(self.settings.min_ping_interval * 1000))),
+            ("grpc.http2.max_ping_strikes", self.settings.max_ping_strikes),
+            ("grpc.max_concurrent_streams", 100_000),
+            *BIND_OPTIONS,
+        ])
+        server.add_generic_rpc_handlers((AdsHandler(self).generic_handler(),))
+        port = bind(server, address, "xDS server")  # first: a taken port fails before anything runs
+        self._server = server
         self._controller.load()
         # Built now (registry merged, context indexed), as istiod does at start-up: the first proxies to connect
         # are answered without waiting for it. Later changes while nobody is connected only mark it stale.
@@ -106,20 +133,7 @@ class XdsServer:
         self._workers = [asyncio.create_task(self._push_worker(), name=f"xds-push-{i}")
                          for i in range(max(1, self.settings.max_concurrent_pushes))]
         self._workers.append(asyncio.create_task(self._push_watchdog(), name="xds-push-watchdog"))
-        mb = self.settings.max_message_bytes
-        self._server = grpc.aio.server(options=[
-            ("grpc.max_receive_message_length", mb),
-            ("grpc.max_send_message_length", mb),
-            ("grpc.keepalive_time_ms", 30_000),
-            ("grpc.http2.max_pings_without_data", 0),
-            ("grpc.keepalive_permit_without_calls", 1),
-            ("grpc.max_concurrent_streams", 100_000),
-        ])
-        self._server.add_generic_rpc_handlers((AdsHandler(self).generic_handler(),))
-        port = self._server.add_insecure_port(address)
-        if port == 0:
-            raise OSError(f"xds: cannot bind {address}")
-        await self._server.start()
+        await server.start()
         log.info("xDS server on %s (port %d)", address, port)
         return port
 
@@ -183,7 +197,11 @@ class XdsServer:
     # --- status ------------------------------------------------------------------------------------------
 
     def proxy_status(self) -> list[ProxyStatus]:
+        """One entry per proxy (Envoy) stream. An agent's name-table stream (node metadata
+        ``NAME_TABLE_STREAM``, see :func:`is_name_table_stream`) is not a proxy of its own: its types are listed
+        with the Envoy of the same node id, and without that Envoy it is not listed at all."""
         out: list[ProxyStatus] = []
+        extra: dict[str, list[TypeStatus]] = {}
         for conn in list(self._connections.values()):
             p = conn.proxy
             if p is None:
@@ -198,6 +216,9 @@ class XdsServer:
                 )
                 for wt in conn.watched.values()
             )
+            if is_name_table_stream(p.metadata):
+                extra.setdefault(p.id, []).extend(types)
+                continue
             out.append(ProxyStatus(
                 connection_id=conn.id, node_id=p.id, namespace=p.namespace, workload=p.workload_name,
                 cluster_id=p.cluster_id, proxy_type=p.type.value, delta=conn.delta, peer=conn.peer,
@@ -205,8 +226,29 @@ class XdsServer:
                 bytes_sent=conn.bytes_sent, responses_sent=conn.responses_sent,
                 addresses=p.ip_addresses,
                 locality="/".join((p.locality.region, p.locality.zone, p.locality.subzone)).rstrip("/"),
+                envoy_version=conn.envoy_version,
             ))
+        if extra:
+            out = [replace(s, types=s.types + tuple(extra.get(s.node_id, ()))) for s in out]
         out.sort(key=lambda s: (s.node_id, s.connection_id))
+        return out
+
+    def rejections(self) -> list[Rejection]:
+        """Every (proxy, type) whose last response the proxy rejected and has not accepted since (it keeps its
+        last good config), with the EnvoyFilters that config carries when the translator can tell."""
+        out: list[Rejection] = []
+        explain = self._translator if isinstance(self._translator, ExplainsRejections) else None
+        ctx = self._state.ctx if self._state is not None else None
+        for conn in list(self._connections.values()):
+            p = conn.proxy
+            if p is None:
+                continue
+            for wt in conn.watched.values():
+                if wt.state is not SyncState.NACKED or wt.last_nack is None:
+                    continue
+                sources = explain.rejection_sources(wt.type_url, p, ctx) if explain and ctx is not None else ()
+                out.append(Rejection(p.id, p.namespace, p.workload_name, wt.type_url, wt.last_nack.error, sources))
+        out.sort(key=lambda r: (r.node_id, r.type_url))
         return out
 
     @property

@@ -26,5 +26,11 @@ class XdsSettings:
     # Translation; None: meshplane.translate with default MeshSettings.
     translator: Translator | None = None
     max_message_bytes: int = 64 * 1024 * 1024
+    # HTTP/2 keepalive pings a proxy may send on an ADS connection: at most one per this many seconds while the
+    # server sends nothing (gRPC's default is 5 minutes, and Envoy's bootstrap pings every 30 s: each stream was then
+    # reset with GOAWAY "too_many_pings" after three pings, about every two minutes). Faster pingers are cut off
+    # after ``max_ping_strikes`` too-early pings, as gRPC does, so a client cannot flood the server with pings.
+    min_ping_interval: float = 1.0
+    max_ping_strikes: int = 2
     # Where pushes, rejects, convergence times and connected proxies are counted; None: not counted.
     metrics: ControlPlaneMetrics | None = None

@@ -63,6 +63,7 @@ class ProxyStatus:
     # groups proxies by these).
     addresses: tuple[str, ...] = ()
     locality: str = ""
+    envoy_version: str = ""  # what the node reported in its first request ("" when nothing)
 
     @property
     def state(self) -> SyncState:
@@ -76,3 +77,20 @@ class ProxyStatus:
             if t.type_url == type_url:
                 return t
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A proxy that rejects (NACKs) the config of one type, and the EnvoyFilters (``namespace/name``) that config
+    carries: the user patches the rejection may come from (see ``XdsServer.rejections``)."""
+
+    node_id: str
+    namespace: str
+    workload: str
+    type_url: str
+    error: str
+    sources: tuple[str, ...]
+
+    @property
+    def short_name(self) -> str:
+        return xdstypes.SHORT_NAMES.get(self.type_url, self.type_url.rpartition(".")[2])

@@ -9,7 +9,7 @@ opaque value to the server (it only carries it from ``build_context`` to ``gener
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from google.protobuf import any_pb2
 
@@ -58,3 +58,11 @@ class Translator(Protocol):
     def proxy_affected(self, proxy: Proxy, ctx: object, request: PushRequest) -> bool:
         """Whether a change can alter anything this proxy receives."""
         ...
+
+
+@runtime_checkable
+class ExplainsRejections(Protocol):
+    """A translator that can say which user config (EnvoyFilters) a proxy's resources of one type carry, so a
+    rejection of them can be reported on those objects (the production translator does)."""
+
+    def rejection_sources(self, type_url: str, proxy: Proxy, ctx: object) -> tuple[str, ...]: ...

@@ -242,6 +242,41 @@ FAILING: list[tuple[str, str, dict[str, Any], str, str, str]] = [
     ("ef-proxy-version", "EnvoyFilter", {"configPatches": [{"applyTo": "CLUSTER", "match": {"proxy": {
         "proxyVersion": "^1\\.2(?=4)"}}, "patch": {"operation": "REMOVE"}}]},
      "spec.configPatches[0].match.proxy.proxyVersion", "FieldValueInvalid", "RE2"),
+    ("ef-unknown-type", "EnvoyFilter", {"configPatches": [{"applyTo": "HTTP_FILTER", "patch": {
+        "operation": "ADD", "value": {"name": "x", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.nope.v3.Nope"}}}}]},
+     "spec.configPatches[0].patch.value", "FieldValueInvalid", "unknown @type"),
+    ("ef-unknown-field", "EnvoyFilter", {"configPatches": [{"applyTo": "CLUSTER", "patch": {
+        "operation": "MERGE", "value": {"connectTimeout": "1s", "bogus": 1}}}]},
+     "spec.configPatches[0].patch.value", "FieldValueInvalid", "bogus"),
+    ("ef-typed-field", "EnvoyFilter", {"configPatches": [{"applyTo": "HTTP_FILTER", "patch": {
+        "operation": "ADD", "value": {"name": "x", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua", "inline_code": 5}}}}]},
+     "spec.configPatches[0].patch.value", "FieldValueInvalid", "inline_code"),
+    ("ef-typed-struct", "EnvoyFilter", {"configPatches": [{"applyTo": "HTTP_FILTER", "patch": {
+        "operation": "ADD", "value": {"name": "x", "typed_config": {
+            "@type": "type.googleapis.com/udpa.type.v1.TypedStruct",
+            "type_url": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+            "value": {"stat_prefix": "x", "token_bukket": {}}}}}}]},
+     "spec.configPatches[0].patch.value", "FieldValueInvalid", "token_bukket"),
+    ("ef-extension-config", "EnvoyFilter", {"configPatches": [{"applyTo": "EXTENSION_CONFIG", "patch": {
+        "operation": "ADD", "value": {"name": "x"}}}]},
+     "spec.configPatches[0].applyTo", "FieldValueForbidden", "ECDS"),
+    ("ef-bootstrap", "EnvoyFilter", {"configPatches": [{"applyTo": "BOOTSTRAP", "patch": {
+        "operation": "MERGE", "value": {}}}]},
+     "spec.configPatches[0].applyTo", "FieldValueForbidden", "bootstrap"),
+    ("ef-target-service", "EnvoyFilter", {"targetRefs": [{"kind": "Service", "group": "", "name": "reviews"}],
+                                          "configPatches": []},
+     "spec.targetRefs[0].kind", "FieldValueNotSupported", ""),
+    ("ef-match-kind", "EnvoyFilter", {"configPatches": [{"applyTo": "CLUSTER", "match": {"listener": {
+        "portNumber": 80}}, "patch": {"operation": "REMOVE"}}]},
+     "spec.configPatches[0].match", "FieldValueForbidden", "cluster match"),
+    ("ef-subfilter", "EnvoyFilter", {"configPatches": [{"applyTo": "NETWORK_FILTER", "match": {"listener": {
+        "filterChain": {"filter": {"name": "a", "subFilter": {"name": "b"}}}}}, "patch": {"operation": "REMOVE"}}]},
+     "spec.configPatches[0].match.listener.filterChain.filter.subFilter", "FieldValueForbidden", "HTTP_FILTER"),
+    ("ef-filter-class", "EnvoyFilter", {"configPatches": [{"applyTo": "HTTP_FILTER", "patch": {
+        "operation": "ADD", "filterClass": "AUTHZ", "value": {"name": "x"}}}]},
+     "spec.configPatches[0].patch.filterClass", "FieldValueForbidden", ""),
 ]
 
 

@@ -64,10 +64,12 @@ def test_fields_under_preserve_unknown_are_kept() -> None:
     obj = _vs()
     obj["status"] = {"anything": {"goes": 1}}
     ef = make("EnvoyFilter", {"configPatches": [{"applyTo": "HTTP_FILTER", "patch": {
-        "operation": "INSERT_BEFORE", "value": {"name": "envoy.lua", "typed_config": {"@type": "x"}}}}]})
+        "operation": "INSERT_BEFORE", "value": {"name": "envoy.lua", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua", "inlineCode": "x"}}}}]})
     assert validate(VS, obj, field_validation="Strict") == []
     assert validate(KINDS["EnvoyFilter"], ef, field_validation="Strict") == []
-    assert ef["spec"]["configPatches"][0]["patch"]["value"]["typed_config"] == {"@type": "x"}
+    assert ef["spec"]["configPatches"][0]["patch"]["value"]["typed_config"] == {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua", "inlineCode": "x"}
 
 
 def test_bad_field_validation_mode() -> None:

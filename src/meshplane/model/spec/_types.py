@@ -375,11 +375,19 @@ class HTTPRouteDestination:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class HTTPRouteHeaderToDynamicSubsetKey:
+    default_value: str | None = None
+    header: str | None = None
+    key: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class HTTPRoute:
     cors_policy: CorsPolicy | None = None
     delegate: Delegate | None = None
     direct_response: HTTPDirectResponse | None = None
     fault: HTTPFaultInjection | None = None
+    header_to_dynamic_subset_key: tuple[HTTPRouteHeaderToDynamicSubsetKey, ...] = ()
     headers: Headers | None = None
     match: tuple[HTTPMatchRequest, ...] = ()
     mirror: Destination | None = None
@@ -548,10 +556,26 @@ class WarmupConfiguration:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LoadBalancerSettingsDynamicSubsetSubsetSelectors:
+    fallback_policy: str | None = None
+    keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadBalancerSettingsDynamicSubset:
+    "ASM extension: endpoints are grouped into subsets by the values of their labels (Envoy's subset load balancer)"
+
+    default_subset: Mapping[str, str] = field(default_factory=dict)
+    fallback_policy: str | None = None
+    subset_selectors: tuple[LoadBalancerSettingsDynamicSubsetSubsetSelectors, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LoadBalancerSettings:
     "Settings controlling the load balancer algorithms."
 
     consistent_hash: ConsistentHashLB | None = None
+    dynamic_subset: LoadBalancerSettingsDynamicSubset | None = None
     locality_lb_setting: LocalityLoadBalancerSetting | None = None
     simple: SimpleLB | None = None
     warmup: WarmupConfiguration | None = None
@@ -1475,11 +1499,17 @@ register(HTTPRouteDestination, (
     ('headers', 'headers', ("m", Headers)),
     ('weight', 'weight', ("i",)),
 ))
+register(HTTPRouteHeaderToDynamicSubsetKey, (
+    ('defaultValue', 'default_value', ("s",)),
+    ('header', 'header', ("s",)),
+    ('key', 'key', ("s",)),
+))
 register(HTTPRoute, (
     ('corsPolicy', 'cors_policy', ("m", CorsPolicy)),
     ('delegate', 'delegate', ("m", Delegate)),
     ('directResponse', 'direct_response', ("m", HTTPDirectResponse)),
     ('fault', 'fault', ("m", HTTPFaultInjection)),
+    ('headerToDynamicSubsetKey', 'header_to_dynamic_subset_key', ("l", ("m", HTTPRouteHeaderToDynamicSubsetKey))),
     ('headers', 'headers', ("m", Headers)),
     ('match', 'match', ("l", ("m", HTTPMatchRequest))),
     ('mirror', 'mirror', ("m", Destination)),
@@ -1595,8 +1625,18 @@ register(WarmupConfiguration, (
     ('duration', 'duration', ("d",)),
     ('minimumPercent', 'minimum_percent', ("f",)),
 ))
+register(LoadBalancerSettingsDynamicSubsetSubsetSelectors, (
+    ('fallbackPolicy', 'fallback_policy', ("s",)),
+    ('keys', 'keys', ("l", ("s",))),
+))
+register(LoadBalancerSettingsDynamicSubset, (
+    ('defaultSubset', 'default_subset', ("M", ("s",))),
+    ('fallbackPolicy', 'fallback_policy', ("s",)),
+    ('subsetSelectors', 'subset_selectors', ("l", ("m", LoadBalancerSettingsDynamicSubsetSubsetSelectors))),
+))
 register(LoadBalancerSettings, (
     ('consistentHash', 'consistent_hash', ("m", ConsistentHashLB)),
+    ('dynamicSubset', 'dynamic_subset', ("m", LoadBalancerSettingsDynamicSubset)),
     ('localityLbSetting', 'locality_lb_setting', ("m", LocalityLoadBalancerSetting)),
     ('simple', 'simple', ("e", SimpleLB)),
     ('warmup', 'warmup', ("m", WarmupConfiguration)),
@@ -2209,6 +2249,7 @@ __all__ = [
     'HTTPRoute',
     'HTTPRouteDestination',
     'HTTPRouteDestinationFallback',
+    'HTTPRouteHeaderToDynamicSubsetKey',
     'HTTPSettings',
     'HTTPSettingsH2UpgradePolicy',
     'HeaderOperations',
@@ -2221,6 +2262,8 @@ __all__ = [
     'KINDS',
     'L4MatchAttributes',
     'LoadBalancerSettings',
+    'LoadBalancerSettingsDynamicSubset',
+    'LoadBalancerSettingsDynamicSubsetSubsetSelectors',
     'LocalityLoadBalancerSetting',
     'LocalityLoadBalancerSettingDistribute',
     'LocalityLoadBalancerSettingFailover',

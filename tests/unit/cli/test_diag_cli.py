@@ -1,0 +1,95 @@
+"""The diagnosis commands' local parts: proxy-status rows (one per instance), INSTANCE resolution and the admin's
+loopback rule, the node's Envoy version, and the runtime commands that have nothing to act on."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from envoy.config.core.v3 import base_pb2
+
+from meshplane.cli.diag_cmds import DiagError, check_admin, instance_dir, proxy_status_rows
+from meshplane.cli.main import main
+from meshplane.xds.ads import build_version
+
+README = Path(__file__).resolve().parents[3] / "README.md"
+
+
+def proxy(node: str, cluster: str, version: str = "1.40.0") -> dict[str, object]:
+    return {"nodeId": node, "cluster": cluster, "envoyVersion": version,
+            "controlPlane": {"id": "meshplane-42", "xds": "127.0.0.1:15010"},
+            "types": {"CDS": {"state": "SYNCED"}, "LDS": {"state": "NACKED", "error": "bad listener"},
+                      "EDS": {"state": "SYNCED"}, "RDS": {"state": "NOT_SENT"}}}
+
+
+def test_replicas_of_one_workload_are_rows_of_their_own() -> None:
+    rows = proxy_status_rows([proxy("sidecar~127.0.1.5~reviews-v1-cluster-1-1.default~default.svc.cluster.local",
+                                    "cluster-1"),
+                              proxy("sidecar~127.0.1.4~reviews-v1-cluster-1-0.default~default.svc.cluster.local",
+                                    "cluster-1"),
+                              proxy("odd-node", "", "")])
+    assert [r[0] for r in rows] == ["odd-node", "reviews-v1-cluster-1-0.default", "reviews-v1-cluster-1-1.default"]
+    assert rows[1][1:] == ["cluster-1", "SYNCED", "NACKED", "SYNCED", "-", "-", "meshplane-42@127.0.0.1:15010",
+                           "1.40.0", "LDS: bad listener"]
+    assert rows[0][1] == "-" and rows[0][8] == "-"
+
+
+def test_envoy_version_from_the_node() -> None:
+    node = base_pb2.Node(id="x")
+    assert build_version(node) == ""
+    node.user_agent_build_version.version.major_number = 1
+    node.user_agent_build_version.version.minor_number = 40
+    assert build_version(node) == "1.40.0"
+    assert build_version(base_pb2.Node(id="x", user_agent_version="v1.2")) == "v1.2"
+
+
+def test_instance_resolves_from_name_pod_namespace_or_proxy_id(tmp_path: Path) -> None:
+    d = tmp_path / "instances" / "productpage-v1-cluster-1-0"
+    d.mkdir(parents=True)
+    (d / "status.json").write_text(json.dumps({"admin": "http://127.0.0.9:15000"}))
+    for name in ("productpage-v1-cluster-1-0", "productpage-v1-cluster-1-0.default",
+                 "sidecar~127.0.0.9~productpage-v1-cluster-1-0.default~default.svc.cluster.local"):
+        assert instance_dir(tmp_path, name) == d
+    with pytest.raises(DiagError, match=r"no instance 'reviews' in .* \(instances: productpage-v1-cluster-1-0\)"):
+        instance_dir(tmp_path, "reviews")
+
+
+def test_the_admin_is_read_on_loopback_only() -> None:
+    assert check_admin("127.0.0.1:15000") == "http://127.0.0.1:15000"
+    assert check_admin("http://[::1]:15000/") == "http://[::1]:15000"
+    with pytest.raises(DiagError, match="loopback addresses only"):
+        check_admin("http://192.168.1.1:15000")
+
+
+def test_proxy_config_of_an_unknown_instance_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["proxy-config", "routes", "nope", "--home", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no instance 'nope' in ") and err.count("\n") == 1
+
+
+def test_down_with_nothing_recorded_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["down", "--home", str(tmp_path / "empty")]) == 0
+    assert capsys.readouterr().out == f"nothing to stop: no mesh is recorded in {tmp_path / 'empty'}\n"
+
+
+def test_logs_with_nothing_running_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["logs", "server", "--home", str(tmp_path / "empty")]) == 1
+    assert "no mesh in" in capsys.readouterr().err
+    (tmp_path / "stopped" / "logs").mkdir(parents=True)
+    assert main(["logs", "server", "--home", str(tmp_path / "stopped")]) == 1
+    assert "no log of 'server' in" in capsys.readouterr().err
+
+
+def test_agent_takes_an_instance_of_a_home(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["agent", "--home", str(tmp_path), "--instance", "web-0"]) == 1
+    assert str(tmp_path / "instances" / "web-0" / "agent.json") in capsys.readouterr().err
+
+
+def test_readme_names_files_that_exist() -> None:
+    text = README.read_text()
+    files = [w for line in text.splitlines() for w in line.split() if w.endswith((".yaml", ".yml"))
+             and not w.startswith(("mesh.", "<"))]
+    assert files
+    root = README.parent
+    assert [f for f in files if not (root / f).is_file()] == []
