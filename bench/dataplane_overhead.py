@@ -164,9 +164,10 @@ def resolve_generator(choice: str) -> str | None:
 
 
 async def open_loop_cpp(binary: str, url: str, rate: float, duration: float, *, connect: str, proxy: bool,
-                        max_inflight: int, connections: int) -> dict[str, Any]:
-    """The same open loop as :func:`open_loop`, run by the compiled generator (one JSON line on stdout)."""
-    cmd = [binary, "run", "--connect", connect, "--url", url, "--rate", str(rate), "--duration", str(duration),
+                        max_inflight: int, connections: int, prefix: Sequence[str] = ()) -> dict[str, Any]:
+    """The same open loop as :func:`open_loop`, run by the compiled generator (one JSON line on stdout);
+    ``prefix`` runs it elsewhere (``ip netns exec NS``: inside the client instance's network namespace)."""
+    cmd = [*prefix, binary, "run", "--connect", connect, "--url", url, "--rate", str(rate), "--duration", str(duration),
            "--connections", str(connections), "--max-inflight", str(max_inflight), *(["--proxy"] if proxy else [])]
     proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.PIPE)
@@ -305,23 +306,46 @@ def bare_envoys(workdir: Path, server: tuple[str, int], binary: str) -> Iterator
 # --- the measurement -------------------------------------------------------------------------------------------
 
 async def run_path(args: argparse.Namespace, generator: str | None, url: str, connect: str,
-                   proxy: bool) -> dict[str, Any]:
+                   proxy: bool, prefix: Sequence[str] = ()) -> dict[str, Any]:
     if generator:
         return await open_loop_cpp(generator, url, args.rate, args.duration, connect=connect, proxy=proxy,
-                                   max_inflight=args.max_inflight, connections=args.connections)
+                                   max_inflight=args.max_inflight, connections=args.connections, prefix=prefix)
+    if prefix:
+        raise SystemExit("--transparent needs the compiled generator (g++): it runs inside the client's namespace")
     return await open_loop(url, args.rate, args.duration, proxy=f"http://{connect}" if proxy else None,
                            max_inflight=args.max_inflight, connections=args.connections)
 
 
-async def measure(args: argparse.Namespace, home: Path, generator: str | None, workdir: Path) -> dict[str, Any]:
+def _pair(home: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     st = json.loads(meshplane("status", "-o", "json", "--home", str(home)))
     by_name = {w["workload"]: w for w in st["workloads"]}
-    client, server = by_name["bench-client"], by_name["bench-server"]
+    return st, by_name["bench-client"], by_name["bench-server"]
+
+
+def transparent_path(home: Path) -> tuple[list[str], str, list[int]]:
+    """The transparent mesh's client side: ``ip netns exec`` of the client instance's namespace, the server's
+    VIP:9080 as the agent's DNS answers it there (what an unmodified client connects to), both Envoys' pids."""
+    _, client, server = _pair(home)
+    runtime = json.loads((home / "runtime.json").read_text())
+    ns = next(i["netns"] for i in runtime["instances"] if i["workload"] == "bench-client")
+    prefix = ["ip", "netns", "exec", ns]
+    vip = subprocess.run([*prefix, sys.executable, "-c", "import socket; print(socket.gethostbyname('bench-server'))"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    return prefix, f"{vip}:9080", [int(client["envoyPid"]), int(server["envoyPid"])]
+
+
+async def measure(args: argparse.Namespace, home: Path, generator: str | None, workdir: Path,
+                  transparent_home: Path | None = None) -> dict[str, Any]:
+    st, client, server = _pair(home)
     envoys = [int(client["envoyPid"]), int(server["envoyPid"])]
     direct = f"{server['address']}:19080"
     meshed = "http://bench-server:9080/"
     results: dict[str, Any] = {"rate": args.rate, "duration_s": args.duration,
                                "generator": "cpp" if generator else "python"}
+    t_prefix: list[str] = []
+    t_connect, t_envoys = "", []
+    if transparent_home is not None:
+        t_prefix, t_connect, t_envoys = transparent_path(transparent_home)
     from meshplane.agent.envoy import find_envoy
 
     bare_binary = args.bare_envoy or find_envoy()
@@ -329,13 +353,16 @@ async def measure(args: argparse.Namespace, home: Path, generator: str | None, w
                                                                     capture_output=True, text=True).stdout)
     results["bare_envoy_version"] = version.group(1) if version else "?"
     with bare_envoys(workdir, (server["address"], 19080), bare_binary) as (bare_pids, bare_entry):
-        paths = (("direct", f"http://{direct}/", direct, False, []),
-                 ("mesh", meshed, f"{client['address']}:15001", True, envoys),
-                 ("bare", meshed, bare_entry, True, bare_pids),
-                 ("direct_again", f"http://{direct}/", direct, False, []))
-        for label, url, connect, proxy, pids in paths:
+        paths: list[tuple[str, str, str, bool, list[int], list[str]]] = [
+            ("direct", f"http://{direct}/", direct, False, [], []),
+            ("mesh", meshed, f"{client['address']}:15001", True, envoys, [])]
+        if transparent_home is not None:  # no proxy setting: the kernel hands the connection to the sidecar
+            paths.append(("mesh_transparent", meshed, t_connect, False, t_envoys, t_prefix))
+        paths += [("bare", meshed, bare_entry, True, bare_pids, []),
+                  ("direct_again", f"http://{direct}/", direct, False, [], [])]
+        for label, url, connect, proxy, pids, prefix in paths:
             cpu0 = [cpu_seconds(p) for p in pids]
-            r = await run_path(args, generator, url, connect, proxy)
+            r = await run_path(args, generator, url, connect, proxy, prefix)
             cpu1 = [cpu_seconds(p) for p in pids]
             r["envoy_cpu_vcpu"] = [(b - a) / r["elapsed_s"] for a, b in zip(cpu0, cpu1, strict=True)]
             r["envoy_rss_mb"] = [rss_mb(p) for p in pids]
@@ -343,7 +370,9 @@ async def measure(args: argparse.Namespace, home: Path, generator: str | None, w
                 raise SystemExit(f"no request on the {label} path was answered: {r}")
             results[label] = r
     base = {q: min(results["direct"][q], results["direct_again"][q]) for q in ("p50_ms", "p90_ms", "p99_ms")}
-    for label, key in (("mesh", ""), ("bare", "bare_")):
+    for label, key in (("mesh", ""), ("bare", "bare_"), ("mesh_transparent", "transparent_")):
+        if label not in results:
+            continue
         m = results[label]
         per_krps = 1000 / max(m["achieved_rps"], 1e-9)
         results[f"{key}added_ms"] = {q: m[q] - base[q] for q in base}
@@ -351,6 +380,10 @@ async def measure(args: argparse.Namespace, home: Path, generator: str | None, w
         results[f"{key}sidecar_rss_mb"] = m["envoy_rss_mb"]
     results["cpu_ratio_to_bare"] = [m / b for m, b in zip(results["sidecar_vcpu_per_1000rps"],
                                                            results["bare_sidecar_vcpu_per_1000rps"], strict=True)]
+    if "mesh_transparent" in results:
+        results["transparent_cpu_ratio_to_explicit"] = [
+            t / e for t, e in zip(results["transparent_sidecar_vcpu_per_1000rps"], results["sidecar_vcpu_per_1000rps"],
+                                  strict=True)]
     if args.metrics_cost:
         await metrics_cost(args, st, generator, meshed, f"{client['address']}:15001", envoys, results, base)
     return results
@@ -414,15 +447,22 @@ async def metrics_cost(args: argparse.Namespace, st: dict[str, Any], generator: 
 
 def report(r: dict[str, Any]) -> str:
     d, dd, m, b = r["direct"], r["direct_again"], r["mesh"], r["bare"]
-    runs = (d, m, b, dd)
+    runs = (d, m, b, dd, *([r["mesh_transparent"]] if "mesh_transparent" in r else []))
     lines = [f"rate {r['rate']} rps for {r['duration_s']} s per path, {r['generator']} generator "
              f"(achieved: direct {d['achieved_rps']:.0f}, mesh {m['achieved_rps']:.0f}, bare {b['achieved_rps']:.0f}; "
              f"errors {sum(x['errors'] for x in runs)}, dropped {sum(x['dropped'] for x in runs)})", "",
              "| path | p50 ms | p90 ms | p99 ms |", "|---|---|---|---|"]
-    for label, x in (("client -> server", d), ("client -> sidecar -> sidecar -> server", m),
-                     ("client -> bare Envoy -> bare Envoy -> server", b), ("client -> server (again)", dd)):
+    t = r.get("mesh_transparent")
+    rows = [("client -> server", d), ("client -> sidecar -> sidecar -> server", m)]
+    if t is not None:
+        rows.append(("same, transparent (namespaces, iptables capture, no proxy setting)", t))
+    rows += [("client -> bare Envoy -> bare Envoy -> server", b), ("client -> server (again)", dd)]
+    for label, x in rows:
         lines.append(f"| {label} | {x['p50_ms']:.2f} | {x['p90_ms']:.2f} | {x['p99_ms']:.2f} |")
-    for label, key in (("**added by 2 sidecars**", "added_ms"), ("added by 2 bare Envoys", "bare_added_ms")):
+    added = [("**added by 2 sidecars**", "added_ms"), ("added by 2 bare Envoys", "bare_added_ms")]
+    if t is not None:
+        added.insert(1, ("added by 2 sidecars, transparent", "transparent_added_ms"))
+    for label, key in added:
         a = r[key]
         lines.append(f"| {label} | {a['p50_ms']:.2f} | {a['p90_ms']:.2f} | {a['p99_ms']:.2f} |")
 
@@ -436,6 +476,11 @@ def report(r: dict[str, Any]) -> str:
               f"{pair(r['bare_sidecar_vcpu_per_1000rps'], '.3f')} vCPU; "
               f"RSS: {pair(r['bare_sidecar_rss_mb'], '.0f')} MB",
               f"sidecar / bare Envoy CPU: {pair(r['cpu_ratio_to_bare'], '.2f')}"]
+    if t is not None:
+        lines += [f"transparent sidecar CPU per 1,000 rps (client, server sidecar): "
+                  f"{pair(r['transparent_sidecar_vcpu_per_1000rps'], '.3f')} vCPU; "
+                  f"RSS: {pair(r['transparent_sidecar_rss_mb'], '.0f')} MB; "
+                  f"transparent / explicit CPU: {pair(r['transparent_cpu_ratio_to_explicit'], '.2f')}"]
     if "metrics_cpu_ratio" in r:
         on2, off = r["mesh_metrics_on_again"], r["mesh_metrics_off"]
         lines += ["", "Istio standard metrics (sidecar path; on, off, on again):",
@@ -464,6 +509,9 @@ def main() -> int:
                    help="also measure the mesh path with Istio's standard metrics disabled, then on again")
     p.add_argument("--bare-envoy", default="",
                    help="Envoy binary of the baseline pair (default: the sidecars' Envoy), to compare another build")
+    p.add_argument("--transparent", action="store_true",
+                   help="also run the mesh with transparent interception (root: namespaces, iptables) and measure "
+                        "its path in the same run: the client connects to the server's name without a proxy")
     p.add_argument("--generator", choices=["auto", "cpp", "python"], default="auto",
                    help="load generator and responder: compiled (bench/loadgen, built with g++) or Python")
     args = p.parse_args()
@@ -475,12 +523,18 @@ def main() -> int:
         mf = Path(tmp) / "bench.yaml"
         generator = resolve_generator(args.generator)
         mf.write_text(yaml.safe_dump(manifest(str(Path(__file__).resolve()), args.mtls, generator)))
-        meshplane("up", "-f", str(mf), "--home", str(home))
+        t_home = Path(tmp) / "home-transparent" if args.transparent else None
         try:
-            time.sleep(1.0)  # let both proxies settle after the last push
-            results = asyncio.run(measure(args, home, generator, Path(tmp)))
+            meshplane("up", "-f", str(mf), "--home", str(home), "--interception", "explicit")
+            if t_home is not None:  # the same mesh again, in namespaces with capture (needs root)
+                meshplane("up", "-f", str(mf), "--home", str(t_home), "--interception", "transparent")
+            time.sleep(1.0)  # let the proxies settle after the last push
+            results = asyncio.run(measure(args, home, generator, Path(tmp), t_home))
         finally:
-            meshplane("down", "--home", str(home))
+            for h in (home, t_home):
+                if h is not None:
+                    subprocess.run([sys.executable, "-m", "meshplane.cli.main", "down", "--home", str(h)],
+                                   capture_output=True)
     print(json.dumps(results, indent=2) if args.json else report(results))
     return 0
 

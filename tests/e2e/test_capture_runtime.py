@@ -4,7 +4,8 @@ One mesh is shared by the cases (``meshplane up -f`` of the demo's manifest with
 plus a Debian ``redis-server`` in cluster-2 only and ``mesh.dnsUpstream`` pointing at a resolver this test runs):
 the demo applications run without ``http_proxy`` or any mesh environment; productpage's chain works; a plain
 ``curl http://reviews:9080/`` and ``redis-cli -h redis`` run inside an instance's namespace go through its sidecar
-(counted in its Envoy's stats) with mTLS, the redis call across clusters; the agent keeps answering mesh names when
+(counted in its Envoy's stats) with mTLS, the redis call across clusters; Istio's TCP traffic shifting task
+(tcp-echo v1 in cluster-1, v2 in cluster-2) works on captured TCP; the agent keeps answering mesh names when
 the upstream resolver is stopped. The last case SIGKILLs the supervisor and runs ``down``; a second, one-instance
 mesh checks plain ``down``. After both, ``ip netns``, ``ip link``, ``iptables-save`` and ``/etc/netns`` show
 nothing of ours.
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -121,7 +123,31 @@ def manifest(upstream_port: int) -> dict[str, Any]:
     m.setdefault("services", []).append(
         {"name": "redis", "namespace": "default", "ports": [{"port": 6379, "name": "tcp-redis", "protocol": "TCP"}],
          "selector": {"app": "redis"}})
+    for version, cluster in (("v1", "cluster-1"), ("v2", "cluster-2")):  # Istio's tcp-echo, one version a cluster
+        m["workloads"].append({
+            "name": f"tcp-echo-{version}", "namespace": "default", "clusters": [cluster],
+            "labels": {"app": "tcp-echo", "version": version},
+            "ports": [{"port": 9000, "name": "tcp", "protocol": "TCP"}],
+            "command": ["{python}", "-c", TCP_ECHO, "{listen}", version], "readiness": {"tcpSocket": {}}})
+    m["services"].append({"name": "tcp-echo", "namespace": "default",
+                          "ports": [{"port": 9000, "name": "tcp", "protocol": "TCP"}], "selector": {"app": "tcp-echo"}})
     return m
+
+
+# Istio's tcp-echo sample: answers each line with "<version> <line>".
+TCP_ECHO = """
+import asyncio, sys
+host, _, port = sys.argv[1].rpartition(":")
+async def echo(r, w):
+    while line := await r.readline():
+        w.write(sys.argv[2].encode() + b" " + line)
+        await w.drain()
+    w.close()
+async def main():
+    async with await asyncio.start_server(echo, host, int(port)) as s:
+        await s.serve_forever()
+asyncio.run(main())
+"""
 
 
 @dataclass
@@ -255,6 +281,70 @@ def test_redis_cli_to_redis_server_in_the_other_cluster(mesh: Mesh) -> None:
     server = next(i for i in mesh.st["instances"] if i["workload"] == "redis")
     inbound = mesh.stats(server["name"])
     assert inbound.get("cluster.inbound|6379||.upstream_cx_total", 0) >= 2  # arrived through its own sidecar
+
+
+def _apply(mesh: Mesh, obj: dict[str, Any]) -> None:
+    group, _, version = obj["apiVersion"].partition("/")
+    plural = {"VirtualService": "virtualservices", "DestinationRule": "destinationrules"}[obj["kind"]]
+    base = f"{mesh.st['api']}/apis/{group}/{version}/namespaces/default/{plural}"
+    name = obj["metadata"]["name"]
+    body = json.dumps(obj).encode()
+    try:
+        with urllib.request.urlopen(f"{base}/{name}", timeout=10) as r:
+            current = json.loads(r.read())
+        obj = {**obj, "metadata": {**obj["metadata"], "resourceVersion": current["metadata"]["resourceVersion"]}}
+        req = urllib.request.Request(f"{base}/{name}", data=json.dumps(obj).encode(), method="PUT",
+                                     headers={"Content-Type": "application/json"})
+    except urllib.error.HTTPError as e:
+        assert e.code == 404, e
+        req = urllib.request.Request(base, data=body, method="POST", headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status in (200, 201)
+
+
+def _echo_versions(mesh: Mesh, client: str, n: int) -> list[str]:
+    """``n`` new TCP connections to tcp-echo:9000 from inside ``client``'s namespace (no proxy setting: captured);
+    the version that answered each."""
+    script = (
+        "import socket, sys\n"
+        "for i in range(int(sys.argv[1])):\n"
+        "    with socket.create_connection(('tcp-echo', 9000), timeout=10) as c:\n"
+        "        c.sendall(b'hello\\n'); data = b''\n"
+        "        while not data.endswith(b'\\n'):\n"
+        "            chunk = c.recv(100)\n"
+        "            if not chunk: break\n"
+        "            data += chunk\n"
+        "        print(data.decode().split()[0] if data.endswith(b' hello\\n') else 'bad:' + repr(data))\n")
+    r = mesh.in_ns(client, sys.executable, "-c", script, str(n), timeout=120)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.split()
+
+
+def _tcp_route(weights: dict[str, int]) -> dict[str, Any]:
+    return {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": "tcp-echo", "namespace": "default"},
+            "spec": {"hosts": ["tcp-echo"], "tcp": [{"match": [{"port": 9000}], "route": [
+                {"destination": {"host": "tcp-echo", "port": {"number": 9000}, "subset": v}, "weight": w}
+                for v, w in weights.items()]}]}}
+
+
+def test_tcp_traffic_shifting_on_captured_tcp(mesh: Mesh) -> None:
+    """Istio's TCP traffic shifting task (tcp-echo v1/v2, weighted ``tcp`` routes), the client unmodified."""
+    client = "productpage-v1-cluster-1-0"
+    _apply(mesh, {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+                  "metadata": {"name": "tcp-echo", "namespace": "default"},
+                  "spec": {"host": "tcp-echo", "subsets": [{"name": "v1", "labels": {"version": "v1"}},
+                                                           {"name": "v2", "labels": {"version": "v2"}}]}})
+    _apply(mesh, _tcp_route({"v1": 100, "v2": 0}))
+    eventually(lambda: set(_echo_versions(mesh, client, 10)) == {"v1"}, "all tcp-echo connections to v1")
+    _apply(mesh, _tcp_route({"v1": 0, "v2": 100}))
+    eventually(lambda: set(_echo_versions(mesh, client, 10)) == {"v2"}, "all tcp-echo connections to v2 (cluster-2)")
+    _apply(mesh, _tcp_route({"v1": 50, "v2": 50}))
+    # 0.5^40 of seeing one version only, once the split arrived.
+    eventually(lambda: set(_echo_versions(mesh, client, 40)) == {"v1", "v2"}, "a 50/50 split over both")
+    key = "cluster.outbound|9000|v2|tcp-echo.default.svc.cluster.local."
+    stats = mesh.stats(client)
+    assert stats[key + "upstream_cx_total"] >= 10 and stats[key + "ssl.handshake"] == stats[key + "upstream_cx_total"]
 
 
 def _resolve_loop(mesh: Mesh, client: str, names: list[str], rounds: int) -> dict[str, Any]:

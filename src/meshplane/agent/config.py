@@ -89,6 +89,7 @@ class AgentConfig:
     opa: bool = True
     extauthz_socket: str = ""
     policy_poll_s: float = 1.0
+    root_namespace: str = "istio-system"  # where ASMOPAPolicies publish Rego (policyRegoID) for every namespace
     # Interception: "NONE" (the application uses the sidecar as explicit proxy) or "REDIRECT" (iptables capture
     # in the instance's network namespace: virtualOutbound 15001, virtualInbound 15006).
     interception: str = "NONE"

@@ -19,12 +19,18 @@ from typing import Any
 from meshplane.agent.config import AgentConfig
 from meshplane.agent.waits import pause
 from meshplane.client import Client, ClientError, Refused
-from meshplane.security.opa import Decision, PolicySet, RegoError, selects
+from meshplane.security.opa import Decision, PolicySet, RegoError, resolve_policies, selects
 
 log = logging.getLogger(__name__)
 
 API_VERSION, KIND = "istio.alibabacloud.com/v1", "ASMOPAPolicy"
 TIMEOUT_S = 3.0
+
+
+def _references(policy: Mapping[str, Any]) -> bool:
+    """Whether a policy uses a shared Rego (``policyRegoID`` without ``policy`` of its own)."""
+    spec = policy.get("spec") or {}
+    return bool(spec.get("policyRegoID")) and not str(spec.get("policy") or "").strip()
 
 
 class _DenyAll(PolicySet):
@@ -47,7 +53,7 @@ class OpaPolicies:
         self.api = api
         self.identity = identity
         self.policies = PolicySet()
-        self.version: tuple[tuple[str, str], ...] = ()
+        self.version: tuple[tuple[str, str, str], ...] = ()
         self._reports: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)
         self.dropped = 0
 
@@ -73,17 +79,21 @@ class OpaPolicies:
         items = await self.api.list(API_VERSION, KIND, self.cfg.namespace, timeout=TIMEOUT_S)
         mine = sorted((o for o in items if selects(o, self.cfg.namespace, self.cfg.labels)),
                       key=lambda o: str(o["metadata"]["name"]))
-        version = tuple((str(o["metadata"]["name"]), str(o["metadata"].get("resourceVersion", ""))) for o in mine)
+        root: list[dict[str, Any]] = []
+        if self.cfg.namespace != self.cfg.root_namespace and any(_references(o) for o in mine):
+            root = await self.api.list(API_VERSION, KIND, self.cfg.root_namespace, timeout=TIMEOUT_S)
+        shared = [o for o in [*items, *root] if (o.get("spec") or {}).get("policyRegoID")]
+        version = tuple((str(o["metadata"].get("namespace", "")), str(o["metadata"]["name"]),
+                         str(o["metadata"].get("resourceVersion", ""))) for o in [*mine, *shared])
         if version == self.version:
             return
         try:
-            self.policies = PolicySet([(str(o["metadata"]["name"]), str((o.get("spec") or {}).get("policy") or ""))
-                                       for o in mine])
+            self.policies = PolicySet(resolve_policies(mine, items, root))
         except RegoError as e:
             log.error("OPA policies for %s: %s; denying every request until fixed", self.cfg.name, e)
             self.policies = _DenyAll(str(e))
         self.version = version
-        log.info("OPA policies for %s: %s", self.cfg.name, [n for n, _ in version] or "none")
+        log.info("OPA policies for %s: %s", self.cfg.name, [str(o["metadata"]["name"]) for o in mine] or "none")
 
     async def run(self, stop: asyncio.Event) -> None:
         """Keep the policies current and send deny reports, until ``stop``."""

@@ -242,8 +242,14 @@ def rego_error(policy: str) -> str:
 def opa_policy(meta: ObjectMeta, spec: ASMOPAPolicy, r: Report) -> None:
     _selector(spec.workload_selector, r)
     policy = spec.policy
+    rego_id = spec.policy_rego_id
+    if rego_id is not None:
+        err = fmt.dns1123_subdomain(rego_id)
+        if err:
+            r.invalid("spec.policyRegoID", rego_id, err)
     if policy is None or not policy.strip():
-        r.required("spec.policy", "Rego text is required")
+        if not rego_id:
+            r.required("spec.policy", "Rego text is required, or policyRegoID naming a shared policy")
         return
     err = rego_error(policy)
     if err:

@@ -204,9 +204,14 @@ def opa_policy_spec() -> Schema:
                                                    "omitted, every workload of the namespace."),
             "policy": _str("Rego (v1, or v0 as ASM's examples) defining `allow`; `default allow = false` denies "
                            "what no rule allows. Input: OPA-Envoy's attributes (source.principal, request.http)."),
+            "policyRegoID": _str("The ID of a shared Rego policy. With `policy`: this policy's Rego is published "
+                                 "under the ID, for other ASMOPAPolicies of its namespace (or, from the root "
+                                 "namespace, of every namespace) to use. Without `policy`: this policy uses the "
+                                 "Rego published under the ID (its own namespace's first, then the root "
+                                 "namespace's); while none is, or more than one is, its workloads deny every "
+                                 "request."),
         },
         "ASM's ASMOPAPolicy: a Rego policy evaluated by OPA next to the workload through ext_authz.",
-        required=("policy",),
     )
 
 

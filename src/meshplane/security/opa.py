@@ -131,3 +131,50 @@ def opa_input(*, principal: str, source_address: str, method: str, path: str, ho
         "parsed_path": [p for p in bare.split("/") if p],
         "parsed_query": parsed_query,
     }
+
+
+def _spec(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    spec = obj.get("spec")
+    return spec if isinstance(spec, Mapping) else {}
+
+
+def _ident(obj: Mapping[str, Any]) -> str:
+    md = obj.get("metadata") or {}
+    return f"{md.get('namespace') or 'default'}/{md.get('name')}"
+
+
+def shared_regos(objects: Sequence[Mapping[str, Any]]) -> dict[str, list[tuple[str, str]]]:
+    """policyRegoID -> [(defining object, Rego)] of the objects that publish one (``policy`` and ``policyRegoID``)."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    for o in objects:
+        spec = _spec(o)
+        rego_id, rego = str(spec.get("policyRegoID") or ""), str(spec.get("policy") or "")
+        if rego_id and rego.strip():
+            out.setdefault(rego_id, []).append((_ident(o), rego))
+    return out
+
+
+def resolve_policies(mine: Sequence[Mapping[str, Any]], namespace_objects: Sequence[Mapping[str, Any]],
+                     root_objects: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """(name, Rego) of each policy in ``mine`` (the ones selecting a workload). A policy without ``policy`` uses the
+    Rego published under its ``policyRegoID`` in its own namespace (``namespace_objects``), else in the root
+    namespace (``root_objects``). Raises :class:`RegoError` naming the policy when the ID is published nowhere, or
+    with different Rego by more than one policy of the namespace that decides, so the workload fails closed."""
+    local, root = shared_regos(namespace_objects), shared_regos(root_objects)
+    out: list[tuple[str, str]] = []
+    for o in mine:
+        spec = _spec(o)
+        name = str((o.get("metadata") or {}).get("name"))
+        rego = str(spec.get("policy") or "")
+        rego_id = str(spec.get("policyRegoID") or "")
+        if not rego.strip() and rego_id:
+            found = local.get(rego_id) or root.get(rego_id) or []
+            if not found:
+                raise RegoError(f"policy {name}: policyRegoID {rego_id!r} is published by no ASMOPAPolicy of its "
+                                "namespace or of the root namespace")
+            if len({r for _, r in found}) > 1:
+                raise RegoError(f"policy {name}: policyRegoID {rego_id!r} is published with different Rego by "
+                                f"{', '.join(sorted(d for d, _ in found))}")
+            rego = found[0][1]
+        out.append((name, rego))
+    return out

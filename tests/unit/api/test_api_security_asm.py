@@ -188,6 +188,7 @@ FAILING: list[tuple[str, str, dict[str, Any], str, str, str]] = [
     ("opa-selector", "ASMOPAPolicy", {"policy": "package x\ndefault allow := false",
                                       "workloadSelector": {"labels": {"a b": "c"}}},
      "spec.workloadSelector.labels", "FieldValueInvalid", ""),
+    ("opa-rego-id", "ASMOPAPolicy", {"policyRegoID": "Not_A_Name"}, "spec.policyRegoID", "FieldValueInvalid", ""),
     # MemberCluster
     ("mc-neither", "MemberCluster", {"network": "n1"}, "spec.kubeconfig", "FieldValueRequired",
      "one of kubeconfig or local"),
@@ -269,6 +270,9 @@ PASSING: list[tuple[str, str, dict[str, Any]]] = [
     ("opa-v1", "ASMOPAPolicy", {"workloadSelector": {"labels": {"app": "a"}}, "policy": (
         "package asm.authz\nimport rego.v1\ndefault allow := false\n"
         "allow if input.attributes.request.http.method == \"GET\"\n")}),
+    ("opa-shared-publish", "ASMOPAPolicy", {"policyRegoID": "only-good", "policy": (
+        "package asm.authz\nimport rego.v1\ndefault allow := false\n")}),
+    ("opa-shared-use", "ASMOPAPolicy", {"workloadSelector": {"labels": {"app": "a"}}, "policyRegoID": "only-good"}),
     ("opa-v0-asm-example", "ASMOPAPolicy", {"policy": (
         "package istio.authz\ndefault allow = false\nallow {\n  input.attributes.request.http.path == \"/\"\n}\n")}),
     ("mc-local", "MemberCluster", {"local": True, "network": "network1", "region": "us-east", "zone": "us-east-1a"}),

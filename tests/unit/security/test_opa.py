@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from meshplane.security.opa import PolicySet, RegoError, opa_input, selects
+from meshplane.security.opa import PolicySet, RegoError, opa_input, resolve_policies, selects
 
 V1 = """package asm.authz
 import rego.v1
@@ -54,3 +54,33 @@ def test_input_shape_and_selection() -> None:
     assert selects(pol, "default", {"app": "r", "v": "1"})
     assert not selects(pol, "default", {"app": "x"}) and not selects(pol, "other", {"app": "r"})
     assert selects({"metadata": {"namespace": "default"}, "spec": {}}, "default", {})
+
+
+def _policy(name: str, ns: str = "default", **spec: object) -> dict[str, object]:
+    return {"metadata": {"name": name, "namespace": ns}, "spec": spec}
+
+
+def test_shared_rego_resolves_namespace_first_then_root() -> None:
+    publish_ns = _policy("pub", policyRegoID="shared", policy=V1)
+    publish_root = _policy("pub-root", "istio-system", policyRegoID="shared", policy=V0_ASM_EXAMPLE)
+    use = _policy("use", policyRegoID="shared", workloadSelector={"labels": {"app": "a"}})
+    # The namespace's own publication wins.
+    assert resolve_policies([use], [publish_ns, use], [publish_root]) == [("use", V1)]
+    # Else the root namespace's.
+    assert resolve_policies([use], [use], [publish_root]) == [("use", V0_ASM_EXAMPLE)]
+    # A policy with Rego of its own keeps it; its policyRegoID only publishes.
+    assert resolve_policies([publish_ns], [publish_ns], []) == [("pub", V1)]
+    # The resolved Rego decides as if written in place.
+    ps = PolicySet(resolve_policies([use], [use], [publish_root]))
+    assert ps.decide(req("", "/", "GET")).allowed and not ps.decide(req("", "/", "POST")).allowed
+
+
+def test_unresolved_or_ambiguous_shared_rego_fails_closed() -> None:
+    use = _policy("use", policyRegoID="shared")
+    with pytest.raises(RegoError, match="use: policyRegoID 'shared' is published by no ASMOPAPolicy"):
+        resolve_policies([use], [use], [])
+    a, b = _policy("a", policyRegoID="shared", policy=V1), _policy("b", policyRegoID="shared", policy=V0_ASM_EXAMPLE)
+    with pytest.raises(RegoError, match="different Rego by default/a, default/b"):
+        resolve_policies([use], [a, b, use], [])
+    # The same Rego published twice is no conflict.
+    assert resolve_policies([use], [a, _policy("c", policyRegoID="shared", policy=V1)], []) == [("use", V1)]

@@ -1353,6 +1353,7 @@ class ASMOPAPolicy:
     "ASM's ASMOPAPolicy: a Rego policy evaluated by OPA next to the workload through ext_authz."
 
     policy: str | None = None
+    policy_rego_id: str | None = None
     workload_selector: ServiceEntryWorkloadSelector | None = None
 
 
@@ -2127,6 +2128,7 @@ register(ASMHeaderPropagation, (
 ))
 register(ASMOPAPolicy, (
     ('policy', 'policy', ("s",)),
+    ('policyRegoID', 'policy_rego_id', ("s",)),
     ('workloadSelector', 'workload_selector', ("m", ServiceEntryWorkloadSelector)),
 ))
 register(MemberClusterDiscoverySelectorsMatchExpressions, (
