@@ -399,6 +399,22 @@ def test_mesh_names_resolve_with_the_upstream_resolver_down(mesh: Mesh) -> None:
     assert len(mesh.upstream.queries) == asked  # nobody answered after the stop
 
 
+def test_proxy_config_reads_an_instance_in_its_namespace(mesh: Mesh) -> None:
+    """An instance's admin is on its address on the mesh's bridge (not loopback): proxy-config, run on the host,
+    reads it there (and refuses any other non-loopback admin)."""
+    pp = "productpage-v1-cluster-1-0"
+    assert mesh.instance(pp)["address"].startswith(f"10.{mesh.octet}.")
+    out = meshplane("proxy-config", "routes", pp, "--home", str(mesh.home)).stdout
+    dest = [line.split()[-1] for line in out.splitlines() if "reviews.default.svc.cluster.local:9080" in line]
+    assert dest and set(dest) == {"outbound|9080||reviews.default.svc.cluster.local"}, out
+    secret = meshplane("pc", "secret", pp, "--home", str(mesh.home)).stdout.splitlines()
+    cells = {line.split()[0]: " ".join(line.split()[1:]) for line in secret[1:]}
+    assert cells["default"].startswith("Cert Chain ACTIVE true ") and cells["ROOTCA"].startswith("CA ACTIVE true "), \
+        secret
+    other = meshplane("pc", "routes", "--admin", f"http://{mesh.instance(pp)['address']}:15000", check=False)
+    assert other.returncode == 2 and "loopback addresses only" in other.stderr, other.stderr
+
+
 def test_down_after_sigkill_of_the_supervisor_leaves_nothing(mesh: Mesh) -> None:
     assert ours(mesh.octet), "the mesh's namespaces and bridge should exist while it runs"
     sup = Home(mesh.home).running_supervisor()

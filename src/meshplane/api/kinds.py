@@ -226,6 +226,7 @@ def builtin_kinds() -> list[KindInfo]:
         KindInfo(ASM, "ASMSwimLane", "asmswimlanes", ("v1",), categories=("asm",)),
         KindInfo(ASM, "ASMHeaderPropagation", "asmheaderpropagations", ("v1beta1",), categories=("asm",)),
         KindInfo(ASM, "ASMOPAPolicy", "asmopapolicies", ("v1",), categories=("asm",)),
+        KindInfo(ASM, "ASMLocalRateLimiter", "asmlocalratelimiters", ("v1", "v1beta1"), categories=("asm",)),
     ]
     own = [
         KindInfo(

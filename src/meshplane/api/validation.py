@@ -30,7 +30,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from meshplane.api import _asm, _networking, _security
+from meshplane.api import _asm, _extensions, _networking, _security
 from meshplane.api._meta import check_metadata
 from meshplane.api._report import Report
 from meshplane.api._structural import Node, StructuralCheck, compile_schema
@@ -66,6 +66,7 @@ _TYPED_RULES: dict[tuple[str, str], TypedRule] = {
     (ASM, "ASMSwimLane"): _asm.swim_lane,
     (ASM, "ASMHeaderPropagation"): _asm.header_propagation,
     (ASM, "ASMOPAPolicy"): _asm.opa_policy,
+    (ASM, "ASMLocalRateLimiter"): _extensions.local_rate_limiter,
     (MESHPLANE, "MemberCluster"): _asm.member_cluster,
 }
 

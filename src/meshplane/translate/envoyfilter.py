@@ -48,10 +48,11 @@ from meshplane.model import envoyproto
 from meshplane.model import spec as istio
 from meshplane.model.labels import labels_match
 from meshplane.model.proxy import Proxy, ProxyType
-from meshplane.model.resources import ENVOY_FILTERS
+from meshplane.model.resources import ENVOY_FILTERS, LOCAL_RATE_LIMITERS
 from meshplane.model.spec import ConfigObject
 from meshplane.translate.common import pack
 from meshplane.translate.context import PushContext
+from meshplane.translate.localratelimit import limiter_patches
 from meshplane.translate.memo import Slot
 from meshplane.translate.routes import HTTP_PROXY_ROUTE
 
@@ -248,17 +249,22 @@ def _proxy_matches(p: Patch, proxy: Proxy) -> bool:
 def patches_for(proxy: Proxy, ctx: PushContext) -> Patches:
     """The EnvoyFilter patches that apply to ``proxy`` (Istio's ``PushContext.EnvoyFilters``)."""
     idx = _index(ctx)
-    if not idx.by_namespace:
+    limiters = ctx.config.of(LOCAL_RATE_LIMITERS)
+    if not idx.by_namespace and not limiters:
         return NO_PATCHES
     root = ctx.mesh.root_namespace
     recs = [r for r in idx.by_namespace.get(root, ()) if _attaches(r, proxy, root)]
     if proxy.namespace != root:
         recs += [r for r in idx.by_namespace.get(proxy.namespace, ()) if _attaches(r, proxy, root)]
-    if not recs:
+    generated = [Patch(lp.source, lp.index, lp.apply_to, lp.operation, lp.context, lp.match, lp.value)
+                 for lp in limiter_patches(proxy, limiters)] if limiters else []
+    if not recs and not generated:
         return NO_PATCHES
     recs.sort(key=lambda r: (r.spec.priority or 0, r.obj.meta.namespace != root, r.obj.meta.creation_timestamp,
                              f"{r.obj.meta.name}.{r.obj.meta.namespace}"))
     by_level: dict[str, list[Patch]] = {}
+    for p in generated:  # what the product generates from ASM's kinds comes before the user's EnvoyFilters
+        by_level.setdefault(p.apply_to, []).append(p)
     for r in recs:
         for p in r.patches:
             if _proxy_matches(p, proxy):

@@ -1237,6 +1237,9 @@ class TrafficLabelRules:
 class TrafficLabel:
     "Labels requests with a header computed at the proxy, so routing rules can match it."
 
+    hosts: tuple[str, ...] = ()
+    http: tuple[Any, ...] = ()
+    overwrite: Any | None = None
     rules: tuple[TrafficLabelRules, ...] = ()
     workload_selector: ServiceEntryWorkloadSelector | None = None
 
@@ -1354,6 +1357,118 @@ class ASMOPAPolicy:
 
     policy: str | None = None
     policy_rego_id: str | None = None
+    workload_selector: ServiceEntryWorkloadSelector | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ASMLocalRateLimiterConfigsMatchVhostRouteHeaderMatch:
+    "One header condition (Envoy's HeaderMatcher, ASM's form)."
+
+    exact_match: str | None = None
+    invert_match: bool | None = None
+    name: str | None = None
+    prefix_match: str | None = None
+    present_match: bool | None = None
+    regex_match: str | None = None
+    suffix_match: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ASMLocalRateLimiterConfigsMatchVhostRoute:
+    "Which routes of the virtual host are limited (omitted: all)."
+
+    header_match: tuple[ASMLocalRateLimiterConfigsMatchVhostRouteHeaderMatch, ...] = ()
+    name_match: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ASMLocalRateLimiterConfigsMatchVhost:
+    "The virtual host (and its routes) this rule limits."
+
+    name: str | None = None
+    port: int | None = None
+    route: ASMLocalRateLimiterConfigsMatchVhostRoute | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ASMLocalRateLimiterConfigsMatch:
+    "What this rule limits."
+
+    vhost: ASMLocalRateLimiterConfigsMatchVhost | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ASMLocalRateLimiterConfigsLimitFillInterval:
+    "How often the bucket is refilled (at least 50 ms, Envoy's minimum)."
+
+    nanos: int | None = None
+    seconds: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ASMLocalRateLimiterConfigsLimit:
+    "The token bucket of the matched routes."
+
+    custom_response_body: str | None = None
+    fill_interval: ASMLocalRateLimiterConfigsLimitFillInterval | None = None
+    per_downstream_connection: bool | None = None
+    quota: int | None = None
+    response_header_to_add: Mapping[str, str] = field(default_factory=dict)
+    status: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ASMLocalRateLimiterConfigsLimitOverridesRequestMatchQueryMatch:
+    "One query parameter condition."
+
+    exact_match: str | None = None
+    name: str | None = None
+    prefix_match: str | None = None
+    present_match: bool | None = None
+    regex_match: str | None = None
+    suffix_match: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ASMLocalRateLimiterConfigsLimitOverridesRequestMatch:
+    "Which requests get this bucket instead of the rule's."
+
+    header_match: tuple[ASMLocalRateLimiterConfigsMatchVhostRouteHeaderMatch, ...] = ()
+    query_match: tuple[ASMLocalRateLimiterConfigsLimitOverridesRequestMatchQueryMatch, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ASMLocalRateLimiterConfigsLimitOverridesLimit:
+    "Their own token bucket."
+
+    fill_interval: ASMLocalRateLimiterConfigsLimitFillInterval | None = None
+    quota: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ASMLocalRateLimiterConfigsLimitOverrides:
+    "A bucket of its own for requests that match."
+
+    limit: ASMLocalRateLimiterConfigsLimitOverridesLimit | None = None
+    request_match: ASMLocalRateLimiterConfigsLimitOverridesRequestMatch | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ASMLocalRateLimiterConfigs:
+    "One limiting rule."
+
+    limit: ASMLocalRateLimiterConfigsLimit | None = None
+    limit_overrides: tuple[ASMLocalRateLimiterConfigsLimitOverrides, ...] = ()
+    match: ASMLocalRateLimiterConfigsMatch | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ASMLocalRateLimiter:
+    "ASM's ASMLocalRateLimiter: token-bucket limits per workload and route, enforced by each proxy (429)."
+
+    configs: tuple[ASMLocalRateLimiterConfigs, ...] = ()
+    is_gateway: bool | None = None
     workload_selector: ServiceEntryWorkloadSelector | None = None
 
 
@@ -2064,6 +2179,9 @@ register(TrafficLabelRules, (
     ('protocols', 'protocols', ("s",)),
 ))
 register(TrafficLabel, (
+    ('hosts', 'hosts', ("l", ("s",))),
+    ('http', 'http', ("l", ("j",))),
+    ('overwrite', 'overwrite', ("j",)),
     ('rules', 'rules', ("l", ("m", TrafficLabelRules))),
     ('workloadSelector', 'workload_selector', ("m", ServiceEntryWorkloadSelector)),
 ))
@@ -2131,6 +2249,70 @@ register(ASMOPAPolicy, (
     ('policyRegoID', 'policy_rego_id', ("s",)),
     ('workloadSelector', 'workload_selector', ("m", ServiceEntryWorkloadSelector)),
 ))
+register(ASMLocalRateLimiterConfigsMatchVhostRouteHeaderMatch, (
+    ('exact_match', 'exact_match', ("s",)),
+    ('invert_match', 'invert_match', ("b",)),
+    ('name', 'name', ("s",)),
+    ('prefix_match', 'prefix_match', ("s",)),
+    ('present_match', 'present_match', ("b",)),
+    ('regex_match', 'regex_match', ("s",)),
+    ('suffix_match', 'suffix_match', ("s",)),
+))
+register(ASMLocalRateLimiterConfigsMatchVhostRoute, (
+    ('header_match', 'header_match', ("l", ("m", ASMLocalRateLimiterConfigsMatchVhostRouteHeaderMatch))),
+    ('name_match', 'name_match', ("s",)),
+))
+register(ASMLocalRateLimiterConfigsMatchVhost, (
+    ('name', 'name', ("s",)),
+    ('port', 'port', ("i",)),
+    ('route', 'route', ("m", ASMLocalRateLimiterConfigsMatchVhostRoute)),
+))
+register(ASMLocalRateLimiterConfigsMatch, (
+    ('vhost', 'vhost', ("m", ASMLocalRateLimiterConfigsMatchVhost)),
+))
+register(ASMLocalRateLimiterConfigsLimitFillInterval, (
+    ('nanos', 'nanos', ("i",)),
+    ('seconds', 'seconds', ("i",)),
+))
+register(ASMLocalRateLimiterConfigsLimit, (
+    ('custom_response_body', 'custom_response_body', ("s",)),
+    ('fill_interval', 'fill_interval', ("m", ASMLocalRateLimiterConfigsLimitFillInterval)),
+    ('per_downstream_connection', 'per_downstream_connection', ("b",)),
+    ('quota', 'quota', ("i",)),
+    ('response_header_to_add', 'response_header_to_add', ("M", ("s",))),
+    ('status', 'status', ("i",)),
+))
+register(ASMLocalRateLimiterConfigsLimitOverridesRequestMatchQueryMatch, (
+    ('exact_match', 'exact_match', ("s",)),
+    ('name', 'name', ("s",)),
+    ('prefix_match', 'prefix_match', ("s",)),
+    ('present_match', 'present_match', ("b",)),
+    ('regex_match', 'regex_match', ("s",)),
+    ('suffix_match', 'suffix_match', ("s",)),
+))
+register(ASMLocalRateLimiterConfigsLimitOverridesRequestMatch, (
+    ('header_match', 'header_match', ("l", ("m", ASMLocalRateLimiterConfigsMatchVhostRouteHeaderMatch))),
+    ('query_match', 'query_match', ("l", ("m", ASMLocalRateLimiterConfigsLimitOverridesRequestMatchQueryMatch))),
+))
+register(ASMLocalRateLimiterConfigsLimitOverridesLimit, (
+    ('fill_interval', 'fill_interval', ("m", ASMLocalRateLimiterConfigsLimitFillInterval)),
+    ('quota', 'quota', ("i",)),
+))
+register(ASMLocalRateLimiterConfigsLimitOverrides, (
+    ('limit', 'limit', ("m", ASMLocalRateLimiterConfigsLimitOverridesLimit)),
+    ('request_match', 'request_match', ("m", ASMLocalRateLimiterConfigsLimitOverridesRequestMatch)),
+))
+register(ASMLocalRateLimiterConfigs, (
+    ('limit', 'limit', ("m", ASMLocalRateLimiterConfigsLimit)),
+    ('limit_overrides', 'limit_overrides', ("l", ("m", ASMLocalRateLimiterConfigsLimitOverrides))),
+    ('match', 'match', ("m", ASMLocalRateLimiterConfigsMatch)),
+    ('name', 'name', ("s",)),
+))
+register(ASMLocalRateLimiter, (
+    ('configs', 'configs', ("l", ("m", ASMLocalRateLimiterConfigs))),
+    ('isGateway', 'is_gateway', ("b",)),
+    ('workloadSelector', 'workload_selector', ("m", ServiceEntryWorkloadSelector)),
+))
 register(MemberClusterDiscoverySelectorsMatchExpressions, (
     ('key', 'key', ("s",)),
     ('operator', 'operator', ("e", MemberClusterDiscoverySelectorsMatchExpressionsOperator)),
@@ -2167,6 +2349,7 @@ KINDS: Mapping[tuple[str, str], type] = {
     ('istio.alibabacloud.com', 'ASMSwimLane'): ASMSwimLane,
     ('istio.alibabacloud.com', 'ASMHeaderPropagation'): ASMHeaderPropagation,
     ('istio.alibabacloud.com', 'ASMOPAPolicy'): ASMOPAPolicy,
+    ('istio.alibabacloud.com', 'ASMLocalRateLimiter'): ASMLocalRateLimiter,
     ('meshplane.io', 'MemberCluster'): MemberCluster,
 }
 """The spec class of each served kind, by (API group, kind)."""
@@ -2189,12 +2372,25 @@ RESOURCES: Mapping[GroupResource, tuple[str, type]] = {
     GroupResource('istio.alibabacloud.com', 'asmswimlanes'): ('ASMSwimLane', ASMSwimLane),
     GroupResource('istio.alibabacloud.com', 'asmheaderpropagations'): ('ASMHeaderPropagation', ASMHeaderPropagation),
     GroupResource('istio.alibabacloud.com', 'asmopapolicies'): ('ASMOPAPolicy', ASMOPAPolicy),
+    GroupResource('istio.alibabacloud.com', 'asmlocalratelimiters'): ('ASMLocalRateLimiter', ASMLocalRateLimiter),
     GroupResource('meshplane.io', 'memberclusters'): ('MemberCluster', MemberCluster),
 }
 """(kind, spec class) of each served collection, by its GroupResource."""
 
 __all__ = [
     'ASMHeaderPropagation',
+    'ASMLocalRateLimiter',
+    'ASMLocalRateLimiterConfigs',
+    'ASMLocalRateLimiterConfigsLimit',
+    'ASMLocalRateLimiterConfigsLimitFillInterval',
+    'ASMLocalRateLimiterConfigsLimitOverrides',
+    'ASMLocalRateLimiterConfigsLimitOverridesLimit',
+    'ASMLocalRateLimiterConfigsLimitOverridesRequestMatch',
+    'ASMLocalRateLimiterConfigsLimitOverridesRequestMatchQueryMatch',
+    'ASMLocalRateLimiterConfigsMatch',
+    'ASMLocalRateLimiterConfigsMatchVhost',
+    'ASMLocalRateLimiterConfigsMatchVhostRoute',
+    'ASMLocalRateLimiterConfigsMatchVhostRouteHeaderMatch',
     'ASMOPAPolicy',
     'ASMSwimLane',
     'ASMSwimLaneGroup',

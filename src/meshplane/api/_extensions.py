@@ -1,0 +1,92 @@
+"""Semantic validation of the extension kinds: ASM's ASMLocalRateLimiter (and Istio's WasmPlugin, see below).
+
+What the rules guard: every accepted field takes effect (docs/extensions.md). A limiter rule names the listener
+port it limits and a bucket Envoy accepts (a fill interval of at least 50 ms); a header or query condition is one
+well-formed matcher; ASM's deprecated ``route.header_match`` (it narrows the routes limited, which Envoy's route
+match cannot express per filter) is refused with the replacement (``limit_overrides``) named.
+"""
+
+from __future__ import annotations
+
+from meshplane.api import _common as c
+from meshplane.api import _formats as fmt
+from meshplane.api._report import Report
+from meshplane.model.spec import (
+    ASMLocalRateLimiter,
+    ASMLocalRateLimiterConfigsLimitFillInterval,
+    ASMLocalRateLimiterConfigsLimitOverridesRequestMatchQueryMatch,
+    ASMLocalRateLimiterConfigsMatchVhostRouteHeaderMatch,
+    ObjectMeta,
+)
+
+_MIN_FILL_NANOS = 50_000_000  # Envoy's minimum token bucket fill interval
+
+
+def _fill_interval(fi: ASMLocalRateLimiterConfigsLimitFillInterval | None, path: str, r: Report) -> None:
+    if fi is None:
+        r.required(path)
+        return
+    if (fi.nanos or 0) >= 1_000_000_000:
+        r.invalid(f"{path}.nanos", fi.nanos, "must be less than 1000000000")
+    total = (fi.seconds or 0) * 1_000_000_000 + (fi.nanos or 0)
+    if total < _MIN_FILL_NANOS:
+        r.invalid(path, {"seconds": fi.seconds or 0, "nanos": fi.nanos or 0},
+                  "must be at least 50ms (Envoy's minimum fill interval)")
+
+
+def _matcher(m: ASMLocalRateLimiterConfigsMatchVhostRouteHeaderMatch
+             | ASMLocalRateLimiterConfigsLimitOverridesRequestMatchQueryMatch, path: str, r: Report,
+             *, header: bool) -> None:
+    if header and m.name:
+        err = fmt.header_name(m.name) if not m.name.startswith(":") else None
+        if err:
+            r.invalid(f"{path}.name", m.name, err)
+    kinds = [k for k in ("exact_match", "prefix_match", "suffix_match", "regex_match", "present_match")
+             if getattr(m, k) is not None]
+    if len(kinds) > 1:
+        r.forbidden(f"{path}.{kinds[1]}", f"may not be set together with {kinds[0]}")
+    if m.regex_match is not None:
+        err = fmt.re2(m.regex_match)
+        if err:
+            r.invalid(f"{path}.regex_match", m.regex_match, err)
+
+
+def local_rate_limiter(meta: ObjectMeta, spec: ASMLocalRateLimiter, r: Report) -> None:
+    del meta
+    c.workload_selector(None if spec.workload_selector is None else spec.workload_selector.labels,
+                        "spec.workloadSelector.labels", r)
+    gateway = bool(spec.is_gateway)
+    for i, rule in enumerate(spec.configs):
+        p = f"spec.configs[{i}]"
+        vh = rule.match.vhost if rule.match is not None else None
+        if vh is not None:
+            if gateway and not vh.name:
+                r.required(f"{p}.match.vhost.name", "a gateway rule names the host whose routes it limits")
+            if not gateway and vh.name not in (None, "", "*"):
+                r.warn(f"{p}.match.vhost.name: {vh.name!r} is not used: a sidecar's inbound virtual host is "
+                       f"matched by port only (use \"*\")")
+            if vh.route is not None and vh.route.header_match:
+                r.forbidden(f"{p}.match.vhost.route.header_match",
+                            "deprecated by ASM and not supported: use limit_overrides[].request_match.header_match "
+                            "for a bucket of their own for matching requests")
+        if rule.limit is not None:
+            _fill_interval(rule.limit.fill_interval, f"{p}.limit.fill_interval", r)
+            for name in rule.limit.response_header_to_add:
+                err = fmt.header_name(name)
+                if err:
+                    r.invalid(f"{p}.limit.response_header_to_add[{name}]", name, err)
+        for j, ov in enumerate(rule.limit_overrides):
+            q = f"{p}.limit_overrides[{j}]"
+            rm = ov.request_match
+            if rm is None or (not rm.header_match and not rm.query_match):
+                r.required(f"{q}.request_match", "one of header_match or query_match is required")
+            else:
+                for k, hm in enumerate(rm.header_match):
+                    _matcher(hm, f"{q}.request_match.header_match[{k}]", r, header=True)
+                for k, qm in enumerate(rm.query_match):
+                    _matcher(qm, f"{q}.request_match.query_match[{k}]", r, header=False)
+            if ov.limit is not None:
+                _fill_interval(ov.limit.fill_interval, f"{q}.limit.fill_interval", r)
+
+
+__all__ = ["local_rate_limiter"]

@@ -1,0 +1,76 @@
+"""Admission of the extension kinds: ASMLocalRateLimiter (ASM's documented example passes; what meshplane cannot
+make take effect is refused or warned about, naming the field)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from _api_helpers import assert_cause, causes, ok
+
+GATEWAY_EXAMPLE = {  # ASM's field reference, gateway example
+    "workloadSelector": {"labels": {"app": "istio-ingressgateway"}},
+    "isGateway": True,
+    "configs": [
+        {"match": {"vhost": {"name": "www.example1.com", "port": 80, "route": {"name_match": "test1"}}},
+         "limit": {"fill_interval": {"seconds": 1}, "quota": 10}},
+        {"match": {"vhost": {"name": "www.example2.com", "port": 80, "route": {"name_match": "test1"}}},
+         "limit": {"fill_interval": {"seconds": 1}, "quota": 100}},
+    ],
+}
+
+
+def rule(**extra: Any) -> dict[str, Any]:
+    return {"match": {"vhost": {"name": "*", "port": 8000}},
+            "limit": {"fill_interval": {"seconds": 60}, "quota": 10}, **extra}
+
+
+def limiter(*rules: dict[str, Any], gateway: bool = False) -> dict[str, Any]:
+    return {"workloadSelector": {"labels": {"app": "httpbin"}}, "isGateway": gateway, "configs": list(rules)}
+
+
+def test_asm_examples_pass() -> None:
+    assert ok("ASMLocalRateLimiter", GATEWAY_EXAMPLE) == []
+    overrides = rule(limit_overrides=[{"request_match": {"header_match": [{"name": "x-user", "exact_match": "a"}],
+                                                         "query_match": [{"name": "q", "prefix_match": "v"}]},
+                                       "limit": {"fill_interval": {"seconds": 1}, "quota": 1}}])
+    overrides["limit"] |= {"per_downstream_connection": True, "custom_response_body": "slow down", "status": 503,
+                           "response_header_to_add": {"x-limited": "1"}}
+    assert ok("ASMLocalRateLimiter", limiter(overrides)) == []
+
+
+FAILING = [
+    ("no-configs", {"workloadSelector": {"labels": {"app": "a"}}}, "spec.configs", "FieldValueRequired", ""),
+    ("no-port", limiter({"match": {"vhost": {"name": "*"}}, "limit": {"fill_interval": {"seconds": 1}, "quota": 1}}),
+     "spec.configs[0].match.vhost.port", "FieldValueRequired", ""),
+    ("gateway-no-host", limiter(rule(match={"vhost": {"port": 80}}), gateway=True),
+     "spec.configs[0].match.vhost.name", "FieldValueRequired", "host"),
+    ("short-interval", limiter(rule(limit={"fill_interval": {"nanos": 1000}, "quota": 1})),
+     "spec.configs[0].limit.fill_interval", "FieldValueInvalid", "50ms"),
+    ("route-header-match", limiter(rule(match={"vhost": {"port": 8000, "route": {"header_match": [
+        {"name": ":path", "prefix_match": "/"}]}}})),
+     "spec.configs[0].match.vhost.route.header_match", "FieldValueForbidden", "limit_overrides"),
+    ("override-no-match", limiter(rule(limit_overrides=[{"request_match": {}, "limit": {
+        "fill_interval": {"seconds": 1}, "quota": 1}}])),
+     "spec.configs[0].limit_overrides[0].request_match", "FieldValueRequired", ""),
+    ("override-two-kinds", limiter(rule(limit_overrides=[{"request_match": {"header_match": [
+        {"name": "a", "exact_match": "1", "prefix_match": "2"}]}, "limit": {"fill_interval": {"seconds": 1},
+                                                                              "quota": 1}}])),
+     "spec.configs[0].limit_overrides[0].request_match.header_match[0].prefix_match", "FieldValueForbidden", ""),
+    ("bad-status", limiter(rule(limit={"fill_interval": {"seconds": 1}, "quota": 1, "status": 200})),
+     "spec.configs[0].limit.status", "FieldValueInvalid", ""),
+]
+
+
+@pytest.mark.parametrize(("spec", "field", "reason", "text"), [c[1:] for c in FAILING], ids=[c[0] for c in FAILING])
+def test_local_rate_limiter_refused(spec: dict[str, Any], field: str, reason: str, text: str) -> None:
+    assert_cause(causes("ASMLocalRateLimiter", spec), field, reason, text)
+
+
+def test_unimplemented_fields_are_warned_by_name() -> None:
+    spec = limiter(rule())
+    spec["applyToTraffic"] = "sidecar_outbound"
+    warnings = ok("ASMLocalRateLimiter", spec)
+    assert any("applyToTraffic" in w for w in warnings), warnings
+    spec = limiter(rule(match={"vhost": {"name": "httpbin", "port": 8000}}))
+    assert any("spec.configs[0].match.vhost.name" in w for w in ok("ASMLocalRateLimiter", spec))
