@@ -246,6 +246,19 @@ def test_demo_apps_run_without_proxy_settings_and_the_chain_works(mesh: Mesh) ->
         eventually(chain, f"productpage's chain through the ingress of {cluster}")
 
 
+def test_proxy_status_lists_each_instance_once_with_its_name_table(mesh: Mesh) -> None:
+    """The agent's NDS stream carries its Envoy's node id: listed with that Envoy, not as a second proxy."""
+    def listed() -> bool:
+        items = get_json(f"{mesh.st['api']}/management/v1/proxies")["items"]
+        ids = [p["nodeId"] for p in items]
+        assert len(ids) == len(set(ids)), sorted(ids)  # one entry per node
+        sidecars = [p for p in items if p["type"] == "sidecar"]
+        captured = [i for i in mesh.st["instances"] if not i["gateway"]]
+        return (len(items) == len(mesh.st["instances"]) and len(sidecars) == len(captured)
+                and all(p["types"].get("NDS", {}).get("state") == "SYNCED" for p in sidecars))
+    eventually(listed, "proxy-status: every instance once, each sidecar's NameTable SYNCED on its row")
+
+
 def test_plain_curl_in_a_namespace_goes_through_the_sidecar_with_mtls(mesh: Mesh) -> None:
     client = "productpage-v1-cluster-1-0"
     key = "cluster.outbound|9080||reviews.default.svc.cluster.local."
