@@ -83,10 +83,11 @@ def traffic_label(meta: ObjectMeta, spec: TrafficLabel, r: Report) -> None:
     for i, rule in enumerate(spec.rules):
         if not rule.labels:
             r.required(f"spec.rules[{i}].labels")
-        if rule.attach_to:
-            # ASM also records the label in the trace span; meshplane carries it as a request header only.
-            r.warn(f"spec.rules[{i}].attachTo: not applied: the labels are set as request headers only, no trace "
-                   f"span records them ({', '.join(rule.attach_to)})")
+        for j, target in enumerate(rule.attach_to):
+            # opentracing: the labels become span tags of the selected workloads' spans (where they trace).
+            if target.lower() != "opentracing":
+                r.warn(f"spec.rules[{i}].attachTo[{j}]: {target!r} not applied: labels are recorded in trace spans "
+                       "(opentracing) only")
         if rule.protocols not in (None, "", "*", "http", "HTTP"):
             r.warn(f"spec.rules[{i}].protocols: {rule.protocols!r} not applied: labels are set on every HTTP "
                    "request (HTTP/1.1, HTTP/2, gRPC), never on TCP")
