@@ -99,13 +99,13 @@ async def test_plaintext_caller_is_reported_as_none_and_cannot_forge_an_identity
         return await sec.plaintext("reviews") == 200
 
     await wait_until(answered, what="plaintext answered")
-    forged = {"x-meshplane-peer-workload": "admin-tool", "x-meshplane-peer-namespace": "kube-system"}
+    forged = {"x-meshplane-peer": "admin-tool;kube-system"}  # workload;namespace (the rest: unknown)
     status, _, headers = await sec.h.get(f"http://{reviews.envoy.listen_host}:8080/forged", headers=forged)
     assert status == 200
     assert not [h for h in headers if h.lower().startswith("x-meshplane-peer")], "a plaintext caller is not told"
     assert reviews.backend is not None
     _, _, seen = reviews.backend.requests[-1]
-    assert "x-meshplane-peer-workload" not in seen
+    assert "x-meshplane-peer" not in seen
     text = await _scrape(reviews.envoy.stats_address)
     rows = _find(text, "istio_requests_total", reporter="destination", connection_security_policy="none")
     assert rows and all(lbls["source_principal"] == "unknown" for lbls, _ in rows)

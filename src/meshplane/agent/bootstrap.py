@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from meshplane.agent.statsdecode import decoder_lua
+from meshplane.model.peer import identity_of
 from meshplane.model.proxy import Locality
 
 XDS_CLUSTER = "xds-grpc"
@@ -23,17 +25,6 @@ EXTAUTHZ_CLUSTER = "opa-extauthz"  # translate.opa: the agent's ext_authz server
 STATS_CLUSTER = "prometheus_stats"
 STATS_PORT = 15090  # Istio's port for a proxy's Prometheus metrics
 
-# Envoy exports the stats access logger's metrics (translate.telemetry) as envoy_istio_*; Prometheus scrapes them
-# under Istio's names from the metrics listener, which renames them on the way out (only at scrape time).
-_RENAME_LUA = """
-function envoy_on_response(handle)
-  local body = handle:body()
-  if body == nil or body:length() == 0 then return end
-  local text = body:getBytes(0, body:length())
-  local renamed = text:gsub("envoy_istio_", "istio_")
-  body:setBytes(renamed)
-end
-"""
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -79,6 +70,7 @@ def build_bootstrap(
     extauthz_socket: str | None = None,
     stats_address: str | None = None,
     xds_keepalive_interval_s: float = 30.0,
+    trust_domain: str = "cluster.local",
 ) -> dict[str, Any]:
     """A complete Envoy v3 bootstrap: ADS to ``xds_address`` for listeners and clusters, admin on
     ``admin_address``. ``xds_address`` may list several replicas (``h1:p1,h2:p2``, docs/ha.md): they become the
@@ -88,7 +80,8 @@ def build_bootstrap(
     ``sds_socket``: the agent's SDS server (Unix socket path), as the static cluster ``sds-grpc``;
     ``extauthz_socket``: the agent's ext_authz server, as the static cluster ``opa-extauthz``;
     ``stats_address``: where Prometheus scrapes the proxy (``/stats/prometheus``, Istio's port 15090), with the
-    mesh metrics under Istio's names (``istio_requests_total``; see ``translate.telemetry``).
+    mesh metrics under Istio's names and labels (``istio_requests_total``; see ``translate.telemetry``), decoded
+    by ``agent.statsdecode`` with this proxy's own identity (from ``metadata``; its principal in ``trust_domain``).
     ``xds_keepalive_interval_s``: how often Envoy pings the xDS connection (HTTP/2 PING; a dead control plane is
     noticed within that plus 10 s); the server accepts pings down to one a second (xds.XdsSettings)."""
     node_locality = {k: v for k, v in (("region", locality.region), ("zone", locality.zone),
@@ -108,7 +101,7 @@ def build_bootstrap(
                                                           (EXTAUTHZ_CLUSTER, extauthz_socket)) if path]
     listeners: list[dict[str, Any]] = []
     if stats_address:
-        listeners.append(_stats_listener(stats_address))
+        listeners.append(_stats_listener(stats_address, _own_identity(metadata, trust_domain)))
         local.append(_static_cluster(STATS_CLUSTER, _socket(admin_address)))
     return {
         "node": node,
@@ -196,7 +189,16 @@ def _xds_health_check(replicas: int) -> dict[str, Any]:
     }]}
 
 
-def _stats_listener(address: str) -> dict[str, Any]:
+def _own_identity(metadata: Mapping[str, Any], trust_domain: str) -> dict[str, str]:
+    """The labels this proxy's agent fills into its mesh metrics: ``model.peer``'s fields and its SPIFFE id."""
+    own = identity_of(metadata)
+    namespace = str(metadata.get("NAMESPACE") or "default")
+    account = str(metadata.get("SERVICE_ACCOUNT") or "default")
+    own["principal"] = f"spiffe://{trust_domain}/ns/{namespace}/sa/{account}"
+    return own
+
+
+def _stats_listener(address: str, own: Mapping[str, str]) -> dict[str, Any]:
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
                  "HttpConnectionManager",
@@ -208,7 +210,7 @@ def _stats_listener(address: str) -> dict[str, Any]:
         "http_filters": [
             {"name": "envoy.filters.http.lua", "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
-                "default_source_code": {"inline_string": _RENAME_LUA}}},
+                "default_source_code": {"inline_string": decoder_lua(own)}}},
             {"name": "envoy.filters.http.router", "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
         ],

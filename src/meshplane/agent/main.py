@@ -92,7 +92,8 @@ class Agent:
                               f"{cfg.address}:{cfg.admin_port}", delta=cfg.delta,
                               sds_socket=str(self.sds_path) if self.sds_path else None,
                               extauthz_socket=str(self.extauthz_path) if self.extauthz_path else None,
-                              stats_address=f"{cfg.address}:{cfg.stats_port}" if cfg.stats_port else None)
+                              stats_address=f"{cfg.address}:{cfg.stats_port}" if cfg.stats_port else None,
+                              trust_domain=cfg.trust_domain)
         self.envoy.env = peer_environment(md)  # who this proxy is, in its metrics (translate.telemetry)
         self.work.mkdir(parents=True, exist_ok=True)
         path = self.work / "bootstrap.json"

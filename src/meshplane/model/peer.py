@@ -1,10 +1,11 @@
 """Who a proxy is, as its Envoy tells peers and writes into Istio's standard metric labels.
 
-Why environment variables: the listeners a proxy's metrics are configured on are shared by every proxy of one
-scope (their bytes are built once per push; see ``translate.generate``), yet labels like ``source_workload`` are
-the proxy's own. The agent starts Envoy with the proxy's identity in ``MESHPLANE_PEER_*`` variables and the shared
-configuration reads them with Envoy's ``%ENVIRONMENT(...)%`` formatter; peers learn each other's identity from
-``x-meshplane-peer-*`` headers that the sidecars add and strip (``translate.telemetry``).
+Why an environment variable: the outbound listeners are shared by every proxy of one scope (their bytes are
+built once per push; see ``translate.generate``), yet the identity a sidecar sends its peers is its own. The agent
+starts Envoy with it in ``MESHPLANE_PEER`` (one value, ``model.statname.peer_value``) and the shared
+configuration reads it with Envoy's ``%ENVIRONMENT(...)%`` formatter into the one ``x-meshplane-peer`` header
+that the sidecars add and strip (``translate.telemetry``). The proxy's own metric labels on those shared
+listeners are filled in by its agent at scrape time (``agent.statsdecode``), not per request.
 """
 
 from __future__ import annotations
@@ -12,20 +13,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-# Istio's label suffixes, in the order of ``source_*`` / ``destination_*``.
-PEER_FIELDS = ("workload", "namespace", "app", "version", "cluster")
-UNKNOWN = "unknown"  # Istio's value for a label it cannot know
+from meshplane.model.statname import PEER_FIELDS, UNKNOWN, peer_value
+
+PEER_ENV = "MESHPLANE_PEER"  # the proxy's identity as one peer value
+PEER_HEADER = "x-meshplane-peer"  # the same, sent to the peer sidecar (and removed by it)
 
 
 OTEL_RESOURCE_ATTRIBUTES = "OTEL_RESOURCE_ATTRIBUTES"
-
-
-def env_name(field: str) -> str:
-    return f"MESHPLANE_PEER_{field.upper()}"
-
-
-def header_name(field: str) -> str:
-    return f"x-meshplane-peer-{field}"
 
 
 def canonical_app(labels: Mapping[str, str], workload: str) -> str:
@@ -43,8 +37,8 @@ def canonical_version(labels: Mapping[str, str]) -> str:
     return UNKNOWN
 
 
-def peer_environment(metadata: Mapping[str, Any]) -> dict[str, str]:
-    """The ``MESHPLANE_PEER_*`` variables for an Envoy whose node metadata is ``metadata`` (the keys of
+def identity_of(metadata: Mapping[str, Any]) -> dict[str, str]:
+    """``PEER_FIELDS``' values for a proxy whose node metadata is ``metadata`` (the keys of
     docs/proxy-metadata.md: NAMESPACE, WORKLOAD_NAME, LABELS, CLUSTER_ID)."""
     raw_labels = metadata.get("LABELS")
     labels = {str(k): str(v) for k, v in raw_labels.items()} if isinstance(raw_labels, Mapping) else {}
@@ -56,7 +50,14 @@ def peer_environment(metadata: Mapping[str, Any]) -> dict[str, str]:
         "version": canonical_version(labels),
         "cluster": str(metadata.get("CLUSTER_ID") or "") or UNKNOWN,
     }
-    env = {env_name(f): values[f] for f in PEER_FIELDS}
+    return values
+
+
+def peer_environment(metadata: Mapping[str, Any]) -> dict[str, str]:
+    """The environment of an Envoy whose node metadata is ``metadata``: its identity for its peers and for its
+    traces."""
+    values = identity_of(metadata)
+    env = {PEER_ENV: peer_value(values)}
     # The service of this proxy's spans: Envoy's OpenTelemetry tracer reads it with its environment resource
     # detector (``translate.tracing``). Values are the workload's names (no ``,`` or ``=`` in them).
     env[OTEL_RESOURCE_ATTRIBUTES] = (f"service.name={values['workload']},service.namespace={values['namespace']},"
@@ -64,5 +65,5 @@ def peer_environment(metadata: Mapping[str, Any]) -> dict[str, str]:
     return env
 
 
-__all__ = ["OTEL_RESOURCE_ATTRIBUTES", "PEER_FIELDS", "UNKNOWN", "canonical_app", "canonical_version", "env_name",
-           "header_name", "peer_environment"]
+__all__ = ["OTEL_RESOURCE_ATTRIBUTES", "PEER_ENV", "PEER_FIELDS", "PEER_HEADER", "UNKNOWN", "canonical_app",
+           "canonical_version", "identity_of", "peer_environment"]

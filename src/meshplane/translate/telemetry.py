@@ -1,22 +1,26 @@
 """Istio's standard metrics on upstream Envoy: ``istio_requests_total`` and friends with Istio's labels.
 
 Why this shape: upstream Envoy has no Istio stats filter, but it has the *stats access logger*, which turns each
-finished request (or TCP connection) into counter and histogram samples whose tags are access-log format strings.
-So every sidecar HTTP connection manager (and TCP proxy) gets one such logger, reporting as Istio does:
-``reporter="destination"`` on the inbound side, ``reporter="source"`` on the outbound side and at gateways.
+finished request (or TCP connection) into counter and histogram samples of a stat with tags. So every sidecar
+HTTP connection manager (and TCP proxy) gets one such logger, reporting as Istio does: ``reporter="destination"``
+on the inbound side, ``reporter="source"`` on the outbound side and at gateways.
 
-Labels come from three places, none of which costs a round trip:
-- the proxy's own identity from its environment (``%ENVIRONMENT(MESHPLANE_PEER_*)%``, set by the agent: see
-  ``model.peer``), so the listeners stay shared by every proxy of a scope;
-- the peer's identity from ``x-meshplane-peer-*`` headers: the client's sidecar adds its identity to each request,
-  the server's sidecar moves it into dynamic metadata and removes the headers before the application sees them;
-  on mTLS chains the server's sidecar answers with its own identity the same way (only there: a plaintext caller
-  may be outside the mesh and is not told who answered). A label nobody sent is ``unknown``, as in Istio;
-- the destination service from cluster metadata (outbound clusters carry ``meshplane.telemetry``) or, inbound,
-  from the service that selects the workload on that port; principals from the TLS handshake's certificates.
+The logger formats every tag per request and looks the stat up by the resulting name, so what is known when the
+listener is built is not a tag but part of the stat's *name* (``model.statname``: the reporter, the protocol,
+the connection security policy, inbound the destination service, and the proxy's own identity on listeners built
+for one proxy); listeners shared by a scope's proxies carry ``$self`` placeholders there instead. Per request
+only these are tags: ``response_code``, ``response_flags``, the peer's identity as one tag, the peer's principal
+(from the TLS handshake) and, outbound, the destination service as one tag (from the cluster's metadata, which
+``cluster_metadata`` writes). The agent's metrics listener (port 15090, ``/stats/prometheus``) decodes the names
+back into Istio's names and labels (``agent.statsdecode``).
 
-Envoy exports these stats as ``envoy_istio_*``; the agent's metrics listener (port 15090, ``/stats/prometheus``)
-serves them under Istio's names (see ``agent.bootstrap``). TCP bytes are counted when a connection closes.
+The peer's identity costs no round trip: the client's sidecar sends its own in one ``x-meshplane-peer`` header
+(a fixed string, or ``%ENVIRONMENT(MESHPLANE_PEER)%`` on shared listeners; see ``model.peer``); the server's
+sidecar moves it into dynamic metadata with one rule and removes it before the application sees it; on mTLS
+chains the server's sidecar answers with its own identity the same way (only there: a plaintext caller may be
+outside the mesh and is not told who answered). A label nobody sent is ``unknown``, as in Istio. TCP carries
+no exchange: the peer's labels are ``unknown`` there, its principal comes from the certificate. TCP bytes are
+counted when a connection closes.
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ from envoy.extensions.filters.http.header_to_metadata.v3 import header_to_metada
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from google.protobuf import struct_pb2
 
-from meshplane.model.peer import PEER_FIELDS, UNKNOWN, canonical_app, canonical_version, env_name, header_name
+from meshplane.model import statname
+from meshplane.model.peer import PEER_ENV, PEER_FIELDS, PEER_HEADER, UNKNOWN, canonical_app, canonical_version
 from meshplane.model.proxy import Proxy
 from meshplane.model.service import Service
 from meshplane.translate.common import pack
@@ -45,7 +50,8 @@ STATS_LOGGER = "envoy.access_loggers.stats"
 FILE_LOGGER = "envoy.access_loggers.file"
 STAT_PREFIX = "istio"  # Envoy exports <prefix>.<name> as envoy_istio_<name>
 PEER_METADATA = "meshplane.peer"  # dynamic metadata namespace of the peer's identity
-CLUSTER_METADATA = "meshplane.telemetry"  # outbound clusters: the service they reach
+PEER_KEY = "id"  # ... and its one key (a peer value, model.statname)
+CLUSTER_METADATA = "meshplane.telemetry"  # outbound clusters: the service they reach (key "service")
 HEADER_TO_METADATA = "envoy.filters.http.header_to_metadata"
 HEADER_MUTATION = "envoy.filters.http.header_mutation"
 
@@ -54,9 +60,8 @@ NONE = "none"
 
 
 # The proxy's own label values, when the listener is built for that proxy alone (its inbound side, its head
-# listener, a gateway's listeners): fixed strings in the config, which Envoy does not format per request. None:
-# a listener shared by the proxies of a scope, which reads them from the environment (``%ENVIRONMENT(...)%``,
-# formatted on every request; measured in bench/metrics_filter_cost.py).
+# listener, a gateway's listeners): fixed in the stat names. None: a listener shared by the proxies of a scope,
+# whose names carry ``$self`` for the proxy's agent to fill in at scrape time.
 Identity = Mapping[str, str] | None
 
 
@@ -68,17 +73,20 @@ def proxy_identity(proxy: Proxy, trust_domain: str = "") -> dict[str, str]:
               "cluster": proxy.cluster_id or UNKNOWN}
     if trust_domain:
         values["principal"] = f"spiffe://{trust_domain}/ns/{proxy.namespace}/sa/{proxy.service_account or 'default'}"
-    return {k: v for k, v in values.items() if "%" not in v}  # a % would be read as a command: use the environment
+    return values
 
 
 def _own(field: str, identity: Identity = None) -> str:
     if identity is not None and field in identity:
         return identity[field]
-    return f"%ENVIRONMENT({env_name(field)})%"
+    return statname.SELF
 
 
-def _peer(field: str) -> str:
-    return f"%DYNAMIC_METADATA({PEER_METADATA}:{field})%"
+def _own_peer_value(identity: Identity) -> str:
+    """What this proxy sends its peers: its identity as one value, fixed when the listener is its own."""
+    if identity is not None and all(f in identity for f in PEER_FIELDS):
+        return statname.peer_value(identity)  # escaped: no ``%`` that Envoy would read as a command
+    return f"%ENVIRONMENT({PEER_ENV})%"
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,51 +110,40 @@ class ServiceLabels:
 # --- peer identity exchange -----------------------------------------------------------------------------------
 
 
-def _metadata_rules() -> list[header_to_metadata_pb2.Config.Rule]:
-    rules = []
-    for f in PEER_FIELDS:
-        rule = header_to_metadata_pb2.Config.Rule(header=header_name(f), remove=True)
-        rule.on_header_present.CopyFrom(header_to_metadata_pb2.Config.KeyValuePair(
-            metadata_namespace=PEER_METADATA, key=f, type=header_to_metadata_pb2.Config.STRING))
-        rule.on_header_missing.CopyFrom(header_to_metadata_pb2.Config.KeyValuePair(
-            metadata_namespace=PEER_METADATA, key=f, value=UNKNOWN, type=header_to_metadata_pb2.Config.STRING))
-        rules.append(rule)
-    return rules
-
-
-def _identity_headers(identity: Identity) -> list[base_pb2.HeaderValueOption]:
-    return [base_pb2.HeaderValueOption(
-        header=base_pb2.HeaderValue(key=header_name(f), value=_own(f, identity)),
-        append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD) for f in PEER_FIELDS]
+def _metadata_rule() -> header_to_metadata_pb2.Config.Rule:
+    rule = header_to_metadata_pb2.Config.Rule(header=PEER_HEADER, remove=True)
+    rule.on_header_present.CopyFrom(header_to_metadata_pb2.Config.KeyValuePair(
+        metadata_namespace=PEER_METADATA, key=PEER_KEY, type=header_to_metadata_pb2.Config.STRING))
+    return rule
 
 
 def _mutation(identity: Identity, *, request: bool) -> hcm_pb2.HttpFilter:
     cfg = header_mutation_pb2.HeaderMutation()
     target = cfg.mutations.request_mutations if request else cfg.mutations.response_mutations
-    for header in _identity_headers(identity):
-        target.add().append.CopyFrom(header)
+    target.add().append.CopyFrom(base_pb2.HeaderValueOption(
+        header=base_pb2.HeaderValue(key=PEER_HEADER, value=_own_peer_value(identity)),
+        append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD))
     return hcm_pb2.HttpFilter(name=HEADER_MUTATION, typed_config=pack(cfg))
 
 
 def inbound_peer_filters(policy: TelemetryPolicy, *, mtls: bool,
                          identity: Identity = None) -> list[hcm_pb2.HttpFilter]:
-    """First filters of a sidecar's inbound HCM: take the caller's identity out of its headers (always: a
-    plaintext caller must not reach the application with them either) and, on mTLS chains, answer with ours.
-    With every metric disabled the headers are still removed, but nothing is read or sent."""
+    """First filters of a sidecar's inbound HCM: take the caller's identity out of its header (always: a
+    plaintext caller must not reach the application with it either) and, on mTLS chains, answer with ours.
+    With every metric disabled the header is still removed, but nothing is read or sent."""
     if not policy.peer_exchange:
-        return [_remove_peer_headers()]
+        return [_remove_peer_header()]
     take = header_to_metadata_pb2.Config()
-    take.request_rules.extend(_metadata_rules())
+    take.request_rules.append(_metadata_rule())
     filters = [hcm_pb2.HttpFilter(name=HEADER_TO_METADATA, typed_config=pack(take))]
     if mtls:
         filters.append(_mutation(identity, request=False))
     return filters
 
 
-def _remove_peer_headers() -> hcm_pb2.HttpFilter:
+def _remove_peer_header() -> hcm_pb2.HttpFilter:
     cfg = header_mutation_pb2.HeaderMutation()
-    for f in PEER_FIELDS:
-        cfg.mutations.request_mutations.add().remove = header_name(f)
+    cfg.mutations.request_mutations.add().remove = PEER_HEADER
     return hcm_pb2.HttpFilter(name=HEADER_MUTATION, typed_config=pack(cfg))
 
 
@@ -156,60 +153,78 @@ def outbound_peer_filters(policy: TelemetryPolicy, identity: Identity = None) ->
     if not policy.peer_exchange:
         return []
     take = header_to_metadata_pb2.Config()
-    take.response_rules.extend(_metadata_rules())
+    take.response_rules.append(_metadata_rule())
     return [hcm_pb2.HttpFilter(name=HEADER_TO_METADATA, typed_config=pack(take)), _mutation(identity, request=True)]
 
 
 def cluster_metadata(c: cluster_pb2.Cluster, svc: Service) -> None:
-    """Label an outbound cluster with the service it reaches (``destination_service*`` at the source)."""
+    """Label an outbound cluster with the service it reaches (``destination_service*`` at the source), as one
+    service value (``model.statname``): one tag per request instead of three."""
     labels = ServiceLabels.of(svc)
     c.metadata.filter_metadata[CLUSTER_METADATA].update(
-        {"service": labels.host, "name": labels.name, "namespace": labels.namespace})
+        {"service": statname.joined((labels.host, labels.name, labels.namespace))})
 
 
 # --- the stats loggers ----------------------------------------------------------------------------------------
 
+# The per-request values of the tags (Envoy format strings); every other label is fixed in the stat name.
+_PEER_TAG_VALUE = f"%DYNAMIC_METADATA({PEER_METADATA}:{PEER_KEY})%"
+_SERVICE_TAG_VALUE = f"%CLUSTER_METADATA({CLUSTER_METADATA}:service)%"
 
-def _source_tags(identity: Identity) -> dict[str, str]:
-    """Labels of ``reporter="source"``: us as the source, the answering sidecar as the destination."""
-    tags = {"reporter": "source"}
-    for f, label in zip(PEER_FIELDS, _LABELS, strict=True):
-        tags[f"source_{label}"] = _own(f, identity)
-        tags[f"destination_{label}"] = _peer(f)
-    tags["source_principal"] = "%UPSTREAM_LOCAL_URI_SAN%"
-    tags["destination_principal"] = "%UPSTREAM_PEER_URI_SAN%"
-    tags["destination_service"] = f"%CLUSTER_METADATA({CLUSTER_METADATA}:service)%"
-    tags["destination_service_name"] = f"%CLUSTER_METADATA({CLUSTER_METADATA}:name)%"
-    tags["destination_service_namespace"] = f"%CLUSTER_METADATA({CLUSTER_METADATA}:namespace)%"
+
+def _source_labels(identity: Identity, *, http: bool) -> dict[str, str]:
+    """Labels of ``reporter="source"``: us as the source, the answering sidecar as the destination (from its
+    response header; over TCP nobody answers with one). Our principal is known only when the connection was
+    mutual TLS, which the peer's principal tells (``$mtls``)."""
+    labels = {"reporter": "source"}
+    for label, f in statname.side_labels("source"):
+        labels[label] = _own(f, identity)
+    for label, _ in statname.side_labels("destination"):
+        labels[label] = statname.PEER if http else UNKNOWN
+    labels["source_principal"] = statname.MTLS
+    labels["destination_principal"] = "%UPSTREAM_PEER_URI_SAN%"
+    for label in statname.SERVICE_LABELS:
+        labels[label] = statname.SERVICE
     # Istio's source reporter does not know the policy the server applied.
-    tags["connection_security_policy"] = UNKNOWN
-    return tags
+    labels["connection_security_policy"] = UNKNOWN
+    return labels
 
 
-def _destination_tags(service: ServiceLabels, *, mtls: bool, http: bool, identity: Identity) -> dict[str, str]:
-    """Labels of ``reporter="destination"``: the caller as the source (from its headers; none over TCP), us as
-    the destination (on an mTLS chain our certificate is the proxy's own: its SPIFFE id, when known, is fixed)."""
-    tags = {"reporter": "destination"}
-    for f, label in zip(PEER_FIELDS, _LABELS, strict=True):
-        tags[f"source_{label}"] = _peer(f) if http else UNKNOWN
-        tags[f"destination_{label}"] = _own(f, identity)
-    tags["source_principal"] = "%DOWNSTREAM_PEER_URI_SAN%" if mtls else UNKNOWN
-    own_principal = (identity or {}).get("principal", "%DOWNSTREAM_LOCAL_URI_SAN%")
-    tags["destination_principal"] = own_principal if mtls else UNKNOWN
-    tags["destination_service"] = service.host
-    tags["destination_service_name"] = service.name
-    tags["destination_service_namespace"] = service.namespace
-    tags["connection_security_policy"] = MUTUAL_TLS if mtls else NONE
-    return tags
+def _destination_labels(service: ServiceLabels, *, mtls: bool, http: bool, identity: Identity) -> dict[str, str]:
+    """Labels of ``reporter="destination"``: the caller as the source (from its header; none over TCP), us as
+    the destination (on an mTLS chain our certificate is the proxy's own: its SPIFFE id)."""
+    labels = {"reporter": "destination"}
+    for label, _ in statname.side_labels("source"):
+        labels[label] = statname.PEER if http else UNKNOWN
+    for label, f in statname.side_labels("destination"):
+        labels[label] = _own(f, identity)
+    labels["source_principal"] = "%DOWNSTREAM_PEER_URI_SAN%" if mtls else UNKNOWN
+    labels["destination_principal"] = _own("principal", identity) if mtls else UNKNOWN
+    labels["destination_service"] = service.host
+    labels["destination_service_name"] = service.name
+    labels["destination_service_namespace"] = service.namespace
+    labels["connection_security_policy"] = MUTUAL_TLS if mtls else NONE
+    return labels
 
 
-# model.peer's fields as Istio's label suffixes
-_LABELS = ("workload", "workload_namespace", "app", "version", "cluster")
+def _is_format(value: str) -> bool:
+    """Whether a label's value is an Envoy format string (formatted per request) rather than a fixed value or a
+    placeholder of ``model.statname`` (both part of the stat name)."""
+    return "%" in value
 
 
-def _stat(name: str, tags: Mapping[str, str]) -> stats_pb2.Config.Stat:
+def _stat(metric: str, labels: Mapping[str, str]) -> stats_pb2.Config.Stat:
+    """One stat: the fixed labels and placeholders in its name, the format strings as tags, plus the one tag of
+    the peer (and of the service) when a placeholder needs it."""
+    fixed = {k: v for k, v in labels.items() if not _is_format(v)}
+    tags = {k: v for k, v in labels.items() if _is_format(v)}
+    if statname.PEER in fixed.values():
+        tags[statname.PEER_TAG] = _PEER_TAG_VALUE
+    if statname.SERVICE in fixed.values():
+        tags[statname.SERVICE_TAG] = _SERVICE_TAG_VALUE
     return stats_pb2.Config.Stat(
-        name=name, tags=[stats_pb2.Config.Tag(name=k, value_format=v) for k, v in sorted(tags.items())])
+        name=statname.encode_name(metric, fixed),
+        tags=[stats_pb2.Config.Tag(name=k, value_format=v) for k, v in sorted(tags.items())])
 
 
 def _field(number: int, payload: bytes) -> bytes:
@@ -304,24 +319,25 @@ def _stats(metrics: tuple[_Metric, ...], tags: dict[str, str], policy: Telemetry
     return out
 
 
-def _http_stats(tags: dict[str, str], protocol: str, policy: TelemetryPolicy,
+def _http_stats(labels: dict[str, str], protocol: str, policy: TelemetryPolicy,
                 client: bool) -> list[accesslog_pb2.AccessLog]:
-    tags = {**tags, "request_protocol": protocol, "response_code": "%RESPONSE_CODE%",
-            "response_flags": "%RESPONSE_FLAGS%"}
-    return _stats(_HTTP_METRICS, tags, policy, client=client, tcp=False)
+    labels = {**labels, "request_protocol": protocol, "response_code": "%RESPONSE_CODE%",
+              "response_flags": "%RESPONSE_FLAGS%"}
+    return _stats(_HTTP_METRICS, labels, policy, client=client, tcp=False)
 
 
 def inbound_http_logs(service: ServiceLabels, policy: TelemetryPolicy, *, mtls: bool, grpc: bool = False,
                       identity: Identity = None) -> list[accesslog_pb2.AccessLog]:
     """The server side's metrics (``reporter="destination"``) and access logs."""
-    tags = _destination_tags(service, mtls=mtls, http=True, identity=identity)
-    return [*_http_stats(tags, "grpc" if grpc else "http", policy,
+    labels = _destination_labels(service, mtls=mtls, http=True, identity=identity)
+    return [*_http_stats(labels, "grpc" if grpc else "http", policy,
                          client=False), *access_logs(policy, client=False)]
 
 
 def outbound_http_logs(policy: TelemetryPolicy, identity: Identity = None) -> list[accesslog_pb2.AccessLog]:
     """The client side's metrics (``reporter="source"``) and access logs: sidecars' outbound, gateways."""
-    return [*_http_stats(_source_tags(identity), "http", policy, client=True), *access_logs(policy, client=True)]
+    return [*_http_stats(_source_labels(identity, http=True), "http", policy, client=True),
+            *access_logs(policy, client=True)]
 
 
 def _log_type(kind: str) -> accesslog_pb2.AccessLogFilter:
@@ -330,19 +346,21 @@ def _log_type(kind: str) -> accesslog_pb2.AccessLogFilter:
     return f
 
 
-def _tcp_stats(tags: dict[str, str], policy: TelemetryPolicy, client: bool) -> list[accesslog_pb2.AccessLog]:
-    tags = {**tags, "request_protocol": "tcp", "response_flags": "%RESPONSE_FLAGS%"}
-    return _stats(_TCP_METRICS, tags, policy, client=client, tcp=True)
+def _tcp_stats(labels: dict[str, str], policy: TelemetryPolicy, client: bool) -> list[accesslog_pb2.AccessLog]:
+    labels = {**labels, "request_protocol": "tcp", "response_flags": "%RESPONSE_FLAGS%"}
+    return _stats(_TCP_METRICS, labels, policy, client=client, tcp=True)
 
 
 def inbound_tcp_logs(service: ServiceLabels, policy: TelemetryPolicy, *, mtls: bool,
                      identity: Identity = None) -> list[accesslog_pb2.AccessLog]:
-    return [*_tcp_stats(_destination_tags(service, mtls=mtls, http=False, identity=identity), policy, client=False),
+    return [*_tcp_stats(_destination_labels(service, mtls=mtls, http=False, identity=identity), policy,
+                        client=False),
             *access_logs(policy, client=False, tcp=True)]
 
 
 def outbound_tcp_logs(policy: TelemetryPolicy, identity: Identity = None) -> list[accesslog_pb2.AccessLog]:
-    return [*_tcp_stats(_source_tags(identity), policy, client=True), *access_logs(policy, client=True, tcp=True)]
+    return [*_tcp_stats(_source_labels(identity, http=False), policy, client=True),
+            *access_logs(policy, client=True, tcp=True)]
 
 
 # --- access logs (the Telemetry API's accessLogging, MeshConfig's accessLogFile) ---------------------------------

@@ -11,6 +11,7 @@ from envoy.extensions.access_loggers.file.v3 import file_pb2
 from envoy.extensions.access_loggers.stats.v3 import stats_pb2
 
 from meshplane.model.mesh import MeshSettings, TelemetryProvider
+from meshplane.model.statname import decode_name
 from meshplane.model.telemetry import cel_to_format, code_filter
 from meshplane.translate.telemetryapi import DEFAULT, DEFAULT_TEXT_FORMAT, telemetry_policy
 
@@ -61,6 +62,19 @@ def test_most_specific_field_wins_and_oldest_within_a_level() -> None:
     assert context(bookinfo_registry()) and telemetry_policy(sidecar(), context(bookinfo_registry())) is DEFAULT
 
 
+def _metric(stat: stats_pb2.Config.Stat) -> str:
+    decoded = decode_name(stat.name)
+    assert decoded is not None, stat.name
+    return decoded[0]
+
+
+def _labels(stat: stats_pb2.Config.Stat) -> dict[str, str]:
+    """A stat's labels: those fixed in its name (model.statname) and its per-request tags."""
+    decoded = decode_name(stat.name)
+    assert decoded is not None, stat.name
+    return {**decoded[1], **{t.name: t.value_format for t in stat.tags}}
+
+
 def test_tag_overrides_reach_the_stats_logger(tmp_path: Path) -> None:
     spec = {"metrics": [{"overrides": [{"match": {"metric": "REQUEST_COUNT", "mode": "SERVER"}, "tagOverrides": {
         "request_host": {"value": "request.host"}, "request_protocol": {"operation": "REMOVE"},
@@ -72,11 +86,11 @@ def test_tag_overrides_reach_the_stats_logger(tmp_path: Path) -> None:
     stats = [log for log in h.access_log if log.name == "envoy.access_loggers.stats"]
     cfg = stats_pb2.Config()
     stats[0].typed_config.Unpack(cfg)
-    (count,) = [c for c in cfg.counters if c.stat.name == "requests_total"]
-    tags = {t.name: t.value_format for t in count.stat.tags}
+    (count,) = [c for c in cfg.counters if _metric(c.stat) == "requests_total"]
+    tags = _labels(count.stat)
     assert tags["request_host"] == "%REQ(:AUTHORITY)%" and "request_protocol" not in tags and "custom" not in tags
-    (duration,) = [h for h in cfg.histograms if h.stat.name == "request_duration_milliseconds"]
-    assert "request_protocol" in {t.name for t in duration.stat.tags}, "only REQUEST_COUNT was overridden"
+    (duration,) = [h for h in cfg.histograms if _metric(h.stat) == "request_duration_milliseconds"]
+    assert "request_protocol" in _labels(duration.stat), "only REQUEST_COUNT was overridden"
     envoy_validate(proxy, ctx, tmp_path)
 
 
@@ -140,6 +154,6 @@ def test_destination_service_comes_from_the_selecting_service_entry_before_any_e
     assert h is not None
     cfg = stats_pb2.Config()
     next(log for log in h.access_log if log.name == "envoy.access_loggers.stats").typed_config.Unpack(cfg)
-    tags = {t.name: t.value_format for t in cfg.counters[0].stat.tags}
+    tags = _labels(cfg.counters[0].stat)
     assert (tags["destination_service"], tags["destination_service_name"], tags["destination_service_namespace"]) == (
         "reviews.default.svc.cluster.local", "reviews", "default")

@@ -1337,6 +1337,9 @@ class TrafficLabelRules:
 class TrafficLabel:
     "Labels requests with a header computed at the proxy, so routing rules can match it."
 
+    hosts: tuple[str, ...] = ()
+    http: tuple[Any, ...] = ()
+    overwrite: Any | None = None
     rules: tuple[TrafficLabelRules, ...] = ()
     workload_selector: ServiceEntryWorkloadSelector | None = None
 
@@ -2315,6 +2318,9 @@ register(TrafficLabelRules, (
     ('protocols', 'protocols', ("s",)),
 ))
 register(TrafficLabel, (
+    ('hosts', 'hosts', ("l", ("s",))),
+    ('http', 'http', ("l", ("j",))),
+    ('overwrite', 'overwrite', ("j",)),
     ('rules', 'rules', ("l", ("m", TrafficLabelRules))),
     ('workloadSelector', 'workload_selector', ("m", ServiceEntryWorkloadSelector)),
 ))
