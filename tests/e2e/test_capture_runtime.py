@@ -413,6 +413,12 @@ def test_proxy_config_reads_an_instance_in_its_namespace(mesh: Mesh) -> None:
         secret
     other = meshplane("pc", "routes", "--admin", f"http://{mesh.instance(pp)['address']}:15000", check=False)
     assert other.returncode == 2 and "loopback addresses only" in other.stderr, other.stderr
+    # proxy-status gives the name table (NDS) a column of its own: each sidecar's row shows it synced.
+    table = meshplane("proxy-status", "--home", str(mesh.home)).stdout.splitlines()
+    header = table[0].split()
+    assert header[:8] == ["NAME", "CLUSTER", "CDS", "LDS", "EDS", "RDS", "SDS", "NDS"], header
+    row = next(line.split() for line in table if line.startswith(f"{pp}.default "))
+    assert row[2:8] == ["SYNCED", "SYNCED", "SYNCED", "SYNCED", "-", "SYNCED"], row
 
 
 def test_down_after_sigkill_of_the_supervisor_leaves_nothing(mesh: Mesh) -> None:

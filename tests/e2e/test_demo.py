@@ -198,6 +198,12 @@ def test_demo_end_to_end(demo: tuple[Path, dict[str, Any], str]) -> None:
     assert [r[-3:] for r in reviews] == [
         ["[end-user", "exact=jason]", "outbound|9080|v2|reviews.default.svc.cluster.local"],
         ["more...", "/*", "outbound|9080|v1|reviews.default.svc.cluster.local"]], routes
+    # The README's other diagnosis lines: proxy-status has every instance; describe names the routing in effect.
+    rows = meshplane("proxy-status", "--home", str(home)).stdout.splitlines()
+    assert {r.split()[0] for r in rows[1:]} == {f"{w['name']}.{w['namespace']}" for w in st["workloads"]}, rows
+    described = meshplane("describe", "pod", "reviews-v2-cluster-1-0", "--home", str(home)).stdout
+    assert "VirtualService: reviews.default" in described, described
+    assert "when header end-user exact jason: route to reviews.default.svc.cluster.local subset v2" in described
     check_standard_metrics(st, tmp_strict=home / "strict.yaml")
     pids_before = {w["name"]: w["pid"] for w in status(home)["workloads"]}
     assert pids_before == {w["name"]: w["pid"] for w in st["workloads"]}, "nothing was restarted"

@@ -194,17 +194,24 @@ def _proxy_config(args: argparse.Namespace) -> int:
 STATUS_TYPES = ("CDS", "LDS", "EDS", "RDS", "SDS")
 
 
+def status_types(items: list[dict[str, Any]]) -> tuple[str, ...]:
+    """The per-type columns: istioctl's, then any other type a proxy was served (ECDS for extension configs, NDS
+    for a transparent instance's DNS name table), so nothing a proxy syncs is left out of its row."""
+    extra = sorted({str(t) for p in items for t in (p.get("types") or {})} - set(STATUS_TYPES))
+    return (*STATUS_TYPES, *extra)
+
+
 def proxy_name(p: dict[str, Any]) -> str:
     """istioctl's NAME: ``POD.NAMESPACE`` from the node id (one per instance, so replicas differ), else the id."""
     pod = _pod_part(str(p.get("nodeId", "")))
     return pod if pod != p.get("nodeId") else str(p.get("nodeId") or "")
 
 
-def proxy_status_rows(items: list[dict[str, Any]]) -> list[list[str]]:
+def proxy_status_rows(items: list[dict[str, Any]], columns: tuple[str, ...] = STATUS_TYPES) -> list[list[str]]:
     rows = []
     for p in sorted(items, key=proxy_name):
         types = p.get("types") or {}
-        cells = [str((types.get(t) or {}).get("state", "-")).replace("NOT_SENT", "-") for t in STATUS_TYPES]
+        cells = [str((types.get(t) or {}).get("state", "-")).replace("NOT_SENT", "-") for t in columns]
         cp = p.get("controlPlane") or {}
         plane = f"{cp.get('id')}@{cp.get('xds')}" if cp.get("id") else "-"
         errors = "; ".join(f"{t}: {v['error']}" for t, v in types.items() if (v or {}).get("error"))
@@ -241,8 +248,9 @@ def _proxy_status(args: argparse.Namespace) -> int:
     if args.output == "json":
         print(json.dumps(items, indent=2))
         return 0
-    header = ("NAME", "CLUSTER", *STATUS_TYPES, "ISTIOD", "VERSION", "ERROR")
-    table = render_table(header, proxy_status_rows(items))
+    columns = status_types(items)
+    header = ("NAME", "CLUSTER", *columns, "ISTIOD", "VERSION", "ERROR")
+    table = render_table(header, proxy_status_rows(items, columns))
     sys.stdout.write(table)
     return 0
 

@@ -74,3 +74,43 @@ def test_unimplemented_fields_are_warned_by_name() -> None:
     assert any("applyToTraffic" in w for w in warnings), warnings
     spec = limiter(rule(match={"vhost": {"name": "httpbin", "port": 8000}}))
     assert any("spec.configs[0].match.vhost.name" in w for w in ok("ASMLocalRateLimiter", spec))
+
+
+WASM = {"selector": {"matchLabels": {"app": "reviews"}}, "url": "file:///opt/plugins/add_header.wasm",
+        "phase": "AUTHZ", "priority": 10, "pluginConfig": {"greeting": "hi", "n": [1, 2]}, "pluginName": "root",
+        "failStrategy": "FAIL_OPEN", "vmConfig": {"env": [{"name": "A", "value": "1"},
+                                                         {"name": "POD_NAME", "valueFrom": "HOST"}]},
+        "match": [{"mode": "SERVER", "ports": [{"number": 9080}]}]}
+
+
+def test_wasm_plugin_from_a_file_passes() -> None:
+    assert ok("WasmPlugin", WASM) == []
+
+
+WASM_FAILING = [
+    ("oci", {"url": "oci://ghcr.io/x/plugin:1"}, "spec.url", "FieldValueNotSupported", "file://"),
+    ("https", {"url": "https://example.com/p.wasm"}, "spec.url", "FieldValueNotSupported", ""),
+    ("bare", {"url": "ghcr.io/x/plugin:1"}, "spec.url", "FieldValueNotSupported", ""),
+    ("relative", {"url": "file://plugins/p.wasm"}, "spec.url", "FieldValueInvalid", ""),
+    ("network", {"type": "NETWORK"}, "spec.type", "FieldValueForbidden", "network"),
+    ("target-service", {"selector": None, "targetRefs": [{"kind": "Service", "name": "reviews"}]},
+     "spec.targetRefs[0].kind", "FieldValueNotSupported", ""),
+    ("selector-and-target", {"targetRefs": [{"kind": "Gateway", "group": "gateway.networking.k8s.io",
+                                             "name": "gw"}]}, "spec.selector", "FieldValueForbidden", ""),
+    ("host-env-value", {"vmConfig": {"env": [{"name": "A", "valueFrom": "HOST", "value": "x"}]}},
+     "spec.vmConfig.env[0].value", "FieldValueForbidden", ""),
+    ("bad-sha", {"sha256": "abc"}, "spec.sha256", "FieldValueInvalid", ""),
+]
+
+
+@pytest.mark.parametrize(("patch", "field", "reason", "text"), [c[1:] for c in WASM_FAILING],
+                         ids=[c[0] for c in WASM_FAILING])
+def test_wasm_plugin_refused(patch: dict[str, Any], field: str, reason: str, text: str) -> None:
+    spec = {k: v for k, v in {**WASM, **patch}.items() if v is not None}
+    assert_cause(causes("WasmPlugin", spec), field, reason, text)
+
+
+def test_wasm_plugin_pull_fields_are_warned() -> None:
+    warnings = ok("WasmPlugin", {**WASM, "sha256": "a" * 64, "imagePullPolicy": "Always", "imagePullSecret": "s"})
+    for field in ("spec.sha256", "spec.imagePullPolicy", "spec.imagePullSecret"):
+        assert any(w.startswith(field) for w in warnings), (field, warnings)

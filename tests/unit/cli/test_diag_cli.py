@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from envoy.config.core.v3 import base_pb2
 
-from meshplane.cli.diag_cmds import DiagError, check_admin, instance_dir, proxy_status_rows
+from meshplane.cli.diag_cmds import DiagError, check_admin, instance_dir, proxy_status_rows, status_types
 from meshplane.cli.locate import ServerEndpoint
 from meshplane.cli.main import build_parser, main
 from meshplane.xds.ads import build_version
@@ -36,6 +36,16 @@ def test_replicas_of_one_workload_are_rows_of_their_own() -> None:
     assert rows[1][1:] == ["cluster-1", "SYNCED", "NACKED", "SYNCED", "-", "-", "meshplane-42@127.0.0.1:15010",
                            "1.40.0", "LDS: bad listener"]
     assert rows[0][1] == "-" and rows[0][8] == "-"
+
+
+def test_types_beyond_istioctls_get_columns_of_their_own() -> None:
+    items = [proxy("sidecar~10.9.1.1~a-0.default~default.svc.cluster.local", "c"),
+             proxy("sidecar~10.9.1.2~b-0.default~default.svc.cluster.local", "c")]
+    items[1]["types"] = {**items[1]["types"], "NDS": {"state": "SYNCED"}}  # type: ignore[dict-item]
+    columns = status_types(items)
+    assert columns == ("CDS", "LDS", "EDS", "RDS", "SDS", "NDS")
+    assert [r[7] for r in proxy_status_rows(items, columns)] == ["-", "SYNCED"]
+    assert status_types(items[:1]) == ("CDS", "LDS", "EDS", "RDS", "SDS")
 
 
 def test_envoy_version_from_the_node() -> None:

@@ -179,6 +179,43 @@ class TelemetryMetricsOverridesTagOverridesOperation(SpecEnum):
     REMOVE = 'REMOVE'
 
 
+class WasmPluginImagePullPolicy(SpecEnum):
+    UNSPECIFIED_POLICY = 'UNSPECIFIED_POLICY'
+    IfNotPresent = 'IfNotPresent'
+    Always = 'Always'
+
+
+class WasmPluginPhase(SpecEnum):
+    UNSPECIFIED_PHASE = 'UNSPECIFIED_PHASE'
+    AUTHN = 'AUTHN'
+    AUTHZ = 'AUTHZ'
+    STATS = 'STATS'
+
+
+class WasmPluginFailStrategy(SpecEnum):
+    FAIL_CLOSE = 'FAIL_CLOSE'
+    FAIL_OPEN = 'FAIL_OPEN'
+    FAIL_RELOAD = 'FAIL_RELOAD'
+
+
+class WasmPluginVmConfigEnvValueFrom(SpecEnum):
+    INLINE = 'INLINE'
+    HOST = 'HOST'
+
+
+class WasmPluginMatchMode(SpecEnum):
+    UNDEFINED = 'UNDEFINED'
+    CLIENT = 'CLIENT'
+    SERVER = 'SERVER'
+    CLIENT_AND_SERVER = 'CLIENT_AND_SERVER'
+
+
+class WasmPluginType(SpecEnum):
+    UNSPECIFIED_PLUGIN_TYPE = 'UNSPECIFIED_PLUGIN_TYPE'
+    HTTP = 'HTTP'
+    NETWORK = 'NETWORK'
+
+
 class MemberClusterDiscoverySelectorsMatchExpressionsOperator(SpecEnum):
     In = 'In'
     NotIn = 'NotIn'
@@ -1219,6 +1256,69 @@ class Telemetry:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class WasmPluginTargetRef:
+    "A resource the plugin attaches to."
+
+    group: str | None = None
+    kind: str | None = None
+    name: str | None = None
+    namespace: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WasmPluginVmConfigEnv:
+    "One environment variable of the VM."
+
+    name: str | None = None
+    value: str | None = None
+    value_from: WasmPluginVmConfigEnvValueFrom | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WasmPluginVmConfig:
+    "The Wasm VM's settings."
+
+    env: tuple[WasmPluginVmConfigEnv, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WasmPluginMatchPorts:
+    "A port."
+
+    number: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WasmPluginMatch:
+    "Traffic the plugin applies to."
+
+    mode: WasmPluginMatchMode | None = None
+    ports: tuple[WasmPluginMatchPorts, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WasmPlugin:
+    "Istio's WasmPlugin: a Wasm HTTP filter in the selected workloads' proxies."
+
+    fail_strategy: WasmPluginFailStrategy | None = None
+    image_pull_policy: WasmPluginImagePullPolicy | None = None
+    image_pull_secret: str | None = None
+    match: tuple[WasmPluginMatch, ...] = ()
+    phase: WasmPluginPhase | None = None
+    plugin_config: Any | None = None
+    plugin_name: str | None = None
+    priority: int | None = None
+    selector: WorkloadSelector | None = None
+    sha256: str | None = None
+    target_ref: WasmPluginTargetRef | None = None
+    target_refs: tuple[WasmPluginTargetRef, ...] = ()
+    type: WasmPluginType | None = None
+    url: str | None = None
+    verification_key: str | None = None
+    vm_config: WasmPluginVmConfig | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TrafficLabelRulesLabels:
     "One label: a header name and the sources of its value."
 
@@ -2169,6 +2269,45 @@ register(Telemetry, (
     ('targetRefs', 'target_refs', ("l", ("m", PolicyTargetReference))),
     ('tracing', 'tracing', ("l", ("m", TelemetryTracing))),
 ))
+register(WasmPluginTargetRef, (
+    ('group', 'group', ("s",)),
+    ('kind', 'kind', ("s",)),
+    ('name', 'name', ("s",)),
+    ('namespace', 'namespace', ("s",)),
+))
+register(WasmPluginVmConfigEnv, (
+    ('name', 'name', ("s",)),
+    ('value', 'value', ("s",)),
+    ('valueFrom', 'value_from', ("e", WasmPluginVmConfigEnvValueFrom)),
+))
+register(WasmPluginVmConfig, (
+    ('env', 'env', ("l", ("m", WasmPluginVmConfigEnv))),
+))
+register(WasmPluginMatchPorts, (
+    ('number', 'number', ("i",)),
+))
+register(WasmPluginMatch, (
+    ('mode', 'mode', ("e", WasmPluginMatchMode)),
+    ('ports', 'ports', ("l", ("m", WasmPluginMatchPorts))),
+))
+register(WasmPlugin, (
+    ('failStrategy', 'fail_strategy', ("e", WasmPluginFailStrategy)),
+    ('imagePullPolicy', 'image_pull_policy', ("e", WasmPluginImagePullPolicy)),
+    ('imagePullSecret', 'image_pull_secret', ("s",)),
+    ('match', 'match', ("l", ("m", WasmPluginMatch))),
+    ('phase', 'phase', ("e", WasmPluginPhase)),
+    ('pluginConfig', 'plugin_config', ("j",)),
+    ('pluginName', 'plugin_name', ("s",)),
+    ('priority', 'priority', ("i",)),
+    ('selector', 'selector', ("m", WorkloadSelector)),
+    ('sha256', 'sha256', ("s",)),
+    ('targetRef', 'target_ref', ("m", WasmPluginTargetRef)),
+    ('targetRefs', 'target_refs', ("l", ("m", WasmPluginTargetRef))),
+    ('type', 'type', ("e", WasmPluginType)),
+    ('url', 'url', ("s",)),
+    ('verificationKey', 'verification_key', ("s",)),
+    ('vmConfig', 'vm_config', ("m", WasmPluginVmConfig)),
+))
 register(TrafficLabelRulesLabels, (
     ('name', 'name', ("s",)),
     ('valueFrom', 'value_from', ("l", ("s",))),
@@ -2344,6 +2483,7 @@ KINDS: Mapping[tuple[str, str], type] = {
     ('security.istio.io', 'PeerAuthentication'): PeerAuthentication,
     ('security.istio.io', 'RequestAuthentication'): RequestAuthentication,
     ('telemetry.istio.io', 'Telemetry'): Telemetry,
+    ('extensions.istio.io', 'WasmPlugin'): WasmPlugin,
     ('istio.alibabacloud.com', 'TrafficLabel'): TrafficLabel,
     ('istio.alibabacloud.com', 'ASMSwimLaneGroup'): ASMSwimLaneGroup,
     ('istio.alibabacloud.com', 'ASMSwimLane'): ASMSwimLane,
@@ -2367,6 +2507,7 @@ RESOURCES: Mapping[GroupResource, tuple[str, type]] = {
     GroupResource('security.istio.io', 'peerauthentications'): ('PeerAuthentication', PeerAuthentication),
     GroupResource('security.istio.io', 'requestauthentications'): ('RequestAuthentication', RequestAuthentication),
     GroupResource('telemetry.istio.io', 'telemetries'): ('Telemetry', Telemetry),
+    GroupResource('extensions.istio.io', 'wasmplugins'): ('WasmPlugin', WasmPlugin),
     GroupResource('istio.alibabacloud.com', 'trafficlabels'): ('TrafficLabel', TrafficLabel),
     GroupResource('istio.alibabacloud.com', 'asmswimlanegroups'): ('ASMSwimLaneGroup', ASMSwimLaneGroup),
     GroupResource('istio.alibabacloud.com', 'asmswimlanes'): ('ASMSwimLane', ASMSwimLane),
@@ -2538,6 +2679,18 @@ __all__ = [
     'TunnelSettings',
     'VirtualService',
     'WarmupConfiguration',
+    'WasmPlugin',
+    'WasmPluginFailStrategy',
+    'WasmPluginImagePullPolicy',
+    'WasmPluginMatch',
+    'WasmPluginMatchMode',
+    'WasmPluginMatchPorts',
+    'WasmPluginPhase',
+    'WasmPluginTargetRef',
+    'WasmPluginType',
+    'WasmPluginVmConfig',
+    'WasmPluginVmConfigEnv',
+    'WasmPluginVmConfigEnvValueFrom',
     'WorkloadEntry',
     'WorkloadGroup',
     'WorkloadGroupMetadata',
