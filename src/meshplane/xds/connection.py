@@ -95,6 +95,9 @@ class Connection:
         self._replaced_clusters: list[ResourceLike] = []
         self.budget: WriteBudget | None = None  # set by the server on register
         self.bytes_sent = 0
+        # When the response being written started to be handed to the stream (loop time), None between writes:
+        # the push watchdog times the proxy's taking of a write, not the queueing before it (budget, CPU).
+        self.write_started: float | None = None
         self.responses_sent = 0
         self.generate_errors: dict[str, str] = {}  # type URL -> why the last generation failed
         self._last_good: dict[str, Sequence[ResourceLike]] = {}
@@ -338,6 +341,7 @@ class Connection:
             await budget.acquire(size)
         try:
             data = build()
+            self.write_started = asyncio.get_running_loop().time()
             await self._send(data)
             self.bytes_sent += len(data)
             self.responses_sent += 1
@@ -345,6 +349,7 @@ class Connection:
             self.closed.set()
             raise
         finally:
+            self.write_started = None
             if budget is not None:
                 budget.release(size)
 

@@ -90,7 +90,7 @@ class XdsServer:
         self._server: grpc.aio.Server | None = None
         self._workers: list[asyncio.Task[None]] = []
         # worker -> deadline of the push it runs; a worker in ``_expired`` was cancelled by the watchdog.
-        self._busy: dict[asyncio.Task[None], float] = {}
+        self._busy: dict[asyncio.Task[None], Connection] = {}
         self._expired: set[asyncio.Task[None]] = set()
         self.pushes_started = 0
         self.full_pushes = 0
@@ -351,7 +351,7 @@ class XdsServer:
         loop = asyncio.get_running_loop()
         while True:
             conn, request = await self._queue.dequeue()
-            self._busy[me] = loop.time() + self.settings.send_timeout
+            self._busy[me] = conn
             try:
                 self.pushes_started += 1
                 await conn.push(request, self.state)
@@ -376,14 +376,19 @@ class XdsServer:
                 self._queue.mark_done(conn)
 
     async def _push_watchdog(self) -> None:
-        """Cancels a push that outlives ``send_timeout`` (the stream is then closed; the proxy reconnects)."""
+        """Cancels a push whose proxy has not taken one write within ``send_timeout`` (the stream is then closed;
+        the proxy reconnects). Only the write is timed: a push waiting for the write budget or for the event loop
+        (ten thousand proxies converging on one busy replica) is not the proxy's fault, and closing it then made
+        every such proxy reconnect and start over."""
         loop = asyncio.get_running_loop()
-        period = min(1.0, max(0.01, self.settings.send_timeout / 4))
+        timeout = self.settings.send_timeout
+        period = min(1.0, max(0.01, timeout / 4))
         while True:
             await asyncio.sleep(period)
             now = loop.time()
-            for worker, deadline in list(self._busy.items()):
-                if deadline <= now and worker not in self._expired:
+            for worker, conn in list(self._busy.items()):
+                started = conn.write_started
+                if started is not None and started + timeout <= now and worker not in self._expired:
                     self._expired.add(worker)
                     worker.cancel()
 

@@ -19,7 +19,7 @@ class XdsSettings:
     # interleaving with the first proxies' ACKs (p99 to all of them 240 -> 150 ms in bench/xds_scale). Memory
     # is bounded by the bytes in flight (the write budget), not by this number.
     max_concurrent_pushes: int = 1000
-    # A proxy that does not take a push within this time is disconnected (it reconnects and resyncs).
+    # A proxy that does not take one response's write within this time is disconnected (it reconnects and resyncs).
     send_timeout: float = 30.0
     # The cluster id of the ServiceEntry/WorkloadEntry registry source (this control plane's own config).
     cluster_id: str = ""
