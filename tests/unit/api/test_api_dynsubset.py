@@ -116,3 +116,18 @@ def test_traffic_label_fields_without_semantics_are_refused_by_name(key: str, va
     with pytest.raises(InvalidObject) as e:
         validate(info, tl, field_validation=field_validation)
     assert {c.field for c in e.value.causes} == {f"spec.{key}"}
+
+
+def test_label_variable_subsets_only_in_http_route_destinations() -> None:
+    dest = {"host": "mockb", "subset": "$userdefinelabel1"}
+    assert _check(_vs({"route": [{"destination": dest}]})) == []
+    assert _fields(_vs({"route": [{"destination": {"host": "mockb"}}], "mirror": dest})) == {
+        "spec.http[0].mirror.subset"}
+    assert _fields(_vs({"route": [{"destination": dest, "fallback": {"target": {"host": "mockb", "subset": "v1"}}}]
+                        })) == {"spec.http[0].route[0].fallback"}
+    assert _fields(_vs({"route": [{"destination": {"host": "mockb", "subset": "v2"},
+                                   "fallback": {"target": dest}}]})) == {"spec.http[0].route[0].fallback.target.subset"}
+    tcp = {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+           "metadata": {"name": "b", "namespace": "default"},
+           "spec": {"hosts": ["mockb"], "tcp": [{"route": [{"destination": dest}]}]}}
+    assert _fields(tcp) == {"spec.tcp[0].route[0].destination.subset"}

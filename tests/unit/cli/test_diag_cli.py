@@ -158,3 +158,11 @@ def test_a_transparent_meshs_admin_is_read_on_its_own_bridge(tmp_path: Path) -> 
     with pytest.raises(DiagError, match="this mesh's own bridge only"):
         check_admin("http://10.184.1.1:15000", networks=bridges, what="instance x's admin")
     assert mesh_bridges(tmp_path / "nothing") == ()
+
+
+def test_analyze_finds_its_server_as_every_command_does(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["analyze", "--server", "127.0.0.1:8080"]) == 1
+    assert capsys.readouterr().err == ("error: --server '127.0.0.1:8080' is not a URL of the API: write it with its "
+                                       "scheme, e.g. http://127.0.0.1:8080\n")
+    assert main(["analyze", "--home", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.startswith(f"error: no running mesh in {tmp_path} ")
