@@ -121,8 +121,26 @@ def _usage() -> dict[str, float]:
     return {"cpu_s": ru.ru_utime + ru.ru_stime, "peak_rss_mb": _peak_rss_mb()}
 
 
-async def _serve_meshplane(args: argparse.Namespace) -> None:
+async def _open_store(args: argparse.Namespace) -> Any:
+    """The server's store: a MemoryStore seeded here, or (``--etcd``) a replica's EtcdStore on the shared etcd,
+    seeded by the first replica only (``--seed``); the others load what it wrote."""
     from meshplane.store import MemoryStore
+
+    store: Any
+    if args.etcd:
+        from meshplane.store.etcd import EtcdStore, parse_etcd_url
+
+        store = EtcdStore(parse_etcd_url(args.etcd), watch_queue_size=1_000_000)
+    else:
+        store = MemoryStore(watch_queue_size=1_000_000)
+    await store.start()
+    if args.seed or not args.etcd:
+        for gr, obj in _objects(args.services, args.endpoints):
+            await store.create(gr, obj, actor="bench")
+    return store
+
+
+async def _serve_meshplane(args: argparse.Namespace) -> None:
     from meshplane.xds import XdsServer, XdsSettings
 
     profiler = None
@@ -132,10 +150,7 @@ async def _serve_meshplane(args: argparse.Namespace) -> None:
         profiler = cProfile.Profile()
         if os.environ.get("XDS_SCALE_PROFILE_FROM") == "start":
             profiler.enable()
-    store = MemoryStore(watch_queue_size=1_000_000)
-    await store.start()
-    for gr, obj in _objects(args.services, args.endpoints):
-        await store.create(gr, obj, actor="bench")
+    store = await _open_store(args)
     server = XdsServer(store, XdsSettings(debounce_quiet=args.quiet, debounce_max=args.max_delay,
                                           max_concurrent_pushes=args.concurrency))
     _tune_gc()
@@ -160,6 +175,8 @@ async def _serve_meshplane(args: argparse.Namespace) -> None:
             if profiler is not None and generation == 1:
                 profiler.enable()
             i = int(cmd[1])
+            if len(cmd) > 2:  # the coordinator names the generation (replicas share one etcd across runs)
+                generation = int(cmd[2])
             from meshplane.store import GroupResource
 
             gr = GroupResource("networking.istio.io", "workloadentries")
@@ -254,7 +271,8 @@ async def _serve_baseline(args: argparse.Namespace) -> None:
 
     _tune_gc()
     server = grpc.aio.server(options=[("grpc.max_send_message_length", 1 << 26),
-                                      ("grpc.max_concurrent_streams", 100_000)])
+                                      ("grpc.max_concurrent_streams", 100_000),
+                                      ("grpc.server.max_pending_requests", 1 << 20)])  # as meshplane.rpc's
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
         "envoy.service.discovery.v3.AggregatedDiscoveryService",
         {"StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
@@ -564,7 +582,7 @@ async def _drive(args: argparse.Namespace) -> None:
     proxies = [SimProxy(k, cache) for k in range(args.first, args.first + args.count)]
     channels = [grpc.aio.insecure_channel(f"127.0.0.1:{args.port}", options=[
         ("grpc.max_receive_message_length", 1 << 27), ("grpc.use_local_subchannel_pool", 1),
-        ("grpc.channel_id", args.first + c)]) for c in range(max(1, args.count // 100))]
+        ("grpc.channel_id", args.first + c)]) for c in range(max(1, -(-args.count // 100)))]
     events = [asyncio.Event() for _ in proxies]
     tasks: list[asyncio.Task[None]] = []
 
@@ -702,48 +720,62 @@ def default_drivers() -> int:
     return max(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 2)
 
 
-async def measure(role: str, args: argparse.Namespace, tree: str | None = None) -> dict[str, Any]:
-    """One server (meshplane or baseline; with ``tree``, another checkout's meshplane) against ``args.drivers``
-    driver processes. Every timestamp is ``time.perf_counter()`` (CLOCK_MONOTONIC on Linux: one clock for every
-    process of the machine)."""
-    server = await Child.spawn(role, args, tree=tree)
+async def measure(role: str, args: argparse.Namespace, tree: str | None = None, *, etcd: str | None = None,
+                  replicas: int = 1, generation: int = 0) -> dict[str, Any]:
+    """One server (meshplane or baseline; with ``tree``, another checkout's meshplane), or with ``etcd``
+    ``replicas`` meshplane replicas sharing that etcd (the first seeds it unless ``generation`` says an earlier
+    run did; changes are written through the first, so every other replica's proxies see them through etcd's
+    watch), against ``args.drivers`` driver processes (at least one per replica; driver d's proxies on replica
+    d mod R). Every timestamp is ``time.perf_counter()`` (CLOCK_MONOTONIC on Linux: one clock for every process
+    of the machine). ``generation``: address generations already written by earlier runs on the same etcd."""
+    servers: list[Child] = []
     drivers: list[Child] = []
     try:
-        hello = await server.recv()
-        port = hello["port"]
-        k = max(1, min(args.drivers, args.proxies))
+        ports: list[int] = []
+        for r in range(replicas):
+            extra: tuple[str, ...] = ()
+            if etcd:
+                extra = ("--etcd", etcd, *(("--seed",) if r == 0 and generation == 0 else ()))
+            servers.append(await Child.spawn(role, args, *extra, tree=tree))
+            ports.append((await servers[-1].recv())["port"])  # one at a time: the first has seeded the store
+        k = max(1, min(max(args.drivers, replicas), args.proxies))
         bounds = [args.proxies * d // k for d in range(k + 1)]
         for d in range(k):
-            drivers.append(await Child.spawn_proxies(args, port, bounds[d], bounds[d + 1] - bounds[d]))
+            drivers.append(await Child.spawn_proxies(args, ports[d % replicas], bounds[d], bounds[d + 1] - bounds[d]))
         await asyncio.gather(*(d.recv() for d in drivers))
-        before = await server.ask("stats")
+
+        async def stats() -> list[dict[str, Any]]:
+            return list(await asyncio.gather(*(s.ask("stats") for s in servers)))
+
+        before = await stats()
         t0 = time.perf_counter()
         for d in drivers:
             d.send("start")
         done = await asyncio.wait_for(asyncio.gather(*(d.recv() for d in drivers)), args.timeout)
         complete = [t for r in done for t in r["complete"]]
         convergence = max(complete) - t0
-        after_conv = await server.ask("stats")
+        after_conv = await stats()
         latencies: list[float] = []
         observed = 0  # (proxy, change) pairs where the proxy saw the change after it was written
         settle_ms: list[float] = []  # after the last proxy saw a change, until the server had every ACK
         for c in range(args.changes):
             i = c % args.services
             cluster = f"outbound|80||{host_of(i)}"
-            expected = endpoint_ip(i, 0, c + 1)
+            expected = endpoint_ip(i, 0, generation + c + 1)
             for d in drivers:
                 d.send(f"watch {cluster} {expected}")
             await asyncio.gather(*(d.recv() for d in drivers))
             t1 = time.perf_counter()
-            reply = await server.ask(f"change {i}")
+            reply = await servers[0].ask(f"change {i} {generation + c + 1}" if etcd else f"change {i}")
             assert reply["address"] == expected, (reply, expected)
             hits = await asyncio.wait_for(asyncio.gather(*(d.recv() for d in drivers)), args.timeout)
             latencies.extend(h - t1 for r in hits for h in r["hits"])
             observed += sum(1 for r in hits for h in r["hits"] if h >= t1)
             # One change at a time, as the target is stated: the next is written once the server has taken in
             # every ACK of this one (otherwise it would also wait behind a thousand ACKs still being read).
-            settle_ms.append((await server.ask("settle"))["settled_ms"])
-        after = await server.ask("stats")
+            settled = await asyncio.gather(*(s.ask("settle") for s in servers))
+            settle_ms.append(max(x["settled_ms"] for x in settled))
+        after = await stats()
         finals = await asyncio.gather(*(d.stop() for d in drivers))
         drivers = []
         latencies.sort()
@@ -752,10 +784,10 @@ async def measure(role: str, args: argparse.Namespace, tree: str | None = None) 
             "change_p50_ms": statistics.median(latencies) * 1000 if latencies else 0.0,
             "change_p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
             if latencies else 0.0,
-            "server_cpu_converge_s": after_conv["cpu_s"] - before["cpu_s"],
-            "server_cpu_changes_s": after["cpu_s"] - after_conv["cpu_s"],
-            "server_cpu_setup_s": before["cpu_s"],
-            "server_peak_rss_mb": after["peak_rss_mb"],
+            "server_cpu_converge_s": sum(a["cpu_s"] - b["cpu_s"] for a, b in zip(after_conv, before, strict=True)),
+            "server_cpu_changes_s": sum(a["cpu_s"] - b["cpu_s"] for a, b in zip(after, after_conv, strict=True)),
+            "server_cpu_setup_s": sum(b["cpu_s"] for b in before),
+            "server_peak_rss_mb": max(a["peak_rss_mb"] for a in after),
             "driver_cpu_s": sum(f["cpu_s"] for f in finals if f),
             "proxies_converged": sum(1 for t in complete if t >= t0),
             "changes_observed": observed,
@@ -763,7 +795,7 @@ async def measure(role: str, args: argparse.Namespace, tree: str | None = None) 
         }
     finally:
         await asyncio.gather(*(d.stop() for d in drivers))
-        await server.stop()
+        await asyncio.gather(*(s.stop() for s in servers))
 
 
 def _server_default_concurrency() -> int:
@@ -802,7 +834,15 @@ def main() -> None:
     ap.add_argument("--sovereign", action="store_true",
                     help="also serve the same S x E clusters to one real Envoy from meshplane and from sovereign "
                          "(bench/xds_sovereign.py, installs sovereign into its own venv) and report the ratios")
+    ap.add_argument("--replicas", type=int, default=0, metavar="R",
+                    help="R meshplane replicas on one loopback etcd against 1 replica on the same etcd, same run")
+    ap.add_argument("--etcd", help=argparse.SUPPRESS)  # a server's etcd:// store (with --replicas)
+    ap.add_argument("--seed", action="store_true", help=argparse.SUPPRESS)  # this replica writes the mesh
     args = ap.parse_args()
+    if os.environ.get("XDS_SCALE_LOG"):  # the children's log records on stderr
+        import logging
+
+        logging.basicConfig(level=os.environ["XDS_SCALE_LOG"], format="%(asctime)s %(name)s %(message)s")
     if args.role == "meshplane":
         asyncio.run(_serve_meshplane(args))
         return
@@ -821,6 +861,9 @@ def main() -> None:
     args.driver, args.driver_bin = resolve_driver(args.driver)  # one driver for both servers
     if args.against:
         against_tree(args)
+        return
+    if args.replicas:
+        against_one_replica(args)
         return
     base = None if args.no_baseline else asyncio.run(measure("baseline", args))
     mesh = asyncio.run(measure("meshplane", args))
@@ -878,6 +921,48 @@ def against_tree(args: argparse.Namespace) -> None:
     for k in med:
         r = ratio[k]
         print(f"{k:28} {med[k]:12.3f} {other[k]:12.3f} {'' if r is None else f'{r:9.2f}'}")
+
+
+def against_one_replica(args: argparse.Namespace) -> None:
+    """``--replicas R``: one meshplane replica on a loopback etcd, then R replicas on the same etcd (the proxies
+    spread over them), alternated ``--rounds`` times; medians of each metric and their ratio (R / 1). The etcd is
+    seeded once, by the first run; later runs write new address generations."""
+    import tempfile
+
+    from meshplane.runtime.etcd import start_etcd
+
+    workdir = Path(tempfile.mkdtemp(prefix="xds-scale-etcd-"))
+    etcd = start_etcd(workdir / "etcd")
+    one: list[dict[str, Any]] = []
+    many: list[dict[str, Any]] = []
+    generation = 0
+    try:
+        for _ in range(max(1, args.rounds)):
+            one.append(asyncio.run(measure("meshplane", args, etcd=etcd.url, replicas=1, generation=generation)))
+            generation += args.changes
+            many.append(asyncio.run(measure("meshplane", args, etcd=etcd.url, replicas=args.replicas,
+                                            generation=generation)))
+            generation += args.changes
+    finally:
+        etcd.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    med1 = {k: statistics.median(r[k] for r in one) for k in one[0]}
+    medr = {k: statistics.median(r[k] for r in many) for k in many[0]}
+    ratio = {k: (medr[k] / med1[k] if med1[k] else None) for k in medr}
+    if args.json:
+        print(json.dumps({"params": {"S": args.services, "E": args.endpoints, "N": args.proxies,
+                                     "changes": args.changes, "rounds": args.rounds, "replicas": args.replicas,
+                                     "drivers": max(args.drivers, args.replicas), "driver": args.driver},
+                          "load_average": os.getloadavg(), "one": one, "replicas": many, "ratio": ratio}, indent=2))
+        return
+    print(f"S={args.services} E={args.endpoints} N={args.proxies} changes={args.changes} rounds={args.rounds} "
+          f"driver={args.driver} drivers={max(args.drivers, args.replicas)}; {args.replicas} replicas vs 1 on one "
+          "etcd (medians; CPU summed over replicas, RSS the largest replica); load average at the end "
+          + " ".join(f"{x:.2f}" for x in os.getloadavg()))
+    print(f"{'metric':28} {'1 replica':>12} {f'{args.replicas} replicas':>12} {'ratio':>8}")
+    for k in medr:
+        r = ratio[k]
+        print(f"{k:28} {med1[k]:12.3f} {medr[k]:12.3f} {'' if r is None else f'{r:8.2f}'}")
 
 
 def against_sovereign(args: argparse.Namespace) -> dict[str, dict[str, float]]:

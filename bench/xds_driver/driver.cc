@@ -792,7 +792,8 @@ int main(int argc, char** argv) {
   std::vector<std::unique_ptr<Proxy>> proxies;
   for (int k = first; k < first + count; ++k) proxies.push_back(std::make_unique<Proxy>(k, &shared));
   std::vector<std::unique_ptr<grpc::GenericStub>> stubs;
-  for (int c = 0; c < std::max(1, count / 100); ++c) {  // one channel per 100 proxies, like the Python driver
+  for (int c = 0; c < std::max(1, (count + 99) / 100); ++c) {  // at most 100 proxies per channel, like the Python
+    // driver (count / 100 put up to 199 on one)
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(1 << 27);
     args.SetInt("grpc.use_local_subchannel_pool", 1);

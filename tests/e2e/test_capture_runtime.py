@@ -246,6 +246,19 @@ def test_demo_apps_run_without_proxy_settings_and_the_chain_works(mesh: Mesh) ->
         eventually(chain, f"productpage's chain through the ingress of {cluster}")
 
 
+def test_proxy_status_lists_each_instance_once_with_its_name_table(mesh: Mesh) -> None:
+    """The agent's NDS stream carries its Envoy's node id: listed with that Envoy, not as a second proxy."""
+    def listed() -> bool:
+        items = get_json(f"{mesh.st['api']}/management/v1/proxies")["items"]
+        ids = [p["nodeId"] for p in items]
+        assert len(ids) == len(set(ids)), sorted(ids)  # one entry per node
+        sidecars = [p for p in items if p["type"] == "sidecar"]
+        captured = [i for i in mesh.st["instances"] if not i["gateway"]]
+        return (len(items) == len(mesh.st["instances"]) and len(sidecars) == len(captured)
+                and all(p["types"].get("NDS", {}).get("state") == "SYNCED" for p in sidecars))
+    eventually(listed, "proxy-status: every instance once, each sidecar's NameTable SYNCED on its row")
+
+
 def test_plain_curl_in_a_namespace_goes_through_the_sidecar_with_mtls(mesh: Mesh) -> None:
     client = "productpage-v1-cluster-1-0"
     key = "cluster.outbound|9080||reviews.default.svc.cluster.local."
@@ -384,6 +397,28 @@ def test_mesh_names_resolve_with_the_upstream_resolver_down(mesh: Mesh) -> None:
     assert down[EXTERNAL]["ok"] == 5 and down[EXTERNAL]["ips"] == [EXTERNAL_IP]  # served stale from the cache
     assert down["www.never-cached.test"]["ok"] == 0  # nothing to answer it with
     assert len(mesh.upstream.queries) == asked  # nobody answered after the stop
+
+
+def test_proxy_config_reads_an_instance_in_its_namespace(mesh: Mesh) -> None:
+    """An instance's admin is on its address on the mesh's bridge (not loopback): proxy-config, run on the host,
+    reads it there (and refuses any other non-loopback admin)."""
+    pp = "productpage-v1-cluster-1-0"
+    assert mesh.instance(pp)["address"].startswith(f"10.{mesh.octet}.")
+    out = meshplane("proxy-config", "routes", pp, "--home", str(mesh.home)).stdout
+    dest = [line.split()[-1] for line in out.splitlines() if "reviews.default.svc.cluster.local:9080" in line]
+    assert dest and set(dest) == {"outbound|9080||reviews.default.svc.cluster.local"}, out
+    secret = meshplane("pc", "secret", pp, "--home", str(mesh.home)).stdout.splitlines()
+    cells = {line.split()[0]: " ".join(line.split()[1:]) for line in secret[1:]}
+    assert cells["default"].startswith("Cert Chain ACTIVE true ") and cells["ROOTCA"].startswith("CA ACTIVE true "), \
+        secret
+    other = meshplane("pc", "routes", "--admin", f"http://{mesh.instance(pp)['address']}:15000", check=False)
+    assert other.returncode == 2 and "loopback addresses only" in other.stderr, other.stderr
+    # proxy-status gives the name table (NDS) a column of its own: each sidecar's row shows it synced.
+    table = meshplane("proxy-status", "--home", str(mesh.home)).stdout.splitlines()
+    header = table[0].split()
+    assert header[:8] == ["NAME", "CLUSTER", "CDS", "LDS", "EDS", "RDS", "SDS", "NDS"], header
+    row = next(line.split() for line in table if line.startswith(f"{pp}.default "))
+    assert row[2:8] == ["SYNCED", "SYNCED", "SYNCED", "SYNCED", "-", "SYNCED"], row
 
 
 def test_down_after_sigkill_of_the_supervisor_leaves_nothing(mesh: Mesh) -> None:

@@ -39,16 +39,17 @@ BOOKINFO = Path(__file__).resolve().parents[1] / "data" / "bookinfo"
 
 
 @pytest.fixture
-def demo(tmp_path: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """A running demo in a private home; stopped afterwards, and every process it had is checked to be gone."""
+def demo(tmp_path: Path) -> Iterator[tuple[Path, dict[str, Any], str]]:
+    """A running demo in a private home (with what ``demo up`` printed); stopped afterwards, and every process it
+    had is checked to be gone."""
     home = tmp_path / "home"
     seen: list[tuple[int, int]] = []
     try:
-        meshplane("demo", "up", "--home", str(home))
+        printed = meshplane("demo", "up", "--home", str(home)).stdout
         seen += recorded_processes(home)
         st = status(home)
         seen += status_processes(st)
-        yield home, st
+        yield home, st, printed
         seen += recorded_processes(home) + status_processes(status(home))
     finally:
         seen += recorded_processes(home)
@@ -142,8 +143,12 @@ def check_standard_metrics(st: dict[str, Any], tmp_strict: Path) -> None:
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
-def test_demo_end_to_end(demo: tuple[Path, dict[str, Any]]) -> None:
-    home, st = demo
+def test_demo_end_to_end(demo: tuple[Path, dict[str, Any], str]) -> None:
+    home, st, printed = demo
+    # demo up prints each ingress's base URL, to which the README's curl lines append /productpage.
+    for cluster, url in st["ingress"].items():
+        assert f"  ingress {cluster}: {url}" in printed.splitlines(), printed
+        assert urllib.parse.urlsplit(url).path in ("", "/"), url
     # status -o json: the promised fields.
     assert st["api"].startswith("http://127.") and st["xds"]
     assert set(st["ingress"]) == {"cluster-1", "cluster-2"}
@@ -186,6 +191,19 @@ def test_demo_end_to_end(demo: tuple[Path, dict[str, Any]]) -> None:
     for url in st["ingress"].values():
         eventually(lambda u=url: set(reviews_versions(u, 12, jason)) == {"v2"}, "jason's traffic on reviews v2")
         assert set(reviews_versions(url, 12)) == {"v1"}
+    # ... and productpage's Envoy shows why: its route to reviews, read from its admin by proxy-config.
+    pp = next(w["name"] for w in st["workloads"] if (w["workload"], w["cluster"]) == ("productpage-v1", "cluster-1"))
+    routes = meshplane("proxy-config", "routes", pp, "--home", str(home)).stdout.splitlines()
+    reviews = [line.split() for line in routes if "reviews.default.svc.cluster.local:9080" in line]
+    assert [r[-3:] for r in reviews] == [
+        ["[end-user", "exact=jason]", "outbound|9080|v2|reviews.default.svc.cluster.local"],
+        ["more...", "/*", "outbound|9080|v1|reviews.default.svc.cluster.local"]], routes
+    # The README's other diagnosis lines: proxy-status has every instance; describe names the routing in effect.
+    rows = meshplane("proxy-status", "--home", str(home)).stdout.splitlines()
+    assert {r.split()[0] for r in rows[1:]} == {f"{w['name']}.{w['namespace']}" for w in st["workloads"]}, rows
+    described = meshplane("describe", "pod", "reviews-v2-cluster-1-0", "--home", str(home)).stdout
+    assert "VirtualService: reviews.default" in described, described
+    assert "when header end-user exact jason: route to reviews.default.svc.cluster.local subset v2" in described
     check_standard_metrics(st, tmp_strict=home / "strict.yaml")
     pids_before = {w["name"]: w["pid"] for w in status(home)["workloads"]}
     assert pids_before == {w["name"]: w["pid"] for w in st["workloads"]}, "nothing was restarted"

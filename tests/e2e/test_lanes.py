@@ -36,10 +36,10 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     home = tmp_path_factory.mktemp("lanes") / "home"
     seen: list[tuple[int, int]] = []
     try:
-        meshplane("demo", "up", "--scenario", "lanes", "--home", str(home))
+        printed = meshplane("demo", "up", "--scenario", "lanes", "--home", str(home)).stdout
         seen += recorded_processes(home)
         st = status(home)
-        yield {"home": home, "api": st["api"], "ingress": st["ingress"]["cluster-1"]}
+        yield {"home": home, "api": st["api"], "ingress": st["ingress"]["cluster-1"], "printed": printed}
         seen += recorded_processes(home)
     finally:
         seen += recorded_processes(home)
@@ -99,6 +99,10 @@ def test_permissive_fallback_and_return(mesh: dict[str, Any]) -> None:
     eventually(lambda: steady(url, {tag: "v3"}, ("v3", "v3", "v3")), "lane v3 end to end (across clusters)")
     assert steady(url, None, ("v1", "v1", "v1"), 10), "no header: the base lane"
     assert steady(url, {tag: "v2"}, ("v2", "v1", "v2"), 10)
+    # The request demo up suggests is one the mocks serve, in the lane it names.
+    (suggested,) = [ln for ln in mesh["printed"].splitlines() if ln.startswith("then: curl")]
+    assert f"-H 'x-asm-prefer-tag: v2' {url}/mock " in suggested, suggested
+    assert chain(url, {tag: "v2"}) == ("v2", "v1", "v2")
     # What was generated is visible and owned by the lane resources.
     vs = yaml.safe_load(kubectl(api, "get", "virtualservice", "lanes-mock-mockb", "-n", "default", "-o", "yaml"))
     assert vs["metadata"]["ownerReferences"][0]["kind"] == "ASMSwimLaneGroup"
@@ -186,6 +190,8 @@ def test_lane_changes_under_load_stay_in_lane(mesh: dict[str, Any]) -> None:
                 if got not in allowed(tag, started):
                     leaks.append(f"stage {started}, {tag or 'no header'}: {got}")
 
+    # From nothing: the previous test's objects are gone from the store, but the gateway may still route with them.
+    eventually(lambda: http_status(url + "/mock") == 404, "the gateway has no lane routes left")
     t = threading.Thread(target=loop, daemon=True)
     t.start()
     try:

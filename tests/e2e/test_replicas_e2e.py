@@ -91,6 +91,21 @@ def proxies_by_replica(apis: list[str]) -> dict[str, dict[str, str]]:
     return out
 
 
+def check_proxy_status_names_each_replica(home: Path, apis: list[str], by_replica: dict[str, dict[str, str]]
+                                          ) -> None:
+    """``meshplane proxy-status`` asks every replica: one row per proxy, its ISTIOD column the replica (id and xDS
+    address, as that replica recorded them) the proxy is connected to."""
+    expected: dict[str, str] = {}
+    for i, api in enumerate(apis):
+        server = json.loads(((home / "server" if i == 0 else home / f"server-{i}") / "server.json").read_text())
+        assert server["api"] == api
+        for node in by_replica[api]:
+            expected[node.split("~")[2]] = f"{server['replica']}@{server['xds']}"
+    rows = [line.split() for line in meshplane("proxy-status", "--home", str(home)).stdout.splitlines()[1:]]
+    assert {r[0]: r[7] for r in rows} == expected, rows
+    assert len(rows) == len(expected)
+
+
 class Load(threading.Thread):
     """About 100 requests a second through the ingress, one connection at a time; counts failures."""
 
@@ -136,6 +151,7 @@ def test_a_replica_killed_under_load_fails_no_request(tmp_path: Path) -> None:
         load.start()
         time.sleep(2)
         before = proxies_by_replica(apis)
+        check_proxy_status_names_each_replica(home, apis, before)
         victim = max(apis, key=lambda a: len(before[a]))
         moved = set(before[victim])
         assert moved, before

@@ -1,7 +1,8 @@
 """Tracing on real Envoys (``translate.tracing``): with the Telemetry of Istio's tracing task (100 % sampling,
 tests/data/telemetry), a request productpage -> reviews through two sidecars produces a client span and a server
 span that reach the control plane's OTLP collector (``rpc.otlp``) with one trace id, the server span a child of the
-client span, each named after its workload and carrying the custom literal tag; at 0 % no span arrives."""
+client span, each named after its workload and carrying the custom literal tag; at 0 % no span arrives; a
+TrafficLabel attached to opentracing tags the spans with the label."""
 
 from __future__ import annotations
 
@@ -89,6 +90,31 @@ async def test_two_sidecars_report_one_linked_trace_with_workload_names_and_the_
         assert dict(s.attributes).get("my_tag_literal") == "tracing-e2e"
     (summary,) = [t for t in c.store.traces() if t["traceId"] == client.trace_id]
     assert summary["rootService"] == "productpage" and summary["spans"] == 2
+
+
+TRAFFIC_LABELS = GroupResource("istio.alibabacloud.com", "trafficlabels")
+
+
+async def test_traffic_label_attached_to_opentracing_tags_both_spans(
+        sec: SecurityMesh, collector: tuple[OtlpCollector, str]) -> None:
+    """ASM's TrafficLabel ``attachTo: [opentracing]``: the label productpage's sidecar sets
+    ($getLabel(app)) is a tag of the client span and, arriving as a header, of reviews' server span."""
+    c = collector[0]
+    await _apply(sec, "mesh-default-tracing.yaml")
+    label = {"apiVersion": "istio.alibabacloud.com/v1beta1", "kind": "TrafficLabel",
+             "metadata": {"name": "tag-spans", "namespace": "default"},
+             "spec": {"rules": [{"labels": [{"name": "userdefinelabel1", "valueFrom": ["$getLabel(app)"]}],
+                                 "attachTo": ["opentracing"], "protocols": "*"}]}}
+    await sec.store.create(TRAFFIC_LABELS, label, actor="test")
+    await sec.synced()
+
+    async def tagged() -> bool:
+        assert await _call(sec, "/labelled") == 200
+        spans = _with_path(c, "/labelled")
+        return {s.service for s in spans if dict(s.attributes).get("userdefinelabel1") == "productpage"} == {
+            "productpage", "reviews"}
+
+    await wait_until(tagged, what="both spans tagged with the label", timeout=30)
 
 
 async def test_zero_sampling_reports_no_spans(sec: SecurityMesh, collector: tuple[OtlpCollector, str]) -> None:

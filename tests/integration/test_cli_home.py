@@ -99,6 +99,8 @@ def test_commands_take_home(home: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert code == 0 and "no traces" in out, err
     code, out, err = run(capsys, "audit", *h)
     assert code == 0, err
+    code, out, err = run(capsys, "analyze", *h)
+    assert code == 0 and "No validation issues found" in err, err
     code, out, err = run(capsys, "bootstrap", "--workload", "web", *h)
     assert code == 0, err
     xds = json.loads(out)["static_resources"]["clusters"]

@@ -69,17 +69,25 @@ def _selector(selector: ServiceEntryWorkloadSelector | None, r: Report) -> None:
     c.workload_selector(None if selector is None else selector.labels, "spec.workloadSelector.labels", r)
 
 
+_UNSUPPORTED_TRAFFIC_LABEL = ("hosts", "http", "overwrite")
+
+
 def traffic_label(meta: ObjectMeta, spec: TrafficLabel, r: Report) -> None:
     _selector(spec.workload_selector, r)
+    for key in _UNSUPPORTED_TRAFFIC_LABEL:
+        if getattr(spec, key) not in (None, (), [], {}):
+            r.forbidden(f"spec.{key}", "not supported: labels are computed by spec.rules (labels, valueFrom) only; "
+                        "ASM documents no semantics for this field, so it is refused rather than stored unapplied")
     if not spec.rules:
         r.required("spec.rules", "a TrafficLabel needs at least one rule")
     for i, rule in enumerate(spec.rules):
         if not rule.labels:
             r.required(f"spec.rules[{i}].labels")
-        if rule.attach_to:
-            # ASM also records the label in the trace span; meshplane carries it as a request header only.
-            r.warn(f"spec.rules[{i}].attachTo: not applied: the labels are set as request headers only, no trace "
-                   f"span records them ({', '.join(rule.attach_to)})")
+        for j, target in enumerate(rule.attach_to):
+            # opentracing: the labels become span tags of the selected workloads' spans (where they trace).
+            if target.lower() != "opentracing":
+                r.warn(f"spec.rules[{i}].attachTo[{j}]: {target!r} not applied: labels are recorded in trace spans "
+                       "(opentracing) only")
         if rule.protocols not in (None, "", "*", "http", "HTTP"):
             r.warn(f"spec.rules[{i}].protocols: {rule.protocols!r} not applied: labels are set on every HTTP "
                    "request (HTTP/1.1, HTTP/2, gRPC), never on TCP")
@@ -106,6 +114,13 @@ def _service_refs(services: Sequence[ASMSwimLaneGroupServices], path: str, r: Re
                 if err:
                     r.invalid(f"{p}.{key}", value, err)
         cluster = "" if svc.cluster is None else svc.cluster.name or ""
+        if svc.cluster is not None and svc.cluster.id:
+            # ASM's cluster ID (the ACK cluster's); meshplane knows member clusters by name (topology.istio.io/cluster).
+            if not cluster:
+                r.forbidden(f"{p}.cluster.id", "member clusters are identified by cluster.name here: set "
+                            "cluster.name (the id alone would not restrict the service to one cluster)")
+            else:
+                r.warn(f"{p}.cluster.id: not used: the member cluster is identified by cluster.name ({cluster!r})")
         ident = (svc.name or "", svc.namespace or "", cluster)
         if ident in seen:
             r.duplicate(p, f"{ident[1]}/{ident[0]}")
@@ -159,6 +174,9 @@ def swim_lane_group(meta: ObjectMeta, spec: ASMSwimLaneGroup, r: Report) -> None
             err = fmt.dns1123_label(ns)
             if err:
                 r.invalid("spec.ingress.gateway.namespace", ns, err)
+        if gateway.type not in (None, "", "ASM"):
+            r.warn(f"spec.ingress.gateway.type: {gateway.type!r} not applied: the generated entry VirtualService "
+                   "binds an Istio Gateway object of spec.ingress.gateway's name (type ASM)")
     pmc = spec.permissive_mode_configuration or ASMSwimLaneGroupPermissiveModeConfiguration()
     if spec.is_permissive:
         p = "spec.permissiveModeConfiguration"

@@ -127,12 +127,17 @@ def destination_host(host: str | None, path: str, r: Report) -> None:
             r.invalid(path, host, err)
 
 
-def destination(dest: Destination | None, path: str, r: Report) -> None:
+def destination(dest: Destination | None, path: str, r: Report, *, label_variables: bool = False) -> None:
+    """``label_variables``: whether ASM's traffic-label subset (``$name``) may be used here (HTTP route
+    destinations only: elsewhere nothing would pick the endpoints by the header)."""
     if dest is None:
         return
     destination_host(dest.host, f"{path}.host", r)
     if dest.subset is not None:
         subset_name(dest.subset, f"{path}.subset", r)
+        if not label_variables and label_variable(dest.subset) is not None:
+            r.forbidden(f"{path}.subset", f"a traffic-label subset ({dest.subset}) is only supported in "
+                        "http[].route[].destination")
     if dest.port is not None:
         port(dest.port.number, f"{path}.port.number", r)
 

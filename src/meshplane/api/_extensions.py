@@ -1,23 +1,37 @@
-"""Semantic validation of the extension kinds: ASM's ASMLocalRateLimiter (and Istio's WasmPlugin, see below).
+"""Semantic validation of the extension kinds: ASM's ASMLocalRateLimiter and Istio's WasmPlugin.
 
 What the rules guard: every accepted field takes effect (docs/extensions.md). A limiter rule names the listener
 port it limits and a bucket Envoy accepts (a fill interval of at least 50 ms); a header or query condition is one
 well-formed matcher; ASM's deprecated ``route.header_match`` (it narrows the routes limited, which Envoy's route
-match cannot express per filter) is refused with the replacement (``limit_overrides``) named.
+match cannot express per filter) is refused with the replacement (``limit_overrides``) named. A WasmPlugin's
+module is a ``file://`` URL Envoy reads itself: meshplane fetches nothing, so http, https and OCI URLs are refused,
+and the fields about fetching (``sha256``, ``imagePullPolicy``, ``imagePullSecret``) are warned about as unused;
+network plugins (``type: NETWORK``) are refused. An EnvoyFilterTemplate's every value is admitted as the EnvoyFilter
+it holds (its causes named under ``spec.templates[i].value``), and its version ranges may not overlap.
 """
 
 from __future__ import annotations
 
+import re
+from typing import Any
+from urllib.parse import urlparse
+
 from meshplane.api import _common as c
 from meshplane.api import _formats as fmt
 from meshplane.api._report import Report
+from meshplane.api.errors import InvalidObject
 from meshplane.model.spec import (
     ASMLocalRateLimiter,
     ASMLocalRateLimiterConfigsLimitFillInterval,
     ASMLocalRateLimiterConfigsLimitOverridesRequestMatchQueryMatch,
     ASMLocalRateLimiterConfigsMatchVhostRouteHeaderMatch,
+    EnvoyFilterTemplate,
+    EnvoyFilterTemplateBinding,
     ObjectMeta,
+    WasmPlugin,
 )
+from meshplane.model.templates import envoy_filter_spec, parse_range, parse_version
+from meshplane.model.wasm import file_path
 
 _MIN_FILL_NANOS = 50_000_000  # Envoy's minimum token bucket fill interval
 
@@ -89,4 +103,111 @@ def local_rate_limiter(meta: ObjectMeta, spec: ASMLocalRateLimiter, r: Report) -
                 _fill_interval(ov.limit.fill_interval, f"{q}.limit.fill_interval", r)
 
 
-__all__ = ["local_rate_limiter"]
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+def wasm_plugin(meta: ObjectMeta, spec: WasmPlugin, r: Report) -> None:
+    del meta
+    url = spec.url or ""
+    if not url:
+        r.required("spec.url")
+    elif file_path(url) is None:
+        scheme = urlparse(url).scheme
+        if scheme in ("http", "https", "oci", ""):
+            r.not_supported("spec.url", url, ["file:///<absolute path>"])
+        else:
+            r.invalid("spec.url", url, "must be file:///<absolute path> (on the proxies' host)")
+    if spec.sha256:
+        if not _SHA256.match(spec.sha256):
+            r.invalid("spec.sha256", spec.sha256, "must be 64 hexadecimal digits")
+        else:
+            r.warn("spec.sha256: not checked: Envoy reads a file:// module itself")
+    if spec.image_pull_policy is not None and spec.image_pull_policy.value != "UNSPECIFIED_POLICY":
+        r.warn("spec.imagePullPolicy: not used: nothing is pulled for a file:// module")
+    if spec.image_pull_secret:
+        r.warn("spec.imagePullSecret: not used: nothing is pulled for a file:// module")
+    if spec.verification_key:
+        r.warn("spec.verificationKey: deprecated by Istio and not used")
+    if spec.type is not None and spec.type.value == "NETWORK":
+        r.forbidden("spec.type", "network Wasm plugins are not supported; use an HTTP plugin")
+    refs = list(spec.target_refs)
+    if spec.target_ref is not None:
+        if refs:
+            r.forbidden("spec.targetRef", "may not be set together with targetRefs")
+        refs.append(spec.target_ref)
+    if refs and spec.selector is not None and spec.selector.match_labels:
+        r.forbidden("spec.selector", "may not be set together with targetRefs")
+    for i, ref in enumerate(spec.target_refs):
+        if ref.kind != "Gateway" or ref.group not in (None, "", "gateway.networking.k8s.io"):
+            r.not_supported(f"spec.targetRefs[{i}].kind", ref.kind, ["Gateway (gateway.networking.k8s.io)"])
+    if spec.target_ref is not None and (spec.target_ref.kind != "Gateway" or spec.target_ref.group not in (
+            None, "", "gateway.networking.k8s.io")):
+        r.not_supported("spec.targetRef.kind", spec.target_ref.kind, ["Gateway (gateway.networking.k8s.io)"])
+    if spec.selector is not None:
+        c.workload_selector(spec.selector.match_labels, "spec.selector.matchLabels", r)
+    if spec.plugin_config is not None and not isinstance(spec.plugin_config, dict):
+        r.invalid("spec.pluginConfig", spec.plugin_config, "must be an object")
+    seen: set[str] = set()
+    envs = spec.vm_config.env if spec.vm_config is not None else ()
+    for i, e in enumerate(envs):
+        p = f"spec.vmConfig.env[{i}]"
+        if not e.name:
+            r.required(f"{p}.name")
+        elif e.name in seen:
+            r.duplicate(f"{p}.name", e.name)
+        seen.add(e.name or "")
+        if e.value_from is not None and e.value_from.value == "HOST" and e.value:
+            r.forbidden(f"{p}.value", "must be empty when valueFrom is HOST (the proxy's own value is used)")
+
+
+def envoy_filter_template(meta: ObjectMeta, spec: EnvoyFilterTemplate, r: Report) -> None:
+    """Each value must read as an EnvoyFilter that admission accepts (its causes reported under the value's
+    path); the version ranges must parse and not overlap."""
+    ranges: list[tuple[int, tuple[tuple[int, int], tuple[int, int]]]] = []
+    for i, tv in enumerate(spec.templates):
+        p = f"spec.templates[{i}]"
+        rng = parse_range(tv.istio_version or "")
+        if rng is None:
+            r.invalid(f"{p}.istioVersion", tv.istio_version,
+                      "must be MAJOR.MINOR, LOW-HIGH, LOW-MAX_VERSION or MIN_VERSION-HIGH (LOW <= HIGH)")
+        else:
+            for j, other in ranges:
+                if rng[0] <= other[1] and other[0] <= rng[1]:
+                    r.invalid(f"{p}.istioVersion", tv.istio_version,
+                              f"overlaps spec.templates[{j}].istioVersion")
+            ranges.append((i, rng))
+        try:
+            ef_spec = envoy_filter_spec(tv.value or "")
+        except ValueError as e:
+            r.invalid(f"{p}.value", "<EnvoyFilter>", str(e))
+            continue
+        _nested_envoy_filter(meta, ef_spec, f"{p}.value", r)
+
+
+def _nested_envoy_filter(meta: ObjectMeta, ef_spec: dict[str, Any], path: str, r: Report) -> None:
+    from meshplane.api.kinds import NETWORKING, default_registry  # validation imports this module
+    from meshplane.api.validation import validate
+
+    info = default_registry().by_kind(NETWORKING, "EnvoyFilter")
+    assert info is not None
+    obj = {"apiVersion": "networking.istio.io/v1alpha3", "kind": "EnvoyFilter",
+           "metadata": {"name": meta.name or "template", "namespace": meta.namespace or "default"}, "spec": ef_spec}
+    try:
+        warnings = validate(info, obj)
+    except InvalidObject as e:
+        for cause in e.causes:
+            r.add(f"{path}: {cause.field}", cause.reason, cause.message)
+        return
+    r.warnings.extend(f"{path}: {w}" for w in warnings)
+
+
+def envoy_filter_template_binding(meta: ObjectMeta, spec: EnvoyFilterTemplateBinding, r: Report) -> None:
+    del meta
+    ref = spec.template_ref
+    if ref is not None and ref.istio_version is not None and parse_version(ref.istio_version) is None:
+        r.invalid("spec.templateRef.istioVersion", ref.istio_version, "must be MAJOR.MINOR (1.20)")
+    if spec.workload_selector is not None:
+        c.workload_selector(spec.workload_selector.labels, "spec.workloadSelector.labels", r)
+
+
+__all__ = ["envoy_filter_template", "envoy_filter_template_binding", "local_rate_limiter", "wasm_plugin"]

@@ -316,7 +316,17 @@ def _http_route(http: HTTPRoute, path: str, r: Report, *, delegate_vs: bool, bou
         _http_match(match, f"{path}.match[{j}]", r, delegate=delegate_vs, bound_to_gateway=bound_to_gateway)
     for k, route in enumerate(http.route):
         p = f"{path}.route[{k}]"
-        c.destination(route.destination, f"{p}.destination", r)
+        c.destination(route.destination, f"{p}.destination", r, label_variables=True)
+        if route.fallback is not None:
+            sub = route.destination.subset if route.destination is not None else None
+            target = route.fallback.target.subset if route.fallback.target is not None else None
+            if sub is not None and c.label_variable(sub) is not None:
+                r.forbidden(f"{p}.fallback", f"not with a traffic-label subset ({sub}): requests whose label no "
+                            "endpoint has meet the subset load balancer's fallback policy (ANY_ENDPOINT, or the "
+                            "DestinationRule's dynamicSubset.fallbackPolicy)")
+            elif target is not None and c.label_variable(target) is not None:
+                r.forbidden(f"{p}.fallback.target.subset", f"a traffic-label subset ({target}) cannot be a fallback "
+                            "target")
         c.header_operations(route.headers, f"{p}.headers", r)
     _route_weights(http.route, f"{path}.route", r)
     c.header_operations(http.headers, f"{path}.headers", r)

@@ -89,6 +89,13 @@ def traffic_label_spec() -> Schema:
                 ),
                 "Rules computing traffic labels.",
             ),
+            # Named in ASM's API but documented nowhere: served so admission can refuse them by name (see
+            # api._asm.traffic_label) instead of their being pruned as unknown fields.
+            "hosts": _arr(_str(), "Not supported (refused at admission)."),
+            "http": _arr({"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                         "Not supported (refused at admission)."),
+            "overwrite": {"x-kubernetes-preserve-unknown-fields": True,
+                          "description": "Not supported (refused at admission)."},
         },
         "Labels requests with a header computed at the proxy, so routing rules can match it.",
     )

@@ -110,6 +110,7 @@ class KindRegistry:
 NETWORKING = "networking.istio.io"
 SECURITY = "security.istio.io"
 TELEMETRY = "telemetry.istio.io"
+EXTENSIONS = "extensions.istio.io"
 ASM = "istio.alibabacloud.com"
 MESHPLANE = "meshplane.io"
 CORE = ""  # Kubernetes' core group (/api/v1): Secret and ConfigMap are registry kinds; Namespace is served apart
@@ -220,6 +221,10 @@ def builtin_kinds() -> list[KindInfo]:
             categories=("istio-io", "telemetry-istio-io"),
         ),
     ]
+    ext = [
+        KindInfo(EXTENSIONS, "WasmPlugin", "wasmplugins", ("v1alpha1",),
+                 categories=("istio-io", "extensions-istio-io")),
+    ]
     asm = [
         KindInfo(ASM, "TrafficLabel", "trafficlabels", ("v1", "v1beta1"), categories=("asm",)),
         KindInfo(ASM, "ASMSwimLaneGroup", "asmswimlanegroups", ("v1",), categories=("asm",)),
@@ -227,6 +232,8 @@ def builtin_kinds() -> list[KindInfo]:
         KindInfo(ASM, "ASMHeaderPropagation", "asmheaderpropagations", ("v1beta1",), categories=("asm",)),
         KindInfo(ASM, "ASMOPAPolicy", "asmopapolicies", ("v1",), categories=("asm",)),
         KindInfo(ASM, "ASMLocalRateLimiter", "asmlocalratelimiters", ("v1", "v1beta1"), categories=("asm",)),
+        KindInfo(ASM, "EnvoyFilterTemplate", "envoyfiltertemplates", ("v1",), categories=("asm",)),
+        KindInfo(ASM, "EnvoyFilterTemplateBinding", "envoyfiltertemplatebindings", ("v1",), categories=("asm",)),
     ]
     own = [
         KindInfo(
@@ -265,7 +272,7 @@ def builtin_kinds() -> list[KindInfo]:
         # (``model.meshconfig``; admission refuses a MeshConfig the server could not load).
         KindInfo(CORE, "ConfigMap", "configmaps", ("v1",), short_names=("cm",), columns=(AGE,)),
     ]
-    return [*net, *sec, *tel, *asm, *own, *core]
+    return [*net, *sec, *tel, *ext, *asm, *own, *core]
 
 
 def default_registry() -> KindRegistry:

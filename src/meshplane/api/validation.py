@@ -35,7 +35,7 @@ from meshplane.api._meta import check_metadata
 from meshplane.api._report import Report
 from meshplane.api._structural import Node, StructuralCheck, compile_schema
 from meshplane.api.errors import FieldCause, InvalidObject, StrictDecodingError
-from meshplane.api.kinds import ASM, CORE, MESHPLANE, NETWORKING, SECURITY, TELEMETRY, KindInfo
+from meshplane.api.kinds import ASM, CORE, EXTENSIONS, MESHPLANE, NETWORKING, SECURITY, TELEMETRY, KindInfo
 from meshplane.api.schemas import openapi_schema, spec_schema
 from meshplane.model.meshconfig import MESH_CONFIGMAP, MESH_KEY, MeshConfigError, parse_mesh_yaml
 from meshplane.model.spec import KINDS, DecodeError, DecodeLog, ObjectMeta, decode_spec, object_meta
@@ -67,6 +67,9 @@ _TYPED_RULES: dict[tuple[str, str], TypedRule] = {
     (ASM, "ASMHeaderPropagation"): _asm.header_propagation,
     (ASM, "ASMOPAPolicy"): _asm.opa_policy,
     (ASM, "ASMLocalRateLimiter"): _extensions.local_rate_limiter,
+    (EXTENSIONS, "WasmPlugin"): _extensions.wasm_plugin,
+    (ASM, "EnvoyFilterTemplate"): _extensions.envoy_filter_template,
+    (ASM, "EnvoyFilterTemplateBinding"): _extensions.envoy_filter_template_binding,
     (MESHPLANE, "MemberCluster"): _asm.member_cluster,
 }
 

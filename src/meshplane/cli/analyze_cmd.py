@@ -26,7 +26,8 @@ import yaml
 
 from meshplane.analysis import Level, analyze
 from meshplane.analysis.merge import Submitted, merged_input
-from meshplane.cli.serverproc import ServerConfigError, read_state
+from meshplane.cli import locate
+from meshplane.cli.serverproc import ServerConfigError
 from meshplane.client import ClientError, SyncClient
 from meshplane.model.config import ConfigSnapshot
 from meshplane.model.service import RegistrySnapshot
@@ -44,20 +45,10 @@ class _Unreadable(Exception):
 
 
 def _client(args: argparse.Namespace) -> SyncClient:
-    """--server URL, else the server of --data-dir, else of --home (or $MESHPLANE_HOME / ~/.meshplane) when it
-    runs one, else of ./mesh-data."""
-    from meshplane.runtime.home import Home, default_home
-
-    if args.server:
-        return SyncClient(str(args.server).rstrip("/"), token=str(args.token or ""), timeout=TIMEOUT_S)
-    if args.data_dir:
-        data_dir = Path(args.data_dir)
-    else:
-        home = Home(Path(args.home) if args.home else default_home())
-        data_dir = home.server_dir if (home.server_dir / "server.json").exists() or args.home else Path("mesh-data")
-    state = read_state(data_dir)
-    return SyncClient(str(state["api"]).rstrip("/"), token=str(args.token or state.get("token") or ""),
-                      timeout=TIMEOUT_S)
+    """The server as every command finds it (:mod:`meshplane.cli.locate`: --server URL, --data-dir, --home or
+    $MESHPLANE_HOME, ./mesh-data, ~/.meshplane)."""
+    ep = locate.endpoint(args)
+    return SyncClient(ep.api, token=ep.token, timeout=TIMEOUT_S)
 
 
 def _files(paths: list[str]) -> list[Path | None]:

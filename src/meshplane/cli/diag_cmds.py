@@ -1,11 +1,13 @@
 """``meshplane proxy-config``, ``proxy-status``, ``version`` and ``describe``: istioctl's diagnosis commands.
 
 Where ``proxy-config`` reads from: the Envoy admin interface of the instance, at the address its agent records in
-``HOME/instances/NAME/status.json`` (``admin``). The admin listens on the instance's own loopback address only
-(127.x.y.z:15000, never exposed), and the command runs on the machine of the local runtime, so it reads the admin
-directly rather than through a proxy in the agent: one fewer server to run per instance and the very bytes Envoy
-reports. ``--admin URL`` reads any other Envoy whose admin is on a loopback address (refused otherwise: the admin
-can change a proxy's state and is never to be reached across a network).
+``HOME/instances/NAME/status.json`` (``admin``). The admin listens on the instance's own address only: a loopback
+address (127.x.y.z:15000) or, in a transparent mesh, the instance's address in its network namespace (10.B.c.n,
+on the bridge the mesh created, which has no other port and forwards nothing). The command runs on the machine of
+the local runtime, so it reads the admin directly rather than through a proxy in the agent: one fewer server to
+run per instance and the very bytes Envoy reports. ``--admin URL`` reads any other Envoy whose admin is on a
+loopback address (refused otherwise: the admin can change a proxy's state and is never to be reached across a
+network).
 
 INSTANCE is a runtime instance name (``productpage-v1-cluster-1-0``), istioctl's ``POD.NAMESPACE``, or a full proxy
 id (``sidecar~127.223.1.2~productpage-v1-cluster-1-0.default~default.svc.cluster.local``), as ``proxy-status``
@@ -66,16 +68,34 @@ def instance_dir(home: Path, name: str) -> Path:
     raise DiagError(f"no instance {name!r} in {home}{hint}")
 
 
-def check_admin(url: str) -> str:
+def check_admin(url: str, *, networks: tuple[ipaddress.IPv4Network, ...] = (), what: str = "--admin") -> str:
+    """``url`` as an admin base URL, refused unless it is on a loopback address or in one of ``networks`` (the
+    bridges of the mesh whose instance recorded it)."""
     parsed = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
     host = parsed.hostname or ""
     try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        addr = ipaddress.ip_address(host)
+        allowed = addr.is_loopback or any(addr in n for n in networks)
     except ValueError:
-        loopback = False
-    if not loopback:
-        raise DiagError(f"--admin {url!r}: the Envoy admin is read on loopback addresses only (127.0.0.0/8, ::1)")
+        allowed = host == "localhost"
+    if not allowed:
+        where = "loopback addresses" + (" and this mesh's own bridge" if networks else "")
+        raise DiagError(f"{what} {url!r}: the Envoy admin is read on {where} only (127.0.0.0/8, ::1)")
     return f"{parsed.scheme or 'http'}://{parsed.netloc}"
+
+
+def mesh_bridges(home: Path) -> tuple[ipaddress.IPv4Network, ...]:
+    """The subnets of the bridges a transparent local mesh created for its instances' network namespaces
+    (``HOME/net``, :mod:`meshplane.runtime.netns`): its instances' addresses, and so their admins, are there, on
+    this machine only (the bridge has no other port and forwards nothing)."""
+    from meshplane.runtime import netns
+
+    out = []
+    for entry in netns.NetRecords(home / "net").entries():
+        name = entry.get("name", "")
+        if entry.get("kind") == "bridge" and name.startswith("mpbr") and name[4:].isdigit():
+            out.append(ipaddress.IPv4Network(netns.bridge_for(int(name[4:])).subnet))
+    return tuple(out)
 
 
 def admin_url(args: argparse.Namespace) -> tuple[str, str]:
@@ -84,7 +104,8 @@ def admin_url(args: argparse.Namespace) -> tuple[str, str]:
         return check_admin(str(args.admin)), str(args.instance or args.admin)
     if not args.instance:
         raise DiagError("give an INSTANCE (see `meshplane proxy-status`) or --admin URL")
-    d = instance_dir(locate.home_of(args), str(args.instance))
+    home = locate.home_of(args)
+    d = instance_dir(home, str(args.instance))
     try:
         status = json.loads((d / "status.json").read_text())
     except (OSError, ValueError) as e:
@@ -92,7 +113,7 @@ def admin_url(args: argparse.Namespace) -> tuple[str, str]:
     admin = str(status.get("admin") or "")
     if not admin:
         raise DiagError(f"instance {d.name} records no Envoy admin address yet (is its agent running?)")
-    return check_admin(admin), d.name
+    return check_admin(admin, networks=mesh_bridges(home), what=f"instance {d.name}'s admin"), d.name
 
 
 def _get(url: str, what: str) -> Any:
@@ -173,17 +194,24 @@ def _proxy_config(args: argparse.Namespace) -> int:
 STATUS_TYPES = ("CDS", "LDS", "EDS", "RDS", "SDS")
 
 
+def status_types(items: list[dict[str, Any]]) -> tuple[str, ...]:
+    """The per-type columns: istioctl's, then any other type a proxy was served (ECDS for extension configs, NDS
+    for a transparent instance's DNS name table), so nothing a proxy syncs is left out of its row."""
+    extra = sorted({str(t) for p in items for t in (p.get("types") or {})} - set(STATUS_TYPES))
+    return (*STATUS_TYPES, *extra)
+
+
 def proxy_name(p: dict[str, Any]) -> str:
     """istioctl's NAME: ``POD.NAMESPACE`` from the node id (one per instance, so replicas differ), else the id."""
     pod = _pod_part(str(p.get("nodeId", "")))
     return pod if pod != p.get("nodeId") else str(p.get("nodeId") or "")
 
 
-def proxy_status_rows(items: list[dict[str, Any]]) -> list[list[str]]:
+def proxy_status_rows(items: list[dict[str, Any]], columns: tuple[str, ...] = STATUS_TYPES) -> list[list[str]]:
     rows = []
     for p in sorted(items, key=proxy_name):
         types = p.get("types") or {}
-        cells = [str((types.get(t) or {}).get("state", "-")).replace("NOT_SENT", "-") for t in STATUS_TYPES]
+        cells = [str((types.get(t) or {}).get("state", "-")).replace("NOT_SENT", "-") for t in columns]
         cp = p.get("controlPlane") or {}
         plane = f"{cp.get('id')}@{cp.get('xds')}" if cp.get("id") else "-"
         errors = "; ".join(f"{t}: {v['error']}" for t, v in types.items() if (v or {}).get("error"))
@@ -220,8 +248,9 @@ def _proxy_status(args: argparse.Namespace) -> int:
     if args.output == "json":
         print(json.dumps(items, indent=2))
         return 0
-    header = ("NAME", "CLUSTER", *STATUS_TYPES, "ISTIOD", "VERSION", "ERROR")
-    table = render_table(header, proxy_status_rows(items))
+    columns = status_types(items)
+    header = ("NAME", "CLUSTER", *columns, "ISTIOD", "VERSION", "ERROR")
+    table = render_table(header, proxy_status_rows(items, columns))
     sys.stdout.write(table)
     return 0
 

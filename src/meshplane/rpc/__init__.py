@@ -8,12 +8,12 @@ service with :class:`CaClient`. With ``meshplane.xds`` this is the only package 
 ``lint-imports``); the policy each service applies lives in ``meshplane.security``, so it is tested without gRPC.
 """
 
-from meshplane.rpc._serve import BIND_OPTIONS, AddressInUse, bind
+from meshplane.rpc._serve import SERVER_OPTIONS, AddressInUse, bind
 from meshplane.rpc.ca_service import CaClient, CaServer, CaService, SecurityPlane
 from meshplane.rpc.extauthz import ExtAuthzServer
 from meshplane.rpc.sds import SdsServer
 
 __all__ = [
-    "BIND_OPTIONS", "AddressInUse", "CaClient", "CaServer", "CaService", "ExtAuthzServer", "SdsServer", "SecurityPlane",
-    "bind",
+    "SERVER_OPTIONS", "AddressInUse", "CaClient", "CaServer", "CaService", "ExtAuthzServer", "SdsServer",
+    "SecurityPlane", "bind",
 ]

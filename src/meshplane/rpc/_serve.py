@@ -3,6 +3,11 @@
 Every server binds without ``SO_REUSEPORT`` (gRPC sets it by default): with it, a second ``meshplane server`` on
 the same xDS or CA port started silently and the kernel split the proxies' connections between the two control
 planes. Without it the second one fails at start, naming the address.
+
+Every server also accepts many concurrent calls: gRPC core cancels the calls of a server beyond its "pending
+requests" limit (1,000 by default), and each proxy's ADS stream (and each agent's SDS stream) stays open for the
+proxy's life, so a replica with the default cancelled the 1,001st proxy's stream (CANCELLED, nothing logged:
+bench/xds_scale.py found it). The limit is raised far above the proxies a replica serves.
 """
 
 from __future__ import annotations
@@ -10,7 +15,10 @@ from __future__ import annotations
 import grpc
 
 # Options every meshplane gRPC server is created with (see the module docstring).
-BIND_OPTIONS: tuple[tuple[str, int], ...] = (("grpc.so_reuseport", 0),)
+SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.so_reuseport", 0),
+    ("grpc.server.max_pending_requests", 1_000_000),
+)
 
 
 class AddressInUse(OSError):
@@ -32,7 +40,7 @@ def bind(server: grpc.aio.Server, address: str, what: str) -> int:
 async def serve(handler: grpc.GenericRpcHandler, address: str,  # type: ignore[type-arg]
                 what: str = "gRPC server") -> tuple[grpc.aio.Server, int]:
     """A started server with ``handler`` on ``address`` (``unix:/path`` or ``127.0.0.1:0``) and its bound port."""
-    server = grpc.aio.server(options=list(BIND_OPTIONS))
+    server = grpc.aio.server(options=list(SERVER_OPTIONS))
     server.add_generic_rpc_handlers((handler,))
     port = bind(server, address, what)
     await server.start()

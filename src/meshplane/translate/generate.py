@@ -40,8 +40,10 @@ from meshplane.model.resources import (
     SERVICE_ENTRIES,
     SIDECARS,
     VIRTUAL_SERVICES,
+    WASM_PLUGINS,
     WORKLOAD_ENTRIES,
 )
+from meshplane.model.spec import ConfigObject
 from meshplane.translate.clusters import build_clusters, eds_cluster_names, uses_dynamic_forward_proxy
 from meshplane.translate.context import MESH_GATEWAY, ProxyScope, PushContext
 from meshplane.translate.endpoints import build_load_assignment
@@ -67,6 +69,7 @@ from meshplane.translate.memo import Slot
 from meshplane.translate.nametable import build_name_table
 from meshplane.translate.routes import build_route_configs
 from meshplane.translate.telemetryapi import telemetry_policy
+from meshplane.translate.wasmplugin import insert_plugins, plugins_for
 
 
 class Resource(NamedTuple):
@@ -194,9 +197,20 @@ _MESSAGES: dict[str, type[Message]] = {xdstypes.LISTENER: listener_pb2.Listener,
                                        xdstypes.CLUSTER: cluster_pb2.Cluster}
 
 
-def _patched(ctx: PushContext, proxy: Proxy, type_url: str, view: Resources, patches: Patches) -> Resources:
-    """``view`` with the proxy's EnvoyFilter patches applied (``envoyfilter``); the view itself when none apply."""
+def _wasm_plugins(proxy: Proxy, ctx: PushContext) -> list[ConfigObject[Any]]:
+    plugins = ctx.config.of(WASM_PLUGINS)
+    return plugins_for(proxy, plugins, ctx.mesh.root_namespace) if plugins else []
+
+
+def _patched(ctx: PushContext, proxy: Proxy, type_url: str, view: Resources, patches: Patches,
+             wasm: Sequence[ConfigObject[Any]] = ()) -> Resources:
+    """``view`` with the proxy's WasmPlugins inserted (``wasmplugin``, listeners only) and then its EnvoyFilter
+    patches applied (``envoyfilter``); the view itself when neither applies."""
     keys = patches.key(_LEVELS[type_url])
+    if type_url == xdstypes.LISTENER and wasm:
+        keys += tuple(f"wasm:{p.meta.key}" for p in wasm)
+    else:
+        wasm = ()
     if not keys:
         return view
     extra: tuple[object, ...] = (proxy.type, tuple(sorted(proxy.gateway_ports.items())))
@@ -207,6 +221,7 @@ def _patched(ctx: PushContext, proxy: Proxy, type_url: str, view: Resources, pat
     cls = _MESSAGES[type_url]
     msgs: list[Any] = [cls.FromString(r.resource.value) for r in view]
     if type_url == xdstypes.LISTENER:
+        msgs = insert_plugins(msgs, proxy, wasm)
         msgs = patch_listeners(msgs, proxy, patches, proxy.gateway_ports)
     elif type_url == xdstypes.ROUTE:
         msgs = patch_route_configs(msgs, proxy, patches)
@@ -290,8 +305,9 @@ def generate(type_url: str, proxy: Proxy, ctx: PushContext,
         view = None
     if view is not None:
         patches = patches_for(proxy, ctx)
-        if patches.by_level:
-            view = _patched(ctx, proxy, type_url, view, patches)
+        wasm = _wasm_plugins(proxy, ctx) if type_url == xdstypes.LISTENER else []
+        if patches.by_level or wasm:
+            view = _patched(ctx, proxy, type_url, view, patches, wasm)
         return _select(ctx, view, names)
     if type_url == xdstypes.ENDPOINT:
         return _endpoints(proxy, ctx, scope, names)

@@ -215,6 +215,15 @@ def add_headers(target: rc.Route | rc.WeightedCluster.ClusterWeight, headers: is
 def destination_cluster(dest: istio.Destination | None, vs_namespace: str, scope: RouteScope) -> str:
     """The cluster a destination names, or BlackHoleCluster when this proxy has no such cluster."""
     name = subset_cluster(dest, vs_namespace, scope.ctx, scope.port)
+    var = dynsubset.label_variable(dest.subset if dest is not None else None)
+    if var is not None and dest is not None:
+        # A traffic-label subset no DestinationRule (as this proxy sees them) defines: a subset that does not
+        # exist, as in Istio, rather than the whole service with the label ignored.
+        host = destination_host(dest, vs_namespace, scope.ctx)
+        dr = scope.ctx.destination_rule(host, scope.proxy.namespace, scope.proxy.labels)
+        dyn = dynsubset.of(dr.spec if dr is not None else None)
+        if dyn is None or var not in dyn.variables:
+            return BLACKHOLE
     return name if name is not None and name in scope.clusters else BLACKHOLE
 
 

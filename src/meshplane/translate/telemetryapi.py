@@ -18,17 +18,19 @@ of ``response.code`` (``response.code >= 400``); others are warned about and log
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 
 from meshplane.model.labels import labels_match
 from meshplane.model.mesh import MeshSettings, TelemetryProvider
 from meshplane.model.proxy import Proxy
-from meshplane.model.resources import TELEMETRIES
+from meshplane.model.resources import TELEMETRIES, TRAFFIC_LABELS
 from meshplane.model.spec import Telemetry, TelemetryAccessLogging, TelemetryMetrics, TelemetryTracing
 from meshplane.model.telemetry import cel_to_format, code_filter
 from meshplane.translate.context import PushContext
 from meshplane.translate.memo import Slot
+from meshplane.translate.trafficlabel import span_tags
 
 # Built-in providers, as Istio ships them: Prometheus metrics and Envoy's access log to standard output.
 PROMETHEUS = "prometheus"
@@ -337,6 +339,12 @@ def telemetry_policy(proxy: Proxy, ctx: PushContext) -> TelemetryPolicy:
         enabled, rules = _metric_rules(metrics) if metrics is not None else (True, ())
         logs = _log_rules(logging, ctx.mesh) if logging is not None else _mesh_access_log(ctx.mesh)
         trace = _tracing_rule(tracing, ctx.mesh) if tracing is not None else _mesh_tracing(ctx.mesh)
+        if trace is not None:  # TrafficLabel attachTo opentracing: the labels as span tags (same memo key)
+            have = {t.tag for t in trace.tags}
+            extra = tuple(CustomTag(h, "header", h) for h in span_tags(proxy, ctx.config.of(TRAFFIC_LABELS))
+                          if h not in have)
+            if extra:
+                trace = dataclasses.replace(trace, tags=trace.tags + extra)
         return TelemetryPolicy(enabled, rules, logs, trace)
 
     if not ctx.config.of(TELEMETRIES) and not ctx.mesh.access_log_file and not ctx.mesh.enable_tracing:

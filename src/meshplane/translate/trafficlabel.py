@@ -108,6 +108,23 @@ def labels_for(proxy: Proxy, objects: TrafficLabels) -> list[tuple[str, list[Sou
     return out
 
 
+def span_tags(proxy: Proxy, objects: TrafficLabels) -> tuple[str, ...]:
+    """The labels (header names) that rules with ``attachTo: [opentracing]`` selecting ``proxy`` also record as
+    span tags (translated as request-header custom tags of the proxy's tracing, so only where it traces)."""
+    out: list[str] = []
+    for obj in sorted(objects, key=lambda o: o.meta.name):
+        if not selects_workload(obj.meta, obj.spec.workload_selector, proxy):
+            continue
+        for rule in obj.spec.rules:
+            if not any(a.lower() == "opentracing" for a in rule.attach_to):
+                continue
+            for label in rule.labels:
+                name = (label.name or "").lower()
+                if name and name not in out:
+                    out.append(name)
+    return tuple(out)
+
+
 def propagation_for(proxy: Proxy, objects: Propagations) -> tuple[list[str], list[str]]:
     """The baggage keys and key prefixes the ASMHeaderPropagations selecting ``proxy`` lift into headers."""
     keys: list[str] = []

@@ -38,7 +38,7 @@ from meshplane.model.push import PushRequest
 from meshplane.model.resources import WORKLOAD_ENTRIES
 from meshplane.model.service import RegistrySnapshot
 from meshplane.registry import RegistryAggregator, ServiceRegistry
-from meshplane.rpc import BIND_OPTIONS, bind
+from meshplane.rpc import SERVER_OPTIONS, bind
 from meshplane.store.interface import Store
 from meshplane.xds.ads import AdsHandler
 from meshplane.xds.connection import Connection, PushState, WriteBudget
@@ -119,7 +119,7 @@ class XdsServer:
             ("grpc.http2.min_ping_interval_without_data_ms", max(1, int(self.settings.min_ping_interval * 1000))),
             ("grpc.http2.max_ping_strikes", self.settings.max_ping_strikes),
             ("grpc.max_concurrent_streams", 100_000),
-            *BIND_OPTIONS,
+            *SERVER_OPTIONS,
         ])
         server.add_generic_rpc_handlers((AdsHandler(self).generic_handler(),))
         port = bind(server, address, "xDS server")  # first: a taken port fails before anything runs

@@ -34,12 +34,8 @@ def _fields(obj: dict[str, Any]) -> set[str]:
 def test_full_link_canary_sample_is_accepted_as_written() -> None:
     for obj in yaml.safe_load_all((ASM_DATA / "full-link-canary.yaml").read_text()):
         before = yaml.safe_dump(obj)
-        warnings = _check(obj)
+        assert _check(obj) == [], obj["metadata"]["name"]
         assert yaml.safe_dump(obj) == before, "nothing pruned"
-        if obj["kind"] == "TrafficLabel":  # the label is not recorded in trace spans: said, not dropped silently
-            assert [w.split(":")[0] for w in warnings] == ["spec.rules[0].attachTo"], warnings
-        else:
-            assert warnings == [], obj["metadata"]["name"]
 
 
 def _dr(spec: dict[str, Any]) -> dict[str, Any]:
@@ -100,6 +96,38 @@ def test_traffic_label_v1beta1_sources() -> None:
           "spec": {"rules": [{"labels": [{"name": "l1", "valueFrom": ["$getContext(x-request-id)", "$localLabel"]}]}]}}
     assert _check(tl) == []
     tl["spec"]["rules"][0]["protocols"] = "tcp"
-    assert [w.split(":")[0] for w in _check(tl)] == ["spec.rules[0].protocols"]
+    tl["spec"]["rules"][0]["attachTo"] = ["opentracing", "skywalking"]
+    assert [w.split(":")[0] for w in _check(tl)] == ["spec.rules[0].attachTo[1]", "spec.rules[0].protocols"]
     tl["spec"]["rules"][0]["labels"][0]["valueFrom"] = ["$getContext(x-request-id, extra)"]
     assert _fields(tl) == {"spec.rules[0].labels[0].valueFrom[0]"}
+
+
+@pytest.mark.parametrize("field_validation", ["Strict", "Warn", "Ignore"])
+@pytest.mark.parametrize(("key", "value"), [("hosts", ["productpage"]), ("http", [{"name": "x"}]),
+                                            ("overwrite", True)])
+def test_traffic_label_fields_without_semantics_are_refused_by_name(key: str, value: Any,
+                                                                    field_validation: str) -> None:
+    """hosts / http / overwrite: refused naming the field whatever the field validation, never pruned silently."""
+    tl = {"apiVersion": "istio.alibabacloud.com/v1beta1", "kind": "TrafficLabel",
+          "metadata": {"name": "t", "namespace": "default"},
+          "spec": {key: value, "rules": [{"labels": [{"name": "l1", "valueFrom": ["$localLabel"]}]}]}}
+    info = REG.by_kind("istio.alibabacloud.com", "TrafficLabel")
+    assert info is not None
+    with pytest.raises(InvalidObject) as e:
+        validate(info, tl, field_validation=field_validation)
+    assert {c.field for c in e.value.causes} == {f"spec.{key}"}
+
+
+def test_label_variable_subsets_only_in_http_route_destinations() -> None:
+    dest = {"host": "mockb", "subset": "$userdefinelabel1"}
+    assert _check(_vs({"route": [{"destination": dest}]})) == []
+    assert _fields(_vs({"route": [{"destination": {"host": "mockb"}}], "mirror": dest})) == {
+        "spec.http[0].mirror.subset"}
+    assert _fields(_vs({"route": [{"destination": dest, "fallback": {"target": {"host": "mockb", "subset": "v1"}}}]
+                        })) == {"spec.http[0].route[0].fallback"}
+    assert _fields(_vs({"route": [{"destination": {"host": "mockb", "subset": "v2"},
+                                   "fallback": {"target": dest}}]})) == {"spec.http[0].route[0].fallback.target.subset"}
+    tcp = {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+           "metadata": {"name": "b", "namespace": "default"},
+           "spec": {"hosts": ["mockb"], "tcp": [{"route": [{"destination": dest}]}]}}
+    assert _fields(tcp) == {"spec.tcp[0].route[0].destination.subset"}

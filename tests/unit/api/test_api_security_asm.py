@@ -125,6 +125,9 @@ FAILING: list[tuple[str, str, dict[str, Any], str, str, str]] = [
     ("slg-service-dup", "ASMSwimLaneGroup", {"services": [{"name": "a", "namespace": "d"},
                                                           {"name": "a", "namespace": "d"}]},
      "spec.services[1]", "FieldValueDuplicate", ""),
+    ("slg-cluster-id-only", "ASMSwimLaneGroup", {"services": [{"name": "a", "namespace": "d",
+                                                               "cluster": {"id": "c0f2"}}]},
+     "spec.services[0].cluster.id", "FieldValueForbidden", "cluster.name"),
     ("slg-gateway-name", "ASMSwimLaneGroup", {"services": [{"name": "a", "namespace": "d"}],
                                               "ingress": {"gateway": {"namespace": "istio-system"}}},
      "spec.ingress.gateway.name", "FieldValueRequired", ""),
@@ -307,6 +310,12 @@ def test_dry_run_annotation_rules() -> None:
 def test_lane_without_group_label_warns() -> None:
     warnings = ok("ASMSwimLane", {"labelSelector": {"version": "v2"}})
     assert any("swimlane-group" in w for w in warnings)
+
+
+def test_lane_group_fields_not_applied_are_warned_about() -> None:
+    svc = {"name": "a", "namespace": "d", "cluster": {"name": "c1", "id": "c0f2"}}
+    warnings = ok("ASMSwimLaneGroup", {"services": [svc], "ingress": {"gateway": {"name": "gw", "type": "ACK"}}})
+    assert sorted(w.split(":")[0] for w in warnings) == ["spec.ingress.gateway.type", "spec.services[0].cluster.id"]
 
 
 def test_membercluster_needs_no_namespace() -> None:

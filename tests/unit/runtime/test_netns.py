@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from meshplane.runtime import netns
@@ -77,3 +79,52 @@ def test_names_fit_the_kernel_limits() -> None:
     assert len(netns.bridge_for(249).name) <= 15
     assert netns.pod_address(114, 2, 5) == "10.114.2.5"
     assert "search default.svc.cluster.local svc.cluster.local cluster.local" in netns.resolv_conf("default")
+
+
+def _supervisor(tmp_path: Any, doc: dict[str, Any], **kw: Any) -> Any:
+    from meshplane.runtime.home import Home
+    from meshplane.runtime.supervisor import Supervisor
+
+    return Supervisor(Home(tmp_path), parse_manifest(doc), **kw)
+
+
+_WEB = {"name": "web", "command": ["x"], "ports": [80]}
+
+
+@pytest.mark.parametrize(("flag", "manifest", "env", "wanted"), [
+    ("", "auto", "", "auto"),
+    ("", "auto", "explicit", "explicit"),  # what auto means here (the test suite's setting)
+    ("", "transparent", "explicit", "transparent"),  # the manifest's own choice beats the environment
+    ("explicit", "transparent", "", "explicit"),  # the flag beats both
+])
+def test_which_interception_is_asked_for(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, flag: str, manifest: str,
+                                         env: str, wanted: str) -> None:
+    monkeypatch.setenv("MESHPLANE_INTERCEPTION", env)
+    sup = _supervisor(tmp_path, {"mesh": {"interception": manifest}, "workloads": [_WEB]}, interception=flag)
+    assert sup.interception_wanted == wanted
+
+
+async def test_auto_falls_back_to_explicit_saying_why(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(netns, "capture_unavailable", lambda: "not running as root (network namespaces ...)")
+    sup = _supervisor(tmp_path, {"workloads": [{**_WEB, "annotations": {
+        "traffic.sidecar.istio.io/excludeInboundPorts": "81"}}]}, interception="auto")
+    await sup.resolve_interception()
+    assert not sup.transparent and sup.interception_reason.startswith("explicit (transparent is not possible: not")
+    assert sup.warnings == ["workload web.annotations: traffic.sidecar.istio.io annotations take effect only with "
+                            "transparent interception; ignored"]
+    sup = _supervisor(tmp_path, {"workloads": [_WEB]}, interception="transparent")
+    with pytest.raises(RuntimeError, match="transparent is not possible here: not running as root"):
+        await sup.resolve_interception()
+
+
+async def test_replicas_keep_a_mesh_explicit(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(netns, "capture_unavailable", lambda: "")
+    sup = _supervisor(tmp_path, {"workloads": [_WEB]}, interception="auto")
+    await sup.resolve_interception()
+    assert sup.transparent
+    sup = _supervisor(tmp_path, {"workloads": [_WEB]}, interception="auto", replicas=2)
+    await sup.resolve_interception()
+    assert not sup.transparent and "--replicas > 1" in sup.interception_reason
+    sup = _supervisor(tmp_path, {"workloads": [_WEB]}, interception="transparent", replicas=3)
+    with pytest.raises(RuntimeError, match="--replicas > 1"):
+        await sup.resolve_interception()

@@ -114,3 +114,10 @@ def test_dynamic_subset_config_validates(tmp_path: Path) -> None:
     envoy_validate(gateway(), ctx, tmp_path)
     ctx = context([*mock_registry(), DYNAMIC, BY_HEADER])
     envoy_validate(mock_sidecar("mocka", "v1"), ctx, tmp_path)
+
+
+def test_label_variable_subset_no_rule_defines_is_a_missing_subset() -> None:
+    """As in Istio, a subset nothing defines routes nowhere (not to the whole service, label ignored)."""
+    vs = _vs({"route": [{"destination": {"host": MOCKB, "subset": "$userdefinelabel1"}}]})
+    ctx = context([*mock_registry(), vs, _dr({"subsets": [{"name": "v1", "labels": {"version": "v1"}}]})])
+    assert _route(mock_sidecar("mocka", "v1"), ctx).route.cluster == "BlackHoleCluster"

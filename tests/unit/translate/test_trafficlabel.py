@@ -111,3 +111,15 @@ def test_typed_labels_and_propagation() -> None:
     assert propagation_for(p, typed(PROPAGATION, prefix, other, PROPAGATION)) == (["x-asm-prefer-tag"], ["X-Pre-"])
     script = outbound_script(p, [], typed(prefix))
     assert script is not None and 'local KEY_PREFIXES = {"x-pre-"}' in script
+
+
+def test_labels_attached_to_opentracing_are_span_tags() -> None:
+    from meshplane.translate.trafficlabel import span_tags
+
+    attached = traffic_label(["$getLabel(ASM_TRAFFIC_TAG)"], {"app": "mocka"})
+    attached["spec"]["rules"][0]["attachTo"] = ["opentracing"]
+    plain = traffic_label(["$getLabel(ASM_TRAFFIC_TAG)"], name="plain")
+    plain["spec"]["rules"][0]["labels"][0]["name"] = "x-other"
+    objs = typed(attached, plain)
+    assert span_tags(mock_sidecar("mocka", "v1"), objs) == ("x-lane",)
+    assert span_tags(mock_sidecar("mockb", "v1"), objs) == ()

@@ -179,6 +179,43 @@ class TelemetryMetricsOverridesTagOverridesOperation(SpecEnum):
     REMOVE = 'REMOVE'
 
 
+class WasmPluginImagePullPolicy(SpecEnum):
+    UNSPECIFIED_POLICY = 'UNSPECIFIED_POLICY'
+    IfNotPresent = 'IfNotPresent'
+    Always = 'Always'
+
+
+class WasmPluginPhase(SpecEnum):
+    UNSPECIFIED_PHASE = 'UNSPECIFIED_PHASE'
+    AUTHN = 'AUTHN'
+    AUTHZ = 'AUTHZ'
+    STATS = 'STATS'
+
+
+class WasmPluginFailStrategy(SpecEnum):
+    FAIL_CLOSE = 'FAIL_CLOSE'
+    FAIL_OPEN = 'FAIL_OPEN'
+    FAIL_RELOAD = 'FAIL_RELOAD'
+
+
+class WasmPluginVmConfigEnvValueFrom(SpecEnum):
+    INLINE = 'INLINE'
+    HOST = 'HOST'
+
+
+class WasmPluginMatchMode(SpecEnum):
+    UNDEFINED = 'UNDEFINED'
+    CLIENT = 'CLIENT'
+    SERVER = 'SERVER'
+    CLIENT_AND_SERVER = 'CLIENT_AND_SERVER'
+
+
+class WasmPluginType(SpecEnum):
+    UNSPECIFIED_PLUGIN_TYPE = 'UNSPECIFIED_PLUGIN_TYPE'
+    HTTP = 'HTTP'
+    NETWORK = 'NETWORK'
+
+
 class MemberClusterDiscoverySelectorsMatchExpressionsOperator(SpecEnum):
     In = 'In'
     NotIn = 'NotIn'
@@ -1219,6 +1256,69 @@ class Telemetry:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class WasmPluginTargetRef:
+    "A resource the plugin attaches to."
+
+    group: str | None = None
+    kind: str | None = None
+    name: str | None = None
+    namespace: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WasmPluginVmConfigEnv:
+    "One environment variable of the VM."
+
+    name: str | None = None
+    value: str | None = None
+    value_from: WasmPluginVmConfigEnvValueFrom | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WasmPluginVmConfig:
+    "The Wasm VM's settings."
+
+    env: tuple[WasmPluginVmConfigEnv, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WasmPluginMatchPorts:
+    "A port."
+
+    number: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WasmPluginMatch:
+    "Traffic the plugin applies to."
+
+    mode: WasmPluginMatchMode | None = None
+    ports: tuple[WasmPluginMatchPorts, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WasmPlugin:
+    "Istio's WasmPlugin: a Wasm HTTP filter in the selected workloads' proxies."
+
+    fail_strategy: WasmPluginFailStrategy | None = None
+    image_pull_policy: WasmPluginImagePullPolicy | None = None
+    image_pull_secret: str | None = None
+    match: tuple[WasmPluginMatch, ...] = ()
+    phase: WasmPluginPhase | None = None
+    plugin_config: Any | None = None
+    plugin_name: str | None = None
+    priority: int | None = None
+    selector: WorkloadSelector | None = None
+    sha256: str | None = None
+    target_ref: WasmPluginTargetRef | None = None
+    target_refs: tuple[WasmPluginTargetRef, ...] = ()
+    type: WasmPluginType | None = None
+    url: str | None = None
+    verification_key: str | None = None
+    vm_config: WasmPluginVmConfig | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TrafficLabelRulesLabels:
     "One label: a header name and the sources of its value."
 
@@ -1237,6 +1337,9 @@ class TrafficLabelRules:
 class TrafficLabel:
     "Labels requests with a header computed at the proxy, so routing rules can match it."
 
+    hosts: tuple[str, ...] = ()
+    http: tuple[Any, ...] = ()
+    overwrite: Any | None = None
     rules: tuple[TrafficLabelRules, ...] = ()
     workload_selector: ServiceEntryWorkloadSelector | None = None
 
@@ -1466,6 +1569,37 @@ class ASMLocalRateLimiter:
 
     configs: tuple[ASMLocalRateLimiterConfigs, ...] = ()
     is_gateway: bool | None = None
+    workload_selector: ServiceEntryWorkloadSelector | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EnvoyFilterTemplateTemplates:
+    "One version of the template."
+
+    istio_version: str | None = None
+    value: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EnvoyFilterTemplate:
+    "ASM's EnvoyFilterTemplate: a named, versioned EnvoyFilter that EnvoyFilterTemplateBindings apply."
+
+    templates: tuple[EnvoyFilterTemplateTemplates, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EnvoyFilterTemplateBindingTemplateRef:
+    "Which template, and which of its versions."
+
+    istio_version: str | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EnvoyFilterTemplateBinding:
+    "ASM's EnvoyFilterTemplateBinding: makes an EnvoyFilter of a template's value for some workloads."
+
+    template_ref: EnvoyFilterTemplateBindingTemplateRef | None = None
     workload_selector: ServiceEntryWorkloadSelector | None = None
 
 
@@ -2166,6 +2300,45 @@ register(Telemetry, (
     ('targetRefs', 'target_refs', ("l", ("m", PolicyTargetReference))),
     ('tracing', 'tracing', ("l", ("m", TelemetryTracing))),
 ))
+register(WasmPluginTargetRef, (
+    ('group', 'group', ("s",)),
+    ('kind', 'kind', ("s",)),
+    ('name', 'name', ("s",)),
+    ('namespace', 'namespace', ("s",)),
+))
+register(WasmPluginVmConfigEnv, (
+    ('name', 'name', ("s",)),
+    ('value', 'value', ("s",)),
+    ('valueFrom', 'value_from', ("e", WasmPluginVmConfigEnvValueFrom)),
+))
+register(WasmPluginVmConfig, (
+    ('env', 'env', ("l", ("m", WasmPluginVmConfigEnv))),
+))
+register(WasmPluginMatchPorts, (
+    ('number', 'number', ("i",)),
+))
+register(WasmPluginMatch, (
+    ('mode', 'mode', ("e", WasmPluginMatchMode)),
+    ('ports', 'ports', ("l", ("m", WasmPluginMatchPorts))),
+))
+register(WasmPlugin, (
+    ('failStrategy', 'fail_strategy', ("e", WasmPluginFailStrategy)),
+    ('imagePullPolicy', 'image_pull_policy', ("e", WasmPluginImagePullPolicy)),
+    ('imagePullSecret', 'image_pull_secret', ("s",)),
+    ('match', 'match', ("l", ("m", WasmPluginMatch))),
+    ('phase', 'phase', ("e", WasmPluginPhase)),
+    ('pluginConfig', 'plugin_config', ("j",)),
+    ('pluginName', 'plugin_name', ("s",)),
+    ('priority', 'priority', ("i",)),
+    ('selector', 'selector', ("m", WorkloadSelector)),
+    ('sha256', 'sha256', ("s",)),
+    ('targetRef', 'target_ref', ("m", WasmPluginTargetRef)),
+    ('targetRefs', 'target_refs', ("l", ("m", WasmPluginTargetRef))),
+    ('type', 'type', ("e", WasmPluginType)),
+    ('url', 'url', ("s",)),
+    ('verificationKey', 'verification_key', ("s",)),
+    ('vmConfig', 'vm_config', ("m", WasmPluginVmConfig)),
+))
 register(TrafficLabelRulesLabels, (
     ('name', 'name', ("s",)),
     ('valueFrom', 'value_from', ("l", ("s",))),
@@ -2176,6 +2349,9 @@ register(TrafficLabelRules, (
     ('protocols', 'protocols', ("s",)),
 ))
 register(TrafficLabel, (
+    ('hosts', 'hosts', ("l", ("s",))),
+    ('http', 'http', ("l", ("j",))),
+    ('overwrite', 'overwrite', ("j",)),
     ('rules', 'rules', ("l", ("m", TrafficLabelRules))),
     ('workloadSelector', 'workload_selector', ("m", ServiceEntryWorkloadSelector)),
 ))
@@ -2307,6 +2483,21 @@ register(ASMLocalRateLimiter, (
     ('isGateway', 'is_gateway', ("b",)),
     ('workloadSelector', 'workload_selector', ("m", ServiceEntryWorkloadSelector)),
 ))
+register(EnvoyFilterTemplateTemplates, (
+    ('istioVersion', 'istio_version', ("s",)),
+    ('value', 'value', ("s",)),
+))
+register(EnvoyFilterTemplate, (
+    ('templates', 'templates', ("l", ("m", EnvoyFilterTemplateTemplates))),
+))
+register(EnvoyFilterTemplateBindingTemplateRef, (
+    ('istioVersion', 'istio_version', ("s",)),
+    ('name', 'name', ("s",)),
+))
+register(EnvoyFilterTemplateBinding, (
+    ('templateRef', 'template_ref', ("m", EnvoyFilterTemplateBindingTemplateRef)),
+    ('workloadSelector', 'workload_selector', ("m", ServiceEntryWorkloadSelector)),
+))
 register(MemberClusterDiscoverySelectorsMatchExpressions, (
     ('key', 'key', ("s",)),
     ('operator', 'operator', ("e", MemberClusterDiscoverySelectorsMatchExpressionsOperator)),
@@ -2338,12 +2529,15 @@ KINDS: Mapping[tuple[str, str], type] = {
     ('security.istio.io', 'PeerAuthentication'): PeerAuthentication,
     ('security.istio.io', 'RequestAuthentication'): RequestAuthentication,
     ('telemetry.istio.io', 'Telemetry'): Telemetry,
+    ('extensions.istio.io', 'WasmPlugin'): WasmPlugin,
     ('istio.alibabacloud.com', 'TrafficLabel'): TrafficLabel,
     ('istio.alibabacloud.com', 'ASMSwimLaneGroup'): ASMSwimLaneGroup,
     ('istio.alibabacloud.com', 'ASMSwimLane'): ASMSwimLane,
     ('istio.alibabacloud.com', 'ASMHeaderPropagation'): ASMHeaderPropagation,
     ('istio.alibabacloud.com', 'ASMOPAPolicy'): ASMOPAPolicy,
     ('istio.alibabacloud.com', 'ASMLocalRateLimiter'): ASMLocalRateLimiter,
+    ('istio.alibabacloud.com', 'EnvoyFilterTemplate'): EnvoyFilterTemplate,
+    ('istio.alibabacloud.com', 'EnvoyFilterTemplateBinding'): EnvoyFilterTemplateBinding,
     ('meshplane.io', 'MemberCluster'): MemberCluster,
 }
 """The spec class of each served kind, by (API group, kind)."""
@@ -2361,12 +2555,15 @@ RESOURCES: Mapping[GroupResource, tuple[str, type]] = {
     GroupResource('security.istio.io', 'peerauthentications'): ('PeerAuthentication', PeerAuthentication),
     GroupResource('security.istio.io', 'requestauthentications'): ('RequestAuthentication', RequestAuthentication),
     GroupResource('telemetry.istio.io', 'telemetries'): ('Telemetry', Telemetry),
+    GroupResource('extensions.istio.io', 'wasmplugins'): ('WasmPlugin', WasmPlugin),
     GroupResource('istio.alibabacloud.com', 'trafficlabels'): ('TrafficLabel', TrafficLabel),
     GroupResource('istio.alibabacloud.com', 'asmswimlanegroups'): ('ASMSwimLaneGroup', ASMSwimLaneGroup),
     GroupResource('istio.alibabacloud.com', 'asmswimlanes'): ('ASMSwimLane', ASMSwimLane),
     GroupResource('istio.alibabacloud.com', 'asmheaderpropagations'): ('ASMHeaderPropagation', ASMHeaderPropagation),
     GroupResource('istio.alibabacloud.com', 'asmopapolicies'): ('ASMOPAPolicy', ASMOPAPolicy),
     GroupResource('istio.alibabacloud.com', 'asmlocalratelimiters'): ('ASMLocalRateLimiter', ASMLocalRateLimiter),
+    GroupResource('istio.alibabacloud.com', 'envoyfiltertemplates'): ('EnvoyFilterTemplate', EnvoyFilterTemplate),
+    GroupResource('istio.alibabacloud.com', 'envoyfiltertemplatebindings'): ('EnvoyFilterTemplateBinding', EnvoyFilterTemplateBinding),
     GroupResource('meshplane.io', 'memberclusters'): ('MemberCluster', MemberCluster),
 }
 """(kind, spec class) of each served collection, by its GroupResource."""
@@ -2425,6 +2622,10 @@ __all__ = [
     'EnvoyFilterConfigPatchesPatch',
     'EnvoyFilterConfigPatchesPatchFilterClass',
     'EnvoyFilterConfigPatchesPatchOperation',
+    'EnvoyFilterTemplate',
+    'EnvoyFilterTemplateBinding',
+    'EnvoyFilterTemplateBindingTemplateRef',
+    'EnvoyFilterTemplateTemplates',
     'Gateway',
     'HTTPBody',
     'HTTPCookie',
@@ -2532,6 +2733,18 @@ __all__ = [
     'TunnelSettings',
     'VirtualService',
     'WarmupConfiguration',
+    'WasmPlugin',
+    'WasmPluginFailStrategy',
+    'WasmPluginImagePullPolicy',
+    'WasmPluginMatch',
+    'WasmPluginMatchMode',
+    'WasmPluginMatchPorts',
+    'WasmPluginPhase',
+    'WasmPluginTargetRef',
+    'WasmPluginType',
+    'WasmPluginVmConfig',
+    'WasmPluginVmConfigEnv',
+    'WasmPluginVmConfigEnvValueFrom',
     'WorkloadEntry',
     'WorkloadGroup',
     'WorkloadGroupMetadata',
