@@ -60,7 +60,8 @@ ENVOY_FILTER_REJECTED = MessageType(
 
 def rejection_messages(rejections: Iterable[Rejection]) -> list[Message]:
     """An analysis message per rejecting proxy (the first few) of each source: an EnvoyFilter, or the ASM object
-    whose patches the config carries (``ASMLocalRateLimiter ns/name``, ``EnvoyFilterTemplateBinding ns/name``)."""
+    whose patches the config carries (``ASMLocalRateLimiter ns/name``, ``EnvoyFilterTemplateBinding ns/name``,
+    ``WasmPlugin ns/name``)."""
     out = []
     for source, rs in rejections_by_filter(rejections).items():
         kind, _, key = source.rpartition(" ")
