@@ -16,6 +16,8 @@ import re
 from typing import Any
 from urllib.parse import urlparse
 
+import yaml
+
 from meshplane.api import _common as c
 from meshplane.api import _formats as fmt
 from meshplane.api._report import Report
@@ -181,7 +183,15 @@ def envoy_filter_template(meta: ObjectMeta, spec: EnvoyFilterTemplate, r: Report
         except ValueError as e:
             r.invalid(f"{p}.value", "<EnvoyFilter>", str(e))
             continue
+        if _has_metadata(tv.value or ""):
+            r.warn(f"{p}.value: metadata is not used: the EnvoyFilter a binding makes has the binding's name and "
+                   "namespace")
         _nested_envoy_filter(meta, ef_spec, f"{p}.value", r)
+
+
+def _has_metadata(value: str) -> bool:
+    doc = yaml.safe_load(value)
+    return isinstance(doc, dict) and bool(doc.get("metadata"))
 
 
 def _nested_envoy_filter(meta: ObjectMeta, ef_spec: dict[str, Any], path: str, r: Report) -> None:

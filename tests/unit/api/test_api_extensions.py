@@ -174,3 +174,9 @@ def test_binding_refused() -> None:
                  "spec.templateRef.istioVersion", "FieldValueInvalid", "MAJOR.MINOR")
     assert_cause(causes("EnvoyFilterTemplateBinding", {"templateRef": {"istioVersion": "1.20"}}),
                  "spec.templateRef.name", "FieldValueRequired")
+
+
+def test_template_value_metadata_is_warned() -> None:
+    value = EF_VALUE.replace("kind: EnvoyFilter\n", "kind: EnvoyFilter\nmetadata:\n  name: x\n")
+    warnings = ok("EnvoyFilterTemplate", {"templates": [{"istioVersion": "1.20", "value": value}]})
+    assert any(w.startswith("spec.templates[0].value: metadata is not used") for w in warnings), warnings
