@@ -22,7 +22,8 @@ sidecar's CPU is also reported as a ratio to a router-only Envoy on the same mac
 ``--metrics-cost``: the cost of Istio's standard metrics (the stats access loggers and the peer-identity headers,
 ``translate.telemetry``) in the same run: after the usual paths the mesh path is measured again with a mesh-wide
 Telemetry that disables ALL_METRICS (which also drops the identity exchange), then once more with it removed, so
-metrics-on is measured before and after metrics-off and drift shows.
+metrics-on is measured before and after metrics-off and drift shows. ``--metrics-rounds N`` repeats the off/on
+pair N times and reports the median of the N ratios (each off phase against the on phases either side of it).
 
 Without ``--mtls`` the mesh runs without certificates (plaintext between sidecars, the baseline); with it every
 sidecar gets its certificate from meshplane's CA over SDS, a mesh-wide PeerAuthentication is STRICT and an
@@ -427,22 +428,37 @@ async def metrics_cost(args: argparse.Namespace, st: dict[str, Any], generator: 
         r["added_ms"] = {q: r[q] - base[q] for q in base}
         results[label] = r
 
+    rounds: list[dict[str, Any]] = []
+    previous_on: dict[str, Any] = {"sidecar_vcpu_per_1000rps": results["sidecar_vcpu_per_1000rps"],
+                                   "p50_ms": results["mesh"]["p50_ms"]}
     try:
-        await api.apply(METRICS_OFF)
-        await _wait_loggers(admins, present=False)
-        await run("mesh_metrics_off")
-        await api.delete("telemetry.istio.io/v1", "Telemetry", "bench-metrics-off", "istio-system")
-        await _wait_loggers(admins, present=True)
-        await run("mesh_metrics_on_again")
+        for _ in range(max(1, args.metrics_rounds)):
+            await api.apply(METRICS_OFF)
+            await _wait_loggers(admins, present=False)
+            await run("mesh_metrics_off")
+            await api.delete("telemetry.istio.io/v1", "Telemetry", "bench-metrics-off", "istio-system")
+            await _wait_loggers(admins, present=True)
+            await run("mesh_metrics_on_again")
+            off, on2 = results["mesh_metrics_off"], results["mesh_metrics_on_again"]
+            on = [(a + b) / 2 for a, b in zip(previous_on["sidecar_vcpu_per_1000rps"],
+                                              on2["sidecar_vcpu_per_1000rps"], strict=True)]
+            rounds.append({"off": off, "on_again": on2,
+                           "cpu_ratio": [a / b for a, b in zip(on, off["sidecar_vcpu_per_1000rps"], strict=True)],
+                           "added_p50_ms": (previous_on["p50_ms"] + on2["p50_ms"]) / 2 - off["p50_ms"]})
+            previous_on = on2
     finally:
         await api.close()
-    on = [(a + b) / 2 for a, b in zip(results["sidecar_vcpu_per_1000rps"],
-                                      results["mesh_metrics_on_again"]["sidecar_vcpu_per_1000rps"], strict=True)]
-    off = results["mesh_metrics_off"]["sidecar_vcpu_per_1000rps"]
-    results["metrics_cpu_ratio"] = [a / b for a, b in zip(on, off, strict=True)]
-    results["metrics_added_p50_ms"] = (
-        (results["mesh"]["p50_ms"] + results["mesh_metrics_on_again"]["p50_ms"]) / 2
-        - results["mesh_metrics_off"]["p50_ms"])
+    # Each off phase against the on phases either side of it; the median over rounds, as the machine's load
+    # moves between phases (bench/README.md).
+    results["metrics_rounds"] = rounds
+    results["metrics_cpu_ratio"] = [_median([r["cpu_ratio"][i] for r in rounds]) for i in range(len(envoys))]
+    results["metrics_added_p50_ms"] = _median([r["added_p50_ms"] for r in rounds])
+
+
+def _median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 def report(r: dict[str, Any]) -> str:
@@ -482,14 +498,19 @@ def report(r: dict[str, Any]) -> str:
                   f"RSS: {pair(r['transparent_sidecar_rss_mb'], '.0f')} MB; "
                   f"transparent / explicit CPU: {pair(r['transparent_cpu_ratio_to_explicit'], '.2f')}"]
     if "metrics_cpu_ratio" in r:
-        on2, off = r["mesh_metrics_on_again"], r["mesh_metrics_off"]
-        lines += ["", "Istio standard metrics (sidecar path; on, off, on again):",
-                  "| metrics | p50 ms | p99 ms | sidecar vCPU per 1,000 rps (client, server) |", "|---|---|---|---|"]
-        for label, x, cpu in (("on", m, r["sidecar_vcpu_per_1000rps"]),
-                              ("off (ALL_METRICS disabled)", off, off["sidecar_vcpu_per_1000rps"]),
-                              ("on again", on2, on2["sidecar_vcpu_per_1000rps"])):
-            lines.append(f"| {label} | {x['p50_ms']:.2f} | {x['p99_ms']:.2f} | {pair(cpu, '.3f')} |")
-        lines.append(f"metrics CPU on / off: {pair(r['metrics_cpu_ratio'], '.3f')}; "
+        rounds = r["metrics_rounds"]
+        lines += ["", "Istio standard metrics (sidecar path; on, then off and on again per round):",
+                  "| metrics | p50 ms | p99 ms | sidecar vCPU per 1,000 rps (client, server) | on / off |",
+                  "|---|---|---|---|---|"]
+        lines.append(f"| on | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} | {pair(r['sidecar_vcpu_per_1000rps'], '.3f')} | |")
+        for i, rnd in enumerate(rounds, 1):
+            off, on2 = rnd["off"], rnd["on_again"]
+            lines.append(f"| off (ALL_METRICS disabled), round {i} | {off['p50_ms']:.2f} | {off['p99_ms']:.2f} | "
+                         f"{pair(off['sidecar_vcpu_per_1000rps'], '.3f')} | {pair(rnd['cpu_ratio'], '.3f')} |")
+            lines.append(f"| on again, round {i} | {on2['p50_ms']:.2f} | {on2['p99_ms']:.2f} | "
+                         f"{pair(on2['sidecar_vcpu_per_1000rps'], '.3f')} | |")
+        what = "median over rounds, " if len(rounds) > 1 else ""
+        lines.append(f"metrics CPU on / off ({what}client, server): {pair(r['metrics_cpu_ratio'], '.3f')}; "
                      f"p50 added by metrics: {r['metrics_added_p50_ms']:.3f} ms")
     return "\n".join(lines)
 
@@ -507,6 +528,9 @@ def main() -> int:
     p.add_argument("--mtls", action="store_true", help="SPIFFE mTLS (STRICT) and an ALLOW policy between sidecars")
     p.add_argument("--metrics-cost", action="store_true",
                    help="also measure the mesh path with Istio's standard metrics disabled, then on again")
+    p.add_argument("--metrics-rounds", type=int, default=1,
+                   help="with --metrics-cost: off/on rounds; the ratio is their median (a shared machine's load "
+                        "moves between phases)")
     p.add_argument("--bare-envoy", default="",
                    help="Envoy binary of the baseline pair (default: the sidecars' Envoy), to compare another build")
     p.add_argument("--transparent", action="store_true",

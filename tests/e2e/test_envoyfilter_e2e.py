@@ -18,7 +18,7 @@ from security_mesh import REVIEWS, SecurityMesh
 
 from meshplane.model import xdstypes
 from meshplane.store import GroupResource
-from meshplane.xds.filterstatus import EnvoyFilterStatus
+from meshplane.xds.filterstatus import EnvoyFilterStatus, rejection_messages
 
 pytestmark = pytest.mark.envoy
 
@@ -143,6 +143,9 @@ async def test_istio_examples_change_envoy_and_a_rejected_patch_is_isolated(sec:
     assert cond["status"] == "False" and cond["reason"] == "Rejected"
     assert sleep.node_id in cond["message"] and "rejected CDS" in cond["message"]
     assert "cluster provided LB" in cond["message"], cond["message"]  # Envoy's own words
+    (analyzed,) = [m for m in rejection_messages(sec.server.rejections())
+                   if m.resource.friendly == "EnvoyFilter default/sleep-bad-timeout"]
+    assert analyzed.type.code == "MPL0101" and sleep.node_id in analyzed.text  # meshplane analyze says it too
     good = sec.store.get(EF, "default", "reviews-lua")
     assert good is not None
     assert next(c for c in good["status"]["conditions"] if c["type"] == "Applied")["status"] == "True"

@@ -1,6 +1,7 @@
 """WasmPlugin through real Envoys: a proxy-wasm filter we write in WAT (tests/data/wasm/add_header.wat, assembled
 here with wabt's wat2wasm) served from a ``file://`` URL adds headers on a real Envoy, with the plugin's
-``pluginConfig`` as the value; a changed pluginConfig rolls out; ``match.mode`` keeps a CLIENT plugin off inbound.
+``pluginConfig`` as the value; a changed pluginConfig rolls out; ``match.mode`` keeps a CLIENT plugin off inbound;
+a module Envoy cannot load is rejected by the proxy, which keeps its last good listeners, and names the plugin.
 
 One mesh (a ``reviews`` server sidecar, a ``sleep`` client sidecar, mTLS). Objects pass admission
 (``api.validation``) before they are stored.
@@ -21,6 +22,7 @@ from security_mesh import REVIEWS, SecurityMesh
 from meshplane.api.kinds import default_registry
 from meshplane.api.validation import validate
 from meshplane.model.resources import WASM_PLUGINS
+from meshplane.xds.filterstatus import rejection_messages
 
 pytestmark = pytest.mark.envoy
 
@@ -87,6 +89,28 @@ async def test_wasm_plugin_from_a_local_file_adds_headers(sec: SecurityMesh, mod
     await sec.synced()
     await wait_until(lambda: _is_none(header()), what="no plugin on the inbound side")
     assert reviews.backend.requests[-1][2].get("x-wasm-request") is None
+
+    # A module Envoy cannot load: the proxy rejects its listeners, keeps the last good ones, and the rejection
+    # names the plugin (its Applied-like status is meshplane analyze's MPL0101).
+    missing = plugin("missing", (module.parent / "missing.wasm").as_uri(), {}, match=[{"mode": "SERVER"}])
+    await sec.store.create(WASM_PLUGINS, missing, actor="test")
+    await sec.server.wait_idle()
+
+    async def rejected() -> bool:
+        return any("WasmPlugin default/missing" in r.sources for r in sec.server.rejections())
+
+    await wait_until(rejected, what="the proxy rejects the listener with the missing module")
+    assert await sec.call("sleep", "/") == 200
+    (msg,) = [m for m in rejection_messages(sec.server.rejections()) if m.resource.friendly == (
+        "WasmPlugin default/missing")]
+    assert "rejected the LDS" in msg.text and "Invalid path" in msg.text, msg.text  # Envoy's own words
+    await sec.store.delete(WASM_PLUGINS, "default", "missing", actor="test")
+    await sec.server.wait_idle()
+
+    async def accepted() -> bool:
+        return not sec.server.rejections()
+
+    await wait_until(accepted, what="the proxy accepts its listeners again")
 
 
 async def _is_none(coro: Any) -> bool:

@@ -6,25 +6,33 @@ well-formed matcher; ASM's deprecated ``route.header_match`` (it narrows the rou
 match cannot express per filter) is refused with the replacement (``limit_overrides``) named. A WasmPlugin's
 module is a ``file://`` URL Envoy reads itself: meshplane fetches nothing, so http, https and OCI URLs are refused,
 and the fields about fetching (``sha256``, ``imagePullPolicy``, ``imagePullSecret``) are warned about as unused;
-network plugins (``type: NETWORK``) are refused.
+network plugins (``type: NETWORK``) are refused. An EnvoyFilterTemplate's every value is admitted as the EnvoyFilter
+it holds (its causes named under ``spec.templates[i].value``), and its version ranges may not overlap.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Any
 from urllib.parse import urlparse
+
+import yaml
 
 from meshplane.api import _common as c
 from meshplane.api import _formats as fmt
 from meshplane.api._report import Report
+from meshplane.api.errors import InvalidObject
 from meshplane.model.spec import (
     ASMLocalRateLimiter,
     ASMLocalRateLimiterConfigsLimitFillInterval,
     ASMLocalRateLimiterConfigsLimitOverridesRequestMatchQueryMatch,
     ASMLocalRateLimiterConfigsMatchVhostRouteHeaderMatch,
+    EnvoyFilterTemplate,
+    EnvoyFilterTemplateBinding,
     ObjectMeta,
     WasmPlugin,
 )
+from meshplane.model.templates import envoy_filter_spec, parse_range, parse_version
 from meshplane.model.wasm import file_path
 
 _MIN_FILL_NANOS = 50_000_000  # Envoy's minimum token bucket fill interval
@@ -154,4 +162,62 @@ def wasm_plugin(meta: ObjectMeta, spec: WasmPlugin, r: Report) -> None:
             r.forbidden(f"{p}.value", "must be empty when valueFrom is HOST (the proxy's own value is used)")
 
 
-__all__ = ["local_rate_limiter", "wasm_plugin"]
+def envoy_filter_template(meta: ObjectMeta, spec: EnvoyFilterTemplate, r: Report) -> None:
+    """Each value must read as an EnvoyFilter that admission accepts (its causes reported under the value's
+    path); the version ranges must parse and not overlap."""
+    ranges: list[tuple[int, tuple[tuple[int, int], tuple[int, int]]]] = []
+    for i, tv in enumerate(spec.templates):
+        p = f"spec.templates[{i}]"
+        rng = parse_range(tv.istio_version or "")
+        if rng is None:
+            r.invalid(f"{p}.istioVersion", tv.istio_version,
+                      "must be MAJOR.MINOR, LOW-HIGH, LOW-MAX_VERSION or MIN_VERSION-HIGH (LOW <= HIGH)")
+        else:
+            for j, other in ranges:
+                if rng[0] <= other[1] and other[0] <= rng[1]:
+                    r.invalid(f"{p}.istioVersion", tv.istio_version,
+                              f"overlaps spec.templates[{j}].istioVersion")
+            ranges.append((i, rng))
+        try:
+            ef_spec = envoy_filter_spec(tv.value or "")
+        except ValueError as e:
+            r.invalid(f"{p}.value", "<EnvoyFilter>", str(e))
+            continue
+        if _has_metadata(tv.value or ""):
+            r.warn(f"{p}.value: metadata is not used: the EnvoyFilter a binding makes has the binding's name and "
+                   "namespace")
+        _nested_envoy_filter(meta, ef_spec, f"{p}.value", r)
+
+
+def _has_metadata(value: str) -> bool:
+    doc = yaml.safe_load(value)
+    return isinstance(doc, dict) and bool(doc.get("metadata"))
+
+
+def _nested_envoy_filter(meta: ObjectMeta, ef_spec: dict[str, Any], path: str, r: Report) -> None:
+    from meshplane.api.kinds import NETWORKING, default_registry  # validation imports this module
+    from meshplane.api.validation import validate
+
+    info = default_registry().by_kind(NETWORKING, "EnvoyFilter")
+    assert info is not None
+    obj = {"apiVersion": "networking.istio.io/v1alpha3", "kind": "EnvoyFilter",
+           "metadata": {"name": meta.name or "template", "namespace": meta.namespace or "default"}, "spec": ef_spec}
+    try:
+        warnings = validate(info, obj)
+    except InvalidObject as e:
+        for cause in e.causes:
+            r.add(f"{path}: {cause.field}", cause.reason, cause.message)
+        return
+    r.warnings.extend(f"{path}: {w}" for w in warnings)
+
+
+def envoy_filter_template_binding(meta: ObjectMeta, spec: EnvoyFilterTemplateBinding, r: Report) -> None:
+    del meta
+    ref = spec.template_ref
+    if ref is not None and ref.istio_version is not None and parse_version(ref.istio_version) is None:
+        r.invalid("spec.templateRef.istioVersion", ref.istio_version, "must be MAJOR.MINOR (1.20)")
+    if spec.workload_selector is not None:
+        c.workload_selector(spec.workload_selector.labels, "spec.workloadSelector.labels", r)
+
+
+__all__ = ["envoy_filter_template", "envoy_filter_template_binding", "local_rate_limiter", "wasm_plugin"]

@@ -1,8 +1,10 @@
-"""Hand-written structural schemas of the extension kinds: ASM's ASMLocalRateLimiter and Istio's WasmPlugin.
+"""Hand-written structural schemas of the extension kinds: ASM's ASMLocalRateLimiter, EnvoyFilterTemplate and
+EnvoyFilterTemplateBinding, and Istio's WasmPlugin.
 
 Why here and not in ``schemas/istio.json``: that file is generated from the Istio packages meshplane vendors,
-which carry no WasmPlugin, and ASM publishes ASMLocalRateLimiter only as a field reference ("ASMLocalRateLimiter
-CRD fields"); the shapes below follow those documents (ASM's snake_case field names inside ``configs`` included).
+which carry no WasmPlugin, and ASM publishes its kinds only as field references ("ASMLocalRateLimiter CRD fields",
+"EnvoyFilterTemplate and EnvoyFilterTemplateBinding fields"); the shapes below follow those documents (ASM's
+snake_case field names inside ``configs`` included).
 Fields the documents list but meshplane does not implement are left out on purpose: the API server then warns
 about them by name and drops them, as kube-apiserver does with unknown CRD fields (docs/extensions.md).
 """
@@ -172,4 +174,42 @@ def wasm_plugin_spec() -> Schema:
     )
 
 
-__all__ = ["local_rate_limiter_spec", "wasm_plugin_spec"]
+def envoy_filter_template_spec() -> Schema:
+    return _obj(
+        {
+            "templates": _arr(_obj(
+                {
+                    "istioVersion": _str("The proxy versions this value is for: ``1.19``, ``1.19-1.21``, "
+                                         "``1.19-MAX_VERSION`` or ``MIN_VERSION-1.18`` (inclusive); the ranges of "
+                                         "one template may not overlap."),
+                    "value": _str("An EnvoyFilter (YAML or JSON, its apiVersion, kind and spec; metadata is the "
+                                  "binding's)."),
+                },
+                "One version of the template.", required=("istioVersion", "value")),
+                "The template's values, one per proxy version range.", minItems=1),
+        },
+        "ASM's EnvoyFilterTemplate: a named, versioned EnvoyFilter that EnvoyFilterTemplateBindings apply.",
+        required=("templates",),
+    )
+
+
+def envoy_filter_template_binding_spec() -> Schema:
+    return _obj(
+        {
+            "templateRef": _obj(
+                {
+                    "name": _str("The EnvoyFilterTemplate (in this namespace or the root namespace)."),
+                    "istioVersion": _str("The proxy version (``1.20``) whose template value applies; the "
+                                         "EnvoyFilter made of it applies to proxies of that version only."),
+                },
+                "Which template, and which of its versions.", required=("name", "istioVersion")),
+            "workloadSelector": _workload_selector("The workloads (of this namespace; every namespace from the "
+                                                   "root namespace) the EnvoyFilter applies to; omitted, all."),
+        },
+        "ASM's EnvoyFilterTemplateBinding: makes an EnvoyFilter of a template's value for some workloads.",
+        required=("templateRef",),
+    )
+
+
+__all__ = ["envoy_filter_template_binding_spec", "envoy_filter_template_spec", "local_rate_limiter_spec",
+           "wasm_plugin_spec"]

@@ -232,6 +232,8 @@ def builtin_kinds() -> list[KindInfo]:
         KindInfo(ASM, "ASMHeaderPropagation", "asmheaderpropagations", ("v1beta1",), categories=("asm",)),
         KindInfo(ASM, "ASMOPAPolicy", "asmopapolicies", ("v1",), categories=("asm",)),
         KindInfo(ASM, "ASMLocalRateLimiter", "asmlocalratelimiters", ("v1", "v1beta1"), categories=("asm",)),
+        KindInfo(ASM, "EnvoyFilterTemplate", "envoyfiltertemplates", ("v1",), categories=("asm",)),
+        KindInfo(ASM, "EnvoyFilterTemplateBinding", "envoyfiltertemplatebindings", ("v1",), categories=("asm",)),
     ]
     own = [
         KindInfo(

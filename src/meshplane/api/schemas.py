@@ -46,6 +46,8 @@ _KIND_DESCRIPTIONS = {
     "ASMHeaderPropagation": "ASM: lifts keys out of the baggage header into request headers.",
     "ASMOPAPolicy": "ASM: a Rego policy evaluated by OPA next to the selected workloads.",
     "WasmPlugin": "A Wasm HTTP filter (a file on the proxies' host) in the selected workloads' proxies.",
+    "EnvoyFilterTemplate": "ASM: a named EnvoyFilter with a value per proxy version, applied by bindings.",
+    "EnvoyFilterTemplateBinding": "ASM: applies an EnvoyFilterTemplate's value to workloads as an EnvoyFilter.",
     "ASMLocalRateLimiter": "ASM: token-bucket request limits per workload and route, enforced by each proxy.",
     "MemberCluster": "A cluster whose services and workloads are part of the mesh.",
 }
@@ -143,6 +145,8 @@ def _own_spec_and_status(group: str, kind: str) -> tuple[Schema, Schema] | None:
         (ASM, "ASMOPAPolicy"): asm.opa_policy_spec,
         (ASM, "ASMLocalRateLimiter"): ext.local_rate_limiter_spec,
         (EXTENSIONS, "WasmPlugin"): ext.wasm_plugin_spec,
+        (ASM, "EnvoyFilterTemplate"): ext.envoy_filter_template_spec,
+        (ASM, "EnvoyFilterTemplateBinding"): ext.envoy_filter_template_binding_spec,
         (MESHPLANE, "MemberCluster"): asm.member_cluster_spec,
     }
     build = builders.get((group, kind))

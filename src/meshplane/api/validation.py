@@ -68,6 +68,8 @@ _TYPED_RULES: dict[tuple[str, str], TypedRule] = {
     (ASM, "ASMOPAPolicy"): _asm.opa_policy,
     (ASM, "ASMLocalRateLimiter"): _extensions.local_rate_limiter,
     (EXTENSIONS, "WasmPlugin"): _extensions.wasm_plugin,
+    (ASM, "EnvoyFilterTemplate"): _extensions.envoy_filter_template,
+    (ASM, "EnvoyFilterTemplateBinding"): _extensions.envoy_filter_template_binding,
     (MESHPLANE, "MemberCluster"): _asm.member_cluster,
 }
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -99,12 +99,19 @@ def _submitted(body: Any) -> tuple[str, str, list[Submitted]]:
     return ns, default_ns, out
 
 
-def analyze_routes(view: View, root_namespace: Callable[[], str]) -> list[web.RouteDef]:
+def analyze_routes(view: View, root_namespace: Callable[[], str],
+                   live: Callable[[], Sequence[Message]] | None = None) -> list[web.RouteDef]:
+    """``live``: messages about what the running proxies do with the config (EnvoyFilter patches Envoy rejects,
+    ``xds.filterstatus``), added to the analyzers' about the live config."""
+    def with_live(ns: str, messages: list[Message]) -> list[Message]:
+        extra = [m for m in (live() if live is not None else ()) if not ns or m.resource.namespace == ns]
+        return sorted([*messages, *extra], key=lambda m: m.sort_key) if extra else messages
+
     async def get(request: web.Request) -> web.Response:
         ns = request.query.get("namespace", "")
         config, registry = await view()
-        return _result(ns, analyze(AnalysisInput(config, registry), namespace=ns or None,
-                                   root_namespace=root_namespace()))
+        return _result(ns, with_live(ns, analyze(AnalysisInput(config, registry), namespace=ns or None,
+                                                 root_namespace=root_namespace())))
 
     async def post(request: web.Request) -> web.Response:
         try:
@@ -114,7 +121,7 @@ def analyze_routes(view: View, root_namespace: Callable[[], str]) -> list[web.Ro
         ns, default_ns, submitted = _submitted(body)
         config, registry = await view()
         inp = merged_input(config, registry, submitted, default_namespace=default_ns)
-        return _result(ns, analyze(inp, namespace=ns or None, root_namespace=root_namespace()))
+        return _result(ns, with_live(ns, analyze(inp, namespace=ns or None, root_namespace=root_namespace())))
 
     return [web.get("/management/v1/analyze", get), web.post("/management/v1/analyze", post)]
 

@@ -51,7 +51,7 @@ from meshplane.store.interface import Store
 from meshplane.store.sqlite import SqliteStore
 from meshplane.translate import MeshSettings
 from meshplane.xds.default_translator import DefaultTranslator
-from meshplane.xds.filterstatus import EnvoyFilterStatus
+from meshplane.xds.filterstatus import EnvoyFilterStatus, rejection_messages
 from meshplane.xds.server import XdsServer
 from meshplane.xds.settings import XdsSettings
 from meshplane.xds.status import ProxyStatus
@@ -282,7 +282,7 @@ async def _run_server(opts: ServerOptions, *, ready: asyncio.Event | None) -> No
         def root_namespace() -> str:
             return "istio-system"
 
-    api.extra_routes.extend(analyze_routes(view, root_namespace))
+    api.extra_routes.extend(analyze_routes(view, root_namespace, _rejected_patches(xds)))
     try:
         runner = await serve(api.app(), opts.api_host, opts.api_port)
     except OSError as e:
@@ -431,6 +431,18 @@ def _replica_handler(store: Store, replica: str, election: LeaderElection | None
         })
 
     return handler
+
+
+def _rejected_patches(xds: XdsServer | None) -> Callable[[], list[Any]] | None:
+    """``meshplane analyze``'s messages about patches this replica's proxies reject (``xds.filterstatus``)."""
+    if xds is None:
+        return None
+    server = xds
+
+    def messages() -> list[Any]:
+        return list(rejection_messages(server.rejections()))
+
+    return messages
 
 
 def _mesh_applier(translator: DefaultTranslator, xds: XdsServer) -> Callable[[MeshSettings], None]:

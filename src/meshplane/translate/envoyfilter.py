@@ -48,10 +48,16 @@ from meshplane.model import envoyproto
 from meshplane.model import spec as istio
 from meshplane.model.labels import labels_match
 from meshplane.model.proxy import Proxy, ProxyType
-from meshplane.model.resources import ENVOY_FILTERS, LOCAL_RATE_LIMITERS
+from meshplane.model.resources import (
+    ENVOY_FILTER_TEMPLATE_BINDINGS,
+    ENVOY_FILTER_TEMPLATES,
+    ENVOY_FILTERS,
+    LOCAL_RATE_LIMITERS,
+)
 from meshplane.model.spec import ConfigObject
 from meshplane.translate.common import pack
 from meshplane.translate.context import PushContext
+from meshplane.translate.envoyfiltertemplate import bound_filters
 from meshplane.translate.localratelimit import limiter_patches
 from meshplane.translate.memo import Slot
 from meshplane.translate.routes import HTTP_PROXY_ROUTE
@@ -156,9 +162,10 @@ class Patches:
 NO_PATCHES = Patches()
 
 
-def compile_filter(obj: ConfigObject[istio.EnvoyFilter]) -> FilterRec:
-    """The object's patches with typed values. A value that no longer reads (admission refused it, so only an
-    object stored by an older version) drops that patch only."""
+def compile_filter(obj: ConfigObject[istio.EnvoyFilter], source: str | None = None) -> FilterRec:
+    """The object's patches with typed values (``source``: what they are reported as coming from, the object's
+    ``namespace/name`` by default). A value that no longer reads (admission refused it, so only an object stored
+    by an older version) drops that patch only."""
     out: list[Patch] = []
     for i, cp in enumerate(obj.spec.config_patches):
         if cp.patch is None or cp.apply_to is None or cp.patch.operation is None:
@@ -184,7 +191,7 @@ def compile_filter(obj: ConfigObject[istio.EnvoyFilter]) -> FilterRec:
                 version = re.compile(wanted)
             except re.error:
                 unusable = True
-        out.append(Patch(obj.meta.key, i, apply_to, op, context, match, value, version, unusable))
+        out.append(Patch(source or obj.meta.key, i, apply_to, op, context, match, value, version, unusable))
     return FilterRec(obj, tuple(out))
 
 
@@ -201,6 +208,11 @@ def _index(ctx: PushContext) -> _Index:
         by_ns: dict[str, list[FilterRec]] = {}
         for obj in ctx.config.of(ENVOY_FILTERS):
             by_ns.setdefault(obj.meta.namespace, []).append(compile_filter(obj))
+        bindings = ctx.config.of(ENVOY_FILTER_TEMPLATE_BINDINGS)
+        if bindings:  # ASM's templates: each binding is an EnvoyFilter of its namespace
+            for source, obj in bound_filters(ctx.config.of(ENVOY_FILTER_TEMPLATES), bindings,
+                                             ctx.mesh.root_namespace):
+                by_ns.setdefault(obj.meta.namespace, []).append(compile_filter(obj, source))
         return _Index({k: tuple(v) for k, v in by_ns.items()})
 
     return ctx.memo.get_or_build(_INDEX, "index", build)

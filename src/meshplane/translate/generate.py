@@ -240,10 +240,16 @@ def _patched(ctx: PushContext, proxy: Proxy, type_url: str, view: Resources, pat
 
 
 def applied_envoy_filters(type_url: str, proxy: Proxy, ctx: PushContext) -> tuple[str, ...]:
-    """The EnvoyFilters (``namespace/name``) with patches for what ``type_url`` carries to this proxy: those a
-    rejection of that type may come from."""
+    """The EnvoyFilters (``namespace/name``) with patches for what ``type_url`` carries to this proxy, and the
+    objects generating such patches (``ASMLocalRateLimiter ns/name``, ``EnvoyFilterTemplateBinding ns/name``,
+    ``WasmPlugin ns/name`` in listeners): those a rejection of that type may come from."""
     levels = _LEVELS.get(type_url)
-    return patches_for(proxy, ctx).sources_of(levels) if levels else ()
+    if not levels:
+        return ()
+    sources = patches_for(proxy, ctx).sources_of(levels)
+    if type_url == xdstypes.LISTENER:
+        sources += tuple(f"WasmPlugin {p.meta.key}" for p in _wasm_plugins(proxy, ctx))
+    return sources
 
 
 # --- EDS -------------------------------------------------------------------------------------------------------

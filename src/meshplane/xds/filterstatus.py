@@ -14,7 +14,8 @@ A condition is written only when it changes (its ``lastTransitionTime`` moves wh
 part of the status is kept as it is, so the status writer's ``Reconciled`` and ``validationMessages``
 (``meshplane.statuswriter``, which keeps conditions of other types in turn) stand next to ``Applied``. Only the
 leading replica runs it: with ``--replicas`` it names the rejections of the proxies connected to the leader. The
-same data is there for analysis: :func:`rejections_by_filter`.
+same data is in ``meshplane analyze``: :func:`rejection_messages` (``MPL0101 EnvoyFilterRejected``), which
+``cli.serverproc`` adds to the analysis endpoint's messages.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from meshplane.analysis import Level, Message
+from meshplane.analysis.messages import MessageType, Resource
 from meshplane.model.resources import ENVOY_FILTERS
 from meshplane.store.errors import Conflict, NotFound, StoreError
 from meshplane.store.interface import Store
@@ -46,6 +49,26 @@ def rejections_by_filter(rejections: Iterable[Rejection]) -> dict[str, list[Reje
     for r in rejections:
         for s in r.sources:
             out.setdefault(s, []).append(r)
+    return out
+
+
+# What ``meshplane analyze`` says about a patch a proxy rejects (meshplane's own code, as for ASM kinds).
+ENVOY_FILTER_REJECTED = MessageType(
+    "MPL0101", "EnvoyFilterRejected", Level.ERROR,
+    "proxy %s (%s) rejected the %s configuration this patches: %s; it keeps its last accepted configuration")
+
+
+def rejection_messages(rejections: Iterable[Rejection]) -> list[Message]:
+    """An analysis message per rejecting proxy (the first few) of each source: an EnvoyFilter, or the ASM object
+    whose patches the config carries (``ASMLocalRateLimiter ns/name``, ``EnvoyFilterTemplateBinding ns/name``,
+    ``WasmPlugin ns/name``)."""
+    out = []
+    for source, rs in rejections_by_filter(rejections).items():
+        kind, _, key = source.rpartition(" ")
+        namespace, _, name = key.partition("/")
+        for r in rs[:_SHOWN]:
+            out.append(Message(ENVOY_FILTER_REJECTED, Resource(kind or "EnvoyFilter", namespace, name),
+                               (r.node_id, f"{r.namespace}/{r.workload}", r.short_name, r.error)))
     return out
 
 
@@ -142,4 +165,5 @@ def _with_condition(obj: dict[str, Any], cond: tuple[str, str, str]) -> dict[str
     return new
 
 
-__all__ = ["CONDITION", "EnvoyFilterStatus", "condition_for", "rejections_by_filter"]
+__all__ = ["CONDITION", "ENVOY_FILTER_REJECTED", "EnvoyFilterStatus", "condition_for", "rejection_messages",
+           "rejections_by_filter"]

@@ -114,3 +114,69 @@ def test_wasm_plugin_pull_fields_are_warned() -> None:
     warnings = ok("WasmPlugin", {**WASM, "sha256": "a" * 64, "imagePullPolicy": "Always", "imagePullSecret": "s"})
     for field in ("spec.sha256", "spec.imagePullPolicy", "spec.imagePullSecret"):
         assert any(w.startswith(field) for w in warnings), (field, warnings)
+
+
+EF_VALUE = """apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+spec:
+  configPatches:
+  - applyTo: NETWORK_FILTER
+    match:
+      context: ANY
+      listener:
+        filterChain:
+          filter:
+            name: envoy.filters.network.http_connection_manager
+        portNumber: 80
+    patch:
+      operation: MERGE
+      value:
+        typed_config:
+          '@type': type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          http2_protocol_options:
+            initial_connection_window_size: 65536
+            initial_stream_window_size: 65536
+  priority: 0
+"""
+
+
+def test_asm_template_example_passes() -> None:  # ASM's field reference example
+    spec = {"templates": [{"istioVersion": "1.19-MAX_VERSION", "value": EF_VALUE}]}
+    assert ok("EnvoyFilterTemplate", spec, namespace="istio-system") == []
+    assert ok("EnvoyFilterTemplateBinding", {"templateRef": {"istioVersion": "1.20", "name": "seth2windows"}},
+              namespace="istio-system") == []
+
+
+TEMPLATE_FAILING = [
+    ("bad-range", {"templates": [{"istioVersion": "1.21-1.19", "value": EF_VALUE}]},
+     "spec.templates[0].istioVersion", "FieldValueInvalid", "MAJOR.MINOR"),
+    ("overlap", {"templates": [{"istioVersion": "1.19-MAX_VERSION", "value": EF_VALUE},
+                               {"istioVersion": "1.20", "value": EF_VALUE}]},
+     "spec.templates[1].istioVersion", "FieldValueInvalid", "overlaps spec.templates[0]"),
+    ("not-yaml", {"templates": [{"istioVersion": "1.20", "value": "a: [b"}]},
+     "spec.templates[0].value", "FieldValueInvalid", "YAML"),
+    ("other-kind", {"templates": [{"istioVersion": "1.20", "value": "apiVersion: v1\nkind: ConfigMap\nspec: {}"}]},
+     "spec.templates[0].value", "FieldValueInvalid", "EnvoyFilter"),
+    ("bad-envoy-filter", {"templates": [{"istioVersion": "1.20", "value": EF_VALUE.replace(
+        "initial_stream_window_size", "initial_stream_window_sighs")}]},
+     "spec.templates[0].value: spec.configPatches[0].patch.value", "FieldValueInvalid", "initial_stream_window_sighs"),
+]
+
+
+@pytest.mark.parametrize(("spec", "field", "reason", "text"), [c[1:] for c in TEMPLATE_FAILING],
+                         ids=[c[0] for c in TEMPLATE_FAILING])
+def test_envoy_filter_template_refused(spec: dict[str, Any], field: str, reason: str, text: str) -> None:
+    assert_cause(causes("EnvoyFilterTemplate", spec), field, reason, text)
+
+
+def test_binding_refused() -> None:
+    assert_cause(causes("EnvoyFilterTemplateBinding", {"templateRef": {"istioVersion": "1.20.1", "name": "t"}}),
+                 "spec.templateRef.istioVersion", "FieldValueInvalid", "MAJOR.MINOR")
+    assert_cause(causes("EnvoyFilterTemplateBinding", {"templateRef": {"istioVersion": "1.20"}}),
+                 "spec.templateRef.name", "FieldValueRequired")
+
+
+def test_template_value_metadata_is_warned() -> None:
+    value = EF_VALUE.replace("kind: EnvoyFilter\n", "kind: EnvoyFilter\nmetadata:\n  name: x\n")
+    warnings = ok("EnvoyFilterTemplate", {"templates": [{"istioVersion": "1.20", "value": value}]})
+    assert any(w.startswith("spec.templates[0].value: metadata is not used") for w in warnings), warnings

@@ -1,10 +1,15 @@
 """The EnvoyFilters' Applied writer and the status writer over one MemoryStore: each keeps the other's condition,
-and neither rewrites what it wrote before (no write loop between them)."""
+and neither rewrites what it wrote before (no write loop between them); rejections as ``meshplane analyze``
+messages, on the analysis endpoint."""
 
 from __future__ import annotations
 
 from typing import Any, cast
 
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from meshplane.cli.analyze_api import analyze_routes
 from meshplane.model import xdstypes
 from meshplane.model.config import ConfigSnapshot
 from meshplane.model.resources import ENVOY_FILTERS
@@ -12,7 +17,7 @@ from meshplane.model.service import RegistrySnapshot
 from meshplane.model.spec import decode_resource
 from meshplane.statuswriter import StatusWriter
 from meshplane.store import MemoryStore
-from meshplane.xds.filterstatus import EnvoyFilterStatus
+from meshplane.xds.filterstatus import EnvoyFilterStatus, rejection_messages
 from meshplane.xds.server import XdsServer
 from meshplane.xds.status import Rejection
 
@@ -69,3 +74,29 @@ async def test_applied_and_reconciled_stand_side_by_side() -> None:
     assert store.current_rv == rv + 1  # unchanged: not written again
     obj = store.get(ENVOY_FILTERS, "default", "bad")
     assert obj is not None and obj["metadata"]["generation"] == 1
+
+
+def test_rejections_are_analysis_messages_of_their_source() -> None:
+    rejections = [Rejection("sleep-1", "default", "sleep", xdstypes.CLUSTER, "cluster provided LB", ("default/bad",)),
+                  Rejection("gw-1", "istio-system", "gw", xdstypes.LISTENER, "bad filter",
+                            ("ASMLocalRateLimiter default/rl",))]
+    msgs = {m.resource.friendly: m for m in rejection_messages(rejections)}
+    bad = msgs["EnvoyFilter default/bad"]
+    assert bad.type.code == "MPL0101" and bad.type.level.title == "Error"
+    assert bad.text == ("proxy sleep-1 (default/sleep) rejected the CDS configuration this patches: cluster provided "
+                        "LB; it keeps its last accepted configuration")
+    assert "rejected the LDS" in msgs["ASMLocalRateLimiter default/rl"].text
+
+
+async def test_analyze_endpoint_adds_the_live_rejections() -> None:
+    store = MemoryStore()
+    await store.start()
+    await store.create(ENVOY_FILTERS, EF, actor="t")
+    live = [Rejection("sleep-1", "default", "sleep", xdstypes.CLUSTER, "cluster provided LB", ("default/bad",))]
+    app = web.Application()
+    app.add_routes(analyze_routes(_view(store), lambda: "istio-system", lambda: rejection_messages(live)))
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        body = await (await client.get("/management/v1/analyze")).json()
+        assert [(i["code"], i["resource"]["name"]) for i in body["items"]] == [("MPL0101", "bad")]
+        other = await (await client.get("/management/v1/analyze?namespace=other")).json()
+        assert other["items"] == []

@@ -1573,6 +1573,37 @@ class ASMLocalRateLimiter:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class EnvoyFilterTemplateTemplates:
+    "One version of the template."
+
+    istio_version: str | None = None
+    value: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EnvoyFilterTemplate:
+    "ASM's EnvoyFilterTemplate: a named, versioned EnvoyFilter that EnvoyFilterTemplateBindings apply."
+
+    templates: tuple[EnvoyFilterTemplateTemplates, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EnvoyFilterTemplateBindingTemplateRef:
+    "Which template, and which of its versions."
+
+    istio_version: str | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EnvoyFilterTemplateBinding:
+    "ASM's EnvoyFilterTemplateBinding: makes an EnvoyFilter of a template's value for some workloads."
+
+    template_ref: EnvoyFilterTemplateBindingTemplateRef | None = None
+    workload_selector: ServiceEntryWorkloadSelector | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class MemberClusterDiscoverySelectorsMatchExpressions:
     key: str | None = None
     operator: MemberClusterDiscoverySelectorsMatchExpressionsOperator | None = None
@@ -2452,6 +2483,21 @@ register(ASMLocalRateLimiter, (
     ('isGateway', 'is_gateway', ("b",)),
     ('workloadSelector', 'workload_selector', ("m", ServiceEntryWorkloadSelector)),
 ))
+register(EnvoyFilterTemplateTemplates, (
+    ('istioVersion', 'istio_version', ("s",)),
+    ('value', 'value', ("s",)),
+))
+register(EnvoyFilterTemplate, (
+    ('templates', 'templates', ("l", ("m", EnvoyFilterTemplateTemplates))),
+))
+register(EnvoyFilterTemplateBindingTemplateRef, (
+    ('istioVersion', 'istio_version', ("s",)),
+    ('name', 'name', ("s",)),
+))
+register(EnvoyFilterTemplateBinding, (
+    ('templateRef', 'template_ref', ("m", EnvoyFilterTemplateBindingTemplateRef)),
+    ('workloadSelector', 'workload_selector', ("m", ServiceEntryWorkloadSelector)),
+))
 register(MemberClusterDiscoverySelectorsMatchExpressions, (
     ('key', 'key', ("s",)),
     ('operator', 'operator', ("e", MemberClusterDiscoverySelectorsMatchExpressionsOperator)),
@@ -2490,6 +2536,8 @@ KINDS: Mapping[tuple[str, str], type] = {
     ('istio.alibabacloud.com', 'ASMHeaderPropagation'): ASMHeaderPropagation,
     ('istio.alibabacloud.com', 'ASMOPAPolicy'): ASMOPAPolicy,
     ('istio.alibabacloud.com', 'ASMLocalRateLimiter'): ASMLocalRateLimiter,
+    ('istio.alibabacloud.com', 'EnvoyFilterTemplate'): EnvoyFilterTemplate,
+    ('istio.alibabacloud.com', 'EnvoyFilterTemplateBinding'): EnvoyFilterTemplateBinding,
     ('meshplane.io', 'MemberCluster'): MemberCluster,
 }
 """The spec class of each served kind, by (API group, kind)."""
@@ -2514,6 +2562,8 @@ RESOURCES: Mapping[GroupResource, tuple[str, type]] = {
     GroupResource('istio.alibabacloud.com', 'asmheaderpropagations'): ('ASMHeaderPropagation', ASMHeaderPropagation),
     GroupResource('istio.alibabacloud.com', 'asmopapolicies'): ('ASMOPAPolicy', ASMOPAPolicy),
     GroupResource('istio.alibabacloud.com', 'asmlocalratelimiters'): ('ASMLocalRateLimiter', ASMLocalRateLimiter),
+    GroupResource('istio.alibabacloud.com', 'envoyfiltertemplates'): ('EnvoyFilterTemplate', EnvoyFilterTemplate),
+    GroupResource('istio.alibabacloud.com', 'envoyfiltertemplatebindings'): ('EnvoyFilterTemplateBinding', EnvoyFilterTemplateBinding),
     GroupResource('meshplane.io', 'memberclusters'): ('MemberCluster', MemberCluster),
 }
 """(kind, spec class) of each served collection, by its GroupResource."""
@@ -2572,6 +2622,10 @@ __all__ = [
     'EnvoyFilterConfigPatchesPatch',
     'EnvoyFilterConfigPatchesPatchFilterClass',
     'EnvoyFilterConfigPatchesPatchOperation',
+    'EnvoyFilterTemplate',
+    'EnvoyFilterTemplateBinding',
+    'EnvoyFilterTemplateBindingTemplateRef',
+    'EnvoyFilterTemplateTemplates',
     'Gateway',
     'HTTPBody',
     'HTTPCookie',
