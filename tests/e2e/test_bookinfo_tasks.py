@@ -37,8 +37,8 @@ def page(url: str, headers: dict[str, str] | None = None) -> tuple[dict[str, Any
     return doc, time.monotonic() - t0
 
 
-def test_bookinfo_tasks_behave_as_istio_documents(demo: tuple[Path, dict[str, Any]]) -> None:  # noqa: F811
-    _, st = demo
+def test_bookinfo_tasks_behave_as_istio_documents(demo: tuple[Path, dict[str, Any], str]) -> None:  # noqa: F811
+    _, st, _printed = demo
     api, url = st["api"], st["ingress"]["cluster-1"]
 
     # Request routing first (the state Istio's fault-injection task starts from).

@@ -84,8 +84,8 @@ def edge(edges: list[dict[str, Any]], source: str, target_prefix: str) -> dict[s
 
 
 @needs_browser
-def test_console_shows_live_topology(demo: tuple[Path, dict[str, Any]], browser: Any, tmp_path: Path) -> None:
-    _, st = demo
+def test_console_shows_live_topology(demo: tuple[Path, dict[str, Any], str], browser: Any, tmp_path: Path) -> None:
+    _, st, _printed = demo
     assert st["console"] == st["api"] + "/console/"
     # Istio's tracing task: every request traced, spans to the control plane's collector (the Traces page).
     post_json(st["api"] + "/apis/telemetry.istio.io/v1/namespaces/istio-system/telemetries", TRACE_ALL)

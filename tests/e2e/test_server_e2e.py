@@ -139,7 +139,9 @@ async def test_config_change_through_the_api_reaches_envoy_without_errors(
         timeout=30,
         check=True,
     )
-    assert "client.default" in table.stdout and "SYNCED" in table.stdout
+    pod = client.node_id.split("~")[2]  # istioctl's NAME column: the node id's pod.namespace part
+    assert pod.startswith("client") and pod.endswith(".default")
+    assert pod in table.stdout and "SYNCED" in table.stdout
 
 
 def _route_of(dump: dict[str, Any], vhost: str) -> dict[str, Any] | None:

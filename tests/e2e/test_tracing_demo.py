@@ -38,8 +38,8 @@ def _chain(spans: list[dict[str, Any]]) -> list[str]:
     return out[::-1] if not s["parentSpanId"] else []
 
 
-def test_a_request_through_the_ingress_is_one_trace_down_to_ratings(demo: tuple[Path, dict[str, Any]]) -> None:  # noqa: F811
-    _, st = demo
+def test_a_request_through_the_ingress_is_one_trace_down_to_ratings(demo: tuple[Path, dict[str, Any], str]) -> None:  # noqa: F811
+    _, st, _printed = demo
     api, url = st["api"], st["ingress"]["cluster-1"]
     kubectl_apply(api, DATA / "mesh-default-tracing.yaml")
     found: dict[str, Any] = {}
