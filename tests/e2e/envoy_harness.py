@@ -30,11 +30,24 @@ from meshplane.model.peer import peer_environment
 from meshplane.model.proxy import Locality
 
 _next_host = itertools.count(30)
-# Each test process takes its own block of 127.0.X.0/24 networks (8 of them, 2,000 addresses), so test runs side by
-# side on one machine never reach each other's Envoys (Envoy binds with SO_REUSEPORT: a shared IP:port would split
-# connections between two runs). The local runtime's meshes use 127.10-249.x.x (runtime.supervisor).
-_HOST_BLOCK = 1 + (os.getpid() % 30) * 8
-_base_ids = itertools.count(os.getpid() % 1000 * 50 + 1000)
+
+
+def _host_block() -> int:
+    """The first third octet of this test process's block of 127.0.X.0/24 networks (8 of them, 2,000 addresses).
+
+    Test processes side by side never reach each other's Envoys (Envoy binds with SO_REUSEPORT: a shared IP:port
+    would split connections between two processes): the parallel runner's workers (``gw0``, ``gw1``, ...) take
+    consecutive blocks after one chosen by the run's parent process, a plain run one chosen by its own PID. The local
+    runtime's meshes use 127.10-249.x.x (runtime.supervisor). Envoys start with ``--disable-hot-restart``, so they
+    share no memory segment either.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker.startswith("gw") and worker[2:].isdigit():
+        return 1 + ((os.getppid() % 30) + int(worker[2:])) % 30 * 8
+    return 1 + (os.getpid() % 30) * 8
+
+
+_HOST_BLOCK = _host_block()
 
 
 def loopback_host() -> str:
@@ -169,7 +182,7 @@ class Envoy:
         log = self.log_path.open("wb")
         try:
             self.process = await asyncio.create_subprocess_exec(
-                envoy_binary(), "-c", str(config), "--concurrency", "1", "--base-id", str(next(_base_ids)),
+                envoy_binary(), "-c", str(config), "--concurrency", "1", "--disable-hot-restart",
                 "-l", "warning", "--drain-time-s", "1", "--parent-shutdown-time-s", "2",
                 stdout=log, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL,
                 env={**os.environ, **peer_environment(self.metadata)},

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from e2e_objects import service_entry
-from envoy_harness import Backend, Envoy, Harness, _base_ids, envoy_binary, loopback_host, sidecar_node_id, wait_until
+from envoy_harness import Backend, Envoy, Harness, envoy_binary, loopback_host, sidecar_node_id, wait_until
 
 from meshplane.agent import build_bootstrap
 from meshplane.model.peer import peer_environment
@@ -54,7 +54,7 @@ class SdsEnvoy(Envoy):
         self.log_path = self.workdir / f"{self.name}.log"
         with self.log_path.open("wb") as log:
             self.process = await asyncio.create_subprocess_exec(
-                envoy_binary(), "-c", str(config), "--concurrency", "1", "--base-id", str(next(_base_ids)),
+                envoy_binary(), "-c", str(config), "--concurrency", "1", "--disable-hot-restart",
                 "-l", "warning", "--drain-time-s", "1", "--parent-shutdown-time-s", "2",
                 stdout=log, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL,
                 env={**os.environ, **peer_environment(self.metadata)})

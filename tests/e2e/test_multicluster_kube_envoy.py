@@ -10,9 +10,9 @@ loopback, the ``envoy`` binary (explicit HTTP proxy listener, as the harness run
 on the loopback addresses the clusters' EndpointSlices name.
 
 The mesh: ``reviews`` in namespace ``default`` (port 9080, http) exists in cluster-a (its Node in region-1/zone-a,
-backend on 127.0.60.1) and cluster-b (Node in region-1/zone-b, backend on 127.0.60.2). The MemberClusters carry
-no region or zone, so locality can only come from the Node labels. Locality load balancing is on by default
-(docs/multicluster.md, "Locality and failover"), so the product's behaviour is:
+backend on a loopback address of its own) and cluster-b (Node in region-1/zone-b, backend on another). The
+MemberClusters carry no region or zone, so locality can only come from the Node labels. Locality load balancing is
+on by default (docs/multicluster.md, "Locality and failover"), so the product's behaviour is:
 
 - a client sidecar in zone-a gets both clusters' endpoints (one merged service), cluster-a's at priority 0 and
   cluster-b's at priority 1, and sends every request to cluster-a;
@@ -261,8 +261,8 @@ async def test_envoy_routes_to_kubernetes_member_clusters_and_fails_over(
     loop = asyncio.get_running_loop()
     async with fake_apis(2) as (api_a, api_b), api_server(store) as url, controller(store, server) as ctl:
         conn = ["--server", url, "--token", TOKEN]
-        a = Member("cluster-a", "zone-a", "127.0.60.1", api_a)
-        b = Member("cluster-b", "zone-b", "127.0.60.2", api_b)
+        a = Member("cluster-a", "zone-a", loopback_host(), api_a)
+        b = Member("cluster-b", "zone-b", loopback_host(), api_b)
         for m in (a, b):
             m.backend_port = (await harness.backend(m.name, m.backend_ip)).port
             m.publish()
