@@ -39,7 +39,7 @@ from meshplane.xds.status import Rejection
 log = logging.getLogger(__name__)
 
 CONDITION = "Applied"
-ACTOR = "meshplane-envoyfilter-status"
+ACTOR = "system:controller:envoyfilter-status"
 _SHOWN = 3  # proxies named in one message
 
 
