@@ -16,6 +16,7 @@ from meshplane.api import _common as c
 from meshplane.api import _formats as fmt
 from meshplane.api._meta import check_labels
 from meshplane.api._report import Report
+from meshplane.model.labels import LOCAL_LABEL_FORMS
 from meshplane.model.spec import (
     ASMHeaderPropagation,
     ASMOPAPolicy,
@@ -45,7 +46,7 @@ _VARIABLE = re.compile(r"^\$(\w+)\((.*)\)$")
 
 
 def _value_from(entry: str, path: str, r: Report) -> None:
-    if entry.strip() in (LOCAL_LABEL, LOCAL_LABEL + "()"):
+    if entry.strip() in LOCAL_LABEL_FORMS:
         return
     m = _VARIABLE.match(entry.strip())
     supported = ", ".join(f"${name}({', '.join(['x'] * n)})" for name, n in TRAFFIC_LABEL_VARIABLES.items())

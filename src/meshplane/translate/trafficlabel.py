@@ -16,8 +16,8 @@ then for each TrafficLabel label, try its sources in order and set the header fr
 * ``$getExternalInboundRequestHeader(h, c)``: at a sidecar, the value ``h`` had on the *inbound* request whose
   context header ``c`` (e.g. ``x-request-id``, which applications propagate) equals this outbound request's;
 * ASM's v1beta1 forms: ``$getContext(c)`` is ``$getExternalInboundRequestHeader(label, c)`` for the label being
-  set (the label travels from the inbound request to the outbound ones), ``$localLabel`` is
-  ``$getLabel(ASM_TRAFFIC_TAG)``.
+  set (the label travels from the inbound request to the outbound ones), ``$localLabel`` (also spelt
+  ``$(localLabel)``) is ``$getLabel(ASM_TRAFFIC_TAG)``.
 
 The last one needs state shared by the inbound and the outbound filter chains of one Envoy, which Envoy does not
 have: Lua states are per filter config and per worker, and filter state / dynamic metadata live and die with one
@@ -42,6 +42,7 @@ from envoy.extensions.filters.http.lua.v3 import lua_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
 from meshplane.model import spec as istio
+from meshplane.model.labels import LOCAL_LABEL_FORMS
 from meshplane.model.proxy import Proxy, ProxyType
 from meshplane.model.spec import ConfigObject
 from meshplane.translate.common import pack, selects_workload
@@ -67,7 +68,7 @@ LOCAL_LABEL_KEY = "ASM_TRAFFIC_TAG"  # what ASM's $localLabel reads
 
 def parse_source(entry: str, proxy: Proxy, label: str = "") -> Source | None:
     """One ``valueFrom`` entry for the label (header) ``label``, as the script's source tuple."""
-    if entry.strip() in ("$localLabel", "$localLabel()"):
+    if entry.strip() in LOCAL_LABEL_FORMS:
         value = proxy.labels.get(LOCAL_LABEL_KEY)
         return ("c", value) if value else None
     m = _VARIABLE.match(entry)

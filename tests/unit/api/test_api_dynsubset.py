@@ -95,6 +95,12 @@ def test_traffic_label_v1beta1_sources() -> None:
           "metadata": {"name": "t", "namespace": "default"},
           "spec": {"rules": [{"labels": [{"name": "l1", "valueFrom": ["$getContext(x-request-id)", "$localLabel"]}]}]}}
     assert _check(tl) == []
+    # ASM's full-link canary articles spell it $(localLabel)
+    tl["spec"]["rules"][0]["labels"][0]["valueFrom"] = ["$getContext(x-request-id)", "$(localLabel)"]
+    assert _check(tl) == []
+    tl["spec"]["rules"][0]["labels"][0]["valueFrom"] = ["$(otherLabel)"]
+    assert _fields(tl) == {"spec.rules[0].labels[0].valueFrom[0]"}
+    tl["spec"]["rules"][0]["labels"][0]["valueFrom"] = ["$getContext(x-request-id)", "$localLabel"]
     tl["spec"]["rules"][0]["protocols"] = "tcp"
     tl["spec"]["rules"][0]["attachTo"] = ["opentracing", "skywalking"]
     assert [w.split(":")[0] for w in _check(tl)] == ["spec.rules[0].attachTo[1]", "spec.rules[0].protocols"]

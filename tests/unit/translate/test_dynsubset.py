@@ -102,6 +102,8 @@ def test_label_variable_subset_routes_by_the_labels_header() -> None:
 def test_v1beta1_value_sources() -> None:
     p = mock_sidecar("mockb", "v3")
     assert parse_source("$localLabel", p) == ("c", "v3")
+    assert parse_source("$(localLabel)", p) == ("c", "v3")
+    assert parse_source("$(localLabel)", gateway()) is None  # no ASM_TRAFFIC_TAG label: the next source is tried
     assert parse_source("$getContext(x-request-id)", p, "userdefinelabel1") == ("x", "userdefinelabel1",
                                                                                  "x-request-id")
     assert parse_source("$getContext(x-request-id)", gateway(), "userdefinelabel1") == ("h", "userdefinelabel1")
