@@ -3,15 +3,23 @@
 Why: a lane group is compiled into VirtualServices and DestinationRules (``meshplane.lanes``), so a mistake in it
 shows up only as traffic that goes to the wrong place. These name the cause: a lane group whose ingress Gateway
 does not exist (no ingress route is generated), a ``fallbackTarget`` that is no lane of the group (no base lane to
-fall back to), a service of the group the registry does not know, and a TrafficLabel whose ``workloadSelector``
-selects no workload instance (it labels nothing).
+fall back to), a service of the group the registry does not know, a TrafficLabel whose ``workloadSelector``
+selects no workload instance (it labels nothing), and an EnvoyFilterTemplateBinding whose template, or that
+template's value for its ``istioVersion``, does not exist (it patches nothing until it does).
 """
 
 from __future__ import annotations
 
 from meshplane.analysis import messages as m
 from meshplane.analysis.context import Context, selector_string
-from meshplane.model.resources import LANE_GROUPS, LANES, TRAFFIC_LABELS
+from meshplane.model.resources import (
+    ENVOY_FILTER_TEMPLATE_BINDINGS,
+    ENVOY_FILTER_TEMPLATES,
+    LANE_GROUPS,
+    LANES,
+    TRAFFIC_LABELS,
+)
+from meshplane.translate.envoyfiltertemplate import unresolved
 
 GROUP_LINK_LABEL = "swimlane-group"  # how ASM links a lane to its group (as meshplane.lanes reads it)
 
@@ -49,9 +57,16 @@ def check_traffic_labels(ctx: Context, root_namespace: str) -> None:
             ctx.report(tl, m.TRAFFIC_LABEL_SELECTS_NOTHING, selector_string(dict(sel.labels)), tl.meta.namespace)
 
 
+def check_template_bindings(ctx: Context, root_namespace: str) -> None:
+    for binding, why in unresolved(ctx.of(ENVOY_FILTER_TEMPLATES), ctx.of(ENVOY_FILTER_TEMPLATE_BINDINGS),
+                                   root_namespace):
+        ctx.report(binding, m.TEMPLATE_BINDING_UNRESOLVED, why)
+
+
 def analyze(ctx: Context, root_namespace: str) -> None:
     check_lane_groups(ctx)
     check_traffic_labels(ctx, root_namespace)
+    check_template_bindings(ctx, root_namespace)
 
 
 __all__ = ["GROUP_LINK_LABEL", "analyze"]

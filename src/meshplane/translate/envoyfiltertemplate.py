@@ -15,7 +15,8 @@ What a binding stands for (ASM's "EnvoyFilterTemplate and EnvoyFilterTemplateBin
   EnvoyFilters by the binding's creation time and name.
 
 A binding whose template (or version) is missing stands for nothing until it appears, as a route to a missing
-host does. Admission checks every template value as an EnvoyFilter.
+host does; :func:`unresolved` says which and why, for ``meshplane analyze`` (MPL0005) and the binding's status.
+Admission checks every template value as an EnvoyFilter.
 """
 
 from __future__ import annotations
@@ -51,21 +52,46 @@ def _limited(spec: istio.EnvoyFilter, version: str) -> istio.EnvoyFilter:
     return dataclasses.replace(spec, config_patches=tuple(patches))
 
 
+def _index(templates: Sequence[Template]) -> Mapping[tuple[str, str], Template]:
+    return {(t.meta.namespace, t.meta.name): t for t in templates}
+
+
+def _resolve(by_name: Mapping[tuple[str, str], Template], b: Binding, root: str) -> tuple[str | None, str]:
+    """(the template value ``b`` stands for, "") or (None, why it stands for nothing)."""
+    ref = b.spec.template_ref
+    if ref is None or not ref.name or not ref.istio_version:
+        return None, "spec.templateRef needs name and istioVersion"  # admission requires both
+    version = parse_version(ref.istio_version)
+    if version is None:
+        return None, f"templateRef.istioVersion {ref.istio_version!r} is not a version"
+    template = by_name.get((b.meta.namespace, ref.name)) or by_name.get((root, ref.name))
+    if template is None:
+        where = b.meta.namespace if b.meta.namespace == root else f"{b.meta.namespace} or {root}"
+        return None, f"no EnvoyFilterTemplate {ref.name!r} in namespace {where}"
+    value = _value_for(template, version)
+    if value is None:
+        ranges = [tv.istio_version or "" for tv in template.spec.templates]
+        return None, (f"EnvoyFilterTemplate {template.meta.key} has no value for istioVersion "
+                      f"{ref.istio_version} (its versions: {', '.join(ranges) or 'none'})")
+    return value, ""
+
+
+def unresolved(templates: Sequence[Template], bindings: Sequence[Binding], root: str) -> list[tuple[Binding, str]]:
+    """(binding, why) of every binding that stands for nothing: its template or that template's version is missing
+    (``meshplane analyze`` reports them; translation skips them until the template appears)."""
+    by_name = _index(templates)
+    return [(b, why) for b in bindings if (why := _resolve(by_name, b, root)[1])]
+
+
 def bound_filters(templates: Sequence[Template], bindings: Sequence[Binding],
                   root: str) -> list[tuple[str, ConfigObject[istio.EnvoyFilter]]]:
     """(source, EnvoyFilter) of every binding whose template value exists and reads."""
-    by_name: Mapping[tuple[str, str], Template] = {(t.meta.namespace, t.meta.name): t for t in templates}
+    by_name = _index(templates)
     out = []
     for b in bindings:
+        value, _ = _resolve(by_name, b, root)
         ref = b.spec.template_ref
-        if ref is None or not ref.name or not ref.istio_version:
-            continue
-        version = parse_version(ref.istio_version)
-        template = by_name.get((b.meta.namespace, ref.name)) or by_name.get((root, ref.name))
-        if version is None or template is None:
-            continue
-        value = _value_for(template, version)
-        if value is None:
+        if value is None or ref is None or ref.istio_version is None:
             continue
         try:
             spec: istio.EnvoyFilter = decode_spec("networking.istio.io", "EnvoyFilter", envoy_filter_spec(value))
@@ -80,4 +106,4 @@ def bound_filters(templates: Sequence[Template], bindings: Sequence[Binding],
     return out
 
 
-__all__ = ["SOURCE_KIND", "bound_filters"]
+__all__ = ["SOURCE_KIND", "bound_filters", "unresolved"]

@@ -468,6 +468,42 @@ def test_mpl0003_traffic_label_selecting_nothing() -> None:
     assert run(tl.replace("APP", "reviews")) == []
 
 
+def test_mpl0005_template_binding_without_its_template_or_version() -> None:
+    objs = """
+    apiVersion: istio.alibabacloud.com/v1
+    kind: EnvoyFilterTemplate
+    metadata: {name: lua-header, namespace: istio-system}
+    spec:
+      templates:
+      - istioVersion: 1.20-MAX_VERSION
+        value: |
+          apiVersion: networking.istio.io/v1alpha3
+          kind: EnvoyFilter
+          spec:
+            configPatches:
+            - applyTo: CLUSTER
+              patch: {operation: MERGE, value: {connect_timeout: 2s}}
+    ---
+    apiVersion: istio.alibabacloud.com/v1
+    kind: EnvoyFilterTemplateBinding
+    metadata: {name: reviews, namespace: default}
+    spec:
+      templateRef: {name: "@REF@", istioVersion: "@VER@"}
+    """
+
+    def binding(ref: str, version: str) -> list[Message]:
+        return run(objs.replace("@REF@", ref).replace("@VER@", version))
+
+    assert binding("lua-header", "1.40") == []
+    assert lines(binding("lua-headr", "1.40")) == [
+        "Error [MPL0005] (EnvoyFilterTemplateBinding default/reviews) The binding applies nothing: "
+        "no EnvoyFilterTemplate 'lua-headr' in namespace default or istio-system"]
+    assert lines(binding("lua-header", "1.19")) == [
+        "Error [MPL0005] (EnvoyFilterTemplateBinding default/reviews) The binding applies nothing: "
+        "EnvoyFilterTemplate istio-system/lua-header has no value for istioVersion 1.19 "
+        "(its versions: 1.20-MAX_VERSION)"]
+
+
 # --- the run as a whole -----------------------------------------------------------------------------------------
 
 

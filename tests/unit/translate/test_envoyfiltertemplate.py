@@ -10,7 +10,7 @@ from _translate_helpers import bookinfo_registry, context, hcm_of, listeners, si
 from meshplane.model.resources import ENVOY_FILTER_TEMPLATE_BINDINGS, ENVOY_FILTER_TEMPLATES
 from meshplane.model.spec import decode_resource
 from meshplane.translate.envoyfilter import patches_for
-from meshplane.translate.envoyfiltertemplate import bound_filters
+from meshplane.translate.envoyfiltertemplate import bound_filters, unresolved
 
 ASM = "istio.alibabacloud.com/v1"
 
@@ -52,6 +52,22 @@ def binding(name: str, version: str, *, ns: str = "default", ref: str = "t",
         spec["workloadSelector"] = {"labels": labels}
     return {"apiVersion": ASM, "kind": "EnvoyFilterTemplateBinding", "metadata": {"name": name, "namespace": ns},
             "spec": spec}
+
+
+def test_bindings_that_stand_for_nothing_say_why() -> None:
+    templates = [decode_resource(ENVOY_FILTER_TEMPLATES, template("t"))]
+    bindings = [decode_resource(ENVOY_FILTER_TEMPLATE_BINDINGS, b) for b in (
+        binding("new", "1.40"), binding("none", "1.41"), binding("missing", "1.40", ref="nope"),
+        binding("root", "1.40", ns="istio-system", ref="nope"))]
+    why = {b.meta.name: reason for b, reason in unresolved(templates, bindings, "istio-system")}
+    assert why == {
+        "none": "EnvoyFilterTemplate istio-system/t has no value for istioVersion 1.41 "
+                "(its versions: MIN_VERSION-1.19, 1.20-1.40)",
+        "missing": "no EnvoyFilterTemplate 'nope' in namespace default or istio-system",
+        "root": "no EnvoyFilterTemplate 'nope' in namespace istio-system",
+    }
+    # exactly the bindings that bound_filters skips
+    assert {s.split("/")[1] for s, _ in bound_filters(templates, bindings, "istio-system")} == {"new"}
 
 
 def test_binding_takes_the_value_of_its_version_and_limits_it_to_that_version() -> None:
