@@ -25,7 +25,6 @@ from meshplane.agent.metrics import CONTENT_TYPE, AgentMetrics
 
 log = logging.getLogger(__name__)
 
-STATUS_PORT = 15020  # Istio's
 ENVOY_SCRAPE_TIMEOUT_S = 5.0
 
 
@@ -104,4 +103,4 @@ class StatusServer:
         return web.Response(status=503, text=f"not ready: {why}\n")
 
 
-__all__ = ["STATUS_PORT", "StatusServer"]
+__all__ = ["StatusServer"]
