@@ -54,6 +54,7 @@ from test_runtime_support import (
 from meshplane.runtime import netns
 from meshplane.runtime.demo import demo_manifest
 from meshplane.runtime.home import Home
+from tests.support.promtext import value
 
 pytestmark = [pytest.mark.envoy]
 
@@ -166,6 +167,12 @@ class Mesh:
     def in_ns(self, name: str, *argv: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["ip", "netns", "exec", self.instance(name)["netns"], *argv], capture_output=True,
                               text=True, timeout=timeout)
+
+    def agent_metrics(self, name: str) -> str:
+        """The instance agent's merged metrics on its status port, read from the host (15020 is never captured)."""
+        with urllib.request.urlopen(f"http://{self.instance(name)['address']}:15020/stats/prometheus",
+                                    timeout=10) as r:
+            return str(r.read().decode())
 
     def stats(self, name: str) -> dict[str, int]:
         with urllib.request.urlopen(f"http://{self.instance(name)['address']}:15000/stats", timeout=10) as r:
@@ -388,8 +395,9 @@ def test_mesh_names_resolve_with_the_upstream_resolver_down(mesh: Mesh) -> None:
     assert up[EXTERNAL]["ips"] == [EXTERNAL_IP] and EXTERNAL in mesh.upstream.queries  # forwarded while up
     assert all(up[n]["ok"] == 1 and up[n]["ips"][0].startswith("240.240.") for n in mesh_names), up
     asked = len(mesh.upstream.queries)
+    before = mesh.agent_metrics(client)
     mesh.upstream.stop()
-    time.sleep(1.5)  # the cached external answer (TTL 1 s) expires
+    time.sleep(1.5)  # the external answer (TTL 1 s, cached 5 s at least) expires during the lookups below
     down = _resolve_loop(mesh, client, [*mesh_names, EXTERNAL, "www.never-cached.test"], 5)
     print("lookups with the upstream resolver down:", json.dumps(down))  # the measurement, in the test log
     for n in mesh_names:
@@ -397,6 +405,23 @@ def test_mesh_names_resolve_with_the_upstream_resolver_down(mesh: Mesh) -> None:
     assert down[EXTERNAL]["ok"] == 5 and down[EXTERNAL]["ips"] == [EXTERNAL_IP]  # served stale from the cache
     assert down["www.never-cached.test"]["ok"] == 0  # nothing to answer it with
     assert len(mesh.upstream.queries) == asked  # nobody answered after the stop
+    # The agent counted it under Istio's names on its 15020, Envoy's metrics in the same scrape.
+    after = mesh.agent_metrics(client)
+
+    def moved(name: str) -> float:
+        return (value(after, name) or 0.0) - (value(before, name) or 0.0)
+
+    assert moved("istio_agent_dns_mesh_answers_total") >= 5 * len(mesh_names)
+    cached = moved("istio_agent_dns_cache_hits_total") + moved("istio_agent_dns_stale_answers_total")
+    assert cached >= 5  # the external name, fresh from the cache until it expires (5 s at least), then stale
+    failed = moved("istio_agent_dns_upstream_failures_total")
+    assert failed >= moved("istio_agent_dns_stale_answers_total") + 5  # each stale answer, each never-cached lookup
+    assert moved("istio_agent_dns_upstream_requests_total") == failed  # nothing answered upstream any more
+    assert moved("istio_agent_dns_upstream_request_duration_seconds_count") == failed
+    assert moved("istio_agent_dns_requests_total") >= moved("istio_agent_dns_mesh_answers_total") + cached + 5
+    assert value(after, "envoy_server_live") == 1
+    with urllib.request.urlopen(f"http://{mesh.instance(client)['address']}:15020/healthz/ready", timeout=10) as r:
+        assert r.status == 200
 
 
 def test_proxy_config_reads_an_instance_in_its_namespace(mesh: Mesh) -> None:

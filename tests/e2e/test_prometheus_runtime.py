@@ -1,7 +1,8 @@
 """The local runtime's Prometheus (Debian's package, as ``scripts/setup`` installs it) against real proxies: after
 N requests from one workload's sidecar to another, PromQL over what Prometheus scraped gives the same count of
 ``istio_requests_total{reporter="destination"}`` as the destination proxy's own ``/stats/prometheus``, with Istio's
-labels and ``connection_security_policy="mutual_tls"``; the control plane's ``pilot_xds`` is scraped too.
+labels and ``connection_security_policy="mutual_tls"``, scraped once per instance on its agent's 15020 (Istio's
+merged metrics, the agent's ``istio_agent_*`` with them); the control plane's ``pilot_xds`` is scraped too.
 Skipped only when no ``prometheus`` binary is installed (CI installs it)."""
 
 from __future__ import annotations
@@ -69,5 +70,9 @@ def test_promql_counts_what_the_proxies_counted(tmp_path: Path) -> None:
         assert _query(prom, f"sum(istio_requests_total{{{labels},connection_security_policy=\"mutual_tls\"}})") == N
         # The targets carry Kubernetes-like labels, so per-pod queries work too.
         assert _query(prom, f'sum(istio_requests_total{{{labels},pod=~"ratings-v1-.*",namespace="default"}})') == N
+        # Each instance is scraped once, on its agent's 15020 (Envoy's series merged in: the sums above are N, not
+        # 2N), and the agents' own metrics come with them.
+        eventually(lambda: _query(prom, f'count(istio_agent_process_start_time_seconds{{pod=~"ratings-v1-.*",'
+                                        f'instance="{ratings}:15020"}})') == 1, "the agent's metrics scraped")
         eventually(lambda: _query(prom, 'pilot_xds{job="meshplane-control-plane"}') == 2,
                    "the control plane scraped: two proxies connected")

@@ -64,6 +64,9 @@ class AgentConfig:
     gateway_ports: Mapping[int, int] = field(default_factory=dict)  # Gateway (Service) port -> listen port
     admin_port: int = 15000
     stats_port: int = 15090  # Prometheus scrapes /stats/prometheus here (Istio's port); 0 = no metrics listener
+    # The agent's status port (Istio's 15020): /stats/prometheus (the agent's metrics with Envoy's merged in) and
+    # /healthz/ready, on ``address``; 0 = none. A port already taken is logged and the agent runs without it.
+    status_port: int = 15020
     outbound_port: int = 15001
     readiness: Readiness = field(default_factory=Readiness)
     register: bool = True

@@ -18,6 +18,10 @@ What it answers:
   answers 30 s); when the upstream does not answer, a cached answer is served even after it expired, else
   SERVFAIL.
 
+What it counts (``DnsStats``: the agent's status file, and Istio's ``istio_agent_dns_*`` metrics on the agent's
+port 15020, :mod:`meshplane.agent.metrics`): every query, the answers from the table, the local NXDOMAINs, the
+cache hits, the queries sent upstream with how long each took, the upstream failures and the stale answers.
+
 A second listener (``proxy`` mode, no table) serves Envoy itself, which runs in the proxy group the capture
 exempts: like a pod's Envoy asking kube-dns, it gets upstream answers only, never a mesh VIP it could not reach.
 """
@@ -29,7 +33,7 @@ import contextlib
 import ipaddress
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -68,10 +72,11 @@ def expand_table(table: Any, namespace: str, domain: str = "cluster.local") -> d
 
 @dataclass
 class DnsStats:
+    requests: int = 0  # every query answered (Istio's istio_agent_dns_requests_total)
     mesh_answers: int = 0  # answered from the name table
     local_nxdomain: int = 0  # mesh-domain names not in the table
     forwarded: int = 0  # sent upstream
-    upstream_failures: int = 0
+    upstream_failures: int = 0  # the upstream did not answer (timeout, error, SERVFAIL) or there is none
     cache_hits: int = 0
     stale_answers: int = 0  # served from an expired cache entry because the upstream failed
 
@@ -97,6 +102,8 @@ class DnsProxy:
     has_table: bool = False
     stats: DnsStats = field(default_factory=DnsStats)
     cache: dict[tuple[str, int], _Cached] = field(default_factory=dict)
+    # Called with the seconds each upstream exchange took, answered or not (the metrics' histogram).
+    on_upstream: Callable[[float], None] | None = None
     _servers: list[Any] = field(default_factory=list)
 
     def set_table(self, table: Any) -> None:
@@ -110,6 +117,7 @@ class DnsProxy:
             query = dns.message.from_wire(wire)
         except dns.exception.DNSException:
             return None
+        self.stats.requests += 1
         if not query.question:
             return _reply(query, dns.rcode.FORMERR).to_wire()
         q = query.question[0]
@@ -149,7 +157,12 @@ class DnsProxy:
         if hit is not None and hit.expires > now:
             self.stats.cache_hits += 1
             return _with_id(hit.answer, query.id)
-        answer = await self._ask_upstream(wire) if self.upstream is not None else None
+        answer = None
+        if self.upstream is not None:
+            started = time.monotonic()
+            answer = await self._ask_upstream(wire)
+            if self.on_upstream is not None:
+                self.on_upstream(time.monotonic() - started)
         if answer is None:
             self.stats.upstream_failures += 1
             if hit is not None:

@@ -12,7 +12,8 @@ renewal loop runs beside the main loop. A gateway's agent also serves the TLS cr
 (``credentials``); a sidecar's agent reports Envoy's RBAC denies and dry-run denies to the audit (``authzlog``).
 With ``dns`` the agent is its instance's resolver (``dns``): it follows the name table over its own NDS stream
 and serves DNS on ``dns_address`` (and, for Envoy itself, upstream answers only on ``dns_proxy_address``); the
-instance is ready only once the first table arrived.
+instance is ready only once the first table arrived. On ``status_port`` (Istio's 15020) the agent serves its own
+Prometheus metrics, Envoy's merged in, and its readiness (``statusport``).
 """
 
 from __future__ import annotations
@@ -37,9 +38,11 @@ from meshplane.agent.credentials import GatewayCredentials
 from meshplane.agent.dns import DnsProxy
 from meshplane.agent.envoy import EnvoyProcess, find_envoy
 from meshplane.agent.health import ReadinessTracker, probe_once
+from meshplane.agent.metrics import AgentMetrics
 from meshplane.agent.opa import OpaPolicies
 from meshplane.agent.procs import record_for, write_json_atomic, write_record
 from meshplane.agent.registration import Registration
+from meshplane.agent.statusport import StatusServer
 from meshplane.agent.waits import pause
 from meshplane.client import Client, ClientError
 from meshplane.model.peer import peer_environment
@@ -76,6 +79,9 @@ class Agent:
         self.dns: DnsProxy | None = None
         self.dns_own: DnsProxy | None = None
         self.nds: NameTableClient | None = None
+        self.metrics = AgentMetrics()
+        self.status_server: StatusServer | None = None
+        self._reg: Registration | None = None
         self.envoy = EnvoyProcess(
             find_envoy(cfg.envoy_path), self.work / "bootstrap.json", cfg.address, cfg.admin_port,
             self.work / "envoy.log", concurrency=cfg.concurrency, log_level=cfg.envoy_log_level,
@@ -106,9 +112,36 @@ class Agent:
         return bool(r.http_path or r.tcp) and not self.cfg.gateway
 
     def ready(self, reg: Registration | None) -> bool:
-        registered = reg is None or reg.registered
-        names = self.dns is None or self.dns.has_table
-        return self.envoy_live and registered and names and (self.tracker.ready or not self.probing)
+        return not self.not_ready(reg)
+
+    def not_ready(self, reg: Registration | None) -> str:
+        """Why the instance is not ready ("" when it is)."""
+        if self.stop_event.is_set():
+            return "the agent is stopping"
+        if not (self.envoy_live and self.envoy.running()):
+            return "Envoy is not LIVE (no listeners and clusters from the control plane yet)"
+        if reg is not None and not reg.registered:
+            return "the WorkloadEntry is not registered yet"
+        if self.dns is not None and not self.dns.has_table:
+            return "no DNS name table from the control plane yet"
+        if self.probing and not self.tracker.ready:
+            return f"the application's readiness probe fails: {self.tracker.message or 'no success yet'}"
+        return ""
+
+    def status_ready(self) -> tuple[bool, str]:
+        """The readiness the status port answers (``/healthz/ready``)."""
+        why = self.not_ready(self._reg)
+        return not why, why
+
+    async def start_status(self, session: aiohttp.ClientSession) -> None:
+        """The status port (Istio's 15020): merged metrics and readiness; a taken port is logged, not fatal."""
+        cfg = self.cfg
+        if not cfg.status_port:
+            return
+        envoy_stats = f"http://{cfg.address}:{cfg.stats_port}/stats/prometheus" if cfg.stats_port else ""
+        server = StatusServer(self.metrics, envoy_stats, session, self.status_ready)
+        if await server.start(cfg.address, cfg.status_port):
+            self.status_server = server
 
     def report(self, reg: Registration | None, phase: str) -> None:
         status = {
@@ -122,6 +155,7 @@ class Agent:
             "probeMessage": self.tracker.message if self.probing else "",
             "nodeId": self.cfg.node_id,
             "admin": f"http://{self.cfg.address}:{self.cfg.admin_port}",
+            "statusPort": f"http://{self.status_server.address}" if self.status_server else "",
         }
         if self.certs is not None:
             status["certificate"] = self.certs.status()
@@ -181,6 +215,7 @@ class Agent:
             return None
         upstream = _upstream(cfg.dns_upstream)
         self.dns = DnsProxy(cfg.namespace, upstream)
+        self.metrics.watch_dns(self.dns)
         await self.dns.serve([a for a in cfg.dns_address.split(",") if a])
         if cfg.dns_proxy_address:
             self.dns_own = DnsProxy(cfg.namespace, upstream, mesh_names=False)
@@ -228,6 +263,8 @@ class Agent:
         if dns_task is not None:
             background.append(dns_task)
         reg = Registration(cfg, api) if cfg.register and cfg.api else None
+        self._reg = reg
+        await self.start_status(session)
         await self.start_envoy()
         backoff = 0.5
         restart_at: float | None = None
@@ -285,6 +322,8 @@ class Agent:
             await self.sds.stop()
         if self.extauthz is not None:
             await self.extauthz.stop()
+        if self.status_server is not None:
+            await self.status_server.stop()
         for d in (self.dns, self.dns_own):
             if d is not None:
                 await d.close()

@@ -8,6 +8,10 @@ proxies' own ``/stats/prometheus`` still answer.
 The configuration is written once; the scrape targets are a file-based service discovery file the supervisor
 rewrites when instances come and go (Prometheus rereads it), each target labelled like Kubernetes' pod targets
 (``namespace``, ``pod``, ``cluster``, ``app``, ``version``) so queries grouped by them work.
+
+Each instance is scraped once, on its agent's status port (15020, ``/stats/prometheus``): Istio's merged metrics,
+the agent's own (``istio_agent_*``) followed by everything Envoy's 15090 serves, as Prometheus scrapes a pod
+annotated ``prometheus.io/port: "15020"`` in Istio. Never 15090 as well: its series would be counted twice.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-STATS_PORT = 15090
+STATS_PORT = 15020  # the agent's status port: its metrics and Envoy's (agent.statusport)
 PORT = 9090
 SCRAPE_INTERVAL = "5s"
 

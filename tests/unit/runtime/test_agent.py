@@ -1,5 +1,5 @@
 """The agent's pure parts: its configuration, the node metadata the control plane parses back, the WorkloadEntry
-it registers, and readiness thresholds."""
+it registers, readiness thresholds, and the Prometheus target its status port is."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from meshplane.agent.config import AgentConfig, AgentConfigError, PortSpec, Read
 from meshplane.agent.health import ProbeResult, ReadinessTracker
 from meshplane.agent.registration import workload_entry
 from meshplane.model.proxy import Locality, ProxyType, proxy_from_node
+from meshplane.runtime import prometheus
 
 
 def config(**kw: object) -> AgentConfig:
@@ -78,3 +79,12 @@ def test_readiness_thresholds() -> None:
     assert t.message == "HTTP 503"
     assert not t.observe(ProbeResult(True))
     assert t.observe(ProbeResult(True)) and t.message == ""
+
+
+def test_status_port_defaults_to_istios_and_prometheus_scrapes_it_alone() -> None:
+    cfg = config()
+    assert cfg.status_port == 15020 and cfg.stats_port == 15090
+    assert AgentConfig.from_json({**cfg.to_json(), "status_port": 0}).status_port == 0
+    doc = prometheus.targets_document([prometheus.Target("127.9.1.4", {"pod": "reviews-v1-c1-0"})])
+    # One target per instance, the agent's merged metrics (Envoy's inside): 15090 as well would count them twice.
+    assert doc == [{"targets": ["127.9.1.4:15020"], "labels": {"pod": "reviews-v1-c1-0"}}]
