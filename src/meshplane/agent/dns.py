@@ -128,8 +128,21 @@ class DnsProxy:
                 return local.to_wire()
         return await self._forward(query, wire, name, q.rdtype)
 
-    def _local(self, query: dns.message.Message, name: str, rdtype: int) -> dns.message.Message | None:
+    def _lookup(self, name: str) -> tuple[str, ...] | None:
+        """The table's addresses for ``name``: its own entry, else the most specific wildcard entry above it
+        (``*.b.example.com`` before ``*.example.com``); a wildcard covers names of any depth under it."""
         ips = self.names.get(name)
+        if ips is not None:
+            return ips
+        labels = name.split(".")
+        for i in range(1, len(labels)):
+            ips = self.names.get("*." + ".".join(labels[i:]))
+            if ips is not None:
+                return ips
+        return None
+
+    def _local(self, query: dns.message.Message, name: str, rdtype: int) -> dns.message.Message | None:
+        ips = self._lookup(name)
         if ips is not None:
             self.stats.mesh_answers += 1
             resp = _reply(query, dns.rcode.NOERROR, authoritative=True)

@@ -9,8 +9,10 @@ name table a DNS proxy receives and the per-VIP TCP listeners always agree.
 
 The table holds every service the proxy sees (its Sidecar scope), by host name. Hosts of the form
 ``NAME.NAMESPACE.svc.<domain>`` are marked ``Kubernetes`` with their short name and namespace, so the agent also
-answers ``NAME.NAMESPACE`` and, in the same namespace, ``NAME``, as a pod's resolver does. Wildcard hosts are not
-in the table (nothing can be answered for them).
+answers ``NAME.NAMESPACE`` and, in the same namespace, ``NAME``, as a pod's resolver does. A wildcard host
+(``*.example.com``) is in the table only with addresses of its own (the agent then answers every name under it with
+them, the most specific wildcard first, as Istio's agent does); it never gets a virtual IP: one address for every
+name under it would hide which name the application asked for, so such names are forwarded upstream.
 """
 
 from __future__ import annotations
@@ -93,9 +95,7 @@ def build_name_table(proxy: Proxy, ctx: PushContext) -> Any:
         suffix = ctx.mesh.domain_suffix or "cluster.local"
         for svc in scope.services:
             host = str(svc.hostname)
-            if host.startswith("*"):
-                continue
-            ips = service_vips(svc, ctx)
+            ips = service_vips(svc, ctx)  # a wildcard host: its own addresses only (needs_auto_vip)
             if not ips:
                 continue
             info = table.table[host]

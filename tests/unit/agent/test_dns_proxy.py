@@ -49,6 +49,8 @@ def _table() -> Any:
     o.ips.extend(["240.240.0.6", "fd00::6"])
     o.registry, o.shortname, o.namespace = "Kubernetes", "ratings", "other"
     t.table["api.example.com"].ips.append("240.240.0.9")
+    t.table["*.corp.example.com"].ips.append("10.8.8.8")
+    t.table["*.eu.corp.example.com"].ips.append("10.8.8.9")
     return t
 
 
@@ -90,6 +92,18 @@ async def test_mesh_names_and_their_short_forms(mesh_dns: tuple[DnsProxy, Upstre
     assert _a(await _ask(port, "reviews", tcp=True)) == ["240.240.0.5"]
     assert up.queries == ["ratings"]
     assert proxy.stats.mesh_answers == 8
+
+
+async def test_names_under_a_wildcard_host_with_addresses(mesh_dns: tuple[DnsProxy, Upstream, int]) -> None:
+    proxy, up, port = mesh_dns
+    assert _a(await _ask(port, "git.corp.example.com")) == ["10.8.8.8"]
+    assert _a(await _ask(port, "a.b.corp.example.com")) == ["10.8.8.8"]  # any depth under the wildcard
+    assert _a(await _ask(port, "git.eu.corp.example.com")) == ["10.8.8.9"]  # the most specific wildcard wins
+    assert up.queries == []
+    # The wildcard's own domain is not under it, and other names still go upstream.
+    await _ask(port, "corp.example.com")
+    assert up.queries == ["corp.example.com"]
+    assert proxy.stats.mesh_answers == 3
 
 
 async def test_search_path_misses_stay_local(mesh_dns: tuple[DnsProxy, Upstream, int]) -> None:

@@ -44,12 +44,16 @@ def test_service_entry_addresses_win_and_external_hosts_are_marked() -> None:
             service_entry("db", hosts=["db.internal"], addresses=["10.9.9.9"],
                           ports=[{"number": 5432, "name": "tcp", "protocol": "TCP"}]),
             service_entry("wild", hosts=["*.wild.example.com"], location="MESH_EXTERNAL", resolution="NONE",
+                          ports=[{"number": 80, "name": "http", "protocol": "HTTP"}]),
+            service_entry("wild-ip", hosts=["*.corp.example.com"], addresses=["10.8.8.8"], resolution="NONE",
                           ports=[{"number": 80, "name": "http", "protocol": "HTTP"}])]
     table = _table(objs=objs)
     assert table["db.internal"].ips == ["10.9.9.9"]
     assert table["api.example.com"].registry == "External"
     assert ipaddress.ip_address(table["api.example.com"].ips[0]) in AUTO_VIP_NETWORK
-    assert not any(h.startswith("*") for h in table)
+    # A wildcard host gets no VIP (it stays out of the table) unless it has addresses of its own, as in Istio.
+    assert [h for h in table if h.startswith("*")] == ["*.corp.example.com"]
+    assert table["*.corp.example.com"].ips == ["10.8.8.8"]
 
 
 def test_tcp_service_without_address_gets_a_listener_on_its_auto_vip() -> None:
