@@ -180,9 +180,9 @@ _SENDER_ON, _SENDER_OFF = _filter_config(on=True), _filter_config(on=False)
 
 
 def _route_in_mesh(action: rc.RouteAction, in_mesh: Callable[[str], bool]) -> list[bool]:
-    """For each upstream of a route (its cluster, or each weighted cluster), whether it is in the mesh; ``[]``
-    when the route reaches none we know. A mirror gets the request's headers, so one outside the mesh keeps the
-    whole route out; a cluster named by a header (or a plugin) is not known here: out."""
+    """For each upstream of a route (its cluster, or each weighted cluster), whether it is in the mesh. A
+    mirror gets the request's headers, so one outside the mesh keeps the whole route out; a cluster named by a
+    header (or a plugin) is not known here: out."""
     which = action.WhichOneof("cluster_specifier")
     if which == "cluster":
         each = [in_mesh(action.cluster)]
@@ -220,12 +220,12 @@ def send_identity_to_mesh(configs: Iterable[route_pb2.RouteConfiguration], in_me
     it is applied again after EnvoyFilter patches. Without the sender in the HCM (every metric disabled) the
     routes' setting does nothing."""
     for cfg in configs:
-        plan = [(vh, [(r, _route_in_mesh(r.route, in_mesh)) for r in vh.routes if r.HasField("route")])
-                for vh in cfg.virtual_hosts]
-        route_wants = [[(r, _most(each), each) for r, each in routes] for _, routes in plan]
-        vh_wants = [_most([w for _, w, _ in routes]) if routes else None for routes in route_wants]
+        # per virtual host: its forwarding routes with what each wants and what each of its upstreams does
+        plan = [(vh, [(r, _most(each), each) for r in vh.routes if r.HasField("route")
+                      for each in [_route_in_mesh(r.route, in_mesh)]]) for vh in cfg.virtual_hosts]
+        vh_wants = [_most([w for _, w, _ in routes]) if routes else None for _, routes in plan]
         top = _settle(cfg, _most([w for w in vh_wants if w is not None]), False)
-        for (vh, _), routes, vh_want in zip(plan, route_wants, vh_wants, strict=True):
+        for (vh, routes), vh_want in zip(plan, vh_wants, strict=True):
             here = _settle(vh, top if vh_want is None else vh_want, top)
             for r, want, each in routes:
                 mine = _settle(r, want, here)
