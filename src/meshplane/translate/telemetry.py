@@ -60,7 +60,7 @@ PEER_KEY = "id"  # ... and its one key (a peer value, model.statname)
 CLUSTER_METADATA = "meshplane.telemetry"  # outbound clusters: the service they reach (key "service")
 HEADER_TO_METADATA = "envoy.filters.http.header_to_metadata"
 HEADER_MUTATION = "envoy.filters.http.header_mutation"
-PEER_SENDER = "meshplane.peer"  # outbound: the header_mutation that sends our identity, off unless a route enables it
+PEER_SENDER = "meshplane.peer_sender"  # outbound: the header_mutation sending our identity, off unless a route says
 
 MUTUAL_TLS = "mutual_tls"
 NONE = "none"
