@@ -49,7 +49,7 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 
 from envoy.config.bootstrap.v3 import bootstrap_pb2
-from envoy.config.route.v3 import route_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
 
 try:  # imported as bench.metrics_filter_cost, or run as a script with bench/ first on sys.path
     from bench.compiled import build_cached
@@ -84,6 +84,11 @@ def _bootstrap(port: int, logs: list[object], exchange: list[object],
         route.direct_response.body.inline_string = "ok"
     else:
         route.route.cluster = "app"
+    # The outbound identity sender runs only where a route turns it on (a mesh destination, translate.telemetry):
+    # here every request is taken as one, so ``outbound`` pays for sending it.
+    on = route_components_pb2.FilterConfig()
+    on.config.SetInParent()
+    rc.typed_per_filter_config[telemetry.PEER_SENDER].Pack(on)
     hcm = http_connection_manager("inbound", route_config=rc, access_logs=logs,  # type: ignore[arg-type]
                                   peer_filters=exchange)  # type: ignore[arg-type]
     b = bootstrap_pb2.Bootstrap()

@@ -253,6 +253,23 @@ def test_demo_apps_run_without_proxy_settings_and_the_chain_works(mesh: Mesh) ->
         eventually(chain, f"productpage's chain through the ingress of {cluster}")
 
 
+def test_console_topology_reads_the_sidecars_in_their_namespaces(mesh: Mesh) -> None:
+    """The console's scraper reads each instance's :15090 on the bridge (10.B.c.n, not loopback): requests through
+    the ingress show up as edges with a rate."""
+    topology = f"{mesh.st['api']}/management/v1/console/topology"
+    get_json(topology)  # the first look starts the scraper
+
+    def edges() -> bool:
+        for url in mesh.st["ingress"].values():
+            get_json(url + "/productpage")
+        doc = get_json(topology)
+        skipped = [s for s in doc["scrape"] if s["error"]]
+        assert not [s for s in skipped if "not a loopback address" in s["error"]], skipped
+        seen = {(e["source"].split("/")[-1], e["target"].split("/")[-1]) for e in doc["edges"] if e["rps"] > 0}
+        return {("istio-ingressgateway", "productpage-v1"), ("productpage-v1", "details-v1")} <= seen
+    eventually(edges, "the console's topology: ingress -> productpage -> details with a rate", 90.0)
+
+
 def test_proxy_status_lists_each_instance_once_with_its_name_table(mesh: Mesh) -> None:
     """The agent's NDS stream carries its Envoy's node id: listed with that Envoy, not as a second proxy."""
     def listed() -> bool:

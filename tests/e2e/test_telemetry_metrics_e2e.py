@@ -4,7 +4,9 @@ Two sidecars with certificates from the CA (productpage calls reviews over auto 
 ``/stats/prometheus`` on its metrics listener (Istio's 15090): the destination reports the caller's workload, app,
 version and SPIFFE id with ``connection_security_policy="mutual_tls"``; the source reports who answered. The
 identity headers that carry this never reach either application, and a plaintext caller (PERMISSIVE) is
-reported as ``none`` with an unknown source.
+reported as ``none`` with an unknown source. The identity goes only to the mesh: a host outside it (a
+``MESH_EXTERNAL`` ServiceEntry, the PassthroughCluster) never receives it, not even one the application forged,
+and is still counted by the source.
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ import asyncio
 
 import aiohttp
 import pytest
+from e2e_objects import service_entry, virtual_service
 from envoy_harness import wait_until
-from security_mesh import PA, REVIEWS, SecurityMesh
+from security_mesh import PA, REVIEWS, SE, SecurityMesh
 
+from meshplane.store import GroupResource
+from meshplane.translate import telemetry
 from tests.support.promtext import samples
 
 pytestmark = pytest.mark.envoy
@@ -140,3 +145,88 @@ async def test_counts_survive_a_listener_update(sec: SecurityMesh) -> None:
     for i in range(N):
         assert await sec.call("productpage", f"/b/{i}") == 200
     assert await total() == start + 2 * N
+
+
+EXTERNAL = "api.example.com"
+MORE = "more{}.default.svc.cluster.local"
+VS = GroupResource("networking.istio.io", "virtualservices")
+
+
+async def test_identity_goes_to_the_mesh_only(sec: SecurityMesh) -> None:
+    """productpage reaches reviews (in the mesh, mutual TLS) and a plain HTTP server declared by a MESH_EXTERNAL
+    ServiceEntry: by its own host, by a path of reviews' VirtualService, and by one weight of a split (and reviews
+    by two names, one routed by the VirtualService, one not). Another
+    plain server is reached through the PassthroughCluster (ALLOW_ANY). Neither outside server ever sees
+    ``x-meshplane-peer``, not even the one the application sends; reviews' sidecar still learns who called."""
+    reviews = await sec.workload("reviews", labels={"version": "v2"})
+    productpage = await sec.workload("productpage", serve=False, labels={"version": "v1"})
+    external = await sec.h.backend("external")
+    stray = await sec.h.backend("stray")
+    await sec.store.create(SE, {
+        "apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
+        "metadata": {"name": "external", "namespace": "default"},
+        "spec": {"hosts": [EXTERNAL], "location": "MESH_EXTERNAL", "resolution": "STATIC",
+                 "ports": [{"number": 80, "name": "http", "protocol": "HTTP"}],
+                 "endpoints": [{"address": external.host, "ports": {"http": external.port}}]}}, actor="test")
+    out = {"destination": {"host": EXTERNAL, "port": {"number": 80}}}
+    await sec.store.create(VS, virtual_service("reviews", [REVIEWS], [
+        {"match": [{"uri": {"prefix": "/ext/"}}], "route": [out]},
+        {"match": [{"uri": {"prefix": "/split/"}}], "route": [
+            {"destination": {"host": REVIEWS}, "weight": 50}, {**out, "weight": 50}]},
+        {"route": [{"destination": {"host": REVIEWS}}]}]), actor="test")
+    # More hosts in the mesh than outside it: the route configuration is "on", the hosts outside "off"; the
+    # first of them is reviews' workload under another name (its virtual host inherits the "on").
+    for i in range(4):
+        se = service_entry(f"more{i}", MORE.format(i), selector={"app": "reviews" if i == 0 else f"more{i}"})
+        await sec.store.create(SE, se, actor="test")
+    await sec.apply(PA, "PeerAuthentication", "default", {"mtls": {"mode": "STRICT"}})
+    await sec.synced()
+    await sec.eventually("productpage", "/warm", 200)
+    await sec.eventually("productpage", "/warm", 200, host=EXTERNAL)
+    dump = await productpage.envoy.config_dump()
+    (rds,) = [r["route_config"] for c in dump["configs"] if c["@type"].endswith("RoutesConfigDump")
+              for r in c.get("dynamic_route_configs", ()) if r["route_config"]["name"] == "http_proxy"]
+    assert telemetry.PEER_SENDER in rds["typed_per_filter_config"]
+    assert reviews.backend is not None
+    reviews.backend.requests.clear()
+    external.requests.clear()
+
+    async def destination_total() -> float:
+        text = await _scrape(reviews.envoy.stats_address)
+        return sum(v for _, v in _find(text, "istio_requests_total", reporter="destination",
+                                       source_workload="productpage", source_version="v1"))
+
+    async def source_external() -> float:
+        text = await _scrape(productpage.envoy.stats_address)
+        return sum(v for _, v in _find(text, "istio_requests_total", reporter="source",
+                                       destination_service=EXTERNAL, source_workload="productpage"))
+
+    known_before, external_before = await destination_total(), await source_external()
+    forged = {"x-meshplane-peer": "admin-tool;kube-system"}
+    for i in range(N):
+        assert await sec.call("productpage", f"/in/{i}", headers=forged) == 200
+        assert await sec.call("productpage", f"/more/{i}", host=MORE.format(0), headers=forged) == 200
+        assert await sec.call("productpage", f"/own/{i}", host=EXTERNAL, headers=forged) == 200
+        assert await sec.call("productpage", f"/ext/{i}") == 200
+        assert await sec.call("productpage", f"/pass/{i}", host=stray.address, headers=forged) == 200
+    for i in range(4 * N):  # both halves of the split are taken
+        assert await sec.call("productpage", f"/split/{i}", headers=forged) == 200
+
+    outside = [*external.requests, *stray.requests]
+    assert len(stray.requests) == N and len(external.requests) > 2 * N
+    for _, path, seen in outside:
+        assert not [h for h in seen if h.startswith("x-meshplane-peer")], (path, seen)
+    split_inside = [p for _, p, _ in reviews.backend.requests if p.startswith("/split/")]
+    split_outside = [p for _, p, _ in external.requests if p.startswith("/split/")]
+    assert split_inside and split_outside and len(split_inside) + len(split_outside) == 4 * N
+    for _, path, seen in reviews.backend.requests:
+        assert not [h for h in seen if h.startswith("x-meshplane-peer")], (path, seen)
+    # Every request that reached reviews was reported with the caller's identity (not the forged one) ...
+    assert await destination_total() - known_before == len(reviews.backend.requests) == 2 * N + len(split_inside)
+    text = await _scrape(reviews.envoy.stats_address)
+    assert not _find(text, "istio_requests_total", source_workload="admin-tool")
+    # ... and the source still counts what went outside, with nobody's answer as the destination.
+    assert await source_external() - external_before == 2 * N + len(split_outside)
+    rows = _find(await _scrape(productpage.envoy.stats_address), "istio_requests_total", reporter="source",
+                 destination_service=EXTERNAL)
+    assert rows and {lbls["destination_workload"] for lbls, _ in rows} == {"unknown"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import ipaddress
 import logging
 import sys
 from pathlib import Path
@@ -33,6 +34,17 @@ def _seconds(flag: str, text: str) -> float:
     if ns is None or ns <= 0:
         raise serverproc.ServerConfigError(f"{flag}: {text!r} is not a positive duration (e.g. 20m, 30s)")
     return ns / 1e9
+
+
+def _networks(flag: str, texts: list[str] | None) -> tuple[str, ...]:
+    """CIDR flags, each as its network (``10.32.0.1/16`` -> ``10.32.0.0/16``)."""
+    out = []
+    for text in texts or ():
+        try:
+            out.append(str(ipaddress.ip_network(text, strict=False)))
+        except ValueError as e:
+            raise serverproc.ServerConfigError(f"{flag}: {text!r} is not a network (e.g. 10.32.0.0/16)") from e
+    return tuple(out)
 
 
 def _server(args: argparse.Namespace) -> int:
@@ -77,6 +89,7 @@ def _server(args: argparse.Namespace) -> int:
         otlp_host=otlp[0],
         otlp_port=otlp[1],
         console_scrape=not args.no_console_scrape,
+        console_scrape_networks=_networks("--console-scrape-network", args.console_scrape_network),
         write_status=not args.no_status,
         store_url=args.store,
         etcd_cacert=Path(args.etcd_cacert) if args.etcd_cacert else None,
@@ -158,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: the xDS host, port 15011 (0 when xDS uses port 0); 'none' to run without it")
     s.add_argument("--no-console-scrape", action="store_true",
                    help="the console's topology does not read the proxies' metrics (its other pages still work)")
+    s.add_argument("--console-scrape-network", action="append", metavar="CIDR",
+                   help="the console's topology also reads the proxies with an address in this network (besides "
+                        "loopback): the local runtime's network namespaces; repeatable")
     s.add_argument("--no-status", action="store_true",
                    help="write no status (Reconciled condition, analysis messages) into Istio and ASM objects")
     s.set_defaults(func=_server)

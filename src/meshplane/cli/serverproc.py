@@ -99,8 +99,10 @@ class ServerOptions:
     otlp_host: str | None = None
     otlp_port: int = 15011
     trace_limit: int = 10_000  # spans kept in memory
-    # The console's topology reads every connected (loopback) proxy's :15090 while someone looks (meshplane.console).
+    # The console's topology reads every connected (loopback) proxy's :15090 while someone looks (meshplane.console);
+    # also those in these networks (CIDRs): the local runtime's network namespaces of a transparent mesh.
     console_scrape: bool = True
+    console_scrape_networks: tuple[str, ...] = ()
     # The store: None is SQLite in data_dir; ``etcd://host:port[,host:port...][/prefix]`` is etcd, shared by every
     # replica given the same URL (docs/ha.md), with optional TLS client credentials.
     store_url: str | None = None
@@ -253,7 +255,7 @@ async def _run_server(opts: ServerOptions, *, ready: asyncio.Event | None) -> No
         api.extra_routes.append(web.get("/management/v1/proxies", _proxy_status_handler(xds, identity)))
         targets = _scrape_targets(xds)
         if opts.console_scrape:
-            scraper = MetricsScraper(targets, ScraperSettings())
+            scraper = MetricsScraper(targets, ScraperSettings(networks=opts.console_scrape_networks))
     api.extra_routes.extend(console_routes(scraper, targets))
     if mesh_sync is not None:
         sync = mesh_sync

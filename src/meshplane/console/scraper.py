@@ -3,8 +3,10 @@
 Why here and not Prometheus: the console must work on the embedded default (``meshplane demo up``) with nothing
 else installed. Why cheap: it runs only while somebody looks: the first topology request starts it, and it stops
 after ``idle_s`` without one. One asyncio task for all proxies (no thread per proxy), at most ``concurrency``
-requests at a time, each bounded by ``timeout_s``, asking Envoy to filter to the ``istio`` stats. Only loopback
-addresses are scraped (the local runtime's instances); a proxy elsewhere is listed with the reason it was skipped.
+requests at a time, each bounded by ``timeout_s``, asking Envoy to filter to the ``istio`` stats. Only the local
+runtime's instances are scraped: loopback addresses, and the addresses of its own network namespaces when it runs
+them (``networks``: the bridge's subnet of a transparent mesh, docs/runtime.md, which the supervisor passes as
+``meshplane server --console-scrape-network``); a proxy elsewhere is listed with the reason it was skipped.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class ScraperSettings:
     idle_s: float = 120.0
     concurrency: int = 8
     port: int = 15090  # Istio's, the agent's default stats_port
+    networks: tuple[str, ...] = ()  # CIDRs scraped besides loopback: the runtime's network namespaces
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,11 +56,13 @@ class TargetState:
     last_ok: float | None  # wall clock of the last good scrape
 
 
-def _loopback(address: str) -> bool:
+def _local(address: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    """Whether ``address`` is one of the local runtime's: loopback, or in one of its networks."""
     try:
-        return ipaddress.ip_address(address).is_loopback
+        ip = ipaddress.ip_address(address)
     except ValueError:
         return False
+    return ip.is_loopback or any(ip in net for net in networks)
 
 
 class MetricsScraper:
@@ -66,6 +71,7 @@ class MetricsScraper:
     def __init__(self, targets: Callable[[], list[Target]], settings: ScraperSettings | None = None) -> None:
         self._targets = targets
         self.settings = settings or ScraperSettings()
+        self._networks = tuple(ipaddress.ip_network(n, strict=False) for n in self.settings.networks)
         self.aggregator = TopologyAggregator(self.settings.window_s)
         self._states: dict[str, TargetState] = {}
         self._task: asyncio.Task[None] | None = None
@@ -89,6 +95,10 @@ class MetricsScraper:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._close()
+
+    def reads(self, address: str) -> bool:
+        """Whether a proxy at ``address`` is one of the local runtime's, which this scraper reads."""
+        return _local(address, self._networks)
 
     def edges(self) -> list[Edge]:
         return self.aggregator.edges()
@@ -128,9 +138,10 @@ class MetricsScraper:
         address = next(iter(target.addresses), "")
         prev = self._states.get(target.proxy)
         last_ok = prev.last_ok if prev else None
-        if not address or not _loopback(address):
-            why = "no address" if not address else f"{address} is not a loopback address (the console reads " \
-                                                   "only the local runtime's proxies)"
+        if not address or not self.reads(address):
+            inside = "".join(f" nor in {n}" for n in self.settings.networks)
+            why = "no address" if not address else (f"{address} is not a loopback address{inside} (the console "
+                                                    "reads only the local runtime's proxies)")
             self._states[target.proxy] = TargetState(target, "", why, last_ok)
             return
         host = f"[{address}]" if ":" in address else address

@@ -266,6 +266,7 @@ class Supervisor:
         self.api = self.apis[0]
         self.xds = ",".join(f"{h}:{XDS_PORT}" for h in hosts)
         self.ca = ",".join(f"{h}:{CA_PORT}" for h in hosts) if sec.mtls else ""
+        await self.resolve_interception()  # before the server: it reads the metrics in the namespaces' network
         for i, h in enumerate(hosts):
             data = self.home.server_dir if i == 0 else self.home.root / f"server-{i}"
             args = ["server", "--data-dir", str(data), "--api-addr", f"{h}:{API_PORT}",
@@ -277,6 +278,8 @@ class Supervisor:
             else:
                 args += ["--ca-addr", "none"]
             args.append("--locality-lb" if self.manifest.mesh.locality_lb else "--no-locality-lb")
+            if self.transparent:  # the console's topology reads the sidecars' :15090 on the bridge
+                args += ["--console-scrape-network", netns.bridge_for(self.octet).subnet]
             self.server_args.append(args)
             self.servers.append(await self.spawn_server(i))
         self.server = self.servers[0]
@@ -300,6 +303,8 @@ class Supervisor:
     async def resolve_interception(self) -> None:
         """Transparent or explicit, once per mesh: ``auto`` is transparent when this machine can (root, network
         namespaces, iptables nat), and says why not otherwise."""
+        if self.interception_reason:
+            return  # resolved already
         want = self.interception_wanted
         reason = "" if want == "explicit" else await asyncio.to_thread(netns.capture_unavailable)
         if not reason and want != "explicit" and self.replicas > 1:

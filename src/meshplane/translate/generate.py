@@ -67,7 +67,7 @@ from meshplane.translate.listeners import (
 )
 from meshplane.translate.memo import Slot
 from meshplane.translate.nametable import build_name_table
-from meshplane.translate.routes import build_route_configs
+from meshplane.translate.routes import build_route_configs, identity_reach
 from meshplane.translate.telemetryapi import telemetry_policy
 from meshplane.translate.wasmplugin import insert_plugins, plugins_for
 
@@ -225,6 +225,7 @@ def _patched(ctx: PushContext, proxy: Proxy, type_url: str, view: Resources, pat
         msgs = patch_listeners(msgs, proxy, patches, proxy.gateway_ports)
     elif type_url == xdstypes.ROUTE:
         msgs = patch_route_configs(msgs, proxy, patches)
+        identity_reach(msgs, ctx)  # a route an EnvoyFilter added or changed: the identity goes to the mesh only
     else:
         def inbound_hosts(port: int) -> list[str]:
             for ip in proxy.inbound_ports:

@@ -6,6 +6,9 @@ only), name.namespace, name.namespace.svc, the FQDN and the service's VIPs, each
 must be unique in one RouteConfiguration: in ``http_proxy`` (all ports together) a bare name belongs to the
 service's port 80, or to its first HTTP port when it has no port 80. The last virtual host catches unknown hosts:
 ``PassthroughCluster`` under ALLOW_ANY, ``BlackHoleCluster`` under REGISTRY_ONLY.
+
+Every route configuration (a gateway's too) says where the proxy's identity header may go: only to clusters of
+mesh services (``in_mesh_cluster``; ``telemetry.send_identity_to_mesh``).
 """
 
 from __future__ import annotations
@@ -13,12 +16,13 @@ from __future__ import annotations
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 
+from meshplane.model.names import Hostname
 from meshplane.model.proxy import Proxy, ProxyType
 from meshplane.model.resources import HEADER_PROPAGATIONS, TRAFFIC_LABELS
-from meshplane.model.service import Service, ServicePort
-from meshplane.translate import trafficlabel
+from meshplane.model.service import Location, Service, ServicePort
+from meshplane.translate import fallback, telemetry, trafficlabel
 from meshplane.translate.clusters import known_cluster_names
-from meshplane.translate.common import BLACKHOLE, PASSTHROUGH, cluster_name, proto_duration
+from meshplane.translate.common import BLACKHOLE, PASSTHROUGH, cluster_name, parse_cluster_name, proto_duration
 from meshplane.translate.context import MESH_GATEWAY, PushContext
 from meshplane.translate.hosts import service_domains
 from meshplane.translate.httproute import RouteScope, default_route, hash_policies, http_routes
@@ -137,6 +141,20 @@ def sidecar_route_configs(proxy: Proxy, ctx: PushContext) -> list[route_pb2.Rout
     return out
 
 
+def in_mesh_cluster(name: str, ctx: PushContext) -> bool:
+    """Whether an outbound cluster reaches mesh workloads: a service that is ``MESH_INTERNAL`` (a Kubernetes
+    service, a ServiceEntry that says so, as for WorkloadEntries), or a VirtualService ``fallback`` aggregate of
+    two such clusters. Not the PassthroughCluster, the BlackHoleCluster nor a ``MESH_EXTERNAL`` ServiceEntry's."""
+    parts = name.split("|")
+    if parts[0] == fallback.PREFIX and len(parts) == 9:
+        return in_mesh_cluster("|".join(parts[1:5]), ctx) and in_mesh_cluster("|".join(parts[5:]), ctx)
+    parsed = parse_cluster_name(name)
+    if parsed is None or parsed[0] != "outbound":
+        return False
+    svc = ctx.service(Hostname(parsed[3]))
+    return svc is not None and svc.location is Location.MESH_INTERNAL
+
+
 def build_route_configs(proxy: Proxy, ctx: PushContext) -> list[route_pb2.RouteConfiguration]:
     if proxy.type is ProxyType.ROUTER:
         from meshplane.translate.gateway import gateway_route_configs
@@ -146,4 +164,11 @@ def build_route_configs(proxy: Proxy, ctx: PushContext) -> list[route_pb2.RouteC
         out = sidecar_route_configs(proxy, ctx)
     trafficlabel.attach_outbound(out, proxy,  # ASM's request labels
                                  ctx.config.of(TRAFFIC_LABELS), ctx.config.of(HEADER_PROPAGATIONS))
+    identity_reach(out, ctx)
     return out
+
+
+def identity_reach(configs: list[route_pb2.RouteConfiguration], ctx: PushContext) -> None:
+    """Where the proxy's identity header may go (``telemetry.send_identity_to_mesh``); again after EnvoyFilter
+    patches, so a route they add or change follows the same rule."""
+    telemetry.send_identity_to_mesh(configs, lambda name: in_mesh_cluster(name, ctx))

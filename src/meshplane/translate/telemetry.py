@@ -15,7 +15,10 @@ only these are tags: ``response_code``, ``response_flags``, the peer's identity 
 back into Istio's names and labels (``agent.statsdecode``).
 
 The peer's identity costs no round trip: the client's sidecar sends its own in one ``x-meshplane-peer`` header
-(a fixed string, or ``%ENVIRONMENT(MESHPLANE_PEER)%`` on shared listeners; see ``model.peer``); the server's
+(a fixed string, or ``%ENVIRONMENT(MESHPLANE_PEER)%`` on shared listeners; see ``model.peer``), but only to a
+destination in the mesh: the filter that sets it is off in the connection manager and the route configurations
+turn it on where every upstream of a route is a mesh workload (``send_identity_to_mesh``); elsewhere the header
+the application sent is removed and nothing is added. The server's
 sidecar moves it into dynamic metadata with one rule and removes it before the application sees it; on mTLS
 chains the server's sidecar answers with its own identity the same way (only there: a plaintext caller may be
 outside the mesh and is not told who answered). A label nobody sent is ``unknown``, as in Istio. TCP carries
@@ -25,19 +28,22 @@ counted when a connection closes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import TypeAlias
 
 from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.config.route.v3 import route_pb2
 from envoy.data.accesslog.v3 import accesslog_pb2 as accesslog_data_pb2
 from envoy.extensions.access_loggers.file.v3 import file_pb2
 from envoy.extensions.access_loggers.stats.v3 import stats_pb2
 from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
 from envoy.extensions.filters.http.header_to_metadata.v3 import header_to_metadata_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
-from google.protobuf import struct_pb2
+from google.protobuf import any_pb2, struct_pb2
 
 from meshplane.model import statname
 from meshplane.model.peer import PEER_ENV, PEER_FIELDS, PEER_HEADER, UNKNOWN, canonical_app, canonical_version
@@ -54,6 +60,7 @@ PEER_KEY = "id"  # ... and its one key (a peer value, model.statname)
 CLUSTER_METADATA = "meshplane.telemetry"  # outbound clusters: the service they reach (key "service")
 HEADER_TO_METADATA = "envoy.filters.http.header_to_metadata"
 HEADER_MUTATION = "envoy.filters.http.header_mutation"
+PEER_SENDER = "meshplane.peer_sender"  # outbound: the header_mutation sending our identity, off unless a route says
 
 MUTUAL_TLS = "mutual_tls"
 NONE = "none"
@@ -148,13 +155,83 @@ def _remove_peer_header() -> hcm_pb2.HttpFilter:
 
 
 def outbound_peer_filters(policy: TelemetryPolicy, identity: Identity = None) -> list[hcm_pb2.HttpFilter]:
-    """First filters of an outbound HCM (sidecar or gateway): send our identity, take the answering sidecar's
-    out of the response. None when every metric is disabled."""
+    """First filters of an outbound HCM (sidecar or gateway): remove the identity header the application sent
+    (always, also with every metric disabled: it must reach no destination), then send ours where the route
+    enables it (``send_identity_to_mesh``) and take the answering sidecar's out of the response."""
+    strip = _remove_peer_header()
     if not policy.peer_exchange:
-        return []
+        return [strip]
     take = header_to_metadata_pb2.Config()
     take.response_rules.append(_metadata_rule())
-    return [hcm_pb2.HttpFilter(name=HEADER_TO_METADATA, typed_config=pack(take)), _mutation(identity, request=True)]
+    send = _mutation(identity, request=True)
+    send.name, send.disabled = PEER_SENDER, True
+    return [hcm_pb2.HttpFilter(name=HEADER_TO_METADATA, typed_config=pack(take)), strip, send]
+
+
+def _filter_config(*, on: bool) -> any_pb2.Any:
+    # A FilterConfig whose ``config`` is present but empty turns a filter that is off in the HCM on.
+    fc = rc.FilterConfig(disabled=not on)
+    if on:
+        fc.config.SetInParent()
+    return pack(fc)
+
+
+_SENDER_ON, _SENDER_OFF = _filter_config(on=True), _filter_config(on=False)
+
+
+def _route_in_mesh(action: rc.RouteAction, in_mesh: Callable[[str], bool]) -> list[bool]:
+    """For each upstream of a route (its cluster, or each weighted cluster), whether it is in the mesh. A
+    mirror gets the request's headers, so one outside the mesh keeps the whole route out; a cluster named by a
+    header (or a plugin) is not known here: out."""
+    which = action.WhichOneof("cluster_specifier")
+    if which == "cluster":
+        each = [in_mesh(action.cluster)]
+    elif which == "weighted_clusters":
+        each = [in_mesh(c.name) for c in action.weighted_clusters.clusters]
+    else:
+        return [False]
+    if any(not in_mesh(m.cluster) for m in action.request_mirror_policies):
+        return [False] * len(each)
+    return each
+
+
+_Level: TypeAlias = rc.VirtualHost | rc.Route | rc.WeightedCluster.ClusterWeight | route_pb2.RouteConfiguration
+
+
+def _settle(level: _Level, want: bool, inherited: bool) -> bool:
+    """Give ``level`` the sender's setting ``want``, written only where it differs from what it inherits."""
+    level.typed_per_filter_config.pop(PEER_SENDER, None)
+    if want != inherited:
+        level.typed_per_filter_config[PEER_SENDER].CopyFrom(_SENDER_ON if want else _SENDER_OFF)
+    return want
+
+
+def _most(votes: list[bool]) -> bool:
+    return sum(votes) * 2 > len(votes)
+
+
+def send_identity_to_mesh(configs: Iterable[route_pb2.RouteConfiguration], in_mesh: Callable[[str], bool]) -> None:
+    """Switch ``PEER_SENDER`` on exactly where the upstream is a mesh workload (``in_mesh``: an upstream
+    cluster's name): not towards a ``MESH_EXTERNAL`` ServiceEntry, the PassthroughCluster, the BlackHoleCluster,
+    a cluster chosen by a header; direct responses and redirects reach no upstream. Envoy takes the setting of
+    a weighted cluster, else of its route, else of its virtual host, else of the route configuration, else the
+    HCM's (off); each level is given what most of its children want and a child says otherwise only where it
+    differs, so a mesh's route configuration carries the setting a few times, not once per host. Idempotent:
+    it is applied again after EnvoyFilter patches. Without the sender in the HCM (every metric disabled) the
+    routes' setting does nothing."""
+    for cfg in configs:
+        # per virtual host: its forwarding routes with what each wants and what each of its upstreams does
+        plan = [(vh, [(r, _most(each), each) for r in vh.routes if r.HasField("route")
+                      for each in [_route_in_mesh(r.route, in_mesh)]]) for vh in cfg.virtual_hosts]
+        vh_wants = [_most([w for _, w, _ in routes]) if routes else None for _, routes in plan]
+        top = _settle(cfg, _most([w for w in vh_wants if w is not None]), False)
+        for (vh, routes), vh_want in zip(plan, vh_wants, strict=True):
+            here = _settle(vh, top if vh_want is None else vh_want, top)
+            for r, want, each in routes:
+                mine = _settle(r, want, here)
+                if r.route.HasField("weighted_clusters"):
+                    for c, yes in zip(r.route.weighted_clusters.clusters, each, strict=True):
+                        _settle(c, yes, mine)
 
 
 def cluster_metadata(c: cluster_pb2.Cluster, svc: Service) -> None:
@@ -415,6 +492,6 @@ def metric_names() -> Iterable[str]:
                                    "tcp_sent_bytes_total", "tcp_received_bytes_total"))
 
 
-__all__ = ["CLUSTER_METADATA", "PEER_METADATA", "ServiceLabels", "access_logs", "cluster_metadata",
+__all__ = ["CLUSTER_METADATA", "PEER_METADATA", "PEER_SENDER", "ServiceLabels", "access_logs", "cluster_metadata",
            "inbound_http_logs", "inbound_peer_filters", "inbound_tcp_logs", "metric_names", "outbound_http_logs",
-           "outbound_peer_filters", "outbound_tcp_logs"]
+           "outbound_peer_filters", "outbound_tcp_logs", "send_identity_to_mesh"]

@@ -101,6 +101,21 @@ async def test_a_proxy_that_does_not_answer_is_listed_with_its_error() -> None:
     await scraper.stop()
 
 
+async def test_the_runtime_networks_are_scraped_too() -> None:
+    """A transparent mesh's sidecars live in network namespaces (10.B.c.n on the bridge): the server is told
+    that network (``--console-scrape-network``) and reads them there; other addresses stay skipped."""
+    outside = Target("out", Workload("c1", "default", "x"), "sidecar", ("10.33.1.2",), "")
+    scraper = MetricsScraper(targets_of([]), ScraperSettings(networks=("10.32.0.0/16",)))
+    assert scraper.reads("10.32.1.2") and scraper.reads("127.0.0.1") and scraper.reads("::1")
+    assert not scraper.reads("10.33.1.2") and not scraper.reads("") and not scraper.reads("reviews")
+    skipped = MetricsScraper(targets_of([outside]), ScraperSettings(networks=("10.32.0.0/16",)))
+    await skipped.scrape_once()
+    (state,) = skipped.states()
+    assert state.url == "" and state.error == ("10.33.1.2 is not a loopback address nor in 10.32.0.0/16 (the "
+                                               "console reads only the local runtime's proxies)")
+    await skipped.stop()
+
+
 async def test_static_page_scraper_off_and_tokens() -> None:
     client, store = await api_client(console_routes(None, list), tokens={"s3cret": "alice"})
     try:

@@ -13,6 +13,7 @@ from envoy.extensions.access_loggers.stats.v3 import stats_pb2
 from meshplane.model.mesh import MeshSettings, TelemetryProvider
 from meshplane.model.statname import decode_name
 from meshplane.model.telemetry import cel_to_format, code_filter
+from meshplane.translate import telemetry
 from meshplane.translate.telemetryapi import DEFAULT, DEFAULT_TEXT_FORMAT, telemetry_policy
 
 
@@ -140,7 +141,10 @@ def test_all_metrics_disabled_drops_the_stats_loggers_and_the_identity_exchange(
     assert "envoy.filters.http.header_to_metadata" not in names and names[0] == "envoy.filters.http.header_mutation"
     outbound = hcm_of(lst["127.0.1.3_15001"].filter_chains[0])
     assert outbound is not None
-    assert not [f for f in outbound.http_filters if f.name.startswith("envoy.filters.http.header_")]
+    # The outbound side only removes what the application sent: it sends no identity and reads none.
+    peer = [f for f in outbound.http_filters if f.name.startswith("envoy.filters.http.header_")
+            or f.name == telemetry.PEER_SENDER]
+    assert [f.name for f in peer] == ["envoy.filters.http.header_mutation"]
     assert not [log for log in outbound.access_log if log.name == "envoy.access_loggers.stats"]
     envoy_validate(proxy, ctx, tmp_path)
 
