@@ -24,7 +24,7 @@ from typing import Any
 
 from meshplane.model import nds
 from meshplane.model.proxy import Proxy
-from meshplane.model.service import Service
+from meshplane.model.service import Resolution, Service
 from meshplane.translate.common import is_ip_address
 from meshplane.translate.context import PushContext
 from meshplane.translate.memo import Slot
@@ -41,7 +41,12 @@ def _static_addresses(svc: Service) -> list[str]:
 
 
 def needs_auto_vip(svc: Service) -> bool:
-    return not _static_addresses(svc) and not svc.hostname.startswith("*")
+    """Whether ``svc`` gets a virtual IP: no address of its own, no wildcard host, and a resolution that sends the
+    connection to the service's endpoints. With resolution ``NONE`` the proxy connects to the address the
+    application dialled (ORIGINAL_DST): a VIP there would be dialled itself and fail, so, as in Istio, such a host
+    gets none and its name is resolved upstream to its real address."""
+    return (not _static_addresses(svc) and not svc.hostname.startswith("*")
+            and svc.resolution is not Resolution.NONE)
 
 
 def allocate(hosts: list[str]) -> dict[str, str]:
