@@ -7,7 +7,6 @@ one line and runs on (Envoy LIVE, DNS answering).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 import socket
@@ -28,6 +27,7 @@ from envoy_harness import free_port, loopback_host, wait_until
 from meshplane.store import GroupResource, MemoryStore
 from meshplane.xds.default_translator import DefaultTranslator
 from tests.support.promtext import samples, value
+from tests.support.resolver import Resolver, resolver
 
 pytestmark = pytest.mark.envoy
 
@@ -35,35 +35,10 @@ SE = GroupResource("networking.istio.io", "serviceentries")
 EXTERNAL_IP = "192.0.2.44"
 
 
-class Upstream(asyncio.DatagramProtocol):
-    """The upstream resolver: ``www.example.org`` -> EXTERNAL_IP, NXDOMAIN otherwise."""
-
-    def __init__(self) -> None:
-        self.transport: Any = None
-        self.queries: list[str] = []
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        q = dns.message.from_wire(data)
-        name = q.question[0].name.to_text(omit_final_dot=True)
-        self.queries.append(name)
-        r = dns.message.make_response(q)
-        if name == "www.example.org":
-            r.answer.append(dns.rrset.from_text(q.question[0].name, 60, "IN", "A", EXTERNAL_IP))
-        else:
-            r.set_rcode(dns.rcode.NXDOMAIN)
-        self.transport.sendto(r.to_wire(), addr)
-
-
 @pytest.fixture
-async def upstream() -> AsyncIterator[tuple[Upstream, int]]:
-    up = Upstream()
-    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(lambda: up,
-                                                                             local_addr=("127.0.0.1", 0))
-    yield up, int(transport.get_extra_info("sockname")[1])
-    transport.close()
+async def upstream() -> AsyncIterator[tuple[Resolver, int]]:
+    async with resolver(lambda name: EXTERNAL_IP if name == "www.example.org" else None) as (up, port):
+        yield up, port
 
 
 @pytest.fixture
@@ -132,7 +107,7 @@ def _answers(resp: dns.message.Message) -> list[str]:
 
 
 async def test_status_port_counts_dns_queries_and_merges_envoys_metrics(
-        tmp_path: Path, xds_address: str, upstream: tuple[Upstream, int], agents: list[Agent]) -> None:
+        tmp_path: Path, xds_address: str, upstream: tuple[Resolver, int], agents: list[Agent]) -> None:
     up, up_port = upstream
     agent = Agent(tmp_path / "a", xds_address, up_port)  # status_port: the default, 15020
     agents.append(agent)
@@ -165,7 +140,7 @@ async def test_status_port_counts_dns_queries_and_merges_envoys_metrics(
 
 
 async def test_a_taken_status_port_is_logged_and_the_agent_runs_on(
-        tmp_path: Path, xds_address: str, upstream: tuple[Upstream, int], agents: list[Agent]) -> None:
+        tmp_path: Path, xds_address: str, upstream: tuple[Resolver, int], agents: list[Agent]) -> None:
     _, up_port = upstream
     host = loopback_host()
     with socket.socket() as holder:  # something else has the instance's 15020

@@ -6,11 +6,9 @@ is logged and not fatal. Real UDP and HTTP on loopback; Envoy's listener is a sm
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import socket
 from collections.abc import AsyncIterator
-from typing import Any
 
 import aiohttp
 import dns.asyncquery
@@ -26,48 +24,27 @@ from meshplane.agent.metrics import DNS_COUNTERS, AgentMetrics
 from meshplane.agent.statusport import StatusServer
 from meshplane.model import nds
 from tests.support.promtext import samples, value
+from tests.support.resolver import Resolver, resolver
 
 ENVOY_TEXT = ("# TYPE envoy_server_live gauge\nenvoy_server_live{} 1\n"
               "# TYPE istio_requests_total counter\n"
               'istio_requests_total{reporter="destination",response_code="200"} 7')  # no final newline
 
 
-class Upstream(asyncio.DatagramProtocol):
-    """A resolver on loopback: ``*.example.com`` -> 192.0.2.7 (TTL 60), NXDOMAIN otherwise."""
-
-    def __init__(self) -> None:
-        self.transport: Any = None
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        q = dns.message.from_wire(data)
-        r = dns.message.make_response(q)
-        if q.question[0].name.to_text(omit_final_dot=True).endswith("example.com"):
-            r.answer.append(dns.rrset.from_text(q.question[0].name, 60, "IN", "A", "192.0.2.7"))
-        else:
-            r.set_rcode(dns.rcode.NXDOMAIN)
-        self.transport.sendto(r.to_wire(), addr)
-
-
 @pytest.fixture
-async def proxy() -> AsyncIterator[tuple[DnsProxy, Upstream, int, AgentMetrics]]:
-    loop = asyncio.get_running_loop()
-    up = Upstream()
-    up_transport, _ = await loop.create_datagram_endpoint(lambda: up, local_addr=("127.0.0.1", 0))
-    p = DnsProxy("default", ("127.0.0.1", up_transport.get_extra_info("sockname")[1]))
-    t = nds.NameTable()
-    r = t.table["reviews.default.svc.cluster.local"]
-    r.ips.append("240.240.0.5")
-    r.registry, r.shortname, r.namespace = "Kubernetes", "reviews", "default"
-    p.set_table(t)
-    metrics = AgentMetrics(process=False)
-    metrics.watch_dns(p)
-    [address] = await p.serve(["127.0.0.1:0"])
-    yield p, up, int(address.rpartition(":")[2]), metrics
-    await p.close()
-    up_transport.close()
+async def proxy() -> AsyncIterator[tuple[DnsProxy, Resolver, int, AgentMetrics]]:
+    async with resolver(lambda name: "192.0.2.7" if name.endswith("example.com") else None) as (up, up_port):
+        p = DnsProxy("default", ("127.0.0.1", up_port))
+        t = nds.NameTable()
+        r = t.table["reviews.default.svc.cluster.local"]
+        r.ips.append("240.240.0.5")
+        r.registry, r.shortname, r.namespace = "Kubernetes", "reviews", "default"
+        p.set_table(t)
+        metrics = AgentMetrics(process=False)
+        metrics.watch_dns(p)
+        [address] = await p.serve(["127.0.0.1:0"])
+        yield p, up, int(address.rpartition(":")[2]), metrics
+        await p.close()
 
 
 async def _ask(port: int, name: str) -> dns.message.Message:
@@ -80,7 +57,7 @@ def _dns(metrics: AgentMetrics) -> dict[str, float]:
             if name.startswith("istio_agent_dns_") and not labels}
 
 
-async def test_dns_counts_move_under_istios_names(proxy: tuple[DnsProxy, Upstream, int, AgentMetrics],
+async def test_dns_counts_move_under_istios_names(proxy: tuple[DnsProxy, Resolver, int, AgentMetrics],
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     p, up, port, metrics = proxy
     zero = _dns(metrics)

@@ -3,7 +3,6 @@ forms), local NXDOMAIN under the mesh domain, forwarding with a cache, and answe
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,28 +15,7 @@ import pytest
 
 from meshplane.agent.dns import DnsProxy, expand_table
 from meshplane.model import nds
-
-
-class Upstream(asyncio.DatagramProtocol):
-    """A real resolver on loopback answering ``*.example.com`` with 192.0.2.7 (TTL 60), NXDOMAIN otherwise."""
-
-    def __init__(self) -> None:
-        self.queries: list[str] = []
-        self.transport: Any = None
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        q = dns.message.from_wire(data)
-        name = q.question[0].name.to_text(omit_final_dot=True)
-        self.queries.append(name)
-        r = dns.message.make_response(q)
-        if name.endswith("example.com"):
-            r.answer.append(dns.rrset.from_text(q.question[0].name, 60, "IN", "A", "192.0.2.7"))
-        else:
-            r.set_rcode(dns.rcode.NXDOMAIN)
-        self.transport.sendto(r.to_wire(), addr)
+from tests.support.resolver import Resolver, resolver
 
 
 def _table() -> Any:
@@ -55,18 +33,14 @@ def _table() -> Any:
 
 
 @pytest.fixture
-async def mesh_dns() -> AsyncIterator[tuple[DnsProxy, Upstream, int]]:
-    loop = asyncio.get_running_loop()
-    up = Upstream()
-    up_transport, _ = await loop.create_datagram_endpoint(lambda: up, local_addr=("127.0.0.1", 0))
-    up_port = up_transport.get_extra_info("sockname")[1]
-    proxy = DnsProxy("default", ("127.0.0.1", up_port))
-    proxy.set_table(_table())
-    [address] = await proxy.serve(["127.0.0.1:0"])  # one port free for both UDP and TCP, chosen by the kernel
-    port = int(address.rpartition(":")[2])
-    yield proxy, up, port
-    await proxy.close()
-    up_transport.close()
+async def mesh_dns() -> AsyncIterator[tuple[DnsProxy, Resolver, int]]:
+    async with resolver(lambda name: "192.0.2.7" if name.endswith("example.com") else None) as (up, up_port):
+        proxy = DnsProxy("default", ("127.0.0.1", up_port))
+        proxy.set_table(_table())
+        [address] = await proxy.serve(["127.0.0.1:0"])  # one port free for both UDP and TCP, chosen by the kernel
+        port = int(address.rpartition(":")[2])
+        yield proxy, up, port
+        await proxy.close()
 
 
 async def _ask(port: int, name: str, rdtype: str = "A", tcp: bool = False) -> dns.message.Message:
@@ -80,7 +54,7 @@ def _a(resp: dns.message.Message) -> list[str]:
     return [r.to_text() for rrset in resp.answer for r in rrset]
 
 
-async def test_mesh_names_and_their_short_forms(mesh_dns: tuple[DnsProxy, Upstream, int]) -> None:
+async def test_mesh_names_and_their_short_forms(mesh_dns: tuple[DnsProxy, Resolver, int]) -> None:
     proxy, up, port = mesh_dns
     for name in ("reviews.default.svc.cluster.local", "reviews.default", "reviews.default.svc", "reviews"):
         assert _a(await _ask(port, name)) == ["240.240.0.5"], name
@@ -94,7 +68,7 @@ async def test_mesh_names_and_their_short_forms(mesh_dns: tuple[DnsProxy, Upstre
     assert proxy.stats.mesh_answers == 8
 
 
-async def test_names_under_a_wildcard_host_with_addresses(mesh_dns: tuple[DnsProxy, Upstream, int]) -> None:
+async def test_names_under_a_wildcard_host_with_addresses(mesh_dns: tuple[DnsProxy, Resolver, int]) -> None:
     proxy, up, port = mesh_dns
     assert _a(await _ask(port, "git.corp.example.com")) == ["10.8.8.8"]
     assert _a(await _ask(port, "a.b.corp.example.com")) == ["10.8.8.8"]  # any depth under the wildcard
@@ -106,13 +80,13 @@ async def test_names_under_a_wildcard_host_with_addresses(mesh_dns: tuple[DnsPro
     assert proxy.stats.mesh_answers == 3
 
 
-async def test_search_path_misses_stay_local(mesh_dns: tuple[DnsProxy, Upstream, int]) -> None:
+async def test_search_path_misses_stay_local(mesh_dns: tuple[DnsProxy, Resolver, int]) -> None:
     _, up, port = mesh_dns
     resp = await _ask(port, "www.google.default.svc.cluster.local")
     assert resp.rcode() == dns.rcode.NXDOMAIN and up.queries == []
 
 
-async def test_forwarding_caching_and_upstream_down(mesh_dns: tuple[DnsProxy, Upstream, int]) -> None:
+async def test_forwarding_caching_and_upstream_down(mesh_dns: tuple[DnsProxy, Resolver, int]) -> None:
     proxy, up, port = mesh_dns
     assert _a(await _ask(port, "www.example.com")) == ["192.0.2.7"]
     assert _a(await _ask(port, "www.example.com")) == ["192.0.2.7"]
