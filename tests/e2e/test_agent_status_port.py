@@ -117,6 +117,11 @@ async def test_status_port_counts_dns_queries_and_merges_envoys_metrics(
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{base}/healthz/ready") as r:
             assert r.status == 200
+        # Istio's 15021: Envoy answers readiness from the status port; other paths are not there.
+        async with http.get(f"http://{agent.host}:15021/healthz/ready") as r:
+            assert r.status == 200
+        async with http.get(f"http://{agent.host}:15021/stats/prometheus") as r:
+            assert r.status == 404
 
         assert _answers(await agent.ask("api.mesh.test")) == ["10.77.0.9"]  # the name table
         assert _answers(await agent.ask("www.example.org")) == [EXTERNAL_IP]  # forwarded

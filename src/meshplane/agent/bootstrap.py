@@ -23,6 +23,7 @@ XDS_CLUSTER = "xds-grpc"
 SDS_CLUSTER = "sds-grpc"  # MeshSettings.sds_cluster: what the translated TLS contexts fetch secrets from
 EXTAUTHZ_CLUSTER = "opa-extauthz"  # translate.opa: the agent's ext_authz server evaluating ASMOPAPolicies
 STATS_CLUSTER = "prometheus_stats"
+AGENT_CLUSTER = "agent"  # the agent's status port, behind Envoy's health port (Istio's cluster of that name)
 STATS_PORT = 15090  # Istio's port for a proxy's Prometheus metrics
 
 
@@ -71,6 +72,8 @@ def build_bootstrap(
     stats_address: str | None = None,
     xds_keepalive_interval_s: float = 30.0,
     trust_domain: str = "cluster.local",
+    health_address: str | None = None,
+    status_address: str | None = None,
 ) -> dict[str, Any]:
     """A complete Envoy v3 bootstrap: ADS to ``xds_address`` for listeners and clusters, admin on
     ``admin_address``. ``xds_address`` may list several replicas (``h1:p1,h2:p2``, docs/ha.md): they become the
@@ -82,6 +85,9 @@ def build_bootstrap(
     ``stats_address``: where Prometheus scrapes the proxy (``/stats/prometheus``, Istio's port 15090), with the
     mesh metrics under Istio's names and labels (``istio_requests_total``; see ``translate.telemetry``), decoded
     by ``agent.statsdecode`` with this proxy's own identity (from ``metadata``; its principal in ``trust_domain``).
+    ``health_address``: Istio's health port (15021): ``/healthz/ready`` there is answered by the agent's status
+    port at ``status_address`` (503 while the instance is not ready; 503 from Envoy when the agent is gone), so a
+    load balancer or a readiness probe asks Envoy itself, as with Istio's sidecars and gateways.
     ``xds_keepalive_interval_s``: how often Envoy pings the xDS connection (HTTP/2 PING; a dead control plane is
     noticed within that plus 10 s); the server accepts pings down to one a second (xds.XdsSettings)."""
     node_locality = {k: v for k, v in (("region", locality.region), ("zone", locality.zone),
@@ -103,6 +109,9 @@ def build_bootstrap(
     if stats_address:
         listeners.append(_stats_listener(stats_address, _own_identity(metadata, trust_domain)))
         local.append(_static_cluster(STATS_CLUSTER, _socket(admin_address)))
+    if health_address and status_address:
+        listeners.append(_health_listener(health_address))
+        local.append(_static_cluster(AGENT_CLUSTER, _socket(status_address)))
     return {
         "node": node,
         "admin": {"address": _socket(admin_address)},
@@ -216,6 +225,25 @@ def _stats_listener(address: str, own: Mapping[str, str]) -> dict[str, Any]:
         ],
     }
     return {"name": "prometheus_stats", "address": _socket(address),
+            "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
+                                            "typed_config": hcm}]}]}
+
+
+def _health_listener(address: str) -> dict[str, Any]:
+    """Istio's 15021: ``/healthz/ready`` to the agent's status port, anything else 404."""
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
+                 "HttpConnectionManager",
+        "stat_prefix": "agent",
+        "route_config": {"virtual_hosts": [{
+            "name": "health", "domains": ["*"],
+            "routes": [{"match": {"path": "/healthz/ready"}, "route": {"cluster": AGENT_CLUSTER, "timeout": "5s"}},
+                       {"match": {"prefix": "/"}, "direct_response": {"status": 404}}],
+        }]},
+        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+    }
+    return {"name": "health", "address": _socket(address),
             "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
                                             "typed_config": hcm}]}]}
 

@@ -67,6 +67,9 @@ class AgentConfig:
     # The agent's status port (Istio's 15020): /stats/prometheus (the agent's metrics with Envoy's merged in) and
     # /healthz/ready, on ``address``; 0 = none. A port already taken is logged and the agent runs without it.
     status_port: int = 15020
+    # Istio's health port: Envoy serves /healthz/ready here, answered by the status port's readiness (what load
+    # balancers and readiness probes ask); 0 = none, as when there is no status port.
+    health_port: int = 15021
     outbound_port: int = 15001
     readiness: Readiness = field(default_factory=Readiness)
     register: bool = True

@@ -99,7 +99,9 @@ class Agent:
                               sds_socket=str(self.sds_path) if self.sds_path else None,
                               extauthz_socket=str(self.extauthz_path) if self.extauthz_path else None,
                               stats_address=f"{cfg.address}:{cfg.stats_port}" if cfg.stats_port else None,
-                              trust_domain=cfg.trust_domain)
+                              trust_domain=cfg.trust_domain,
+                              health_address=f"{cfg.address}:{cfg.health_port}" if cfg.health_port else None,
+                              status_address=f"{cfg.address}:{cfg.status_port}" if cfg.status_port else None)
         self.envoy.env = peer_environment(md)  # who this proxy is, in its metrics (translate.telemetry)
         self.work.mkdir(parents=True, exist_ok=True)
         path = self.work / "bootstrap.json"

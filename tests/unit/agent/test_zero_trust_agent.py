@@ -8,7 +8,7 @@ import asyncio
 import datetime
 from pathlib import Path
 
-from meshplane.agent.bootstrap import EXTAUTHZ_CLUSTER, SDS_CLUSTER, build_bootstrap
+from meshplane.agent.bootstrap import AGENT_CLUSTER, EXTAUTHZ_CLUSTER, SDS_CLUSTER, build_bootstrap
 from meshplane.agent.certs import CertificateManager, socket_path
 from meshplane.agent.config import AgentConfig
 from meshplane.agent.registration import TLS_MODE_LABEL, workload_entry
@@ -37,6 +37,25 @@ def test_bootstrap_adds_local_clusters_only_when_asked() -> None:
     # Without an SDS source the node says so (no auto mTLS offered to it); with one, nothing is added.
     assert plain["node"]["metadata"]["SDS"] == "false"  # type: ignore[index]
     assert "SDS" not in doc["node"]["metadata"]  # type: ignore[index]
+
+
+def test_health_port_routes_readiness_to_the_agents_status_port() -> None:
+    node = "sidecar~127.0.0.2~a.default~default.svc.cluster.local"
+    plain = build_bootstrap(node, {}, Locality(), "127.0.0.1:15010", "127.0.0.2:15000")
+    assert plain["static_resources"]["listeners"] == []  # type: ignore[index]
+    doc = build_bootstrap(node, {}, Locality(), "127.0.0.1:15010", "127.0.0.2:15000",
+                          health_address="127.0.0.2:15021", status_address="127.0.0.2:15020")
+    [health] = doc["static_resources"]["listeners"]  # type: ignore[index]
+    assert health["address"] == {"socket_address": {"address": "127.0.0.2", "port_value": 15021}}
+    routes = health["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
+    assert routes[0]["match"] == {"path": "/healthz/ready"} and routes[0]["route"]["cluster"] == AGENT_CLUSTER
+    assert routes[1]["direct_response"] == {"status": 404}
+    agent = _clusters(doc)[AGENT_CLUSTER]
+    assert "'port_value': 15020" in str(agent["load_assignment"])
+    # No status port: nothing to answer readiness, so no health listener either.
+    none = build_bootstrap(node, {}, Locality(), "127.0.0.1:15010", "127.0.0.2:15000",
+                           health_address="127.0.0.2:15021")
+    assert none["static_resources"]["listeners"] == []  # type: ignore[index]
 
 
 def test_workload_entry_is_labelled_for_auto_mtls_only_with_a_ca() -> None:
