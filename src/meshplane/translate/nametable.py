@@ -40,13 +40,18 @@ def _static_addresses(svc: Service) -> list[str]:
     return [a for a in svc.addresses if "/" not in a and is_ip_address(a)]
 
 
+# Istio's opt-out, a label of the ServiceEntry: "false" (any case) keeps its hosts out of auto-allocation.
+AUTO_ALLOCATE_LABEL = "networking.istio.io/enable-autoallocate-ip"
+
+
 def needs_auto_vip(svc: Service) -> bool:
-    """Whether ``svc`` gets a virtual IP: no address of its own, no wildcard host, and a resolution that sends the
-    connection to the service's endpoints. With resolution ``NONE`` the proxy connects to the address the
-    application dialled (ORIGINAL_DST): a VIP there would be dialled itself and fail, so, as in Istio, such a host
-    gets none and its name is resolved upstream to its real address."""
+    """Whether ``svc`` gets a virtual IP: no address of its own, no wildcard host, a resolution that sends the
+    connection to the service's endpoints, and no opt-out label. With resolution ``NONE`` the proxy connects to
+    the address the application dialled (ORIGINAL_DST): a VIP there would be dialled itself and fail, so, as in
+    Istio, such a host gets none and its name is resolved upstream to its real address."""
     return (not _static_addresses(svc) and not svc.hostname.startswith("*")
-            and svc.resolution is not Resolution.NONE)
+            and svc.resolution is not Resolution.NONE
+            and svc.labels.get(AUTO_ALLOCATE_LABEL, "").lower() != "false")
 
 
 def allocate(hosts: list[str]) -> dict[str, str]:

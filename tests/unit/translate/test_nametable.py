@@ -56,15 +56,20 @@ def test_service_entry_addresses_win_and_external_hosts_are_marked() -> None:
     assert table["*.corp.example.com"].ips == ["10.8.8.8"]
 
 
-def test_resolution_none_gets_no_vip() -> None:
+def test_resolution_none_and_the_opt_out_label_get_no_vip() -> None:
     """The proxy would dial the VIP itself (ORIGINAL_DST): the name is left to the upstream resolver, as in Istio."""
     objs = [*bookinfo_registry(),
             service_entry("passthrough", hosts=["db.partner.example"], location="MESH_EXTERNAL", resolution="NONE",
                           ports=[{"number": 5432, "name": "tcp", "protocol": "TCP"}]),
             service_entry("dns", hosts=["api.partner.example"], location="MESH_EXTERNAL", resolution="DNS",
                           ports=[{"number": 443, "name": "tls", "protocol": "TLS"}])]
+    opted_out = service_entry("optout", hosts=["billing.partner.example"], location="MESH_EXTERNAL", resolution="DNS",
+                              ports=[{"number": 443, "name": "tls", "protocol": "TLS"}])
+    opted_out["metadata"]["labels"] = {"networking.istio.io/enable-autoallocate-ip": "False"}  # Istio's opt-out
+    objs.append(opted_out)
     table = _table(objs=objs)
     assert "db.partner.example" not in table
+    assert "billing.partner.example" not in table
     assert ipaddress.ip_address(table["api.partner.example"].ips[0]) in AUTO_VIP_NETWORK
     lds = listeners(sidecar(INTERCEPTION_MODE="REDIRECT"), context(objs))
     assert not [name for name in lds if name.startswith("240.240.") and name.endswith("_5432")]
