@@ -158,3 +158,6 @@ async def test_a_taken_status_port_is_logged_and_the_agent_runs_on(
         assert _answers(await agent.ask("api.mesh.test")) == ["10.77.0.9"]
         lines = [ln for ln in (agent.work / "agent.log").read_text().splitlines() if "status port" in ln]
         assert len(lines) == 1 and f"{host}:15020 unavailable" in lines[0], lines
+        # Envoy's health port is not configured either: it would forward readiness to whatever holds 15020.
+        with pytest.raises(OSError):
+            socket.create_connection((host, 15021), timeout=2).close()

@@ -101,7 +101,7 @@ class Agent:
                               stats_address=f"{cfg.address}:{cfg.stats_port}" if cfg.stats_port else None,
                               trust_domain=cfg.trust_domain,
                               health_address=f"{cfg.address}:{cfg.health_port}" if cfg.health_port else None,
-                              status_address=f"{cfg.address}:{cfg.status_port}" if cfg.status_port else None)
+                              status_address=self.status_server.address if self.status_server else None)
         self.envoy.env = peer_environment(md)  # who this proxy is, in its metrics (translate.telemetry)
         self.work.mkdir(parents=True, exist_ok=True)
         path = self.work / "bootstrap.json"
@@ -260,13 +260,13 @@ class Agent:
             self.authz_log = AuthzLog(cfg, api, self.work / "authz.log", identity)
             self.authz_log.prepare()
             authz_task = asyncio.create_task(self.authz_log.run(self.stop_event))
+        await self.start_status(session)  # before the bootstrap: Envoy's 15021 forwards to it only if it is up
         self.write_bootstrap()
         dns_task = await self.start_dns(cfg.metadata())
         if dns_task is not None:
             background.append(dns_task)
         reg = Registration(cfg, api) if cfg.register and cfg.api else None
         self._reg = reg
-        await self.start_status(session)
         await self.start_envoy()
         backoff = 0.5
         restart_at: float | None = None
