@@ -12,8 +12,9 @@ SIGKILL, so each child is recorded in ``HOME/procs`` right after it is spawned (
 Every child leads its own session (``start_new_session``): a Ctrl-C in the terminal that ran ``up`` does not
 reach them, and one process-group signal reaches an agent and its Envoy together.
 
-Addresses: the mesh gets a second octet B (from a hash of the home path, the first free one), the control plane
-``127.B.0.1``, instance n of cluster c ``127.B.c.n``; so several meshes (homes) coexist on one machine.
+Addresses: the mesh gets a second octet B (from a hash of the home path, the first free and unclaimed one), the
+control plane ``127.B.0.1``, instance n of cluster c ``127.B.c.n``; so several meshes (homes) coexist on one
+machine.
 
 Transparent interception (``mesh.interception``; :mod:`meshplane.runtime.netns`): every instance then runs in its
 own network namespace at ``10.B.c.n`` on the mesh's bridge, applications and agents are started through
@@ -29,16 +30,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import signal
 import socket
 import sys
+import tempfile
 import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Literal
 
 import aiohttp
 import yaml
@@ -77,14 +80,44 @@ def python_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "meshplane.cli.main", *args]
 
 
-def choose_octet(home: Home) -> int:
-    """The second octet of this mesh's addresses: stable per home, skipping ones another mesh uses."""
+CLAIMS_DIR = "meshplane-loopback"  # under the temporary directory: one lock file per second octet
+
+
+def _claim(octet: int) -> BinaryIO | Literal[False] | None:
+    """An exclusive claim on ``127.<octet>.x.x``, held while the returned file stays open (the supervisor's life;
+    the kernel drops it when the process dies, SIGKILL included). False: another mesh holds it. None: claims are
+    unavailable here (the directory cannot be written); the port check alone then decides.
+
+    Why a lock besides the port check: two meshes starting at the same moment both found the ports of one octet
+    free and both took it, seconds before either bound them (seen on the test runner's two workers)."""
+    folder = Path(tempfile.gettempdir()) / CLAIMS_DIR
+    try:
+        folder.mkdir(mode=0o1777, exist_ok=True)
+        f = open(folder / f"{octet}.lock", "ab")  # noqa: SIM115 - held open on purpose: the claim is the open file
+    except OSError:
+        return None
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        return False
+    return f
+
+
+def choose_octet(home: Home) -> tuple[int, BinaryIO | None]:
+    """The second octet of this mesh's addresses (stable per home, skipping ones another mesh uses or claims) and
+    the claim on it, to keep open for as long as the mesh runs."""
     start = zlib.crc32(str(home.root).encode()) % 240
     for i in range(240):
         octet = 10 + (start + i) % 240
+        claim = _claim(octet)
+        if claim is False:
+            continue
         host = f"127.{octet}.0.1"
         if all(_port_free(host, p) for p in (API_PORT, XDS_PORT, CA_PORT)):
-            return octet
+            return octet, claim
+        if claim:
+            claim.close()
     raise RuntimeError("no free loopback range 127.B.0.1 for the control plane")
 
 
@@ -214,6 +247,7 @@ class Supervisor:
         self.numbers: dict[str, int] = {}  # (placement key, index) -> n of 127.B.c.n, stable for a mesh's life
         self.next_number: dict[int, int] = {}
         self.octet = 0
+        self.octet_claim: BinaryIO | None = None  # the lock on 127.<octet>.x.x while the mesh runs
         self.api = ""
         self.xds = ""
         self.ca = ""
@@ -254,7 +288,9 @@ class Supervisor:
     # --- control plane -----------------------------------------------------------------------------------
 
     async def start_server(self, session: aiohttp.ClientSession) -> None:
-        self.octet = choose_octet(self.home)
+        if self.octet_claim is not None:
+            self.octet_claim.close()
+        self.octet, self.octet_claim = choose_octet(self.home)
         host = f"127.{self.octet}.0.1"
         sec = self.manifest.security
         store: list[str] = []
@@ -766,6 +802,9 @@ class Supervisor:
         self.instances.clear()
         self.write_view()
         (self.home.procs / "supervisor.json").unlink(missing_ok=True)
+        if self.octet_claim is not None:  # every process on the range is gone: another mesh may take it
+            self.octet_claim.close()
+            self.octet_claim = None
         log.info("stopped")
 
 
