@@ -207,45 +207,40 @@ def _own_identity(metadata: Mapping[str, Any], trust_domain: str) -> dict[str, s
     return own
 
 
-def _stats_listener(address: str, own: Mapping[str, str]) -> dict[str, Any]:
+_ROUTER = {"name": "envoy.filters.http.router", "typed_config": {
+    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
+
+
+def _http_listener(name: str, address: str, *, stat_prefix: str, vhost: str, routes: list[dict[str, Any]],
+                   filters: tuple[dict[str, Any], ...] = ()) -> dict[str, Any]:
+    """A static listener ``name`` of one HTTP connection manager: one catch-all virtual host ``vhost`` with
+    ``routes``, ``filters`` before the router."""
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
                  "HttpConnectionManager",
-        "stat_prefix": "prometheus_stats",
-        "route_config": {"virtual_hosts": [{
-            "name": "stats", "domains": ["*"],
-            "routes": [{"match": {"prefix": "/stats/prometheus"}, "route": {"cluster": STATS_CLUSTER}}],
-        }]},
-        "http_filters": [
-            {"name": "envoy.filters.http.lua", "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
-                "default_source_code": {"inline_string": decoder_lua(own)}}},
-            {"name": "envoy.filters.http.router", "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
-        ],
+        "stat_prefix": stat_prefix,
+        "route_config": {"virtual_hosts": [{"name": vhost, "domains": ["*"], "routes": routes}]},
+        "http_filters": [*filters, _ROUTER],
     }
-    return {"name": "prometheus_stats", "address": _socket(address),
+    return {"name": name, "address": _socket(address),
             "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
                                             "typed_config": hcm}]}]}
+
+
+def _stats_listener(address: str, own: Mapping[str, str]) -> dict[str, Any]:
+    decoder = {"name": "envoy.filters.http.lua", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+        "default_source_code": {"inline_string": decoder_lua(own)}}}
+    return _http_listener("prometheus_stats", address, stat_prefix="prometheus_stats", vhost="stats",
+                          routes=[{"match": {"prefix": "/stats/prometheus"}, "route": {"cluster": STATS_CLUSTER}}],
+                          filters=(decoder,))
 
 
 def _health_listener(address: str) -> dict[str, Any]:
     """Istio's 15021: ``/healthz/ready`` to the agent's status port, anything else 404."""
-    hcm = {
-        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
-                 "HttpConnectionManager",
-        "stat_prefix": "agent",
-        "route_config": {"virtual_hosts": [{
-            "name": "health", "domains": ["*"],
-            "routes": [{"match": {"path": "/healthz/ready"}, "route": {"cluster": AGENT_CLUSTER, "timeout": "5s"}},
-                       {"match": {"prefix": "/"}, "direct_response": {"status": 404}}],
-        }]},
-        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
-    }
-    return {"name": "health", "address": _socket(address),
-            "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
-                                            "typed_config": hcm}]}]}
+    ready = {"match": {"path": "/healthz/ready"}, "route": {"cluster": AGENT_CLUSTER, "timeout": "5s"}}
+    return _http_listener("health", address, stat_prefix="agent", vhost="health",
+                          routes=[ready, {"match": {"prefix": "/"}, "direct_response": {"status": 404}}])
 
 
 def _static_cluster(name: str, address: dict[str, Any]) -> dict[str, Any]:
