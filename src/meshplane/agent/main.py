@@ -130,18 +130,13 @@ class Agent:
             return f"the application's readiness probe fails: {self.tracker.message or 'no success yet'}"
         return ""
 
-    def status_ready(self) -> tuple[bool, str]:
-        """The readiness the status port answers (``/healthz/ready``)."""
-        why = self.not_ready(self._reg)
-        return not why, why
-
     async def start_status(self, session: aiohttp.ClientSession) -> None:
         """The status port (Istio's 15020): merged metrics and readiness; a taken port is logged, not fatal."""
         cfg = self.cfg
         if not cfg.status_port:
             return
         envoy_stats = f"http://{cfg.address}:{cfg.stats_port}/stats/prometheus" if cfg.stats_port else ""
-        server = StatusServer(self.metrics, envoy_stats, session, self.status_ready)
+        server = StatusServer(self.metrics, envoy_stats, session, lambda: self.not_ready(self._reg))
         if await server.start(cfg.address, cfg.status_port):
             self.status_server = server
 

@@ -6,8 +6,8 @@
   for an instance, never both (the series of 15090 would be counted twice). When Envoy's listener cannot be read
   (Envoy starting, restarting, or ``stats_port`` 0) the agent's own metrics are still served, with a comment line
   saying why Envoy's are missing, and the first such failure in a row is logged.
-* ``GET /healthz/ready``: 200 when the instance is ready (``ready``: Envoy LIVE, and what else the agent requires),
-  else 503 with the reason, as Istio's readiness on 15020 answers.
+* ``GET /healthz/ready``: 200 when the instance is ready (``not_ready`` gives no reason: Envoy LIVE, and what else
+  the agent requires), else 503 with the reason, as Istio's readiness on 15020 answers.
 
 It listens on the instance's own address, like Envoy's ports; a port already taken is logged in one line and the
 agent runs on without it.
@@ -30,12 +30,13 @@ ENVOY_SCRAPE_TIMEOUT_S = 5.0
 
 class StatusServer:
     def __init__(self, metrics: AgentMetrics, envoy_stats_url: str, session: aiohttp.ClientSession,
-                 ready: Callable[[], tuple[bool, str]]) -> None:
-        """``envoy_stats_url``: Envoy's ``/stats/prometheus`` ("" = none to merge); ``ready``: (ready, why not)."""
+                 not_ready: Callable[[], str]) -> None:
+        """``envoy_stats_url``: Envoy's ``/stats/prometheus`` ("" = none to merge); ``not_ready``: why the
+        instance is not ready, "" when it is."""
         self.metrics = metrics
         self.envoy_stats_url = envoy_stats_url
         self.session = session
-        self.ready = ready
+        self.not_ready = not_ready
         self.address = ""  # HOST:PORT once listening
         self._runner: web.AppRunner | None = None
         self._envoy_failing = False
@@ -97,8 +98,8 @@ class StatusServer:
         return web.Response(body=await self.merged(), headers={"Content-Type": CONTENT_TYPE})
 
     async def _ready(self, request: web.Request) -> web.Response:
-        ok, why = self.ready()
-        if ok:
+        why = self.not_ready()
+        if not why:
             return web.Response(text="ready\n")
         return web.Response(status=503, text=f"not ready: {why}\n")
 

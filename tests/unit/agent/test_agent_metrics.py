@@ -143,7 +143,7 @@ async def test_stats_prometheus_merges_envoys_metrics(session: aiohttp.ClientSes
     p = DnsProxy("default", None)
     metrics.watch_dns(p)
     p.stats.requests = 2
-    server = StatusServer(metrics, url, session, lambda: (True, ""))
+    server = StatusServer(metrics, url, session, lambda: "")
     assert await server.start("127.0.0.1", 0)
     base = f"http://{server.address}"
     try:
@@ -172,21 +172,21 @@ async def test_stats_prometheus_merges_envoys_metrics(session: aiohttp.ClientSes
         await envoy.cleanup()
 
     # No Envoy listening at all.
-    gone = StatusServer(metrics, f"http://127.0.0.1:{_closed_port()}/stats/prometheus", session, lambda: (True, ""))
+    gone = StatusServer(metrics, f"http://127.0.0.1:{_closed_port()}/stats/prometheus", session, lambda: "")
     text = (await gone.merged()).decode()
     assert value(text, "istio_agent_dns_requests_total") == 2 and "Envoy's metrics are missing" in text
-    off = StatusServer(metrics, "", session, lambda: (True, ""))
+    off = StatusServer(metrics, "", session, lambda: "")
     assert "stats_port 0" in (await off.merged()).decode()
 
 
 async def test_healthz_ready_follows_the_agents_readiness(session: aiohttp.ClientSession) -> None:
-    state: list[tuple[bool, str]] = [(False, "Envoy is not LIVE")]
+    state = ["Envoy is not LIVE"]
     server = StatusServer(AgentMetrics(process=False), "", session, lambda: state[0])
     assert await server.start("127.0.0.1", 0)
     try:
         async with session.get(f"http://{server.address}/healthz/ready") as r:
             assert r.status == 503 and "Envoy is not LIVE" in await r.text()
-        state[0] = (True, "")
+        state[0] = ""
         async with session.get(f"http://{server.address}/healthz/ready") as r:
             assert r.status == 200
     finally:
@@ -199,7 +199,7 @@ async def test_a_taken_port_is_logged_and_not_fatal(session: aiohttp.ClientSessi
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        server = StatusServer(AgentMetrics(process=False), "", session, lambda: (True, ""))
+        server = StatusServer(AgentMetrics(process=False), "", session, lambda: "")
         with caplog.at_level(logging.WARNING, logger="meshplane.agent.statusport"):
             assert not await server.start("127.0.0.1", port)
         assert len(caplog.records) == 1 and f"127.0.0.1:{port} unavailable" in caplog.records[0].getMessage()
