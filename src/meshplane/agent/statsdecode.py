@@ -2,16 +2,17 @@
 
 Why at scrape time: ``translate.telemetry`` puts every label known when a listener is built into the stat name
 (``model.statname``), so Envoy does not format ~20 tags per request; Envoy then exports
-``envoy_istio_m<labels>__requests_total{response_code="200",meshplane_peer="...",...}``. This filter, on the
-response of ``/stats/prometheus``, turns each such sample back into ``istio_requests_total{reporter=...,
+``envoy_istio_m<labels>__requests_total{meshplane="200|-||spiffe://...|productpage_2dv1;..."}``. This filter, on
+the response of ``/stats/prometheus``, turns each such sample back into ``istio_requests_total{reporter=...,
 source_workload=...,...}``: it decodes the name's labels, fills the placeholders (``$self`` from the proxy's own
-identity, written into the script by its agent; ``$peer`` from the one peer tag, split into its five labels;
-``$service`` likewise; ``$mtls``), and merges the samples of every encoded name of one metric into one family
-with one ``# TYPE`` line (the text format allows no second one). Other lines pass unchanged, except that a plain
-``envoy_istio_*`` (a listener from before the encoding) is renamed ``istio_*`` and merged the same way.
+identity, written into the script by its agent; ``$code``, ``$flags``, ``$principal`` from the request tag's
+fields; ``$peer`` from its peer value, split into its five labels; ``$service`` likewise; ``$mtls``), and
+merges the samples of every encoded name of one metric into one family with one ``# TYPE`` line (the text
+format allows no second one). Other lines pass unchanged, except that a plain ``envoy_istio_*`` (a listener
+from before the encoding) is renamed ``istio_*`` and merged the same way.
 
 The cost is paid per scrape (every few seconds), proportional to the stats text; Envoy's per-request work is
-only the few dynamic tags. The unit tests run this script with LuaJIT (the interpreter of Envoy's Lua filter).
+one tag per sample. The unit tests run this script with LuaJIT (the interpreter of Envoy's Lua filter).
 """
 
 from __future__ import annotations
@@ -19,12 +20,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from meshplane.model.statname import (
+    CODE,
+    FIELD_SEPARATOR,
+    FLAGS,
     LABEL_SUFFIXES,
     MARK,
     MTLS,
     PEER,
     PEER_FIELDS,
     PEER_TAG,
+    PRINCIPAL,
+    REQUEST_FIELDS,
+    REQUEST_TAG,
     SELF,
     SEPARATOR,
     SERVICE,
@@ -49,6 +56,8 @@ _DECODER = r"""
 local PREFIX, MARK, SEP = %(prefix)s, %(mark)s, %(sep)s
 local SELF, PEER, SERVICE, MTLS = %(self)s, %(peer)s, %(service)s, %(mtls)s
 local PEER_TAG, SERVICE_TAG, UNKNOWN = %(peer_tag)s, %(service_tag)s, %(unknown)s
+local CODE, FLAGS, PRINCIPAL, REQUEST_TAG, FSEP = %(code)s, %(flags)s, %(principal)s, %(request_tag)s, %(fsep)s
+local REQUEST_FIELDS = {%(request_fields)s}
 local FIELDS = {%(fields)s}
 local SUFFIX_FIELD = {%(suffixes)s}
 local SERVICE_FIELD = {%(services)s}
@@ -147,9 +156,29 @@ local function suffix_of(label)
   return label:match("^source_(.*)$") or label:match("^destination_(.*)$")
 end
 
+-- The fields of the request tag's value (model.statname.split_request): the first three at the first
+-- separators, the rest at its last one; missing fields are empty.
+local function split_request(v)
+  local parts, rest = {}, v
+  for i = 1, 3 do
+    local at = rest:find(FSEP, 1, true)
+    if at == nil then parts[i] = rest; rest = nil; break end
+    parts[i] = rest:sub(1, at - 1); rest = rest:sub(at + #FSEP)
+  end
+  if rest ~= nil then
+    local principal, peer = rest:match("^(.*)" .. FSEP:gsub("%%p", "%%%%%%0") .. "(.-)$")
+    if principal ~= nil then parts[4], parts[5] = principal, peer else parts[4] = rest end
+  end
+  local out = {}
+  for i, name in ipairs(REQUEST_FIELDS) do out[name] = parts[i] or "" end
+  return out
+end
+
 local function sample(fixed, dynamic)
   local dyn = {}
   for _, kv in ipairs(dynamic) do dyn[kv[1]] = kv[2] end
+  -- names from before the request tag: the peer and the service as tags of their own, principals plain
+  local f = dyn[REQUEST_TAG] and split_request(dyn[REQUEST_TAG]) or {peer = dyn[PEER_TAG], service = dyn[SERVICE_TAG]}
   local out = {}
   for _, kv in ipairs(fixed) do
     local label, v = kv[1], kv[2]
@@ -158,17 +187,26 @@ local function sample(fixed, dynamic)
       local idx = SUFFIX_FIELD[suffix]
       v = (suffix == "principal" and OWN.principal) or (idx and OWN[FIELDS[idx]]) or UNKNOWN
     elseif v == PEER then
-      v = field(dyn[PEER_TAG], SUFFIX_FIELD[suffix_of(label) or ""] or 0)
+      v = field(f.peer, SUFFIX_FIELD[suffix_of(label) or ""] or 0)
     elseif v == SERVICE then
-      v = field(dyn[SERVICE_TAG], SERVICE_FIELD[label] or 0)
+      v = field(f.service, SERVICE_FIELD[label] or 0)
+    elseif v == CODE then
+      v = f.code or UNKNOWN
+    elseif v == FLAGS then
+      v = f.flags or UNKNOWN
+    elseif v == PRINCIPAL then
+      v = known(f.principal) and f.principal or UNKNOWN
     elseif v == MTLS then
-      local other = (label:sub(1, 7) == "source_") and "destination_principal" or "source_principal"
-      v = known(dyn[other]) and OWN.principal or UNKNOWN
+      local other = f.principal
+      if dyn[REQUEST_TAG] == nil then
+        other = dyn[(label:sub(1, 7) == "source_") and "destination_principal" or "source_principal"]
+      end
+      v = known(other) and OWN.principal or UNKNOWN
     end
     out[#out + 1] = label:gsub("[^%%w_]", "_") .. '="' .. quote(v) .. '"'
   end
   for _, kv in ipairs(dynamic) do
-    if kv[1] ~= PEER_TAG and kv[1] ~= SERVICE_TAG then
+    if kv[1] ~= PEER_TAG and kv[1] ~= SERVICE_TAG and kv[1] ~= REQUEST_TAG then
       out[#out + 1] = kv[1] .. '="' .. quote(kv[2]) .. '"'
     end
   end
@@ -245,6 +283,9 @@ def decoder_lua(own: Mapping[str, str]) -> str:
         "prefix": _lua_string(PREFIX), "mark": _lua_string(MARK), "sep": _lua_string(SEPARATOR),
         "self": _lua_string(SELF), "peer": _lua_string(PEER), "service": _lua_string(SERVICE),
         "mtls": _lua_string(MTLS), "peer_tag": _lua_string(PEER_TAG), "service_tag": _lua_string(SERVICE_TAG),
+        "code": _lua_string(CODE), "flags": _lua_string(FLAGS), "principal": _lua_string(PRINCIPAL),
+        "request_tag": _lua_string(REQUEST_TAG), "fsep": _lua_string(FIELD_SEPARATOR),
+        "request_fields": ", ".join(_lua_string(f) for f in REQUEST_FIELDS),
         "unknown": _lua_string(UNKNOWN), "fields": ", ".join(_lua_string(f) for f in PEER_FIELDS),
         "suffixes": ", ".join(f"{s} = {i}" for i, s in enumerate(LABEL_SUFFIXES, 1)),
         "services": ", ".join(f"{s} = {i}" for i, s in enumerate(SERVICE_LABELS, 1))}

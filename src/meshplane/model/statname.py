@@ -4,11 +4,13 @@ Why: Envoy's stats access logger formats every tag of every sample for each requ
 the resulting dynamic name; with Istio's ~23 labels that was most of the metrics' CPU cost (bench/README.md).
 Most labels are known when a listener is built (the reporter, the protocol, the destination service on the
 inbound side, the proxy's own identity on listeners built for one proxy), so they go into the stat *name*,
-which Envoy interns once; only what changes per request stays a tag (response code and flags, the peer's
-identity as one tag, the peer's principal). The agent's metrics listener (port 15090) decodes the names back
-into Istio's names and labels at scrape time (``agent.statsdecode``); Prometheus never sees the encoding.
+which Envoy interns once. What changes per request (response code and flags, the other side's principal, the
+peer's identity, at the source the destination service) is formatted into *one* tag, ``meshplane``: Envoy's
+cost per tag (a string, two dynamic stat names, the join) is paid once instead of five times. The agent's
+metrics listener (port 15090) decodes names and that tag back into Istio's names and labels at scrape time
+(``agent.statsdecode``); Prometheus never sees the encoding.
 
-The encoding (only ``[A-Za-z0-9_]``, which Envoy's Prometheus output keeps as it is):
+The encoding (names only ``[A-Za-z0-9_]``, which Envoy's Prometheus output keeps as it is):
 
 - a value or label name is *escaped*: ASCII letters and digits stay, every other byte becomes ``_`` and two
   lowercase hex digits (``reviews-v2`` -> ``reviews_2dv2``, ``_`` -> ``_5f``), so ``__`` never occurs inside one;
@@ -16,13 +18,23 @@ The encoding (only ``[A-Za-z0-9_]``, which Envoy's Prometheus output keeps as it
   (``m reporter__destination__request_5fprotocol__http __requests_total`` without the spaces); the metric
   (``requests_total``) never contains ``__``, so the last ``__`` ends the labels;
 - a value can be a placeholder the decoder fills in: ``$self`` (the proxy's own value for that label, known to
-  its agent: listeners shared by the proxies of a scope cannot carry it), ``$peer`` (that field of the per-request
-  tag ``meshplane_peer``), ``$service`` (that field of the tag ``meshplane_service``), ``$mtls`` (the proxy's own
-  principal when the other side's principal is known, i.e. the connection was mutual TLS; else ``unknown``);
+  its agent: listeners shared by the proxies of a scope cannot carry it), and fields of the request tag:
+  ``$code``, ``$flags``, ``$principal`` (the other side's principal from the TLS handshake; ``unknown`` without
+  one), ``$peer`` (that label's field of the peer value), ``$service`` (that label's field of the service value),
+  ``$mtls`` (the proxy's own principal when the other side's principal is known, i.e. the connection was mutual
+  TLS; else ``unknown``);
+- the request tag's value is its *fields* ``code|flags|service|principal|peer`` (``REQUEST_FIELDS``; a field no
+  label uses is empty). The first three are written by Envoy or by us and never contain ``|``; the principal
+  comes from a certificate and the peer value from a header (untrusted), so the decoder splits the first three
+  at the first separators and the rest at its *last* one: a principal with a ``|`` still decodes, a forged peer
+  with one can only damage the peer's own labels and make the principal visibly wrong (``split_request``);
 - the peer's identity travels as one *peer value* ``workload;namespace;app;version;cluster`` of escaped fields
-  (the header ``x-meshplane-peer``, the metadata key ``meshplane.peer:id``, the tag ``meshplane_peer``); an
-  outbound cluster's service as one *service value* ``host;name;namespace`` (its metadata, the tag
-  ``meshplane_service``). A missing or ``-`` value means every field is ``unknown``.
+  (the header ``x-meshplane-peer``, the metadata key ``meshplane.peer:id``); an outbound cluster's service as one
+  *service value* ``host;name;namespace`` (its metadata). A missing or ``-`` value means every field is
+  ``unknown``.
+
+Names built before the request tag carried the peer and the service as tags of their own (``meshplane_peer``,
+``meshplane_service``) and the response code, flags and principals as plain tags; the decoder still reads them.
 """
 
 from __future__ import annotations
@@ -40,8 +52,17 @@ SELF = "$self"
 PEER = "$peer"
 SERVICE = "$service"
 MTLS = "$mtls"
-PEER_TAG = "meshplane_peer"  # the dynamic tag of the peer's identity (a peer value)
-SERVICE_TAG = "meshplane_service"  # the dynamic tag of the destination service (a service value)
+CODE = "$code"
+FLAGS = "$flags"
+PRINCIPAL = "$principal"
+REQUEST_TAG = "meshplane"  # the one per-request tag: REQUEST_FIELDS joined by FIELD_SEPARATOR
+FIELD_SEPARATOR = "|"
+REQUEST_FIELDS = ("code", "flags", "service", "principal", "peer")
+# the request field each placeholder reads
+FIELD_OF_PLACEHOLDER = {CODE: "code", FLAGS: "flags", SERVICE: "service", PRINCIPAL: "principal", PEER: "peer",
+                        MTLS: "principal"}
+PEER_TAG = "meshplane_peer"  # before the request tag: the peer value as a tag of its own
+SERVICE_TAG = "meshplane_service"  # ... and the service value
 SERVICE_LABELS = ("destination_service", "destination_service_name", "destination_service_namespace")
 
 # Istio's label suffixes of model.peer's fields (source_<suffix>, destination_<suffix>)
@@ -121,6 +142,23 @@ def split(value: str, count: int) -> list[str]:
     return [unescape(parts[i]) if i < len(parts) and parts[i] else UNKNOWN for i in range(count)]
 
 
+def request_value(fields: Mapping[str, str]) -> str:
+    """The request tag's value (or Envoy format string) of ``fields`` (by ``REQUEST_FIELDS`` name; a missing one
+    is empty)."""
+    return FIELD_SEPARATOR.join(fields.get(f, "") for f in REQUEST_FIELDS)
+
+
+def split_request(value: str) -> dict[str, str]:
+    """The fields of a request tag's value: the first three split at the first separators (they never contain
+    one), the rest at its last (the principal may contain one, a forged peer value too); missing fields are
+    empty. The reference for the agent's Lua decoder."""
+    parts = value.split(FIELD_SEPARATOR, 3)
+    if len(parts) == 4:
+        principal, sep, peer = parts[3].rpartition(FIELD_SEPARATOR)
+        parts[3:] = [principal, peer] if sep else [peer]
+    return {f: parts[i] if i < len(parts) else "" for i, f in enumerate(REQUEST_FIELDS)}
+
+
 def peer_value(identity: Mapping[str, str]) -> str:
     """One proxy's identity as the single peer value (``model.peer``'s fields in order)."""
     return joined(identity.get(f) or UNKNOWN for f in PEER_FIELDS)
@@ -131,6 +169,7 @@ def side_labels(side: str) -> Iterable[tuple[str, str]]:
     return ((f"{side}_{suffix}", FIELD_OF_SUFFIX[suffix]) for suffix in LABEL_SUFFIXES)
 
 
-__all__ = ["FIELD_OF_SUFFIX", "LABEL_SUFFIXES", "MARK", "MTLS", "PEER", "PEER_FIELDS", "PEER_SEPARATOR", "PEER_TAG",
+__all__ = ["CODE", "FIELD_OF_PLACEHOLDER", "FIELD_OF_SUFFIX", "FIELD_SEPARATOR", "FLAGS", "LABEL_SUFFIXES", "MARK",
+           "MTLS", "PEER", "PEER_FIELDS", "PEER_SEPARATOR", "PEER_TAG", "PRINCIPAL", "REQUEST_FIELDS", "REQUEST_TAG",
            "SELF", "SEPARATOR", "SERVICE", "SERVICE_LABELS", "SERVICE_TAG", "UNKNOWN", "decode_name", "encode_name",
-           "escape", "joined", "peer_value", "side_labels", "split", "unescape"]
+           "escape", "joined", "peer_value", "request_value", "side_labels", "split", "split_request", "unescape"]

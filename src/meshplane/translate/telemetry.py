@@ -9,9 +9,10 @@ The logger formats every tag per request and looks the stat up by the resulting 
 listener is built is not a tag but part of the stat's *name* (``model.statname``: the reporter, the protocol,
 the connection security policy, inbound the destination service, and the proxy's own identity on listeners built
 for one proxy); listeners shared by a scope's proxies carry ``$self`` placeholders there instead. Per request
-only these are tags: ``response_code``, ``response_flags``, the peer's identity as one tag, the peer's principal
-(from the TLS handshake) and, outbound, the destination service as one tag (from the cluster's metadata, which
-``cluster_metadata`` writes). The agent's metrics listener (port 15090, ``/stats/prometheus``) decodes the names
+one tag is formatted (``model.statname``'s request tag), its fields: ``response_code``, ``response_flags``, the
+other side's principal (from the TLS handshake), the peer's identity and, outbound, the destination service
+(from the cluster's metadata, which ``cluster_metadata`` writes); Envoy's cost per tag is paid once, not five
+times per sample. The agent's metrics listener (port 15090, ``/stats/prometheus``) decodes the names and that tag
 back into Istio's names and labels (``agent.statsdecode``).
 
 The peer's identity costs no round trip: the client's sidecar sends its own in one ``x-meshplane-peer`` header
@@ -236,7 +237,7 @@ def send_identity_to_mesh(configs: Iterable[route_pb2.RouteConfiguration], in_me
 
 def cluster_metadata(c: cluster_pb2.Cluster, svc: Service) -> None:
     """Label an outbound cluster with the service it reaches (``destination_service*`` at the source), as one
-    service value (``model.statname``): one tag per request instead of three."""
+    service value (``model.statname``): one field of the request tag instead of three."""
     labels = ServiceLabels.of(svc)
     c.metadata.filter_metadata[CLUSTER_METADATA].update(
         {"service": statname.joined((labels.host, labels.name, labels.namespace))})
@@ -244,9 +245,19 @@ def cluster_metadata(c: cluster_pb2.Cluster, svc: Service) -> None:
 
 # --- the stats loggers ----------------------------------------------------------------------------------------
 
-# The per-request values of the tags (Envoy format strings); every other label is fixed in the stat name.
+# The per-request values of the request tag's fields (Envoy format strings); every other label is fixed in the
+# stat name. A label whose format is its standard one (below) becomes a placeholder reading that field.
 _PEER_TAG_VALUE = f"%DYNAMIC_METADATA({PEER_METADATA}:{PEER_KEY})%"
 _SERVICE_TAG_VALUE = f"%CLUSTER_METADATA({CLUSTER_METADATA}:service)%"
+_DOWNSTREAM_PRINCIPAL = "%DOWNSTREAM_PEER_URI_SAN%"
+_UPSTREAM_PRINCIPAL = "%UPSTREAM_PEER_URI_SAN%"
+# label -> (its standard format, the field carrying it, the placeholder in the name)
+_FIELDS = {
+    "response_code": ("%RESPONSE_CODE%", "code", statname.CODE),
+    "response_flags": ("%RESPONSE_FLAGS%", "flags", statname.FLAGS),
+    "source_principal": (_DOWNSTREAM_PRINCIPAL, "principal", statname.PRINCIPAL),
+    "destination_principal": (_UPSTREAM_PRINCIPAL, "principal", statname.PRINCIPAL),
+}
 
 
 def _source_labels(identity: Identity, *, http: bool) -> dict[str, str]:
@@ -259,7 +270,7 @@ def _source_labels(identity: Identity, *, http: bool) -> dict[str, str]:
     for label, _ in statname.side_labels("destination"):
         labels[label] = statname.PEER if http else UNKNOWN
     labels["source_principal"] = statname.MTLS
-    labels["destination_principal"] = "%UPSTREAM_PEER_URI_SAN%"
+    labels["destination_principal"] = _UPSTREAM_PRINCIPAL
     for label in statname.SERVICE_LABELS:
         labels[label] = statname.SERVICE
     # Istio's source reporter does not know the policy the server applied.
@@ -275,7 +286,7 @@ def _destination_labels(service: ServiceLabels, *, mtls: bool, http: bool, ident
         labels[label] = statname.PEER if http else UNKNOWN
     for label, f in statname.side_labels("destination"):
         labels[label] = _own(f, identity)
-    labels["source_principal"] = "%DOWNSTREAM_PEER_URI_SAN%" if mtls else UNKNOWN
+    labels["source_principal"] = _DOWNSTREAM_PRINCIPAL if mtls else UNKNOWN
     labels["destination_principal"] = _own("principal", identity) if mtls else UNKNOWN
     labels["destination_service"] = service.host
     labels["destination_service_name"] = service.name
@@ -291,14 +302,33 @@ def _is_format(value: str) -> bool:
 
 
 def _stat(metric: str, labels: Mapping[str, str]) -> stats_pb2.Config.Stat:
-    """One stat: the fixed labels and placeholders in its name, the format strings as tags, plus the one tag of
-    the peer (and of the service) when a placeholder needs it."""
-    fixed = {k: v for k, v in labels.items() if not _is_format(v)}
-    tags = {k: v for k, v in labels.items() if _is_format(v)}
-    if statname.PEER in fixed.values():
-        tags[statname.PEER_TAG] = _PEER_TAG_VALUE
-    if statname.SERVICE in fixed.values():
-        tags[statname.SERVICE_TAG] = _SERVICE_TAG_VALUE
+    """One stat: the fixed labels and placeholders in its name, and per request one tag (``model.statname``'s
+    request tag) with every field a placeholder reads; a format string that is not a label's standard one (a
+    Telemetry tag override) stays a tag of its own."""
+    fixed: dict[str, str] = {}
+    fields: dict[str, str] = {}
+    tags: dict[str, str] = {}
+    for label, value in labels.items():
+        standard = _FIELDS.get(label)
+        if standard is not None and value == standard[0] and fields.get(standard[1], value) == value:
+            fields[standard[1]] = value
+            fixed[label] = standard[2]
+        elif _is_format(value):
+            tags[label] = value
+        else:
+            fixed[label] = value
+    used = set(fixed.values())
+    if statname.PEER in used:
+        fields["peer"] = _PEER_TAG_VALUE
+    if statname.SERVICE in used:
+        fields["service"] = _SERVICE_TAG_VALUE
+    if statname.MTLS in used and "principal" not in fields:
+        # ``$mtls`` asks whether the other side showed a certificate: the other side's principal, read even
+        # where its label was removed (source_principal is $mtls at the source: the upstream is the other side)
+        mtls_label = next(k for k, v in fixed.items() if v == statname.MTLS)
+        fields["principal"] = _UPSTREAM_PRINCIPAL if mtls_label.startswith("source_") else _DOWNSTREAM_PRINCIPAL
+    if fields:
+        tags[statname.REQUEST_TAG] = statname.request_value(fields)
     return stats_pb2.Config.Stat(
         name=statname.encode_name(metric, fixed),
         tags=[stats_pb2.Config.Tag(name=k, value_format=v) for k, v in sorted(tags.items())])

@@ -3,6 +3,7 @@ translate.telemetry configures: back to Istio's names and labels, one family per
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 import pytest
@@ -11,7 +12,7 @@ from envoy.extensions.access_loggers.stats.v3 import stats_pb2
 from meshplane.agent.bootstrap import build_bootstrap
 from meshplane.agent.statsdecode import decoder_lua
 from meshplane.model.proxy import Locality
-from meshplane.model.statname import decode_name, encode_name, peer_value
+from meshplane.model.statname import decode_name, encode_name, peer_value, request_value, split_request
 from meshplane.translate import telemetry
 from meshplane.translate.telemetryapi import DEFAULT, MetricRule, TelemetryPolicy
 from tests.support.promtext import samples
@@ -34,11 +35,22 @@ def _quote(v: str) -> str:
     return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
+_COMMAND = re.compile(r"%[A-Z_]+(?:\([^)]*\))?%")
+
+
+def _format(fmt: str, formatted: Mapping[str, str]) -> str:
+    """What Envoy's formatter makes of ``fmt`` when its commands give ``formatted`` (a command not listed gives
+    nothing, as with the stats logger's omitted empty values)."""
+    if fmt in formatted:
+        return formatted[fmt]
+    return _COMMAND.sub(lambda m: formatted.get(m.group(0), ""), fmt)
+
+
 def _export(stat: stats_pb2.Config.Stat, formatted: Mapping[str, str], value: int = 1, *,
             histogram: bool = False) -> str:
     """Envoy's Prometheus text of one stat whose tags' format strings gave ``formatted``."""
     name = f"envoy_istio_{stat.name}"
-    tags = ",".join(f'{t.name}="{_quote(formatted[t.value_format])}"' for t in stat.tags)
+    tags = ",".join(f'{t.name}="{_quote(_format(t.value_format, formatted))}"' for t in stat.tags)
     if not histogram:
         return f"# TYPE {name} counter\n{name}{{{tags}}} {value}\n"
     sep = "," if tags else ""
@@ -75,9 +87,11 @@ def test_inbound_mtls_request_count_decodes_to_istio_labels_with_own_labels_from
     reviews = {**REVIEWS, "principal": "spiffe://cluster.local/ns/default/sa/reviews"}
     cfg = _config(telemetry.inbound_http_logs(SVC, DEFAULT, mtls=True, identity=reviews))
     (count,) = [c for c in cfg.counters if (decode_name(c.stat.name) or ("",))[0] == "requests_total"]
-    # per request: the response code and flags, the peer as one tag, the peer's principal
-    assert {t.name for t in count.stat.tags} == {"response_code", "response_flags", "meshplane_peer",
-                                                "source_principal"}
+    # per request one tag: the response code and flags, the peer's principal, the peer
+    (tag,) = count.stat.tags
+    assert tag.name == "meshplane" and split_request(tag.value_format) == {
+        "code": "%RESPONSE_CODE%", "flags": "%RESPONSE_FLAGS%", "service": "",
+        "principal": "%DOWNSTREAM_PEER_URI_SAN%", "peer": "%DYNAMIC_METADATA(meshplane.peer:id)%"}
     text = _decode(_export(count.stat, INBOUND, 7), own={})  # the name carries all of this proxy's labels
     ((labels, value),) = _labels(text, "istio_requests_total")
     assert value == 7
@@ -96,8 +110,11 @@ def test_inbound_mtls_request_count_decodes_to_istio_labels_with_own_labels_from
 def test_shared_outbound_listener_gets_its_own_labels_from_the_agent_and_the_service_from_one_tag() -> None:
     cfg = _config(telemetry.outbound_http_logs(DEFAULT))  # identity None: shared by a scope's proxies
     (count,) = [c for c in cfg.counters if (decode_name(c.stat.name) or ("",))[0] == "requests_total"]
-    assert {t.name for t in count.stat.tags} == {"response_code", "response_flags", "meshplane_peer",
-                                                "destination_principal", "meshplane_service"}
+    (tag,) = count.stat.tags
+    assert tag.name == "meshplane" and split_request(tag.value_format) == {
+        "code": "%RESPONSE_CODE%", "flags": "%RESPONSE_FLAGS%",
+        "service": "%CLUSTER_METADATA(meshplane.telemetry:service)%", "principal": "%UPSTREAM_PEER_URI_SAN%",
+        "peer": "%DYNAMIC_METADATA(meshplane.peer:id)%"}
     svc = "%CLUSTER_METADATA(meshplane.telemetry:service)%"
     mtls = {"%RESPONSE_CODE%": "503", "%RESPONSE_FLAGS%": "UF", "%DYNAMIC_METADATA(meshplane.peer:id)%":
             peer_value(REVIEWS), "%UPSTREAM_PEER_URI_SAN%": "spiffe://cluster.local/ns/default/sa/reviews",
@@ -113,8 +130,10 @@ def test_shared_outbound_listener_gets_its_own_labels_from_the_agent_and_the_ser
         "source_principal": OWN["principal"], "destination_workload": "reviews-v2", "destination_cluster": "c2",
         "destination_service": SVC.host, "destination_service_name": "reviews",
         "connection_security_policy": "unknown"}
+    assert by_code["503"]["destination_principal"] == "spiffe://cluster.local/ns/default/sa/reviews"
     # plaintext to something outside the mesh: no peer, no service, and no principal of ours either
     assert by_code["200"]["destination_workload"] == by_code["200"]["destination_service"] == "unknown"
+    assert by_code["200"]["destination_principal"] == "unknown"
     assert by_code["200"]["source_principal"] == "unknown" and by_code["200"]["source_workload"] == "productpage-v1"
 
 
@@ -173,6 +192,49 @@ def test_a_forged_or_malformed_peer_value_gives_what_it_says_and_unknown_for_the
     ((labels, _),) = _labels(text, "istio_requests_total")
     assert labels == {"source_workload": "admin-tool", "source_workload_namespace": 'kube"system',
                       "source_cluster": "unknown"}
+
+
+def _request_stat(**labels: str) -> stats_pb2.Config.Stat:
+    stat = stats_pb2.Config.Stat(name=encode_name("requests_total", labels))
+    stat.tags.add(name="meshplane", value_format="R")
+    return stat
+
+
+@pytest.mark.parametrize(("fields", "principal", "peer_workload"), [
+    # a principal with the separator in it (any certificate may carry one) still decodes
+    ({"code": "200", "flags": "-", "principal": "spiffe://x/a|b", "peer": peer_value(REVIEWS)},
+     "spiffe://x/a|b", "reviews-v2"),
+    # a forged peer value with separators damages only its own labels, and shows in the principal
+    ({"code": "200", "flags": "-", "principal": "spiffe://x/sa/p", "peer": "evil|admin;kube-system"},
+     "spiffe://x/sa/p|evil", "admin"),
+    ({"code": "503", "flags": "UF,URX", "principal": "", "peer": ""}, "unknown", "unknown"),
+])
+def test_request_tag_fields_decode_as_the_python_reference_splits_them(
+        fields: dict[str, str], principal: str, peer_workload: str) -> None:
+    value = request_value(fields)
+    assert split_request(value)["principal"] == (principal if principal != "unknown" else "")
+    stat = _request_stat(response_code="$code", response_flags="$flags", source_principal="$principal",
+                         source_workload="$peer", destination_principal="$mtls")
+    ((labels, _),) = _labels(_decode(_export(stat, {"R": value})), "istio_requests_total")
+    assert labels == {"response_code": fields["code"], "response_flags": fields["flags"],
+                      "source_principal": principal, "source_workload": peer_workload,
+                      "destination_principal": OWN["principal"] if principal != "unknown" else "unknown"}
+
+
+def test_a_tag_override_with_another_format_stays_a_tag_and_mtls_still_reads_a_removed_principal() -> None:
+    policy = TelemetryPolicy(True, (MetricRule("REQUEST_COUNT", True, False, None, (
+        ("response_code", "%REQ(x-code)%"), ("destination_principal", None))),))
+    cfg = _config(telemetry.outbound_http_logs(policy))
+    (count,) = [c for c in cfg.counters if (decode_name(c.stat.name) or ("",))[0] == "requests_total"]
+    tags = {t.name: t.value_format for t in count.stat.tags}
+    assert tags["response_code"] == "%REQ(x-code)%"
+    assert split_request(tags["meshplane"])["code"] == ""  # not formatted for nothing
+    assert split_request(tags["meshplane"])["principal"] == "%UPSTREAM_PEER_URI_SAN%"  # for source_principal
+    text = _decode(_export(count.stat, {"%REQ(x-code)%": "teapot", "%RESPONSE_FLAGS%": "-",
+                                        "%UPSTREAM_PEER_URI_SAN%": "spiffe://cluster.local/ns/default/sa/reviews"}))
+    ((labels, _),) = _labels(text, "istio_requests_total")
+    assert labels["response_code"] == "teapot" and "destination_principal" not in labels
+    assert labels["source_principal"] == OWN["principal"]
 
 
 def test_names_from_before_the_encoding_are_renamed_and_merged() -> None:
