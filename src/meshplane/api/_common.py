@@ -255,6 +255,10 @@ def target_ref(ref: PolicyTargetReference | None, path: str, r: Report) -> None:
     if (group, kind) not in _ALLOWED_TARGETS:
         r.not_supported(f"{path}.kind", f"{group}/{kind}" if group else kind,
                         ["Service", "networking.istio.io/ServiceEntry", "gateway.networking.k8s.io/Gateway"])
+    elif kind != "Gateway":
+        # Istio accepts these and applies them to the target's waypoint proxy (ambient mode) only.
+        r.warn(f"{path}: a {kind} target applies to waypoint proxies (Istio's ambient mode), which this mesh does "
+               "not run: no sidecar or gateway is selected; use a selector for sidecars")
 
 
 def selector_or_targets(selector: WorkloadSelector | None, ref: PolicyTargetReference | None,

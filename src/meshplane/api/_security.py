@@ -301,8 +301,6 @@ def telemetry(meta: ObjectMeta, spec: Telemetry, r: Report) -> None:
 def _telemetry_support(spec: Telemetry, r: Report) -> None:
     """Warnings for what the mesh accepts (Istio does) but does not carry out, each naming its field: a stored
     object must not look as if it acted when part of it does not."""
-    if spec.target_ref is not None or spec.target_refs:
-        r.warn("spec.targetRefs: not applied yet (Telemetry applies through spec.selector or to its namespace)")
     for i, metrics in enumerate(spec.metrics):
         p = f"spec.metrics[{i}]"
         for j, provider in enumerate(metrics.providers):

@@ -46,7 +46,7 @@ from google.protobuf.message import Message
 
 from meshplane.model import envoyproto
 from meshplane.model import spec as istio
-from meshplane.model.labels import labels_match
+from meshplane.model.labels import labels_match, targets_gateway_proxy
 from meshplane.model.proxy import Proxy, ProxyType
 from meshplane.model.resources import (
     ENVOY_FILTER_TEMPLATE_BINDINGS,
@@ -64,7 +64,6 @@ from meshplane.translate.routes import HTTP_PROXY_ROUTE
 
 INBOUND, OUTBOUND, GATEWAY, ANY = "SIDECAR_INBOUND", "SIDECAR_OUTBOUND", "GATEWAY", "ANY"
 HCM = "envoy.filters.network.http_connection_manager"
-GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name"
 VIRTUAL_LISTENERS = ("virtualInbound", "virtualOutbound")
 # Filter names Istio's docs and older EnvoyFilters still use, for the filters we name by their canonical names.
 _DEPRECATED_NAMES = {
@@ -234,12 +233,7 @@ def _attaches(rec: FilterRec, proxy: Proxy, root: str) -> bool:
         return False
     spec = rec.spec
     if spec.target_refs:
-        for ref in spec.target_refs:
-            ref_ns = ref.namespace or ns
-            if (ref.kind == "Gateway" and ref.group in (None, "", "gateway.networking.k8s.io")
-                    and ref_ns == proxy.namespace and proxy.labels.get(GATEWAY_NAME_LABEL) == ref.name):
-                return True
-        return False
+        return any(targets_gateway_proxy(ref, ns, proxy.namespace, proxy.labels) for ref in spec.target_refs)
     if spec.workload_selector is not None and spec.workload_selector.labels:
         return labels_match(spec.workload_selector.labels, proxy.labels)
     return True

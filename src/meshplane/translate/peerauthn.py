@@ -34,7 +34,7 @@ from collections.abc import Iterable, Mapping
 from typing import Generic, NamedTuple, Protocol, TypeVar, cast
 
 from meshplane.model import spec as istio
-from meshplane.model.labels import labels_match
+from meshplane.model.labels import labels_match, targets_gateway_proxy
 from meshplane.model.proxy import InboundPort, Proxy
 from meshplane.model.resources import (
     PEER_AUTHENTICATIONS,
@@ -74,6 +74,13 @@ def _match_labels(spec: Selecting) -> Mapping[str, str] | None:
     return sel.match_labels if sel is not None and sel.match_labels else None
 
 
+def _target_refs(spec: Selecting) -> tuple[istio.PolicyTargetReference, ...]:
+    """The policy's ``targetRef`` and ``targetRefs`` (PeerAuthentication has neither)."""
+    one: istio.PolicyTargetReference | None = getattr(spec, "target_ref", None)
+    many: tuple[istio.PolicyTargetReference, ...] = getattr(spec, "target_refs", ())
+    return (*many, *((one,) if one is not None else ()))
+
+
 def _by_namespace_age(obj: ConfigObject[S]) -> tuple[str, str, str]:
     return obj.meta.namespace, obj.meta.creation_timestamp, obj.meta.name
 
@@ -91,6 +98,14 @@ def selected_policies(ctx: PushContext, gr: GroupResource, proxy: Proxy, kind: t
     for obj in sorted(objs, key=_by_namespace_age):
         namespace = obj.meta.namespace
         if namespace not in (root, proxy.namespace):
+            continue
+        refs = _target_refs(obj.spec)
+        if refs:
+            # targetRefs instead of a selector: a Gateway API Gateway's proxies (workload level); a Service or
+            # ServiceEntry target is for waypoints (Istio's ambient mode, which this mesh does not run): no
+            # sidecar. Never the namespace: that would put a gateway's policy on every workload there.
+            if any(targets_gateway_proxy(r, namespace, proxy.namespace, proxy.labels) for r in refs):
+                workload.append(obj)
             continue
         sel = _match_labels(obj.spec)
         if sel is None:

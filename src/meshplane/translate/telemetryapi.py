@@ -22,7 +22,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 
-from meshplane.model.labels import labels_match
+from meshplane.model.labels import labels_match, targets_gateway_proxy
 from meshplane.model.mesh import MeshSettings, TelemetryProvider
 from meshplane.model.proxy import Proxy
 from meshplane.model.resources import TELEMETRIES, TRAFFIC_LABELS
@@ -313,11 +313,15 @@ def _levels(proxy: Proxy, ctx: PushContext) -> list[Telemetry]:
         assert isinstance(spec, Telemetry)
         meta = obj.meta
         order = (meta.creation_timestamp or "", meta.name)
-        targeted = spec.selector is not None or bool(spec.target_refs) or spec.target_ref is not None
-        if targeted:
-            # targetRefs (Services, Gateways) are not resolved yet (admission warns); a selector in the root
-            # namespace applies to nothing (Istio ignores it).
-            if (meta.namespace == proxy.namespace != root and spec.selector is not None
+        refs = (*spec.target_refs, *((spec.target_ref,) if spec.target_ref is not None else ()))
+        if refs:
+            # A Gateway API Gateway: its proxies, at the workload level. Other kinds (a GatewayClass, a Service
+            # or ServiceEntry, which Istio applies to waypoints only) select no proxy here; admission warns.
+            if any(targets_gateway_proxy(r, meta.namespace, proxy.namespace, proxy.labels) for r in refs):
+                workload.append((*order, spec))
+        elif spec.selector is not None:
+            # A selector in the root namespace applies to nothing (Istio ignores it).
+            if (meta.namespace == proxy.namespace != root
                     and labels_match(spec.selector.match_labels, proxy.labels)):
                 workload.append((*order, spec))
         elif meta.namespace == proxy.namespace and meta.namespace != root:

@@ -31,7 +31,7 @@ from envoy.extensions.wasm.v3 import wasm_pb2
 from google.protobuf import wrappers_pb2
 
 from meshplane.model import spec as istio
-from meshplane.model.labels import labels_match
+from meshplane.model.labels import labels_match, targets_gateway_proxy
 from meshplane.model.proxy import Proxy, ProxyType
 from meshplane.model.spec import ConfigObject
 from meshplane.model.wasm import file_path
@@ -41,7 +41,6 @@ Plugin = ConfigObject[istio.WasmPlugin]
 
 HCM = "envoy.filters.network.http_connection_manager"
 ROUTER = "envoy.filters.http.router"
-GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name"
 _AUTHN = frozenset({"envoy.filters.http.jwt_authn"})
 _AUTHZ = frozenset({"envoy.filters.http.rbac", "envoy.filters.http.ext_authz"})
 _AFTER_SECURITY = frozenset({"envoy.filters.http.fault"})
@@ -55,9 +54,7 @@ def _attaches(obj: Plugin, proxy: Proxy, root: str) -> bool:
     spec = obj.spec
     refs = [*spec.target_refs, *((spec.target_ref,) if spec.target_ref is not None else ())]
     if refs:
-        return any(r.kind == "Gateway" and r.group in (None, "", "gateway.networking.k8s.io")
-                   and (r.namespace or ns) == proxy.namespace and proxy.labels.get(GATEWAY_NAME_LABEL) == r.name
-                   for r in refs)
+        return any(targets_gateway_proxy(r, ns, proxy.namespace, proxy.labels) for r in refs)
     labels = spec.selector.match_labels if spec.selector is not None else {}
     return labels_match(labels, proxy.labels)
 

@@ -348,3 +348,11 @@ def test_telemetry_parts_not_carried_out_are_warned_about_by_field() -> None:
     applied = {"accessLogging": [{"providers": [{"name": "envoy"}]}],
                "metrics": [{"overrides": [{"match": {"metric": "REQUEST_COUNT"}, "disabled": True}]}]}
     assert ok("Telemetry", applied) == []
+
+
+@pytest.mark.parametrize("kind", ["AuthorizationPolicy", "RequestAuthentication", "Telemetry"])
+def test_a_service_target_is_warned_about_and_a_gateway_target_is_not(kind: str) -> None:
+    gateway = {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "web"}
+    assert not [w for w in ok(kind, {"targetRefs": [gateway]}) if "targetRef" in w]
+    warnings = ok(kind, {"targetRefs": [gateway, {"kind": "Service", "name": "reviews"}]})
+    assert [w.split(":")[0] for w in warnings if "waypoint" in w] == ["spec.targetRefs[1]"]

@@ -7,7 +7,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _translate_helpers import bookinfo_registry, clusters, context, envoy_validate, hcm_of, listeners, sidecar
+from _translate_helpers import (
+    bookinfo_registry,
+    clusters,
+    context,
+    envoy_validate,
+    gateway,
+    hcm_of,
+    listeners,
+    sidecar,
+)
 from envoy.config.rbac.v3 import rbac_pb2
 from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
 from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
@@ -15,7 +24,7 @@ from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2
 
 from meshplane.model import spec as istio
 from meshplane.model.proxy import InboundPort
-from meshplane.model.resources import AUTHORIZATION_POLICIES
+from meshplane.model.resources import AUTHORIZATION_POLICIES, REQUEST_AUTHENTICATIONS
 from meshplane.model.spec import AuthorizationAction, MutualTLSMode
 from meshplane.translate import MeshSettings
 from meshplane.translate.authz import rule_policy
@@ -215,6 +224,23 @@ def test_selected_policies_are_typed_by_level() -> None:
     assert [o.meta.name for o in levels.workload] == ["wl", "root-wl"]  # by namespace, then age
     assert all(isinstance(o.spec, istio.AuthorizationPolicy) for o in levels.all())
     assert levels.mesh[0].spec.action is AuthorizationAction.AUDIT
+
+
+@pytest.mark.parametrize(("kind", "gr"), [("AuthorizationPolicy", AUTHORIZATION_POLICIES),
+                                         ("RequestAuthentication", REQUEST_AUTHENTICATIONS)])
+def test_target_refs_select_the_gateways_proxies_only_never_the_namespace(kind: str, gr: Any) -> None:
+    gw_ref = {"targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "web"}]}
+    svc_ref = {"targetRefs": [{"kind": "Service", "name": "reviews"}]}
+    spec = {"rules": [{}]} if kind == "AuthorizationPolicy" else {"jwtRules": [{"issuer": "https://x"}]}
+    ctx = context([*bookinfo_registry(), obj(kind, "gw", {**gw_ref, **spec}), obj(kind, "svc", {**svc_ref, **spec}),
+                   obj(kind, "root-gw", {**gw_ref, **spec}, ns="istio-system")])
+    cls = istio.AuthorizationPolicy if kind == "AuthorizationPolicy" else istio.RequestAuthentication
+    web = gateway({"gateway.networking.k8s.io/gateway-name": "web"}, ns="default")
+    assert [o.meta.name for o in selected_policies(ctx, gr, web, cls).all()] == ["gw"]
+    # neither the other workloads of the namespace (a Service target is for waypoints), nor a gateway elsewhere
+    assert selected_policies(ctx, gr, sidecar("reviews"), cls).all() == ()
+    other = gateway({"gateway.networking.k8s.io/gateway-name": "web"}, ns="istio-system")
+    assert [o.meta.name for o in selected_policies(ctx, gr, other, cls).all()] == ["root-gw"]
 
 
 def test_port_level_unset_inherits() -> None:

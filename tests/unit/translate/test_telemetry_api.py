@@ -6,7 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from _translate_helpers import bookinfo_registry, context, envoy_validate, hcm_of, istio_object, listeners, sidecar
+from _translate_helpers import (
+    bookinfo_registry,
+    context,
+    envoy_validate,
+    gateway,
+    hcm_of,
+    istio_object,
+    listeners,
+    sidecar,
+)
 from envoy.extensions.access_loggers.file.v3 import file_pb2
 from envoy.extensions.access_loggers.stats.v3 import stats_pb2
 
@@ -61,6 +70,25 @@ def test_most_specific_field_wins_and_oldest_within_a_level() -> None:
     other_ns = telemetry_policy(sidecar("ratings", "v1", ns="other"), ctx)
     assert other_ns.metric("REQUEST_COUNT", client=True)[0] is False  # the mesh default
     assert context(bookinfo_registry()) and telemetry_policy(sidecar(), context(bookinfo_registry())) is DEFAULT
+
+
+def test_target_refs_to_a_gateway_apply_to_its_proxies_at_the_workload_level() -> None:
+    web = {"targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "web"}]}
+    objs = [*bookinfo_registry(),
+            _telemetry("ns", "default", _disable("REQUEST_SIZE")),
+            _telemetry("web", "default", {**web, **_disable("REQUEST_COUNT")}),
+            _telemetry("waypoint", "default", {"targetRefs": [{"kind": "Service", "name": "reviews"}],
+                                               **_disable("RESPONSE_SIZE")})]
+    ctx = context(objs)
+    gw = telemetry_policy(gateway({"gateway.networking.k8s.io/gateway-name": "web"}, ns="default"), ctx)
+    assert gw.metric("REQUEST_COUNT", client=True)[0] is False
+    assert gw.metric("REQUEST_SIZE", client=True)[0] is True, "the workload level replaces the namespace's metrics"
+    reviews = telemetry_policy(sidecar("reviews", "v1"), ctx)  # a Service target is for waypoints: not a sidecar
+    assert reviews.metric("REQUEST_COUNT", client=True)[0] is True
+    assert reviews.metric("RESPONSE_SIZE", client=True)[0] is True
+    assert reviews.metric("REQUEST_SIZE", client=True)[0] is False  # the namespace's
+    elsewhere = telemetry_policy(gateway({"gateway.networking.k8s.io/gateway-name": "web"}), ctx)
+    assert elsewhere.metric("REQUEST_COUNT", client=True)[0] is True  # a Gateway of the same name elsewhere
 
 
 def _metric(stat: stats_pb2.Config.Stat) -> str:
