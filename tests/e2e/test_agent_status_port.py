@@ -1,8 +1,9 @@
 """A real ``meshplane agent`` process (its real Envoy, its DNS proxy fed over NDS by a real xDS server) serves
 Istio's status port: after DNS queries to the agent, ``http://ADDRESS:15020/stats/prometheus`` counts them under
 Istio's ``istio_agent_dns_*`` names, with Envoy's own metrics (from its 15090 listener) merged into the same
-scrape; ``/healthz/ready`` answers 200 once the instance is ready. A second agent whose status port is taken logs
-one line and runs on (Envoy LIVE, DNS answering).
+scrape, and the application's own metrics after them (Istio's metrics merging); ``/healthz/ready`` answers 200
+once the instance is ready. A second agent whose status port is taken logs one line and runs on (Envoy LIVE, DNS
+answering).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import dns.message
 import dns.rcode
 import dns.rrset
 import pytest
+from aiohttp import web
 from envoy_harness import free_port, loopback_host, wait_until
 
 from meshplane.store import GroupResource, MemoryStore
@@ -54,14 +56,14 @@ async def xds_address(store: MemoryStore, xds: Any) -> str:
 
 
 class Agent:
-    def __init__(self, work: Path, xds: str, upstream_port: int, host: str = "") -> None:
+    def __init__(self, work: Path, xds: str, upstream_port: int, host: str = "", **extra: Any) -> None:
         self.host = host or loopback_host()
         self.work = work
         self.dns_port = free_port(self.host)
         work.mkdir(parents=True, exist_ok=True)
         cfg = {"name": "web-0", "namespace": "default", "workload": "web", "address": self.host, "xds": xds,
                "register": False, "opa": False, "dns": True, "dns_address": f"{self.host}:{self.dns_port}",
-               "dns_upstream": f"127.0.0.1:{upstream_port}", "work_dir": str(work), "drain_s": 0.1}
+               "dns_upstream": f"127.0.0.1:{upstream_port}", "work_dir": str(work), "drain_s": 0.1, **extra}
         (work / "agent.json").write_text(json.dumps(cfg))
         self.log = open(work / "agent.log", "wb")  # noqa: SIM115 - closed in stop
         self.proc = subprocess.Popen([sys.executable, "-m", "meshplane.cli.main", "agent", "--config",
@@ -109,9 +111,27 @@ def _answers(resp: dns.message.Message) -> list[str]:
 async def test_status_port_counts_dns_queries_and_merges_envoys_metrics(
         tmp_path: Path, xds_address: str, upstream: tuple[Resolver, int], agents: list[Agent]) -> None:
     up, up_port = upstream
-    agent = Agent(tmp_path / "a", xds_address, up_port)  # status_port: the default, 15020
+
+    async def app_metrics(_request: web.Request) -> web.Response:
+        return web.Response(text="# TYPE orders_total counter\norders_total{kind=\"book\"} 42\n")
+
+    app = web.Application()
+    app.router.add_get("/metrics", app_metrics)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    app_port = free_port("127.0.0.1")
+    await web.TCPSite(runner, "127.0.0.1", app_port).start()
+    agent = Agent(tmp_path / "a", xds_address, up_port,  # status_port: the default, 15020
+                  app_metrics_url=f"http://127.0.0.1:{app_port}/metrics")
     agents.append(agent)
-    await agent.wait_ready()
+    try:
+        await agent.wait_ready()
+        await _check_status_port(agent, up)
+    finally:
+        await runner.cleanup()
+
+
+async def _check_status_port(agent: Agent, up: Resolver) -> None:
     assert agent.status()["statusPort"] == f"http://{agent.host}:15020"
     base = f"http://{agent.host}:15020"
     async with aiohttp.ClientSession() as http:
@@ -142,6 +162,8 @@ async def test_status_port_counts_dns_queries_and_merges_envoys_metrics(
     assert value(text, "envoy_server_live") == 1  # from Envoy's 15090, in the same scrape
     assert "Envoy's metrics are missing" not in text
     assert any(name.startswith("envoy_cluster_manager_") for name, _ in found)
+    assert value(text, "orders_total", kind="book") == 42  # the application's, merged after Envoy's
+    assert text.index("envoy_server_live") < text.index("orders_total")
 
 
 async def test_a_taken_status_port_is_logged_and_the_agent_runs_on(

@@ -70,6 +70,9 @@ class AgentConfig:
     # Istio's health port: Envoy serves /healthz/ready here, answered by the status port's readiness (what load
     # balancers and readiness probes ask); 0 = none, as when there is no status port.
     health_port: int = 15021
+    # Istio's metrics merging: the application's own Prometheus endpoint (http://HOST:PORT/PATH), appended to the
+    # status port's /stats/prometheus; "" = none.
+    app_metrics_url: str = ""
     outbound_port: int = 15001
     readiness: Readiness = field(default_factory=Readiness)
     register: bool = True

@@ -136,7 +136,8 @@ class Agent:
         if not cfg.status_port:
             return
         envoy_stats = f"http://{cfg.address}:{cfg.stats_port}/stats/prometheus" if cfg.stats_port else ""
-        server = StatusServer(self.metrics, envoy_stats, session, lambda: self.not_ready(self._reg))
+        server = StatusServer(self.metrics, envoy_stats, session, lambda: self.not_ready(self._reg),
+                              app_stats_url=cfg.app_metrics_url)
         if await server.start(cfg.address, cfg.status_port):
             self.status_server = server
 

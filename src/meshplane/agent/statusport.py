@@ -6,6 +6,9 @@
   for an instance, never both (the series of 15090 would be counted twice). When Envoy's listener cannot be read
   (Envoy starting, restarting, or ``stats_port`` 0) the agent's own metrics are still served, with a comment line
   saying why Envoy's are missing, and the first such failure in a row is logged.
+* Istio's metrics merging: with ``app_stats_url`` (the application's own endpoint, from its
+  ``prometheus.io/*`` annotations) the application's metrics follow Envoy's in the same answer; an application
+  that cannot be read costs its part only (a comment line, the first failure in a row logged).
 * ``GET /healthz/ready``: 200 when the instance is ready (``not_ready`` gives no reason: Envoy LIVE, and what else
   the agent requires), else 503 with the reason, as Istio's readiness on 15020 answers.
 
@@ -30,11 +33,13 @@ ENVOY_SCRAPE_TIMEOUT_S = 5.0
 
 class StatusServer:
     def __init__(self, metrics: AgentMetrics, envoy_stats_url: str, session: aiohttp.ClientSession,
-                 not_ready: Callable[[], str]) -> None:
+                 not_ready: Callable[[], str], *, app_stats_url: str = "") -> None:
         """``envoy_stats_url``: Envoy's ``/stats/prometheus`` ("" = none to merge); ``not_ready``: why the
-        instance is not ready, "" when it is."""
+        instance is not ready, "" when it is; ``app_stats_url``: the application's metrics ("" = none)."""
         self.metrics = metrics
         self.envoy_stats_url = envoy_stats_url
+        self.app_stats_url = app_stats_url
+        self._app_failing = False
         self.session = session
         self.not_ready = not_ready
         self.address = ""  # HOST:PORT once listening
@@ -66,33 +71,52 @@ class StatusServer:
             await self._runner.cleanup()
             self._runner = None
 
+    async def _read(self, url: str) -> tuple[bytes, str]:
+        """The text exposition at ``url``, or b"" and why it could not be read."""
+        try:
+            async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=ENVOY_SCRAPE_TIMEOUT_S)) as r:
+                body = await r.read()
+                if r.status != 200:
+                    return b"", f"{url} answered HTTP {r.status}"
+                return body, ""
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
+            return b"", f"{url}: {type(e).__name__} {e}".rstrip()
+
     async def envoy_metrics(self) -> tuple[bytes, str]:
         """Envoy's text exposition, or b"" and why it could not be read."""
         if not self.envoy_stats_url:
             return b"", "Envoy's metrics listener is off (stats_port 0)"
-        try:
-            async with self.session.get(self.envoy_stats_url,
-                                        timeout=aiohttp.ClientTimeout(total=ENVOY_SCRAPE_TIMEOUT_S)) as r:
-                body = await r.read()
-                if r.status != 200:
-                    return b"", f"{self.envoy_stats_url} answered HTTP {r.status}"
-                return body, ""
-        except (TimeoutError, aiohttp.ClientError, OSError) as e:
-            return b"", f"{self.envoy_stats_url}: {type(e).__name__} {e}".rstrip()
+        return await self._read(self.envoy_stats_url)
 
     async def merged(self) -> bytes:
-        own = self.metrics.render()
+        parts = [self.metrics.render()]
         envoy, why = await self.envoy_metrics()
+        parts.append(self._part(envoy, why, "Envoy's", envoy=True))
+        if self.app_stats_url:
+            app, why = await self._read(self.app_stats_url)
+            parts.append(self._part(app, why, "the application's", envoy=False))
+        return b"".join(parts)
+
+    def _part(self, body: bytes, why: str, whose: str, *, envoy: bool) -> bytes:
+        """One source's text, ending in a newline; a comment line saying why it is missing (logged once per run of
+        failures)."""
+        failing = self._envoy_failing if envoy else self._app_failing
         if why:
-            if not self._envoy_failing:
-                log.warning("merged metrics without Envoy's: %s", why)
-            self._envoy_failing = True
+            if not failing:
+                log.warning("merged metrics without %s: %s", whose, why)
+            self._set_failing(envoy, True)
             note = " ".join(why.split())  # one comment line
-            return own + f"# meshplane agent: Envoy's metrics are missing: {note}\n".encode()
-        self._envoy_failing = False
-        if envoy and not envoy.endswith(b"\n"):
-            envoy += b"\n"
-        return own + envoy
+            return f"# meshplane agent: {whose} metrics are missing: {note}\n".encode()
+        self._set_failing(envoy, False)
+        if body and not body.endswith(b"\n"):
+            body += b"\n"
+        return body
+
+    def _set_failing(self, envoy: bool, value: bool) -> None:
+        if envoy:
+            self._envoy_failing = value
+        else:
+            self._app_failing = value
 
     async def _stats(self, request: web.Request) -> web.Response:
         return web.Response(body=await self.merged(), headers={"Content-Type": CONTENT_TYPE})

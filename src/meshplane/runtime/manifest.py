@@ -104,7 +104,13 @@ class WorkloadSpec:
     readiness_tcp: bool = False
     # "" = the mesh's; "transparent" (own namespace, iptables capture) or "explicit" (http_proxy).
     interception: str = ""
-    annotations: Mapping[str, str] = field(default_factory=dict)  # traffic.sidecar.istio.io/* (runtime.netns)
+    # traffic.sidecar.istio.io/* (runtime.netns); prometheus.io/* (app_metrics)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def app_metrics(self) -> tuple[int, str] | None:
+        """(port, path) of the application's own metrics its agent merges into the status port, or None."""
+        return app_metrics(self.annotations)
 
     def key(self, cluster: str) -> str:
         """Identifies one (workload, cluster) placement: ``NAMESPACE/NAME@CLUSTER``."""
@@ -309,7 +315,37 @@ def _annotations(raw: Any, where: str) -> dict[str, str]:
         capture_from_annotations(out)
     except CaptureSpecError as e:
         raise ManifestError(f"{where}: {e}") from e
+    try:
+        app_metrics(out)
+    except ValueError as e:
+        raise ManifestError(f"{where}: {e}") from e
     return out
+
+
+SCRAPE, SCRAPE_PORT, SCRAPE_PATH = "prometheus.io/scrape", "prometheus.io/port", "prometheus.io/path"
+MERGE_METRICS = "prometheus.istio.io/merge-metrics"
+
+
+def app_metrics(annotations: Mapping[str, str]) -> tuple[int, str] | None:
+    """Istio's metrics merging: a workload annotated ``prometheus.io/scrape: "true"`` with ``prometheus.io/port``
+    (and ``prometheus.io/path``, default ``/metrics``) has its application's metrics served by its agent's status
+    port beside Envoy's, unless ``prometheus.istio.io/merge-metrics: "false"``; Prometheus scrapes the status port
+    only. None when not asked for (Istio merges nothing without a port either). ValueError names a bad value."""
+    def flag(key: str, default: str) -> bool:
+        value = annotations.get(key, default).strip().lower()
+        if value not in ("true", "false"):
+            raise ValueError(f"annotation {key}: expected \"true\" or \"false\", got {annotations[key]!r}")
+        return value == "true"
+
+    scrape, merge = flag(SCRAPE, "false"), flag(MERGE_METRICS, "true")
+    port_text, path = annotations.get(SCRAPE_PORT, "").strip(), annotations.get(SCRAPE_PATH, "/metrics").strip()
+    if port_text and not (port_text.isdigit() and 1 <= int(port_text) <= 65535):
+        raise ValueError(f"annotation {SCRAPE_PORT}: expected a port number 1-65535, got {port_text!r}")
+    if not path.startswith("/"):
+        raise ValueError(f"annotation {SCRAPE_PATH}: expected a path starting with '/', got {path!r}")
+    if not (scrape and merge and port_text):
+        return None
+    return int(port_text), path
 
 
 def service_entry(raw: Any, i: int) -> dict[str, Any]:

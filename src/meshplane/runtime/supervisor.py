@@ -360,7 +360,7 @@ class Supervisor:
                 raise RuntimeError(f"workload {w.name}.interception: transparent is not possible: "
                                    f"{reason or 'the mesh is explicit'}")
             captured = self.transparent and not w.gateway and w.interception != "explicit"
-            if w.annotations and not captured:
+            if not captured and any(k.startswith("traffic.sidecar.istio.io/") for k in w.annotations):
                 self.warnings.append(f"workload {w.name}.annotations: traffic.sidecar.istio.io annotations take "
                                      "effect only with transparent interception; ignored")
         for warning in self.warnings:
@@ -528,7 +528,22 @@ class Supervisor:
             ca=ca if ca_token else "", ca_token=ca_token,
             interception="REDIRECT" if captured else "NONE",
             dns=captured, dns_proxy_address="127.0.0.1:53" if captured else "",
-            dns_upstream=f"{self.bridge.address}:53" if self.bridge is not None else "")
+            dns_upstream=f"{self.bridge.address}:53" if self.bridge is not None else "",
+            app_metrics_url=self._app_metrics_url(inst))
+
+    def _app_metrics_url(self, inst: Instance) -> str:
+        """Where the agent reads the application's own metrics (the ``prometheus.io/*`` annotations), "" none.
+        The annotation's port is the application's; a service port of the workload is where its sidecar
+        listens, so the application serves it on that port's ``app_port`` unless its traffic is captured."""
+        w = inst.workload
+        wanted = w.app_metrics
+        if wanted is None or w.gateway:
+            return ""
+        port, path = wanted
+        if not inst.captured:
+            port = next((p.app_port for p in w.ports if p.port == port), port)
+        host = "127.0.0.1" if inst.captured else inst.address
+        return f"http://{host}:{port}{path}"
 
     def app_env(self, inst: Instance) -> dict[str, str]:
         w = inst.workload

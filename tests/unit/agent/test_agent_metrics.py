@@ -205,3 +205,36 @@ async def test_a_taken_port_is_logged_and_not_fatal(session: aiohttp.ClientSessi
         assert len(caplog.records) == 1 and f"127.0.0.1:{port} unavailable" in caplog.records[0].getMessage()
         assert server.address == ""
         await server.stop()  # nothing to stop: fine
+
+
+async def test_the_applications_metrics_are_merged_after_envoys(session: aiohttp.ClientSession,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    """Istio's metrics merging: the application's own endpoint (its prometheus.io annotations) in the same
+    answer; an application that cannot be read costs only its part."""
+    envoy, envoy_url = await _envoy_stats([200])
+
+    async def app_metrics(_request: web.Request) -> web.Response:
+        return web.Response(text="# TYPE orders_total counter\norders_total{kind=\"book\"} 42")  # no final newline
+
+    app = web.Application()
+    app.router.add_get("/custom/metrics", app_metrics)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = next(a[1] for a in runner.addresses if isinstance(a, tuple))
+    server = StatusServer(AgentMetrics(process=False), envoy_url, session, lambda: "",
+                          app_stats_url=f"http://127.0.0.1:{port}/custom/metrics")
+    try:
+        text = (await server.merged()).decode()
+        assert value(text, "orders_total", kind="book") == 42 and value(text, "envoy_server_live") == 1
+        assert text.index("envoy_server_live") < text.index("orders_total") and text.endswith("\n")
+        await runner.cleanup()  # the application goes away: Envoy's metrics stay, a comment says why
+        with caplog.at_level(logging.WARNING, logger="meshplane.agent.statusport"):
+            for _ in range(2):
+                text = (await server.merged()).decode()
+                assert "orders_total" not in text and value(text, "envoy_server_live") == 1
+                assert "# meshplane agent: the application's metrics are missing:" in text
+        assert len(caplog.records) == 1
+        samples(text)
+    finally:
+        await envoy.cleanup()
