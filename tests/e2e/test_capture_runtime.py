@@ -54,7 +54,7 @@ from test_runtime_support import (
 from meshplane.runtime import netns
 from meshplane.runtime.demo import demo_manifest
 from meshplane.runtime.home import Home
-from tests.support.promtext import value
+from tests.support.promtext import samples, value
 
 pytestmark = [pytest.mark.envoy]
 
@@ -382,6 +382,18 @@ def test_tcp_traffic_shifting_on_captured_tcp(mesh: Mesh) -> None:
     key = "cluster.outbound|9000|v2|tcp-echo.default.svc.cluster.local."
     stats = mesh.stats(client)
     assert stats[key + "upstream_cx_total"] >= 10 and stats[key + "ssl.handshake"] == stats[key + "upstream_cx_total"]
+    # Istio's TCP metrics at the source name the destination workload (from the endpoint's metadata: no
+    # response header answers over TCP) and its certificate's principal.
+    opened: dict[str, float] = {}
+    for (name, lbls), v in samples(mesh.agent_metrics(client)).items():
+        labels = dict(lbls)
+        if name == "istio_tcp_connections_opened_total" and labels.get("reporter") == "source" \
+                and labels.get("destination_service_name") == "tcp-echo":
+            assert labels["source_workload"] == "productpage-v1" and labels["request_protocol"] == "tcp", labels
+            assert labels["destination_principal"] == "spiffe://cluster.local/ns/default/sa/default", labels
+            who = (labels["destination_workload"], labels["destination_version"], labels["destination_cluster"])
+            opened[":".join(who)] = opened.get(":".join(who), 0.0) + v
+    assert opened.get("tcp-echo-v1:v1:cluster-1", 0) >= 10 and opened.get("tcp-echo-v2:v2:cluster-2", 0) >= 10, opened
 
 
 def _resolve_loop(mesh: Mesh, client: str, names: list[str], rounds: int) -> dict[str, Any]:

@@ -17,11 +17,12 @@ from typing import Any
 
 from meshplane.agent.config import AgentConfig
 from meshplane.client import Client, Conflict, NotFound
+from meshplane.model.peer import AGENT_WORKLOAD_LABEL
 
 log = logging.getLogger(__name__)
 
 CLUSTER_LABEL = "topology.istio.io/cluster"
-WORKLOAD_LABEL = "meshplane.io/workload"
+WORKLOAD_LABEL = AGENT_WORKLOAD_LABEL
 TLS_MODE_LABEL = "security.istio.io/tlsMode"  # "istio": this endpoint accepts ISTIO_MUTUAL (auto mTLS)
 API_VERSION, KIND = "networking.istio.io/v1", "WorkloadEntry"
 TIMEOUT_S = 5.0

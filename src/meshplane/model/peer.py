@@ -22,6 +22,17 @@ PEER_HEADER = "x-meshplane-peer"  # the same, sent to the peer sidecar (and remo
 OTEL_RESOURCE_ATTRIBUTES = "OTEL_RESOURCE_ATTRIBUTES"
 
 
+# Labels naming an endpoint's workload (as its proxy names itself in WORKLOAD_NAME): Istio's label, then the one
+# meshplane's agent puts on the WorkloadEntry it registers (whose own name is the instance's).
+AGENT_WORKLOAD_LABEL = "meshplane.io/workload"
+WORKLOAD_NAME_LABELS = ("service.istio.io/workload-name", AGENT_WORKLOAD_LABEL)
+
+
+def endpoint_workload(labels: Mapping[str, str], name: str) -> str:
+    """The workload an endpoint belongs to: a workload label, else ``name`` (its registry object's)."""
+    return next((labels[k] for k in WORKLOAD_NAME_LABELS if labels.get(k)), name)
+
+
 def canonical_app(labels: Mapping[str, str], workload: str) -> str:
     """Istio's canonical service name: its own label, then Kubernetes' recommended one, then ``app``."""
     for key in ("service.istio.io/canonical-name", "app.kubernetes.io/name", "app"):
@@ -65,5 +76,6 @@ def peer_environment(metadata: Mapping[str, Any]) -> dict[str, str]:
     return env
 
 
-__all__ = ["OTEL_RESOURCE_ATTRIBUTES", "PEER_ENV", "PEER_FIELDS", "PEER_HEADER", "UNKNOWN", "canonical_app",
-           "canonical_version", "identity_of", "peer_environment"]
+__all__ = ["AGENT_WORKLOAD_LABEL", "OTEL_RESOURCE_ATTRIBUTES", "PEER_ENV", "PEER_FIELDS", "PEER_HEADER", "UNKNOWN",
+           "WORKLOAD_NAME_LABELS", "canonical_app", "canonical_version", "endpoint_workload", "identity_of",
+           "peer_environment"]

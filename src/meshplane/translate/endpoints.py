@@ -20,7 +20,7 @@ from meshplane.model.names import Hostname
 from meshplane.model.proxy import Locality, Proxy
 from meshplane.model.service import Endpoint
 from meshplane.model.spec import MutualTLSMode
-from meshplane.translate import dynsubset
+from meshplane.translate import dynsubset, telemetry
 from meshplane.translate.common import parse_cluster_name
 from meshplane.translate.context import PushContext
 from meshplane.translate.eastwest import through_gateways
@@ -178,6 +178,12 @@ def build_load_assignment(name: str, proxy: Proxy, ctx: PushContext) -> endpoint
                 # Auto mTLS (see clusters._auto_mtls): this endpoint has a sidecar whose PeerAuthentication accepts
                 # ISTIO_MUTUAL on this port (see peerauthn); without the match the plaintext socket is chosen.
                 lbe.metadata.filter_metadata[TRANSPORT_SOCKET_MATCH].update({"tlsMode": "istio"})
+            if not port.protocol.is_http and id(m) in workloads:
+                # TCP metrics at the source name the destination workload from here (no response header on TCP);
+                # not on an east-west gateway standing in for a network's endpoints
+                peer = telemetry.endpoint_identity(m)
+                if peer is not None:
+                    lbe.metadata.filter_metadata[telemetry.PEER_METADATA].update({telemetry.PEER_KEY: peer})
             if dyn is not None:
                 lb_md = dynsubset.endpoint_metadata(dyn, m.labels)
                 if lb_md:

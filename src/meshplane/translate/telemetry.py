@@ -23,8 +23,10 @@ the application sent is removed and nothing is added. The server's
 sidecar moves it into dynamic metadata with one rule and removes it before the application sees it; on mTLS
 chains the server's sidecar answers with its own identity the same way (only there: a plaintext caller may be
 outside the mesh and is not told who answered). A label nobody sent is ``unknown``, as in Istio. TCP carries
-no exchange: the peer's labels are ``unknown`` there, its principal comes from the certificate. TCP bytes are
-counted when a connection closes.
+no exchange: at the source the destination's labels come from the upstream endpoint's metadata (the control
+plane writes each workload endpoint's peer value there on non-HTTP ports, ``endpoint_identity``); at the
+destination the caller's labels are ``unknown``, its principal comes from the certificate. TCP bytes are counted
+when a connection closes.
 """
 
 from __future__ import annotations
@@ -47,9 +49,17 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from google.protobuf import any_pb2, struct_pb2
 
 from meshplane.model import statname
-from meshplane.model.peer import PEER_ENV, PEER_FIELDS, PEER_HEADER, UNKNOWN, canonical_app, canonical_version
+from meshplane.model.peer import (
+    PEER_ENV,
+    PEER_FIELDS,
+    PEER_HEADER,
+    UNKNOWN,
+    canonical_app,
+    canonical_version,
+    endpoint_workload,
+)
 from meshplane.model.proxy import Proxy
-from meshplane.model.service import Service
+from meshplane.model.service import Endpoint, Service
 from meshplane.translate.common import pack
 from meshplane.translate.telemetryapi import AccessLogSink, TelemetryPolicy
 
@@ -235,6 +245,19 @@ def send_identity_to_mesh(configs: Iterable[route_pb2.RouteConfiguration], in_me
                         _settle(c, yes, mine)
 
 
+def endpoint_identity(endpoint: Endpoint) -> str | None:
+    """The peer value of a workload endpoint, for its metadata (``PEER_METADATA``): a TCP connection's source
+    reports its destination's workload labels from it, as no response header answers over TCP. None for an
+    endpoint that is not a workload of the registry (a ServiceEntry's address)."""
+    if not endpoint.workload_name:
+        return None
+    workload = endpoint_workload(endpoint.labels, endpoint.workload_name)
+    return statname.peer_value({"workload": workload, "namespace": endpoint.namespace or UNKNOWN,
+                                "app": canonical_app(endpoint.labels, workload),
+                                "version": canonical_version(endpoint.labels),
+                                "cluster": endpoint.cluster_id or UNKNOWN})
+
+
 def cluster_metadata(c: cluster_pb2.Cluster, svc: Service) -> None:
     """Label an outbound cluster with the service it reaches (``destination_service*`` at the source), as one
     service value (``model.statname``): one field of the request tag instead of three."""
@@ -249,6 +272,7 @@ def cluster_metadata(c: cluster_pb2.Cluster, svc: Service) -> None:
 # stat name. A label whose format is its standard one (below) becomes a placeholder reading that field.
 _PEER_TAG_VALUE = f"%DYNAMIC_METADATA({PEER_METADATA}:{PEER_KEY})%"
 _SERVICE_TAG_VALUE = f"%CLUSTER_METADATA({CLUSTER_METADATA}:service)%"
+_ENDPOINT_PEER_VALUE = f"%UPSTREAM_METADATA({PEER_METADATA}:{PEER_KEY})%"
 _DOWNSTREAM_PRINCIPAL = "%DOWNSTREAM_PEER_URI_SAN%"
 _UPSTREAM_PRINCIPAL = "%UPSTREAM_PEER_URI_SAN%"
 # label -> (its standard format, the field carrying it, the placeholder in the name)
@@ -262,13 +286,14 @@ _FIELDS = {
 
 def _source_labels(identity: Identity, *, http: bool) -> dict[str, str]:
     """Labels of ``reporter="source"``: us as the source, the answering sidecar as the destination (from its
-    response header; over TCP nobody answers with one). Our principal is known only when the connection was
+    response header; over TCP, where nobody answers with one, from the upstream endpoint's metadata, which
+    ``endpoint_identity`` gives the control plane). Our principal is known only when the connection was
     mutual TLS, which the peer's principal tells (``$mtls``)."""
     labels = {"reporter": "source"}
     for label, f in statname.side_labels("source"):
         labels[label] = _own(f, identity)
     for label, _ in statname.side_labels("destination"):
-        labels[label] = statname.PEER if http else UNKNOWN
+        labels[label] = statname.PEER
     labels["source_principal"] = statname.MTLS
     labels["destination_principal"] = _UPSTREAM_PRINCIPAL
     for label in statname.SERVICE_LABELS:
@@ -301,10 +326,10 @@ def _is_format(value: str) -> bool:
     return "%" in value
 
 
-def _stat(metric: str, labels: Mapping[str, str]) -> stats_pb2.Config.Stat:
+def _stat(metric: str, labels: Mapping[str, str], peer: str = _PEER_TAG_VALUE) -> stats_pb2.Config.Stat:
     """One stat: the fixed labels and placeholders in its name, and per request one tag (``model.statname``'s
     request tag) with every field a placeholder reads; a format string that is not a label's standard one (a
-    Telemetry tag override) stays a tag of its own."""
+    Telemetry tag override) stays a tag of its own. ``peer``: where the peer value comes from."""
     fixed: dict[str, str] = {}
     fields: dict[str, str] = {}
     tags: dict[str, str] = {}
@@ -319,7 +344,7 @@ def _stat(metric: str, labels: Mapping[str, str]) -> stats_pb2.Config.Stat:
             fixed[label] = value
     used = set(fixed.values())
     if statname.PEER in used:
-        fields["peer"] = _PEER_TAG_VALUE
+        fields["peer"] = peer
     if statname.SERVICE in used:
         fields["service"] = _SERVICE_TAG_VALUE
     if statname.MTLS in used and "principal" not in fields:
@@ -403,6 +428,8 @@ _TCP_METRICS = (
 
 def _stats(metrics: tuple[_Metric, ...], tags: dict[str, str], policy: TelemetryPolicy, *, client: bool,
            tcp: bool) -> list[accesslog_pb2.AccessLog]:
+    # The peer: from the exchanged header over HTTP; over TCP the upstream endpoint's metadata (the source side)
+    peer = _ENDPOINT_PEER_VALUE if tcp and client else _PEER_TAG_VALUE
     """The stats loggers of one side: one for what is counted at the end, one (TCP) for what is counted at the
     upstream connect (the TCP proxy flushes its access logs then too)."""
     at_connect, at_end = stats_pb2.Config(), stats_pb2.Config()
@@ -411,7 +438,7 @@ def _stats(metrics: tuple[_Metric, ...], tags: dict[str, str], policy: Telemetry
         if not enabled:
             continue
         cfg = at_connect if m.connect else at_end
-        stat = _stat(m.stat, _tagged(tags, changes))
+        stat = _stat(m.stat, _tagged(tags, changes), peer)
         if m.unit is not None:
             cfg.histograms.add(stat=stat, unit=m.unit, value_format=m.value)
         elif m.value is not None:
@@ -522,6 +549,7 @@ def metric_names() -> Iterable[str]:
                                    "tcp_sent_bytes_total", "tcp_received_bytes_total"))
 
 
-__all__ = ["CLUSTER_METADATA", "PEER_METADATA", "PEER_SENDER", "ServiceLabels", "access_logs", "cluster_metadata",
-           "inbound_http_logs", "inbound_peer_filters", "inbound_tcp_logs", "metric_names", "outbound_http_logs",
-           "outbound_peer_filters", "outbound_tcp_logs", "send_identity_to_mesh"]
+__all__ = ["CLUSTER_METADATA", "PEER_KEY", "PEER_METADATA", "PEER_SENDER", "ServiceLabels", "access_logs",
+           "cluster_metadata", "endpoint_identity", "inbound_http_logs", "inbound_peer_filters", "inbound_tcp_logs",
+           "metric_names", "outbound_http_logs", "outbound_peer_filters", "outbound_tcp_logs",
+           "send_identity_to_mesh"]

@@ -9,16 +9,21 @@ from typing import Any
 from _translate_helpers import (
     bookinfo_registry,
     context,
+    decode,
     envoy_validate,
     gateway,
     hcm_of,
     istio_object,
     listeners,
+    service_entry,
     sidecar,
+    workload_entry,
 )
+from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.extensions.access_loggers.file.v3 import file_pb2
 from envoy.extensions.access_loggers.stats.v3 import stats_pb2
 
+from meshplane.model import xdstypes
 from meshplane.model.mesh import MeshSettings, TelemetryProvider
 from meshplane.model.statname import decode_name
 from meshplane.model.telemetry import cel_to_format, code_filter
@@ -189,3 +194,26 @@ def test_destination_service_comes_from_the_selecting_service_entry_before_any_e
     tags = _labels(cfg.counters[0].stat)
     assert (tags["destination_service"], tags["destination_service_name"], tags["destination_service_namespace"]) == (
         "reviews.default.svc.cluster.local", "reviews", "default")
+
+
+def test_tcp_endpoints_carry_their_workload_for_the_source_side_tcp_metrics() -> None:
+    """No response header answers over TCP: the source names the destination workload from the endpoint's
+    metadata, which only non-HTTP ports' endpoints carry (HTTP learns it from the exchanged header)."""
+    ports = [{"number": 6379, "name": "tcp-redis", "protocol": "TCP"}, {"number": 8080, "name": "http",
+                                                                        "protocol": "HTTP"}]
+    ctx = context([service_entry("redis", ports=ports, selector={"app": "redis"}),
+                   workload_entry("redis-0", "127.0.3.1", {"app": "redis", "version": "v7",
+                                                           "meshplane.io/workload": "redis"})])
+    cla = {c.cluster_name: c for c in decode(xdstypes.ENDPOINT, sidecar(), ctx)}
+    assert all(isinstance(c, endpoint_pb2.ClusterLoadAssignment) for c in cla.values())
+    (tcp_ep,) = cla["outbound|6379||redis.default.svc.cluster.local"].endpoints[0].lb_endpoints
+    assert tcp_ep.metadata.filter_metadata["meshplane.peer"]["id"] == "redis;default;redis;v7;cluster_2d1"
+    (http_ep,) = cla["outbound|8080||redis.default.svc.cluster.local"].endpoints[0].lb_endpoints
+    assert "meshplane.peer" not in http_ep.metadata.filter_metadata
+    # ... and the source side's TCP stats read it there
+    tcp_logs = telemetry.outbound_tcp_logs(DEFAULT)
+    stats = [stats_pb2.Config.FromString(log.typed_config.value) for log in tcp_logs
+             if log.name == telemetry.STATS_LOGGER]
+    tags = {t.value_format for cfg in stats for c in cfg.counters for t in c.stat.tags}
+    assert tags and all("%UPSTREAM_METADATA(meshplane.peer:id)%" in t for t in tags)
+    assert all(_labels(c.stat)["destination_workload"] == "$peer" for cfg in stats for c in cfg.counters)
