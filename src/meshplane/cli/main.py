@@ -71,6 +71,7 @@ def _server(args: argparse.Namespace) -> int:
         api_port=api_port,
         tokens=tokens,
         history_limit=args.history_limit,
+        audit_limit=args.audit_limit,
         xds_host=xds[0] if xds else None,
         xds_port=xds[1] if xds else 0,
         debounce_quiet=args.debounce_quiet,
@@ -128,6 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=100_000,
         help="watch events kept so clients can resume; older resume points get 410 Expired (default 100000)",
+    )
+    s.add_argument(
+        "--audit-limit",
+        type=int,
+        default=100_000,
+        help="audit records kept, the newest (the oldest are deleted as new ones come); 0 keeps every record "
+        "(default 100000)",
     )
     s.add_argument(
         "--xds-addr", default="127.0.0.1:15010", help="address of the xDS (ADS gRPC) server; 'none' to disable"

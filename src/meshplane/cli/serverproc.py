@@ -76,6 +76,7 @@ class ServerOptions:
     debounce_max: float = 1.0
     tokens: dict[str, str] | None = None  # token -> user
     history_limit: int = 100_000  # watch events kept for resuming watches
+    audit_limit: int = 100_000  # audit records kept (the newest); 0 = every record
     # Zero trust: the CA (under data_dir/ca) and its signing service; ca_host None: no CA, no signing service.
     ca_host: str | None = None
     ca_port: int = 15012
@@ -337,15 +338,18 @@ async def _run_server(opts: ServerOptions, *, ready: asyncio.Event | None) -> No
 
 
 def _open_store(opts: ServerOptions) -> SqliteStore | EtcdStore:
+    if opts.audit_limit < 0:
+        raise ServerConfigError(f"--audit-limit: {opts.audit_limit} is negative (0 keeps every audit record)")
     if opts.store_url is None or opts.store_url in ("", "sqlite"):
         if opts.etcd_cacert or opts.etcd_cert or opts.etcd_key:
             raise ServerConfigError("--etcd-cacert/--etcd-cert/--etcd-key need --store etcd://...")
-        return SqliteStore(opts.data_dir / "store.db", history_limit=opts.history_limit)
+        return SqliteStore(opts.data_dir / "store.db", history_limit=opts.history_limit,
+                           audit_limit=opts.audit_limit)
     try:
         settings = parse_etcd_url(opts.store_url, cacert=opts.etcd_cacert, cert=opts.etcd_cert, key=opts.etcd_key)
     except ValueError as e:
         raise ServerConfigError(str(e)) from e
-    return EtcdStore(settings, history_limit=max(opts.history_limit, 1))
+    return EtcdStore(settings, history_limit=max(opts.history_limit, 1), audit_limit=opts.audit_limit)
 
 
 class _Singletons:

@@ -49,6 +49,15 @@ from meshplane.store.types import AuditRecord, EventType, GroupResource, JSONObj
 log = logging.getLogger(__name__)
 
 DEFAULT_HISTORY_LIMIT = 100_000
+DEFAULT_AUDIT_LIMIT = 100_000  # audit records kept (the newest); 0 keeps every record
+
+
+def audit_excess(count: int, limit: int) -> int:
+    """How many of the oldest audit records to drop when ``count`` are kept and ``limit`` may be: none until the
+    trail is a tenth past the limit (so trimming is one statement per ~limit/10 writes), then back to the limit."""
+    if limit <= 0 or count <= limit + max(1, limit // 10):
+        return 0
+    return count - limit
 DEFAULT_MAX_BATCH = 2_000
 
 # Top-level fields that are not the object's desired state: changing them does not bump metadata.generation.

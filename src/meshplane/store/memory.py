@@ -13,10 +13,12 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from meshplane.store._core import (
+    DEFAULT_AUDIT_LIMIT,
     DEFAULT_HISTORY_LIMIT,
     Change,
     CoreStore,
     LoadedState,
+    audit_excess,
 )
 from meshplane.store._watch import DEFAULT_WATCH_QUEUE_SIZE
 from meshplane.store.interface import Store
@@ -26,7 +28,8 @@ __all__ = ["MemoryStore"]
 
 
 class MemoryStore(CoreStore):
-    """``Store`` in memory. ``history_limit`` and ``watch_queue_size`` behave as in ``SqliteStore``."""
+    """``Store`` in memory. ``history_limit``, ``audit_limit`` and ``watch_queue_size`` behave as in
+    ``SqliteStore``."""
 
     def __init__(
         self,
@@ -35,17 +38,22 @@ class MemoryStore(CoreStore):
         clock: Callable[[], datetime] | None = None,
         watch_queue_size: int = DEFAULT_WATCH_QUEUE_SIZE,
         max_batch: int | None = None,
+        audit_limit: int = DEFAULT_AUDIT_LIMIT,
     ) -> None:
         super().__init__(
             history_limit=history_limit, clock=clock, watch_queue_size=watch_queue_size, max_batch=max_batch
         )
+        if audit_limit < 0:
+            raise ValueError("audit_limit must be >= 0")
         self._audit: list[AuditRecord] = []
+        self._audit_limit = audit_limit
 
     async def _load(self) -> LoadedState:
         return LoadedState(rv=0, compacted_rv=0, objects=(), history=())
 
     async def _persist(self, batch: Sequence[Change], compacted_rv: int) -> None:
         self._audit.extend(change.audit for change in batch)
+        del self._audit[: audit_excess(len(self._audit), self._audit_limit)]
 
     async def _close_backend(self) -> None:
         pass

@@ -14,7 +14,7 @@ Tables:
 - ``objects``: the current state, one row per object (its rv and JSON). Loaded whole at ``start``; reads are served
   from memory after that.
 - ``events``: watch history, rv -> event, trimmed to ``history_limit`` rows in the transaction that goes past it.
-- ``audit``: who changed what, one row per accepted change, kept forever.
+- ``audit``: who changed what, one row per accepted change; the newest ``audit_limit`` are kept.
 - ``meta``: ``schema_version``, ``rv`` (the last committed rv; restart continues after it, so an rv is never
   reused) and ``compacted_rv`` (history at or below it is gone: an older watch gets ``Expired``).
 
@@ -37,10 +37,12 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from meshplane.store._core import (
+    DEFAULT_AUDIT_LIMIT,
     DEFAULT_HISTORY_LIMIT,
     Change,
     CoreStore,
     LoadedState,
+    audit_excess,
 )
 from meshplane.store._watch import DEFAULT_WATCH_QUEUE_SIZE
 from meshplane.store.errors import StorageFailure
@@ -114,6 +116,8 @@ class SqliteStore(CoreStore):
     ``clock``: the time source for creationTimestamp and audit records (UTC ``datetime``).
     ``watch_queue_size``: live events a watch may fall behind before it is ended with ``Expired``.
     ``max_batch``: the most writes one transaction commits (default: 2000, at most ``watch_queue_size``).
+    ``audit_limit``: the newest audit records kept (the oldest are deleted in the transaction that goes a tenth
+    past it; 0 keeps every record).
     """
 
     def __init__(
@@ -124,11 +128,16 @@ class SqliteStore(CoreStore):
         clock: Callable[[], datetime] | None = None,
         watch_queue_size: int = DEFAULT_WATCH_QUEUE_SIZE,
         max_batch: int | None = None,
+        audit_limit: int = DEFAULT_AUDIT_LIMIT,
     ) -> None:
         super().__init__(
             history_limit=history_limit, clock=clock, watch_queue_size=watch_queue_size, max_batch=max_batch
         )
+        if audit_limit < 0:
+            raise ValueError("audit_limit must be >= 0")
         self.path = pathlib.Path(path)
+        self._audit_limit = audit_limit
+        self._audit_count = 0  # commit thread only: rows in the audit table
         self._executor: ThreadPoolExecutor | None = None
         self._writer: sqlite3.Connection | None = None  # used only on the commit thread
         self._reader: sqlite3.Connection | None = None  # used only on the event loop (audit queries)
@@ -249,7 +258,7 @@ class SqliteStore(CoreStore):
                 obj = json.loads(text)
             history.append(WatchEvent(EventType(type_), gr, obj, rv))
             max_rv = max(max_rv, rv)
-        (max_audit_rv,) = conn.execute("SELECT coalesce(max(rv), 0) FROM audit").fetchone()
+        (max_audit_rv, self._audit_count) = conn.execute("SELECT coalesce(max(rv), 0), count(*) FROM audit").fetchone()
         max_rv = max(max_rv, int(max_audit_rv))
         return LoadedState(rv=max_rv, compacted_rv=compacted_rv, objects=objects, history=history)
 
@@ -259,7 +268,7 @@ class SqliteStore(CoreStore):
             raise StorageFailure("store is closed")
         conn.execute("BEGIN IMMEDIATE")
         try:
-            self._write_changes(conn, batch, compacted_rv)
+            audit_count = self._write_changes(conn, batch, compacted_rv)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -267,9 +276,10 @@ class SqliteStore(CoreStore):
                     conn.execute("ROLLBACK")
             raise
         self._persisted_compacted_rv = max(self._persisted_compacted_rv, compacted_rv)
+        self._audit_count = audit_count
 
-    def _write_changes(self, conn: sqlite3.Connection, batch: Sequence[Change], compacted_rv: int) -> None:
-        """The statements of one batch, inside the caller's transaction."""
+    def _write_changes(self, conn: sqlite3.Connection, batch: Sequence[Change], compacted_rv: int) -> int:
+        """The statements of one batch, inside the caller's transaction; the audit rows there will be after it."""
         final: dict[ObjectKey, tuple[int, str] | None] = {}  # the last write of each object in the batch wins
         events: list[tuple[int, str, str, str, str, str, str]] = []
         audits: list[tuple[Any, ...]] = []
@@ -310,10 +320,17 @@ class SqliteStore(CoreStore):
         )
         conn.executemany(_INSERT_EVENT, events)
         conn.executemany(_INSERT_AUDIT, audits)
+        audit_count = self._audit_count + len(audits)
+        excess = audit_excess(audit_count, self._audit_limit)
+        if excess:  # the oldest records (rv is the primary key: the index gives the cut at once)
+            conn.execute("DELETE FROM audit WHERE rv <= (SELECT rv FROM audit ORDER BY rv LIMIT 1 OFFSET ?)",
+                         (excess - 1,))
+            audit_count -= excess
         conn.execute("UPDATE meta SET value = ? WHERE key = 'rv'", (batch[-1].event.rv,))
         if compacted_rv > self._persisted_compacted_rv:
             conn.execute("DELETE FROM events WHERE rv <= ?", (compacted_rv,))
             conn.execute("UPDATE meta SET value = ? WHERE key = 'compacted_rv'", (compacted_rv,))
+        return audit_count
 
     def _close_writer(self) -> None:
         conn, self._writer = self._writer, None

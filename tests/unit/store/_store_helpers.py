@@ -70,12 +70,12 @@ def fail_next_commit(store: CoreStore) -> list[Sequence[Change]]:
     if isinstance(store, SqliteStore):
         write_changes = store._write_changes
 
-        def failing(conn: sqlite3.Connection, batch: Sequence[Change], compacted_rv: int) -> None:
+        def failing(conn: sqlite3.Connection, batch: Sequence[Change], compacted_rv: int) -> int:
             if not failed:
                 failed.append(batch)
                 write_changes(conn, batch, compacted_rv)
                 raise sqlite3.OperationalError("disk I/O error (injected)")
-            write_changes(conn, batch, compacted_rv)
+            return write_changes(conn, batch, compacted_rv)
 
         store._write_changes = failing  # type: ignore[method-assign]
     else:

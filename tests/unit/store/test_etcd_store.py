@@ -174,3 +174,22 @@ async def test_one_leader_at_a_time_and_a_successor_when_it_stops(replica: Repli
     assert log == ["a elected", "a lost", "b elected"]
     await second.stop()
     assert log[-1] == "b lost"
+
+
+async def test_trimmed_audit_records_are_deleted_from_etcd_for_every_replica(replica: Replicas) -> None:
+    writer = await replica(audit_limit=10)
+    for i in range(30):
+        await writer.create(VS, vs(f"r{i}"), actor="alice")
+    newest = [r.rv for r in writer.audit(limit=1000)]
+    assert len(newest) in (10, 11)
+
+    async def deleted() -> bool:  # the deletions are sent in the background
+        later = await replica(audit_limit=0)  # keeps whatever etcd still has
+        return [r.rv for r in later.audit(limit=1000)] == newest
+
+    for _ in range(50):
+        if await deleted():
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("the trimmed audit records stayed in etcd")

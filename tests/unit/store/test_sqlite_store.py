@@ -179,12 +179,13 @@ def hold_mid_commit(store: SqliteStore) -> tuple[threading.Event, threading.Even
     thread: list[threading.Thread] = []
     write_changes = store._write_changes
 
-    def holding(conn: sqlite3.Connection, batch: Sequence[Change], compacted_rv: int) -> None:
-        write_changes(conn, batch, compacted_rv)
+    def holding(conn: sqlite3.Connection, batch: Sequence[Change], compacted_rv: int) -> int:
+        count = write_changes(conn, batch, compacted_rv)
         if not entered.is_set():
             thread.append(threading.current_thread())
             entered.set()
             release.wait(10)
+        return count
 
     store._write_changes = holding  # type: ignore[method-assign]
     return entered, release, thread
@@ -242,5 +243,23 @@ async def test_a_close_cancelled_mid_commit_still_closes(tmp_path: Path) -> None
     again = await started(path)  # the lock was released
     try:
         assert again.get(VS, "default", "a") is not None
+    finally:
+        await again.close()
+
+
+async def test_audit_trimming_is_persisted_and_counted_again_after_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    store = SqliteStore(path, audit_limit=10)
+    await store.start()
+    for i in range(25):
+        await store.create(VS, vs(f"r{i}"), actor="alice")
+    await store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT count(*), min(rv), max(rv) FROM audit").fetchone() == (11, 15, 25)
+    again = SqliteStore(path, audit_limit=10)  # the row count is read at start: the next trim is on time
+    await again.start()
+    try:
+        await again.create(VS, vs("r25"), actor="alice")
+        assert [r.rv for r in again.audit(limit=100)] == list(range(17, 27))
     finally:
         await again.close()

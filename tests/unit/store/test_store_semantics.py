@@ -6,7 +6,7 @@ import asyncio
 import uuid
 
 import pytest
-from _store_helpers import DR, NS, VS, FakeClock, core_only, gate_commits, vs
+from _store_helpers import DR, NS, VS, FakeClock, StoreFactory, core_only, gate_commits, vs
 
 from meshplane.store import AlreadyExists, Conflict, EventType, MemoryStore, NotFound, StorageFailure
 from meshplane.store._core import CoreStore
@@ -313,3 +313,25 @@ def test_constructor_limits() -> None:
         MemoryStore(watch_queue_size=10, max_batch=20)
     with pytest.raises(ValueError):
         MemoryStore(history_limit=-1)
+
+
+async def test_the_audit_trail_keeps_the_newest_records_up_to_its_limit(make_store: StoreFactory) -> None:
+    store = await make_store(audit_limit=10)
+    written = [await store.create(VS, vs("reviews"), actor="alice")]
+    for i in range(24):
+        written.append(await store.update(VS, vs("reviews", hosts=[f"h{i}"]), actor="bob"))
+    # trimmed back to 10 whenever it went a tenth (at least one record) past the limit: 11 now, the newest (on
+    # etcd the deletions take revisions of their own, so the changes' rvs are not consecutive there)
+    records = store.audit(limit=1000)
+    assert [r.rv for r in records] == [int(o["metadata"]["resourceVersion"]) for o in written[-11:]]
+    assert records[0].verb == "update"
+    with pytest.raises(ValueError, match="audit_limit"):
+        await make_store(audit_limit=-1)
+
+
+async def test_an_audit_limit_of_zero_keeps_every_record(make_store: StoreFactory) -> None:
+    store = await make_store(audit_limit=0)
+    await store.create(VS, vs("reviews"), actor="alice")
+    for i in range(30):
+        await store.update(VS, vs("reviews", hosts=[f"h{i}"]), actor="bob")
+    assert len(store.audit(limit=1000)) == 31

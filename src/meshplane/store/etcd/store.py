@@ -10,7 +10,9 @@ Layout under the key prefix (default ``/meshplane/``):
 - ``o/<group>/<resource>/<namespace>/<name>``: one object, its JSON without ``metadata.resourceVersion`` (that is
   the key's ``mod_revision``, filled in when read).
 - ``a/<uuid>``: one audit record; its ``mod_revision`` is the rv of the change it records (written in the change's
-  transaction, so both share a revision).
+  transaction, so both share a revision). Each replica keeps the newest ``audit_limit`` in memory; when its copy
+  goes a tenth past that, it drops the oldest and deletes their keys from etcd (deleting a key another replica
+  deleted already does nothing).
 
 How a write goes: it is validated against the local index (the last state this replica has seen), then sent as one
 transaction whose compare is that state's revision (``create``: the key does not exist), so etcd itself decides
@@ -52,11 +54,13 @@ from typing import TYPE_CHECKING, Any
 
 from meshplane.store._core import (
     _VERBS,
+    DEFAULT_AUDIT_LIMIT,
     DEFAULT_HISTORY_LIMIT,
     CommittedIndex,
     _key_of,
     _resource_label,
     _spec_of,
+    audit_excess,
     copy_json,
     object_rv,
     rfc3339,
@@ -83,6 +87,9 @@ log = logging.getLogger(__name__)
 _MAX_ATTEMPTS = 50  # a write that loses this many races in a row to other writers gives up (StorageFailure)
 
 
+_TRIM_CHUNK = 100  # deletes per transaction (etcd's default limit is 128 operations)
+
+
 def _dumps(obj: object) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -93,6 +100,7 @@ class EtcdStore(CommittedIndex):
     ``history_limit``: revisions of history kept (locally for fast resumes, and in etcd before compaction; >= 1).
     ``watch_queue_size``: live events a watch may fall behind before it ends with ``Expired``.
     ``max_batch``: the most events published in one event-loop step (at most ``watch_queue_size``).
+    ``audit_limit``: the newest audit records kept (0: every record).
     """
 
     def __init__(
@@ -103,7 +111,10 @@ class EtcdStore(CommittedIndex):
         clock: Callable[[], datetime] | None = None,
         watch_queue_size: int = DEFAULT_WATCH_QUEUE_SIZE,
         max_batch: int | None = None,
+        audit_limit: int = DEFAULT_AUDIT_LIMIT,
     ) -> None:
+        if audit_limit < 0:
+            raise ValueError("audit_limit must be >= 0")
         if history_limit < 1:
             raise ValueError("history_limit must be >= 1 on etcd (etcd always keeps its latest revision)")
         if max_batch is None:
@@ -125,6 +136,10 @@ class EtcdStore(CommittedIndex):
         self._history: list[WatchEvent] = []
         self._history_start = 0  # the local history has every change with rv > this
         self._audit: list[AuditRecord] = []
+        self._audit_keys: list[bytes] = []  # the etcd key of each record of _audit, in the same order
+        self._audit_limit = audit_limit
+        self._trimmer: asyncio.Task[None] | None = None
+        self._trim_keys: list[bytes] = []  # keys to delete from etcd (records dropped from the local copy)
         self._hub = WatchHub()
         self._replays: set[_EtcdReplayWatch] = set()
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
@@ -168,7 +183,9 @@ class EtcdStore(CommittedIndex):
             if decoded is not None:
                 key, obj = decoded
                 self._collection(key.gr).put(key.namespace, key.name, obj)
-        self._audit = [record for kv in audits.kvs if (record := self._decode_audit(kv)) is not None]
+        kept = [(kv.key, record) for kv in audits.kvs if (record := self._decode_audit(kv)) is not None]
+        self._audit = [record for _, record in kept]
+        self._audit_keys = [key for key, _ in kept]
         self._committed_rv = revision
         self._history = []
         self._history_start = revision
@@ -187,7 +204,7 @@ class EtcdStore(CommittedIndex):
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.settings.timeout * 2):
                     await self._writes_done.wait()
-            for task in (self._follower, self._compactor):
+            for task in (self._follower, self._compactor, self._trimmer):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(BaseException):
@@ -434,6 +451,26 @@ class EtcdStore(CommittedIndex):
         if self._compactor is None or self._compactor.done():
             self._compactor = asyncio.get_running_loop().create_task(self._compact(), name="etcd-compact")
 
+    def _trim_audit(self) -> None:
+        excess = audit_excess(len(self._audit), self._audit_limit)
+        if not excess:
+            return
+        self._trim_keys.extend(self._audit_keys[:excess])
+        del self._audit[:excess], self._audit_keys[:excess]
+        if not self._closing and (self._trimmer is None or self._trimmer.done()):
+            self._trimmer = asyncio.get_running_loop().create_task(self._delete_trimmed(), name="etcd-audit-trim")
+
+    async def _delete_trimmed(self) -> None:
+        """Delete the dropped audit records' keys, a bounded transaction at a time."""
+        while self._trim_keys:
+            chunk, self._trim_keys = self._trim_keys[:_TRIM_CHUNK], self._trim_keys[_TRIM_CHUNK:]
+            try:
+                await self.client.txn([], [self.client.delete(k) for k in chunk], [])
+            except StoreError as e:
+                log.warning("etcd: deleting %d old audit records failed (they stay until the next trim): %s",
+                            len(chunk), e)
+                return
+
     async def _compact(self) -> None:
         """Compact etcd to the promised point, and again while the promise moved on during the call."""
         done = 0
@@ -499,6 +536,8 @@ class EtcdStore(CommittedIndex):
         if kv.key.startswith(self._audit_prefix):
             if event.type != DELETE and (record := self._decode_audit(kv)) is not None:
                 self._audit.append(record)
+                self._audit_keys.append(kv.key)
+                self._trim_audit()
             self._committed_rv = max(self._committed_rv, rv)
             return
         if not kv.key.startswith(self._objects_prefix):
