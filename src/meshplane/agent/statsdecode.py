@@ -177,8 +177,10 @@ end
 local function sample(fixed, dynamic)
   local dyn = {}
   for _, kv in ipairs(dynamic) do dyn[kv[1]] = kv[2] end
-  -- names from before the request tag: the peer and the service as tags of their own, principals plain
-  local f = dyn[REQUEST_TAG] and split_request(dyn[REQUEST_TAG]) or {peer = dyn[PEER_TAG], service = dyn[SERVICE_TAG]}
+  -- names from before the request tag: the peer and the service as tags of their own, the other side's
+  -- principal a plain tag (destination_principal at the source, source_principal at the destination)
+  local f = dyn[REQUEST_TAG] and split_request(dyn[REQUEST_TAG]) or {peer = dyn[PEER_TAG], service = dyn[SERVICE_TAG],
+    principal = dyn["destination_principal"] or dyn["source_principal"]}
   local out = {}
   for _, kv in ipairs(fixed) do
     local label, v = kv[1], kv[2]
@@ -197,11 +199,7 @@ local function sample(fixed, dynamic)
     elseif v == PRINCIPAL then
       v = known(f.principal) and f.principal or UNKNOWN
     elseif v == MTLS then
-      local other = f.principal
-      if dyn[REQUEST_TAG] == nil then
-        other = dyn[(label:sub(1, 7) == "source_") and "destination_principal" or "source_principal"]
-      end
-      v = known(other) and OWN.principal or UNKNOWN
+      v = known(f.principal) and OWN.principal or UNKNOWN
     end
     out[#out + 1] = label:gsub("[^%%w_]", "_") .. '="' .. quote(v) .. '"'
   end

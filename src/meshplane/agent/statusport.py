@@ -18,6 +18,7 @@ agent runs on without it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 
@@ -28,7 +29,7 @@ from meshplane.agent.metrics import CONTENT_TYPE, AgentMetrics
 
 log = logging.getLogger(__name__)
 
-ENVOY_SCRAPE_TIMEOUT_S = 5.0
+SCRAPE_TIMEOUT_S = 5.0  # per source read at each scrape (Envoy's, the application's)
 
 
 class StatusServer:
@@ -39,12 +40,11 @@ class StatusServer:
         self.metrics = metrics
         self.envoy_stats_url = envoy_stats_url
         self.app_stats_url = app_stats_url
-        self._app_failing = False
         self.session = session
         self.not_ready = not_ready
         self.address = ""  # HOST:PORT once listening
         self._runner: web.AppRunner | None = None
-        self._envoy_failing = False
+        self._failing: set[str] = set()  # the sources whose last read failed (logged once per run of failures)
 
     async def start(self, host: str, port: int) -> bool:
         """Listen on ``host:port`` (0: a free port). False, logged, when the port cannot be had."""
@@ -74,7 +74,7 @@ class StatusServer:
     async def _read(self, url: str) -> tuple[bytes, str]:
         """The text exposition at ``url``, or b"" and why it could not be read."""
         try:
-            async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=ENVOY_SCRAPE_TIMEOUT_S)) as r:
+            async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=SCRAPE_TIMEOUT_S)) as r:
                 body = await r.read()
                 if r.status != 200:
                     return b"", f"{url} answered HTTP {r.status}"
@@ -89,34 +89,26 @@ class StatusServer:
         return await self._read(self.envoy_stats_url)
 
     async def merged(self) -> bytes:
-        parts = [self.metrics.render()]
-        envoy, why = await self.envoy_metrics()
-        parts.append(self._part(envoy, why, "Envoy's", envoy=True))
+        """The agent's metrics, then Envoy's, then the application's (both read at once)."""
+        sources = [("Envoy's", self.envoy_metrics())]
         if self.app_stats_url:
-            app, why = await self._read(self.app_stats_url)
-            parts.append(self._part(app, why, "the application's", envoy=False))
-        return b"".join(parts)
+            sources.append(("the application's", self._read(self.app_stats_url)))
+        read = await asyncio.gather(*(coro for _, coro in sources))
+        return self.metrics.render() + b"".join(
+            self._part(whose, body, why) for (whose, _), (body, why) in zip(sources, read, strict=True))
 
-    def _part(self, body: bytes, why: str, whose: str, *, envoy: bool) -> bytes:
-        """One source's text, ending in a newline; a comment line saying why it is missing (logged once per run of
-        failures)."""
-        failing = self._envoy_failing if envoy else self._app_failing
+    def _part(self, whose: str, body: bytes, why: str) -> bytes:
+        """One source's text, ending in a newline; or a comment line saying why it is missing."""
         if why:
-            if not failing:
+            if whose not in self._failing:
                 log.warning("merged metrics without %s: %s", whose, why)
-            self._set_failing(envoy, True)
+            self._failing.add(whose)
             note = " ".join(why.split())  # one comment line
             return f"# meshplane agent: {whose} metrics are missing: {note}\n".encode()
-        self._set_failing(envoy, False)
+        self._failing.discard(whose)
         if body and not body.endswith(b"\n"):
             body += b"\n"
         return body
-
-    def _set_failing(self, envoy: bool, value: bool) -> None:
-        if envoy:
-            self._envoy_failing = value
-        else:
-            self._app_failing = value
 
     async def _stats(self, request: web.Request) -> web.Response:
         return web.Response(body=await self.merged(), headers={"Content-Type": CONTENT_TYPE})

@@ -7,7 +7,7 @@ decision (it differs by kind), so callers pass only selectors that exist.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 # ASM's TrafficLabel source for the workload's own ``ASM_TRAFFIC_TAG`` label, as its documents spell it: v1beta1's
@@ -36,6 +36,11 @@ class TargetRef(Protocol):
     def name(self) -> str | None: ...
     @property
     def namespace(self) -> str | None: ...
+
+
+def target_refs(target_ref: TargetRef | None, refs: Sequence[TargetRef]) -> tuple[TargetRef, ...]:
+    """A policy's ``targetRefs`` and its older single ``targetRef``, as one list."""
+    return (*refs, *((target_ref,) if target_ref is not None else ()))
 
 
 def is_gateway_ref(ref: TargetRef) -> bool:

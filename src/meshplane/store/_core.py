@@ -52,6 +52,13 @@ DEFAULT_HISTORY_LIMIT = 100_000
 DEFAULT_AUDIT_LIMIT = 100_000  # audit records kept (the newest); 0 keeps every record
 
 
+def valid_audit_limit(limit: int) -> int:
+    """``limit`` as the backends take it (ValueError when negative)."""
+    if limit < 0:
+        raise ValueError("audit_limit must be >= 0")
+    return limit
+
+
 def audit_excess(count: int, limit: int) -> int:
     """How many of the oldest audit records to drop when ``count`` are kept and ``limit`` may be: none until the
     trail is a tenth past the limit (so trimming is one statement per ~limit/10 writes), then back to the limit."""

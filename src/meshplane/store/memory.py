@@ -19,6 +19,7 @@ from meshplane.store._core import (
     CoreStore,
     LoadedState,
     audit_excess,
+    valid_audit_limit,
 )
 from meshplane.store._watch import DEFAULT_WATCH_QUEUE_SIZE
 from meshplane.store.interface import Store
@@ -43,10 +44,8 @@ class MemoryStore(CoreStore):
         super().__init__(
             history_limit=history_limit, clock=clock, watch_queue_size=watch_queue_size, max_batch=max_batch
         )
-        if audit_limit < 0:
-            raise ValueError("audit_limit must be >= 0")
         self._audit: list[AuditRecord] = []
-        self._audit_limit = audit_limit
+        self._audit_limit = valid_audit_limit(audit_limit)
 
     async def _load(self) -> LoadedState:
         return LoadedState(rv=0, compacted_rv=0, objects=(), history=())

@@ -43,6 +43,7 @@ from meshplane.store._core import (
     CoreStore,
     LoadedState,
     audit_excess,
+    valid_audit_limit,
 )
 from meshplane.store._watch import DEFAULT_WATCH_QUEUE_SIZE
 from meshplane.store.errors import StorageFailure
@@ -133,10 +134,8 @@ class SqliteStore(CoreStore):
         super().__init__(
             history_limit=history_limit, clock=clock, watch_queue_size=watch_queue_size, max_batch=max_batch
         )
-        if audit_limit < 0:
-            raise ValueError("audit_limit must be >= 0")
         self.path = pathlib.Path(path)
-        self._audit_limit = audit_limit
+        self._audit_limit = valid_audit_limit(audit_limit)
         self._audit_count = 0  # commit thread only: rows in the audit table
         self._executor: ThreadPoolExecutor | None = None
         self._writer: sqlite3.Connection | None = None  # used only on the commit thread

@@ -34,7 +34,7 @@ from collections.abc import Iterable, Mapping
 from typing import Generic, NamedTuple, Protocol, TypeVar, cast
 
 from meshplane.model import spec as istio
-from meshplane.model.labels import labels_match, targets_gateway_proxy
+from meshplane.model.labels import TargetRef, labels_match, target_refs, targets_gateway_proxy
 from meshplane.model.proxy import InboundPort, Proxy
 from meshplane.model.resources import (
     PEER_AUTHENTICATIONS,
@@ -74,11 +74,9 @@ def _match_labels(spec: Selecting) -> Mapping[str, str] | None:
     return sel.match_labels if sel is not None and sel.match_labels else None
 
 
-def _target_refs(spec: Selecting) -> tuple[istio.PolicyTargetReference, ...]:
+def _target_refs(spec: Selecting) -> tuple[TargetRef, ...]:
     """The policy's ``targetRef`` and ``targetRefs`` (PeerAuthentication has neither)."""
-    one: istio.PolicyTargetReference | None = getattr(spec, "target_ref", None)
-    many: tuple[istio.PolicyTargetReference, ...] = getattr(spec, "target_refs", ())
-    return (*many, *((one,) if one is not None else ()))
+    return target_refs(getattr(spec, "target_ref", None), getattr(spec, "target_refs", ()))
 
 
 def _by_namespace_age(obj: ConfigObject[S]) -> tuple[str, str, str]:

@@ -83,12 +83,16 @@ NONE = "none"
 Identity = Mapping[str, str] | None
 
 
+def _peer_fields(workload: str, namespace: str, labels: Mapping[str, str], cluster: str) -> dict[str, str]:
+    """``model.peer``'s fields of a workload (a proxy's own, or an endpoint's)."""
+    return {"workload": workload or UNKNOWN, "namespace": namespace or UNKNOWN,
+            "app": canonical_app(labels, workload), "version": canonical_version(labels), "cluster": cluster or UNKNOWN}
+
+
 def proxy_identity(proxy: Proxy, trust_domain: str = "") -> dict[str, str]:
     """``model.peer``'s fields for ``proxy`` (the values its agent puts in its environment) and, with the trust
     domain, its SPIFFE id (``principal``)."""
-    values = {"workload": proxy.workload_name or UNKNOWN, "namespace": proxy.namespace or UNKNOWN,
-              "app": canonical_app(proxy.labels, proxy.workload_name), "version": canonical_version(proxy.labels),
-              "cluster": proxy.cluster_id or UNKNOWN}
+    values = _peer_fields(proxy.workload_name, proxy.namespace, proxy.labels, proxy.cluster_id)
     if trust_domain:
         values["principal"] = f"spiffe://{trust_domain}/ns/{proxy.namespace}/sa/{proxy.service_account or 'default'}"
     return values
@@ -251,11 +255,8 @@ def endpoint_identity(endpoint: Endpoint) -> str | None:
     endpoint that is not a workload of the registry (a ServiceEntry's address)."""
     if not endpoint.workload_name:
         return None
-    workload = endpoint_workload(endpoint.labels, endpoint.workload_name)
-    return statname.peer_value({"workload": workload, "namespace": endpoint.namespace or UNKNOWN,
-                                "app": canonical_app(endpoint.labels, workload),
-                                "version": canonical_version(endpoint.labels),
-                                "cluster": endpoint.cluster_id or UNKNOWN})
+    return statname.peer_value(_peer_fields(endpoint_workload(endpoint.labels, endpoint.workload_name),
+                                            endpoint.namespace, endpoint.labels, endpoint.cluster_id))
 
 
 def cluster_metadata(c: cluster_pb2.Cluster, svc: Service) -> None:
@@ -284,7 +285,7 @@ _FIELDS = {
 }
 
 
-def _source_labels(identity: Identity, *, http: bool) -> dict[str, str]:
+def _source_labels(identity: Identity) -> dict[str, str]:
     """Labels of ``reporter="source"``: us as the source, the answering sidecar as the destination (from its
     response header; over TCP, where nobody answers with one, from the upstream endpoint's metadata, which
     ``endpoint_identity`` gives the control plane). Our principal is known only when the connection was
@@ -428,10 +429,10 @@ _TCP_METRICS = (
 
 def _stats(metrics: tuple[_Metric, ...], tags: dict[str, str], policy: TelemetryPolicy, *, client: bool,
            tcp: bool) -> list[accesslog_pb2.AccessLog]:
-    # The peer: from the exchanged header over HTTP; over TCP the upstream endpoint's metadata (the source side)
-    peer = _ENDPOINT_PEER_VALUE if tcp and client else _PEER_TAG_VALUE
     """The stats loggers of one side: one for what is counted at the end, one (TCP) for what is counted at the
     upstream connect (the TCP proxy flushes its access logs then too)."""
+    # The peer: from the exchanged header over HTTP; over TCP the upstream endpoint's metadata (the source side)
+    peer = _ENDPOINT_PEER_VALUE if tcp and client else _PEER_TAG_VALUE
     at_connect, at_end = stats_pb2.Config(), stats_pb2.Config()
     for m in metrics:
         enabled, changes = policy.metric(m.telemetry, client=client)
@@ -470,7 +471,7 @@ def inbound_http_logs(service: ServiceLabels, policy: TelemetryPolicy, *, mtls: 
 
 def outbound_http_logs(policy: TelemetryPolicy, identity: Identity = None) -> list[accesslog_pb2.AccessLog]:
     """The client side's metrics (``reporter="source"``) and access logs: sidecars' outbound, gateways."""
-    return [*_http_stats(_source_labels(identity, http=True), "http", policy, client=True),
+    return [*_http_stats(_source_labels(identity), "http", policy, client=True),
             *access_logs(policy, client=True)]
 
 
@@ -493,7 +494,7 @@ def inbound_tcp_logs(service: ServiceLabels, policy: TelemetryPolicy, *, mtls: b
 
 
 def outbound_tcp_logs(policy: TelemetryPolicy, identity: Identity = None) -> list[accesslog_pb2.AccessLog]:
-    return [*_tcp_stats(_source_labels(identity, http=False), policy, client=True),
+    return [*_tcp_stats(_source_labels(identity), policy, client=True),
             *access_logs(policy, client=True, tcp=True)]
 
 

@@ -22,7 +22,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 
-from meshplane.model.labels import labels_match, targets_gateway_proxy
+from meshplane.model.labels import labels_match, target_refs, targets_gateway_proxy
 from meshplane.model.mesh import MeshSettings, TelemetryProvider
 from meshplane.model.proxy import Proxy
 from meshplane.model.resources import TELEMETRIES, TRAFFIC_LABELS
@@ -313,7 +313,7 @@ def _levels(proxy: Proxy, ctx: PushContext) -> list[Telemetry]:
         assert isinstance(spec, Telemetry)
         meta = obj.meta
         order = (meta.creation_timestamp or "", meta.name)
-        refs = (*spec.target_refs, *((spec.target_ref,) if spec.target_ref is not None else ()))
+        refs = target_refs(spec.target_ref, spec.target_refs)
         if refs:
             # A Gateway API Gateway: its proxies, at the workload level. Other kinds (a GatewayClass, a Service
             # or ServiceEntry, which Istio applies to waypoints only) select no proxy here; admission warns.

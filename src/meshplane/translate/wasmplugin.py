@@ -31,7 +31,7 @@ from envoy.extensions.wasm.v3 import wasm_pb2
 from google.protobuf import wrappers_pb2
 
 from meshplane.model import spec as istio
-from meshplane.model.labels import labels_match, targets_gateway_proxy
+from meshplane.model.labels import labels_match, target_refs, targets_gateway_proxy
 from meshplane.model.proxy import Proxy, ProxyType
 from meshplane.model.spec import ConfigObject
 from meshplane.model.wasm import file_path
@@ -52,7 +52,7 @@ def _attaches(obj: Plugin, proxy: Proxy, root: str) -> bool:
     if ns not in (proxy.namespace, root):
         return False
     spec = obj.spec
-    refs = [*spec.target_refs, *((spec.target_ref,) if spec.target_ref is not None else ())]
+    refs = target_refs(spec.target_ref, spec.target_refs)
     if refs:
         return any(targets_gateway_proxy(r, ns, proxy.namespace, proxy.labels) for r in refs)
     labels = spec.selector.match_labels if spec.selector is not None else {}

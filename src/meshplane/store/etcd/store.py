@@ -65,6 +65,7 @@ from meshplane.store._core import (
     object_rv,
     rfc3339,
     rfc3339_micro,
+    valid_audit_limit,
 )
 from meshplane.store._watch import DEFAULT_WATCH_QUEUE_SIZE, StoreWatch, WatchHub
 from meshplane.store.errors import AlreadyExists, Conflict, Expired, NotFound, StorageFailure, StoreError
@@ -113,8 +114,6 @@ class EtcdStore(CommittedIndex):
         max_batch: int | None = None,
         audit_limit: int = DEFAULT_AUDIT_LIMIT,
     ) -> None:
-        if audit_limit < 0:
-            raise ValueError("audit_limit must be >= 0")
         if history_limit < 1:
             raise ValueError("history_limit must be >= 1 on etcd (etcd always keeps its latest revision)")
         if max_batch is None:
@@ -137,7 +136,7 @@ class EtcdStore(CommittedIndex):
         self._history_start = 0  # the local history has every change with rv > this
         self._audit: list[AuditRecord] = []
         self._audit_keys: list[bytes] = []  # the etcd key of each record of _audit, in the same order
-        self._audit_limit = audit_limit
+        self._audit_limit = valid_audit_limit(audit_limit)
         self._trimmer: asyncio.Task[None] | None = None
         self._trim_keys: list[bytes] = []  # keys to delete from etcd (records dropped from the local copy)
         self._hub = WatchHub()
